@@ -1,0 +1,53 @@
+# recon build, test, demo and benchmark entry points.
+# Every target uses one deno: the one on PATH, else the pinned npm package in .tools/.
+
+DENO_VERSION := 2.9.6
+TOOLS_DENO := .tools/node_modules/.bin/deno
+DENO ?= $(shell command -v deno 2>/dev/null || echo $(TOOLS_DENO))
+PERMISSIONS := $(shell cat bin/permissions)
+TEST_PERMISSIONS := --allow-read --allow-write --allow-net --allow-run --allow-env --allow-sys
+
+.PHONY: setup test check fmt build bench bench-quick demo clean
+
+setup: $(DENO) .tools/.deps-cached
+
+$(TOOLS_DENO):
+	@echo "installing deno $(DENO_VERSION) from the npm registry into .tools/" >&2
+	@mkdir -p .tools
+	@cd .tools && npm install --silent --no-audit --no-fund --no-save deno@$(DENO_VERSION) >/dev/null
+	@$(TOOLS_DENO) --version | head -n 1 >&2
+
+# npm dependencies pinned in deno.json and locked in deno.lock, fetched once.
+.tools/.deps-cached: deno.json deno.lock $(DENO)
+	@mkdir -p .tools
+	@$(DENO) install --quiet --frozen
+	@touch $@
+
+test: setup
+	@scripts/ensure-test-deps
+	@scripts/run-tests "$(DENO)" $(TEST_PERMISSIONS)
+
+check: setup
+	$(DENO) check server.ts client.ts
+	$(DENO) lint
+	$(DENO) fmt --check
+
+fmt: setup
+	$(DENO) fmt
+
+build: setup
+	@scripts/build "$(DENO)" $(PERMISSIONS)
+
+bench: setup
+	@scripts/ensure-test-deps
+	@$(DENO) run $(TEST_PERMISSIONS) bench/run.ts --size-mib 1024
+
+bench-quick: setup
+	@scripts/ensure-test-deps
+	@$(DENO) run $(TEST_PERMISSIONS) bench/run.ts --size-mib 64
+
+demo: setup
+	@examples/demo.sh
+
+clean:
+	rm -rf dist bench/work demo-work

@@ -1,0 +1,434 @@
+/**
+ * recon-client: submits reconstruction jobs to a recon-server and fetches the
+ * images, or asks the server for its status and queue. See `recon-client --help`.
+ *
+ * This is the only client module that reads Deno.args, writes stdout or exits.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import * as path from "node:path";
+import { connectToServer } from "./lib/client/connect.ts";
+import { describeFiles, filesMatching, pathsFromLines } from "./lib/client/files.ts";
+import { ProgressDisplay } from "./lib/client/progress.ts";
+import { formatUptime, getQueueDetails, getServerStatus } from "./lib/client/query.ts";
+import { JobFailedError, submitJob } from "./lib/client/submit.ts";
+import type { Channel } from "./lib/channel.ts";
+import { describeError, loadConfig, sharedKeyMaterial } from "./lib/cli_support.ts";
+import { ExitCode, UsageError } from "./lib/errors.ts";
+import { decodeKey, generateKey, keyId } from "./lib/keys.ts";
+import { log, setupLogging, shutdownLogging } from "./lib/log.ts";
+import { showConfigJson } from "./lib/opts.ts";
+import { checkReconOptions, parseReconOptions, type ReconOptions } from "./lib/protocol.ts";
+import { VERSION } from "./lib/version.ts";
+
+const PROGRAM = "recon-client";
+
+const HELP = `${PROGRAM} ${VERSION}: send raw scan files to a recon-server, run the site's
+reconstruction there, and receive the images (DICOM). Everything on the wire is
+encrypted with the SHARED_KEY from recon.opts.
+
+Usage:
+  ${PROGRAM} [--files FILE... | --files - | --directory DIR [--pattern GLOB]]
+             [--recon-options JSON] [options]
+  ${PROGRAM} --server-status [--json]
+  ${PROGRAM} --view-queue [--json]
+  ${PROGRAM} keygen
+
+With no files, submits CLIENT_DEFAULT_PFILE_PATH from recon.opts.
+
+Submitting:
+  --files FILE...         input files (the first is the primary file); "-" reads
+                          paths from stdin, one per line
+  --directory DIR         send the files in DIR that match --pattern
+  --pattern GLOB          glob for --directory (default "*"), e.g. "*.7"
+  --recon-options JSON    options for the reconstruction script, a JSON object;
+                          each becomes "--key value" on the script's command line
+  --download-dir DIR      where results go (default CLIENT_DOWNLOAD_DIR); each job
+                          gets DIR/<job_id>/
+
+Querying:
+  --server-status         uptime, version, workers, queue length, jobs done/failed
+  --view-queue            running and queued jobs
+
+General:
+  --opts PATH             recon.opts to use (default ./recon.opts; created when missing)
+  --host HOST             override SERVER_HOST
+  --port PORT             override SERVER_PORT
+  --json                  print one JSON document on stdout instead of text
+  --quiet                 no progress or messages on stderr, only errors
+  --debug                 debug logging
+  --show-config           print the effective configuration as JSON (key redacted)
+  -h, --help              this help
+  -V, --version           print the version
+
+Output: stdout lists the downloaded result files, one path per line, so
+  ${PROGRAM} --files scan.7 | xargs dcmdump
+works. Progress and messages go to stderr (a progress bar on a terminal).
+
+Exit codes:
+  0    success
+  1    the job failed on the server (the reason and the script's last stderr lines
+       are printed) or the server refused it
+  2    usage or configuration error (bad flag, bad recon.opts, missing file)
+  3    connection or handshake error (server down, wrong SHARED_KEY, refused)
+  4    transfer error (size or SHA-256 mismatch, disk full, file changed)
+  130  interrupted (Ctrl-C); a running job is cancelled on the server
+
+Examples:
+  ${PROGRAM} --files /path/to/P00000.7 /path/to/calibration.dat \\
+      --recon-options '{"option1": "value1", "num_slices": 128}'
+  ${PROGRAM} --directory /path/to/scan_data/ --pattern "*.dcm" \\
+      --recon-options '{"custom_script_param": true}'
+  ${PROGRAM} --server-status
+  ${PROGRAM} --view-queue --json
+  find /scans/today -name '*.7' | ${PROGRAM} --files -
+`;
+
+const encoder = new TextEncoder();
+
+function writeStdout(text: string): void {
+  const bytes = encoder.encode(text);
+  let written = 0;
+  while (written < bytes.length) written += Deno.stdout.writeSync(bytes.subarray(written));
+}
+
+function writeStderr(text: string): void {
+  try {
+    Deno.stderr.writeSync(encoder.encode(text));
+  } catch { /* stderr closed */ }
+}
+
+interface Args {
+  files: string[];
+  filesGiven: boolean;
+  directory?: string;
+  pattern: string;
+  reconOptions?: string;
+  serverStatus: boolean;
+  viewQueue: boolean;
+  opts: string;
+  host?: string;
+  port?: string;
+  downloadDir?: string;
+  json: boolean;
+  quiet: boolean;
+  debug: boolean;
+  showConfig: boolean;
+  help: boolean;
+  version: boolean;
+  command?: string;
+}
+
+function parseCommandLine(argv: string[]): Args {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        files: { type: "string", multiple: true },
+        directory: { type: "string" },
+        pattern: { type: "string" },
+        "recon-options": { type: "string" },
+        "server-status": { type: "boolean" },
+        "view-queue": { type: "boolean" },
+        opts: { type: "string" },
+        host: { type: "string" },
+        port: { type: "string" },
+        "download-dir": { type: "string" },
+        json: { type: "boolean" },
+        quiet: { type: "boolean" },
+        debug: { type: "boolean" },
+        "show-config": { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message, { hint: `see '${PROGRAM} --help'` });
+  }
+  const { values, positionals } = parsed;
+  const files = [...(values.files ?? [])];
+  let command: string | undefined;
+  if (files.length > 0) files.push(...positionals);
+  else if (positionals[0] === "keygen" && positionals.length === 1) command = "keygen";
+  else if (positionals.length > 0) {
+    throw new UsageError(`unexpected argument "${positionals[0]}"`, {
+      hint: `input files go after --files; see '${PROGRAM} --help'`,
+    });
+  }
+  const args: Args = {
+    files,
+    filesGiven: files.length > 0,
+    directory: values.directory,
+    pattern: values.pattern ?? "*",
+    reconOptions: values["recon-options"],
+    serverStatus: values["server-status"] ?? false,
+    viewQueue: values["view-queue"] ?? false,
+    opts: values.opts ?? "recon.opts",
+    host: values.host,
+    port: values.port,
+    downloadDir: values["download-dir"],
+    json: values.json ?? false,
+    quiet: values.quiet ?? false,
+    debug: values.debug ?? false,
+    showConfig: values["show-config"] ?? false,
+    help: values.help ?? false,
+    version: values.version ?? false,
+    command,
+  };
+  const modes = [args.filesGiven || args.directory !== undefined, args.serverStatus, args.viewQueue]
+    .filter(Boolean).length;
+  if (modes > 1) {
+    throw new UsageError("choose one of --files/--directory, --server-status, --view-queue");
+  }
+  if (args.filesGiven && args.directory !== undefined) {
+    throw new UsageError("use either --files or --directory, not both");
+  }
+  if (values.pattern !== undefined && args.directory === undefined) {
+    throw new UsageError("--pattern needs --directory");
+  }
+  return args;
+}
+
+async function readStdinPaths(): Promise<string[]> {
+  const text = await new Response(Deno.stdin.readable).text();
+  return pathsFromLines(text);
+}
+
+async function inputPaths(args: Args, defaultPfile: string): Promise<string[]> {
+  if (args.directory !== undefined) return await filesMatching(args.directory, args.pattern);
+  if (args.filesGiven) {
+    if (args.files.includes("-")) {
+      if (args.files.length > 1) throw new UsageError('"--files -" cannot be mixed with paths');
+      const paths = await readStdinPaths();
+      if (paths.length === 0) throw new UsageError("no file paths on stdin");
+      return paths;
+    }
+    return args.files;
+  }
+  if (!defaultPfile) {
+    throw new UsageError("no input files given and CLIENT_DEFAULT_PFILE_PATH is empty", {
+      hint: `use --files or --directory; see '${PROGRAM} --help'`,
+    });
+  }
+  return [defaultPfile];
+}
+
+function reconOptionsFrom(args: Args, fallback: Record<string, unknown>): ReconOptions {
+  try {
+    return args.reconOptions === undefined
+      ? checkReconOptions(fallback)
+      : parseReconOptions(args.reconOptions);
+  } catch (error) {
+    throw new UsageError(`--recon-options: ${(error as Error).message}`, {
+      hint: `for example --recon-options '{"num_slices": 128, "algorithm": "fft"}'`,
+    });
+  }
+}
+
+function parsePort(text: string): number {
+  const port = Number(text);
+  if (!/^\d+$/.test(text) || port < 1 || port > 65535) {
+    throw new UsageError(`--port must be a number from 1 to 65535, got "${text}"`);
+  }
+  return port;
+}
+
+async function main(argv: string[], interrupt: AbortController): Promise<number> {
+  const args = parseCommandLine(argv);
+  if (args.help) {
+    writeStdout(HELP);
+    return ExitCode.OK;
+  }
+  if (args.version) {
+    writeStdout(`${PROGRAM} ${VERSION}\n`);
+    return ExitCode.OK;
+  }
+  if (args.command === "keygen") {
+    writeStdout(`${generateKey()}\n`);
+    return ExitCode.OK;
+  }
+  const loaded = await loadConfig(args.opts, "client");
+  const { config } = loaded;
+  if (args.host !== undefined) config.SERVER_HOST = args.host;
+  if (args.port !== undefined) config.SERVER_PORT = parsePort(args.port);
+  if (args.downloadDir !== undefined) config.CLIENT_DOWNLOAD_DIR = path.resolve(args.downloadDir);
+  if (args.showConfig) {
+    let id: string | undefined;
+    try {
+      id = await keyId(decodeKey(config.SHARED_KEY));
+    } catch { /* no usable key: shown redacted without an id */ }
+    writeStdout(`${showConfigJson(config, id)}\n`);
+    return ExitCode.OK;
+  }
+  await setupLogging({
+    program: PROGRAM,
+    level: args.debug ? "debug" : "info",
+    stderrLevel: args.debug ? "debug" : "warning",
+    filePath: config.LOG_FILEPATH || undefined,
+  });
+  const logger = log(PROGRAM);
+  for (const warning of loaded.warnings) logger.warn(warning);
+  const key = await sharedKeyMaterial(loaded);
+
+  const display = new ProgressDisplay({
+    write: writeStderr,
+    tty: Deno.stderr.isTerminal(),
+    quiet: args.quiet || args.json,
+  });
+  // Check everything local before connecting.
+  let files: Awaited<ReturnType<typeof describeFiles>> = [];
+  let reconOptions: ReconOptions = {};
+  const submitting = !args.serverStatus && !args.viewQueue;
+  if (submitting) {
+    files = await describeFiles(
+      await inputPaths(args, config.CLIENT_DEFAULT_PFILE_PATH),
+    );
+    reconOptions = reconOptionsFrom(args, config.CLIENT_DAEMON_RECON_OPTIONS_JSON);
+  }
+
+  const channel: Channel = await connectToServer({
+    host: config.SERVER_HOST,
+    port: config.SERVER_PORT,
+    sharedKey: key.raw,
+    keyId: key.id,
+    idleTimeoutMs: config.IDLE_TIMEOUT * 1000,
+    handshakeTimeoutMs: config.HANDSHAKE_TIMEOUT * 1000,
+    onClockSkew: (seconds) =>
+      logger.warn(`the server's clock differs from ours by ${seconds} s; check NTP`),
+  });
+  try {
+    if (args.serverStatus) {
+      const status = await getServerStatus(channel);
+      await channel.close();
+      const { type: _type, ...fields } = status;
+      if (args.json) writeStdout(`${JSON.stringify(fields, null, 2)}\n`);
+      else {
+        writeStdout(
+          [
+            `server:              ${config.SERVER_HOST}:${config.SERVER_PORT} (recon ${status.version})`,
+            `uptime:              ${formatUptime(status.uptime_seconds)}`,
+            `max concurrent jobs: ${status.max_concurrent_jobs}`,
+            `active workers:      ${status.active_workers}`,
+            `queued jobs:         ${status.queue_length}`,
+            `jobs completed:      ${status.jobs_completed}`,
+            `jobs failed:         ${status.jobs_failed}`,
+          ].join("\n") + "\n",
+        );
+      }
+      return ExitCode.OK;
+    }
+    if (args.viewQueue) {
+      const { jobs } = await getQueueDetails(channel);
+      await channel.close();
+      if (args.json) writeStdout(`${JSON.stringify({ jobs }, null, 2)}\n`);
+      else if (jobs.length === 0) writeStdout("the queue is empty\n");
+      else {
+        const rows = jobs.map((job) => [
+          job.job_id,
+          job.status + (job.percent !== undefined ? ` ${job.percent.toFixed(0)}%` : ""),
+          job.primary_file,
+          String(job.file_count),
+          job.submitted_at,
+          job.input_dir,
+        ]);
+        const header = [
+          "JOB ID",
+          "STATUS",
+          "PRIMARY FILE",
+          "FILES",
+          "SUBMITTED (UTC)",
+          "INPUT DIR",
+        ];
+        const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+        for (const row of [header, ...rows]) {
+          writeStdout(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd() + "\n");
+        }
+      }
+      return ExitCode.OK;
+    }
+    const result = await submitJob({
+      channel,
+      files,
+      options: reconOptions,
+      downloadDir: config.CLIENT_DOWNLOAD_DIR,
+      signal: interrupt.signal,
+      onEvent: (event) => display.show(event),
+      onHostile: (message) => logger.error(`hostile server behaviour: ${message}`),
+    });
+    await channel.close();
+    display.finish();
+    display.line(
+      `job ${result.jobId} complete: ${result.files.length} file(s) in ${result.resultDir}`,
+    );
+    if (args.json) {
+      writeStdout(
+        `${
+          JSON.stringify(
+            {
+              job_id: result.jobId,
+              status: "completed",
+              uploaded: result.uploaded,
+              result_dir: result.resultDir,
+              files: result.files,
+            },
+            null,
+            2,
+          )
+        }\n`,
+      );
+    } else {
+      for (const file of result.files) writeStdout(`${file.path}\n`);
+    }
+    return ExitCode.OK;
+  } catch (error) {
+    display.finish();
+    channel.abort();
+    throw error;
+  }
+}
+
+if (import.meta.main) {
+  const interrupt = new AbortController();
+  let interrupts = 0;
+  const onInterrupt = () => {
+    interrupts++;
+    if (interrupts > 1) {
+      writeStderr(`\n${PROGRAM}: interrupted\n`);
+      Deno.exit(ExitCode.INTERRUPTED);
+    }
+    interrupt.abort();
+  };
+  Deno.addSignalListener("SIGINT", onInterrupt);
+  Deno.addSignalListener("SIGTERM", onInterrupt);
+  const json = Deno.args.includes("--json");
+  let code: number;
+  try {
+    code = await main(Deno.args, interrupt);
+  } catch (error) {
+    const { lines, exitCode } = describeError(PROGRAM, error);
+    if (error instanceof JobFailedError && error.scriptExitCode !== null) {
+      lines.splice(1, 0, `  script exit code: ${error.scriptExitCode}`);
+    }
+    writeStderr(`${lines.join("\n")}\n`);
+    if (json) {
+      const document: Record<string, unknown> = {
+        status: exitCode === ExitCode.JOB_FAILED ? "failed" : "error",
+        error: (error as Error).message,
+        exit_code: exitCode,
+      };
+      if (error instanceof JobFailedError) {
+        document.job_id = error.jobId;
+        document.script_exit_code = error.scriptExitCode;
+        document.stderr_tail = error.stderrTail;
+      }
+      writeStdout(`${JSON.stringify(document, null, 2)}\n`);
+    }
+    code = exitCode;
+  }
+  await shutdownLogging();
+  Deno.exit(code);
+}

@@ -1,0 +1,72 @@
+/**
+ * Which local files a submission sends (README "Submitting jobs"): `--files`
+ * (or `--files -` for paths on stdin), `--directory` with a glob `--pattern`, or
+ * CLIENT_DEFAULT_PFILE_PATH. Every file is checked before anything is sent.
+ *
+ * @module
+ */
+import * as path from "node:path";
+// @ts-types="npm:@types/picomatch@4.0.3"
+import picomatch from "picomatch";
+import { UsageError } from "../errors.ts";
+import { checkJobFileNames } from "../paths.ts";
+
+/** A file to send. */
+export interface LocalFile {
+  path: string;
+  name: string;
+  size: number;
+}
+
+/** Stat each path: it must be a readable regular file with a safe, unique base name. */
+export async function describeFiles(paths: readonly string[]): Promise<LocalFile[]> {
+  if (paths.length === 0) throw new UsageError("no input files given");
+  const files: LocalFile[] = [];
+  for (const given of paths) {
+    const absolute = path.resolve(given);
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.stat(absolute);
+    } catch (error) {
+      const why = error instanceof Deno.errors.NotFound ? "no such file" : (error as Error).message;
+      throw new UsageError(`cannot use input file ${given}: ${why}`);
+    }
+    if (!info.isFile) throw new UsageError(`cannot use input file ${given}: not a regular file`);
+    try {
+      (await Deno.open(absolute, { read: true })).close();
+    } catch (error) {
+      throw new UsageError(`cannot read input file ${given}: ${(error as Error).message}`);
+    }
+    files.push({ path: absolute, name: path.basename(absolute), size: info.size });
+  }
+  try {
+    checkJobFileNames(files.map((file) => file.name));
+  } catch (error) {
+    throw new UsageError((error as Error).message, {
+      hint: "each job's files need distinct plain names; rename or send them as separate jobs",
+    });
+  }
+  return files;
+}
+
+/** Regular files directly in `directory` whose names match `pattern`, sorted. */
+export async function filesMatching(directory: string, pattern: string): Promise<string[]> {
+  const isMatch = picomatch(pattern, { dot: false });
+  const matches: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(directory)) {
+      if (entry.isFile && isMatch(entry.name)) matches.push(path.join(directory, entry.name));
+    }
+  } catch (error) {
+    throw new UsageError(`cannot list --directory ${directory}: ${(error as Error).message}`);
+  }
+  if (matches.length === 0) {
+    throw new UsageError(`no files in ${directory} match the pattern "${pattern}"`);
+  }
+  return matches.sort();
+}
+
+/** Paths from text, one per line (for `--files -`); blank lines ignored. */
+export function pathsFromLines(text: string): string[] {
+  return text.split(/\r?\n/).map((line) => line.trim()).filter((line) => line.length > 0);
+}

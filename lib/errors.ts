@@ -1,0 +1,81 @@
+/**
+ * Error classes that callers catch, each with the process exit code it maps to.
+ *
+ * `lib/` throws these; only `server.ts` and `client.ts` turn them into a printed
+ * `recon-…: error: …` line, an optional `hint: …` line and an exit code
+ * (README "Exit codes").
+ *
+ * @module
+ */
+
+/** Exit codes, documented in `--help` and README. */
+export const ExitCode = {
+  OK: 0,
+  JOB_FAILED: 1,
+  USAGE: 2,
+  CONNECTION: 3,
+  TRANSFER: 4,
+  INTERRUPTED: 130,
+} as const;
+
+/** Options shared by every recon error. */
+export interface ReconErrorOptions {
+  /** What the person who can fix it should try, printed as `hint: …`. */
+  hint?: string;
+  cause?: unknown;
+}
+
+/** Base class: an error with a one-line message, an exit code and an optional hint. */
+export class ReconError extends Error {
+  readonly exitCode: number = ExitCode.USAGE;
+  readonly hint?: string;
+  constructor(message: string, options: ReconErrorOptions = {}) {
+    super(message, { cause: options.cause });
+    this.name = new.target.name;
+    this.hint = options.hint;
+  }
+}
+
+/** Bad command line. */
+export class UsageError extends ReconError {
+  override readonly exitCode = ExitCode.USAGE;
+}
+
+/** recon.opts is missing, malformed or holds an unusable value. */
+export class ConfigError extends ReconError {
+  override readonly exitCode = ExitCode.USAGE;
+}
+
+/** Could not connect, or the connection was lost outside a file transfer. */
+export class ConnectionError extends ReconError {
+  override readonly exitCode = ExitCode.CONNECTION;
+}
+
+/** The secure handshake failed: wrong key, version mismatch, refused. */
+export class HandshakeError extends ConnectionError {}
+
+/** The peer broke the protocol (bad frame, out-of-sequence record, invalid message). */
+export class ProtocolError extends ConnectionError {}
+
+/** A read or handshake deadline passed. */
+export class TimeoutError extends ConnectionError {}
+
+/** A file transfer failed: size or SHA-256 mismatch, disk error, peer gone mid-file. */
+export class TransferError extends ReconError {
+  override readonly exitCode = ExitCode.TRANSFER;
+}
+
+/** The server ran the job and it failed (script error, timeout, no results). */
+export class JobError extends ReconError {
+  override readonly exitCode = ExitCode.JOB_FAILED;
+}
+
+/** The user interrupted (Ctrl-C) or the process was told to stop. */
+export class InterruptedError extends ReconError {
+  override readonly exitCode = ExitCode.INTERRUPTED;
+}
+
+/** The message of any thrown value, for logs and one-line reports. */
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

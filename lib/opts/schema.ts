@@ -1,0 +1,427 @@
+/**
+ * The recon.opts options: their names, types, limits, defaults and documentation.
+ *
+ * One table ({@link OPTION_SPECS}) is the source of truth for the parser, the
+ * `--show-config` output, `recon.opts.example` and `docs/CONFIGURATION.md`.
+ *
+ * @module
+ */
+
+import { PLACEHOLDER_KEY } from "../keys.ts";
+
+/**
+ * The eleven legacy value lines that open every recon.opts, in file order.
+ * They carry no names in the file: the n-th non-comment line is the n-th name.
+ */
+export const POSITIONAL_KEYS = [
+  "SERVER_HOST",
+  "SERVER_PORT",
+  "USERNAME",
+  "PASSWORD",
+  "SSH_PORT",
+  "MRRAW_PATH",
+  "RECON_FILEPATH",
+  "RECON_SCRIPT",
+  "RECON_DICOM_DIR",
+  "SCANNER_DICOM_DIR",
+  "LOG_FILEPATH",
+] as const;
+
+/** The value the seed's default file carries; it is not a key. */
+export const PLACEHOLDER_SHARED_KEY: string = PLACEHOLDER_KEY;
+
+/** Largest number of seconds a timer can wait: setTimeout overflows above 2^31-1 ms. */
+export const MAX_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
+
+const KiB = 1024;
+const GiB = KiB * KiB * KiB;
+
+/** Every option, typed. Paths are as written unless passed through `resolveConfigPaths`. */
+export interface ReconConfig {
+  SERVER_HOST: string;
+  SERVER_PORT: number;
+  USERNAME: string;
+  PASSWORD: string;
+  SSH_PORT: number;
+  MRRAW_PATH: string;
+  RECON_FILEPATH: string;
+  RECON_SCRIPT: string;
+  RECON_DICOM_DIR: string;
+  SCANNER_DICOM_DIR: string;
+  LOG_FILEPATH: string;
+  SHARED_KEY: string;
+  MAX_CONCURRENT_JOBS: number;
+  TRUSTEDIPS: string[];
+  CLIENT_WATCH_DIRECTORY: string;
+  CLIENT_WATCH_PATTERN: string;
+  CLIENT_DAEMON_POLL_INTERVAL: number;
+  CLIENT_DAEMON_STABILITY_DELAY: number;
+  CLIENT_DAEMON_GROUPING_TIMEOUT: number;
+  CLIENT_DAEMON_RECON_OPTIONS_JSON: Record<string, unknown>;
+  CLIENT_DEFAULT_PFILE_NAME: string;
+  CLIENT_DEFAULT_PFILE_PATH: string;
+  CLIENT_DOWNLOAD_DIR: string;
+  JOB_TIMEOUT: number;
+  MATLAB_COMMAND: string[];
+  MAX_JOB_BYTES: number;
+  DISK_FREE_MARGIN: number;
+  IDLE_TIMEOUT: number;
+  HANDSHAKE_TIMEOUT: number;
+  MAX_UNAUTHENTICATED: number;
+  MAX_UNAUTHENTICATED_PER_IP: number;
+  LOCKOUT_FAILURES: number;
+  LOCKOUT_SECONDS: number;
+  SHUTDOWN_GRACE: number;
+  CLIENT_DAEMON_ON_COMPLETE: string;
+  CLIENT_DAEMON_STATE_FILE: string;
+}
+
+/** A recon.opts option name. */
+export type OptionName = keyof ReconConfig;
+
+/**
+ * Which program reads an option: `client` is every `recon-client` mode, `watch`
+ * only the scanner watch mode, `legacy` nothing (kept for old files).
+ */
+export type ReadBy = "server" | "client" | "both" | "watch" | "legacy";
+
+/** How an option's text becomes a value. `path` options are resolved against the opts directory. */
+export type OptionType =
+  | { kind: "string" }
+  | { kind: "path" }
+  | { kind: "int"; min: number; max: number }
+  | { kind: "seconds"; min: number; exclusive?: boolean }
+  | { kind: "bytes"; min: number }
+  | { kind: "ips" }
+  | { kind: "json" }
+  | { kind: "argv" };
+
+/** Documentation of one option, for docs and `--show-config`. */
+export interface OptionDoc {
+  /** The default as a person writes it in recon.opts, or how an empty value is read. */
+  default: string;
+  readBy: ReadBy;
+  description: string;
+}
+
+/** Type and documentation of one option. */
+export interface OptionSpec extends OptionDoc {
+  type: OptionType;
+}
+
+const PORT: OptionType = { kind: "int", min: 1, max: 65535 };
+const COUNT: OptionType = { kind: "int", min: 1, max: Number.MAX_SAFE_INTEGER };
+const str: OptionType = { kind: "string" };
+const path: OptionType = { kind: "path" };
+
+function seconds(min: number, exclusive = false): OptionType {
+  return { kind: "seconds", min, exclusive };
+}
+
+/** Every option in the order recon.opts.example and `--show-config` list them. */
+export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = Object.freeze({
+  SERVER_HOST: {
+    type: str,
+    default: "localhost",
+    readBy: "both",
+    description: "Host name or IP address of the recon server (line 1). Clients connect to it; " +
+      "the server listens on it (0.0.0.0 listens on every interface).",
+  },
+  SERVER_PORT: {
+    type: PORT,
+    default: "60000",
+    readBy: "both",
+    description: "TCP port of the recon server (line 2).",
+  },
+  USERNAME: {
+    type: str,
+    default: "sdc",
+    readBy: "legacy",
+    description: "Scanner user name (line 3). Unused; kept so old files keep their shape.",
+  },
+  PASSWORD: {
+    type: str,
+    default: "adw2.0",
+    readBy: "legacy",
+    description: "Scanner password (line 4). Unused; redacted by --show-config.",
+  },
+  SSH_PORT: {
+    type: PORT,
+    default: "22",
+    readBy: "legacy",
+    description: "SSH port of the scanner (line 5). Unused.",
+  },
+  MRRAW_PATH: {
+    type: str,
+    default: "/usr/g/mrraw/",
+    readBy: "legacy",
+    description: "Scanner raw data directory (line 6). Unused: clients send their files.",
+  },
+  RECON_FILEPATH: {
+    type: path,
+    default: "/tmp/recon_server_pfiles",
+    readBy: "server",
+    description: "Directory under which the server creates each job's input directory " +
+      "job_<uuid>_input/ (line 7).",
+  },
+  RECON_SCRIPT: {
+    type: path,
+    default: "default_recon_script.sh",
+    readBy: "server",
+    description: "Reconstruction program run for each job as RECON_SCRIPT <job_input_dir> " +
+      "--key value …; a .m file runs through MATLAB_COMMAND (line 8).",
+  },
+  RECON_DICOM_DIR: {
+    type: path,
+    default: "/tmp/recon_server_dicoms",
+    readBy: "server",
+    description: "Directory where reconstructed DICOM files are collected and sent back " +
+      "from (line 9).",
+  },
+  SCANNER_DICOM_DIR: {
+    type: str,
+    default: "/tmp/scanner_dicoms/",
+    readBy: "legacy",
+    description: "Scanner DICOM directory (line 10). Unused: results go to CLIENT_DOWNLOAD_DIR.",
+  },
+  LOG_FILEPATH: {
+    type: path,
+    default: "/tmp/recon_project.log",
+    readBy: "both",
+    description: "Log file, appended to by both programs in addition to stderr (line 11).",
+  },
+  SHARED_KEY: {
+    type: str,
+    default: "(none: must be set)",
+    readBy: "both",
+    description: "Fernet key (32 bytes, URL-safe base64, 44 characters) shared by the server " +
+      "and every client. Generate with 'recon-server keygen'. Keep the file mode 0600.",
+  },
+  MAX_CONCURRENT_JOBS: {
+    type: COUNT,
+    default: "1",
+    readBy: "server",
+    description: "Number of jobs the server runs at the same time (1 = one after another).",
+  },
+  TRUSTEDIPS: {
+    type: { kind: "ips" },
+    default: "(empty: any address)",
+    readBy: "server",
+    description: "Comma-separated client IP addresses allowed to connect; other addresses are " +
+      "refused before the handshake. Both TRUSTEDIPS = a,b and TRUSTEDIPS: a,b are accepted.",
+  },
+  CLIENT_WATCH_DIRECTORY: {
+    type: path,
+    default: "(empty: watch mode needs it)",
+    readBy: "watch",
+    description: "Directory the watch mode scans for new scanner files.",
+  },
+  CLIENT_WATCH_PATTERN: {
+    type: str,
+    default: "*.7",
+    readBy: "watch",
+    description: "Glob pattern of the files the watch mode submits.",
+  },
+  CLIENT_DAEMON_POLL_INTERVAL: {
+    type: seconds(0, true),
+    default: "10",
+    readBy: "watch",
+    description: "Seconds between two scans of CLIENT_WATCH_DIRECTORY.",
+  },
+  CLIENT_DAEMON_STABILITY_DELAY: {
+    type: seconds(0),
+    default: "5",
+    readBy: "watch",
+    description: "Seconds a file's size and time must stay unchanged before it counts as " +
+      "completely written.",
+  },
+  CLIENT_DAEMON_GROUPING_TIMEOUT: {
+    type: seconds(0),
+    default: "5",
+    readBy: "watch",
+    description: "Seconds to wait for more files of the same scan before submitting them " +
+      "together as one job.",
+  },
+  CLIENT_DAEMON_RECON_OPTIONS_JSON: {
+    type: { kind: "json" },
+    default: "{}",
+    readBy: "watch",
+    description: "Reconstruction options (a JSON object on one line) sent with every job " +
+      "the watch mode submits, like --recon-options.",
+  },
+  CLIENT_DEFAULT_PFILE_NAME: {
+    type: str,
+    default: "P00000.7",
+    readBy: "client",
+    description: "File name of the default P-file.",
+  },
+  CLIENT_DEFAULT_PFILE_PATH: {
+    type: path,
+    default: "/tmp/default_pfile_on_client/P00000.7",
+    readBy: "client",
+    description: "File submitted when recon-client is given no --files and no --directory.",
+  },
+  CLIENT_DOWNLOAD_DIR: {
+    type: path,
+    default: "client_downloads",
+    readBy: "client",
+    description: "Directory where the client saves the results it receives.",
+  },
+  JOB_TIMEOUT: {
+    type: seconds(0),
+    default: "3600",
+    readBy: "server",
+    description: "Seconds a reconstruction may run before the server stops it and fails the " +
+      "job; 0 = no limit.",
+  },
+  MATLAB_COMMAND: {
+    type: { kind: "argv" },
+    default: "matlab -batch",
+    readBy: "server",
+    description: "Command that runs a .m RECON_SCRIPT, split on whitespace into arguments " +
+      "(no shell, no quoting); the Matlab call is appended as the last argument.",
+  },
+  MAX_JOB_BYTES: {
+    type: { kind: "bytes", min: 1 },
+    default: "64G",
+    readBy: "server",
+    description: "Largest total size of one job's input files; bigger jobs are refused " +
+      "before any byte is sent. Plain bytes or K, M, G, T (powers of 1024).",
+  },
+  DISK_FREE_MARGIN: {
+    type: { kind: "bytes", min: 0 },
+    default: "1G",
+    readBy: "server",
+    description: "Free space the server keeps on the RECON_FILEPATH disk; a job that would " +
+      "leave less is refused.",
+  },
+  IDLE_TIMEOUT: {
+    type: seconds(0, true),
+    default: "300",
+    readBy: "both",
+    description: "Seconds a connection may stay silent before it is closed.",
+  },
+  HANDSHAKE_TIMEOUT: {
+    type: seconds(0, true),
+    default: "10",
+    readBy: "both",
+    description: "Seconds allowed for the secure handshake after connecting.",
+  },
+  MAX_UNAUTHENTICATED: {
+    type: COUNT,
+    default: "64",
+    readBy: "server",
+    description: "Connections allowed in the handshake at the same time; more are refused.",
+  },
+  MAX_UNAUTHENTICATED_PER_IP: {
+    type: COUNT,
+    default: "8",
+    readBy: "server",
+    description: "Connections from one address allowed in the handshake at the same time.",
+  },
+  LOCKOUT_FAILURES: {
+    type: { kind: "int", min: 0, max: Number.MAX_SAFE_INTEGER },
+    default: "5",
+    readBy: "server",
+    description: "Failed handshakes from one address after which it is locked out for " +
+      "LOCKOUT_SECONDS; 0 = never lock out.",
+  },
+  LOCKOUT_SECONDS: {
+    type: seconds(0),
+    default: "60",
+    readBy: "server",
+    description: "Seconds a locked-out address is refused.",
+  },
+  SHUTDOWN_GRACE: {
+    type: seconds(0),
+    default: "30",
+    readBy: "server",
+    description: "Seconds the server waits for running transfers and jobs on SIGTERM or " +
+      "Ctrl-C before it stops them.",
+  },
+  CLIENT_DAEMON_ON_COMPLETE: {
+    type: path,
+    default: "(empty: none)",
+    readBy: "watch",
+    description: "Program run (without a shell) after each job the watch mode completes.",
+  },
+  CLIENT_DAEMON_STATE_FILE: {
+    type: path,
+    default: "(empty: recon-watch.sqlite next to recon.opts)",
+    readBy: "watch",
+    description: "SQLite file where the watch mode remembers which files it has submitted.",
+  },
+});
+
+/** Every option name, in table order. */
+export const OPTION_NAMES: readonly OptionName[] = Object.freeze(
+  Object.keys(OPTION_SPECS) as OptionName[],
+);
+
+/** Documentation of every option: default text, who reads it, what it does. */
+export const OPTION_DOCS: Readonly<Record<OptionName, Readonly<OptionDoc>>> = Object.freeze(
+  Object.fromEntries(
+    OPTION_NAMES.map((name) => {
+      const { default: text, readBy, description } = OPTION_SPECS[name];
+      return [name, Object.freeze({ default: text, readBy, description })];
+    }),
+  ) as Record<OptionName, OptionDoc>,
+);
+
+/** Whether `name` is a recon.opts option this version knows. */
+export function isOptionName(name: string): name is OptionName {
+  return Object.hasOwn(OPTION_SPECS, name);
+}
+
+/** The value every option takes when recon.opts does not set it (or sets it empty). */
+export const DEFAULTS: Readonly<ReconConfig> = deepFreeze({
+  SERVER_HOST: "localhost",
+  SERVER_PORT: 60000,
+  USERNAME: "sdc",
+  PASSWORD: "adw2.0",
+  SSH_PORT: 22,
+  MRRAW_PATH: "/usr/g/mrraw/",
+  RECON_FILEPATH: "/tmp/recon_server_pfiles",
+  RECON_SCRIPT: "default_recon_script.sh",
+  RECON_DICOM_DIR: "/tmp/recon_server_dicoms",
+  SCANNER_DICOM_DIR: "/tmp/scanner_dicoms/",
+  LOG_FILEPATH: "/tmp/recon_project.log",
+  SHARED_KEY: "",
+  MAX_CONCURRENT_JOBS: 1,
+  TRUSTEDIPS: [],
+  CLIENT_WATCH_DIRECTORY: "",
+  CLIENT_WATCH_PATTERN: "*.7",
+  CLIENT_DAEMON_POLL_INTERVAL: 10,
+  CLIENT_DAEMON_STABILITY_DELAY: 5,
+  CLIENT_DAEMON_GROUPING_TIMEOUT: 5,
+  CLIENT_DAEMON_RECON_OPTIONS_JSON: {},
+  CLIENT_DEFAULT_PFILE_NAME: "P00000.7",
+  CLIENT_DEFAULT_PFILE_PATH: "/tmp/default_pfile_on_client/P00000.7",
+  CLIENT_DOWNLOAD_DIR: "client_downloads",
+  JOB_TIMEOUT: 3600,
+  MATLAB_COMMAND: ["matlab", "-batch"],
+  MAX_JOB_BYTES: 64 * GiB,
+  DISK_FREE_MARGIN: GiB,
+  IDLE_TIMEOUT: 300,
+  HANDSHAKE_TIMEOUT: 10,
+  MAX_UNAUTHENTICATED: 64,
+  MAX_UNAUTHENTICATED_PER_IP: 8,
+  LOCKOUT_FAILURES: 5,
+  LOCKOUT_SECONDS: 60,
+  SHUTDOWN_GRACE: 30,
+  CLIENT_DAEMON_ON_COMPLETE: "",
+  CLIENT_DAEMON_STATE_FILE: "",
+});
+
+/** A fresh, mutable copy of {@link DEFAULTS}. */
+export function defaultConfig(): ReconConfig {
+  return structuredClone(DEFAULTS) as ReconConfig;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === "object") {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}

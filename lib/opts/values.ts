@@ -1,0 +1,173 @@
+/**
+ * Conversion of one recon.opts value between its text and its typed form.
+ *
+ * The parsers throw a plain `Error` whose message completes "OPTION …"; the
+ * caller adds the file and line and turns it into a `ConfigError`.
+ *
+ * @module
+ */
+import {
+  DEFAULTS,
+  MAX_SECONDS,
+  OPTION_SPECS,
+  type OptionName,
+  type OptionType,
+  type ReconConfig,
+} from "./schema.ts";
+
+/** A value that failed to convert: `message` completes "NAME …", `hint` says what works. */
+export class OptionValueError extends Error {
+  readonly hint?: string;
+  constructor(message: string, hint?: string) {
+    super(message);
+    this.name = "OptionValueError";
+    this.hint = hint;
+  }
+}
+
+const UNITS: Record<string, number> = { "": 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 };
+
+/**
+ * Parse a byte size: a whole number of bytes or one with a K, M, G or T suffix
+ * (powers of 1024), e.g. `1073741824`, `512M`, `64G`, `64GiB`. Returns
+ * `undefined` for anything else, including sizes above 2^53-1.
+ */
+export function parseByteSize(text: string): number | undefined {
+  const match = /^(\d+)\s*([KMGT]?)(?:i?B)?$/i.exec(text.trim());
+  if (!match) return undefined;
+  const bytes = Number(match[1]) * UNITS[match[2].toUpperCase()];
+  return Number.isSafeInteger(bytes) ? bytes : undefined;
+}
+
+/** Write a byte size the way a person would: `64G`, `512M`, else plain bytes. */
+export function formatByteSize(bytes: number): string {
+  for (const unit of ["T", "G", "M", "K"]) {
+    if (bytes > 0 && bytes % UNITS[unit] === 0) return `${bytes / UNITS[unit]}${unit}`;
+  }
+  return String(bytes);
+}
+
+/** Whether `text` is an IPv4 or IPv6 address literal (no host names, no networks). */
+export function isIpAddress(text: string): boolean {
+  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
+  if (v4) return v4.slice(1).every((octet) => Number(octet) <= 255);
+  if (!/^[0-9A-Fa-f:.]+$/.test(text) || !text.includes(":")) return false;
+  try {
+    new URL(`http://[${text}]/`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function quote(text: string): string {
+  return JSON.stringify(text.length > 60 ? `${text.slice(0, 57)}...` : text);
+}
+
+function describeRange(min: number, max: number): string {
+  return max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`;
+}
+
+/**
+ * Convert the (non-empty, trimmed) text of option `name` to its typed value.
+ * @throws {OptionValueError} when the text is not a valid value for the option.
+ */
+export function parseOptionValue<K extends OptionName>(name: K, text: string): ReconConfig[K] {
+  return convert(OPTION_SPECS[name].type, text) as ReconConfig[K];
+}
+
+function convert(type: OptionType, text: string): unknown {
+  switch (type.kind) {
+    case "string":
+    case "path":
+      return text;
+    case "int": {
+      const value = /^\d+$/.test(text) ? Number(text) : NaN;
+      if (!(value >= type.min && value <= type.max)) {
+        throw new OptionValueError(
+          `must be an integer ${describeRange(type.min, type.max)}, got ${quote(text)}`,
+        );
+      }
+      return value;
+    }
+    case "seconds": {
+      const value = /^(\d+(\.\d*)?|\.\d+)$/.test(text) ? Number(text) : NaN;
+      const low = type.exclusive ? value > type.min : value >= type.min;
+      if (!(low && value <= MAX_SECONDS)) {
+        const range = type.exclusive
+          ? `greater than ${type.min} and at most ${MAX_SECONDS}`
+          : `from ${type.min} to ${MAX_SECONDS}`;
+        throw new OptionValueError(`must be a number of seconds ${range}, got ${quote(text)}`);
+      }
+      return value;
+    }
+    case "bytes": {
+      const value = parseByteSize(text);
+      if (value === undefined || value < type.min) {
+        throw new OptionValueError(
+          `must be a size in bytes like 1073741824, 512M or 64G, got ${quote(text)}`,
+          "K, M, G and T are powers of 1024",
+        );
+      }
+      return value;
+    }
+    case "ips": {
+      const addresses = text.split(",").map((part) => part.trim()).filter((part) => part !== "");
+      const bad = addresses.find((address) => !isIpAddress(address));
+      if (bad !== undefined) {
+        throw new OptionValueError(
+          `must be a comma-separated list of IP addresses, got ${quote(bad)}`,
+          "list each client address, e.g. 192.168.1.101,::1; host names and networks are " +
+            "not supported",
+        );
+      }
+      return addresses;
+    }
+    case "json": {
+      let value: unknown;
+      try {
+        value = JSON.parse(text);
+      } catch (error) {
+        throw new OptionValueError(
+          `is not valid JSON (${(error as Error).message}), got ${quote(text)}`,
+          `write a JSON object on one line, e.g. {"slice_thickness": "2mm"}`,
+        );
+      }
+      if (value === null || typeof value !== "object" || Array.isArray(value)) {
+        const got = value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
+        throw new OptionValueError(
+          `must be a JSON object, got ${got}`,
+          `write a JSON object on one line, e.g. {"slice_thickness": "2mm"}`,
+        );
+      }
+      return value;
+    }
+    case "argv":
+      return text.split(/\s+/).filter((part) => part !== "");
+  }
+}
+
+/**
+ * The recon.opts text of a typed value; `parseOptionValue` reads it back to an
+ * equal value (and an empty result means the default).
+ */
+export function formatOptionValue<K extends OptionName>(name: K, value: ReconConfig[K]): string {
+  const type = OPTION_SPECS[name].type;
+  switch (type.kind) {
+    case "ips":
+      return (value as string[]).join(",");
+    case "argv":
+      return (value as string[]).join(" ");
+    case "json":
+      return JSON.stringify(value);
+    case "bytes":
+      return formatByteSize(value as number);
+    default:
+      return String(value);
+  }
+}
+
+/** A copy of the default value of `name` that the caller may change. */
+export function defaultValue<K extends OptionName>(name: K): ReconConfig[K] {
+  return structuredClone(DEFAULTS[name]) as ReconConfig[K];
+}

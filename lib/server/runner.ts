@@ -1,0 +1,225 @@
+/**
+ * Runs the site's RECON_SCRIPT for one job (docs/PROTOCOL.md §6.4): argv arrays only,
+ * never a shell string built from client input; its own process group so a timeout
+ * or a cancel ends the script and everything it started; output streamed line by
+ * line to a per-job log and to the client, with memory flat whatever it prints.
+ *
+ * @module
+ */
+import * as path from "node:path";
+import { JobError } from "../errors.ts";
+import type { ReconOptions } from "../protocol.ts";
+
+/** Longest output line kept; the rest of a longer line is dropped. */
+export const MAX_LINE_LENGTH = 4096;
+/** Lines of stderr kept for the failure report. */
+export const STDERR_TAIL_LINES = 20;
+/** The per-job log stops growing here (a flooding script cannot fill the disk). */
+export const MAX_JOB_LOG_BYTES = 16 * 1024 * 1024;
+
+/** What to run: program, argv and working directory. */
+export interface ScriptCommand {
+  program: string;
+  args: string[];
+  cwd?: string;
+}
+
+function matlabQuote(text: string): string {
+  return `'${text.replaceAll("'", "''")}'`;
+}
+
+/**
+ * The command for RECON_SCRIPT: `.py` through python3, `.sh` through sh, `.m` through
+ * MATLAB_COMMAND as `name('input_dir','key','value',…)`, anything else directly.
+ * Options become `--key value` in the order of the options object.
+ */
+export function buildScriptCommand(
+  script: string,
+  inputDir: string,
+  options: ReconOptions,
+  matlabCommand: readonly string[],
+): ScriptCommand {
+  const extension = path.extname(script).toLowerCase();
+  if (extension === ".m") {
+    const name = path.basename(script, path.extname(script));
+    if (!/^[A-Za-z][A-Za-z0-9_]*$/.test(name)) {
+      throw new JobError(`Matlab script name "${name}" is not a valid Matlab function name`);
+    }
+    const values = [inputDir];
+    for (const [key, value] of Object.entries(options)) values.push(key, String(value));
+    const call = `${name}(${values.map(matlabQuote).join(",")})`;
+    const [program, ...rest] = matlabCommand;
+    return { program, args: [...rest, call], cwd: path.dirname(script) };
+  }
+  const args = [inputDir];
+  for (const [key, value] of Object.entries(options)) args.push(`--${key}`, String(value));
+  if (extension === ".py") return { program: "python3", args: [script, ...args] };
+  if (extension === ".sh") return { program: "sh", args: [script, ...args] };
+  return { program: script, args };
+}
+
+/** Inputs of {@link runScript}. */
+export interface RunOptions {
+  command: ScriptCommand;
+  env: Record<string, string>;
+  /** Per-job log file (appended). */
+  logPath: string;
+  /** 0 = no limit. */
+  timeoutMs: number;
+  /** Between SIGTERM and SIGKILL. */
+  graceMs?: number;
+  onLine?: (line: string, stream: "stdout" | "stderr") => void;
+  onProgress?: (percent: number) => void;
+  signal?: AbortSignal;
+}
+
+/** How the script ended. */
+export interface RunResult {
+  exitCode: number | null;
+  signal: string | null;
+  timedOut: boolean;
+  cancelled: boolean;
+  stderrTail: string[];
+}
+
+const PROGRESS_LINE = /^PROGRESS\s+(\d{1,3}(?:\.\d+)?)\s*%?\s*$/;
+
+/** Splits a byte stream into capped lines. */
+async function readLines(
+  stream: ReadableStream<Uint8Array>,
+  onLine: (line: string) => void,
+): Promise<void> {
+  const decoder = new TextDecoder();
+  let pending = "";
+  let overflow = false;
+  for await (const chunk of stream) {
+    let text = pending + decoder.decode(chunk, { stream: true });
+    let newline: number;
+    while ((newline = text.indexOf("\n")) >= 0) {
+      const line = text.slice(0, newline).replace(/\r$/, "");
+      if (!overflow) onLine(line.slice(0, MAX_LINE_LENGTH));
+      overflow = false;
+      text = text.slice(newline + 1);
+    }
+    if (text.length > MAX_LINE_LENGTH) {
+      if (!overflow) onLine(text.slice(0, MAX_LINE_LENGTH));
+      overflow = true;
+      text = "";
+    }
+    pending = text;
+  }
+  pending += decoder.decode();
+  if (pending && !overflow) onLine(pending.slice(0, MAX_LINE_LENGTH));
+}
+
+function killGroup(pid: number, signal: Deno.Signal): void {
+  try {
+    Deno.kill(-pid, signal);
+  } catch {
+    // the group is already gone
+  }
+}
+
+/**
+ * Run the command to completion in its own process group (via `setsid`). On timeout or
+ * cancel the group gets SIGTERM, then SIGKILL after the grace period; whatever the
+ * script left running in its group is killed when it exits.
+ */
+export async function runScript(options: RunOptions): Promise<RunResult> {
+  const { command } = options;
+  const log = await Deno.open(options.logPath, { append: true, create: true, mode: 0o640 });
+  const encoder = new TextEncoder();
+  let logBytes = 0;
+  const writeLog = (text: string) => {
+    if (logBytes > MAX_JOB_LOG_BYTES) return;
+    const bytes = encoder.encode(text);
+    logBytes += bytes.length;
+    try {
+      log.writeSync(
+        logBytes > MAX_JOB_LOG_BYTES
+          ? encoder.encode("[log truncated: output limit reached]\n")
+          : bytes,
+      );
+    } catch { /* the log is best effort; the job goes on */ }
+  };
+  writeLog(`# ${new Date().toISOString()} run: ${[command.program, ...command.args].join(" ")}\n`);
+
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command("setsid", {
+      args: [command.program, ...command.args],
+      cwd: command.cwd,
+      env: options.env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  } catch (error) {
+    log.close();
+    throw new JobError(`cannot start the reconstruction script: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+
+  const stderrTail: string[] = [];
+  let timedOut = false;
+  let cancelled = false;
+  let killTimer: ReturnType<typeof setTimeout> | undefined;
+  const stop = () => {
+    killGroup(child.pid, "SIGTERM");
+    killTimer = setTimeout(() => killGroup(child.pid, "SIGKILL"), options.graceMs ?? 5000);
+  };
+  const timeout = options.timeoutMs > 0
+    ? setTimeout(() => {
+      timedOut = true;
+      writeLog(`# timeout after ${options.timeoutMs / 1000} s: terminating the process group\n`);
+      stop();
+    }, options.timeoutMs)
+    : undefined;
+  const onAbort = () => {
+    cancelled = true;
+    writeLog("# cancelled: terminating the process group\n");
+    stop();
+  };
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  if (options.signal?.aborted) onAbort();
+
+  const handle = (stream: "stdout" | "stderr") => (line: string) => {
+    writeLog(`${stream === "stderr" ? "! " : ""}${line}\n`);
+    const progress = PROGRESS_LINE.exec(line);
+    if (progress && stream === "stdout") {
+      options.onProgress?.(Math.min(100, Number(progress[1])));
+      return;
+    }
+    if (stream === "stderr") {
+      stderrTail.push(line);
+      if (stderrTail.length > STDERR_TAIL_LINES) stderrTail.shift();
+    }
+    options.onLine?.(line, stream);
+  };
+
+  try {
+    const readers = Promise.all([
+      readLines(child.stdout, handle("stdout")),
+      readLines(child.stderr, handle("stderr")),
+    ]);
+    const status = await child.status;
+    // Nothing the script started outlives it (and nothing keeps its pipes open).
+    killGroup(child.pid, "SIGKILL");
+    await readers;
+    writeLog(`# exit code ${status.code}${status.signal ? ` (signal ${status.signal})` : ""}\n`);
+    return {
+      exitCode: status.signal ? null : status.code,
+      signal: status.signal,
+      timedOut,
+      cancelled,
+      stderrTail,
+    };
+  } finally {
+    killGroup(child.pid, "SIGKILL");
+    clearTimeout(timeout);
+    clearTimeout(killTimer);
+    options.signal?.removeEventListener("abort", onAbort);
+    log.close();
+  }
+}

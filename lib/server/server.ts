@@ -1,0 +1,253 @@
+/**
+ * The recon server: listens, screens each connection (TRUSTEDIPS, unauthenticated
+ * connection caps, lockout) before any handshake, runs the handshake, serves each
+ * authenticated session, and shuts down gracefully (docs/PROTOCOL.md §6, §8).
+ *
+ * @module
+ */
+import type { Channel } from "../channel.ts";
+import { Channel as SecureChannel } from "../channel.ts";
+import { errorMessage, HandshakeError, TimeoutError } from "../errors.ts";
+import { encodeFrame, writeAll } from "../frame.ts";
+import { encodeRefusal, HandshakeRefused, RefusalCode } from "../handshake.ts";
+import type { Logger } from "../log.ts";
+import type { ReconConfig } from "../opts.ts";
+import { AdmissionControl, TrustedAddresses } from "./access.ts";
+import { JobQueue } from "./jobs.ts";
+import { serveSession } from "./session.ts";
+import { executeJob } from "./worker.ts";
+
+/** Inputs of {@link ReconServer.start}. */
+export interface ServerOptions {
+  config: ReconConfig;
+  /** Accepted SHARED_KEYs: key id → raw bytes. */
+  keys: ReadonlyMap<string, Uint8Array<ArrayBuffer>>;
+  log: Logger;
+  /** SIGTERM → SIGKILL grace for scripts (ms). */
+  killGraceMs?: number;
+}
+
+interface Tracked {
+  channel?: Channel;
+  busy?: boolean;
+  conn: Deno.Conn;
+  done: Promise<void>;
+}
+
+/** A running server. */
+export class ReconServer {
+  readonly addr: Deno.NetAddr;
+  readonly queue: JobQueue;
+  #listener: Deno.Listener;
+  #options: ServerOptions;
+  #trusted: TrustedAddresses;
+  #admission: AdmissionControl;
+  #connections = new Set<Tracked>();
+  #shuttingDown = false;
+  #shutdownReason = "";
+  #startedAt = Date.now();
+  #acceptLoop: Promise<void>;
+  #refusalLogged = new Map<string, number>();
+
+  private constructor(listener: Deno.Listener, options: ServerOptions) {
+    const { config, log } = options;
+    this.#listener = listener;
+    this.#options = options;
+    this.addr = listener.addr as Deno.NetAddr;
+    this.#trusted = new TrustedAddresses(config.TRUSTEDIPS);
+    this.#admission = new AdmissionControl({
+      maxUnauthenticated: config.MAX_UNAUTHENTICATED,
+      maxUnauthenticatedPerAddress: config.MAX_UNAUTHENTICATED_PER_IP,
+      lockoutFailures: config.LOCKOUT_FAILURES,
+      lockoutSeconds: config.LOCKOUT_SECONDS,
+    });
+    this.queue = new JobQueue(config.MAX_CONCURRENT_JOBS, (job) =>
+      executeJob(job, {
+        reconScript: config.RECON_SCRIPT,
+        reconDicomDir: config.RECON_DICOM_DIR,
+        matlabCommand: config.MATLAB_COMMAND,
+        jobTimeout: config.JOB_TIMEOUT,
+        adoptLegacyResults: config.MAX_CONCURRENT_JOBS === 1,
+        killGraceMs: options.killGraceMs,
+      }, log));
+    this.#acceptLoop = this.#accept();
+  }
+
+  /** Listen on SERVER_HOST:SERVER_PORT (port 0 picks a free one). */
+  static async start(options: ServerOptions): Promise<ReconServer> {
+    const { config } = options;
+    await Deno.mkdir(config.RECON_FILEPATH, { recursive: true });
+    await Deno.mkdir(config.RECON_DICOM_DIR, { recursive: true });
+    const listener = Deno.listen({ hostname: config.SERVER_HOST, port: config.SERVER_PORT });
+    return new ReconServer(listener, options);
+  }
+
+  async #accept(): Promise<void> {
+    while (true) {
+      let conn: Deno.Conn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (error) {
+        if (this.#shuttingDown) return;
+        if (error instanceof Deno.errors.BadResource) return;
+        this.#options.log.error(`accept failed: ${errorMessage(error)}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        continue;
+      }
+      const tracked: Tracked = { conn, done: Promise.resolve() };
+      tracked.done = this.#handle(tracked).finally(() => this.#connections.delete(tracked));
+      this.#connections.add(tracked);
+    }
+  }
+
+  #logOncePerMinute(key: string, message: string): void {
+    const now = Date.now();
+    if ((this.#refusalLogged.get(key) ?? 0) > now - 60_000) return;
+    if (this.#refusalLogged.size > 10_000) this.#refusalLogged.clear();
+    this.#refusalLogged.set(key, now);
+    this.#options.log.warn(message);
+  }
+
+  async #handle(tracked: Tracked): Promise<void> {
+    const { conn } = tracked;
+    const { config, log } = this.#options;
+    const remote = conn.remoteAddr as Deno.NetAddr;
+    const peer = `${remote.hostname}:${remote.port}`;
+    if (!this.#trusted.allows(remote.hostname)) {
+      this.#logOncePerMinute(
+        `untrusted ${remote.hostname}`,
+        `${peer}: refused: ${remote.hostname} is not in TRUSTEDIPS (logged once a minute per address)`,
+      );
+      conn.close();
+      return;
+    }
+    const refusal = this.#shuttingDown ? "busy" : this.#admission.admit(remote.hostname);
+    if (refusal) {
+      this.#logOncePerMinute(`admit ${remote.hostname}`, `${peer}: refused: ${refusal}`);
+      await writeAll(conn, encodeFrame(encodeRefusal(RefusalCode.BUSY, "try again later")))
+        .catch(() => {});
+      conn.close();
+      return;
+    }
+    let channel: Channel;
+    try {
+      channel = await SecureChannel.accept(conn, {
+        keys: this.#options.keys,
+        handshakeTimeoutMs: config.HANDSHAKE_TIMEOUT * 1000,
+        idleTimeoutMs: config.IDLE_TIMEOUT * 1000,
+        onClockSkew: (seconds) =>
+          log.warn(`${peer}: the client's clock differs from ours by ${seconds} s`),
+      });
+    } catch (error) {
+      this.#admission.release(remote.hostname);
+      const stage = error instanceof HandshakeRefused ? error.stage : "handshake";
+      const keyId = error instanceof HandshakeRefused && error.keyId
+        ? ` key id ${error.keyId}`
+        : "";
+      const why = error instanceof TimeoutError || error instanceof HandshakeError
+        ? error.message
+        : `bad frame: ${errorMessage(error)}`;
+      log.warn(`${peer}: handshake failed at ${stage}:${keyId} ${why}`);
+      if (this.#admission.recordFailure(remote.hostname)) {
+        log.warn(
+          `${remote.hostname}: locked out for ${config.LOCKOUT_SECONDS} s after ${config.LOCKOUT_FAILURES} failed handshakes`,
+        );
+      }
+      try {
+        conn.close();
+      } catch { /* closed by the handshake's deadline */ }
+      return;
+    }
+    this.#admission.release(remote.hostname);
+    this.#admission.recordSuccess(remote.hostname);
+    tracked.channel = channel;
+    log.debug(`${peer}: session started (key id ${channel.keyId})`);
+    try {
+      await serveSession(channel, {
+        queue: this.queue,
+        reconFilePath: config.RECON_FILEPATH,
+        reconDicomDir: config.RECON_DICOM_DIR,
+        maxJobBytes: config.MAX_JOB_BYTES,
+        diskFreeMargin: config.DISK_FREE_MARGIN,
+        startedAt: this.#startedAt,
+        log,
+        peer,
+        shuttingDown: () => this.#shuttingDown,
+        setBusy: (busy) => {
+          tracked.busy = busy;
+          if (!busy && this.#shuttingDown) channel.close(this.#shutdownReason);
+        },
+      });
+      await channel.close();
+      log.debug(`${peer}: session ended`);
+    } catch (error) {
+      const level = this.#shuttingDown ? "info" : "warn";
+      log[level](`${peer}: session ended: ${errorMessage(error)}`);
+      channel.abort();
+    }
+  }
+
+  /**
+   * Graceful stop: no new connections or jobs, tell connected clients, cancel queued
+   * jobs, let running jobs finish within SHUTDOWN_GRACE seconds (then stop them),
+   * give sessions the rest of the grace period to deliver, then close everything.
+   */
+  async shutdown(reason = "the server is shutting down"): Promise<void> {
+    if (this.#shuttingDown) return;
+    this.#shuttingDown = true;
+    this.#shutdownReason = reason;
+    const { config, log } = this.#options;
+    const deadline = Date.now() + config.SHUTDOWN_GRACE * 1000;
+    this.#listener.close();
+    await this.#acceptLoop;
+    for (const tracked of this.#connections) {
+      if (tracked.channel && !tracked.busy) tracked.channel.close(reason);
+      else tracked.channel?.send({ type: "server_shutting_down", reason }).catch(() => {});
+    }
+    for (const job of this.queue.close()) {
+      job.status = "cancelled";
+      job.events.push({
+        kind: "finished",
+        outcome: { ok: false, reason, exitCode: null, stderrTail: [] },
+      });
+      await Deno.remove(job.inputDir, { recursive: true }).catch(() => {});
+      log.info(`job ${job.id}: cancelled before it started (${reason})`);
+    }
+    const remaining = () => Math.max(0, deadline - Date.now());
+    const timer = (ms: number) => {
+      let id: ReturnType<typeof setTimeout> | undefined;
+      const promise = new Promise<"timeout">((
+        resolve,
+      ) => (id = setTimeout(resolve, ms, "timeout")));
+      return { promise, cancel: () => clearTimeout(id) };
+    };
+    let wait = timer(remaining());
+    if (await Promise.race([this.queue.idle(), wait.promise]) === "timeout") {
+      log.warn(
+        `shutdown: stopping ${this.queue.activeWorkers} running job(s) after the grace period`,
+      );
+      for (const job of this.queue.jobs()) job.abort.abort();
+      await this.queue.idle();
+    }
+    wait.cancel();
+    wait = timer(Math.max(remaining(), 1000));
+    const sessions = Promise.all([...this.#connections].map((t) => t.done));
+    for (const tracked of this.#connections) {
+      // Handshakes in progress end now; sessions delivering results get the rest of the grace.
+      if (!tracked.channel) {
+        try {
+          tracked.conn.close();
+        } catch { /* closed */ }
+      }
+    }
+    await Promise.race([sessions, wait.promise]);
+    wait.cancel();
+    for (const tracked of this.#connections) {
+      await tracked.channel?.close(reason);
+      try {
+        tracked.conn.close();
+      } catch { /* closed */ }
+    }
+    await sessions;
+  }
+}

@@ -1,0 +1,337 @@
+/**
+ * One authenticated client session on the server (docs/PROTOCOL.md §6): answers
+ * status and queue queries, and for `submit_recon_job` pulls each announced file with
+ * `request_file`, queues the job, relays its progress, delivers its results and
+ * reports `recon_complete` or `job_failed`.
+ *
+ * A refused or broken submission leaves nothing behind: the job input directory is
+ * removed before the session ends.
+ *
+ * @module
+ */
+import * as path from "node:path";
+import { statfs } from "node:fs/promises";
+import type { Channel, Incoming } from "../channel.ts";
+import { errorMessage, TransferError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { checkJobFileNames } from "../paths.ts";
+import {
+  type ClientMessage,
+  type FileEntry,
+  type MessageOf,
+  parseClientMessage,
+  parseReconOptions,
+  type ReconOptions,
+} from "../protocol.ts";
+import { receiveFileTo, sendFileFrom } from "../transfer.ts";
+import { VERSION } from "../version.ts";
+import { Job, type JobOutcome, type JobQueue } from "./jobs.ts";
+
+/** What a session needs from the server. */
+export interface SessionContext {
+  queue: JobQueue;
+  reconFilePath: string;
+  reconDicomDir: string;
+  maxJobBytes: number;
+  diskFreeMargin: number;
+  startedAt: number;
+  log: Logger;
+  /** Session label for logs, e.g. `127.0.0.1:51234`. */
+  peer: string;
+  /** Set when the server is shutting down. */
+  shuttingDown: () => boolean;
+  /** Told when a submitted job starts and stops occupying this session. */
+  setBusy?: (busy: boolean) => void;
+}
+
+type Submit = MessageOf<ClientMessage, "submit_recon_job">;
+
+/** A refusal the client is told about with an `error` message. */
+class Refusal extends Error {}
+
+async function removeQuietly(target: string, log: Logger): Promise<void> {
+  await Deno.remove(target, { recursive: true }).catch((error) => {
+    if (!(error instanceof Deno.errors.NotFound)) {
+      log.warn(`could not remove ${target}: ${error.message}`);
+    }
+  });
+}
+
+/** Serve one channel until the client says goodbye or the connection ends. */
+export async function serveSession(channel: Channel, context: SessionContext): Promise<void> {
+  const { log, peer } = context;
+  // A read left pending by a finished job is the next one to use (one reader at a time).
+  let pending: Promise<Incoming> | undefined;
+  while (true) {
+    const incoming = await (pending ?? channel.receive());
+    pending = undefined;
+    if (incoming.type === "goodbye") return;
+    if (incoming.type !== "message") {
+      throw new TransferError(`client sent ${incoming.type} data outside a file transfer`);
+    }
+    const message = parseClientMessage(incoming.message);
+    switch (message.type) {
+      case "get_server_status":
+        await channel.send({
+          type: "server_status_response",
+          version: VERSION,
+          uptime_seconds: Math.floor((Date.now() - context.startedAt) / 1000),
+          max_concurrent_jobs: context.queue.maxWorkers,
+          active_workers: context.queue.activeWorkers,
+          queue_length: context.queue.queueLength,
+          jobs_completed: context.queue.completed,
+          jobs_failed: context.queue.failed,
+        });
+        break;
+      case "get_queue_details":
+        await channel.send({
+          type: "queue_details_response",
+          jobs: context.queue.jobs().map((job) => job.summary()),
+        });
+        break;
+      case "submit_recon_job": {
+        context.setBusy?.(true);
+        const job = await receiveJob(channel, message, context).catch(async (error) => {
+          if (error instanceof Refusal) {
+            log.warn(`${peer}: job refused: ${error.message}`);
+            await channel.send({ type: "error", reason: error.message });
+            return undefined;
+          }
+          throw error;
+        });
+        if (job) pending = (await followJob(channel, job, context)).next;
+        context.setBusy?.(false);
+        break;
+      }
+      default:
+        throw new TransferError(`client sent ${message.type} outside a job`);
+    }
+  }
+}
+
+function checkSubmission(message: Submit, context: SessionContext): {
+  files: FileEntry[];
+  options: ReconOptions;
+  total: number;
+} {
+  if (context.shuttingDown()) throw new Refusal("the server is shutting down; try again later");
+  if (message.files.length === 0) throw new Refusal("the job has no files");
+  let options: ReconOptions;
+  try {
+    options = parseReconOptions(message.client_recon_options_json);
+    checkJobFileNames(message.files.map((file) => file.name));
+  } catch (error) {
+    throw new Refusal(errorMessage(error));
+  }
+  const total = message.files.reduce((sum, file) => sum + file.size, 0);
+  if (total > context.maxJobBytes) {
+    throw new Refusal(
+      `the job's ${total} bytes exceed MAX_JOB_BYTES (${context.maxJobBytes}) on the server`,
+    );
+  }
+  const files = message.files.map((file) => ({
+    name: file.name,
+    size: file.size,
+    original_path_on_client: file.original_path_on_client,
+  }));
+  return { files, options, total };
+}
+
+async function checkDiskSpace(dir: string, needed: number, margin: number): Promise<void> {
+  const stats = await statfs(dir);
+  const free = Number(stats.bavail) * Number(stats.bsize);
+  if (needed + margin > free) {
+    throw new Refusal(
+      `not enough disk space on the server for ${needed} bytes (${free} free in ${dir}, keeping ${margin} spare)`,
+    );
+  }
+}
+
+/** Pull every announced file into a fresh job input directory, then queue the job. */
+async function receiveJob(
+  channel: Channel,
+  message: Submit,
+  context: SessionContext,
+): Promise<Job> {
+  const { files, options, total } = checkSubmission(message, context);
+  await Deno.mkdir(context.reconFilePath, { recursive: true });
+  await checkDiskSpace(context.reconFilePath, total, context.diskFreeMargin);
+  const id = crypto.randomUUID();
+  const inputDir = path.join(context.reconFilePath, `job_${id}_input`);
+  await Deno.mkdir(inputDir, { mode: 0o700 });
+  const { log, peer } = context;
+  log.info(`${peer}: job ${id}: receiving ${files.length} file(s), ${total} bytes`);
+  try {
+    for (const file of files) {
+      await channel.send({
+        type: "request_file",
+        job_id: id,
+        name: file.name,
+        original_path_on_client: file.original_path_on_client,
+      });
+      const digest = await receiveFileTo(channel, path.join(inputDir, file.name), file.size, {
+        noOverwrite: true,
+      });
+      (file as FileEntry).sha256 = digest.sha256;
+      log.debug(`job ${id}: received ${file.name} (${file.size} bytes, sha256 ${digest.sha256})`);
+    }
+  } catch (error) {
+    await removeQuietly(inputDir, log);
+    log.warn(`${peer}: job ${id}: upload failed, removed ${inputDir}: ${errorMessage(error)}`);
+    throw error;
+  }
+  const job = new Job({
+    id,
+    files,
+    options,
+    inputDir,
+    outputDir: path.join(context.reconDicomDir, `job_${id}_output`),
+    logPath: path.join(context.reconFilePath, `job_${id}.log`),
+  });
+  try {
+    context.queue.enqueue(job);
+  } catch (error) {
+    await removeQuietly(inputDir, log);
+    throw new Refusal(errorMessage(error));
+  }
+  log.info(`${peer}: job ${id}: queued (${context.queue.queueLength} waiting)`);
+  await channel.send({ type: "job_queued", job_id: id, files_received: files.length, files });
+  return job;
+}
+
+/**
+ * Relay the job's events to the client while watching for `cancel_job` or a lost
+ * connection; then deliver results or report the failure.
+ */
+async function followJob(
+  channel: Channel,
+  job: Job,
+  context: SessionContext,
+): Promise<{ next?: Promise<Incoming> }> {
+  const { log, peer } = context;
+  let clientGone: Error | undefined;
+  let incoming: Promise<Incoming> | undefined = channel.receive();
+  let event = job.events.next();
+  let outcome: JobOutcome | undefined;
+  while (!outcome) {
+    const winner = await Promise.race([
+      event.then((value) => ({ from: "job" as const, value })),
+      ...(incoming
+        ? [incoming.then(
+          (value) => ({ from: "client" as const, value }),
+          (error: Error) => ({ from: "lost" as const, error }),
+        )]
+        : []),
+    ]);
+    if (winner.from === "job") {
+      const value = winner.value;
+      event = job.events.next();
+      if (!value) break;
+      if (value.kind === "finished") outcome = value.outcome;
+      else if (!clientGone) {
+        const message = value.kind === "started"
+          ? { type: "job_started", job_id: job.id }
+          : { type: "job_progress", job_id: job.id, text: value.text, percent: value.percent };
+        await channel.send(message).catch((error) => (clientGone = error));
+      }
+    } else if (winner.from === "lost") {
+      clientGone = winner.error;
+      incoming = undefined;
+      log.info(`${peer}: job ${job.id}: client disconnected; the job continues`);
+    } else {
+      incoming = channel.receive();
+      const value = winner.value;
+      const message = value.type === "message" ? parseClientMessage(value.message) : undefined;
+      if (message?.type === "cancel_job") {
+        log.info(`${peer}: job ${job.id}: cancelled by the client`);
+        cancelJob(job, context);
+      } else if (value.type === "goodbye") {
+        incoming = undefined;
+        clientGone = new Error("client said goodbye");
+      } else {
+        throw new TransferError(`client sent ${message?.type ?? value.type} while its job runs`);
+      }
+    }
+  }
+  job.events.close();
+  if (!outcome) return { next: incoming };
+  if (!outcome.ok) {
+    await removeQuietly(job.outputDir, log);
+    log.warn(`job ${job.id}: failed: ${outcome.reason} (log: ${job.logPath})`);
+    if (!clientGone) {
+      await channel.send({
+        type: "job_failed",
+        job_id: job.id,
+        reason: outcome.reason,
+        exit_code: outcome.exitCode,
+        stderr_tail: outcome.stderrTail,
+      });
+    }
+    return { next: incoming };
+  }
+  if (clientGone) {
+    log.warn(
+      `job ${job.id}: finished but its client is gone; results kept in ${job.outputDir}`,
+    );
+    return { next: incoming };
+  }
+  // The receive loop above has a read pending (incoming); deliver with it.
+  await deliverResults(channel, job, outcome.results, incoming!, context);
+  return {};
+}
+
+function cancelJob(job: Job, context: SessionContext): void {
+  if (context.queue.removeWaiting(job)) {
+    job.status = "cancelled";
+    job.events.push({
+      kind: "finished",
+      outcome: { ok: false, reason: "the job was cancelled", exitCode: null, stderrTail: [] },
+    });
+    removeQuietly(job.inputDir, context.log);
+  } else {
+    job.abort.abort();
+  }
+}
+
+async function deliverResults(
+  channel: Channel,
+  job: Job,
+  results: { name: string; path: string; size: number }[],
+  pending: Promise<Incoming>,
+  context: SessionContext,
+): Promise<void> {
+  const { log, peer } = context;
+  try {
+    await channel.send({
+      type: "dicom_transfer_start",
+      job_id: job.id,
+      count: results.length,
+      files: results.map(({ name, size }) => ({ name, size })),
+    });
+    const answer = await pending;
+    const ack = answer.type === "message" ? parseClientMessage(answer.message) : undefined;
+    if (ack?.type !== "dicom_transfer_ack" || ack.status !== "ready") {
+      const reason = ack?.type === "error" ? ack.reason : `got ${ack?.type ?? answer.type}`;
+      throw new TransferError(`client did not accept the results: ${reason}`);
+    }
+    const delivered: FileEntry[] = [];
+    for (const result of results) {
+      await channel.send({
+        type: "result_file",
+        job_id: job.id,
+        name: result.name,
+        size: result.size,
+      });
+      const digest = await sendFileFrom(channel, result.path, result.size);
+      delivered.push({ name: result.name, size: result.size, sha256: digest.sha256 });
+    }
+    await channel.send({ type: "recon_complete", job_id: job.id, files: delivered });
+    await removeQuietly(job.outputDir, log);
+    log.info(`${peer}: job ${job.id}: delivered ${delivered.length} result file(s)`);
+  } catch (error) {
+    log.warn(
+      `job ${job.id}: delivery failed (${errorMessage(error)}); results kept in ${job.outputDir}`,
+    );
+    throw error;
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * One worker's job run (docs/PROTOCOL.md §6.4): prepare the job's output directory,
+ * run RECON_SCRIPT with the job's options, turn how it ended into an outcome with a
+ * plain reason, collect the result files, and remove the input directory whatever
+ * happened.
+ *
+ * @module
+ */
+import * as path from "node:path";
+import type { Logger } from "../log.ts";
+import { adoptLegacyResults, collectResults, snapshotDirectory } from "./results.ts";
+import type { Job, JobOutcome } from "./jobs.ts";
+import { buildScriptCommand, runScript } from "./runner.ts";
+
+/** What the worker needs from the server's configuration. */
+export interface WorkerSettings {
+  reconScript: string;
+  reconDicomDir: string;
+  matlabCommand: string[];
+  /** Seconds; 0 = no limit. */
+  jobTimeout: number;
+  /** Legacy RECON_DICOM_DIR results are only safe to adopt with one worker. */
+  adoptLegacyResults: boolean;
+  /** SIGTERM → SIGKILL grace in ms. */
+  killGraceMs?: number;
+}
+
+function failure(reason: string, exitCode: number | null = null, stderrTail: string[] = []) {
+  return { ok: false as const, reason, exitCode, stderrTail };
+}
+
+async function checkScript(script: string): Promise<string | undefined> {
+  try {
+    const info = await Deno.stat(script);
+    if (!info.isFile) return `RECON_SCRIPT ${script} is not a file`;
+    const ext = path.extname(script).toLowerCase();
+    if (![".sh", ".py", ".m"].includes(ext) && info.mode !== null && (info.mode & 0o111) === 0) {
+      return `RECON_SCRIPT ${script} is not executable (chmod +x it, or name it .sh or .py)`;
+    }
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return `RECON_SCRIPT ${script} does not exist`;
+    return `RECON_SCRIPT ${script} cannot be read: ${(error as Error).message}`;
+  }
+  return undefined;
+}
+
+/** Run `job` to an outcome. Never throws for script problems; they become the reason. */
+export async function executeJob(
+  job: Job,
+  settings: WorkerSettings,
+  log: Logger,
+): Promise<JobOutcome> {
+  try {
+    const problem = await checkScript(settings.reconScript);
+    if (problem) return failure(problem);
+    await Deno.mkdir(job.outputDir, { recursive: true, mode: 0o750 });
+    const before = settings.adoptLegacyResults
+      ? await snapshotDirectory(settings.reconDicomDir)
+      : undefined;
+    const command = buildScriptCommand(
+      settings.reconScript,
+      job.inputDir,
+      job.options,
+      settings.matlabCommand,
+    );
+    log.info(`job ${job.id}: running ${command.program} ${command.args.join(" ")}`);
+    const run = await runScript({
+      command,
+      env: {
+        RECON_JOB_ID: job.id,
+        RECON_INPUT_DIR: job.inputDir,
+        RECON_OUTPUT_DIR: job.outputDir,
+      },
+      logPath: job.logPath,
+      timeoutMs: settings.jobTimeout * 1000,
+      graceMs: settings.killGraceMs,
+      signal: job.abort.signal,
+      onLine: (text) => job.progress({ text }),
+      onProgress: (percent) => job.progress({ percent }),
+    });
+    if (run.cancelled) return failure("the job was cancelled", run.exitCode, run.stderrTail);
+    if (run.timedOut) {
+      return failure(
+        `the script did not finish within JOB_TIMEOUT (${settings.jobTimeout} s) and was stopped`,
+        run.exitCode,
+        run.stderrTail,
+      );
+    }
+    if (run.exitCode !== 0) {
+      const how = run.signal ? `was killed by ${run.signal}` : `exited with code ${run.exitCode}`;
+      return failure(`the reconstruction script ${how}`, run.exitCode, run.stderrTail);
+    }
+    if (before) {
+      const adopted = await adoptLegacyResults(settings.reconDicomDir, before, job.outputDir);
+      if (adopted.length > 0) {
+        log.info(
+          `job ${job.id}: took ${adopted.length} new file(s) from RECON_DICOM_DIR ${settings.reconDicomDir} as its results (legacy script)`,
+        );
+      }
+    }
+    const scan = await collectResults(job.outputDir);
+    for (const skipped of scan.skipped) log.warn(`job ${job.id}: not sending ${skipped}`);
+    if (scan.files.length === 0) {
+      return failure(
+        "the script finished but wrote no result files into RECON_OUTPUT_DIR",
+        0,
+        run.stderrTail,
+      );
+    }
+    return { ok: true, results: scan.files };
+  } catch (error) {
+    return failure((error as Error).message);
+  } finally {
+    await Deno.remove(job.inputDir, { recursive: true }).catch((error) => {
+      if (!(error instanceof Deno.errors.NotFound)) {
+        log.warn(`job ${job.id}: could not remove ${job.inputDir}: ${error.message}`);
+      }
+    });
+  }
+}
