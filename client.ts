@@ -21,6 +21,7 @@ import { log, setupLogging, shutdownLogging } from "./lib/log.ts";
 import { showConfigJson } from "./lib/opts.ts";
 import { checkReconOptions, parseReconOptions, type ReconOptions } from "./lib/protocol.ts";
 import { VERSION } from "./lib/version.ts";
+import { watchMain } from "./lib/client/watch_cli.ts";
 
 const PROGRAM = "recon-client";
 
@@ -33,6 +34,7 @@ Usage:
              [--recon-options JSON] [options]
   ${PROGRAM} --server-status [--json]
   ${PROGRAM} --view-queue [--json]
+  ${PROGRAM} watch [--watch-dir DIR] [--pattern GLOB] [--status | --retry FILE|JOB_ID]
   ${PROGRAM} keygen
 
 With no files, submits CLIENT_DEFAULT_PFILE_PATH from recon.opts.
@@ -238,6 +240,14 @@ function parsePort(text: string): number {
 }
 
 async function main(argv: string[], interrupt: AbortController): Promise<number> {
+  if (argv[0] === "watch") {
+    return await watchMain(argv.slice(1), {
+      program: PROGRAM,
+      writeStdout,
+      writeStderr,
+      signal: interrupt.signal,
+    });
+  }
   const args = parseCommandLine(argv);
   if (args.help) {
     writeStdout(HELP);

@@ -5,7 +5,9 @@
  *     deno run -A bench/fernet_bench.ts [--total-mib 256]
  *
  * Prints a table and appends one JSON line per row to bench/results/fernet.jsonl.
- * MB/s counts plaintext bytes, 10^6 bytes per MB. Python's API takes and returns
+ * MB/s counts plaintext bytes, 10^6 bytes per MB; each case runs `--repeat` times
+ * (default 3) and the median is reported, since other work on a 2-core machine
+ * easily moves a single run by 20%. Python's API takes and returns
  * base64 text, so its figures include base64; the "recon text" rows do the same for
  * a like-for-like comparison. The "reference: copy into new buffer" row assembles a
  * token the obvious way (fresh output buffer, copy the ciphertext in) to show what
@@ -29,8 +31,13 @@ interface Row {
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { "total-mib": { type: "string", default: "256" } },
+  options: {
+    "total-mib": { type: "string", default: "256" },
+    repeat: { type: "string", default: "3" },
+  },
 });
+const repeat = Number(values.repeat);
+if (!(Number.isInteger(repeat) && repeat >= 1)) throw new RangeError("--repeat must be >= 1");
 const totalBytes = Number(values["total-mib"]) * MIB;
 if (!(totalBytes >= 4 * MIB)) throw new RangeError("--total-mib must be at least 4");
 
@@ -42,18 +49,31 @@ function randomBytes(length: number): Uint8Array<ArrayBuffer> {
   return bytes;
 }
 
-/** Runs `op` `count` times with at most `inFlight` running at once; returns seconds. */
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+/**
+ * Runs `op` `count` times with at most `inFlight` running at once, `repeat` times
+ * over; returns the median seconds per run.
+ */
 async function timed(count: number, inFlight: number, op: () => Promise<unknown>) {
   const warmup = Math.min(count, 4);
   for (let i = 0; i < warmup; i++) await op();
-  let next = 0;
-  const start = performance.now();
-  await Promise.all(
-    Array.from({ length: inFlight }, async () => {
-      while (next++ < count) await op();
-    }),
-  );
-  return (performance.now() - start) / 1000;
+  const runs: number[] = [];
+  for (let run = 0; run < repeat; run++) {
+    let next = 0;
+    const start = performance.now();
+    await Promise.all(
+      Array.from({ length: inFlight }, async () => {
+        while (next++ < count) await op();
+      }),
+    );
+    runs.push((performance.now() - start) / 1000);
+  }
+  return median(runs);
 }
 
 /** The straightforward assembly lib/fernet.ts avoids: allocate the token, copy ciphertext in. */
@@ -120,7 +140,7 @@ async function benchRecon(): Promise<Row[]> {
 }
 
 const PYTHON_BENCH = `
-import json, os, sys, time
+import json, os, statistics, sys, time
 import cryptography
 from cryptography.fernet import Fernet
 job = json.load(sys.stdin)
@@ -132,16 +152,19 @@ for chunk in job["chunks"]:
     for _ in range(2):
         token = f.encrypt(data)
         f.decrypt(token)
-    start = time.perf_counter()
-    for _ in range(count):
-        token = f.encrypt(data)
-    rows.append({"op": "encrypt", "chunkBytes": chunk, "count": count,
-                 "seconds": time.perf_counter() - start})
-    start = time.perf_counter()
-    for _ in range(count):
-        f.decrypt(token)
-    rows.append({"op": "decrypt", "chunkBytes": chunk, "count": count,
-                 "seconds": time.perf_counter() - start})
+    runs = {"encrypt": [], "decrypt": []}
+    for _ in range(job["repeat"]):
+        start = time.perf_counter()
+        for _ in range(count):
+            token = f.encrypt(data)
+        runs["encrypt"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in range(count):
+            f.decrypt(token)
+        runs["decrypt"].append(time.perf_counter() - start)
+    for op, seconds in runs.items():
+        rows.append({"op": op, "chunkBytes": chunk, "count": count,
+                     "seconds": statistics.median(seconds)})
 version = sys.version.split()[0]
 print(json.dumps({"version": f"python {version}, cryptography {cryptography.__version__}",
                   "rows": rows}))
@@ -156,7 +179,7 @@ async function benchPython(): Promise<{ version: string; rows: Row[] }> {
   }).spawn();
   const writer = child.stdin.getWriter();
   await writer.write(
-    new TextEncoder().encode(JSON.stringify({ chunks: CHUNK_SIZES, total: totalBytes })),
+    new TextEncoder().encode(JSON.stringify({ chunks: CHUNK_SIZES, total: totalBytes, repeat })),
   );
   await writer.close();
   const { code, stdout, stderr } = await child.output();
@@ -225,6 +248,7 @@ const json = all.map(({ row, runtime }) =>
     chunk_bytes: row.chunkBytes,
     in_flight: row.inFlight,
     total_bytes: row.totalBytes,
+    repeat,
     seconds: Number(row.seconds.toFixed(4)),
     mb_per_s: Number(mbPerSecond(row).toFixed(1)),
   }) + "\n"

@@ -179,8 +179,8 @@ Deno.test("recon.opts.example reads as the defaults and mentions every option", 
   }
 });
 
-Deno.test("docs/CONFIGURATION.md has a row for every option matching OPTION_DOCS", async () => {
-  const text = await Deno.readTextFile(repoFile("docs/CONFIGURATION.md"));
+Deno.test("README.md configuration reference has a row for every option matching OPTION_DOCS", async () => {
+  const text = await Deno.readTextFile(repoFile("README.md"));
   const rows = new Map<string, string[]>();
   for (const line of text.split("\n")) {
     const cells = line.split("|").slice(1, -1).map((cell) => cell.trim());
