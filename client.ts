@@ -22,6 +22,7 @@ import { showConfigJson } from "./lib/opts.ts";
 import { checkReconOptions, parseReconOptions, type ReconOptions } from "./lib/protocol.ts";
 import { VERSION } from "./lib/version.ts";
 import { watchMain } from "./lib/client/watch_cli.ts";
+import { createCryptoPool } from "./lib/crypto_pool.ts";
 
 const PROGRAM = "recon-client";
 
@@ -300,7 +301,9 @@ async function main(argv: string[], interrupt: AbortController): Promise<number>
     reconOptions = reconOptionsFrom(args, config.CLIENT_DAEMON_RECON_OPTIONS_JSON);
   }
 
+  const cryptoPool = submitting ? createCryptoPool() : undefined;
   const channel: Channel = await connectToServer({
+    cryptoPool,
     host: config.SERVER_HOST,
     port: config.SERVER_PORT,
     sharedKey: key.raw,
@@ -398,6 +401,8 @@ async function main(argv: string[], interrupt: AbortController): Promise<number>
     display.finish();
     channel.abort();
     throw error;
+  } finally {
+    cryptoPool?.close();
   }
 }
 

@@ -13,6 +13,7 @@ import { decodeKey, generateKey, keyId } from "./lib/keys.ts";
 import { log, setupLogging, shutdownLogging } from "./lib/log.ts";
 import { showConfigJson } from "./lib/opts.ts";
 import { ReconServer } from "./lib/server/server.ts";
+import { createCryptoPool } from "./lib/crypto_pool.ts";
 import { VERSION } from "./lib/version.ts";
 
 const PROGRAM = "recon-server";
@@ -134,32 +135,38 @@ async function main(argv: string[]): Promise<number> {
   }
   const key = await sharedKeyMaterial(loaded);
   let server: ReconServer;
+  const cryptoPool = createCryptoPool();
   try {
     server = await ReconServer.start({
       config,
       keys: new Map([[key.id, key.raw]]),
       log: logger,
+      cryptoPool,
     });
   } catch (error) {
     const reason = error instanceof Deno.errors.AddrInUse
       ? "the address is already in use (another recon-server?)"
       : (error as Error).message;
     logger.error(`cannot listen on ${config.SERVER_HOST}:${config.SERVER_PORT}: ${reason}`);
+    cryptoPool?.close();
     return ExitCode.CONNECTION;
   }
+  // Handle signals before announcing "listening": whoever waits for that line may
+  // send SIGTERM at once, and it must get the graceful shutdown, not the default exit.
+  const stopped = new Promise<string>((resolve) => {
+    Deno.addSignalListener("SIGINT", () => resolve("SIGINT"));
+    Deno.addSignalListener("SIGTERM", () => resolve("SIGTERM"));
+  });
   logger.info(
     `${PROGRAM} ${VERSION} listening on ${server.addr.hostname}:${server.addr.port} (key id ${key.id}, MAX_CONCURRENT_JOBS ${config.MAX_CONCURRENT_JOBS}, RECON_SCRIPT ${config.RECON_SCRIPT})`,
   );
   if (config.TRUSTEDIPS.length === 0) {
     logger.info("TRUSTEDIPS is empty: any address that holds SHARED_KEY may connect");
   }
-  const stopped = new Promise<string>((resolve) => {
-    Deno.addSignalListener("SIGINT", () => resolve("SIGINT"));
-    Deno.addSignalListener("SIGTERM", () => resolve("SIGTERM"));
-  });
   const signal = await stopped;
   logger.info(`${signal}: shutting down (grace ${config.SHUTDOWN_GRACE} s)`);
   await server.shutdown(`the server is shutting down (${signal})`);
+  cryptoPool?.close();
   logger.info("shutdown complete");
   return ExitCode.OK;
 }

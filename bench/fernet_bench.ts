@@ -2,17 +2,21 @@
  * Fernet codec throughput: lib/fernet.ts against Python's `cryptography` Fernet (the
  * seed's technology), same chunk sizes, same run, same machine.
  *
- *     deno run -A bench/fernet_bench.ts [--total-mib 256]
+ *     deno run -A bench/fernet_bench.ts [--total-mib 256] [--repeat 3]
  *
  * Prints a table and appends one JSON line per row to bench/results/fernet.jsonl.
- * MB/s counts plaintext bytes, 10^6 bytes per MB; each case runs `--repeat` times
- * (default 3) and the median is reported, since other work on a 2-core machine
- * easily moves a single run by 20%. Python's API takes and returns
- * base64 text, so its figures include base64; the "recon text" rows do the same for
- * a like-for-like comparison. The "reference: copy into new buffer" row assembles a
- * token the obvious way (fresh output buffer, copy the ciphertext in) to show what
- * growing WebCrypto's ciphertext buffer in place (lib/fernet.ts) saves.
+ * MB/s counts plaintext bytes, 10^6 bytes per MB. Each case moves --total-mib per
+ * run; runs are repeated and the median kept, because other work on a 2-core machine
+ * easily moves a single run by 20%. "CPU s/GiB" is process CPU time (all threads),
+ * steadier than wall time under such load.
+ *
+ * Python's API takes and returns base64 text, so its figures include base64; the
+ * "recon text" rows do the same for a like-for-like comparison. The "reference: copy
+ * into new buffer" row assembles a token the obvious way (fresh output buffer, copy
+ * the ciphertext in) to show what growing WebCrypto's ciphertext buffer in place
+ * (lib/fernet.ts) saves.
  */
+import process from "node:process";
 import { parseArgs } from "node:util";
 import { encodeBase64Url, Fernet, TOKEN_OVERHEAD } from "../lib/fernet.ts";
 
@@ -26,7 +30,10 @@ interface Row {
   chunkBytes: number;
   inFlight: number;
   totalBytes: number;
+  /** Median wall-clock seconds for totalBytes. */
   seconds: number;
+  /** Median CPU seconds (user + system, all threads) for totalBytes. */
+  cpuSeconds: number;
 }
 
 const { values } = parseArgs({
@@ -38,8 +45,11 @@ const { values } = parseArgs({
 });
 const repeat = Number(values.repeat);
 if (!(Number.isInteger(repeat) && repeat >= 1)) throw new RangeError("--repeat must be >= 1");
-const totalBytes = Number(values["total-mib"]) * MIB;
-if (!(totalBytes >= 4 * MIB)) throw new RangeError("--total-mib must be at least 4");
+const totalMib = Number(values["total-mib"]);
+if (!(Number.isInteger(totalMib) && totalMib > 0 && totalMib % 4 === 0)) {
+  throw new RangeError("--total-mib must be a positive multiple of 4 (the largest chunk)");
+}
+const totalBytes = totalMib * MIB;
 
 function randomBytes(length: number): Uint8Array<ArrayBuffer> {
   const bytes = new Uint8Array(length);
@@ -56,24 +66,24 @@ function median(values: number[]): number {
 }
 
 /**
- * Runs `op` `count` times with at most `inFlight` running at once, `repeat` times
- * over; returns the median seconds per run.
+ * Runs `op` `count` times with at most `inFlight` running at once; returns wall-clock
+ * and CPU seconds. CPU time covers WebCrypto's worker threads too and is less
+ * disturbed by other load on the machine than wall time.
  */
-async function timed(count: number, inFlight: number, op: () => Promise<unknown>) {
-  const warmup = Math.min(count, 4);
-  for (let i = 0; i < warmup; i++) await op();
-  const runs: number[] = [];
-  for (let run = 0; run < repeat; run++) {
-    let next = 0;
-    const start = performance.now();
-    await Promise.all(
-      Array.from({ length: inFlight }, async () => {
-        while (next++ < count) await op();
-      }),
-    );
-    runs.push((performance.now() - start) / 1000);
-  }
-  return median(runs);
+async function timeOnce(count: number, inFlight: number, op: () => Promise<unknown>) {
+  let next = 0;
+  const start = performance.now();
+  const startCpu = process.cpuUsage();
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (next++ < count) await op();
+    }),
+  );
+  const used = process.cpuUsage(startCpu);
+  return {
+    seconds: (performance.now() - start) / 1000,
+    cpuSeconds: (used.user + used.system) / 1e6,
+  };
 }
 
 /** The straightforward assembly lib/fernet.ts avoids: allocate the token, copy ciphertext in. */
@@ -102,41 +112,56 @@ async function copyLayoutEncryptor(rawKey: Uint8Array<ArrayBuffer>) {
   };
 }
 
+interface Case {
+  impl: string;
+  op: Row["op"];
+  chunkBytes: number;
+  inFlight: number;
+  run: () => Promise<unknown>;
+}
+
+/**
+ * Every case once per round, `repeat` rounds, median per case: interleaving spreads
+ * drift (heap growth, other load) over all cases instead of favouring later ones.
+ */
 async function benchRecon(): Promise<Row[]> {
   const rawKey = randomBytes(32);
   const fernet = await Fernet.fromKey(rawKey);
   const copyLayout = await copyLayoutEncryptor(rawKey);
-  const rows: Row[] = [];
-  const add = async (
-    impl: string,
-    op: Row["op"],
-    chunkBytes: number,
-    inFlight: number,
-    run: () => Promise<unknown>,
-  ) => {
-    const count = Math.round(totalBytes / chunkBytes);
-    const seconds = await timed(count, inFlight, run);
-    rows.push({ impl, op, chunkBytes, inFlight, totalBytes: count * chunkBytes, seconds });
-  };
+  const cases: Case[] = [];
   for (const chunkBytes of CHUNK_SIZES) {
     const plaintext = randomBytes(chunkBytes);
     const token = await fernet.encrypt(plaintext);
     const text = encodeBase64Url(token);
+    const add = (impl: string, op: Row["op"], inFlight: number, run: Case["run"]) =>
+      cases.push({ impl, op, chunkBytes, inFlight, run });
     for (const inFlight of [1, 2]) {
-      await add("recon", "encrypt", chunkBytes, inFlight, () => fernet.encrypt(plaintext));
-      await add("recon", "decrypt", chunkBytes, inFlight, () => fernet.decrypt(token));
+      add("recon", "encrypt", inFlight, () => fernet.encrypt(plaintext));
+      add("recon", "decrypt", inFlight, () => fernet.decrypt(token));
     }
-    await add("recon text", "encrypt", chunkBytes, 1, () => fernet.encryptText(plaintext));
-    await add("recon text", "decrypt", chunkBytes, 1, () => fernet.decryptText(text));
-    await add(
-      "reference: copy into new buffer",
-      "encrypt",
-      chunkBytes,
-      1,
-      () => copyLayout(plaintext),
-    );
+    add("recon text", "encrypt", 1, () => fernet.encryptText(plaintext));
+    add("recon text", "decrypt", 1, () => fernet.decryptText(text));
+    add("reference: copy into new buffer", "encrypt", 1, () => copyLayout(plaintext));
   }
-  return rows;
+  for (const { run } of cases) for (let i = 0; i < 4; i++) await run();
+  const wall = cases.map((): number[] => []);
+  const cpu = cases.map((): number[] => []);
+  for (let round = 0; round < repeat; round++) {
+    for (const [index, { chunkBytes, inFlight, run }] of cases.entries()) {
+      const { seconds, cpuSeconds } = await timeOnce(totalBytes / chunkBytes, inFlight, run);
+      wall[index].push(seconds);
+      cpu[index].push(cpuSeconds);
+    }
+  }
+  return cases.map(({ impl, op, chunkBytes, inFlight }, index) => ({
+    impl,
+    op,
+    chunkBytes,
+    inFlight,
+    totalBytes: totalBytes - (totalBytes % chunkBytes),
+    seconds: median(wall[index]),
+    cpuSeconds: median(cpu[index]),
+  }));
 }
 
 const PYTHON_BENCH = `
@@ -152,19 +177,23 @@ for chunk in job["chunks"]:
     for _ in range(2):
         token = f.encrypt(data)
         f.decrypt(token)
-    runs = {"encrypt": [], "decrypt": []}
+    wall = {"encrypt": [], "decrypt": []}
+    cpu = {"encrypt": [], "decrypt": []}
     for _ in range(job["repeat"]):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for _ in range(count):
             token = f.encrypt(data)
-        runs["encrypt"].append(time.perf_counter() - start)
-        start = time.perf_counter()
+        wall["encrypt"].append(time.perf_counter() - start)
+        cpu["encrypt"].append(time.process_time() - start_cpu)
+        start, start_cpu = time.perf_counter(), time.process_time()
         for _ in range(count):
             f.decrypt(token)
-        runs["decrypt"].append(time.perf_counter() - start)
-    for op, seconds in runs.items():
+        wall["decrypt"].append(time.perf_counter() - start)
+        cpu["decrypt"].append(time.process_time() - start_cpu)
+    for op in ("encrypt", "decrypt"):
         rows.append({"op": op, "chunkBytes": chunk, "count": count,
-                     "seconds": statistics.median(seconds)})
+                     "seconds": statistics.median(wall[op]),
+                     "cpuSeconds": statistics.median(cpu[op])})
 version = sys.version.split()[0]
 print(json.dumps({"version": f"python {version}, cryptography {cryptography.__version__}",
                   "rows": rows}))
@@ -190,7 +219,13 @@ async function benchPython(): Promise<{ version: string; rows: Row[] }> {
   }
   const result = JSON.parse(new TextDecoder().decode(stdout)) as {
     version: string;
-    rows: { op: Row["op"]; chunkBytes: number; count: number; seconds: number }[];
+    rows: {
+      op: Row["op"];
+      chunkBytes: number;
+      count: number;
+      seconds: number;
+      cpuSeconds: number;
+    }[];
   };
   return {
     version: result.version,
@@ -201,12 +236,17 @@ async function benchPython(): Promise<{ version: string; rows: Row[] }> {
       inFlight: 1,
       totalBytes: row.count * row.chunkBytes,
       seconds: row.seconds,
+      cpuSeconds: row.cpuSeconds,
     })),
   };
 }
 
 function mbPerSecond(row: Row): number {
   return row.totalBytes / 1e6 / row.seconds;
+}
+
+function cpuSecondsPerGiB(row: Row): number {
+  return row.cpuSeconds / (row.totalBytes / (1024 * MIB));
 }
 
 const recon = await benchRecon();
@@ -217,7 +257,16 @@ const all = [
   ...python.rows.map((row) => ({ row, runtime: python.version })),
 ];
 
-const header = ["implementation", "op", "chunk", "in flight", "MiB moved", "seconds", "MB/s"];
+const header = [
+  "implementation",
+  "op",
+  "chunk",
+  "in flight",
+  "MiB moved",
+  "seconds",
+  "MB/s",
+  "CPU s/GiB",
+];
 const lines = all.map(({ row }) => [
   row.impl,
   row.op,
@@ -226,6 +275,7 @@ const lines = all.map(({ row }) => [
   String(row.totalBytes / MIB),
   row.seconds.toFixed(2),
   mbPerSecond(row).toFixed(0),
+  cpuSecondsPerGiB(row).toFixed(2),
 ]);
 const widths = header.map((title, i) => Math.max(title.length, ...lines.map((l) => l[i].length)));
 const format = (cells: string[]) =>
@@ -251,6 +301,8 @@ const json = all.map(({ row, runtime }) =>
     repeat,
     seconds: Number(row.seconds.toFixed(4)),
     mb_per_s: Number(mbPerSecond(row).toFixed(1)),
+    cpu_seconds: Number(row.cpuSeconds.toFixed(4)),
+    cpu_s_per_gib: Number(cpuSecondsPerGiB(row).toFixed(3)),
   }) + "\n"
 ).join("");
 await Deno.mkdir(new URL("./results/", import.meta.url), { recursive: true });

@@ -16,7 +16,7 @@
  */
 import { createHash } from "node:crypto";
 import { ConnectionError, ProtocolError, TimeoutError, TransferError } from "./errors.ts";
-import { type Fernet, InvalidTokenError, tokenLength } from "./fernet.ts";
+import { InvalidTokenError, tokenLength } from "./fernet.ts";
 import {
   type ByteReader,
   type ByteWriter,
@@ -34,6 +34,7 @@ import {
   serverHandshake,
   type SessionKeys,
 } from "./handshake.ts";
+import { type CryptoPool, POOL_THRESHOLD } from "./crypto_pool.ts";
 import { KeySchedule } from "./key_schedule.ts";
 
 /** Record types (PROTOCOL.md §3.2). */
@@ -96,6 +97,8 @@ export interface ChannelOptions {
   now?: () => number;
   /** Told once when the peer's clock differs by more than CLOCK_SKEW_WARNING_SECONDS. */
   onClockSkew?: (seconds: number) => void;
+  /** Worker threads for large records (file chunks); without one everything runs inline. */
+  cryptoPool?: CryptoPool;
 }
 
 /** Client-side handshake inputs. */
@@ -141,7 +144,9 @@ export class Channel {
   #reader: FrameReader;
   #sendKeys: KeySchedule;
   #receiveKeys: KeySchedule;
-  #options: Required<Omit<ChannelOptions, "onClockSkew">> & Pick<ChannelOptions, "onClockSkew">;
+  #options:
+    & Required<Omit<ChannelOptions, "onClockSkew" | "cryptoPool">>
+    & Pick<ChannelOptions, "onClockSkew" | "cryptoPool">;
   #sendSeq = 0;
   #pumpSeq = 0;
   #writeChain: Promise<void> = Promise.resolve();
@@ -176,6 +181,7 @@ export class Channel {
       recordsPerKey: options.recordsPerKey ?? DEFAULT_RECORDS_PER_KEY,
       now: options.now ?? (() => Math.floor(Date.now() / 1000)),
       onClockSkew: options.onClockSkew,
+      cryptoPool: options.cryptoPool,
     };
     this.#sendKeys = new KeySchedule(keys.sendKey, this.#options.recordsPerKey);
     this.#receiveKeys = new KeySchedule(keys.receiveKey, this.#options.recordsPerKey);
@@ -497,8 +503,11 @@ export class Channel {
     if (!Number.isSafeInteger(seq)) return Promise.reject(new RangeError("sequence exhausted"));
     writeHeader(record, seq, type);
     this.#lastSend = Date.now();
-    const frame = this.#sendKeys.fernetFor(seq).then((fernet) =>
-      fernet.encrypt(record, { prefix: FRAME_HEADER_SIZE, now: this.#options.now })
+    const pool = record.length >= POOL_THRESHOLD ? this.#options.cryptoPool : undefined;
+    const frame = this.#sendKeys.keyFor(seq).then((key) =>
+      pool
+        ? pool.encrypt(key.raw, record, { prefix: FRAME_HEADER_SIZE, now: this.#options.now() })
+        : key.fernet.encrypt(record, { prefix: FRAME_HEADER_SIZE, now: this.#options.now })
     );
     ignore(frame);
     const written = this.#writeChain.then(async () => {
@@ -561,10 +570,16 @@ export class Channel {
           return;
         }
         const seq = this.#pumpSeq++;
-        const decrypted = this.#receiveKeys.fernetFor(seq).then(async (fernet) => {
-          const plain = await fernet.decrypt(frame);
-          this.#checkClock(fernet, frame);
-          return plain;
+        const pool = frame.length >= POOL_THRESHOLD ? this.#options.cryptoPool : undefined;
+        const decrypted = this.#receiveKeys.keyFor(seq).then(async (key) => {
+          if (pool) {
+            const { plaintext, timestamp } = await pool.decrypt(key.raw, frame);
+            this.#checkClock(timestamp);
+            return plaintext;
+          }
+          const plaintext = await key.fernet.decrypt(frame);
+          this.#checkClock(key.fernet.timestampOf(frame));
+          return plaintext;
         });
         ignore(decrypted);
         this.#push({ frame: decrypted, seq });
@@ -576,9 +591,9 @@ export class Channel {
     }
   }
 
-  #checkClock(fernet: Fernet, token: Uint8Array<ArrayBuffer>): void {
+  #checkClock(timestamp: number): void {
     if (this.#skewReported || !this.#options.onClockSkew) return;
-    const skew = fernet.timestampOf(token) - this.#options.now();
+    const skew = timestamp - this.#options.now();
     if (Math.abs(skew) > CLOCK_SKEW_WARNING_SECONDS) {
       this.#skewReported = true;
       this.#options.onClockSkew(skew);

@@ -115,7 +115,11 @@ function parseHeader(frame: Uint8Array<ArrayBuffer>, what: string): ParsedHeader
   return { version: frame[4], type: frame[5] };
 }
 
-function refusalError(frame: Uint8Array<ArrayBuffer>, keyId: string): HandshakeError {
+function refusalError(
+  frame: Uint8Array<ArrayBuffer>,
+  keyId: string,
+  offeredVersion: number,
+): HandshakeError {
   const code = frame[HEADER];
   const text = new TextDecoder().decode(frame.subarray(HEADER + 1));
   if (code === RefusalCode.KEY_NOT_ACCEPTED) {
@@ -124,7 +128,7 @@ function refusalError(frame: Uint8Array<ArrayBuffer>, keyId: string): HandshakeE
     });
   }
   if (code === RefusalCode.UNSUPPORTED_VERSION) {
-    return new HandshakeError(`the server refused protocol version ${PROTOCOL_VERSION}: ${text}`, {
+    return new HandshakeError(`the server refused protocol version ${offeredVersion}: ${text}`, {
       hint: "install the same recon version on the client and the server",
     });
   }
@@ -225,8 +229,9 @@ export async function clientHandshake(
 ): Promise<SessionKeys> {
   const { pair, publicRaw } = await newEphemeral();
   const nonce = crypto.getRandomValues(new Uint8Array(NONCE_SIZE));
+  const version = options.version ?? PROTOCOL_VERSION;
   const hello = concat(
-    header(HelloType.CLIENT_HELLO, options.version ?? PROTOCOL_VERSION),
+    header(HelloType.CLIENT_HELLO, version),
     fromHex(keyId),
     nonce,
     publicRaw,
@@ -240,7 +245,7 @@ export async function clientHandshake(
     );
   });
   const { type } = parseHeader(reply, "the server's reply");
-  if (type === HelloType.REFUSAL) throw refusalError(reply, keyId);
+  if (type === HelloType.REFUSAL) throw refusalError(reply, keyId, version);
   if (type !== HelloType.SERVER_HELLO || reply.length !== SERVER_HELLO_SIZE) {
     throw new ProtocolError("the server's hello is malformed");
   }

@@ -26,12 +26,22 @@ export async function ratchetKey(
   );
 }
 
-/** Hands out the Fernet instance for a record's sequence number, ratcheting forward. */
+/** One epoch's key: raw bytes (for the crypto pool) and the imported Fernet. */
+export interface EpochKey {
+  raw: Uint8Array<ArrayBuffer>;
+  fernet: Fernet;
+}
+
+async function epochKey(raw: Uint8Array<ArrayBuffer>): Promise<EpochKey> {
+  return { raw, fernet: await Fernet.fromKey(raw) };
+}
+
+/** Hands out the key for a record's sequence number, ratcheting forward. */
 export class KeySchedule {
   #recordsPerKey: number;
   #epoch = 0;
   #raw: Promise<Uint8Array<ArrayBuffer>>;
-  #fernet: Promise<Fernet>;
+  #key: Promise<EpochKey>;
 
   constructor(initialKey: Uint8Array<ArrayBuffer>, recordsPerKey: number) {
     if (!Number.isSafeInteger(recordsPerKey) || recordsPerKey < 1) {
@@ -39,23 +49,23 @@ export class KeySchedule {
     }
     this.#recordsPerKey = recordsPerKey;
     this.#raw = Promise.resolve(initialKey);
-    this.#fernet = Fernet.fromKey(initialKey);
-    this.#fernet.catch(() => {});
+    this.#key = epochKey(initialKey);
+    this.#key.catch(() => {});
   }
 
   /**
    * The key for `seq`. Sequence numbers must be asked for in non-decreasing order
    * (records are encrypted and decrypted in order), so old keys can be forgotten.
    */
-  fernetFor(seq: number): Promise<Fernet> {
+  keyFor(seq: number): Promise<EpochKey> {
     const epoch = Math.floor(seq / this.#recordsPerKey);
     if (epoch < this.#epoch) throw new RangeError(`key for epoch ${epoch} was already discarded`);
     while (this.#epoch < epoch) {
       this.#raw = this.#raw.then(ratchetKey);
-      this.#fernet = this.#raw.then((raw) => Fernet.fromKey(raw));
-      this.#fernet.catch(() => {});
+      this.#key = this.#raw.then(epochKey);
+      this.#key.catch(() => {});
       this.#epoch++;
     }
-    return this.#fernet;
+    return this.#key;
   }
 }

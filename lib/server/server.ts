@@ -6,6 +6,7 @@
  * @module
  */
 import type { Channel } from "../channel.ts";
+import type { CryptoPool } from "../crypto_pool.ts";
 import { Channel as SecureChannel } from "../channel.ts";
 import { errorMessage, HandshakeError, TimeoutError } from "../errors.ts";
 import { encodeFrame, writeAll } from "../frame.ts";
@@ -25,6 +26,8 @@ export interface ServerOptions {
   log: Logger;
   /** SIGTERM → SIGKILL grace for scripts (ms). */
   killGraceMs?: number;
+  /** Worker threads for file data (lib/crypto_pool.ts). */
+  cryptoPool?: CryptoPool;
 }
 
 interface Tracked {
@@ -133,6 +136,7 @@ export class ReconServer {
     try {
       channel = await SecureChannel.accept(conn, {
         keys: this.#options.keys,
+        cryptoPool: this.#options.cryptoPool,
         handshakeTimeoutMs: config.HANDSHAKE_TIMEOUT * 1000,
         idleTimeoutMs: config.IDLE_TIMEOUT * 1000,
         onClockSkew: (seconds) =>

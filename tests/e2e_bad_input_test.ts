@@ -1,0 +1,133 @@
+/**
+ * End to end, bad input: an address not in TRUSTEDIPS, a wrong or placeholder
+ * SHARED_KEY, bad flags, bad recon options and bad or missing files. Each gets a plain
+ * reason and the documented exit code, and leaves nothing on the server.
+ */
+import assert from "node:assert/strict";
+import * as path from "node:path";
+import { CLIENT_BIN, E2EServer, run, testdata } from "./support/e2e.ts";
+
+/** The `recon-client: error: …` line of a failed run (there must be exactly one). */
+function errorLine(stderr: string): string {
+  const lines = stderr.split("\n").filter((line) => line.startsWith("recon-client: error: "));
+  assert.equal(lines.length, 1, `one error line in:\n${stderr}`);
+  return lines[0];
+}
+
+Deno.test("a client whose address is not in TRUSTEDIPS is refused: exit 3", async () => {
+  await using server = await E2EServer.start({
+    script: testdata("e2e_recon.sh"),
+    options: { TRUSTEDIPS: "10.9.9.9" },
+  });
+  const file = path.join(server.dir, "P00001.7");
+  await Deno.writeTextFile(file, "raw");
+  const result = await server.client(["--files", file]);
+  assert.equal(result.code, 3, result.stderr);
+  assert.equal(result.stdout, "");
+  assert.match(errorLine(result.stderr), /handshake with 127\.0\.0\.1:\d+ failed|connection/);
+  await server.waitForLog(/refused: 127\.0\.0\.1 is not in TRUSTEDIPS/);
+  assert.deepEqual(await server.jobDirs(), []);
+});
+
+Deno.test("bad keys, flags, options and files get a one-line reason and their exit code", async (t) => {
+  await using server = await E2EServer.start({ script: testdata("e2e_recon.sh") });
+  const good = path.join(server.dir, "P00001.7");
+  await Deno.writeTextFile(good, "raw");
+
+  await t.step("a wrong SHARED_KEY: exit 3, the message names SHARED_KEY", async () => {
+    const other = (await run(CLIENT_BIN, ["keygen"])).stdout.trim();
+    assert.notEqual(other, server.key);
+    const optsPath = await server.writeClientOpts("wrong_key.opts", { SHARED_KEY: other });
+    const result = await server.client(["--files", good], { optsPath });
+    assert.equal(result.code, 3, result.stderr);
+    assert.equal(result.stdout, "");
+    errorLine(result.stderr);
+    assert.match(result.stderr, /SHARED_KEY/);
+    await server.waitForLog(/handshake failed/);
+  });
+
+  await t.step(
+    "the placeholder SHARED_KEY: exit 2, a line naming SHARED_KEY and keygen",
+    async () => {
+      const optsPath = await server.writeClientOpts("placeholder.opts", {
+        SHARED_KEY: "SET_YOUR_SHARED_KEY_HERE",
+      });
+      const result = await server.client(["--files", good], { optsPath });
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(errorLine(result.stderr), /SHARED_KEY/);
+      assert.ok(
+        result.stderr.split("\n").some((line) =>
+          /SHARED_KEY|keygen/.test(line) && /keygen/.test(line)
+        ),
+        `a line tells how to make a key:\n${result.stderr}`,
+      );
+    },
+  );
+
+  await t.step("--recon-options '[1]' is refused: exit 2", async () => {
+    const result = await server.client(["--files", good, "--recon-options", "[1]"]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(errorLine(result.stderr), /--recon-options: .*JSON object/);
+  });
+
+  await t.step("--recon-options that is not JSON is refused: exit 2", async () => {
+    const result = await server.client(["--files", good, "--recon-options", "{slices: 3}"]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(errorLine(result.stderr), /--recon-options: .*not valid JSON/);
+  });
+
+  await t.step('a file named "-x.7" is refused before sending: exit 2', async () => {
+    const dashed = path.join(server.dir, "-x.7");
+    await Deno.writeTextFile(dashed, "raw");
+    for (const args of [["--files", dashed], [`--files=${dashed}`], ["--files", "./-x.7"]]) {
+      const result = await server.client(args, { cwd: server.dir });
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(errorLine(result.stderr), /"-x\.7" refused: the name starts with '-'/);
+    }
+  });
+
+  await t.step("a missing file: exit 2, naming it", async () => {
+    const missing = path.join(server.dir, "no_such_scan.7");
+    const result = await server.client(["--files", good, missing]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(errorLine(result.stderr), /no_such_scan\.7: no such file/);
+  });
+
+  await t.step("a directory given as a file: exit 2", async () => {
+    const result = await server.client(["--files", server.dir]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(errorLine(result.stderr), /not a regular file/);
+  });
+
+  await t.step("--directory with no matching file: exit 2", async () => {
+    const result = await server.client(["--directory", server.dir, "--pattern", "*.nothing"]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(errorLine(result.stderr), /no files in .* match the pattern "\*\.nothing"/);
+  });
+
+  await t.step("--help and --version exit 0", async () => {
+    const help = await run(CLIENT_BIN, ["--help"]);
+    assert.equal(help.code, 0, help.stderr);
+    assert.match(help.stdout, /^recon-client \S+: /);
+    assert.match(help.stdout, /Exit codes:/);
+    const version = await run(CLIENT_BIN, ["--version"]);
+    assert.equal(version.code, 0, version.stderr);
+    assert.match(version.stdout, /^recon-client \d+\.\d+\.\d+\n$/);
+  });
+
+  await t.step("an unknown flag: exit 2 with a hint", async () => {
+    const result = await server.client(["--no-such-flag"]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(errorLine(result.stderr), /--no-such-flag/);
+    assert.match(result.stderr, /^hint: see 'recon-client --help'$/m);
+  });
+
+  await t.step("none of it reached the server as a job", async () => {
+    const status = await server.client(["--server-status", "--json"]);
+    assert.equal(status.code, 0, status.stderr);
+    const fields = JSON.parse(status.stdout);
+    assert.equal(fields.jobs_completed + fields.jobs_failed, 0);
+    assert.deepEqual(await server.jobDirs(), []);
+    assert.doesNotMatch(server.log, /receiving \d+ file/);
+  });
+});

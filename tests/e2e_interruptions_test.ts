@@ -1,0 +1,125 @@
+/**
+ * End to end, processes going away: a client killed in the middle of a large upload
+ * (the server drops the partial job and carries on), a server killed during a job
+ * (the client says so in one line and exits 3), and the server's graceful SIGTERM,
+ * idle and with a job running.
+ */
+import assert from "node:assert/strict";
+import * as path from "node:path";
+import { E2EServer, listDir, pgrep, testdata, waitFor } from "./support/e2e.ts";
+
+Deno.test("a client killed during a 300 MB upload leaves no partial job on the server", async () => {
+  await using server = await E2EServer.start({ script: testdata("e2e_recon.sh") });
+  const big = path.join(server.dir, "P99999.7");
+  // Sparse: the content does not matter here, only that the upload takes a while.
+  await Deno.writeFile(big, new Uint8Array());
+  await Deno.truncate(big, 300 * 1024 * 1024);
+  await using client = server.spawnClient(["--files", big]);
+  const partial = await waitFor("the upload to start writing on the server", async () => {
+    for (const name of await listDir(server.reconFilePath)) {
+      if (!/^job_.*_input$/.test(name)) continue;
+      const dir = path.join(server.reconFilePath, name);
+      for (const part of await listDir(dir)) {
+        const info = await Deno.stat(path.join(dir, part)).catch(() => undefined);
+        if (info && info.size > 0) return { dir, part, size: info.size };
+      }
+    }
+    return undefined;
+  }, { timeoutMs: 20_000, intervalMs: 5 });
+  client.kill("SIGKILL");
+  const killed = await client.result();
+  assert.equal(killed.signal, "SIGKILL");
+  assert.doesNotMatch(killed.stderr, /queued/, "the client was killed before the upload ended");
+  assert.ok(partial.size < 300 * 1024 * 1024, `the upload was partial (${partial.size} bytes)`);
+
+  await server.waitForNoJobDirs(10_000);
+  await server.waitForLog(/upload failed, removed .*job_.*_input/);
+  const status = await server.client(["--server-status", "--json"]);
+  assert.equal(status.code, 0, status.stderr);
+  const fields = JSON.parse(status.stdout);
+  assert.equal(fields.queue_length, 0);
+  assert.equal(fields.active_workers, 0);
+  const queue = await server.client(["--view-queue"]);
+  assert.equal(queue.stdout, "the queue is empty\n", "no stuck queue entry");
+  assert.ok(server.running);
+});
+
+Deno.test("a server killed during a job: the client exits 3 with a one-line reason", async () => {
+  await using server = await E2EServer.start({
+    script: testdata("e2e_recon.sh"),
+    expectCleanJobDirs: false,
+  });
+  const file = path.join(server.dir, "P00001.7");
+  await Deno.writeTextFile(file, "raw");
+  const marker = `1000.${crypto.getRandomValues(new Uint32Array(1))[0]}`;
+  try {
+    await using client = server.spawnClient([
+      "--files",
+      file,
+      "--recon-options",
+      JSON.stringify({ hang: marker }),
+    ]);
+    await client.waitForStderr(/job \S+ running/);
+    const { status } = await server.stop("SIGKILL");
+    assert.equal(status.signal, "SIGKILL");
+    const result = await client.result(30_000);
+    assert.equal(result.code, 3, result.stderr);
+    assert.equal(result.stdout, "");
+    const errors = result.stderr.split("\n").filter((line) => line.includes("error"));
+    assert.equal(errors.length, 1, `one error line:\n${result.stderr}`);
+    assert.match(
+      errors[0],
+      /^recon-client: error: .*(connection|closed|ended|lost)/i,
+      "the line says the connection to the server was lost",
+    );
+  } finally {
+    // A SIGKILLed server cannot stop its script; end the orphaned test processes.
+    for (const pid of await pgrep(marker)) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* gone */ }
+    }
+  }
+});
+
+Deno.test("SIGTERM stops an idle server at once with exit code 0", async () => {
+  await using server = await E2EServer.start({ script: testdata("e2e_recon.sh") });
+  const { status, ms, killed } = await server.stop("SIGTERM");
+  assert.equal(killed, false);
+  assert.equal(status.code, 0, server.log);
+  assert.ok(ms < 3000, `exited within 3 s (${ms} ms)`);
+  assert.match(server.log, /SIGTERM: shutting down/);
+  assert.match(server.log, /shutdown complete/);
+});
+
+Deno.test("SIGTERM during a short job lets it finish and deliver, then exits 0", async () => {
+  await using server = await E2EServer.start({
+    script: testdata("e2e_recon.sh"),
+    options: { SHUTDOWN_GRACE: 20 },
+  });
+  const file = path.join(server.dir, "P00002.7");
+  await Deno.writeTextFile(file, "raw");
+  await using client = server.spawnClient([
+    "--files",
+    file,
+    "--recon-options",
+    JSON.stringify({ sleep: "1.5" }),
+  ]);
+  await client.waitForStderr(/job \S+ running/);
+  Deno.kill(server.pid, "SIGTERM");
+  await server.waitForLog(/SIGTERM: shutting down/);
+
+  // New connections are refused while it shuts down.
+  const late = await server.client(["--server-status"]);
+  assert.equal(late.code, 3, late.stderr);
+
+  const result = await client.result(30_000);
+  assert.equal(result.code, 0, `${result.stderr}\n--- server ---\n${server.log}`);
+  assert.match(result.stderr, /server: the server is shutting down \(SIGTERM\)/);
+  const [manifest] = result.stdout.trimEnd().split("\n").filter((p) => p.endsWith("manifest.txt"));
+  assert.match(await Deno.readTextFile(manifest), /^arg --sleep$/m);
+  const status = await server.exited();
+  assert.equal(status.code, 0, server.log);
+  assert.match(server.log, /delivered 2 result file\(s\)/);
+  assert.match(server.log, /shutdown complete/);
+});

@@ -1,0 +1,74 @@
+/**
+ * Test support: a client that runs the real handshake and then writes records by
+ * hand (any sequence number, type or payload, correctly encrypted), so the receiving
+ * Channel's record checks can be tested one failure class at a time, without an
+ * HMAC failure hiding a parse bug.
+ *
+ * @module
+ */
+import { Channel, type ChannelOptions, RECORD_HEADER_SIZE } from "../../lib/channel.ts";
+import { Fernet } from "../../lib/fernet.ts";
+import { encodeFrame, FrameReader, writeAll } from "../../lib/frame.ts";
+import { clientHandshake, MAX_HANDSHAKE_FRAME_SIZE } from "../../lib/handshake.ts";
+import { KeySchedule } from "../../lib/key_schedule.ts";
+import { socketPair, testKey } from "./channel_pair.ts";
+
+/** One record as the channel lays it out before encryption. */
+export function recordBytes(
+  seq: number,
+  type: number,
+  payload: Uint8Array = new Uint8Array(0),
+): Uint8Array<ArrayBuffer> {
+  const record = new Uint8Array(RECORD_HEADER_SIZE + payload.length);
+  const view = new DataView(record.buffer);
+  view.setBigUint64(0, BigInt(seq));
+  view.setUint8(8, type);
+  record.set(payload, RECORD_HEADER_SIZE);
+  return record;
+}
+
+/** A hand-driven client facing a real server-side Channel over 127.0.0.1. */
+export interface RawSession extends AsyncDisposable {
+  server: Channel;
+  /** The client's socket, for writing raw bytes. */
+  conn: Deno.TcpConn;
+  /** Encrypt `plaintext` under the client→server key for `seq` and send it as one frame. */
+  sendRecord(seq: number, plaintext: Uint8Array): Promise<void>;
+  /** The key schedule of the client→server direction. */
+  sendKeys: KeySchedule;
+  /** A Fernet instance for the server→client direction (epoch 0). */
+  receiveFernet: Fernet;
+  /** Frames from the server (after the handshake). */
+  reader: FrameReader;
+}
+
+/** Handshake a raw client with `Channel.accept` and hand both over. */
+export async function rawSession(options: ChannelOptions = {}): Promise<RawSession> {
+  const key = await testKey();
+  const sockets = await socketPair();
+  const reader = new FrameReader(sockets.client, { maxFrameSize: MAX_HANDSHAKE_FRAME_SIZE });
+  const [keys, server] = await Promise.all([
+    clientHandshake({
+      readFrame: () => reader.read(),
+      writeFrame: (payload) => writeAll(sockets.client, encodeFrame(payload)),
+    }, key.raw, key.id),
+    Channel.accept(sockets.server, { ...options, keys: new Map([[key.id, key.raw]]) }),
+  ]);
+  reader.maxFrameSize = 64 * 1024 * 1024;
+  const sendKeys = new KeySchedule(keys.sendKey, options.recordsPerKey ?? 1_000_000);
+  return {
+    server,
+    conn: sockets.client,
+    sendKeys,
+    receiveFernet: await Fernet.fromKey(keys.receiveKey),
+    reader,
+    async sendRecord(seq, plaintext) {
+      const fernet = await sendKeys.fernetFor(seq);
+      await writeAll(sockets.client, encodeFrame(await fernet.encrypt(plaintext)));
+    },
+    [Symbol.asyncDispose]: async () => {
+      server.abort();
+      await sockets[Symbol.asyncDispose]();
+    },
+  };
+}
