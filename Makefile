@@ -5,7 +5,7 @@ DENO_VERSION := 2.9.6
 TOOLS_DENO := .tools/node_modules/.bin/deno
 DENO ?= $(shell command -v deno 2>/dev/null || echo $(TOOLS_DENO))
 PERMISSIONS := $(shell cat bin/permissions)
-TEST_PERMISSIONS := --allow-read --allow-write --allow-net --allow-run --allow-env --allow-sys
+TEST_PERMISSIONS := --allow-all
 
 .PHONY: setup test check fmt build bench bench-quick demo clean
 

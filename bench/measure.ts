@@ -359,7 +359,9 @@ export async function runMeasured(
   const usage = await spawnMeasured(workDir, program, args, options).done;
   if (usage.exitCode !== 0) {
     throw new Error(
-      `${options.label ?? path.basename(program)} failed (exit ${usage.exitCode}, signal ${usage.signal}):\n` +
+      `${
+        options.label ?? path.basename(program)
+      } failed (exit ${usage.exitCode}, signal ${usage.signal}):\n` +
         usage.stderr.slice(-2000),
     );
   }

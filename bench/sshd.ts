@@ -147,7 +147,9 @@ export async function startSshd(dir: string, log: (line: string) => void): Promi
     let errors = "";
     (async () => {
       const decoder = new TextDecoder();
-      for await (const chunk of child.stderr) errors = (errors + decoder.decode(chunk)).slice(-4000);
+      for await (const chunk of child.stderr) {
+        errors = (errors + decoder.decode(chunk)).slice(-4000);
+      }
     })().catch(() => {});
     let exited = false;
     child.status.then(() => (exited = true));

@@ -99,6 +99,8 @@ export interface ChannelOptions {
   onClockSkew?: (seconds: number) => void;
   /** Worker threads for large records (file chunks); without one everything runs inline. */
   cryptoPool?: CryptoPool;
+  /** How errors name the other side: "server" or "client" (default "peer"). */
+  peerName?: string;
 }
 
 /** Client-side handshake inputs. */
@@ -147,6 +149,7 @@ export class Channel {
   #options:
     & Required<Omit<ChannelOptions, "onClockSkew" | "cryptoPool">>
     & Pick<ChannelOptions, "onClockSkew" | "cryptoPool">;
+  #peer: string;
   #sendSeq = 0;
   #pumpSeq = 0;
   #writeChain: Promise<void> = Promise.resolve();
@@ -182,12 +185,14 @@ export class Channel {
       now: options.now ?? (() => Math.floor(Date.now() / 1000)),
       onClockSkew: options.onClockSkew,
       cryptoPool: options.cryptoPool,
+      peerName: options.peerName ?? "peer",
     };
+    this.#peer = this.#options.peerName;
     this.#sendKeys = new KeySchedule(keys.sendKey, this.#options.recordsPerKey);
     this.#receiveKeys = new KeySchedule(keys.receiveKey, this.#options.recordsPerKey);
     reader.maxFrameSize = MAX_FRAME_SIZE;
     this.#idle = new Deadline(
-      `no data from the peer for ${Math.round(idleTimeoutMs / 1000)} s`,
+      `no data from the ${options.peerName ?? "peer"} for ${Math.round(idleTimeoutMs / 1000)} s`,
       (error) => this.#fail(error),
     );
     if (idleTimeoutMs > 0) {
@@ -327,7 +332,9 @@ export class Channel {
       if (incoming.type === "data") {
         received += incoming.bytes.length;
         if (received > expectedSize) {
-          throw new TransferError(`peer sent more than the announced ${expectedSize} bytes`);
+          throw new TransferError(
+            `the ${this.#peer} sent more than the announced ${expectedSize} bytes`,
+          );
         }
         hash.update(incoming.bytes);
         await writeAll(sink, incoming.bytes);
@@ -348,13 +355,13 @@ export class Channel {
       } else if (incoming.type === "message") {
         const reason = (incoming.message as { reason?: unknown })?.reason;
         throw new TransferError(
-          `peer abandoned the transfer after ${received} bytes${
+          `the ${this.#peer} abandoned the transfer after ${received} bytes${
             reason ? `: ${String(reason)}` : ""
           }`,
         );
       } else {
         throw new TransferError(
-          `peer ended the session in the middle of a file (${received} bytes)`,
+          `the ${this.#peer} ended the session in the middle of a file (${received} bytes)`,
         );
       }
     }
@@ -366,11 +373,13 @@ export class Channel {
    */
   async receive(): Promise<Incoming> {
     while (true) {
-      if (this.#finished) throw new ProtocolError("the peer already ended the session");
+      if (this.#finished) throw new ProtocolError(`the ${this.#peer} already ended the session`);
       const pending = await this.#nextPending();
       if ("end" in pending) {
         const error = this.#failure ?? pending.end ??
-          new ConnectionError("the peer closed the connection without ending the session");
+          new ConnectionError(
+            `the ${this.#peer} closed the connection without ending the session`,
+          );
         this.#fail(error);
         throw error;
       }

@@ -239,8 +239,11 @@ export async function clientHandshake(
   await io.writeFrame(hello);
 
   const reply = await expectFrame(io, "server's hello").catch((error) => {
-    throw error instanceof HandshakeError ? error : new HandshakeError(
-      `the server closed the connection during the handshake (${error.message})`,
+    // A server closes without a word when TRUSTEDIPS does not list us.
+    throw new HandshakeError(
+      error instanceof HandshakeError
+        ? "the server closed the connection without answering"
+        : `the server closed the connection during the handshake (${error.message})`,
       { cause: error, hint: "is this address in the server's TRUSTEDIPS? the server log says why" },
     );
   });
@@ -356,7 +359,9 @@ export async function serverHandshake(
   try {
     finishHeader = parseHeader(finish, "confirmation");
   } catch { /* handled below */ }
+  // The confirmation MAC covers the transcript, not this header: check every header byte.
   const ok = finishHeader?.type === HelloType.CLIENT_FINISH &&
+    finishHeader.version === parsed.version &&
     finish.length === CLIENT_FINISH_SIZE &&
     await crypto.subtle.verify(
       "HMAC",

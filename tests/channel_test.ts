@@ -11,6 +11,7 @@ import {
   DEFAULT_CHUNK_SIZE,
   MAX_MESSAGE_SIZE,
 } from "../lib/channel.ts";
+import { CryptoPool } from "../lib/crypto_pool.ts";
 import { ConnectionError, ProtocolError, TimeoutError, TransferError } from "../lib/errors.ts";
 import type { ByteReader, ByteWriter } from "../lib/frame.ts";
 import { channelPair, socketPair, testKey } from "./support/channel_pair.ts";
@@ -150,6 +151,33 @@ Deno.test("Channel transfers 64 MiB of random bytes with matching SHA-256 on bot
   assert.equal(received.sha256, expected);
   assert.equal(sink.digest(), expected);
   assert.equal(received.size, size);
+});
+
+Deno.test("Channel transfers files through a crypto pool on both sides, with a ratchet", async () => {
+  const pool = new CryptoPool({ size: 2 });
+  try {
+    await using pair = await channelPair({
+      cryptoPool: pool,
+      recordsPerKey: 3,
+      chunkSize: 256 * 1024,
+    });
+    for (const size of [100, 256 * 1024, 5 * 1024 * 1024 + 3]) {
+      const data = randomBytes(size);
+      const [sent, received] = await Promise.all([
+        pair.client.sendFile(new BytesReader(data), size),
+        pair.server.receiveFile(new HashingSink(), size),
+      ]);
+      assert.equal(sent.sha256, sha256(data), `${size}`);
+      assert.deepEqual(received, sent);
+    }
+    await pair.client.send({ small: "messages stay inline" });
+    assert.deepEqual(await pair.server.receive(), {
+      type: "message",
+      message: { small: "messages stay inline" },
+    });
+  } finally {
+    pool.close();
+  }
 });
 
 Deno.test("Channel.receiveFile refuses more bytes than announced", async () => {

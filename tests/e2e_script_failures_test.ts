@@ -108,7 +108,7 @@ Deno.test("RECON_SCRIPT failures reach the client as job_failed, and the server 
       })();
       let result;
       try {
-        // 200,000 lines of about 190 bytes: 38 MB of output. 150 MiB is the design target.
+        // 200,000 lines of about 190 bytes: 38 MB of output.
         result = await submit({ flood: 200_000 });
       } finally {
         sampling = false;
@@ -120,6 +120,7 @@ Deno.test("RECON_SCRIPT failures reach the client as job_failed, and the server 
       assert.ok(progress.length > 0, "the client got progress lines");
       assert.ok(progress.length <= 200_000);
       const growthMiB = (peak - before) / 1024;
+      // 150 MiB: the design's memory target for the server, whatever the job does.
       assert.ok(
         peak < 150 * 1024 && growthMiB < 100,
         `server RSS stayed bounded: ${before} KiB before, peak ${peak} KiB`,

@@ -381,6 +381,32 @@ Deno.test("a tampered client hello is caught by the client when checking the ser
   assert.ok(server.error instanceof HandshakeRefused);
 });
 
+Deno.test("serverHandshake refuses a confirmation with any header byte changed", async () => {
+  const key = await testKey();
+  for (let offset = 0; offset < 6; offset++) {
+    const { client, server } = await runPair(
+      (io) => clientHandshake(io, key.raw, key.id),
+      (io) => serverHandshake(io, keyMap(key)),
+      (io) => {
+        let frames = 0;
+        return {
+          readFrame: io.readFrame,
+          writeFrame: (payload) => {
+            if (frames++ === 1) {
+              payload = payload.slice();
+              payload[offset] ^= 0x01;
+            }
+            return io.writeFrame(payload);
+          },
+        };
+      },
+    );
+    assert.ok(client.value, "the client finished its part");
+    assert.ok(server.error instanceof HandshakeRefused, `offset ${offset}: ${server.error}`);
+    assert.equal(server.error.stage, "confirm");
+  }
+});
+
 Deno.test("clientHandshake rejects a reply that is not a recon handshake message", async () => {
   const key = await testKey();
   const replies: [string, Uint8Array, RegExp][] = [
@@ -416,7 +442,8 @@ Deno.test("clientHandshake reports a server that closes before its hello", async
   const { error } = await running;
   closeQuietly(clientEnd);
   assert.ok(error instanceof HandshakeError, String(error));
-  assert.match((error as Error).message, /connection closed before the server's hello/);
+  assert.match((error as Error).message, /the server closed the connection without answering/);
+  assert.match((error as HandshakeError).hint ?? "", /TRUSTEDIPS/);
 });
 
 Deno.test("encodeRefusal() never exceeds the handshake frame limit", () => {

@@ -3,11 +3,15 @@
  * both ends derive independently from sequence numbers.
  */
 import assert from "node:assert/strict";
-import { InvalidTokenError } from "../lib/fernet.ts";
+import { type Fernet, InvalidTokenError } from "../lib/fernet.ts";
 import { KeySchedule, ratchetKey } from "../lib/key_schedule.ts";
 import { randomBytes } from "./support/memory_duplex.ts";
 
 const encoder = new TextEncoder();
+
+async function fernetFor(schedule: KeySchedule, seq: number): Promise<Fernet> {
+  return (await schedule.keyFor(seq)).fernet;
+}
 
 Deno.test("ratchetKey() is deterministic and differs from its input", async () => {
   const key = randomBytes(32);
@@ -44,7 +48,7 @@ Deno.test("KeySchedule on both sides agrees across epochs, both ways", async () 
   const bob = new KeySchedule(initial, recordsPerKey);
   for (let seq = 0; seq < 20; seq++) {
     const plain = encoder.encode(`record ${seq}`);
-    const [mine, theirs] = await Promise.all([alice.fernetFor(seq), bob.fernetFor(seq)]);
+    const [mine, theirs] = await Promise.all([fernetFor(alice, seq), fernetFor(bob, seq)]);
     assert.deepEqual(await theirs.decrypt(await mine.encrypt(plain)), plain, `seq ${seq}`);
     assert.deepEqual(await mine.decrypt(await theirs.encrypt(plain)), plain, `seq ${seq}`);
   }
@@ -52,12 +56,12 @@ Deno.test("KeySchedule on both sides agrees across epochs, both ways", async () 
 
 Deno.test("KeySchedule changes key at each epoch boundary and not within an epoch", async () => {
   const schedule = new KeySchedule(randomBytes(32), 2);
-  const token0 = await (await schedule.fernetFor(0)).encrypt(new Uint8Array([1]));
+  const token0 = await (await fernetFor(schedule, 0)).encrypt(new Uint8Array([1]));
   // Same epoch: seq 1 uses the same key.
-  assert.deepEqual(await (await schedule.fernetFor(1)).decrypt(token0), new Uint8Array([1]));
+  assert.deepEqual(await (await fernetFor(schedule, 1)).decrypt(token0), new Uint8Array([1]));
   // Next epoch: the old token no longer verifies.
   await assert.rejects(
-    (await schedule.fernetFor(2)).decrypt(token0),
+    (await fernetFor(schedule, 2)).decrypt(token0),
     (error: unknown) => error instanceof InvalidTokenError && error.reason === "hmac",
   );
 });
@@ -65,10 +69,10 @@ Deno.test("KeySchedule changes key at each epoch boundary and not within an epoc
 Deno.test("KeySchedule jumping ahead gives the same key as stepping through", async () => {
   const initial = randomBytes(32);
   const stepping = new KeySchedule(initial, 1);
-  for (let seq = 0; seq < 10; seq++) await stepping.fernetFor(seq);
+  for (let seq = 0; seq < 10; seq++) await stepping.keyFor(seq);
   const jumping = new KeySchedule(initial, 1);
-  const token = await (await stepping.fernetFor(10)).encrypt(new Uint8Array([7]));
-  assert.deepEqual(await (await jumping.fernetFor(10)).decrypt(token), new Uint8Array([7]));
+  const token = await (await fernetFor(stepping, 10)).encrypt(new Uint8Array([7]));
+  assert.deepEqual(await (await fernetFor(jumping, 10)).decrypt(token), new Uint8Array([7]));
 });
 
 Deno.test("KeySchedule epoch n uses the initial key ratcheted n times", async () => {
@@ -77,16 +81,19 @@ Deno.test("KeySchedule epoch n uses the initial key ratcheted n times", async ()
   for (let i = 0; i < 3; i++) raw = await ratchetKey(raw);
   const direct = new KeySchedule(raw, 5);
   const scheduled = new KeySchedule(initial, 5);
-  const token = await (await scheduled.fernetFor(15)).encrypt(new Uint8Array([3]));
-  assert.deepEqual(await (await direct.fernetFor(0)).decrypt(token), new Uint8Array([3]));
+  const token = await (await fernetFor(scheduled, 15)).encrypt(new Uint8Array([3]));
+  assert.deepEqual(await (await fernetFor(direct, 0)).decrypt(token), new Uint8Array([3]));
+  // The raw bytes handed out (for the crypto pool) are that same key.
+  assert.deepEqual((await scheduled.keyFor(16)).raw, raw);
+  assert.deepEqual((await new KeySchedule(initial, 5).keyFor(0)).raw, initial);
 });
 
 Deno.test("KeySchedule refuses a key for an epoch it already discarded", async () => {
   const schedule = new KeySchedule(randomBytes(32), 4);
-  await schedule.fernetFor(8);
-  assert.throws(() => schedule.fernetFor(7), RangeError);
-  assert.throws(() => schedule.fernetFor(0), /epoch 0 was already discarded/);
-  await schedule.fernetFor(11); // still epoch 2
+  await schedule.keyFor(8);
+  assert.throws(() => schedule.keyFor(7), RangeError);
+  assert.throws(() => schedule.keyFor(0), /epoch 0 was already discarded/);
+  await schedule.keyFor(11); // still epoch 2
 });
 
 Deno.test("KeySchedule refuses a recordsPerKey that is not a positive integer", () => {
@@ -97,5 +104,5 @@ Deno.test("KeySchedule refuses a recordsPerKey that is not a positive integer", 
 
 Deno.test("KeySchedule with a wrong-length key rejects when the key is first used", async () => {
   const schedule = new KeySchedule(randomBytes(16), 1);
-  await assert.rejects(schedule.fernetFor(0), TypeError);
+  await assert.rejects(schedule.keyFor(0), TypeError);
 });

@@ -664,7 +664,7 @@ Deno.test("requireSharedKey() rejects the placeholder, an empty key and malforme
   const key = makeKey();
   const cases: [string, RegExp][] = [
     [PLACEHOLDER_SHARED_KEY, /^\/etc\/recon.opts: SHARED_KEY is still the placeholder/],
-    ["", /^\/etc\/recon.opts: SHARED_KEY is not set$/],
+    ["", /^\/etc\/recon.opts: SHARED_KEY is not set; generate one with .recon-server keygen.$/],
     [key.slice(0, 40), /^\/etc\/recon.opts: SHARED_KEY must be 32 bytes .*; got 40 characters$/],
     [key.slice(0, 43), /: SHARED_KEY must be 32 bytes of urlsafe base64/],
     [key + "A", /: SHARED_KEY must be 32 bytes of urlsafe base64/],

@@ -44,7 +44,7 @@ export async function connectToServer(options: ConnectOptions): Promise<Channel>
   }
   try {
     conn.setNoDelay(true);
-    return await Channel.connect(conn, options);
+    return await Channel.connect(conn, { peerName: "server", ...options });
   } catch (error) {
     try {
       conn.close();

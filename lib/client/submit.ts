@@ -77,6 +77,18 @@ export class JobFailedError extends JobError {
   }
 }
 
+/**
+ * The job was cancelled on the server at our request (after an interrupt), and the
+ * server confirmed it with `job_failed`: nothing of it keeps running there.
+ */
+export class JobCancelledError extends InterruptedError {
+  readonly jobId: string;
+  constructor(jobId: string) {
+    super(`job ${jobId} cancelled`);
+    this.jobId = jobId;
+  }
+}
+
 /** Run one job end to end. */
 export async function submitJob(options: SubmitOptions): Promise<SubmitResult> {
   const { channel, files, onEvent } = options;
@@ -85,6 +97,9 @@ export async function submitJob(options: SubmitOptions): Promise<SubmitResult> {
   let jobId: string | undefined;
   let uploaded: FileEntry[] = [];
   let interrupted = false;
+  // Every file sent, job_queued not yet read: an interrupt then waits for job_queued
+  // and cancels the job, rather than leave a queued job without its client.
+  let uploadComplete = false;
   const hostile = (message: string): never => {
     options.onHostile?.(message);
     channel.abort();
@@ -95,6 +110,8 @@ export async function submitJob(options: SubmitOptions): Promise<SubmitResult> {
     if (jobId) {
       onEvent?.({ kind: "notice", text: `cancelling job ${jobId} on the server…` });
       channel.send({ type: "cancel_job", job_id: jobId, reason: "interrupted" }).catch(() => {});
+    } else if (uploadComplete) {
+      // job_queued is on its way; its handler calls onAbort again.
     } else {
       channel.abort(new InterruptedError("interrupted during upload; the server drops the job"));
     }
@@ -142,6 +159,7 @@ export async function submitJob(options: SubmitOptions): Promise<SubmitResult> {
               file!.size,
               (bytes) => onEvent?.({ kind: "upload", name: file!.name, bytes, total: file!.size }),
             );
+            uploadComplete = sent.size === files.length;
           } catch (error) {
             if (error instanceof TransferError) {
               await channel.send({ type: "error", reason: error.message }).catch(() => {});
@@ -168,7 +186,7 @@ export async function submitJob(options: SubmitOptions): Promise<SubmitResult> {
         case "error":
           throw new JobError(`the server refused the job: ${message.reason}`);
         case "job_failed":
-          if (interrupted) throw new InterruptedError(`job ${message.job_id} cancelled`);
+          if (interrupted) throw new JobCancelledError(message.job_id);
           throw new JobFailedError(
             message.job_id,
             message.reason,

@@ -163,7 +163,12 @@ export function requireSharedKey(config: ReconConfig, source: string): string {
   let problem: string | undefined;
   if (key === "") problem = "is not set";
   else if (key === PLACEHOLDER_SHARED_KEY) problem = `is still the placeholder ${key}`;
-  if (problem) throw new ConfigError(`${source}: SHARED_KEY ${problem}`, { hint: KEY_HINT });
+  if (problem) {
+    throw new ConfigError(
+      `${source}: SHARED_KEY ${problem}; generate one with 'recon-server keygen'`,
+      { hint: KEY_HINT },
+    );
+  }
   try {
     decodeKey(key);
   } catch (error) {

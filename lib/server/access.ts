@@ -133,7 +133,9 @@ export class AdmissionControl {
     }
     entry.count++;
     let started = false;
-    if (entry.count >= this.#limits.lockoutFailures && entry.lockedUntil <= now) {
+    // LOCKOUT_FAILURES = 0 means never lock out.
+    const limit = this.#limits.lockoutFailures;
+    if (limit > 0 && entry.count >= limit && entry.lockedUntil <= now) {
       entry.lockedUntil = now + this.#limits.lockoutSeconds * 1000;
       started = true;
     }

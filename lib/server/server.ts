@@ -137,6 +137,7 @@ export class ReconServer {
       channel = await SecureChannel.accept(conn, {
         keys: this.#options.keys,
         cryptoPool: this.#options.cryptoPool,
+        peerName: "client",
         handshakeTimeoutMs: config.HANDSHAKE_TIMEOUT * 1000,
         idleTimeoutMs: config.IDLE_TIMEOUT * 1000,
         onClockSkew: (seconds) =>

@@ -123,7 +123,9 @@ export async function waitFor<T>(
   while (true) {
     const value = await check();
     if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
     await delay(intervalMs);
   }
 }
@@ -436,6 +438,12 @@ export class E2EServer implements AsyncDisposable {
   /** Resident memory of the server process in KiB (from /proc). */
   async rssKiB(): Promise<number> {
     const status = await Deno.readTextFile(`/proc/${this.pid}/status`);
+    // The wrapper script execs the server, so this PID is the server itself, not sh.
+    assert.doesNotMatch(
+      status,
+      /^Name:\s+(sh|dash|bash)$/m,
+      "the PID is the server, not its wrapper",
+    );
     const match = /^VmRSS:\s+(\d+)\s+kB$/m.exec(status);
     assert.ok(match, `no VmRSS line in /proc/${this.pid}/status`);
     return Number(match[1]);
@@ -444,10 +452,12 @@ export class E2EServer implements AsyncDisposable {
   /** Job input directories (job_*_input) and job output directories (job_*_output) now. */
   async jobDirs(): Promise<string[]> {
     const found: string[] = [];
-    for (const [dir, pattern] of [
-      [this.reconFilePath, /^job_.*_input$/],
-      [this.dicomDir, /^job_.*_output$/],
-    ] as const) {
+    for (
+      const [dir, pattern] of [
+        [this.reconFilePath, /^job_.*_input$/],
+        [this.dicomDir, /^job_.*_output$/],
+      ] as const
+    ) {
       try {
         for await (const entry of Deno.readDir(dir)) {
           if (pattern.test(entry.name)) found.push(path.join(dir, entry.name));
@@ -573,7 +583,7 @@ export async function listDir(dir: string): Promise<string[]> {
   return names.sort();
 }
 
-/** PIDs of processes whose command line contains `marker` (pgrep -f), excluding none. */
+/** PIDs of processes whose command line matches `marker` (`pgrep -f`); [] when none. */
 export async function pgrep(marker: string): Promise<number[]> {
   const result = await run("pgrep", ["-f", "--", marker]);
   if (result.code === 1) return [];
@@ -581,5 +591,5 @@ export async function pgrep(marker: string): Promise<number[]> {
   return result.stdout.trim().split("\n").map(Number);
 }
 
-/** The job id (a UUID) in `text`, from a line like `job <uuid> queued`. */
+/** A job id (a lower-case UUID), as in the client's `job <uuid> queued` line. */
 export const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/;

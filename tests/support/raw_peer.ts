@@ -48,10 +48,14 @@ export async function rawSession(options: ChannelOptions = {}): Promise<RawSessi
   const sockets = await socketPair();
   const reader = new FrameReader(sockets.client, { maxFrameSize: MAX_HANDSHAKE_FRAME_SIZE });
   const [keys, server] = await Promise.all([
-    clientHandshake({
-      readFrame: () => reader.read(),
-      writeFrame: (payload) => writeAll(sockets.client, encodeFrame(payload)),
-    }, key.raw, key.id),
+    clientHandshake(
+      {
+        readFrame: () => reader.read(),
+        writeFrame: (payload) => writeAll(sockets.client, encodeFrame(payload)),
+      },
+      key.raw,
+      key.id,
+    ),
     Channel.accept(sockets.server, { ...options, keys: new Map([[key.id, key.raw]]) }),
   ]);
   reader.maxFrameSize = 64 * 1024 * 1024;
@@ -63,7 +67,7 @@ export async function rawSession(options: ChannelOptions = {}): Promise<RawSessi
     receiveFernet: await Fernet.fromKey(keys.receiveKey),
     reader,
     async sendRecord(seq, plaintext) {
-      const fernet = await sendKeys.fernetFor(seq);
+      const { fernet } = await sendKeys.keyFor(seq);
       await writeAll(sockets.client, encodeFrame(await fernet.encrypt(plaintext)));
     },
     [Symbol.asyncDispose]: async () => {

@@ -6,7 +6,6 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import * as path from "node:path";
 import type { FileStat } from "./scanner.ts";
 
 /** Where the watch mode's messages go (a logtape Logger fits). */
@@ -84,7 +83,3 @@ export const denoProbe: FileProbe = {
   },
 };
 
-/** `name` inside `dir`, absolute. */
-export function inside(dir: string, name: string): string {
-  return path.join(dir, name);
-}

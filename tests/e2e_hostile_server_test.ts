@@ -1,0 +1,208 @@
+/**
+ * A hostile server, in process: a fake server built on the real Channel.accept over a
+ * real 127.0.0.1 socket talks to the real submitJob(). It asks for files the job did
+ * not offer, or announces results whose names leave the download directory; the
+ * client refuses with ProtocolError, reports it through onHostile, sends nothing it
+ * should not and writes nothing outside CLIENT_DOWNLOAD_DIR/<job_id>/.
+ */
+import assert from "node:assert/strict";
+import * as path from "node:path";
+import { Channel, type Incoming } from "../lib/channel.ts";
+import { ProtocolError } from "../lib/errors.ts";
+import { submitJob } from "../lib/client/submit.ts";
+import type { LocalFile } from "../lib/client/files.ts";
+import { testKey } from "./support/channel_pair.ts";
+import { listDir, tempDir } from "./support/e2e.ts";
+
+const JOB_ID = "0b6f3c8e-5d2a-4c61-9a7e-3f1d2b4c5a69";
+const CONTENT = new TextEncoder().encode("raw k-space");
+
+/** Collects what a file transfer writes (the fake server keeps uploads in memory). */
+class MemorySink {
+  bytes = 0;
+  write(chunk: Uint8Array): Promise<number> {
+    this.bytes += chunk.length;
+    return Promise.resolve(chunk.length);
+  }
+}
+
+/** Serves bytes from memory as a file for Channel.sendFile. */
+class MemorySource {
+  #data: Uint8Array;
+  #offset = 0;
+  constructor(data: Uint8Array) {
+    this.#data = data;
+  }
+  read(buffer: Uint8Array): Promise<number | null> {
+    if (this.#offset >= this.#data.length) return Promise.resolve(null);
+    const n = Math.min(buffer.length, this.#data.length - this.#offset);
+    buffer.set(this.#data.subarray(this.#offset, this.#offset + n));
+    this.#offset += n;
+    return Promise.resolve(n);
+  }
+}
+
+/** What the fake server did: the submit message and whatever else it noticed. */
+interface Session {
+  submit: Record<string, unknown>;
+  channel: Channel;
+}
+
+/**
+ * Run submitJob() for one file against a fake server whose side of the session is
+ * `behave`. Returns the error submitJob() threw and the hostile messages it reported.
+ */
+async function againstFakeServer(
+  dir: string,
+  behave: (session: Session) => Promise<void>,
+): Promise<{ error: unknown; hostile: string[]; downloadDir: string }> {
+  const key = await testKey();
+  const file = path.join(dir, "P00001.7");
+  await Deno.writeFile(file, CONTENT);
+  const files: LocalFile[] = [{ path: file, name: "P00001.7", size: CONTENT.length }];
+  const downloadDir = path.join(dir, "downloads");
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serverSide = (async () => {
+    const conn = await listener.accept();
+    const channel = await Channel.accept(conn, { keys: new Map([[key.id, key.raw]]) });
+    try {
+      const first = await channel.receive();
+      assert.equal(first.type, "message");
+      const submit = (first as { message: Record<string, unknown> }).message;
+      assert.equal(submit.type, "submit_recon_job");
+      await behave({ submit, channel });
+    } finally {
+      channel.abort();
+    }
+  })();
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+  const channel = await Channel.connect(conn, { sharedKey: key.raw, keyId: key.id });
+  const hostile: string[] = [];
+  let error: unknown;
+  try {
+    await submitJob({
+      channel,
+      files,
+      options: {},
+      downloadDir,
+      onHostile: (message) => hostile.push(message),
+    });
+  } catch (caught) {
+    error = caught;
+  } finally {
+    channel.abort();
+  }
+  await serverSide;
+  return { error, hostile, downloadDir };
+}
+
+/** The next record, or the error that ended the session. */
+function next(channel: Channel): Promise<Incoming | Error> {
+  return channel.receive().catch((error: Error) => error);
+}
+
+/** Ask for the announced file and take it, as a real server does. */
+async function takeUpload(channel: Channel, name = "P00001.7"): Promise<void> {
+  await channel.send({ type: "request_file", job_id: JOB_ID, name });
+  const sink = new MemorySink();
+  await channel.receiveFile(sink, CONTENT.length);
+  assert.equal(sink.bytes, CONTENT.length);
+}
+
+for (
+  const name of ["other.7", "../P00001.7", "/etc/passwd", "p00001.7", "P00001.7/../../x"]
+) {
+  Deno.test(`submitJob() refuses a request_file for ${JSON.stringify(name)}, which it never offered`, async () => {
+    await using dir = await tempDir();
+    let after: Incoming | Error | undefined;
+    const { error, hostile } = await againstFakeServer(dir.path, async ({ channel }) => {
+      await channel.send({ type: "request_file", job_id: JOB_ID, name });
+      after = await next(channel);
+    });
+    assert.ok(error instanceof ProtocolError, `ProtocolError, got ${error}`);
+    assert.match(error.message, /which this job did not offer/);
+    assert.equal(hostile.length, 1, "onHostile was told once");
+    assert.match(
+      hostile[0],
+      new RegExp(JSON.stringify(name).replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")),
+    );
+    assert.ok(
+      after instanceof Error,
+      `the client sent no data but closed: ${JSON.stringify(after)}`,
+    );
+  });
+}
+
+Deno.test("submitJob() refuses a second request_file for a file it already sent", async () => {
+  await using dir = await tempDir();
+  let after: Incoming | Error | undefined;
+  const { error, hostile } = await againstFakeServer(dir.path, async ({ channel }) => {
+    await takeUpload(channel);
+    await channel.send({ type: "request_file", job_id: JOB_ID, name: "P00001.7" });
+    after = await next(channel);
+  });
+  assert.ok(error instanceof ProtocolError, `ProtocolError, got ${error}`);
+  assert.match(error.message, /already sent/);
+  assert.equal(hostile.length, 1);
+  assert.ok(after instanceof Error, "nothing was sent a second time");
+});
+
+for (const unsafe of ["../evil", "/ABSOLUTE/evil", "sub/../../evil", "..", "a\\..\\evil"]) {
+  Deno.test(`submitJob() refuses a result announced as ${JSON.stringify(unsafe)} and writes nothing`, async () => {
+    await using dir = await tempDir();
+    const name = unsafe.replace("/ABSOLUTE", path.join(dir.path, "outside"));
+    let ack: Incoming | Error | undefined;
+    const { error, hostile, downloadDir } = await againstFakeServer(
+      dir.path,
+      async ({ channel }) => {
+        await takeUpload(channel);
+        await channel.send({ type: "job_queued", job_id: JOB_ID, files_received: 1 });
+        await channel.send({ type: "job_started", job_id: JOB_ID });
+        await channel.send({
+          type: "dicom_transfer_start",
+          job_id: JOB_ID,
+          count: 1,
+          files: [{ name, size: 4 }],
+        });
+        ack = await next(channel);
+      },
+    );
+    assert.ok(error instanceof ProtocolError, `ProtocolError, got ${error}`);
+    assert.match(error.message, /unsafe result name/);
+    assert.equal(hostile.length, 1);
+    assert.ok(ack && !(ack instanceof Error) && ack.type === "message", "the client answered");
+    assert.deepEqual(ack.message, {
+      type: "dicom_transfer_ack",
+      job_id: JOB_ID,
+      status: "refused",
+    });
+    assert.deepEqual(await listDir(dir.path), ["P00001.7"], "nothing was written anywhere");
+    assert.deepEqual(await listDir(downloadDir), []);
+  });
+}
+
+Deno.test("submitJob() refuses a result_file named '../evil' that was announced as another name", async () => {
+  await using dir = await tempDir();
+  const { error, hostile, downloadDir } = await againstFakeServer(dir.path, async ({ channel }) => {
+    await takeUpload(channel);
+    await channel.send({ type: "job_queued", job_id: JOB_ID, files_received: 1 });
+    await channel.send({
+      type: "dicom_transfer_start",
+      job_id: JOB_ID,
+      count: 1,
+      files: [{ name: "image.dcm", size: 4 }],
+    });
+    const ack = await next(channel);
+    assert.ok(!(ack instanceof Error) && ack.type === "message");
+    assert.deepEqual(ack.message, { type: "dicom_transfer_ack", job_id: JOB_ID, status: "ready" });
+    await channel.send({ type: "result_file", job_id: JOB_ID, name: "../evil", size: 4 });
+    // A real attacker streams the bytes right away; the client must not write them.
+    await channel.sendFile(new MemorySource(new TextEncoder().encode("evil")), 4).catch(() => {});
+  });
+  assert.ok(error instanceof ProtocolError, `ProtocolError, got ${error}`);
+  assert.match(error.message, /did not announce/);
+  assert.equal(hostile.length, 1);
+  assert.deepEqual(await listDir(dir.path), ["P00001.7", "downloads"]);
+  assert.deepEqual(await listDir(downloadDir), [JOB_ID]);
+  assert.deepEqual(await listDir(path.join(downloadDir, JOB_ID)), [], "nothing was downloaded");
+});
