@@ -15,7 +15,7 @@ import { formatUptime, getQueueDetails, getServerStatus } from "./lib/client/que
 import { JobFailedError, submitJob } from "./lib/client/submit.ts";
 import type { Channel } from "./lib/channel.ts";
 import { describeError, loadConfig, sharedKeyMaterial } from "./lib/cli_support.ts";
-import { ExitCode, UsageError } from "./lib/errors.ts";
+import { ExitCode, JobError, UsageError } from "./lib/errors.ts";
 import { decodeKey, generateKey, keyId } from "./lib/keys.ts";
 import { log, setupLogging, shutdownLogging } from "./lib/log.ts";
 import { showConfigJson } from "./lib/opts.ts";
@@ -399,7 +399,9 @@ async function main(argv: string[], interrupt: AbortController): Promise<number>
     return ExitCode.OK;
   } catch (error) {
     display.finish();
-    channel.abort();
+    // A job that failed on the server ends the session politely; anything else is cut.
+    if (error instanceof JobError && !channel.closed) await channel.close();
+    else channel.abort();
     throw error;
   } finally {
     cryptoPool?.close();

@@ -93,12 +93,16 @@ export function formatSummary(
     `${title}: ${summary.totalMs.toFixed(0)} ms profiled, ${
       summary.busyMs.toFixed(0)
     } ms busy on the JS main thread`,
-    `  ${"self ms".padStart(8)}  ${"total".padStart(6)}  ${"busy".padStart(6)}  function (file:line)`,
+    `  ${"self ms".padStart(8)}  ${"total".padStart(6)}  ${
+      "busy".padStart(6)
+    }  function (file:line)`,
   ];
   for (const f of summary.functions.slice(0, top)) {
     lines.push(
       `  ${f.selfMs.toFixed(0).padStart(8)}  ${(f.share * 100).toFixed(1).padStart(5)}%  ${
-        Number.isNaN(f.busyShare) ? "".padStart(6) : `${(f.busyShare * 100).toFixed(1).padStart(5)}%`
+        Number.isNaN(f.busyShare)
+          ? "".padStart(6)
+          : `${(f.busyShare * 100).toFixed(1).padStart(5)}%`
       }  ${f.name}${f.where ? `  (${f.where})` : ""}`,
     );
   }
@@ -113,5 +117,7 @@ if (import.meta.main) {
     console.error("usage: cpuprofile_top.ts FILE.cpuprofile... [--top N]");
     Deno.exit(2);
   }
-  for (const file of args) console.log(formatSummary(path.basename(file), await summarise(file), top) + "\n");
+  for (const file of args) {
+    console.log(formatSummary(path.basename(file), await summarise(file), top) + "\n");
+  }
 }

@@ -31,6 +31,42 @@ const CLOCK_TICKS = 100; // sysconf(_SC_CLK_TCK) on Linux x86-64 and arm64
 const decoder = new TextDecoder();
 
 // ---------------------------------------------------------------------------
+// Deno 2 lets a program read /proc/<pid>/* and write clear_refs only with
+// --allow-all, whatever --allow-read says; `make bench` passes the test permissions
+// (which include --allow-run, so nothing is gained by refusing). Without that access
+// every daemon would read as 0 CPU and 0 MB, so the bench re-runs itself with -A.
+
+/** Re-run the main module with `deno run -A` when /proc is not readable; never returns then. */
+export async function ensureProcAccess(): Promise<void> {
+  try {
+    Deno.readTextFileSync(`/proc/${Deno.pid}/stat`);
+    return;
+  } catch (error) {
+    if (
+      !(error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied)
+    ) {
+      throw new Error(`cannot read /proc (Linux only): ${(error as Error).message}`);
+    }
+  }
+  console.error("[bench] /proc needs --allow-all in Deno 2: running again with deno run -A");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", Deno.mainModule, ...Deno.args],
+    stdin: "inherit",
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+  const forward = (signal: Deno.Signal) => () => {
+    try {
+      child.kill(signal);
+    } catch { /* gone */ }
+  };
+  Deno.addSignalListener("SIGINT", forward("SIGINT"));
+  Deno.addSignalListener("SIGTERM", forward("SIGTERM"));
+  const status = await child.status;
+  Deno.exit(status.signal ? 128 + (status.signal === "SIGINT" ? 2 : 15) : status.code);
+}
+
+// ---------------------------------------------------------------------------
 // Every process we start, so that cleanup can stop each one by PID.
 
 const live = new Map<number, { child: Deno.ChildProcess; label: string }>();

@@ -32,6 +32,7 @@ import {
   type CommandUsage,
   DaemonMeter,
   type DaemonUsage,
+  ensureProcAccess,
   liveProcesses,
   makeFile,
   max,
@@ -72,6 +73,7 @@ const REPEAT = Number(values.repeat);
 const TINY_REPEAT = Number(values["tiny-repeat"]);
 const STATUS_CLIENTS = Number(values["status-clients"]);
 const KNOB_SIZE = Number(values["knob-mib"] ?? Math.min(sizeMiB, 512)) * MIB;
+await ensureProcAccess();
 const CASES = new Set(values.cases.split(",").map((c) => c.trim()));
 for (const c of CASES) if (!ALL_CASES.includes(c)) throw new Error(`unknown case ${c}`);
 if (!(SIZE >= MIB && REPEAT >= 1 && TINY_REPEAT >= 1)) throw new Error("bad sizes or repeats");
@@ -660,147 +662,141 @@ async function caseConcurrent(): Promise<void> {
   for (const file of files) await Deno.remove(file);
 }
 
+interface StatusRound {
+  latencies: number[];
+  answered: number;
+  failed: number;
+  reasons: Map<string, number>;
+}
+
+/** n `recon-client --server-status` processes at once, as n people or scripts would. */
+async function statusProcesses(server: ReconServerProcess, n: number, stats: StatusRound) {
+  await Promise.all(Array.from({ length: n }, async () => {
+    const start = performance.now();
+    const child = new Deno.Command(CLIENT_BIN, {
+      args: [
+        "--opts",
+        server.opts,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        String(server.port),
+        "--server-status",
+        "--json",
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    track(child, "recon-client --server-status");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
+    const out = await child.output();
+    clearTimeout(timer);
+    stats.latencies.push((performance.now() - start) / 1000);
+    let ok = false;
+    try {
+      ok = out.code === 0 &&
+        typeof JSON.parse(new TextDecoder().decode(out.stdout)).uptime_seconds === "number";
+    } catch { /* not JSON */ }
+    if (ok) stats.answered++;
+    else {
+      stats.failed++;
+      const reason = new TextDecoder().decode(out.stderr).split("\n")[0]
+        .replace(/127\.0\.0\.1:\d+/g, "127.0.0.1:PORT").slice(0, 140);
+      stats.reasons.set(reason, (stats.reasons.get(reason) ?? 0) + 1);
+    }
+  }));
+}
+
+/** n connections from this process at once: the server side without n cold starts. */
+async function statusInProcess(server: ReconServerProcess, n: number, stats: StatusRound) {
+  const opts = await Deno.readTextFile(server.opts);
+  const raw = decodeKey(/^SHARED_KEY = (\S+)$/m.exec(opts)![1]);
+  const id = await keyId(raw);
+  await Promise.all(Array.from({ length: n }, async () => {
+    const start = performance.now();
+    try {
+      const channel = await connectToServer({
+        host: "127.0.0.1",
+        port: server.port,
+        sharedKey: raw,
+        keyId: id,
+      });
+      await getServerStatus(channel);
+      await channel.close();
+      stats.answered++;
+    } catch (error) {
+      stats.failed++;
+      const reason = (error as Error).message.replace(/127\.0\.0\.1:\d+/g, "127.0.0.1:PORT")
+        .slice(0, 140);
+      stats.reasons.set(reason, (stats.reasons.get(reason) ?? 0) + 1);
+    }
+    stats.latencies.push((performance.now() - start) / 1000);
+  }));
+}
+
 async function caseStatus(): Promise<void> {
   const n = STATUS_CLIENTS;
   const caseName = `${n} concurrent --server-status`;
-  const server = await startServer("status", path.join(ROOT, "examples", "noop_recon.sh"));
-  // (a) n recon-client processes at once, as n people or scripts would.
-  {
-    const latencies: number[] = [];
-    let answered = 0;
-    let failed = 0;
-    const reasons = new Map<string, number>();
-    const serverRss: number[] = [];
-    const serverCpu: number[] = [];
-    for (let rep = 1; rep <= REPEAT; rep++) {
-      log(`${caseName}: ${n} client processes (run ${rep}/${REPEAT})`);
-      const meter = new DaemonMeter(server.pid);
-      meter.start();
-      await Promise.all(Array.from({ length: n }, async () => {
-        const start = performance.now();
-        const child = new Deno.Command(CLIENT_BIN, {
-          args: [
-            "--opts",
-            server.opts,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            String(server.port),
-            "--server-status",
-            "--json",
-          ],
-          stdin: "null",
-          stdout: "piped",
-          stderr: "piped",
-        }).spawn();
-        track(child, "recon-client --server-status");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
-        const out = await child.output();
-        clearTimeout(timer);
-        latencies.push((performance.now() - start) / 1000);
-        let ok = false;
-        try {
-          ok = out.code === 0 &&
-            typeof JSON.parse(new TextDecoder().decode(out.stdout)).uptime_seconds === "number";
-        } catch { /* not JSON */ }
-        if (ok) answered++;
-        else {
-          failed++;
-          const reason = new TextDecoder().decode(out.stderr).split("\n")[0].slice(0, 120);
-          reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
-        }
-      }));
-      await meter.settle(2000);
-      const usage = meter.stop();
-      serverRss.push(usage.peakRssKiB);
-      serverCpu.push(usage.cpuSeconds);
+  const cap = n + 14;
+  const configs: [string, Record<string, number> | undefined][] = [
+    ["shipped limits (MAX_UNAUTHENTICATED_PER_IP 8)", undefined],
+    [`MAX_UNAUTHENTICATED(_PER_IP) ${cap}`, {
+      MAX_UNAUTHENTICATED_PER_IP: cap,
+      MAX_UNAUTHENTICATED: cap,
+    }],
+  ];
+  for (const [configName, extra] of configs) {
+    const server = await startServer(
+      `status${extra ? "_roomy" : ""}`,
+      path.join(ROOT, "examples", "noop_recon.sh"),
+      extra,
+    );
+    for (
+      const [how, run] of [
+        [`${n} recon-client processes`, statusProcesses],
+        [`${n} in-process connections`, statusInProcess],
+      ] as const
+    ) {
+      const stats: StatusRound = { latencies: [], answered: 0, failed: 0, reasons: new Map() };
+      const serverRss: number[] = [];
+      const serverCpu: number[] = [];
+      for (let rep = 1; rep <= REPEAT; rep++) {
+        log(`${caseName}: ${how}, ${configName} (run ${rep}/${REPEAT})`);
+        const meter = new DaemonMeter(server.pid);
+        meter.start();
+        await run(server, n, stats);
+        await meter.settle(2000);
+        const usage = meter.stop();
+        serverRss.push(usage.peakRssKiB);
+        serverCpu.push(usage.cpuSeconds);
+        await sleep(300);
+      }
+      const total = stats.answered + stats.failed;
+      rows.push({
+        case: caseName,
+        tool: `${how}, ${extra ? `per-IP cap ${cap}` : "shipped limits"}`,
+        reps: REPEAT,
+        serverCpuS: median(serverCpu),
+        serverRssMB: mb(max(serverRss)),
+        note: `answered ${stats.answered}/${total}${
+          stats.failed ? " (REFUSED: see JSON)" : ""
+        }; p50 ${(percentile(stats.latencies, 50) * 1000).toFixed(0)} ms, p99 ${
+          (percentile(stats.latencies, 99) * 1000).toFixed(0)
+        } ms${how.includes("processes") ? " (incl. deno cold start)" : ""}`,
+        extra: {
+          config: configName,
+          answered: stats.answered,
+          failed: stats.failed,
+          failure_reasons: Object.fromEntries(stats.reasons),
+          p50_ms: round(percentile(stats.latencies, 50) * 1000, 1),
+          p99_ms: round(percentile(stats.latencies, 99) * 1000, 1),
+          max_ms: round(max(stats.latencies) * 1000, 1),
+        },
+      });
     }
-    rows.push({
-      case: caseName,
-      tool: `recon-client processes ×${n}`,
-      reps: REPEAT,
-      serverCpuS: median(serverCpu),
-      serverRssMB: mb(max(serverRss)),
-      note: `answered ${answered}/${answered + failed}; p50 ${
-        (percentile(latencies, 50) * 1000).toFixed(0)
-      } ms, p99 ${(percentile(latencies, 99) * 1000).toFixed(0)} ms (deno cold starts on 2 cores)`,
-      extra: {
-        answered,
-        failed,
-        failure_reasons: Object.fromEntries(reasons),
-        p50_ms: percentile(latencies, 50) * 1000,
-        p99_ms: percentile(latencies, 99) * 1000,
-        max_ms: max(latencies) * 1000,
-      },
-    });
+    await stopServer(server);
   }
-  // (b) n connections from this process at once: the server side without cold starts.
-  const inProcess = async (srv: ReconServerProcess, tool: string, why: string) => {
-    const opts = await Deno.readTextFile(srv.opts);
-    const keyText = /^SHARED_KEY = (\S+)$/m.exec(opts)![1];
-    const raw = decodeKey(keyText);
-    const id = await keyId(raw);
-    const latencies: number[] = [];
-    let answered = 0;
-    const reasons = new Map<string, number>();
-    const serverRss: number[] = [];
-    for (let rep = 1; rep <= REPEAT; rep++) {
-      log(`${caseName}: ${n} in-process connections, ${tool} (run ${rep}/${REPEAT})`);
-      const meter = new DaemonMeter(srv.pid);
-      meter.start();
-      await Promise.all(Array.from({ length: n }, async () => {
-        const start = performance.now();
-        try {
-          const channel = await connectToServer({
-            host: "127.0.0.1",
-            port: srv.port,
-            sharedKey: raw,
-            keyId: id,
-          });
-          await getServerStatus(channel);
-          await channel.close();
-          answered++;
-        } catch (error) {
-          const reason = (error as Error).message.slice(0, 120);
-          reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
-        }
-        latencies.push((performance.now() - start) / 1000);
-      }));
-      await meter.settle(2000);
-      serverRss.push(meter.stop().peakRssKiB);
-      await sleep(200);
-    }
-    const total = n * REPEAT;
-    rows.push({
-      case: caseName,
-      tool,
-      reps: REPEAT,
-      serverRssMB: mb(max(serverRss)),
-      note: `answered ${answered}/${total}${answered < total ? " (REFUSED: see JSON)" : ""}; p50 ${
-        (percentile(latencies, 50) * 1000).toFixed(0)
-      } ms, p99 ${(percentile(latencies, 99) * 1000).toFixed(0)} ms; ${why}`,
-      extra: {
-        answered,
-        failed: total - answered,
-        failure_reasons: Object.fromEntries(reasons),
-        p50_ms: percentile(latencies, 50) * 1000,
-        p99_ms: percentile(latencies, 99) * 1000,
-        max_ms: max(latencies) * 1000,
-      },
-    });
-  };
-  await inProcess(server, `in-process connections ×${n}`, "shipped limits");
-  await stopServer(server);
-  const roomy = await startServer("status_roomy", path.join(ROOT, "examples", "noop_recon.sh"), {
-    MAX_UNAUTHENTICATED_PER_IP: n + 14,
-    MAX_UNAUTHENTICATED: n + 14,
-  });
-  await inProcess(
-    roomy,
-    `in-process ×${n}, per-IP cap ${n + 14}`,
-    `MAX_UNAUTHENTICATED(_PER_IP) = ${n + 14}`,
-  );
-  await stopServer(roomy);
 }
 
 async function caseStartup(): Promise<void> {

@@ -62,6 +62,8 @@ export const DEFAULT_RECORDS_PER_KEY = Math.floor(
 );
 /** A clock difference larger than this is logged once (no TTL applies in a session). */
 export const CLOCK_SKEW_WARNING_SECONDS = 300;
+/** Longest silence before we send a PING (PROTOCOL.md §8). */
+export const MAX_KEEPALIVE_MS = 20_000;
 /** Largest control message (JSON bytes). */
 export const MAX_MESSAGE_SIZE = 1024 * 1024;
 /** FILE_END payload: size (u64) + SHA-256 (32). */
@@ -177,7 +179,10 @@ export class Channel {
     const idleTimeoutMs = options.idleTimeoutMs ?? 300_000;
     this.#options = {
       idleTimeoutMs,
-      keepaliveMs: options.keepaliveMs ?? Math.max(1000, Math.floor(idleTimeoutMs / 3)),
+      // At most 20 s, so that a peer with a shorter IDLE_TIMEOUT (60 s or more) than
+      // ours still hears from us in time: the timeouts are not negotiated.
+      keepaliveMs: options.keepaliveMs ??
+        Math.min(MAX_KEEPALIVE_MS, Math.max(1000, Math.floor(idleTimeoutMs / 3))),
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? 10_000,
       chunkSize: Math.min(options.chunkSize ?? DEFAULT_CHUNK_SIZE, MAX_RECORD_PAYLOAD),
       cryptoDepth: Math.max(1, options.cryptoDepth ?? DEFAULT_CRYPTO_DEPTH),
@@ -242,7 +247,11 @@ export class Channel {
       return new Channel(conn, reader, keys, options);
     } catch (error) {
       if (timedOut) throw timedOut;
-      throw error;
+      if (error instanceof ConnectionError) throw error;
+      throw new ConnectionError(
+        `connection lost during the handshake (${(error as Error).message})`,
+        { cause: error },
+      );
     } finally {
       deadline.disarm();
     }
@@ -470,6 +479,12 @@ export class Channel {
     if (error && !this.#failure) this.#failure = error;
     if (this.#closed) return;
     this.#closed = true;
+    const pool = this.#options.cryptoPool;
+    if (pool) {
+      for (const schedule of [this.#sendKeys, this.#receiveKeys]) {
+        schedule.current().then((raw) => pool.forget(raw), () => {});
+      }
+    }
     this.#idle.disarm();
     if (this.#keepalive !== undefined) clearInterval(this.#keepalive);
     this.#keepalive = undefined;

@@ -6,6 +6,7 @@
  * @module
  */
 import { ConfigError, ExitCode, ReconError } from "./errors.ts";
+import { printable } from "./printable.ts";
 import { decodeKey, generateKey, keyId } from "./keys.ts";
 import { type LoadedOpts, loadOpts } from "./opts_file.ts";
 import { requireSharedKey } from "./opts.ts";
@@ -16,8 +17,8 @@ export function describeError(
   error: unknown,
 ): { lines: string[]; exitCode: number } {
   if (error instanceof ReconError) {
-    const lines = [`${program}: error: ${error.message}`];
-    if (error.hint) lines.push(`hint: ${error.hint}`);
+    const lines = [`${program}: error: ${printable(error.message)}`];
+    if (error.hint) lines.push(`hint: ${printable(error.hint)}`);
     return { lines, exitCode: error.exitCode };
   }
   const message = error instanceof Error ? error.message : String(error);

@@ -139,6 +139,14 @@ export class CryptoPool {
     return { plaintext: response.data, timestamp: response.timestamp ?? 0 };
   }
 
+  /** Drop `key` from every worker's cache (its session ended). */
+  forget(key: Uint8Array): void {
+    if (this.#closed) return;
+    for (const worker of this.#workers) {
+      worker.postMessage({ id: 0, op: "forget", key, data: new Uint8Array(0) });
+    }
+  }
+
   /** Stop the workers; pending operations fail. */
   close(): void {
     if (this.#closed) return;

@@ -14,7 +14,7 @@ import { Fernet, InvalidTokenError } from "./fernet.ts";
 /** A request from the pool. */
 export interface CryptoRequest {
   id: number;
-  op: "encrypt" | "decrypt";
+  op: "encrypt" | "decrypt" | "forget";
   /** The 32-byte Fernet key. */
   key: Uint8Array;
   data: Uint8Array;
@@ -27,11 +27,17 @@ export type CryptoResponse =
   | { id: number; data: Uint8Array<ArrayBuffer>; timestamp?: number }
   | { id: number; error: { invalidToken: boolean; message: string } };
 
-const MAX_CACHED_KEYS = 16;
+// Few keys, and forgotten when their session ends: a worker should not become a
+// store of old session keys (forward secrecy).
+const MAX_CACHED_KEYS = 4;
+
+function keyName(key: Uint8Array): string {
+  return Array.from(key, (b) => b.toString(16).padStart(2, "0")).join("");
+}
 const keys = new Map<string, Promise<Fernet>>();
 
 function fernetFor(key: Uint8Array): Promise<Fernet> {
-  const id = Array.from(key, (b) => b.toString(16).padStart(2, "0")).join("");
+  const id = keyName(key);
   let fernet = keys.get(id);
   if (!fernet) {
     if (keys.size >= MAX_CACHED_KEYS) keys.delete(keys.keys().next().value!);
@@ -57,6 +63,10 @@ async function handle(request: CryptoRequest): Promise<CryptoResponse> {
 
 self.onmessage = async (event: MessageEvent<CryptoRequest>) => {
   const request = event.data;
+  if (request.op === "forget") {
+    keys.delete(keyName(request.key));
+    return;
+  }
   let response: CryptoResponse;
   try {
     response = await handle(request);

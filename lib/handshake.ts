@@ -239,6 +239,12 @@ export async function clientHandshake(
   await io.writeFrame(hello);
 
   const reply = await expectFrame(io, "server's hello").catch((error) => {
+    if (error instanceof ProtocolError) {
+      throw new HandshakeError(`the answer is not a recon handshake (${error.message})`, {
+        cause: error,
+        hint: "is SERVER_HOST:SERVER_PORT a recon-server, and of this version?",
+      });
+    }
     // A server closes without a word when TRUSTEDIPS does not list us.
     throw new HandshakeError(
       error instanceof HandshakeError

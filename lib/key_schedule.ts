@@ -68,4 +68,9 @@ export class KeySchedule {
     }
     return this.#key;
   }
+
+  /** The current epoch's raw key (to tell a crypto pool to forget it). */
+  current(): Promise<Uint8Array<ArrayBuffer>> {
+    return this.#raw;
+  }
 }

@@ -15,8 +15,14 @@ export const MAX_MESSAGE_DEPTH = 8;
 export const MAX_FILES_PER_JOB = 10_000;
 /** Longest string field. */
 export const MAX_STRING_LENGTH = 64 * 1024;
+/** Longest array of any kind (a queue listing can be longer than one job's files). */
+export const MAX_ARRAY_LENGTH = 100_000;
+/** A job id: a lower-case UUID, safe to use as a directory name. */
+export const JOB_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 type FieldSpec =
+  | "job_id"
+  | "job_id?"
   | "string"
   | "string?"
   | "integer"
@@ -38,7 +44,7 @@ const FILE_FIELDS: Record<string, FieldSpec> = {
 };
 
 const JOB_FIELDS: Record<string, FieldSpec> = {
-  job_id: "string",
+  job_id: "job_id",
   status: "string",
   primary_file: "string",
   file_count: "integer",
@@ -53,22 +59,23 @@ const TO_SERVER = {
   submit_recon_job: { files: "files", client_recon_options_json: "string" },
   get_server_status: {},
   get_queue_details: {},
-  dicom_transfer_ack: { job_id: "string", status: "string" },
-  cancel_job: { job_id: "string?", reason: "string?" },
+  dicom_transfer_ack: { job_id: "job_id", status: "string" },
+  results_received: { job_id: "job_id" },
+  cancel_job: { job_id: "job_id?", reason: "string?" },
   error: { reason: "string" },
 } as const satisfies Record<string, Record<string, FieldSpec>>;
 
 /** Messages the server sends. */
 const TO_CLIENT = {
-  request_file: { job_id: "string", name: "string", original_path_on_client: "string?" },
-  job_queued: { job_id: "string", files_received: "integer", files: "files?" },
-  job_started: { job_id: "string" },
-  job_progress: { job_id: "string", text: "string?", percent: "number?" },
-  dicom_transfer_start: { job_id: "string", count: "integer", files: "files" },
-  result_file: { job_id: "string", name: "string", size: "integer" },
-  recon_complete: { job_id: "string", files: "files" },
+  request_file: { job_id: "job_id", name: "string", original_path_on_client: "string?" },
+  job_queued: { job_id: "job_id", files_received: "integer", files: "files?" },
+  job_started: { job_id: "job_id" },
+  job_progress: { job_id: "job_id", text: "string?", percent: "number?" },
+  dicom_transfer_start: { job_id: "job_id", count: "integer", files: "files" },
+  result_file: { job_id: "job_id", name: "string", size: "integer" },
+  recon_complete: { job_id: "job_id", files: "files" },
   job_failed: {
-    job_id: "string",
+    job_id: "job_id",
     reason: "string",
     exit_code: "integer|null",
     stderr_tail: "strings",
@@ -83,7 +90,7 @@ const TO_CLIENT = {
     jobs_failed: "integer",
   },
   queue_details_response: { jobs: "jobs" },
-  error: { reason: "string" },
+  error: { reason: "string", kind: "string?" },
   server_shutting_down: { reason: "string" },
 } as const satisfies Record<string, Record<string, FieldSpec>>;
 
@@ -141,7 +148,7 @@ function checkShape(value: unknown, depth: number, path: string): void {
     throw new ProtocolError(`string too long at ${path}`);
   }
   if (Array.isArray(value)) {
-    if (value.length > MAX_FILES_PER_JOB) throw new ProtocolError(`array too long at ${path}`);
+    if (value.length > MAX_ARRAY_LENGTH) throw new ProtocolError(`array too long at ${path}`);
     value.forEach((item, i) => checkShape(item, depth + 1, `${path}[${i}]`));
   } else if (value !== null && typeof value === "object") {
     for (const key of Object.keys(value)) {
@@ -165,6 +172,9 @@ function checkField(spec: FieldSpec, value: unknown, where: string): void {
     case "string":
       if (typeof value !== "string") fail("a string");
       break;
+    case "job_id":
+      if (typeof value !== "string" || !JOB_ID_PATTERN.test(value)) fail("a job id (a UUID)");
+      break;
     case "integer":
       if (!Number.isSafeInteger(value) || (value as number) < 0) fail("a non-negative integer");
       break;
@@ -184,6 +194,9 @@ function checkField(spec: FieldSpec, value: unknown, where: string): void {
       break;
     case "files":
       if (!Array.isArray(value)) fail("an array of files");
+      if ((value as unknown[]).length > MAX_FILES_PER_JOB) {
+        fail(`at most ${MAX_FILES_PER_JOB} files`);
+      }
       (value as unknown[]).forEach((file, i) => checkObject(FILE_FIELDS, file, `${where}[${i}]`));
       break;
     case "jobs":
@@ -267,8 +280,11 @@ export function checkReconOptions(value: unknown): ReconOptions {
     ) {
       throw new TypeError(`recon option "${key}" must be a string, number or boolean`);
     }
-    if (typeof item === "string" && (item.length > 4096 || item.includes("\0"))) {
-      throw new TypeError(`recon option "${key}" is too long or contains NUL`);
+    // deno-lint-ignore no-control-regex
+    if (typeof item === "string" && (item.length > 4096 || /[\u0000-\u001f\u007f]/.test(item))) {
+      throw new TypeError(
+        `recon option "${key}" is longer than 4096 characters or contains a control character`,
+      );
     }
     Object.defineProperty(options, key, { value: item, enumerable: true, writable: true });
   }

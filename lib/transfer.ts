@@ -67,12 +67,25 @@ export async function receiveFileTo(
   }
 }
 
+/** Options for {@link openForSending} and {@link sendFileFrom}. */
+export interface SendOptions {
+  /**
+   * Refuse a path that is (or becomes, between the check and the open) a symbolic
+   * link: the server's results must be the files the script wrote, nothing else.
+   */
+  noFollow?: boolean;
+  onProgress?: ProgressCallback;
+}
+
 /** Open a regular file for sending; returns it with its size. Throws TransferError. */
 export async function openForSending(
   filePath: string,
+  options: SendOptions = {},
 ): Promise<{ file: Deno.FsFile; size: number }> {
   let file: Deno.FsFile;
+  let before: Deno.FileInfo | undefined;
   try {
+    if (options.noFollow) before = await Deno.lstat(filePath);
     file = await Deno.open(filePath, { read: true });
   } catch (error) {
     throw new TransferError(`cannot read ${filePath}: ${(error as Error).message}`, {
@@ -80,9 +93,13 @@ export async function openForSending(
     });
   }
   const info = await file.stat();
-  if (!info.isFile) {
+  const swapped = before !== undefined &&
+    (!before.isFile || before.ino !== info.ino || before.dev !== info.dev);
+  if (!info.isFile || swapped) {
     file.close();
-    throw new TransferError(`${filePath} is not a regular file`);
+    throw new TransferError(
+      `${filePath} is not a regular file${swapped ? " (it is or became a symbolic link)" : ""}`,
+    );
   }
   return { file, size: info.size };
 }
@@ -92,16 +109,16 @@ export async function sendFileFrom(
   channel: Channel,
   filePath: string,
   size: number,
-  onProgress?: ProgressCallback,
+  options: SendOptions = {},
 ): Promise<FileDigest> {
-  const { file, size: actual } = await openForSending(filePath);
+  const { file, size: actual } = await openForSending(filePath, options);
   try {
     if (actual !== size) {
       throw new TransferError(
         `${filePath} changed size since it was announced (${size} → ${actual} bytes)`,
       );
     }
-    return await channel.sendFile(file, size, onProgress);
+    return await channel.sendFile(file, size, options.onProgress);
   } finally {
     file.close();
   }

@@ -7,6 +7,8 @@ import assert from "node:assert/strict";
 import { ProtocolError } from "../lib/errors.ts";
 import {
   checkReconOptions,
+  JOB_ID_PATTERN,
+  MAX_ARRAY_LENGTH,
   MAX_FILES_PER_JOB,
   MAX_MESSAGE_DEPTH,
   MAX_STRING_LENGTH,
@@ -15,9 +17,10 @@ import {
   parseServerMessage,
 } from "../lib/protocol.ts";
 
+const J = "0b7f0f2e-3c1a-4b5e-9d2f-6a7b8c9d0e1f";
 const FILE = { name: "P12345.7", size: 1024, original_path_on_client: "/data/P12345.7" };
 const JOB = {
-  job_id: "20261123-abc",
+  job_id: J,
   status: "processing",
   primary_file: "P12345.7",
   file_count: 2,
@@ -35,25 +38,26 @@ const CLIENT_MESSAGES: Record<string, unknown>[] = [
   },
   { type: "get_server_status" },
   { type: "get_queue_details" },
-  { type: "dicom_transfer_ack", job_id: "j", status: "ok" },
+  { type: "dicom_transfer_ack", job_id: J, status: "ok" },
+  { type: "results_received", job_id: J },
   { type: "cancel_job" },
-  { type: "cancel_job", job_id: "j", reason: "user pressed Ctrl-C" },
+  { type: "cancel_job", job_id: J, reason: "user pressed Ctrl-C" },
   { type: "error", reason: "disk full" },
 ];
 
 const SERVER_MESSAGES: Record<string, unknown>[] = [
-  { type: "request_file", job_id: "j", name: "P1.7" },
-  { type: "request_file", job_id: "j", name: "P1.7", original_path_on_client: "/x/P1.7" },
-  { type: "job_queued", job_id: "j", files_received: 1 },
-  { type: "job_queued", job_id: "j", files_received: 1, files: [FILE] },
-  { type: "job_started", job_id: "j" },
-  { type: "job_progress", job_id: "j" },
-  { type: "job_progress", job_id: "j", text: "slice 3/40", percent: 7.5 },
-  { type: "dicom_transfer_start", job_id: "j", count: 1, files: [{ ...FILE, sha256: "ab" }] },
-  { type: "result_file", job_id: "j", name: "dicom/IM0001.dcm", size: 5 },
-  { type: "recon_complete", job_id: "j", files: [] },
-  { type: "job_failed", job_id: "j", reason: "exit 1", exit_code: 1, stderr_tail: ["oops"] },
-  { type: "job_failed", job_id: "j", reason: "killed", exit_code: null, stderr_tail: [] },
+  { type: "request_file", job_id: J, name: "P1.7" },
+  { type: "request_file", job_id: J, name: "P1.7", original_path_on_client: "/x/P1.7" },
+  { type: "job_queued", job_id: J, files_received: 1 },
+  { type: "job_queued", job_id: J, files_received: 1, files: [FILE] },
+  { type: "job_started", job_id: J },
+  { type: "job_progress", job_id: J },
+  { type: "job_progress", job_id: J, text: "slice 3/40", percent: 7.5 },
+  { type: "dicom_transfer_start", job_id: J, count: 1, files: [{ ...FILE, sha256: "ab" }] },
+  { type: "result_file", job_id: J, name: "dicom/IM0001.dcm", size: 5 },
+  { type: "recon_complete", job_id: J, files: [] },
+  { type: "job_failed", job_id: J, reason: "exit 1", exit_code: 1, stderr_tail: ["oops"] },
+  { type: "job_failed", job_id: J, reason: "killed", exit_code: null, stderr_tail: [] },
   {
     type: "server_status_response",
     version: "0.1.0",
@@ -69,6 +73,7 @@ const SERVER_MESSAGES: Record<string, unknown>[] = [
     jobs: [JOB, { ...JOB, started_at: undefined, percent: undefined }],
   },
   { type: "error", reason: "no" },
+  { type: "error", reason: "no", kind: "refused" },
   { type: "server_shutting_down", reason: "maintenance" },
 ];
 
@@ -84,7 +89,7 @@ Deno.test("parseClientMessage() accepts a valid example of every client message 
     assert.deepEqual(parsed, wire(message));
     types.add(parsed.type);
   }
-  assert.equal(types.size, 6);
+  assert.equal(types.size, 7);
 });
 
 Deno.test("parseServerMessage() accepts a valid example of every server message type", () => {
@@ -100,7 +105,7 @@ Deno.test("parseServerMessage() accepts a valid example of every server message 
 Deno.test("a message is valid in one direction only", () => {
   assert.throws(() => parseServerMessage({ type: "get_server_status" }), /unknown message type/);
   assert.throws(
-    () => parseClientMessage({ type: "job_started", job_id: "j" }),
+    () => parseClientMessage({ type: "job_started", job_id: J }),
     /client sent an unknown message type "job_started"/,
   );
 });
@@ -138,7 +143,7 @@ Deno.test("parse*Message() refuse an unknown, missing or non-string type", () =>
 
 Deno.test("parseClientMessage() names a missing field", () => {
   assert.throws(
-    () => parseClientMessage({ type: "dicom_transfer_ack", job_id: "j" }),
+    () => parseClientMessage({ type: "dicom_transfer_ack", job_id: J }),
     (error: unknown) =>
       error instanceof ProtocolError && error.message === "dicom_transfer_ack.status is missing",
   );
@@ -158,57 +163,57 @@ const MISTYPED: [string, Record<string, unknown>, RegExp][] = [
   ["null for a string", { type: "error", reason: null }, /must be a string/],
   [
     "a negative size",
-    { type: "result_file", job_id: "j", name: "n", size: -1 },
+    { type: "result_file", job_id: J, name: "n", size: -1 },
     /size must be a non-negative integer/,
   ],
   [
     "a fractional size",
-    { type: "result_file", job_id: "j", name: "n", size: 1.5 },
+    { type: "result_file", job_id: J, name: "n", size: 1.5 },
     /non-negative integer/,
   ],
   [
     "a size beyond 2^53",
-    { type: "result_file", job_id: "j", name: "n", size: 2 ** 53 },
+    { type: "result_file", job_id: J, name: "n", size: 2 ** 53 },
     /non-negative integer/,
   ],
   [
     "a size as a string",
-    { type: "result_file", job_id: "j", name: "n", size: "5" },
+    { type: "result_file", job_id: J, name: "n", size: "5" },
     /non-negative integer/,
   ],
   [
     "an exit code that is a string",
-    { type: "job_failed", job_id: "j", reason: "r", exit_code: "1", stderr_tail: [] },
+    { type: "job_failed", job_id: J, reason: "r", exit_code: "1", stderr_tail: [] },
     /exit_code must be an integer or null/,
   ],
   [
     "a stderr tail holding a number",
-    { type: "job_failed", job_id: "j", reason: "r", exit_code: 1, stderr_tail: ["a", 2] },
+    { type: "job_failed", job_id: J, reason: "r", exit_code: 1, stderr_tail: ["a", 2] },
     /stderr_tail must be an array of strings/,
   ],
   [
     "a percent that is a string",
-    { type: "job_progress", job_id: "j", percent: "50" },
+    { type: "job_progress", job_id: J, percent: "50" },
     /percent must be a number/,
   ],
   [
     "a percent that is not finite",
-    { type: "job_progress", job_id: "j", percent: Infinity },
+    { type: "job_progress", job_id: J, percent: Infinity },
     /percent must be a number/,
   ],
   [
     "files that is an object",
-    { type: "recon_complete", job_id: "j", files: { name: "a", size: 1 } },
+    { type: "recon_complete", job_id: J, files: { name: "a", size: 1 } },
     /files must be an array of files/,
   ],
   [
     "a file entry that is a string",
-    { type: "recon_complete", job_id: "j", files: ["a"] },
+    { type: "recon_complete", job_id: J, files: ["a"] },
     /files\[0\] must be an object/,
   ],
   [
     "a file entry that is an array",
-    { type: "recon_complete", job_id: "j", files: [["a", 1]] },
+    { type: "recon_complete", job_id: J, files: [["a", 1]] },
     /files\[0\] must be an object/,
   ],
   [
@@ -218,7 +223,7 @@ const MISTYPED: [string, Record<string, unknown>, RegExp][] = [
   ],
   [
     "an optional field of the wrong type",
-    { type: "request_file", job_id: "j", name: "n", original_path_on_client: 7 },
+    { type: "request_file", job_id: J, name: "n", original_path_on_client: 7 },
     /original_path_on_client must be a string/,
   ],
 ];
@@ -287,20 +292,69 @@ Deno.test("parse*Message() refuse a string longer than MAX_STRING_LENGTH", () =>
   );
 });
 
-Deno.test("parse*Message() refuse an array longer than MAX_FILES_PER_JOB", () => {
+Deno.test("parse*Message() refuse more than MAX_FILES_PER_JOB files", () => {
   const files = Array.from(
     { length: MAX_FILES_PER_JOB + 1 },
     (_, i) => ({ name: `f${i}`, size: 1 }),
   );
   assert.throws(
     () => parseClientMessage({ type: "submit_recon_job", files, client_recon_options_json: "{}" }),
-    /array too long at message\.files/,
+    (error: unknown) =>
+      error instanceof ProtocolError &&
+      new RegExp(`files must be at most ${MAX_FILES_PER_JOB} files`).test(error.message),
   );
   parseClientMessage({
     type: "submit_recon_job",
     files: files.slice(0, MAX_FILES_PER_JOB),
     client_recon_options_json: "{}",
   });
+});
+
+Deno.test("parse*Message() refuse any array longer than MAX_ARRAY_LENGTH", () => {
+  const junk = new Array(MAX_ARRAY_LENGTH + 1).fill(0);
+  assert.throws(
+    () => parseClientMessage({ type: "get_server_status", junk }),
+    /array too long at message\.junk/,
+  );
+});
+
+const BAD_JOB_IDS = [
+  "",
+  "j",
+  "../../etc",
+  "0b7f0f2e-3c1a-4b5e-9d2f-6a7b8c9d0e1f/..",
+  "0B7F0F2E-3C1A-4B5E-9D2F-6A7B8C9D0E1F",
+  " 0b7f0f2e-3c1a-4b5e-9d2f-6a7b8c9d0e1f",
+  "0b7f0f2e-3c1a-4b5e-9d2f-6a7b8c9d0e1f\n",
+  "0b7f0f2e3c1a4b5e9d2f6a7b8c9d0e1f",
+  5,
+  null,
+];
+
+Deno.test("parse*Message() refuse a job id that is not a lower-case UUID", () => {
+  assert.ok(JOB_ID_PATTERN.test(J));
+  for (const job_id of BAD_JOB_IDS) {
+    const what = JSON.stringify(job_id);
+    assert.throws(
+      () => parseServerMessage({ type: "job_started", job_id }),
+      (error: unknown) =>
+        error instanceof ProtocolError && /job_started\.job_id/.test(error.message),
+      what,
+    );
+    assert.throws(
+      () => parseClientMessage({ type: "results_received", job_id }),
+      ProtocolError,
+      what,
+    );
+    assert.throws(
+      () => parseServerMessage({ type: "queue_details_response", jobs: [{ ...JOB, job_id }] }),
+      ProtocolError,
+      what,
+    );
+  }
+  // Optional where the schema says so, but checked when present.
+  parseClientMessage({ type: "cancel_job", reason: "r" });
+  assert.throws(() => parseClientMessage({ type: "cancel_job", job_id: "../x" }), ProtocolError);
 });
 
 Deno.test("parseReconOptions() accepts a flat object of strings, numbers and booleans", () => {
@@ -365,9 +419,18 @@ Deno.test("parseReconOptions() refuses values that are not scalars", () => {
   }
 });
 
-Deno.test("parseReconOptions() refuses a value with NUL or longer than 4096 characters", () => {
-  assert.throws(() => parseReconOptions('{"key": "a\\u0000b"}'), /contains NUL/);
-  assert.throws(() => parseReconOptions(JSON.stringify({ key: "x".repeat(4097) })), /too long/);
+Deno.test("parseReconOptions() refuses a value with NUL or control characters or too long", () => {
+  for (const value of ["a\u0000b", "a\nb", "\r", "a\u001b[1m", "\u007f"]) {
+    assert.throws(
+      () => parseReconOptions(JSON.stringify({ key: value })),
+      /contains a control character/,
+      JSON.stringify(value),
+    );
+  }
+  assert.throws(
+    () => parseReconOptions(JSON.stringify({ key: "x".repeat(4097) })),
+    /longer than 4096 characters/,
+  );
   parseReconOptions(JSON.stringify({ key: "x".repeat(4096) }));
 });
 

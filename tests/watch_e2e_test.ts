@@ -70,7 +70,11 @@ Deno.test("watch sends a slowly written file once, only after it is stable, comp
   await delay(1000); // more scans: nothing more may be sent
   assert.equal((await site.runs()).length, 1, "sent more than once");
   assert.deepEqual(run.names, ["P00001.7"]);
-  assert.match(run.args, /--mode watch_test/, "CLIENT_DAEMON_RECON_OPTIONS_JSON reaches the script");
+  assert.match(
+    run.args,
+    /--mode watch_test/,
+    "CLIENT_DAEMON_RECON_OPTIONS_JSON reaches the script",
+  );
   assert.equal((await site.resultSums(run.jobId)).get("P00001.7"), expected);
   const complete = /^(\S+) INFO .*P00001\.7 is complete/m.exec(watcher.stderr);
   assert.ok(complete, watcher.stderr);
@@ -219,8 +223,10 @@ Deno.test("watch stops within seconds on SIGTERM during an upload; the next star
   assert.match(watcher.stderr, /stopped while sending P00004\.7/);
   // The server saw the connection go and removed the partial job.
   await server.waitFor(/upload failed, removed/);
-  await waitUntil("no job input directory on the server", async () =>
-    (await site.serverInputDirs()).length === 0);
+  await waitUntil(
+    "no job input directory on the server",
+    async () => (await site.serverInputDirs()).length === 0,
+  );
   assert.equal((await site.runs()).length, 0);
   assert.equal((await site.status()).files[0].status, "pending");
 

@@ -10,6 +10,7 @@ import * as path from "node:path";
 import picomatch from "picomatch";
 import { UsageError } from "../errors.ts";
 import { checkJobFileNames } from "../paths.ts";
+import { MAX_FILES_PER_JOB } from "../protocol.ts";
 
 /** A file to send. */
 export interface LocalFile {
@@ -21,6 +22,12 @@ export interface LocalFile {
 /** Stat each path: it must be a readable regular file with a safe, unique base name. */
 export async function describeFiles(paths: readonly string[]): Promise<LocalFile[]> {
   if (paths.length === 0) throw new UsageError("no input files given");
+  if (paths.length > MAX_FILES_PER_JOB) {
+    throw new UsageError(
+      `${paths.length} input files; one job takes at most ${MAX_FILES_PER_JOB}`,
+      { hint: "split them into several jobs" },
+    );
+  }
   const files: LocalFile[] = [];
   for (const given of paths) {
     const absolute = path.resolve(given);

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { printable } from "../printable.ts";
 import type { SubmitEvent } from "./submit.ts";
 
 /** Where the display writes (stderr in the program, a buffer in tests). */
@@ -38,7 +39,7 @@ export class ProgressDisplay {
   line(text: string): void {
     if (this.#options.quiet) return;
     this.finish();
-    this.#options.write(`${text}\n`);
+    this.#options.write(`${printable(text)}\n`);
   }
 
   #draw(text: string, force = false): void {
@@ -46,7 +47,9 @@ export class ProgressDisplay {
     if (!force && now - this.#lastDraw < 100) return;
     this.#lastDraw = now;
     const width = 100;
-    this.#options.write(`\r${text.slice(0, width).padEnd(this.#lineOpen ? width : 0)}`);
+    this.#options.write(
+      `\r${printable(text).slice(0, width).padEnd(this.#lineOpen ? width : 0)}`,
+    );
     this.#lineOpen = true;
   }
 

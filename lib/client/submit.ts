@@ -141,6 +141,10 @@ export async function submitJob(options: SubmitOptions): Promise<SubmitResult> {
       }
       if (incoming.type !== "message") hostile(`server sent unexpected ${incoming.type} data`);
       const message = parseServerMessage((incoming as { message: unknown }).message);
+      const about = (message as { job_id?: string }).job_id;
+      if (jobId && about !== undefined && about !== jobId) {
+        hostile(`server sent ${message.type} for job ${about}, not ours (${jobId})`);
+      }
       switch (message.type) {
         case "request_file": {
           const file = byName.get(message.name);
@@ -157,7 +161,10 @@ export async function submitJob(options: SubmitOptions): Promise<SubmitResult> {
               channel,
               file!.path,
               file!.size,
-              (bytes) => onEvent?.({ kind: "upload", name: file!.name, bytes, total: file!.size }),
+              {
+                onProgress: (bytes) =>
+                  onEvent?.({ kind: "upload", name: file!.name, bytes, total: file!.size }),
+              },
             );
             uploadComplete = sent.size === files.length;
           } catch (error) {
@@ -184,6 +191,9 @@ export async function submitJob(options: SubmitOptions): Promise<SubmitResult> {
           onEvent?.({ kind: "notice", text: `server: ${message.reason}` });
           break;
         case "error":
+          if (message.kind === "transfer") {
+            throw new TransferError(`the server could not take the upload: ${message.reason}`);
+          }
           throw new JobError(`the server refused the job: ${message.reason}`);
         case "job_failed":
           if (interrupted) throw new JobCancelledError(message.job_id);
@@ -248,6 +258,7 @@ export async function submitJob(options: SubmitOptions): Promise<SubmitResult> {
               throw new TransferError(`result ${file.name}: SHA-256 does not match the server's`);
             }
           }
+          await channel.send({ type: "results_received", job_id: jobId! });
           return { jobId: jobId!, uploaded, resultDir, files: downloaded };
         }
         default:

@@ -353,4 +353,3 @@ export async function watchMain(argv: string[], context: WatchContext): Promise<
   if (args.retry.length > 0) return await retry(statePath, loaded.config, args, context);
   return await watch(loaded, args, context);
 }
-

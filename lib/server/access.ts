@@ -91,7 +91,7 @@ export class AdmissionControl {
   #limits: Required<AdmissionLimits>;
   #pending = 0;
   #pendingByAddress = new Map<string, number>();
-  #failures = new Map<string, { count: number; lockedUntil: number }>();
+  #failures = new Map<string, { count: number; lockedUntil: number; last: number }>();
 
   constructor(limits: AdmissionLimits) {
     this.#limits = { now: () => Date.now(), ...limits };
@@ -126,11 +126,14 @@ export class AdmissionControl {
   recordFailure(address: string): boolean {
     const key = canonicalAddress(address);
     const now = this.#limits.now();
-    const entry = this.#failures.get(key) ?? { count: 0, lockedUntil: 0 };
-    if (entry.lockedUntil && entry.lockedUntil <= now) {
+    const entry = this.#failures.get(key) ?? { count: 0, lockedUntil: 0, last: 0 };
+    const window = this.#limits.lockoutSeconds * 1000;
+    // Failures count within LOCKOUT_SECONDS of each other; an old lockout is over.
+    if ((entry.lockedUntil && entry.lockedUntil <= now) || now - entry.last > window) {
       entry.count = 0;
       entry.lockedUntil = 0;
     }
+    entry.last = now;
     entry.count++;
     let started = false;
     // LOCKOUT_FAILURES = 0 means never lock out.
@@ -151,7 +154,9 @@ export class AdmissionControl {
 
   #prune(now: number): void {
     for (const [key, entry] of this.#failures) {
-      if (entry.lockedUntil <= now) this.#failures.delete(key);
+      if (entry.lockedUntil <= now && now - entry.last > this.#limits.lockoutSeconds * 1000) {
+        this.#failures.delete(key);
+      }
     }
   }
 }

@@ -8,6 +8,7 @@
  * @module
  */
 import * as path from "node:path";
+import { resultPathProblem } from "../paths.ts";
 
 /** A result file on the server. */
 export interface ResultFile {
@@ -38,6 +39,12 @@ export async function collectResults(outputDir: string): Promise<ResultScan> {
         if (depth >= 15) skipped.push(`${relative} (too deep)`);
         else await walk(full, relative, depth + 1);
       } else if (entry.isFile) {
+        // A name the client would refuse would make it refuse every result: skip it here.
+        const problem = resultPathProblem(relative);
+        if (problem) {
+          skipped.push(`${JSON.stringify(relative)} (${problem})`);
+          continue;
+        }
         const info = await Deno.lstat(full);
         files.push({ name: relative, path: full, size: info.size });
       } else {

@@ -51,6 +51,7 @@ export class ReconServer {
   #startedAt = Date.now();
   #acceptLoop: Promise<void>;
   #refusalLogged = new Map<string, number>();
+  #uploadsInProgress = { bytes: 0 };
 
   private constructor(listener: Deno.Listener, options: ServerOptions) {
     const { config, log } = options;
@@ -153,7 +154,10 @@ export class ReconServer {
         ? error.message
         : `bad frame: ${errorMessage(error)}`;
       log.warn(`${peer}: handshake failed at ${stage}:${keyId} ${why}`);
-      if (this.#admission.recordFailure(remote.hostname)) {
+      // Only a wrong key or a failed proof counts towards a lockout: a silent port
+      // scanner, a health check or garbage must not lock out a scanner behind the same NAT.
+      const keyFailure = error instanceof HandshakeRefused && error.keyId !== undefined;
+      if (keyFailure && this.#admission.recordFailure(remote.hostname)) {
         log.warn(
           `${remote.hostname}: locked out for ${config.LOCKOUT_SECONDS} s after ${config.LOCKOUT_FAILURES} failed handshakes`,
         );
@@ -178,6 +182,7 @@ export class ReconServer {
         log,
         peer,
         shuttingDown: () => this.#shuttingDown,
+        uploadsInProgress: this.#uploadsInProgress,
         setBusy: (busy) => {
           tracked.busy = busy;
           if (!busy && this.#shuttingDown) channel.close(this.#shutdownReason);

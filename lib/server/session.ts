@@ -40,6 +40,8 @@ export interface SessionContext {
   peer: string;
   /** Set when the server is shutting down. */
   shuttingDown: () => boolean;
+  /** Bytes of uploads in progress on this server, so concurrent uploads cannot overbook the disk. */
+  uploadsInProgress: { bytes: number };
   /** Told when a submitted job starts and stops occupying this session. */
   setBusy?: (busy: boolean) => void;
 }
@@ -94,8 +96,13 @@ export async function serveSession(channel: Channel, context: SessionContext): P
         const job = await receiveJob(channel, message, context).catch(async (error) => {
           if (error instanceof Refusal) {
             log.warn(`${peer}: job refused: ${error.message}`);
-            await channel.send({ type: "error", reason: error.message });
+            await channel.send({ type: "error", kind: "refused", reason: error.message });
             return undefined;
+          }
+          if (error instanceof TransferError && !channel.closed) {
+            // Say why before hanging up, so the client reports a transfer error.
+            await channel.send({ type: "error", kind: "transfer", reason: error.message })
+              .catch(() => {});
           }
           throw error;
         });
@@ -155,7 +162,23 @@ async function receiveJob(
 ): Promise<Job> {
   const { files, options, total } = checkSubmission(message, context);
   await Deno.mkdir(context.reconFilePath, { recursive: true });
-  await checkDiskSpace(context.reconFilePath, total, context.diskFreeMargin);
+  const booked = context.uploadsInProgress;
+  await checkDiskSpace(context.reconFilePath, booked.bytes + total, context.diskFreeMargin);
+  booked.bytes += total;
+  try {
+    return await receiveFiles(channel, files, options, total, context);
+  } finally {
+    booked.bytes -= total;
+  }
+}
+
+async function receiveFiles(
+  channel: Channel,
+  files: FileEntry[],
+  options: ReconOptions,
+  total: number,
+  context: SessionContext,
+): Promise<Job> {
   const id = crypto.randomUUID();
   const inputDir = path.join(context.reconFilePath, `job_${id}_input`);
   await Deno.mkdir(inputDir, { mode: 0o700 });
@@ -201,7 +224,9 @@ async function receiveJob(
 
 /**
  * Relay the job's events to the client while watching for `cancel_job` or a lost
- * connection; then deliver results or report the failure.
+ * connection; then deliver results or report the failure. A client that breaks the
+ * protocol here is cut off, but its job is still seen through to an outcome, so
+ * nothing is left without a log line saying where it is.
  */
 async function followJob(
   channel: Channel,
@@ -213,6 +238,12 @@ async function followJob(
   let incoming: Promise<Incoming> | undefined = channel.receive();
   let event = job.events.next();
   let outcome: JobOutcome | undefined;
+  const cutOff = (reason: string) => {
+    clientGone = new TransferError(reason);
+    incoming = undefined;
+    log.warn(`${peer}: job ${job.id}: ${reason}; closing the session, the job continues`);
+    channel.abort(clientGone);
+  };
   while (!outcome) {
     const winner = await Promise.race([
       event.then((value) => ({ from: "job" as const, value })),
@@ -225,8 +256,8 @@ async function followJob(
     ]);
     if (winner.from === "job") {
       const value = winner.value;
-      event = job.events.next();
       if (!value) break;
+      event = job.events.next();
       if (value.kind === "finished") outcome = value.outcome;
       else if (!clientGone) {
         const message = value.kind === "started"
@@ -238,18 +269,25 @@ async function followJob(
       clientGone = winner.error;
       incoming = undefined;
       log.info(`${peer}: job ${job.id}: client disconnected; the job continues`);
+    } else if (winner.value.type === "goodbye") {
+      clientGone = new Error("the client ended the session");
+      incoming = undefined;
+      log.info(`${peer}: job ${job.id}: client ended the session; the job continues`);
+    } else if (winner.value.type !== "message") {
+      cutOff(`client sent ${winner.value.type} data while its job runs`);
     } else {
-      incoming = channel.receive();
-      const value = winner.value;
-      const message = value.type === "message" ? parseClientMessage(value.message) : undefined;
-      if (message?.type === "cancel_job") {
+      let message: ClientMessage | undefined;
+      try {
+        message = parseClientMessage(winner.value.message);
+      } catch (error) {
+        cutOff(`client sent an invalid message: ${errorMessage(error)}`);
+      }
+      if (message?.type === "cancel_job" && (message.job_id ?? job.id) === job.id) {
         log.info(`${peer}: job ${job.id}: cancelled by the client`);
         cancelJob(job, context);
-      } else if (value.type === "goodbye") {
-        incoming = undefined;
-        clientGone = new Error("client said goodbye");
-      } else {
-        throw new TransferError(`client sent ${message?.type ?? value.type} while its job runs`);
+        incoming = channel.receive();
+      } else if (message) {
+        cutOff(`client sent ${message.type} while its job runs`);
       }
     }
   }
@@ -273,7 +311,7 @@ async function followJob(
     log.warn(
       `job ${job.id}: finished but its client is gone; results kept in ${job.outputDir}`,
     );
-    return { next: incoming };
+    return {};
   }
   // The receive loop above has a read pending (incoming); deliver with it.
   await deliverResults(channel, job, outcome.results, incoming!, context);
@@ -301,6 +339,19 @@ async function deliverResults(
   context: SessionContext,
 ): Promise<void> {
   const { log, peer } = context;
+  const expectFromClient = async (type: string): Promise<ClientMessage> => {
+    const answer = await pending;
+    const message = answer.type === "message" ? parseClientMessage(answer.message) : undefined;
+    if (message?.type === "error") {
+      throw new TransferError(`the client could not take the results: ${message.reason}`);
+    }
+    if (message?.type !== type || (message as { job_id?: string }).job_id !== job.id) {
+      throw new TransferError(
+        `expected ${type} from the client, got ${message?.type ?? answer.type}`,
+      );
+    }
+    return message;
+  };
   try {
     await channel.send({
       type: "dicom_transfer_start",
@@ -308,11 +359,9 @@ async function deliverResults(
       count: results.length,
       files: results.map(({ name, size }) => ({ name, size })),
     });
-    const answer = await pending;
-    const ack = answer.type === "message" ? parseClientMessage(answer.message) : undefined;
-    if (ack?.type !== "dicom_transfer_ack" || ack.status !== "ready") {
-      const reason = ack?.type === "error" ? ack.reason : `got ${ack?.type ?? answer.type}`;
-      throw new TransferError(`client did not accept the results: ${reason}`);
+    const ack = await expectFromClient("dicom_transfer_ack");
+    if (ack.type === "dicom_transfer_ack" && ack.status !== "ready") {
+      throw new TransferError(`the client refused the results (status "${ack.status}")`);
     }
     const delivered: FileEntry[] = [];
     for (const result of results) {
@@ -322,10 +371,13 @@ async function deliverResults(
         name: result.name,
         size: result.size,
       });
-      const digest = await sendFileFrom(channel, result.path, result.size);
+      const digest = await sendFileFrom(channel, result.path, result.size, { noFollow: true });
       delivered.push({ name: result.name, size: result.size, sha256: digest.sha256 });
     }
     await channel.send({ type: "recon_complete", job_id: job.id, files: delivered });
+    // Only the client's word that every file arrived intact lets the results go.
+    pending = channel.receive();
+    await expectFromClient("results_received");
     await removeQuietly(job.outputDir, log);
     log.info(`${peer}: job ${job.id}: delivered ${delivered.length} result file(s)`);
   } catch (error) {

@@ -87,7 +87,9 @@ interface Submission {
 
 function names(rows: readonly { path: string }[]): string {
   const list = rows.map((row) => path.basename(row.path));
-  return list.length <= 4 ? list.join(", ") : `${list.slice(0, 3).join(", ")} and ${list.length - 3} more`;
+  return list.length <= 4
+    ? list.join(", ")
+    : `${list.slice(0, 3).join(", ")} and ${list.length - 3} more`;
 }
 
 function seconds(ms: number): string {
@@ -398,7 +400,10 @@ class WatchDaemon {
       return;
     }
     if (known?.status === "pending") {
-      store.markSkipped(known.id, "replaced by a different file of the same name before it was sent");
+      store.markSkipped(
+        known.id,
+        "replaced by a different file of the same name before it was sent",
+      );
     }
     const groupId = this.#grouper.join(this.#now());
     store.addPending({ path: file, ...stat, sha256 }, groupId);
@@ -442,17 +447,18 @@ class WatchDaemon {
         continue;
       }
       if (result.kind === "file" && !sameStat(result.stat, row)) {
-        store.markSkipped(
-          row.id,
-          `changed after it was found complete (${row.size} → ${result.stat.size} bytes); ` +
-            "once complete again it is sent as a new scan",
-        );
-        this.#log.warn(
-          `${row.path} changed after it was found complete; skipped; once it is complete ` +
-            "again it is sent as a new scan",
-        );
-        this.#tracker.forget(row.path);
-        continue;
+        // Touched, or rewritten: wait until it is stable again. Then the same content
+        // keeps this record (restat) and different content becomes a new scan, this
+        // record being skipped (see #finished).
+        // Only the tracker is told (synchronously): the loop itself hashes and records.
+        const verdict = this.#tracker.observe(row.path, result.stat, this.#now());
+        if (verdict.kind === "waiting" && verdict.changedAfterSettled) {
+          this.#log.info(
+            `${row.path} changed after it was found complete; not sent until it is complete again`,
+          );
+        }
+        this.#deferred.set(groupId, this.#now() + this.#o.stabilityMs + this.#o.pollMs);
+        return undefined;
       }
       try {
         if (result.kind === "error") throw new Error(result.message);

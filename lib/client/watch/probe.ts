@@ -82,4 +82,3 @@ export const denoProbe: FileProbe = {
     return hash.digest("hex");
   },
 };
-
