@@ -8,7 +8,7 @@
  */
 import { parseArgs } from "node:util";
 import { describeError, loadConfig, sharedKeyMaterial } from "./lib/cli_support.ts";
-import { ExitCode, UsageError } from "./lib/errors.ts";
+import { errorMessage, ExitCode, UsageError } from "./lib/errors.ts";
 import { decodeKey, generateKey, keyId } from "./lib/keys.ts";
 import { log, setupLogging, shutdownLogging } from "./lib/log.ts";
 import { showConfigJson } from "./lib/opts.ts";
@@ -127,6 +127,11 @@ async function main(argv: string[]): Promise<number> {
     filePath: config.LOG_FILEPATH || undefined,
   });
   const logger = log(PROGRAM);
+  // Last line of defence: a bug in one session must not take every queued job down.
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    logger.error(`internal error, still serving: ${errorMessage(event.reason)}`);
+  });
   for (const warning of loaded.warnings) logger.warn(warning);
   if (loaded.created) {
     logger.warn(
