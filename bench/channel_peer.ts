@@ -19,6 +19,7 @@
  * written), CPU from process.cpuUsage() (all threads, user+sys), so process start-up
  * and the handshake are left out.
  */
+import { receiveStream, sendStream } from "../lib/transfer.ts";
 import { cpuUsage } from "node:process";
 import { parseArgs } from "node:util";
 import { Channel } from "../lib/channel.ts";
@@ -61,7 +62,7 @@ if (positionals[0] === "recv") {
   const sink = { write: (chunk: Uint8Array) => Promise.resolve(chunk.length) };
   const start = performance.now();
   const cpu = cpuUsage();
-  const digest = await channel.receiveFile(sink, bytes);
+  const digest = await receiveStream(channel, sink, bytes);
   report(start, cpu);
   const end = await channel.receive();
   if (end.type !== "goodbye") throw new Error(`expected goodbye, got ${end.type}`);
@@ -88,7 +89,7 @@ if (positionals[0] === "recv") {
   };
   const start = performance.now();
   const cpu = cpuUsage();
-  await channel.sendFile(source, bytes);
+  await sendStream(channel, source, bytes);
   await channel.close();
   report(start, cpu);
 } else {

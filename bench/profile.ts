@@ -93,10 +93,15 @@ class ThreadSampler {
   }
 }
 
-async function perfAttach(pid: number, file: string): Promise<Deno.ChildProcess | undefined> {
+/**
+ * System-wide perf (root): `perf record -p` only follows the threads that exist when it
+ * attaches, and Deno starts its blocking-pool threads (where WebCrypto runs) on demand.
+ * The report is filtered by PID afterwards.
+ */
+async function perfStart(file: string): Promise<Deno.ChildProcess | undefined> {
   if (!hasPerf) return undefined;
   const child = new Deno.Command("perf", {
-    args: ["record", "-q", "-F", "999", "-p", String(pid), "-o", file],
+    args: ["record", "-q", "-a", "-F", "999", "-o", file],
     stdin: "null",
     stdout: "null",
     stderr: "null",
@@ -204,14 +209,25 @@ function kernelClass(sym: string): string {
 }
 
 /** perf's flat profile of one process, grouped into what the time was spent on. */
-async function perfTop(file: string, title: string): Promise<string> {
+async function perfTop(file: string, title: string, pid: number): Promise<string> {
   try {
     await Deno.stat(file);
   } catch {
     return `${title}: no perf data`;
   }
   const out = await new Deno.Command("perf", {
-    args: ["report", "-i", file, "--stdio", "-n", "--no-children", "--sort", "comm,dso,sym"],
+    args: [
+      "report",
+      "-i",
+      file,
+      "--pid",
+      String(pid),
+      "--stdio",
+      "-n",
+      "--no-children",
+      "--sort",
+      "comm,dso,sym",
+    ],
     stdout: "piped",
     stderr: "null",
   }).output();
@@ -311,7 +327,8 @@ async function profileOne(direction: "upload" | "download", work: string): Promi
     denoFlags: JS_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${path.join(outDir, "server")}`] : [],
   });
   const serverThreads = new ThreadSampler(server.pid);
-  const serverPerf = await perfAttach(server.pid, path.join(outDir, "server.perf.data"));
+  const perfFile = path.join(outDir, "perf.data");
+  const perf = await perfStart(perfFile);
   const dl = path.join(work, "dl");
   await Deno.remove(dl, { recursive: true }).catch(() => {});
   const clientArgs = [
@@ -347,18 +364,16 @@ async function profileOne(direction: "upload" | "download", work: string): Promi
   }).spawn();
   track(client, "recon-client (profiled)");
   const clientThreads = new ThreadSampler(client.pid);
-  const clientPerf = await perfAttach(client.pid, path.join(outDir, "client.perf.data"));
   const { code, stderr } = await client.output();
   const seconds = (performance.now() - start) / 1000;
   const clientCpu = clientThreads.stop();
-  await perfStop(clientPerf);
   if (code !== 0) {
     await server.stop();
     throw new Error(`client failed: ${new TextDecoder().decode(stderr)}`);
   }
   await new Promise((resolve) => setTimeout(resolve, 500));
   const serverCpu = serverThreads.stop();
-  await perfStop(serverPerf);
+  await perfStop(perf);
   await server.stop("SIGINT"); // writes the server's .cpuprofile
   await Deno.remove(dl, { recursive: true }).catch(() => {});
   const [sender, receiver] = direction === "upload" ? ["client", "server"] : ["server", "client"];
@@ -372,9 +387,9 @@ async function profileOne(direction: "upload" | "download", work: string): Promi
     `  server threads (whole server life, start-up included):\n${serverCpu}`,
     JS_PROFILE ? await summariseAll("client", path.join(outDir, "client")) : "",
     JS_PROFILE ? await summariseAll("server", path.join(outDir, "server")) : "",
-    await perfTop(path.join(outDir, "client.perf.data"), "client"),
-    await perfTop(path.join(outDir, "server.perf.data"), "server"),
-  ].join("\n\n");
+    await perfTop(perfFile, "client", client.pid),
+    await perfTop(perfFile, "server", server.pid),
+  ].filter((part) => part).join("\n\n");
 }
 
 const work = await Deno.makeTempDir({ prefix: "recon-profile-" });

@@ -8,15 +8,15 @@
  * reflected or spliced record ends the session. A session ends with a GOODBYE record,
  * so a connection cut at a record boundary is never mistaken for a complete one.
  *
- * Both directions are pipelined: up to `cryptoDepth` records are being encrypted or
- * decrypted (on WebCrypto's worker threads) while the previous ones are written to or
- * read from the socket and the disk.
+ * Both directions are pipelined: records are encrypted (on the crypto pool's worker
+ * threads when there is one, lib/crypto_pool.ts) while earlier ones are written in
+ * sequence order, and up to `cryptoDepth` received frames are read ahead and decrypted
+ * while the caller handles earlier ones. Files are cut into records by lib/transfer.ts.
  *
  * @module
  */
-import { createHash } from "node:crypto";
-import { ConnectionError, ProtocolError, TimeoutError, TransferError } from "./errors.ts";
-import { InvalidTokenError, tokenLength } from "./fernet.ts";
+import { ConnectionError, ProtocolError, TimeoutError } from "./errors.ts";
+import { InvalidTokenError } from "./fernet.ts";
 import {
   type ByteReader,
   type ByteWriter,
@@ -36,22 +36,28 @@ import {
 } from "./handshake.ts";
 import { type CryptoPool, POOL_THRESHOLD } from "./crypto_pool.ts";
 import { KeySchedule } from "./key_schedule.ts";
+import {
+  encodeFileEnd,
+  type Incoming,
+  MAX_FRAME_SIZE,
+  MAX_MESSAGE_SIZE,
+  MAX_RECORD_PAYLOAD,
+  parseRecord,
+  RECORD_HEADER_SIZE,
+  RecordType,
+  writeRecordHeader,
+} from "./record.ts";
 
-/** Record types (PROTOCOL.md §3.2). */
-export const RecordType = {
-  MESSAGE: 0x01,
-  DATA: 0x02,
-  FILE_END: 0x03,
-  GOODBYE: 0x04,
-  PING: 0x05,
-} as const;
+export {
+  FILE_END_SIZE,
+  type Incoming,
+  MAX_FRAME_SIZE,
+  MAX_MESSAGE_SIZE,
+  MAX_RECORD_PAYLOAD,
+  RECORD_HEADER_SIZE,
+  RecordType,
+} from "./record.ts";
 
-/** seq (8) + type (1). */
-export const RECORD_HEADER_SIZE = 9;
-/** Largest record payload: file chunks and control messages are at most this. */
-export const MAX_RECORD_PAYLOAD = 4 * 1024 * 1024;
-/** Largest frame after authentication: one token carrying the largest record. */
-export const MAX_FRAME_SIZE = tokenLength(RECORD_HEADER_SIZE + MAX_RECORD_PAYLOAD);
 /** File chunk size (PROTOCOL.md §5; chosen by measurement, docs/PERFORMANCE.md). */
 export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
 /** Records being encrypted or decrypted at once per direction. */
@@ -64,17 +70,6 @@ export const DEFAULT_RECORDS_PER_KEY = Math.floor(
 export const CLOCK_SKEW_WARNING_SECONDS = 300;
 /** Longest silence before we send a PING (PROTOCOL.md §8). */
 export const MAX_KEEPALIVE_MS = 20_000;
-/** Largest control message (JSON bytes). */
-export const MAX_MESSAGE_SIZE = 1024 * 1024;
-/** FILE_END payload: size (u64) + SHA-256 (32). */
-const FILE_END_SIZE = 40;
-
-/** What {@link Channel.receive} yields. */
-export type Incoming =
-  | { type: "message"; message: unknown }
-  | { type: "data"; bytes: Uint8Array<ArrayBuffer> }
-  | { type: "file_end"; size: number; sha256: string }
-  | { type: "goodbye"; reason: string };
 
 /** A byte stream we can run a channel over: `Deno.Conn` or an in-memory duplex. */
 export interface Duplex extends ByteReader, ByteWriter {
@@ -127,13 +122,6 @@ export interface FileDigest {
 }
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
-
-function writeHeader(record: Uint8Array<ArrayBuffer>, seq: number, type: number): void {
-  const view = new DataView(record.buffer, record.byteOffset, RECORD_HEADER_SIZE);
-  view.setBigUint64(0, BigInt(seq));
-  view.setUint8(8, type);
-}
 
 function ignore(promise: Promise<unknown>): void {
   promise.catch(() => {});
@@ -269,111 +257,37 @@ export class Channel {
   }
 
   /**
-   * Stream `size` bytes from `source` as DATA records followed by a FILE_END record
-   * carrying the size and SHA-256. Memory stays at about cryptoDepth × chunkSize.
+   * Queue one DATA record. `record` reserves RECORD_HEADER_SIZE leading bytes for the
+   * header and may be transferred to a crypto worker: do not touch it afterwards.
+   * Resolves when the record is written (lib/transfer.ts keeps several in flight).
    */
-  async sendFile(
-    source: ByteReader,
-    size: number,
-    onProgress?: ProgressCallback,
-  ): Promise<FileDigest> {
-    const hash = createHash("sha256");
-    const chunkSize = this.#options.chunkSize;
-    const window: Promise<void>[] = [];
-    let sent = 0;
-    try {
-      while (true) {
-        const record = new Uint8Array(RECORD_HEADER_SIZE + chunkSize);
-        const body = record.subarray(RECORD_HEADER_SIZE);
-        let filled = 0;
-        while (filled < chunkSize) {
-          const n = await source.read(body.subarray(filled));
-          if (n === null) break;
-          filled += n;
-        }
-        if (filled === 0) break;
-        hash.update(body.subarray(0, filled));
-        sent += filled;
-        if (sent > size) {
-          throw new TransferError(
-            `the file grew while it was being sent (announced ${size} bytes)`,
-          );
-        }
-        window.push(
-          this.#sendRecord(RecordType.DATA, record.subarray(0, RECORD_HEADER_SIZE + filled)),
-        );
-        if (window.length >= this.#options.cryptoDepth) await window.shift();
-        onProgress?.(sent);
-        if (filled < chunkSize) break;
-      }
-      await Promise.all(window.splice(0));
-    } catch (error) {
-      window.forEach(ignore);
-      throw error;
-    }
-    const digest = hash.digest();
-    if (sent !== size) {
-      throw new TransferError(
-        `the file changed while it was being sent: announced ${size} bytes, read ${sent}`,
+  sendData(record: Uint8Array<ArrayBuffer>): Promise<void> {
+    if (record.length - RECORD_HEADER_SIZE > MAX_RECORD_PAYLOAD) {
+      return Promise.reject(
+        new RangeError(`a DATA record holds at most ${MAX_RECORD_PAYLOAD} bytes`),
       );
     }
-    const end = new Uint8Array(RECORD_HEADER_SIZE + FILE_END_SIZE);
-    new DataView(end.buffer).setBigUint64(RECORD_HEADER_SIZE, BigInt(sent));
-    end.set(digest, RECORD_HEADER_SIZE + 8);
-    await this.#sendRecord(RecordType.FILE_END, end);
-    return { size: sent, sha256: digest.toString("hex") };
+    return this.#sendRecord(RecordType.DATA, record);
   }
 
-  /**
-   * Receive one file sent with {@link sendFile} into `sink`. Fails with TransferError
-   * when more than `expectedSize` bytes arrive or the size or SHA-256 do not match; the
-   * caller then deletes what was written.
-   */
-  async receiveFile(
-    sink: ByteWriter,
-    expectedSize: number,
-    onProgress?: ProgressCallback,
-  ): Promise<FileDigest> {
-    const hash = createHash("sha256");
-    let received = 0;
-    while (true) {
-      const incoming = await this.receive();
-      if (incoming.type === "data") {
-        received += incoming.bytes.length;
-        if (received > expectedSize) {
-          throw new TransferError(
-            `the ${this.#peer} sent more than the announced ${expectedSize} bytes`,
-          );
-        }
-        hash.update(incoming.bytes);
-        await writeAll(sink, incoming.bytes);
-        onProgress?.(received);
-      } else if (incoming.type === "file_end") {
-        const sha256 = hash.digest("hex");
-        if (incoming.size !== received || received !== expectedSize) {
-          throw new TransferError(
-            `size mismatch: announced ${expectedSize} bytes, received ${received}, sender says ${incoming.size}`,
-          );
-        }
-        if (incoming.sha256 !== sha256) {
-          throw new TransferError(
-            `SHA-256 mismatch: received ${sha256}, sender says ${incoming.sha256}`,
-          );
-        }
-        return { size: received, sha256 };
-      } else if (incoming.type === "message") {
-        const reason = (incoming.message as { reason?: unknown })?.reason;
-        throw new TransferError(
-          `the ${this.#peer} abandoned the transfer after ${received} bytes${
-            reason ? `: ${String(reason)}` : ""
-          }`,
-        );
-      } else {
-        throw new TransferError(
-          `the ${this.#peer} ended the session in the middle of a file (${received} bytes)`,
-        );
-      }
-    }
+  /** Send the FILE_END record that closes a file: its size and SHA-256. */
+  sendFileEnd(size: number, sha256: Uint8Array): Promise<void> {
+    return this.#sendRecord(RecordType.FILE_END, encodeFileEnd(size, sha256));
+  }
+
+  /** Records being encrypted at once (the depth of lib/transfer.ts's send window). */
+  get cryptoDepth(): number {
+    return this.#options.cryptoDepth;
+  }
+
+  /** Size of the DATA records files are cut into. */
+  get chunkSize(): number {
+    return this.#options.chunkSize;
+  }
+
+  /** How errors name the other side. */
+  get peerName(): string {
+    return this.#peer;
   }
 
   /**
@@ -410,54 +324,15 @@ export class Channel {
   }
 
   #parseRecord(record: Uint8Array<ArrayBuffer>, expectedSeq: number): Incoming | undefined {
-    const fail = (message: string): never => {
-      const error = new ProtocolError(message);
-      this.#fail(error);
+    let incoming: Incoming | undefined;
+    try {
+      incoming = parseRecord(record, expectedSeq);
+    } catch (error) {
+      this.#fail(error as Error);
       throw error;
-    };
-    if (record.length < RECORD_HEADER_SIZE) fail("record shorter than its header");
-    const view = new DataView(record.buffer, record.byteOffset, record.length);
-    const seq = view.getBigUint64(0);
-    if (seq !== BigInt(expectedSeq)) {
-      fail(`out-of-sequence record: expected ${expectedSeq}, got ${seq}`);
     }
-    const payload = record.subarray(RECORD_HEADER_SIZE);
-    switch (record[8]) {
-      case RecordType.MESSAGE: {
-        if (payload.length > MAX_MESSAGE_SIZE) fail(`control message of ${payload.length} bytes`);
-        let message: unknown;
-        try {
-          message = JSON.parse(decoder.decode(payload));
-        } catch {
-          fail("control message is not valid UTF-8 JSON");
-        }
-        return { type: "message", message };
-      }
-      case RecordType.DATA:
-        return { type: "data", bytes: payload };
-      case RecordType.FILE_END: {
-        if (payload.length !== FILE_END_SIZE) fail("FILE_END record has the wrong length");
-        const size = Number(view.getBigUint64(RECORD_HEADER_SIZE));
-        const sha256 = Array.from(
-          payload.subarray(8),
-          (b) => b.toString(16).padStart(2, "0"),
-        ).join("");
-        return { type: "file_end", size, sha256 };
-      }
-      case RecordType.GOODBYE: {
-        this.#finished = true;
-        let reason = "";
-        try {
-          reason = decoder.decode(payload).slice(0, 500);
-        } catch { /* a reason is optional */ }
-        return { type: "goodbye", reason };
-      }
-      case RecordType.PING:
-        if (payload.length !== 0) fail("PING record with a payload");
-        return undefined;
-      default:
-        return fail(`unknown record type ${record[8]}`);
-    }
+    if (incoming?.type === "goodbye") this.#finished = true;
+    return incoming;
   }
 
   /** End the session: GOODBYE, flush, close. Safe to call twice. */
@@ -525,7 +400,7 @@ export class Channel {
     if (this.#closed) return Promise.reject(new ConnectionError("the session is closed"));
     const seq = this.#sendSeq++;
     if (!Number.isSafeInteger(seq)) return Promise.reject(new RangeError("sequence exhausted"));
-    writeHeader(record, seq, type);
+    writeRecordHeader(record, seq, type);
     this.#lastSend = Date.now();
     const pool = record.length >= POOL_THRESHOLD ? this.#options.cryptoPool : undefined;
     const frame = this.#sendKeys.keyFor(seq).then((key) =>

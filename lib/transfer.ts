@@ -1,14 +1,124 @@
 /**
- * Files on disk ↔ the channel (docs/PROTOCOL.md §5): send a regular file in bounded
- * chunks; receive into a temporary file created exclusively inside the target
+ * Files ↔ the channel (docs/PROTOCOL.md §5): stream bytes as DATA records with a
+ * bounded window of records in flight (so reading, encrypting and writing overlap and
+ * memory stays at about cryptoDepth × chunkSize), end each file with its size and
+ * SHA-256; send a regular file from disk; receive into a temporary file created exclusively inside the target
  * directory, and move it into place only when size and SHA-256 match. A failed
  * receive leaves nothing behind.
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import * as path from "node:path";
 import type { Channel, FileDigest, ProgressCallback } from "./channel.ts";
 import { TransferError } from "./errors.ts";
+import { type ByteReader, type ByteWriter, writeAll } from "./frame.ts";
+import { RECORD_HEADER_SIZE } from "./record.ts";
+
+/**
+ * Stream `size` bytes from `source` as DATA records followed by a FILE_END record
+ * carrying the size and SHA-256. Memory stays at about cryptoDepth × chunkSize.
+ */
+export async function sendStream(
+  channel: Channel,
+  source: ByteReader,
+  size: number,
+  onProgress?: ProgressCallback,
+): Promise<FileDigest> {
+  const hash = createHash("sha256");
+  const chunkSize = channel.chunkSize;
+  const window: Promise<void>[] = [];
+  let sent = 0;
+  try {
+    while (true) {
+      const record = new Uint8Array(RECORD_HEADER_SIZE + chunkSize);
+      const body = record.subarray(RECORD_HEADER_SIZE);
+      let filled = 0;
+      while (filled < chunkSize) {
+        const n = await source.read(body.subarray(filled));
+        if (n === null) break;
+        filled += n;
+      }
+      if (filled === 0) break;
+      hash.update(body.subarray(0, filled));
+      sent += filled;
+      if (sent > size) {
+        throw new TransferError(
+          `the file grew while it was being sent (announced ${size} bytes)`,
+        );
+      }
+      window.push(channel.sendData(record.subarray(0, RECORD_HEADER_SIZE + filled)));
+      if (window.length >= channel.cryptoDepth) await window.shift();
+      onProgress?.(sent);
+      if (filled < chunkSize) break;
+    }
+    await Promise.all(window.splice(0));
+  } catch (error) {
+    for (const pending of window) pending.catch(() => {});
+    throw error;
+  }
+  const digest = hash.digest();
+  if (sent !== size) {
+    throw new TransferError(
+      `the file changed while it was being sent: announced ${size} bytes, read ${sent}`,
+    );
+  }
+  await channel.sendFileEnd(sent, digest);
+  return { size: sent, sha256: digest.toString("hex") };
+}
+
+/**
+ * Receive one file sent with {@link sendStream} into `sink`. Fails with TransferError
+ * when more than `expectedSize` bytes arrive or the size or SHA-256 do not match; the
+ * caller then deletes what was written.
+ */
+export async function receiveStream(
+  channel: Channel,
+  sink: ByteWriter,
+  expectedSize: number,
+  onProgress?: ProgressCallback,
+): Promise<FileDigest> {
+  const hash = createHash("sha256");
+  let received = 0;
+  while (true) {
+    const incoming = await channel.receive();
+    if (incoming.type === "data") {
+      received += incoming.bytes.length;
+      if (received > expectedSize) {
+        throw new TransferError(
+          `the ${channel.peerName} sent more than the announced ${expectedSize} bytes`,
+        );
+      }
+      hash.update(incoming.bytes);
+      await writeAll(sink, incoming.bytes);
+      onProgress?.(received);
+    } else if (incoming.type === "file_end") {
+      const sha256 = hash.digest("hex");
+      if (incoming.size !== received || received !== expectedSize) {
+        throw new TransferError(
+          `size mismatch: announced ${expectedSize} bytes, received ${received}, sender says ${incoming.size}`,
+        );
+      }
+      if (incoming.sha256 !== sha256) {
+        throw new TransferError(
+          `SHA-256 mismatch: received ${sha256}, sender says ${incoming.sha256}`,
+        );
+      }
+      return { size: received, sha256 };
+    } else if (incoming.type === "message") {
+      const reason = (incoming.message as { reason?: unknown })?.reason;
+      throw new TransferError(
+        `the ${channel.peerName} abandoned the transfer after ${received} bytes${
+          reason ? `: ${String(reason)}` : ""
+        }`,
+      );
+    } else {
+      throw new TransferError(
+        `the ${channel.peerName} ended the session in the middle of a file (${received} bytes)`,
+      );
+    }
+  }
+}
 
 /** Options for {@link receiveFileTo}. */
 export interface ReceiveOptions {
@@ -35,7 +145,7 @@ export async function receiveFileTo(
   let file: Deno.FsFile | undefined;
   try {
     file = await Deno.open(temp, { createNew: true, write: true, mode: 0o600 });
-    const digest = await channel.receiveFile(file, size, options.onProgress);
+    const digest = await receiveStream(channel, file, size, options.onProgress);
     file.close();
     file = undefined;
     if (options.noOverwrite ?? true) {
@@ -118,7 +228,7 @@ export async function sendFileFrom(
         `${filePath} changed size since it was announced (${size} → ${actual} bytes)`,
       );
     }
-    return await channel.sendFile(file, size, options.onProgress);
+    return await sendStream(channel, file, size, options.onProgress);
   } finally {
     file.close();
   }

@@ -5,6 +5,7 @@
  * (tests/support/raw_peer.ts), so each failure class is seen on its own; and hostile
  * length prefixes before and after authentication, with memory kept in check.
  */
+import { receiveStream, sendStream } from "../lib/transfer.ts";
 import assert from "node:assert/strict";
 import {
   Channel,
@@ -217,11 +218,10 @@ Deno.test("a flipped byte in a large record decrypted by the crypto pool is a Pr
       });
       await using pair = await proxiedPair(proxy, { cryptoPool: pool, chunkSize: 128 * 1024 });
       const data = randomBytes(300 * 1024);
-      const sending = pair.client.sendFile(new BytesReader(data), data.length).catch((e) => e);
-      const error = await pair.server.receiveFile(
-        { write: (b: Uint8Array) => Promise.resolve(b.length) },
-        data.length,
-      ).catch((e) => e);
+      const sending = sendStream(pair.client, new BytesReader(data), data.length).catch((e) => e);
+      const error = await receiveStream(pair.server, {
+        write: (b: Uint8Array) => Promise.resolve(b.length),
+      }, data.length).catch((e) => e);
       assert.ok(error instanceof ProtocolError, `${where}: ${error}`);
       assert.match(error.message, /record 0 failed authentication/);
       pair.client.abort();
@@ -452,7 +452,7 @@ Deno.test("a server channel reads a FILE_END size beyond 2^53 without trusting i
   const end = new Uint8Array(40);
   end.fill(0xff, 0, 8);
   await session.sendRecord(0, recordBytes(0, RecordType.FILE_END, end));
-  const error = await session.server.receiveFile({ write: (b) => Promise.resolve(b.length) }, 10)
+  const error = await receiveStream(session.server, { write: (b) => Promise.resolve(b.length) }, 10)
     .catch((e) => e);
   assert.ok(error instanceof Error && /size mismatch/.test(error.message), String(error));
 });

@@ -3,6 +3,7 @@
  * the chunk boundaries and a large one, ending (with and without GOODBYE), the key
  * ratchet, idle timeout and keepalives, clock-skew reporting.
  */
+import { receiveStream, sendStream } from "../lib/transfer.ts";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import {
@@ -122,8 +123,8 @@ for (const size of [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5]) {
     const sink = new HashingSink(true);
     const progress: number[] = [];
     const [sent, received] = await Promise.all([
-      pair.client.sendFile(new BytesReader(data, 300_000), size, (n) => progress.push(n)),
-      pair.server.receiveFile(sink, size),
+      sendStream(pair.client, new BytesReader(data, 300_000), size, (n) => progress.push(n)),
+      receiveStream(pair.server, sink, size),
     ]);
     const expected = sha256(data);
     assert.deepEqual(sent, { size, sha256: expected });
@@ -143,8 +144,8 @@ Deno.test("Channel transfers 64 MiB of random bytes with matching SHA-256 on bot
   const data = randomBytes(size);
   const sink = new HashingSink();
   const [sent, received] = await Promise.all([
-    pair.server.sendFile(new BytesReader(data), size),
-    pair.client.receiveFile(sink, size),
+    sendStream(pair.server, new BytesReader(data), size),
+    receiveStream(pair.client, sink, size),
   ]);
   const expected = sha256(data);
   assert.equal(sent.sha256, expected);
@@ -164,8 +165,8 @@ Deno.test("Channel transfers files through a crypto pool on both sides, with a r
     for (const size of [100, 256 * 1024, 5 * 1024 * 1024 + 3]) {
       const data = randomBytes(size);
       const [sent, received] = await Promise.all([
-        pair.client.sendFile(new BytesReader(data), size),
-        pair.server.receiveFile(new HashingSink(), size),
+        sendStream(pair.client, new BytesReader(data), size),
+        receiveStream(pair.server, new HashingSink(), size),
       ]);
       assert.equal(sent.sha256, sha256(data), `${size}`);
       assert.deepEqual(received, sent);
@@ -182,9 +183,9 @@ Deno.test("Channel transfers files through a crypto pool on both sides, with a r
 
 Deno.test("Channel.receiveFile refuses more bytes than announced", async () => {
   await using pair = await channelPair({ chunkSize: 64 });
-  const sending = pair.client.sendFile(new BytesReader(randomBytes(1000)), 1000).catch((e) => e);
+  const sending = sendStream(pair.client, new BytesReader(randomBytes(1000)), 1000).catch((e) => e);
   await assert.rejects(
-    pair.server.receiveFile(new HashingSink(), 500),
+    receiveStream(pair.server, new HashingSink(), 500),
     (error: unknown) =>
       error instanceof TransferError && /more than the announced 500 bytes/.test(error.message),
   );
@@ -194,9 +195,9 @@ Deno.test("Channel.receiveFile refuses more bytes than announced", async () => {
 
 Deno.test("Channel.receiveFile refuses a file shorter than announced", async () => {
   await using pair = await channelPair();
-  const sending = pair.client.sendFile(new BytesReader(randomBytes(100)), 100);
+  const sending = sendStream(pair.client, new BytesReader(randomBytes(100)), 100);
   await assert.rejects(
-    pair.server.receiveFile(new HashingSink(), 200),
+    receiveStream(pair.server, new HashingSink(), 200),
     (error: unknown) => error instanceof TransferError && /size mismatch/.test(error.message),
   );
   await sending;
@@ -205,12 +206,12 @@ Deno.test("Channel.receiveFile refuses a file shorter than announced", async () 
 Deno.test("Channel.sendFile refuses a source that grew or shrank since it was announced", async () => {
   await using pair = await channelPair({ chunkSize: 1000 });
   await assert.rejects(
-    pair.client.sendFile(new BytesReader(randomBytes(5000)), 3000),
+    sendStream(pair.client, new BytesReader(randomBytes(5000)), 3000),
     (error: unknown) => error instanceof TransferError && /grew/.test(error.message),
   );
   await using second = await channelPair();
   await assert.rejects(
-    second.client.sendFile(new BytesReader(randomBytes(10)), 20),
+    sendStream(second.client, new BytesReader(randomBytes(10)), 20),
     (error: unknown) =>
       error instanceof TransferError && /announced 20 bytes, read 10/.test(error.message),
   );
@@ -220,7 +221,7 @@ Deno.test("Channel.receiveFile reports a peer that abandons a file with a messag
   await using pair = await channelPair();
   await pair.client.send({ type: "error", reason: "disk on fire" });
   await assert.rejects(
-    pair.server.receiveFile(new HashingSink(), 10),
+    receiveStream(pair.server, new HashingSink(), 10),
     (error: unknown) =>
       error instanceof TransferError &&
       /abandoned the transfer after 0 bytes: disk on fire/.test(error.message),
@@ -274,8 +275,8 @@ Deno.test("Channel never takes a file cut off mid-transfer as complete", async (
     },
   };
   const sink = new HashingSink();
-  const sending = pair.client.sendFile(source, data.length).catch((e) => e);
-  const receiving = pair.server.receiveFile(sink, data.length).catch((e) => e);
+  const sending = sendStream(pair.client, source, data.length).catch((e) => e);
+  const receiving = receiveStream(pair.server, sink, data.length).catch((e) => e);
   await reachedPromise;
   while (sink.size < 256 * 1024) await sleep(5);
   pair.client.abort();
@@ -298,8 +299,8 @@ Deno.test("Channel with recordsPerKey 2 ratchets through many records and a file
   }
   const data = randomBytes(100_000 + 7);
   const [sent, received] = await Promise.all([
-    pair.client.sendFile(new BytesReader(data), data.length),
-    pair.server.receiveFile(new HashingSink(), data.length),
+    sendStream(pair.client, new BytesReader(data), data.length),
+    receiveStream(pair.server, new HashingSink(), data.length),
   ]);
   assert.equal(received.sha256, sha256(data));
   assert.deepEqual(sent, received);
@@ -311,8 +312,8 @@ Deno.test("Channel pipelines correctly with cryptoDepth 1", async () => {
   await using pair = await channelPair({ cryptoDepth: 1, chunkSize: 1000 });
   const data = randomBytes(25_000);
   const [, received] = await Promise.all([
-    pair.server.sendFile(new BytesReader(data), data.length),
-    pair.client.receiveFile(new HashingSink(), data.length),
+    sendStream(pair.server, new BytesReader(data), data.length),
+    receiveStream(pair.client, new HashingSink(), data.length),
   ]);
   assert.equal(received.sha256, sha256(data));
 });

@@ -5,6 +5,7 @@
  * client refuses with ProtocolError, reports it through onHostile, sends nothing it
  * should not and writes nothing outside CLIENT_DOWNLOAD_DIR/<job_id>/.
  */
+import { receiveStream, sendStream } from "../lib/transfer.ts";
 import assert from "node:assert/strict";
 import * as path from "node:path";
 import { Channel, type Incoming } from "../lib/channel.ts";
@@ -105,7 +106,7 @@ function next(channel: Channel): Promise<Incoming | Error> {
 async function takeUpload(channel: Channel, name = "P00001.7"): Promise<void> {
   await channel.send({ type: "request_file", job_id: JOB_ID, name });
   const sink = new MemorySink();
-  await channel.receiveFile(sink, CONTENT.length);
+  await receiveStream(channel, sink, CONTENT.length);
   assert.equal(sink.bytes, CONTENT.length);
 }
 
@@ -197,7 +198,9 @@ Deno.test("submitJob() refuses a result_file named '../evil' that was announced 
     assert.deepEqual(ack.message, { type: "dicom_transfer_ack", job_id: JOB_ID, status: "ready" });
     await channel.send({ type: "result_file", job_id: JOB_ID, name: "../evil", size: 4 });
     // A real attacker streams the bytes right away; the client must not write them.
-    await channel.sendFile(new MemorySource(new TextEncoder().encode("evil")), 4).catch(() => {});
+    await sendStream(channel, new MemorySource(new TextEncoder().encode("evil")), 4).catch(
+      () => {},
+    );
   });
   assert.ok(error instanceof ProtocolError, `ProtocolError, got ${error}`);
   assert.match(error.message, /did not announce/);

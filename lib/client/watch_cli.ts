@@ -285,8 +285,16 @@ async function watch(
     });
   }
   const statePath = config.CLIENT_DAEMON_STATE_FILE;
-  await Deno.mkdir(path.dirname(statePath), { recursive: true });
-  const lock = await WatcherLock.acquire(statePath);
+  let lock: WatcherLock | undefined;
+  try {
+    await Deno.mkdir(path.dirname(statePath), { recursive: true });
+    lock = await WatcherLock.acquire(statePath);
+  } catch (error) {
+    throw new ConfigError(`cannot use state file ${statePath}: ${(error as Error).message}`, {
+      hint: "set CLIENT_DAEMON_STATE_FILE (or --state) to a path the watcher can write",
+      cause: error,
+    });
+  }
   if (!lock) {
     throw new UsageError(`another recon-client watch is running with state file ${statePath}`, {
       hint: "stop it first, or give this one its own --state (and its own watch directory)",
