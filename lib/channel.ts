@@ -24,6 +24,7 @@ import {
   encodeFrame,
   FRAME_HEADER_SIZE,
   FrameReader,
+  releaseBuffer,
   sealFrame,
   writeAll,
 } from "./frame.ts";
@@ -412,7 +413,11 @@ export class Channel {
     const written = this.#writeChain.then(async () => {
       if (this.#failure) throw this.#failure;
       try {
-        await writeAll(this.#conn, sealFrame(await frame));
+        const sealed = sealFrame(await frame);
+        // The record was copied into the token (or moved to a worker): both can go.
+        releaseBuffer(record);
+        await writeAll(this.#conn, sealed);
+        releaseBuffer(sealed);
       } catch (error) {
         const failure = this.#failure ?? new ConnectionError(
           `connection lost while sending (${(error as Error).message})`,
@@ -478,6 +483,7 @@ export class Channel {
           }
           const plaintext = await key.fernet.decrypt(frame);
           this.#checkClock(key.fernet.timestampOf(frame));
+          releaseBuffer(frame);
           return plaintext;
         });
         ignore(decrypted);

@@ -10,6 +10,7 @@
  */
 /// <reference lib="deno.worker" />
 import { Fernet, InvalidTokenError } from "./fernet.ts";
+import { releaseBuffer } from "./frame.ts";
 
 /** A request from the pool. */
 export interface CryptoRequest {
@@ -70,6 +71,7 @@ self.onmessage = async (event: MessageEvent<CryptoRequest>) => {
   let response: CryptoResponse;
   try {
     response = await handle(request);
+    releaseBuffer(request.data);
   } catch (error) {
     response = {
       id: request.id,

@@ -12,7 +12,7 @@ import { createHash } from "node:crypto";
 import * as path from "node:path";
 import type { Channel, FileDigest, ProgressCallback } from "./channel.ts";
 import { TransferError } from "./errors.ts";
-import { type ByteReader, type ByteWriter, writeAll } from "./frame.ts";
+import { type ByteReader, type ByteWriter, releaseBuffer, writeAll } from "./frame.ts";
 import { RECORD_HEADER_SIZE } from "./record.ts";
 
 /**
@@ -91,6 +91,7 @@ export async function receiveStream(
       }
       hash.update(incoming.bytes);
       await writeAll(sink, incoming.bytes);
+      releaseBuffer(incoming.bytes);
       onProgress?.(received);
     } else if (incoming.type === "file_end") {
       const sha256 = hash.digest("hex");
