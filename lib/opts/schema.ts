@@ -309,15 +309,16 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
   },
   MAX_UNAUTHENTICATED: {
     type: COUNT,
-    default: "64",
+    default: "256",
     readBy: "server",
     description: "Connections allowed in the handshake at the same time; more are refused.",
   },
   MAX_UNAUTHENTICATED_PER_IP: {
     type: COUNT,
-    default: "8",
+    default: "64",
     readBy: "server",
-    description: "Connections from one address allowed in the handshake at the same time.",
+    description:
+      "Connections from one address allowed in the handshake at the same time (a scanner is one address; a handshake takes milliseconds).",
   },
   LOCKOUT_FAILURES: {
     type: { kind: "int", min: 0, max: Number.MAX_SAFE_INTEGER },
@@ -404,8 +405,8 @@ export const DEFAULTS: Readonly<ReconConfig> = deepFreeze({
   DISK_FREE_MARGIN: GiB,
   IDLE_TIMEOUT: 300,
   HANDSHAKE_TIMEOUT: 10,
-  MAX_UNAUTHENTICATED: 64,
-  MAX_UNAUTHENTICATED_PER_IP: 8,
+  MAX_UNAUTHENTICATED: 256,
+  MAX_UNAUTHENTICATED_PER_IP: 64,
   LOCKOUT_FAILURES: 5,
   LOCKOUT_SECONDS: 60,
   SHUTDOWN_GRACE: 30,
