@@ -183,6 +183,67 @@ export function descendants(pid: number): number[] {
   return found;
 }
 
+/** CPU seconds (with reaped children) of every process now, and whether it is a kernel thread. */
+export type ProcessSnapshot = Map<number, { cpu: number; kernel: boolean }>;
+
+const PF_KTHREAD = 0x00200000;
+
+/** Snapshot every process's CPU counters (about 5 ms for a few hundred processes). */
+export function snapshotProcesses(): ProcessSnapshot {
+  const snapshot: ProcessSnapshot = new Map();
+  for (const entry of Deno.readDirSync("/proc")) {
+    const pid = Number(entry.name);
+    if (!Number.isInteger(pid)) continue;
+    try {
+      const text = Deno.readTextFileSync(`/proc/${pid}/stat`);
+      const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+      const [utime, stime, cutime, cstime] = fields.slice(11, 15).map(Number);
+      snapshot.set(pid, {
+        cpu: (utime + stime + cutime + cstime) / CLOCK_TICKS,
+        kernel: (Number(fields[6]) & PF_KTHREAD) !== 0,
+      });
+    } catch { /* gone */ }
+  }
+  return snapshot;
+}
+
+function ancestors(pid: number): number[] {
+  const found: number[] = [];
+  let current = pid;
+  while (current > 1) {
+    try {
+      const text = Deno.readTextFileSync(`/proc/${current}/stat`);
+      current = Number(text.slice(text.lastIndexOf(")") + 2).split(" ")[1]);
+      if (current > 1) found.push(current);
+    } catch {
+      break;
+    }
+  }
+  return found;
+}
+
+/**
+ * CPU that processes other than the benchmark's own used between two snapshots:
+ * `foreign` for user processes (other people's tests, say: a disturbed run), `kernel`
+ * for kernel threads (page-cache writeback, softirq: side effects of the run itself).
+ */
+export function otherCpu(
+  before: ProcessSnapshot,
+  after: ProcessSnapshot,
+): { foreign: number; kernel: number } {
+  const ours = new Set([Deno.pid, ...descendants(Deno.pid), ...ancestors(Deno.pid)]);
+  let foreign = 0;
+  let kernel = 0;
+  for (const [pid, now] of after) {
+    if (ours.has(pid)) continue;
+    const delta = now.cpu - (before.get(pid)?.cpu ?? 0);
+    if (delta <= 0) continue;
+    if (now.kernel) kernel += delta;
+    else foreign += delta;
+  }
+  return { foreign, kernel };
+}
+
 /** What a {@link DaemonMeter} measured over one run. */
 export interface DaemonUsage {
   cpuSeconds: number;

@@ -23,6 +23,7 @@
  * bench/results/<date>.jsonl.
  */
 import * as path from "node:path";
+import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import { connectToServer } from "../lib/client/connect.ts";
 import { getServerStatus } from "../lib/client/query.ts";
@@ -37,11 +38,13 @@ import {
   makeFile,
   max,
   median,
+  otherCpu,
   peakRssKiB,
   percentile,
   ROOT,
   runMeasured,
   sleep,
+  snapshotProcesses,
   spawnMeasured,
   stopAll,
   track,
@@ -104,6 +107,11 @@ interface Row {
 }
 
 const rows: Row[] = [];
+/** A run during which other processes used >10% of the CPUs is run again, this often. */
+const RETRIES_WHEN_DISTURBED = 3;
+/** Time the whole bench may spend re-running disturbed runs and waiting for quiet. */
+let retryBudgetMs = 300_000;
+let machineBusyAtStart: number | undefined;
 const runId = new Date().toISOString();
 const log = (line: string) => console.error(`[bench] ${line}`);
 
@@ -135,6 +143,12 @@ function transferRow(
   for (const key of Object.keys(samples[0]?.extra ?? {})) {
     extra[key] = median(samples.map((s) => s.extra![key]));
   }
+  extra.foreign_cpu_s_runs = samples.map((s) => s.extra?.foreign_cpu_s ?? 0);
+  extra.kernel_thread_cpu_s_runs = samples.map((s) => s.extra?.kernel_thread_cpu_s ?? 0);
+  const disturbedRuns = samples.filter(disturbed).length;
+  if (disturbedRuns > 0) {
+    note = `${note ?? ""}; DISTURBED: ${disturbedRuns} run(s) shared the CPUs with other work`;
+  }
   return {
     case: caseName,
     tool,
@@ -154,6 +168,26 @@ function transferRow(
 
 function failedRow(caseName: string, tool: string, reason: string): Row {
   return { case: caseName, tool, reps: 0, note: `NOT RUN: ${reason}` };
+}
+
+/** Busy CPU seconds of the whole machine since boot (all CPUs), from /proc/stat. */
+function systemCpuSeconds(): number {
+  const line = Deno.readTextFileSync("/proc/stat").split("\n")[0];
+  const [user, nice, system, _idle, _iowait, irq, softirq, steal] = line.split(/\s+/).slice(1)
+    .map(Number);
+  return (user + nice + system + irq + softirq + steal) / 100;
+}
+
+/** Wait (at most `maxMs`) until the machine is quiet: under 15% busy over 2 s. */
+async function waitForQuiet(maxMs: number): Promise<number> {
+  const deadline = Date.now() + maxMs;
+  while (true) {
+    const before = systemCpuSeconds();
+    await sleep(2000);
+    const busy = (systemCpuSeconds() - before) / 2 / navigator.hardwareConcurrency;
+    if (busy < 0.15 || Date.now() > deadline) return busy;
+    log(`the machine is ${(busy * 100).toFixed(0)}% busy with other work; waiting for quiet`);
+  }
 }
 
 function round(value: number, digits: number): number {
@@ -405,8 +439,14 @@ async function pythonFernet(bytes: number) {
 }
 
 /** Runs `run` REPEAT times interleaved with the others; collects samples or the failure. */
+/** Other processes used more than 10% of the machine during the run. */
+function disturbed(sample: Sample): boolean {
+  return (sample.extra?.foreign_cpu_s ?? 0) > 0.1 * sample.wallS * navigator.hardwareConcurrency;
+}
+
 class Series {
   samples: Sample[] = [];
+  discarded = 0;
   error: string | undefined;
   constructor(
     readonly tool: string,
@@ -416,7 +456,33 @@ class Series {
   async once(): Promise<void> {
     if (this.error) return;
     try {
-      this.samples.push(await this.run());
+      for (let attempt = 0;; attempt++) {
+        const before = snapshotProcesses();
+        const sample = await this.run();
+        // CPU that other people's processes used meanwhile (a disturbed run), and kernel
+        // threads (writeback, softirq: part of the run's own cost, reported apart).
+        const other = otherCpu(before, snapshotProcesses());
+        sample.extra = {
+          ...sample.extra,
+          foreign_cpu_s: round(other.foreign, 2),
+          kernel_thread_cpu_s: round(other.kernel, 2),
+        };
+        if (disturbed(sample) && attempt < RETRIES_WHEN_DISTURBED && retryBudgetMs > 0) {
+          log(
+            `${this.tool}: other processes used ${
+              other.foreign.toFixed(1)
+            } CPU-s during the run; ` +
+              `discarding it and running again when the machine is quiet`,
+          );
+          this.discarded++;
+          const waitStart = Date.now();
+          await waitForQuiet(Math.min(60_000, retryBudgetMs));
+          retryBudgetMs -= Date.now() - waitStart + sample.wallS * 1000;
+          continue;
+        }
+        this.samples.push(sample);
+        return;
+      }
     } catch (error) {
       this.error = (error as Error).message.split("\n").slice(0, 4).join(" | ");
       log(`${this.tool}: ${this.error}`);
@@ -432,11 +498,11 @@ async function runSeries(caseName: string, bytes: number, series: Series[], repe
     }
   }
   for (const s of series) {
-    rows.push(
-      s.samples.length > 0 && !s.error
-        ? transferRow(caseName, s.tool, bytes, s.samples, s.note)
-        : failedRow(caseName, s.tool, s.error ?? "no runs"),
-    );
+    const row = s.samples.length > 0 && !s.error
+      ? transferRow(caseName, s.tool, bytes, s.samples, s.note)
+      : failedRow(caseName, s.tool, s.error ?? "no runs");
+    row.extra = { ...row.extra, discarded_disturbed_runs: s.discarded };
+    rows.push(row);
   }
 }
 
@@ -1033,6 +1099,49 @@ function printTargets(): void {
   for (const line of lines) console.log(line);
 }
 
+/**
+ * Which code was measured: the commit, the files changed since it, and a hash of the
+ * data-path sources as they were on disk (lib/, client.ts, server.ts), so a number can
+ * be tied to the code that produced it while the data path is being tuned.
+ */
+async function codeVersion(): Promise<Record<string, unknown>> {
+  const git = async (...args: string[]) => {
+    try {
+      const out = await new Deno.Command("git", {
+        args,
+        cwd: ROOT,
+        stdout: "piped",
+        stderr: "null",
+      })
+        .output();
+      return out.code === 0 ? new TextDecoder().decode(out.stdout).trimEnd() : "";
+    } catch {
+      return "";
+    }
+  };
+  const hash = createHash("sha256");
+  const files: string[] = [path.join(ROOT, "client.ts"), path.join(ROOT, "server.ts")];
+  const walk = async (dir: string) => {
+    for await (const entry of Deno.readDir(dir)) {
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory) await walk(full);
+      else if (entry.name.endsWith(".ts")) files.push(full);
+    }
+  };
+  await walk(path.join(ROOT, "lib"));
+  for (const file of files.sort()) {
+    hash.update(path.relative(ROOT, file));
+    hash.update(await Deno.readFile(file));
+  }
+  const dirty = (await git("status", "--porcelain", "--", "lib", "client.ts", "server.ts"))
+    .split("\n").filter(Boolean).map((line) => line.slice(3));
+  return {
+    commit: (await git("rev-parse", "--short=12", "HEAD")) || undefined,
+    changed_since_commit: dirty,
+    source_sha256: hash.digest("hex").slice(0, 16),
+  };
+}
+
 async function record(): Promise<void> {
   if (values["no-record"]) return;
   const dir = path.join(BENCH_DIR, "results");
@@ -1044,6 +1153,7 @@ async function record(): Promise<void> {
     deno: Deno.version.deno,
     ssh: sshd && typeof sshd === "object" ? sshd.version : undefined,
   };
+  const code = await codeVersion();
   const lines = rows.map((r) =>
     JSON.stringify({
       bench: "recon",
@@ -1051,6 +1161,8 @@ async function record(): Promise<void> {
       size_mib: sizeMiB,
       repeat: REPEAT,
       host,
+      code,
+      machine_busy_at_start: machineBusyAtStart,
       case: r.case,
       tool: r.tool,
       reps: r.reps,
@@ -1076,6 +1188,15 @@ const started = performance.now();
 try {
   log(`work directory ${work}; big transfer ${label(SIZE)}, ${REPEAT} runs per case`);
   await makeFile(SRC, SIZE);
+  const busy = await waitForQuiet(180_000);
+  machineBusyAtStart = round(busy, 2);
+  if (busy >= 0.15) {
+    log(
+      `WARNING: other work keeps ${
+        (busy * 100).toFixed(0)
+      }% of the CPUs busy: numbers will be noisy`,
+    );
+  }
   await Deno.writeFile(TINY, crypto.getRandomValues(new Uint8Array(1000)));
   const cases: [string, () => Promise<void>][] = [
     ["startup", caseStartup],
@@ -1098,8 +1219,12 @@ try {
 } finally {
   await cleanup();
 }
+const code = await codeVersion();
+const changed = (code.changed_since_commit as string[]).length;
 console.log(
-  `\nrecon benchmark, ${
+  `\nrecon benchmark of ${code.commit ?? "?"}${
+    changed ? ` + ${changed} changed files` : ""
+  } (source ${code.source_sha256}), ${
     label(SIZE)
   }, median of ${REPEAT} (tiny job and start-up: ${TINY_REPEAT}); ` +
     `MB = 10^6 bytes; CPU = user+sys of both ends; RSS = peak (VmHWM) of each end; ` +

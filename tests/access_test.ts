@@ -208,6 +208,38 @@ Deno.test("AdmissionControl keeps working when many addresses fail", () => {
   assert.equal(control.admit("10.0.0.5"), undefined);
 });
 
+Deno.test("AdmissionControl does not add up failures more than LOCKOUT_SECONDS apart", () => {
+  const { control, clock } = admission();
+  for (let i = 0; i < 10; i++) {
+    assert.equal(control.recordFailure("10.0.0.1"), false, `failure ${i}`);
+    clock.now += 60_001;
+  }
+  assert.equal(control.admit("10.0.0.1"), undefined, "one failure a minute never locks out");
+});
+
+Deno.test("AdmissionControl adds up failures each within LOCKOUT_SECONDS of the last one", () => {
+  const { control, clock } = admission();
+  assert.equal(control.recordFailure("10.0.0.1"), false);
+  clock.now += 59_000;
+  assert.equal(control.recordFailure("10.0.0.1"), false);
+  clock.now += 59_000;
+  // 118 s after the first, but each within 60 s of the one before.
+  assert.equal(control.recordFailure("10.0.0.1"), true);
+  assert.equal(control.admit("10.0.0.1"), "locked out");
+});
+
+Deno.test("AdmissionControl keeps a recent failure count while thousands of other addresses fail", () => {
+  const { control } = admission();
+  control.recordFailure("10.0.0.1");
+  control.recordFailure("10.0.0.1");
+  // Enough other addresses to make it prune its table (more than 10,000 entries).
+  for (let i = 0; i < 10_050; i++) {
+    control.recordFailure(`10.1.${(i >> 8) & 255}.${i & 255}`);
+  }
+  assert.equal(control.recordFailure("10.0.0.1"), true, "the two recent failures still count");
+  assert.equal(control.admit("10.0.0.1"), "locked out");
+});
+
 // ---------------------------------------------------------------------------
 // The server's screening, in process, on 127.0.0.1.
 
@@ -451,4 +483,65 @@ Deno.test("ReconServer forgets earlier failures after a good handshake", async (
     await assert.rejects(s.status(wrong), HandshakeError);
     assert.equal((await s.status()).type, "server_status_response", `round ${round}`);
   }
+});
+
+Deno.test("ReconServer never locks out an address for silent, garbage or malformed connections", async () => {
+  await using s = await startServer({ LOCKOUT_FAILURES: 2, HANDSHAKE_TIMEOUT: 0.5 });
+  const attempts: [string, () => Promise<void>][] = [
+    ["a silent connection until the handshake deadline", async () => {
+      const conn = await s.connectRaw();
+      assert.equal(await readUntilClosed(conn, 3000), "closed");
+    }],
+    ["a connection closed at once", async () => {
+      (await s.connectRaw()).close();
+    }],
+    ["an HTTP request", async () => {
+      const conn = await s.connectRaw();
+      await writeAll(conn, new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n"));
+      assert.equal(await readUntilClosed(conn, 3000), "closed");
+    }],
+    ["random bytes", async () => {
+      const conn = await s.connectRaw();
+      await writeAll(conn, randomBytes(300));
+      assert.equal(await readUntilClosed(conn, 3000), "closed");
+    }],
+    ["a hello of the wrong length", async () => {
+      const conn = await s.connectRaw();
+      await writeAll(conn, new Uint8Array([0, 0, 0, 7, 0x52, 0x45, 0x43, 0x4e, 1, 1, 0]));
+      assert.equal(await readUntilClosed(conn, 3000), "closed");
+    }],
+    ["a hello of another protocol version", async () => {
+      const conn = await s.connectRaw();
+      await assert.rejects(
+        Channel.connect(conn, { sharedKey: s.key.raw, keyId: s.key.id, version: 2 }),
+        /version/,
+      );
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    }],
+  ];
+  for (const [what, attempt] of attempts) {
+    // Each kind three times: more than LOCKOUT_FAILURES if any of them counted.
+    for (let i = 0; i < 3; i++) await attempt();
+    const status = await s.status().catch((error) => assert.fail(`after ${what}: ${error}`));
+    assert.equal(status.type, "server_status_response", `after ${what}`);
+  }
+});
+
+Deno.test("ReconServer locks out an address whose clients keep failing the server's proof", async () => {
+  await using s = await startServer({ LOCKOUT_FAILURES: 2 });
+  // The server's key id with another key: the client cannot verify the server's proof.
+  const other = await testKey();
+  const impostor = { ...other, id: s.key.id };
+  for (let i = 0; i < 2; i++) {
+    const error = await s.status(impostor).catch((e) => e);
+    assert.ok(error instanceof HandshakeError, String(error));
+    assert.match(error.message, /could not prove it holds SHARED_KEY/);
+  }
+  // The server hears of a failed proof only when the client hangs up; give it a moment.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const error = await s.status().catch((e) => e);
+  assert.ok(error instanceof HandshakeError, String(error));
+  assert.match(error.message, /locked out/);
 });

@@ -3,13 +3,15 @@
  * real 127.0.0.1 socket talks to the real submitJob(). It asks for files the job did
  * not offer, or announces results whose names leave the download directory; the
  * client refuses with ProtocolError, reports it through onHostile, sends nothing it
- * should not and writes nothing outside CLIENT_DOWNLOAD_DIR/<job_id>/.
+ * should not and writes nothing outside CLIENT_DOWNLOAD_DIR/<job_id>/. A job id that is
+ * not a lower-case UUID, or messages about another job, end the session the same way;
+ * an `error` of kind "transfer" becomes a TransferError, any other a JobError.
  */
 import { receiveStream, sendStream } from "../lib/transfer.ts";
 import assert from "node:assert/strict";
 import * as path from "node:path";
 import { Channel, type Incoming } from "../lib/channel.ts";
-import { ProtocolError } from "../lib/errors.ts";
+import { ExitCode, JobError, ProtocolError, TransferError } from "../lib/errors.ts";
 import { submitJob } from "../lib/client/submit.ts";
 import type { LocalFile } from "../lib/client/files.ts";
 import { testKey } from "./support/channel_pair.ts";
@@ -100,6 +102,21 @@ async function againstFakeServer(
 /** The next record, or the error that ended the session. */
 function next(channel: Channel): Promise<Incoming | Error> {
   return channel.receive().catch((error: Error) => error);
+}
+
+/**
+ * The next record, the error that ended the session, or after `ms` a "timeout" (then
+ * the fake server gives up, so a client that waits instead of refusing fails the test
+ * rather than hanging it).
+ */
+async function nextWithin(channel: Channel, ms = 3000): Promise<Incoming | Error | "timeout"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const result = await Promise.race([
+    next(channel),
+    new Promise<"timeout">((resolve) => (timer = setTimeout(resolve, ms, "timeout"))),
+  ]);
+  clearTimeout(timer);
+  return result;
 }
 
 /** Ask for the announced file and take it, as a real server does. */
@@ -209,3 +226,108 @@ Deno.test("submitJob() refuses a result_file named '../evil' that was announced 
   assert.deepEqual(await listDir(downloadDir), [JOB_ID]);
   assert.deepEqual(await listDir(path.join(downloadDir, JOB_ID)), [], "nothing was downloaded");
 });
+
+// ---------------------------------------------------------------------------
+// Job ids: the client uses the server's job id as a directory name.
+
+for (const jobId of ["../x", "..", "x", "0B6F3C8E-5D2A-4C61-9A7E-3F1D2B4C5A69", `${JOB_ID}/..`]) {
+  Deno.test(`submitJob() refuses job_queued with the job id ${JSON.stringify(jobId)} and creates nothing`, async () => {
+    await using dir = await tempDir();
+    let after: Incoming | Error | "timeout" | undefined;
+    const { error, downloadDir } = await againstFakeServer(dir.path, async ({ channel }) => {
+      await takeUpload(channel);
+      await channel.send({ type: "job_queued", job_id: jobId, files_received: 1 });
+      // What would follow if the client took that id as its own.
+      await channel.send({
+        type: "dicom_transfer_start",
+        job_id: jobId,
+        count: 1,
+        files: [{ name: "evil", size: 4 }],
+      }).catch(() => {});
+      after = await nextWithin(channel);
+    });
+    assert.ok(error instanceof ProtocolError, `ProtocolError, got ${error}`);
+    assert.match(error.message, /job_queued\.job_id must be a job id/);
+    assert.ok(after instanceof Error, `the client answered nothing: ${JSON.stringify(after)}`);
+    assert.deepEqual(await listDir(dir.path), ["P00001.7"], "nothing was created anywhere");
+    assert.deepEqual(await listDir(downloadDir), []);
+  });
+}
+
+Deno.test("submitJob() treats job_progress about another job as hostile", async () => {
+  await using dir = await tempDir();
+  const other = "7d6f2c1e-4b1a-4f57-9c39-0f1d2b8e6a11";
+  let after: Incoming | Error | "timeout" | undefined;
+  const { error, hostile } = await againstFakeServer(dir.path, async ({ channel }) => {
+    await takeUpload(channel);
+    await channel.send({ type: "job_queued", job_id: JOB_ID, files_received: 1 });
+    await channel.send({ type: "job_progress", job_id: other, text: "someone else's scan" });
+    after = await nextWithin(channel);
+  });
+  assert.ok(error instanceof ProtocolError, `ProtocolError, got ${error}`);
+  assert.equal(hostile.length, 1);
+  assert.equal(
+    hostile[0],
+    `server sent job_progress for job ${other}, not ours (${JOB_ID})`,
+  );
+  assert.ok(after instanceof Error, "the client closed the session");
+});
+
+Deno.test("submitJob() treats job_failed about another job as hostile", async () => {
+  await using dir = await tempDir();
+  const other = "7d6f2c1e-4b1a-4f57-9c39-0f1d2b8e6a11";
+  const { error, hostile } = await againstFakeServer(dir.path, async ({ channel }) => {
+    await takeUpload(channel);
+    await channel.send({ type: "job_queued", job_id: JOB_ID, files_received: 1 });
+    await channel.send({
+      type: "job_failed",
+      job_id: other,
+      reason: "not yours",
+      exit_code: 1,
+      stderr_tail: [],
+    });
+    await nextWithin(channel);
+  });
+  assert.ok(error instanceof ProtocolError, `ProtocolError, got ${error}`);
+  assert.match(hostile[0] ?? "", /job_failed for job 7d6f2c1e/);
+});
+
+// ---------------------------------------------------------------------------
+// The kind of an `error` from the server decides the client's error (and exit code).
+
+const SERVER_ERRORS: [string, Record<string, unknown>, string, number][] = [
+  [
+    "kind transfer",
+    { type: "error", kind: "transfer", reason: "SHA-256 mismatch" },
+    "TransferError",
+    ExitCode.TRANSFER,
+  ],
+  [
+    "kind refused",
+    { type: "error", kind: "refused", reason: "MAX_JOB_BYTES" },
+    "JobError",
+    ExitCode.JOB_FAILED,
+  ],
+  ["no kind (an older server)", { type: "error", reason: "no" }, "JobError", ExitCode.JOB_FAILED],
+];
+
+for (const [what, message, expected, exitCode] of SERVER_ERRORS) {
+  Deno.test(`submitJob() maps an error of ${what} from the server to ${expected} (exit ${exitCode})`, async () => {
+    await using dir = await tempDir();
+    const { error } = await againstFakeServer(dir.path, async ({ channel }) => {
+      if (message.kind === "transfer") {
+        // As the real server does: the upload failed while the file was coming in.
+        await channel.send({ type: "request_file", job_id: JOB_ID, name: "P00001.7" });
+        await receiveStream(channel, new MemorySink(), CONTENT.length);
+      }
+      await channel.send(message);
+      await nextWithin(channel);
+    });
+    assert.ok(error instanceof Error, String(error));
+    assert.equal(error.constructor.name, expected, String(error));
+    assert.ok(error instanceof TransferError === (expected === "TransferError"));
+    assert.ok(error instanceof JobError === (expected === "JobError"));
+    assert.equal((error as TransferError | JobError).exitCode, exitCode);
+    assert.ok(error.message.includes(message.reason as string), error.message);
+  });
+}

@@ -322,3 +322,28 @@ Deno.test("WatcherLock: one holder at a time; watcherRunning() tells; released o
     second.release();
   });
 });
+
+Deno.test("StateStore read-only (--status) reads a closed or open state file and writes nothing", async () => {
+  await withDir(async (dir) => {
+    const statePath = path.join(dir, "s.sqlite");
+    const writer = StateStore.open(statePath);
+    writer.addPending(file("a.7"), "g");
+    const whileOpen = StateStore.open(statePath, { readOnly: true });
+    assert.equal(whileOpen.list().length, 1);
+    whileOpen.close();
+    writer.close();
+    const afterClose = StateStore.open(statePath, { readOnly: true });
+    try {
+      assert.equal(afterClose.list().length, 1);
+      assert.throws(() => afterClose.setMeta("k", "v"), /readonly/);
+    } finally {
+      afterClose.close();
+    }
+    const empty = path.join(dir, "empty.sqlite");
+    await Deno.writeFile(empty, new Uint8Array(0));
+    assert.throws(
+      () => StateStore.open(empty, { readOnly: true }),
+      /cannot use state file .*not a recon watch state file/,
+    );
+  });
+});

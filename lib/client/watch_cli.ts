@@ -189,7 +189,7 @@ async function showStatus(statePath: string, args: WatchArgs, context: WatchCont
   const stateFileExists = await exists(statePath);
   let files: ReturnType<StateStore["list"]> = [];
   if (stateFileExists) {
-    const store = StateStore.open(statePath);
+    const store = StateStore.open(statePath, { readOnly: true });
     try {
       files = store.list();
     } finally {

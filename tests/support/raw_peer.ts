@@ -76,3 +76,91 @@ export async function rawSession(options: ChannelOptions = {}): Promise<RawSessi
     },
   };
 }
+
+/** A record from the server as a {@link RawClient} reads it. */
+export interface RawRecord {
+  seq: number;
+  type: number;
+  payload: Uint8Array<ArrayBuffer>;
+}
+
+/**
+ * A hand-driven client facing a real server (a ReconServer or `bin/recon-server`): the
+ * real client handshake, then records written by hand with consecutive sequence
+ * numbers (any type, any payload, correctly encrypted), and the server's records read
+ * and decrypted one at a time.
+ */
+export interface RawClient extends AsyncDisposable {
+  conn: Deno.TcpConn;
+  /** Send one record of `type` with the next sequence number. */
+  send(type: number, payload?: Uint8Array): Promise<void>;
+  /** Send a control message (a MESSAGE record of JSON). */
+  sendMessage(message: unknown): Promise<void>;
+  /** The server's next record; null when it closed the connection (or reset it). */
+  next(): Promise<RawRecord | null>;
+  /** The server's next MESSAGE, skipping PINGs; null when the connection ended first. */
+  nextMessage(): Promise<Record<string, unknown> | null>;
+}
+
+/** Run the client handshake on `conn` with `key` and hand over a {@link RawClient}. */
+export async function rawClient(
+  conn: Deno.TcpConn,
+  key: { raw: Uint8Array<ArrayBuffer>; id: string },
+): Promise<RawClient> {
+  const reader = new FrameReader(conn, { maxFrameSize: MAX_HANDSHAKE_FRAME_SIZE });
+  const keys = await clientHandshake(
+    {
+      readFrame: () => reader.read(),
+      writeFrame: (payload) => writeAll(conn, encodeFrame(payload)),
+    },
+    key.raw,
+    key.id,
+  );
+  reader.maxFrameSize = 64 * 1024 * 1024;
+  const sendKeys = new KeySchedule(keys.sendKey, 1_000_000);
+  const receiveKeys = new KeySchedule(keys.receiveKey, 1_000_000);
+  let sendSeq = 0;
+  let receiveSeq = 0;
+  const client: RawClient = {
+    conn,
+    async send(type, payload = new Uint8Array(0)) {
+      const seq = sendSeq++;
+      const { fernet } = await sendKeys.keyFor(seq);
+      await writeAll(conn, encodeFrame(await fernet.encrypt(recordBytes(seq, type, payload))));
+    },
+    sendMessage(message) {
+      return client.send(0x01, new TextEncoder().encode(JSON.stringify(message)));
+    },
+    async next() {
+      const frame = await reader.read().catch(() => null);
+      if (frame === null) return null;
+      const seq = receiveSeq++;
+      const { fernet } = await receiveKeys.keyFor(seq);
+      const record = await fernet.decrypt(frame);
+      const view = new DataView(record.buffer, record.byteOffset, record.length);
+      return {
+        seq: Number(view.getBigUint64(0)),
+        type: record[8],
+        payload: record.subarray(RECORD_HEADER_SIZE),
+      };
+    },
+    async nextMessage() {
+      while (true) {
+        const record = await client.next();
+        if (record === null) return null;
+        if (record.type === 0x05) continue;
+        if (record.type !== 0x01) {
+          throw new Error(`expected a MESSAGE record, got type ${record.type}`);
+        }
+        return JSON.parse(new TextDecoder().decode(record.payload));
+      }
+    },
+    [Symbol.asyncDispose]() {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+      return Promise.resolve();
+    },
+  };
+  return client;
+}

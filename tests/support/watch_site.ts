@@ -47,18 +47,28 @@ export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** Children still running, whose logs a timeout shows to explain itself. */
+const live = new Set<{ label: string; stderr: string }>();
+
+function liveLogs(): string {
+  return [...live].map((child) =>
+    `--- ${child.label} stderr (end) ---\n${child.stderr.slice(-4000)}`
+  )
+    .join("\n");
+}
+
 /** Poll `check` until it returns a truthy value; fail with `what` after `timeoutMs`. */
 export async function waitUntil<T>(
   what: string,
   check: () => T | Promise<T>,
-  timeoutMs = 20_000,
+  timeoutMs = 60_000,
 ): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   while (true) {
     const value = await check();
     if (value) return value as NonNullable<T>;
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${liveLogs()}`);
     }
     await delay(100);
   }
@@ -232,7 +242,10 @@ class Child implements AsyncDisposable {
   readonly #stdout: Collector;
   #status?: Deno.CommandStatus;
 
+  readonly label: string;
+
   constructor(program: string, args: string[]) {
+    this.label = `${path.basename(program)} ${args.slice(0, 1).join(" ")}`;
     this.child = new Deno.Command(program, {
       args,
       stdin: "null",
@@ -241,7 +254,11 @@ class Child implements AsyncDisposable {
     }).spawn();
     this.#stderr = new Collector(this.child.stderr);
     this.#stdout = new Collector(this.child.stdout);
-    this.child.status.then((status) => this.#status = status);
+    live.add(this);
+    this.child.status.then((status) => {
+      this.#status = status;
+      live.delete(this);
+    });
   }
 
   get stderr(): string {
@@ -257,8 +274,8 @@ class Child implements AsyncDisposable {
   }
 
   /** Wait until stderr matches `pattern`. */
-  async waitFor(pattern: RegExp, timeoutMs = 20_000): Promise<RegExpExecArray> {
-    return await waitUntil(`${pattern} in stderr:\n${this.stderr}`, () => {
+  async waitFor(pattern: RegExp, timeoutMs = 60_000): Promise<RegExpExecArray> {
+    return await waitUntil(`${pattern} in the stderr of ${this.label}`, () => {
       const match = pattern.exec(this.stderr);
       if (!match && this.exited) {
         throw new Error(`process exited before printing ${pattern}:\n${this.stderr}`);

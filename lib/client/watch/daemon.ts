@@ -1,19 +1,13 @@
 /**
- * The watch loop (docs/WATCH.md): notice files in CLIENT_WATCH_DIRECTORY through
- * `Deno.watchFs` events and a periodic scan, wait until each is finished (stable and
- * readable), record it in the state file, group files that finish close together,
- * and send each group as one job with {@link submitJob}, following it to its results.
+ * The watch loop (docs/WATCH.md §2–§3): notice files in CLIENT_WATCH_DIRECTORY through
+ * `Deno.watchFs` events and a scan every poll interval, wait until each is finished
+ * (stable by {@link StabilityTracker}, readable), hash it and record it `pending` in
+ * the state file in a group from {@link Grouper}, then let {@link Sender} send each
+ * closed group as one job. A file is recorded before anything is sent, so a stop or a
+ * crash never forgets it.
  *
- * Guarantees, with the state file as the only memory that counts:
- * - a file is recorded `pending` before anything is sent, and `submitted` (with the
- *   job id) as soon as the server queues it, so no restart sends it twice;
- * - a server that cannot be reached is retried with {@link Backoff}; one log line per
- *   change of state, not per attempt;
- * - a job that fails on the server is marked `failed` and not sent again by itself;
- * - on stop, an upload in progress is abandoned (the server removes the partial job)
- *   and a queued or running job is cancelled; both stay `pending` for the next start.
- *   A job whose cancellation is not confirmed within {@link STOP_GRACE_MS} stays
- *   `submitted`.
+ * What happens to a job, and on stop, is in sender.ts; the rules for failures in
+ * outcome.ts.
  *
  * @module
  */
@@ -21,29 +15,17 @@ import * as path from "node:path";
 // @ts-types="npm:@types/picomatch@4.0.3"
 import picomatch from "picomatch";
 import type { Channel } from "../../channel.ts";
-import {
-  ConnectionError,
-  errorMessage,
-  InterruptedError,
-  JobError,
-  ProtocolError,
-  ReconError,
-  TransferError,
-  UsageError,
-} from "../../errors.ts";
+import { errorMessage, UsageError } from "../../errors.ts";
 import type { ReconOptions } from "../../protocol.ts";
-import { describeFiles, type LocalFile } from "../files.ts";
-import { JobCancelledError, JobFailedError, submitJob } from "../submit.ts";
 import { Backoff } from "./backoff.ts";
-import { runCompletionHook } from "./hook.ts";
 import { denoProbe, describeFsError, type FileProbe, type WatchLog } from "./probe.ts";
 import { type FileStat, Grouper, sameStat, StabilityTracker } from "./scanner.ts";
-import type { FileRecord, StateStore } from "./state.ts";
+import { Sender } from "./sender.ts";
+import type { StateStore } from "./state.ts";
+import { names, seconds } from "./words.ts";
 
-/** After a stop request, running jobs get this long to confirm their cancellation (ms). */
-export const STOP_GRACE_MS = 5_000;
-/** Jobs followed at the same time (one uploads; the others wait for their results). */
-export const MAX_JOBS_IN_FLIGHT = 8;
+export { MAX_JOBS_IN_FLIGHT, STOP_GRACE_MS } from "./sender.ts";
+
 /** The loop never spins faster than this, however many file events arrive (ms). */
 const MIN_TICK_MS = 100;
 
@@ -80,31 +62,6 @@ export interface WatchDaemonOptions {
   now?: () => number;
 }
 
-interface Submission {
-  done: Promise<void>;
-  channel?: Channel;
-}
-
-function names(rows: readonly { path: string }[]): string {
-  const list = rows.map((row) => path.basename(row.path));
-  return list.length <= 4
-    ? list.join(", ")
-    : `${list.slice(0, 3).join(", ")} and ${list.length - 3} more`;
-}
-
-function seconds(ms: number): string {
-  return `${Number((ms / 1000).toFixed(1))} s`;
-}
-
-/**
- * A refusal that says nothing about the job itself: the server is going down or
- * short of disk. Such a job waits and is sent again, like for an unreachable server.
- */
-function transientRefusal(error: unknown): boolean {
-  return error instanceof JobError && !(error instanceof JobFailedError) &&
-    /shutting down|disk space/i.test(error.message);
-}
-
 class WatchDaemon {
   readonly #o: WatchDaemonOptions;
   readonly #log: WatchLog;
@@ -113,18 +70,11 @@ class WatchDaemon {
   readonly #isMatch: (name: string) => boolean;
   readonly #tracker: StabilityTracker;
   readonly #grouper: Grouper;
-  readonly #backoff: Backoff;
+  readonly #sender: Sender;
   readonly #dirty = new Set<string>();
   readonly #unreadable = new Map<string, string>();
-  readonly #inFlight = new Map<string, Submission>();
-  readonly #deferred = new Map<string, number>();
-  readonly #hooks = new Set<Promise<boolean>>();
-  readonly #hookStop = new AbortController();
   #nextScanAt = 0;
   #listProblem?: string;
-  #serverProblem?: string;
-  #notBefore = 0;
-  #uploader?: string;
   #wakeUp?: () => void;
   #woken = false;
 
@@ -136,7 +86,15 @@ class WatchDaemon {
     this.#isMatch = picomatch(options.pattern, { dot: false });
     this.#tracker = new StabilityTracker({ stabilityMs: options.stabilityMs });
     this.#grouper = new Grouper({ windowMs: options.groupingMs });
-    this.#backoff = options.backoff ?? new Backoff();
+    this.#sender = new Sender({
+      ...options,
+      probe: this.#probe,
+      backoff: options.backoff ?? new Backoff(),
+      tracker: this.#tracker,
+      now: this.#now,
+      cannotRead: (file, message) => this.#cannotRead(file, message),
+      wake: () => this.#wake(),
+    });
   }
 
   async run(): Promise<void> {
@@ -267,8 +225,8 @@ class WatchDaemon {
     if (check !== undefined) times.push(check);
     const closes = this.#grouper.closesAt(now);
     if (closes !== undefined) times.push(closes);
-    if (this.#notBefore > now) times.push(this.#notBefore);
-    for (const at of this.#deferred.values()) if (at > now) times.push(at);
+    const sender = this.#sender.nextWake(now);
+    if (sender !== undefined) times.push(sender);
     return Math.min(...times);
   }
 
@@ -287,7 +245,7 @@ class WatchDaemon {
       if (this.#o.signal.aborted) return;
       await this.#look(file);
     }
-    this.#startSubmission();
+    this.#sender.startNext((groupId) => this.#grouper.isOpen(groupId, this.#now()));
   }
 
   async #scan(): Promise<void> {
@@ -414,297 +372,9 @@ class WatchDaemon {
     this.#wake();
   }
 
-  #startSubmission(): void {
-    if (this.#o.signal.aborted || this.#uploader !== undefined) return;
-    if (this.#inFlight.size >= MAX_JOBS_IN_FLIGHT) return;
-    const now = this.#now();
-    if (now < this.#notBefore) return;
-    for (const { groupId, files } of this.#o.store.pendingGroups()) {
-      if (this.#inFlight.has(groupId) || this.#grouper.isOpen(groupId, now)) continue;
-      if ((this.#deferred.get(groupId) ?? 0) > now) continue;
-      this.#deferred.delete(groupId);
-      this.#uploader = groupId;
-      const submission: Submission = { done: Promise.resolve() };
-      submission.done = this.#submit(groupId, files, submission).catch((error) => {
-        // Only a broken state file gets here; the next start finds the files pending.
-        this.#log.error(`unexpected error while sending ${names(files)}: ${errorMessage(error)}`);
-      });
-      this.#inFlight.set(groupId, submission);
-      return;
-    }
-  }
-
-  /** Check each pending file again just before sending; returns what can go. */
-  async #sendable(groupId: string, rows: FileRecord[]): Promise<FileRecord[] | undefined> {
-    const store = this.#o.store;
-    const good: FileRecord[] = [];
-    for (const row of rows) {
-      const result = await this.#probe.stat(row.path);
-      if (result.kind === "gone" || result.kind === "other") {
-        store.markSkipped(row.id, "deleted before it was sent");
-        this.#log.warn(`${row.path} was deleted before it was sent; skipped`);
-        this.#tracker.forget(row.path);
-        continue;
-      }
-      if (result.kind === "file" && !sameStat(result.stat, row)) {
-        // Touched, or rewritten: wait until it is stable again. Then the same content
-        // keeps this record (restat) and different content becomes a new scan, this
-        // record being skipped (see #finished).
-        // Only the tracker is told (synchronously): the loop itself hashes and records.
-        const verdict = this.#tracker.observe(row.path, result.stat, this.#now());
-        if (verdict.kind === "waiting" && verdict.changedAfterSettled) {
-          this.#log.info(
-            `${row.path} changed after it was found complete; not sent until it is complete again`,
-          );
-        }
-        this.#deferred.set(groupId, this.#now() + this.#o.stabilityMs + this.#o.pollMs);
-        return undefined;
-      }
-      try {
-        if (result.kind === "error") throw new Error(result.message);
-        await this.#probe.checkReadable(row.path);
-      } catch (error) {
-        this.#cannotRead(row.path, describeFsError(error));
-        this.#deferred.set(groupId, this.#now() + this.#o.pollMs);
-        return undefined;
-      }
-      good.push(row);
-    }
-    return good;
-  }
-
-  async #connect(): Promise<Channel | undefined> {
-    const { signal } = this.#o;
-    if (signal.aborted) return undefined;
-    const connecting = this.#o.connect();
-    let onAbort = () => {};
-    const stopped = new Promise<undefined>((resolve) => {
-      onAbort = () => resolve(undefined);
-      signal.addEventListener("abort", onAbort, { once: true });
-    });
-    try {
-      const winner = await Promise.race([connecting, stopped]);
-      if (winner === undefined) connecting.then((late) => late.abort(), () => {});
-      return winner;
-    } finally {
-      signal.removeEventListener("abort", onAbort);
-    }
-  }
-
-  async #submit(groupId: string, pending: FileRecord[], submission: Submission): Promise<void> {
-    // Let the caller register the submission before anything can finish.
-    await Promise.resolve();
-    const { store, log } = { store: this.#o.store, log: this.#log };
-    let rows: FileRecord[] = [];
-    let jobId: string | undefined;
-    try {
-      const sendable = await this.#sendable(groupId, pending);
-      if (!sendable || sendable.length === 0) return;
-      rows = sendable;
-      const ids = rows.map((row) => row.id);
-      let files: LocalFile[];
-      try {
-        files = await describeFiles(rows.map((row) => row.path));
-      } catch (error) {
-        const reason = errorMessage(error);
-        store.markFailed(ids, reason, null);
-        log.error(`cannot send ${names(rows)}: ${reason}; not sent`);
-        return;
-      }
-      store.countAttempt(ids);
-      let channel: Channel | undefined;
-      try {
-        channel = await this.#connect();
-      } catch (error) {
-        this.#serverDown(error);
-        return;
-      }
-      if (!channel) return;
-      submission.channel = channel;
-      this.#serverUp();
-      log.info(`sending ${names(rows)} as one job (${files.length} file(s))`);
-      const result = await submitJob({
-        channel,
-        files,
-        options: this.#o.reconOptions,
-        downloadDir: this.#o.downloadDir,
-        signal: this.#o.signal,
-        onEvent: (event) => {
-          if (event.kind === "queued") {
-            jobId = event.jobId;
-            store.markSubmitted(ids, event.jobId, this.#o.runId);
-            log.info(`job ${event.jobId}: queued on the server (${names(rows)})`);
-            if (this.#uploader === groupId) this.#uploader = undefined;
-            this.#wake();
-          } else if (event.kind === "started") {
-            log.debug(`job ${event.jobId}: running`);
-          }
-        },
-        onHostile: (message) => log.error(`hostile server behaviour: ${message}`),
-      });
-      await channel.close().catch(() => {});
-      store.markDone(ids, result.jobId, result.resultDir);
-      log.info(
-        `job ${result.jobId}: done, ${result.files.length} result file(s) in ${result.resultDir}`,
-      );
-      if (this.#o.onComplete) this.#runHook(result.jobId, result.resultDir);
-    } catch (error) {
-      await this.#failed(error, groupId, rows, jobId);
-    } finally {
-      submission.channel?.abort();
-      if (this.#uploader === groupId) this.#uploader = undefined;
-      this.#inFlight.delete(groupId);
-      this.#wake();
-    }
-  }
-
-  async #failed(
-    error: unknown,
-    groupId: string,
-    rows: FileRecord[],
-    jobId: string | undefined,
-  ): Promise<void> {
-    const { store } = this.#o;
-    const log = this.#log;
-    const ids = rows.map((row) => row.id);
-    const message = errorMessage(error);
-    if (jobId === undefined) {
-      // Nothing of this job is queued on the server: the files stay pending.
-      if (this.#o.signal.aborted || error instanceof InterruptedError) {
-        store.notePending(ids, "upload abandoned when the watcher stopped");
-        log.info(
-          `stopped while sending ${names(rows)}; the server drops the partial upload; ` +
-            "sent again at the next start",
-        );
-      } else if (transientRefusal(error)) {
-        this.#serverDown(error);
-      } else if (error instanceof JobError) {
-        store.markFailed(ids, message, null);
-        log.error(
-          `${message} (${names(rows)}); not sent again automatically; after fixing the cause: ` +
-            `recon-client watch --retry ${rows[0]?.path ?? "FILE"}`,
-        );
-      } else if (error instanceof TransferError) {
-        log.warn(`sending ${names(rows)} failed: ${message}`);
-        await this.#sendable(groupId, rows); // skips what changed or vanished
-        this.#notBefore = this.#now() + this.#backoff.fail();
-      } else {
-        this.#serverDown(error);
-      }
-      return;
-    }
-    if (error instanceof JobCancelledError) {
-      const changed = store.markPendingAgain(
-        ids,
-        jobId,
-        `job ${jobId} was cancelled when the watcher stopped; sent again at the next start`,
-      );
-      if (changed > 0) {
-        log.info(
-          `job ${jobId}: cancelled on the server because the watcher is stopping; ` +
-            `${names(rows)} will be sent again at the next start`,
-        );
-      }
-      return;
-    }
-    if (error instanceof JobError) {
-      let reason = message;
-      if (error instanceof JobFailedError && error.stderrTail.length > 0) {
-        reason += ` (script stderr: ${error.stderrTail.at(-1)})`;
-      }
-      store.markFailed(ids, reason, jobId);
-      log.error(
-        `${reason}; not sent again automatically; after fixing the cause: ` +
-          `recon-client watch --retry ${jobId}`,
-      );
-      return;
-    }
-    if (
-      !(error instanceof ProtocolError) &&
-      (error instanceof InterruptedError || error instanceof ConnectionError)
-    ) {
-      const note = this.#o.signal.aborted
-        ? `the watcher stopped before job ${jobId} finished and its cancellation was not confirmed`
-        : `the connection was lost while job ${jobId} ran (${message})`;
-      store.noteSubmitted(
-        ids,
-        jobId,
-        `${note}; the server may still run it and keeps its results; not sent again ` +
-          "automatically",
-      );
-      log.warn(
-        `${note}; the server may still run it and keeps its results there; not sent again ` +
-          `automatically ('recon-client watch --retry ${jobId}' sends it again)`,
-      );
-      return;
-    }
-    const reason = `results not received: ${message}`;
-    store.markFailed(ids, reason, jobId);
-    log.error(
-      `job ${jobId}: ${reason}; not sent again automatically ` +
-        `('recon-client watch --retry ${jobId}' sends it again)`,
-    );
-  }
-
-  #serverDown(error: unknown): void {
-    const delay = this.#backoff.fail();
-    this.#notBefore = this.#now() + delay;
-    const message = errorMessage(error);
-    if (this.#serverProblem === message) {
-      this.#log.debug(`still failing (${message}); next attempt in ${seconds(delay)}`);
-      return;
-    }
-    this.#serverProblem = message;
-    const hint = error instanceof ReconError && error.hint ? ` (hint: ${error.hint})` : "";
-    this.#log.warn(
-      `${message}${hint}; files wait and are retried with backoff ` +
-        `(${seconds(this.#backoff.baseMs)} doubling up to ${seconds(this.#backoff.capMs)})`,
-    );
-  }
-
-  #serverUp(): void {
-    if (this.#serverProblem !== undefined) {
-      this.#log.info(
-        `${this.#o.serverName ?? "the server"} answers again after ${this.#backoff.failures} ` +
-          "failed attempt(s)",
-      );
-      this.#serverProblem = undefined;
-    }
-    this.#backoff.succeed();
-    this.#notBefore = 0;
-  }
-
-  #runHook(jobId: string, resultDir: string): void {
-    const running = runCompletionHook({
-      program: this.#o.onComplete,
-      jobId,
-      resultDir,
-      log: this.#log,
-      signal: this.#hookStop.signal,
-    });
-    this.#hooks.add(running);
-    running.finally(() => this.#hooks.delete(running));
-  }
-
+  /** Stop: finish or abandon what is in flight (see Sender.stop). */
   async #stop(): Promise<void> {
-    const active = [...this.#inFlight.values()];
-    const busy = [...active.map((submission) => submission.done), ...this.#hooks];
-    if (busy.length > 0) {
-      this.#log.info(
-        `stopping: ${active.length} job(s) in progress are cancelled or abandoned` +
-          (this.#hooks.size > 0 ? `, ${this.#hooks.size} completion hook(s) still run` : ""),
-      );
-      const settled = Promise.allSettled(busy);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const grace = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, this.#o.stopGraceMs ?? STOP_GRACE_MS);
-      });
-      await Promise.race([settled, grace]);
-      clearTimeout(timer);
-      for (const submission of active) submission.channel?.abort();
-      this.#hookStop.abort();
-      await settled;
-    }
+    await this.#sender.stop();
     this.#log.info("stopped");
   }
 }

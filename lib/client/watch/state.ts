@@ -71,6 +71,8 @@ export interface NewFile extends FileStat {
 export interface StateStoreOptions {
   /** Injectable clock for the timestamps. */
   now?: () => Date;
+  /** Open an existing file for reading only (`--status`): never takes a write lock. */
+  readOnly?: boolean;
 }
 
 const SCHEMA = `
@@ -139,11 +141,9 @@ export class StateStore {
   static open(path: string, options: StateStoreOptions = {}): StateStore {
     let db: DatabaseSync | undefined;
     try {
-      db = new DatabaseSync(path);
+      db = new DatabaseSync(path, { readOnly: options.readOnly ?? false });
       // Wait for --status/--retry in another process instead of failing at once.
       db.exec("PRAGMA busy_timeout = 10000");
-      db.exec("PRAGMA journal_mode = WAL");
-      db.exec("PRAGMA synchronous = FULL");
       const { user_version: version } = db.prepare("PRAGMA user_version").get() as Row;
       if (Number(version) > STATE_SCHEMA_VERSION) {
         throw new ConfigError(
@@ -151,8 +151,16 @@ export class StateStore {
             "upgrade recon-client or point --state elsewhere",
         );
       }
-      db.exec(SCHEMA);
-      db.exec(`PRAGMA user_version = ${STATE_SCHEMA_VERSION}`);
+      if (options.readOnly) {
+        if (Number(version) === 0) throw new Error("it is not a recon watch state file");
+      } else {
+        db.exec("PRAGMA journal_mode = WAL");
+        db.exec("PRAGMA synchronous = FULL");
+        if (Number(version) < STATE_SCHEMA_VERSION) {
+          db.exec(SCHEMA);
+          db.exec(`PRAGMA user_version = ${STATE_SCHEMA_VERSION}`);
+        }
+      }
     } catch (error) {
       try {
         db?.close();
@@ -250,13 +258,17 @@ export class StateStore {
     );
   }
 
-  /** Results received. Only rows still submitted under `jobId` change (a retry wins). */
-  markDone(ids: readonly number[], jobId: string, resultDir: string): number {
+  /**
+   * Results received. Only rows still submitted under `jobId` change (a retry wins).
+   * `note` is kept as the reason column, e.g. a warning about the upload.
+   */
+  markDone(ids: readonly number[], jobId: string, resultDir: string, note?: string): number {
     return this.#each(
       ids,
-      `UPDATE files SET status = 'done', result_dir = ?, reason = NULL, updated_at = ?
+      `UPDATE files SET status = 'done', result_dir = ?, reason = ?, updated_at = ?
        WHERE status = 'submitted' AND job_id = ? AND id = ?`,
       resultDir,
+      note ?? null,
       this.#stamp(),
       jobId,
     );
