@@ -344,7 +344,8 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
     type: path,
     default: "(empty: none)",
     readBy: "watch",
-    description: "Program run (without a shell) after each job the watch mode completes.",
+    description:
+      "Program run (without a shell) after each job the watch mode completes, as PROGRAM JOB_ID RESULT_DIR; its failure is logged, never fatal.",
   },
   CLIENT_DAEMON_STATE_FILE: {
     type: path,
