@@ -24,7 +24,7 @@ export function describeError(
   const message = error instanceof Error ? error.message : String(error);
   return {
     lines: [
-      `${program}: error: ${message}`,
+      `${program}: error: ${printable(message)}`,
       "hint: this is unexpected; rerun with --debug and report it",
     ],
     exitCode: ExitCode.USAGE,

@@ -14,7 +14,7 @@ export const MAX_RESULT_DEPTH = 16;
 
 const encoder = new TextEncoder();
 // deno-lint-ignore no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f]/;
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 
 /**
  * Why `name` is not an acceptable plain base name, or `undefined` when it is.

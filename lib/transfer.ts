@@ -11,7 +11,7 @@
 import { createHash } from "node:crypto";
 import * as path from "node:path";
 import type { Channel, FileDigest, ProgressCallback } from "./channel.ts";
-import { TransferError } from "./errors.ts";
+import { ReconError, TransferError } from "./errors.ts";
 import { type ByteReader, type ByteWriter, releaseBuffer, writeAll } from "./frame.ts";
 import { RECORD_HEADER_SIZE } from "./record.ts";
 
@@ -128,6 +128,20 @@ export interface ReceiveOptions {
   onProgress?: ProgressCallback;
 }
 
+const encoder = new TextEncoder();
+
+/** The longest prefix of `name` of whole characters that is at most `bytes` of UTF-8. */
+function prefixOfBytes(name: string, bytes: number): string {
+  let prefix = "";
+  let used = 0;
+  for (const char of name) {
+    used += encoder.encode(char).length;
+    if (used > bytes) break;
+    prefix += char;
+  }
+  return prefix;
+}
+
 /**
  * Receive the next file on `channel` into `target` (its directory must exist and be
  * ours). Returns size and SHA-256; on any failure the temporary file is removed.
@@ -141,27 +155,37 @@ export async function receiveFileTo(
   const dir = path.dirname(target);
   const temp = path.join(
     dir,
-    `.${path.basename(target).slice(0, 200)}.${crypto.randomUUID().slice(0, 8)}.part`,
+    // At most 1 + 200 + 14 bytes, whatever the name's script: a name may have 255 bytes.
+    `.${prefixOfBytes(path.basename(target), 200)}.${crypto.randomUUID().slice(0, 8)}.part`,
   );
+  // Our own disk's failures (full, read-only, …) are transfer errors; the channel's
+  // errors, from receiveStream, stay what they are.
+  const disk = <T>(operation: Promise<T>): Promise<T> =>
+    operation.catch((error) => {
+      throw error instanceof ReconError ? error : new TransferError(
+        `cannot write ${target}: ${(error as Error).message}`,
+        { cause: error },
+      );
+    });
   let file: Deno.FsFile | undefined;
   try {
-    file = await Deno.open(temp, { createNew: true, write: true, mode: 0o600 });
-    const digest = await receiveStream(channel, file, size, options.onProgress);
+    const opened = await disk(Deno.open(temp, { createNew: true, write: true, mode: 0o600 }));
+    file = opened;
+    const sink = { write: (bytes: Uint8Array) => disk(opened.write(bytes)) };
+    const digest = await receiveStream(channel, sink, size, options.onProgress);
     file.close();
     file = undefined;
     if (options.noOverwrite ?? true) {
       // link() fails when the target exists, so nothing is ever overwritten.
-      try {
-        await Deno.link(temp, target);
-      } catch (error) {
-        if (error instanceof Deno.errors.AlreadyExists) {
+      await disk(Deno.link(temp, target)).catch((error) => {
+        if (error.cause instanceof Deno.errors.AlreadyExists) {
           throw new TransferError(`${target} already exists; not overwriting it`);
         }
         throw error;
-      }
-      await Deno.remove(temp);
+      });
+      await disk(Deno.remove(temp));
     } else {
-      await Deno.rename(temp, target);
+      await disk(Deno.rename(temp, target));
     }
     return digest;
   } catch (error) {
@@ -169,11 +193,6 @@ export async function receiveFileTo(
       file?.close();
     } catch { /* closed */ }
     await Deno.remove(temp).catch(() => {});
-    if (error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotFound) {
-      throw new TransferError(`cannot write ${target}: ${(error as Error).message}`, {
-        cause: error,
-      });
-    }
     throw error;
   }
 }
@@ -193,10 +212,23 @@ export async function openForSending(
   filePath: string,
   options: SendOptions = {},
 ): Promise<{ file: Deno.FsFile; size: number }> {
+  const refuse = (link: boolean) =>
+    new TransferError(
+      `${filePath} is not a regular file${link ? " (it is or became a symbolic link)" : ""}`,
+    );
   let file: Deno.FsFile;
   let before: Deno.FileInfo | undefined;
   try {
     if (options.noFollow) before = await Deno.lstat(filePath);
+  } catch (error) {
+    throw new TransferError(`cannot read ${filePath}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  // Not even opened when it is not a regular file now: a link could lead to a FIFO
+  // (an open that blocks) or a device.
+  if (before && !before.isFile) throw refuse(before.isSymlink);
+  try {
     file = await Deno.open(filePath, { read: true });
   } catch (error) {
     throw new TransferError(`cannot read ${filePath}: ${(error as Error).message}`, {
@@ -204,13 +236,10 @@ export async function openForSending(
     });
   }
   const info = await file.stat();
-  const swapped = before !== undefined &&
-    (!before.isFile || before.ino !== info.ino || before.dev !== info.dev);
+  const swapped = before !== undefined && (before.ino !== info.ino || before.dev !== info.dev);
   if (!info.isFile || swapped) {
     file.close();
-    throw new TransferError(
-      `${filePath} is not a regular file${swapped ? " (it is or became a symbolic link)" : ""}`,
-    );
+    throw refuse(swapped);
   }
   return { file, size: info.size };
 }

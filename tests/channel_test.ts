@@ -10,6 +10,7 @@ import {
   Channel,
   type ChannelOptions,
   DEFAULT_CHUNK_SIZE,
+  MAX_KEEPALIVE_MS,
   MAX_MESSAGE_SIZE,
 } from "../lib/channel.ts";
 import { CryptoPool } from "../lib/crypto_pool.ts";
@@ -344,6 +345,47 @@ Deno.test("Channel keepalives hold an idle but live session open past the idle t
   await pair.server.send({ me: "too" });
   assert.deepEqual(await atServer, { type: "message", message: { still: "here" } });
   assert.deepEqual(await atClient, { type: "message", message: { me: "too" } });
+});
+
+/**
+ * The keepalive interval each end of a pair made with `options` chose: the delays it
+ * gave setInterval (the only interval timer a channel starts), watched while the
+ * pair is made.
+ */
+async function keepaliveIntervals(options: ChannelOptions): Promise<number[]> {
+  const real = globalThis.setInterval;
+  const delays: number[] = [];
+  globalThis.setInterval = ((handler: () => void, delay?: number) => {
+    delays.push(delay ?? 0);
+    return real(handler, delay);
+  }) as typeof setInterval;
+  try {
+    await using _pair = await channelPair(options);
+  } finally {
+    globalThis.setInterval = real;
+  }
+  return delays;
+}
+
+const KEEPALIVES: [ChannelOptions, number][] = [
+  [{ idleTimeoutMs: 300_000 }, MAX_KEEPALIVE_MS],
+  [{}, MAX_KEEPALIVE_MS],
+  [{ idleTimeoutMs: 3_600_000 }, MAX_KEEPALIVE_MS],
+  [{ idleTimeoutMs: 60_000 }, 20_000],
+  [{ idleTimeoutMs: 30_000 }, 10_000],
+  [{ idleTimeoutMs: 1_500 }, 1_000],
+  [{ idleTimeoutMs: 300_000, keepaliveMs: 50_000 }, 50_000],
+];
+
+for (const [options, expected] of KEEPALIVES) {
+  Deno.test(`Channel with ${JSON.stringify(options)} checks for silence and sends a PING every ${expected} ms`, async () => {
+    assert.equal(MAX_KEEPALIVE_MS, 20_000);
+    assert.deepEqual(await keepaliveIntervals(options), [expected, expected], "both ends");
+  });
+}
+
+Deno.test("Channel with IDLE_TIMEOUT 0 sends no keepalives", async () => {
+  assert.deepEqual(await keepaliveIntervals({ idleTimeoutMs: 0 }), []);
 });
 
 Deno.test("Channel reports a large clock difference once", async () => {

@@ -331,3 +331,17 @@ for (const [what, message, expected, exitCode] of SERVER_ERRORS) {
     assert.ok(error.message.includes(message.reason as string), error.message);
   });
 }
+
+Deno.test("submitJob() reports a hostile server's words without terminal controls", async () => {
+  await using dir = await tempDir();
+  const { error, hostile } = await againstFakeServer(dir.path, async ({ channel }) => {
+    // JSON.stringify escapes C0 controls, not DEL or the C1 CSI (U+009B).
+    await channel.send({ type: "request_file", job_id: JOB_ID, name: "\u009b2J\u007fx.7" });
+    await nextWithin(channel);
+  });
+  assert.ok(error instanceof ProtocolError, `ProtocolError, got ${error}`);
+  assert.equal(hostile.length, 1);
+  assert.ok(hostile[0].includes(`"?2J?x.7"`), hostile[0]);
+  // deno-lint-ignore no-control-regex
+  assert.doesNotMatch(error.message + hostile[0], /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+});

@@ -138,6 +138,30 @@ Deno.test("collectResults() returns regular files recursively and skips symlinks
   }
 });
 
+Deno.test("collectResults() skips, with the reason, names the client would refuse", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "recon-results-" });
+  try {
+    await Deno.writeTextFile(path.join(dir, "good.dcm"), "a");
+    await Deno.writeTextFile(path.join(dir, "back\\slash.dcm"), "b");
+    await Deno.writeTextFile(path.join(dir, "tab\tname.dcm"), "c");
+    await Deno.writeTextFile(path.join(dir, "esc\u001b[31m.dcm"), "d");
+    await Deno.mkdir(path.join(dir, "series\u0007"));
+    await Deno.writeTextFile(path.join(dir, "series\u0007", "img.dcm"), "e");
+    await Deno.mkdir(path.join(dir, "series2"));
+    await Deno.writeTextFile(path.join(dir, "series2", "-dash.dcm"), "f");
+    const scan = await collectResults(dir);
+    assert.deepEqual(scan.files.map((f) => f.name), ["good.dcm", "series2/-dash.dcm"]);
+    assert.deepEqual(scan.skipped.sort(), [
+      '"back\\\\slash.dcm" (the path is not relative)',
+      '"esc\\u001b[31m.dcm" (segment "esc\\u001b[31m.dcm": the name contains NUL or a control character)',
+      '"series\\u0007/img.dcm" (segment "series\\u0007": the name contains NUL or a control character)',
+      '"tab\\tname.dcm" (segment "tab\\tname.dcm": the name contains NUL or a control character)',
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("adoptLegacyResults() moves only files new in RECON_DICOM_DIR into the job's output", async () => {
   const dicomDir = await Deno.makeTempDir({ prefix: "recon-legacy-" });
   try {

@@ -185,3 +185,11 @@ Deno.test("resolveInside() never returns a path outside its base for 2000 random
     `${accepted} accepted: the loop tests both outcomes`,
   );
 });
+
+Deno.test("baseNameProblem() refuses C1 control characters, which some terminals obey", () => {
+  for (const c of ["\u0080", "\u0085", "\u009b", "\u009f"]) {
+    assert.match(baseNameProblem(`scan${c}.7`) ?? "", /control character/);
+    assert.match(resultPathProblem(`series/img${c}.dcm`) ?? "", /control character/);
+  }
+  assert.equal(baseNameProblem("scan\u00a0.7"), undefined, "a no-break space is printable");
+});

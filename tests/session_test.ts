@@ -539,6 +539,7 @@ printf 'bad' >"$RECON_OUTPUT_DIR/$(printf 'esc\\033dir')/inner.dcm"
     assert.ok(skipped.some((l) => l.includes(`"back\\\\slash.dcm" (the path is not relative)`)));
     assert.ok(skipped.some((l) => l.includes(`"bell\\u0007.dcm"`) && /control character/.test(l)));
     assert.ok(skipped.some((l) => l.includes(`"esc\\u001bdir/inner.dcm"`)));
+    // deno-lint-ignore no-control-regex
     assert.ok(skipped.every((l) => !/[\u0000-\u001f]/.test(l)), "the log line is printable");
     await s.logLine(new RegExp(`job ${result.jobId}: delivered 1 result file`));
   } finally {
@@ -578,4 +579,29 @@ Deno.test("a result replaced by a symbolic link after collection is not sent", a
   assert.match(line, /is not a regular file \(it is or became a symbolic link\)/);
   assert.ok(line.endsWith(`results kept in ${s.outputDir(jobId)}`), line);
   assert.equal((await Deno.lstat(result)).isSymlink, true, "the results are kept as they are");
+});
+
+Deno.test("a job whose input and result names are 254 bytes of UTF-8 goes through both ways", async () => {
+  await using s = await startServer({
+    script: `for f in "$1"/*; do cp -- "$f" "$RECON_OUTPUT_DIR/"; done\n`,
+  });
+  const name = `${"日".repeat(84)}.7`;
+  assert.equal(encoder.encode(name).length, 254);
+  const file = path.join(s.dir, name);
+  await Deno.writeFile(file, SCAN);
+  const channel = await s.connect();
+  try {
+    const result = await submitJob({
+      channel,
+      files: [{ path: file, name, size: SCAN.length }],
+      options: {},
+      downloadDir: path.join(s.dir, "downloads"),
+    });
+    await channel.close();
+    assert.deepEqual(result.files.map((f) => f.name), [name]);
+    assert.deepEqual(await Deno.readFile(path.join(result.resultDir, name)), SCAN);
+    assert.deepEqual(await listDir(result.resultDir), [name], "no temporary file is left");
+  } finally {
+    channel.abort();
+  }
 });

@@ -17,6 +17,7 @@ import {
   TransferError,
 } from "../errors.ts";
 import { resolveInside, resultPathProblem } from "../paths.ts";
+import { printable } from "../printable.ts";
 import { type FileEntry, parseServerMessage, type ReconOptions } from "../protocol.ts";
 import { receiveFileTo, sendFileFrom } from "../transfer.ts";
 import type { LocalFile } from "./files.ts";
@@ -100,7 +101,9 @@ export async function submitJob(options: SubmitOptions): Promise<SubmitResult> {
   // Every file sent, job_queued not yet read: an interrupt then waits for job_queued
   // and cancels the job, rather than leave a queued job without its client.
   let uploadComplete = false;
-  const hostile = (message: string): never => {
+  const hostile = (text: string): never => {
+    // It quotes the server's words; JSON.stringify leaves DEL and C1 controls as they are.
+    const message = printable(text);
     options.onHostile?.(message);
     channel.abort();
     throw new ProtocolError(message);

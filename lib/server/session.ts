@@ -106,7 +106,11 @@ export async function serveSession(channel: Channel, context: SessionContext): P
           }
           throw error;
         });
-        if (job) pending = (await followJob(channel, job, context)).next;
+        if (job) {
+          const after = await followJob(channel, job, context);
+          if (after.ended) return;
+          pending = after.next;
+        }
         context.setBusy?.(false);
         break;
       }
@@ -232,12 +236,13 @@ async function followJob(
   channel: Channel,
   job: Job,
   context: SessionContext,
-): Promise<{ next?: Promise<Incoming> }> {
+): Promise<{ next?: Promise<Incoming>; ended?: boolean }> {
   const { log, peer } = context;
   let clientGone: Error | undefined;
   let incoming: Promise<Incoming> | undefined = channel.receive();
   let event = job.events.next();
   let outcome: JobOutcome | undefined;
+  let ended = false;
   const cutOff = (reason: string) => {
     clientGone = new TransferError(reason);
     incoming = undefined;
@@ -272,7 +277,9 @@ async function followJob(
     } else if (winner.value.type === "goodbye") {
       clientGone = new Error("the client ended the session");
       incoming = undefined;
+      ended = true;
       log.info(`${peer}: job ${job.id}: client ended the session; the job continues`);
+      await channel.close();
     } else if (winner.value.type !== "message") {
       cutOff(`client sent ${winner.value.type} data while its job runs`);
     } else {
@@ -305,13 +312,13 @@ async function followJob(
         stderr_tail: outcome.stderrTail,
       });
     }
-    return { next: incoming };
+    return { next: incoming, ended };
   }
   if (clientGone) {
     log.warn(
       `job ${job.id}: finished but its client is gone; results kept in ${job.outputDir}`,
     );
-    return {};
+    return { ended };
   }
   // The receive loop above has a read pending (incoming); deliver with it.
   await deliverResults(channel, job, outcome.results, incoming!, context);
@@ -345,9 +352,13 @@ async function deliverResults(
     if (message?.type === "error") {
       throw new TransferError(`the client could not take the results: ${message.reason}`);
     }
-    if (message?.type !== type || (message as { job_id?: string }).job_id !== job.id) {
+    const about = (message as { job_id?: string } | undefined)?.job_id;
+    if (message?.type !== type || about !== job.id) {
+      const other = about && about !== job.id ? ` for job ${about}` : "";
       throw new TransferError(
-        `expected ${type} from the client, got ${message?.type ?? answer.type}`,
+        `expected ${type} for job ${job.id} from the client, got ${
+          message?.type ?? answer.type
+        }${other}`,
       );
     }
     return message;
