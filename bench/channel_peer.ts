@@ -11,7 +11,8 @@
  * The sender streams N bytes from memory (8 MiB of random data, repeated) through
  * `Channel.sendFile` (SHA-256, Fernet, framing, pipelining); the receiver runs
  * `Channel.receiveFile` into a sink that discards, so this is the data path minus the
- * disk. Both ends need the same --chunk and --depth only if you want them symmetric;
+ * disk. Crypto runs on the worker pool as in the shipped programs (RECON_CRYPTO_WORKERS
+ * sets its size; 0 = inline). Both ends need the same --chunk and --depth only if you want them symmetric;
  * the receiver's depth is its read-ahead.
  *
  * Each end prints "TRANSFER <seconds> <cpu seconds>" measured from the end of the
@@ -23,6 +24,7 @@ import { receiveStream, sendStream } from "../lib/transfer.ts";
 import { cpuUsage } from "node:process";
 import { parseArgs } from "node:util";
 import { Channel } from "../lib/channel.ts";
+import { createCryptoPool } from "../lib/crypto_pool.ts";
 import { decodeKey, keyId } from "../lib/keys.ts";
 
 const { positionals, values } = parseArgs({
@@ -40,10 +42,14 @@ if (!keyText) throw new Error("BENCH_KEY is not set");
 const raw = decodeKey(keyText);
 const id = await keyId(raw);
 const bytes = Number(values.bytes);
+// The crypto worker pool as recon-client and recon-server make it (RECON_CRYPTO_WORKERS,
+// default: one per core, at most 4; 0 = all crypto on the main thread).
+const cryptoPool = createCryptoPool();
 const tuning = {
   chunkSize: values.chunk ? Number(values.chunk) : undefined,
   cryptoDepth: values.depth ? Number(values.depth) : undefined,
   idleTimeoutMs: 60_000,
+  cryptoPool,
 };
 
 function report(start: number, cpu: ReturnType<typeof cpuUsage>): void {
@@ -67,6 +73,7 @@ if (positionals[0] === "recv") {
   const end = await channel.receive();
   if (end.type !== "goodbye") throw new Error(`expected goodbye, got ${end.type}`);
   channel.abort();
+  cryptoPool?.close();
   console.log(`BYTES ${digest.size}`);
 } else if (positionals[0] === "send") {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(values.port) });
@@ -92,6 +99,7 @@ if (positionals[0] === "recv") {
   await sendStream(channel, source, bytes);
   await channel.close();
   report(start, cpu);
+  cryptoPool?.close();
 } else {
   console.error("usage: channel_peer.ts recv|send --bytes N [--port P] [--chunk B] [--depth D]");
   Deno.exit(2);

@@ -231,8 +231,13 @@ const onSignal = () => {
 Deno.addSignalListener("SIGINT", onSignal);
 Deno.addSignalListener("SIGTERM", onSignal);
 
-async function startServer(name: string, script: string, extra?: Record<string, string | number>) {
-  const server = await ReconServerProcess.start({ dir: path.join(work, name), script, extra });
+async function startServer(
+  name: string,
+  script: string,
+  extra?: Record<string, string | number>,
+  env?: Record<string, string>,
+) {
+  const server = await ReconServerProcess.start({ dir: path.join(work, name), script, extra, env });
   servers.push(server);
   return server;
 }
@@ -267,7 +272,12 @@ async function treeBytes(dir: string): Promise<number> {
 // ---------------------------------------------------------------------------
 // Runners for one transfer with each tool.
 
-async function reconUpload(server: ReconServerProcess, file: string, bytes: number) {
+async function reconUpload(
+  server: ReconServerProcess,
+  file: string,
+  bytes: number,
+  env?: Record<string, string>,
+) {
   const dl = await freshDir("dl");
   const meter = new DaemonMeter(server.pid);
   meter.start();
@@ -275,7 +285,7 @@ async function reconUpload(server: ReconServerProcess, file: string, bytes: numb
     work,
     server,
     ["--files", file, "--download-dir", dl, "--quiet"],
-    { timeoutMs: TIMEOUT_MS },
+    { timeoutMs: TIMEOUT_MS, env },
   );
   await meter.settle();
   const usage = meter.stop();
@@ -548,8 +558,21 @@ async function caseUpload(): Promise<void> {
   const caseName = `upload ${label(SIZE)}`;
   await ensureSshd();
   const server = await startServer("upload", path.join(ROOT, "examples", "noop_recon.sh"));
+  // The same with the crypto worker pool off at both ends: what the pool buys.
+  const inline = { RECON_CRYPTO_WORKERS: "0" };
+  const serverInline = await startServer(
+    "upload_inline",
+    path.join(ROOT, "examples", "noop_recon.sh"),
+    undefined,
+    inline,
+  );
   const series = [
     new Series("recon upload", () => reconUpload(server, SRC, SIZE), "no-op script"),
+    new Series(
+      "recon upload, RECON_CRYPTO_WORKERS=0",
+      () => reconUpload(serverInline, SRC, SIZE, inline),
+      "crypto pool off: WebCrypto called from the main thread",
+    ),
     scpSeries("upload", "up", SIZE),
     new Series("raw TCP file→file (Deno)", () => rawTcp(true, SIZE), "ceiling for recon's I/O"),
     new Series("raw TCP mem→/dev/null (Deno)", () => rawTcp(false, SIZE), "socket alone"),
@@ -564,6 +587,7 @@ async function caseUpload(): Promise<void> {
   }
   await runSeries(caseName, SIZE, series);
   await stopServer(server);
+  await stopServer(serverInline);
 }
 
 async function caseDownload(): Promise<void> {
@@ -926,14 +950,24 @@ async function caseStartup(): Promise<void> {
 async function caseKnobs(): Promise<void> {
   const caseName = `channel knobs, ${label(KNOB_SIZE)} mem→mem`;
   const peer = path.join(BENCH_DIR, "channel_peer.ts");
-  const env = { BENCH_KEY: generateKey() };
+  const key = generateKey();
   const series: Series[] = [];
+  const combos: [number, number, string | undefined][] = [];
   for (const chunk of [256 * 1024, MIB, 4 * MIB]) {
-    for (const depth of [1, 2, 4]) {
+    for (const depth of [1, 2, 4]) combos.push([chunk, depth, undefined]);
+  }
+  // The crypto worker pool off (RECON_CRYPTO_WORKERS=0) and larger, at the default knobs.
+  combos.push([MIB, 4, "0"], [MIB, 4, "4"]);
+  for (const [chunk, depth, workers] of combos) {
+    {
+      const env: Record<string, string> = { BENCH_KEY: key };
+      if (workers !== undefined) env.RECON_CRYPTO_WORKERS = workers;
       const knobs = ["--chunk", String(chunk), "--depth", String(depth)];
       series.push(
         new Series(
-          `chunk ${chunk >= MIB ? `${chunk / MIB} MiB` : `${chunk / 1024} KiB`}, depth ${depth}`,
+          `chunk ${chunk >= MIB ? `${chunk / MIB} MiB` : `${chunk / 1024} KiB`}, depth ${depth}${
+            workers === undefined ? "" : `, ${workers} crypto workers`
+          }`,
           async () => {
             const { sample: s, received, transfer } = await pairTransfer(
               {

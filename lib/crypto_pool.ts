@@ -1,9 +1,8 @@
 /**
- * A pool of Fernet workers (docs/PERFORMANCE.md "Crypto workers"). WebCrypto in Deno
- * runs on the calling thread, so a process that encrypts on its main thread uses one
- * core for crypto, hashing and I/O together. The pool moves the encryption or
- * decryption of large records to worker threads; the main thread keeps reading,
- * hashing and writing. Buffers are transferred to and from the workers, not copied.
+ * An optional pool of Fernet workers (docs/PERFORMANCE.md "Crypto workers"), enabled
+ * with RECON_CRYPTO_WORKERS=N. It moves the whole Fernet work of large records (AES,
+ * HMAC, buffer assembly) to worker threads, so the main thread only reads, hashes and
+ * writes. Buffers are transferred to and from the workers, not copied.
  *
  * @module
  */
@@ -25,13 +24,16 @@ interface Pending {
 }
 
 /**
- * The pool size for this process: RECON_CRYPTO_WORKERS when set (0 = no pool, all
- * crypto inline), else the number of cores, at most 4.
+ * The pool size for this process: RECON_CRYPTO_WORKERS when set, else 0 (no pool).
+ *
+ * Off by default because it did not pay on the reference machine (2 cores, client and
+ * server on one host): Deno already runs WebCrypto's AES on background threads, and
+ * the pool cost 20-30 MB of RSS per end with no measurable gain in MB/s
+ * (docs/PERFORMANCE.md "Crypto workers"). It stays as a knob for hosts with more cores.
  */
 export function cryptoWorkersFromEnv(): number {
   const text = Deno.env.get("RECON_CRYPTO_WORKERS");
-  const cores = Math.min(4, Math.max(1, navigator.hardwareConcurrency || 2));
-  if (text === undefined || text === "") return cores;
+  if (text === undefined || text === "") return 0;
   const value = Number(text);
   if (!Number.isSafeInteger(value) || value < 0 || value > 64) {
     throw new RangeError(`RECON_CRYPTO_WORKERS must be a whole number from 0 to 64, got "${text}"`);

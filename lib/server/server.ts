@@ -98,6 +98,10 @@ export class ReconServer {
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;
       }
+      // Small records (handshake, control messages) must not wait for delayed ACKs.
+      try {
+        (conn as Deno.TcpConn).setNoDelay?.(true);
+      } catch { /* not a TCP socket */ }
       const tracked: Tracked = { conn, done: Promise.resolve() };
       tracked.done = this.#handle(tracked).finally(() => this.#connections.delete(tracked));
       this.#connections.add(tracked);
