@@ -8,7 +8,7 @@
  */
 import { parseArgs } from "node:util";
 import * as path from "node:path";
-import { connectToServer } from "./lib/client/connect.ts";
+import { connectOptionsFrom, connectToServer } from "./lib/client/connect.ts";
 import { describeFiles, filesMatching, pathsFromLines } from "./lib/client/files.ts";
 import { ProgressDisplay } from "./lib/client/progress.ts";
 import { formatUptime, getQueueDetails, getServerStatus } from "./lib/client/query.ts";
@@ -303,15 +303,12 @@ async function main(argv: string[], interrupt: AbortController): Promise<number>
 
   const cryptoPool = submitting ? createCryptoPool() : undefined;
   const channel: Channel = await connectToServer({
+    ...connectOptionsFrom(
+      config,
+      key,
+      (seconds) => logger.warn(`the server's clock differs from ours by ${seconds} s; check NTP`),
+    ),
     cryptoPool,
-    host: config.SERVER_HOST,
-    port: config.SERVER_PORT,
-    sharedKey: key.raw,
-    keyId: key.id,
-    idleTimeoutMs: config.IDLE_TIMEOUT * 1000,
-    handshakeTimeoutMs: config.HANDSHAKE_TIMEOUT * 1000,
-    onClockSkew: (seconds) =>
-      logger.warn(`the server's clock differs from ours by ${seconds} s; check NTP`),
   });
   try {
     if (args.serverStatus) {

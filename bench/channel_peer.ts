@@ -9,10 +9,10 @@
  *     BENCH_KEY=<base64 key> deno run -A bench/channel_peer.ts send --port P --bytes N [--chunk B] [--depth D]
  *
  * The sender streams N bytes from memory (8 MiB of random data, repeated) through
- * `Channel.sendFile` (SHA-256, Fernet, framing, pipelining); the receiver runs
- * `Channel.receiveFile` into a sink that discards, so this is the data path minus the
- * disk. Crypto runs on the worker pool as in the shipped programs (RECON_CRYPTO_WORKERS
- * sets its size; 0 = inline). Both ends need the same --chunk and --depth only if you want them symmetric;
+ * `sendStream` (SHA-256, Fernet, framing, pipelining); the receiver runs
+ * `receiveStream` into a sink that discards, so this is the data path minus the
+ * disk. Crypto runs as in the shipped programs: inline unless RECON_CRYPTO_WORKERS
+ * asks for the optional worker pool. Both ends need the same --chunk and --depth only if you want them symmetric;
  * the receiver's depth is its read-ahead.
  *
  * Each end prints "TRANSFER <seconds> <cpu seconds>" measured from the end of the
@@ -42,8 +42,8 @@ if (!keyText) throw new Error("BENCH_KEY is not set");
 const raw = decodeKey(keyText);
 const id = await keyId(raw);
 const bytes = Number(values.bytes);
-// The crypto worker pool as recon-client and recon-server make it (RECON_CRYPTO_WORKERS,
-// default: one per core, at most 4; 0 = all crypto on the main thread).
+// The optional crypto worker pool as recon-client and recon-server make it
+// (RECON_CRYPTO_WORKERS; unset or 0 = no pool).
 const cryptoPool = createCryptoPool();
 const tuning = {
   chunkSize: values.chunk ? Number(values.chunk) : undefined,

@@ -558,20 +558,20 @@ async function caseUpload(): Promise<void> {
   const caseName = `upload ${label(SIZE)}`;
   await ensureSshd();
   const server = await startServer("upload", path.join(ROOT, "examples", "noop_recon.sh"));
-  // The same with the crypto worker pool off at both ends: what the pool buys.
-  const inline = { RECON_CRYPTO_WORKERS: "0" };
-  const serverInline = await startServer(
-    "upload_inline",
+  // The same with the optional crypto worker pool on at both ends: what the pool buys.
+  const pooled = { RECON_CRYPTO_WORKERS: "2" };
+  const serverPooled = await startServer(
+    "upload_pooled",
     path.join(ROOT, "examples", "noop_recon.sh"),
     undefined,
-    inline,
+    pooled,
   );
   const series = [
     new Series("recon upload", () => reconUpload(server, SRC, SIZE), "no-op script"),
     new Series(
-      "recon upload, RECON_CRYPTO_WORKERS=0",
-      () => reconUpload(serverInline, SRC, SIZE, inline),
-      "crypto pool off: WebCrypto called from the main thread",
+      "recon upload, RECON_CRYPTO_WORKERS=2",
+      () => reconUpload(serverPooled, SRC, SIZE, pooled),
+      "optional crypto worker pool on at both ends",
     ),
     scpSeries("upload", "up", SIZE),
     new Series("raw TCP file→file (Deno)", () => rawTcp(true, SIZE), "ceiling for recon's I/O"),
@@ -587,7 +587,7 @@ async function caseUpload(): Promise<void> {
   }
   await runSeries(caseName, SIZE, series);
   await stopServer(server);
-  await stopServer(serverInline);
+  await stopServer(serverPooled);
 }
 
 async function caseDownload(): Promise<void> {
@@ -956,8 +956,8 @@ async function caseKnobs(): Promise<void> {
   for (const chunk of [256 * 1024, MIB, 4 * MIB]) {
     for (const depth of [1, 2, 4]) combos.push([chunk, depth, undefined]);
   }
-  // The crypto worker pool off (RECON_CRYPTO_WORKERS=0) and larger, at the default knobs.
-  combos.push([MIB, 4, "0"], [MIB, 4, "4"]);
+  // The optional crypto worker pool (off by default) with 2 and 4 workers, default knobs.
+  combos.push([MIB, 4, "2"], [MIB, 4, "4"]);
   for (const [chunk, depth, workers] of combos) {
     {
       const env: Record<string, string> = { BENCH_KEY: key };

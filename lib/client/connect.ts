@@ -6,6 +6,7 @@
  */
 import { Channel, type ChannelOptions } from "../channel.ts";
 import { ConnectionError, errorMessage, ReconError } from "../errors.ts";
+import type { ReconConfig } from "../opts.ts";
 
 /** Where and with which key. */
 export interface ConnectOptions extends ChannelOptions {
@@ -15,6 +16,23 @@ export interface ConnectOptions extends ChannelOptions {
   keyId: string;
   /** TCP connect deadline (ms). Default 10 s. */
   connectTimeoutMs?: number;
+}
+
+/** The connection settings recon.opts gives (server address, key, timeouts). */
+export function connectOptionsFrom(
+  config: ReconConfig,
+  key: { raw: Uint8Array<ArrayBuffer>; id: string },
+  onClockSkew: (seconds: number) => void,
+): ConnectOptions {
+  return {
+    host: config.SERVER_HOST,
+    port: config.SERVER_PORT,
+    sharedKey: key.raw,
+    keyId: key.id,
+    idleTimeoutMs: config.IDLE_TIMEOUT * 1000,
+    handshakeTimeoutMs: config.HANDSHAKE_TIMEOUT * 1000,
+    onClockSkew,
+  };
 }
 
 /** Connect and run the handshake. Throws ConnectionError/HandshakeError with a hint. */

@@ -14,7 +14,7 @@ import { ConfigError, ExitCode, UsageError } from "../errors.ts";
 import { log, setupLogging } from "../log.ts";
 import type { ReconConfig } from "../opts.ts";
 import { checkReconOptions, parseReconOptions, type ReconOptions } from "../protocol.ts";
-import { connectToServer } from "./connect.ts";
+import { connectOptionsFrom, connectToServer } from "./connect.ts";
 import { runWatchDaemon } from "./watch/daemon.ts";
 import { WatcherLock, watcherRunning } from "./watch/lock.ts";
 import { planRetry, statusJson, statusText } from "./watch/status.ts";
@@ -324,19 +324,11 @@ async function watch(
         log: logger,
         signal: context.signal,
         connect: () =>
-          connectToServer({
-            host: config.SERVER_HOST,
-            port: config.SERVER_PORT,
-            sharedKey: key.raw,
-            keyId: key.id,
-            idleTimeoutMs: config.IDLE_TIMEOUT * 1000,
-            handshakeTimeoutMs: config.HANDSHAKE_TIMEOUT * 1000,
-            onClockSkew: (seconds) => {
-              if (skewWarned) return;
-              skewWarned = true;
-              logger.warn(`the server's clock differs from ours by ${seconds} s; check NTP`);
-            },
-          }),
+          connectToServer(connectOptionsFrom(config, key, (seconds) => {
+            if (skewWarned) return;
+            skewWarned = true;
+            logger.warn(`the server's clock differs from ours by ${seconds} s; check NTP`);
+          })),
       });
     } finally {
       store.close();
