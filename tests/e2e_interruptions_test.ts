@@ -1,12 +1,21 @@
 /**
  * End to end, processes going away: a client killed in the middle of a large upload
  * (the server drops the partial job and carries on), a server killed during a job
- * (the client says so in one line and exits 3), and the server's graceful SIGTERM,
+ * (the client says so in one line and exits 3; the next server start stops the orphaned
+ * script and removes the unfinished job's input dir), and the server's graceful SIGTERM,
  * idle and with a job running.
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
-import { E2EServer, listDir, pgrep, testdata, waitFor } from "./support/e2e.ts";
+import {
+  E2EServer,
+  listDir,
+  pgrep,
+  SERVER_BIN,
+  StreamText,
+  testdata,
+  waitFor,
+} from "./support/e2e.ts";
 
 Deno.test("a client killed during a 300 MB upload leaves no partial job on the server", async () => {
   await using server = await E2EServer.start({ script: testdata("e2e_recon.sh") });
@@ -72,6 +81,32 @@ Deno.test("a server killed during a job: the client exits 3 with a one-line reas
       /^recon-client: error: .*(connection|closed|ended|lost)/i,
       "the line says the connection to the server was lost",
     );
+    assert.ok((await pgrep(marker)).length > 0, "the script outlived the killed server");
+
+    // The next start of the server stops the orphaned script and removes the input dir.
+    const restarted = new Deno.Command(SERVER_BIN, {
+      args: ["--opts", server.optsPath, "--port", "0", "--host", "127.0.0.1"],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const log = new StreamText(restarted.stderr);
+    try {
+      await log.waitFor(/listening on 127\.0\.0\.1:\d+/, 20_000);
+      assert.match(log.text, /stopped its script \(process group \d+\)/);
+      assert.match(log.text, /removed .*job_[0-9a-f-]{36}_input, left by a server that did not/);
+      await waitFor(
+        "the orphaned script to be stopped",
+        async () => (await pgrep(marker)).length === 0,
+        { timeoutMs: 5_000 },
+      );
+      const left = await listDir(server.reconFilePath);
+      assert.deepEqual(left.filter((name) => name.endsWith("_input")), []);
+    } finally {
+      restarted.kill("SIGTERM");
+      await restarted.status;
+      await log.done;
+    }
   } finally {
     // A SIGKILLed server cannot stop its script; end the orphaned test processes.
     for (const pid of await pgrep(marker)) {

@@ -64,6 +64,12 @@ export interface RunOptions {
   env: Record<string, string>;
   /** Per-job log file (appended). */
   logPath: string;
+  /**
+   * Written with the script's process group id while it runs, removed when it ends:
+   * after a crash of the server, the next start finds and stops the group
+   * (lib/server/recovery.ts).
+   */
+  pidPath?: string;
   /** 0 = no limit. */
   timeoutMs: number;
   /** Between SIGTERM and SIGKILL. */
@@ -161,6 +167,9 @@ export async function runScript(options: RunOptions): Promise<RunResult> {
     });
   }
 
+  if (options.pidPath) {
+    await Deno.writeTextFile(options.pidPath, `${child.pid}\n`, { mode: 0o640 }).catch(() => {});
+  }
   const stderrTail: string[] = [];
   let timedOut = false;
   let cancelled = false;
@@ -217,6 +226,7 @@ export async function runScript(options: RunOptions): Promise<RunResult> {
     };
   } finally {
     killGroup(child.pid, "SIGKILL");
+    if (options.pidPath) await Deno.remove(options.pidPath).catch(() => {});
     clearTimeout(timeout);
     clearTimeout(killTimer);
     options.signal?.removeEventListener("abort", onAbort);

@@ -15,6 +15,7 @@ import type { Logger } from "../log.ts";
 import type { ReconConfig } from "../opts.ts";
 import { AdmissionControl, TrustedAddresses } from "./access.ts";
 import { JobQueue } from "./jobs.ts";
+import { recoverAfterCrash } from "./recovery.ts";
 import { serveSession } from "./session.ts";
 import { executeJob } from "./worker.ts";
 
@@ -82,6 +83,7 @@ export class ReconServer {
     const { config } = options;
     await Deno.mkdir(config.RECON_FILEPATH, { recursive: true });
     await Deno.mkdir(config.RECON_DICOM_DIR, { recursive: true });
+    await recoverAfterCrash(config.RECON_FILEPATH, options.log);
     const listener = Deno.listen({ hostname: config.SERVER_HOST, port: config.SERVER_PORT });
     return new ReconServer(listener, options);
   }

@@ -72,6 +72,7 @@ export async function executeJob(
         RECON_OUTPUT_DIR: job.outputDir,
       },
       logPath: job.logPath,
+      pidPath: job.logPath.replace(/\.log$/, ".pid"),
       timeoutMs: settings.jobTimeout * 1000,
       graceMs: settings.killGraceMs,
       signal: job.abort.signal,

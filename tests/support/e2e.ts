@@ -134,7 +134,7 @@ export async function waitFor<T>(
  * Reads a child's stream into a string as it arrives (so the child never blocks on a
  * full pipe) and lets a test wait for a pattern in it. Keeps the last `limit` chars.
  */
-class StreamText {
+export class StreamText {
   text = "";
   readonly done: Promise<void>;
   #limit: number;

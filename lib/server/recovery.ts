@@ -1,0 +1,121 @@
+/**
+ * What a crashed server left behind, cleaned up at the next start
+ * (docs/PROTOCOL.md §6.5): job input directories of jobs that never finished (their
+ * clients were told the connection failed, and still hold the files), and the process
+ * groups of reconstruction scripts that outlived the server (each runs in its own
+ * session, so it does not die with it). Result directories are kept: their jobs
+ * finished and the log said where they are.
+ *
+ * Jobs live in memory only, so nothing else can be resumed.
+ *
+ * @module
+ */
+import * as path from "node:path";
+import type { Logger } from "../log.ts";
+
+/** What {@link recoverAfterCrash} did. */
+export interface RecoveryReport {
+  removedInputDirs: string[];
+  stoppedScripts: number[];
+}
+
+const INPUT_DIR = /^job_([0-9a-f-]{36})_input$/;
+const PID_FILE = /^job_([0-9a-f-]{36})\.pid$/;
+
+/**
+ * True when process `pid` is a reconstruction script of job `jobId`: its environment
+ * holds RECON_JOB_ID=<jobId>. A recorded pid may have been reused by an unrelated
+ * process since the crash; that one must never be signalled.
+ */
+export async function isScriptOfJob(pid: number, jobId: string): Promise<boolean> {
+  const environ = await readProcFile(pid, "environ");
+  return environ?.split("\0").includes(`RECON_JOB_ID=${jobId}`) ?? false;
+}
+
+/**
+ * `/proc/<pid>/<name>` as text, or undefined. Read through `cat` because Deno grants
+ * /proc/<pid> reads only to --allow-all, which the shipped programs do not have.
+ */
+async function readProcFile(pid: number, name: string): Promise<string | undefined> {
+  try {
+    const { success, stdout } = await new Deno.Command("cat", {
+      args: [`/proc/${pid}/${name}`],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    return success ? new TextDecoder().decode(stdout) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The file in RECON_FILEPATH naming the server that uses it. */
+export const OWNER_FILE = ".recon-server.pid";
+
+async function liveOwner(reconFilePath: string): Promise<number | undefined> {
+  const text = await Deno.readTextFile(path.join(reconFilePath, OWNER_FILE)).catch(() => "");
+  const pid = Number(text.trim());
+  if (!Number.isSafeInteger(pid) || pid <= 1 || pid === Deno.pid) return undefined;
+  const cmdline = await readProcFile(pid, "cmdline");
+  return cmdline !== undefined && /recon-server|server\.ts/.test(cmdline) ? pid : undefined;
+}
+
+/**
+ * Stop leftover script groups and remove leftover job input directories under
+ * `reconFilePath`, then record this process as its user. When another live
+ * recon-server already uses the directory (two servers sharing RECON_FILEPATH),
+ * nothing is touched and a warning says so.
+ */
+export async function recoverAfterCrash(
+  reconFilePath: string,
+  log: Logger,
+): Promise<RecoveryReport> {
+  const report: RecoveryReport = { removedInputDirs: [], stoppedScripts: [] };
+  const other = await liveOwner(reconFilePath);
+  if (other !== undefined) {
+    log.warn(
+      `another recon-server (pid ${other}) uses RECON_FILEPATH ${reconFilePath}; give each server its own directory`,
+    );
+    return report;
+  }
+  await Deno.writeTextFile(path.join(reconFilePath, OWNER_FILE), `${Deno.pid}\n`).catch(() => {});
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(reconFilePath));
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return report;
+    throw error;
+  }
+  for (const entry of entries) {
+    const pidFile = PID_FILE.exec(entry.name);
+    if (!pidFile || !entry.isFile) continue;
+    const file = path.join(reconFilePath, entry.name);
+    const pid = Number((await Deno.readTextFile(file).catch(() => "")).trim());
+    if (Number.isSafeInteger(pid) && pid > 1 && await isScriptOfJob(pid, pidFile[1])) {
+      try {
+        Deno.kill(-pid, "SIGKILL");
+        report.stoppedScripts.push(pid);
+        log.warn(
+          `job ${
+            pidFile[1]
+          }: stopped its script (process group ${pid}), left running by a server that did not shut down`,
+        );
+      } catch { /* already gone */ }
+    }
+    await Deno.remove(file).catch(() => {});
+  }
+  for (const entry of entries) {
+    const inputDir = INPUT_DIR.exec(entry.name);
+    if (!inputDir || !entry.isDirectory) continue;
+    const dir = path.join(reconFilePath, entry.name);
+    await Deno.remove(dir, { recursive: true });
+    report.removedInputDirs.push(dir);
+    log.warn(
+      `job ${
+        inputDir[1]
+      }: removed ${dir}, left by a server that did not shut down (the job never finished; its client was told)`,
+    );
+  }
+  return report;
+}
