@@ -259,16 +259,17 @@ export class Channel {
 
   /**
    * Queue one DATA record. `record` reserves RECORD_HEADER_SIZE leading bytes for the
-   * header and may be transferred to a crypto worker: do not touch it afterwards.
-   * Resolves when the record is written (lib/transfer.ts keeps several in flight).
+   * header. Until the returned promise resolves (the record is written) it must not be
+   * touched; after that it is freed, or with `reuse` left for the caller to fill again
+   * (unless a crypto worker took it: then its buffer is detached).
    */
-  sendData(record: Uint8Array<ArrayBuffer>): Promise<void> {
+  sendData(record: Uint8Array<ArrayBuffer>, options: { reuse?: boolean } = {}): Promise<void> {
     if (record.length - RECORD_HEADER_SIZE > MAX_RECORD_PAYLOAD) {
       return Promise.reject(
         new RangeError(`a DATA record holds at most ${MAX_RECORD_PAYLOAD} bytes`),
       );
     }
-    return this.#sendRecord(RecordType.DATA, record);
+    return this.#sendRecord(RecordType.DATA, record, !options.reuse);
   }
 
   /** Send the FILE_END record that closes a file: its size and SHA-256. */
@@ -396,7 +397,7 @@ export class Channel {
    * Encrypt `record` (header space reserved, filled here) and queue it for writing.
    * The sequence number is taken synchronously and writes run in sequence order.
    */
-  #sendRecord(type: number, record: Uint8Array<ArrayBuffer>): Promise<void> {
+  #sendRecord(type: number, record: Uint8Array<ArrayBuffer>, release = true): Promise<void> {
     if (this.#failure) return Promise.reject(this.#failure);
     if (this.#closed) return Promise.reject(new ConnectionError("the session is closed"));
     const seq = this.#sendSeq++;
@@ -415,7 +416,7 @@ export class Channel {
       try {
         const sealed = sealFrame(await frame);
         // The record was copied into the token (or moved to a worker): both can go.
-        releaseBuffer(record);
+        if (release) releaseBuffer(record);
         await writeAll(this.#conn, sealed);
         releaseBuffer(sealed);
       } catch (error) {

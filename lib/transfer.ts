@@ -28,10 +28,16 @@ export async function sendStream(
   const hash = createHash("sha256");
   const chunkSize = channel.chunkSize;
   const window: Promise<void>[] = [];
+  // Record buffers are reused once written: fresh 1 MiB buffers cost zero-filling and
+  // page faults on every chunk (docs/PERFORMANCE.md). At most cryptoDepth + 1 exist.
+  const free: Uint8Array<ArrayBuffer>[] = [];
   let sent = 0;
   try {
     while (true) {
-      const record = new Uint8Array(RECORD_HEADER_SIZE + chunkSize);
+      let record = free.pop();
+      if (!record || record.buffer.detached) {
+        record = new Uint8Array(RECORD_HEADER_SIZE + chunkSize);
+      }
       const body = record.subarray(RECORD_HEADER_SIZE);
       let filled = 0;
       while (filled < chunkSize) {
@@ -47,7 +53,11 @@ export async function sendStream(
           `the file grew while it was being sent (announced ${size} bytes)`,
         );
       }
-      window.push(channel.sendData(record.subarray(0, RECORD_HEADER_SIZE + filled)));
+      const written = record;
+      window.push(
+        channel.sendData(record.subarray(0, RECORD_HEADER_SIZE + filled), { reuse: true })
+          .then(() => void free.push(written)),
+      );
       if (window.length >= channel.cryptoDepth) await window.shift();
       onProgress?.(sent);
       if (filled < chunkSize) break;
@@ -56,6 +66,8 @@ export async function sendStream(
   } catch (error) {
     for (const pending of window) pending.catch(() => {});
     throw error;
+  } finally {
+    for (const buffer of free.splice(0)) releaseBuffer(buffer);
   }
   const digest = hash.digest();
   if (sent !== size) {
