@@ -12,10 +12,10 @@ import { connectOptionsFrom, connectToServer } from "./lib/client/connect.ts";
 import { describeFiles, filesMatching, pathsFromLines } from "./lib/client/files.ts";
 import { ProgressDisplay } from "./lib/client/progress.ts";
 import { formatUptime, getQueueDetails, getServerStatus } from "./lib/client/query.ts";
-import { JobFailedError, submitJob } from "./lib/client/submit.ts";
+import { JobCancelledError, JobFailedError, submitJob } from "./lib/client/submit.ts";
 import type { Channel } from "./lib/channel.ts";
 import { describeError, loadConfig, sharedKeyMaterial } from "./lib/cli_support.ts";
-import { ExitCode, JobError, UsageError } from "./lib/errors.ts";
+import { ExitCode, InterruptedError, JobError, UsageError } from "./lib/errors.ts";
 import { decodeKey, generateKey, keyId } from "./lib/keys.ts";
 import { log, setupLogging, shutdownLogging } from "./lib/log.ts";
 import { showConfigJson } from "./lib/opts.ts";
@@ -232,6 +232,22 @@ function reconOptionsFrom(args: Args, fallback: Record<string, unknown>): ReconO
   }
 }
 
+/**
+ * Make sure results can be saved before anything is sent: finding out after a long
+ * upload and reconstruction would strand the results on the server.
+ */
+async function checkDownloadDir(dir: string): Promise<void> {
+  try {
+    await Deno.mkdir(dir, { recursive: true });
+    const probe = await Deno.makeTempFile({ dir, prefix: ".recon-write-test-" });
+    await Deno.remove(probe);
+  } catch (error) {
+    throw new UsageError(`cannot write results to ${dir}: ${(error as Error).message}`, {
+      hint: "set CLIENT_DOWNLOAD_DIR in recon.opts or --download-dir to a writable directory",
+    });
+  }
+}
+
 function parsePort(text: string): number {
   const port = Number(text);
   if (!/^\d+$/.test(text) || port < 1 || port > 65535) {
@@ -299,6 +315,8 @@ async function main(argv: string[], interrupt: AbortController): Promise<number>
       await inputPaths(args, config.CLIENT_DEFAULT_PFILE_PATH),
     );
     reconOptions = reconOptionsFrom(args, config.CLIENT_DAEMON_RECON_OPTIONS_JSON);
+    await checkDownloadDir(config.CLIENT_DOWNLOAD_DIR);
+    if (interrupt.signal.aborted) throw new InterruptedError("interrupted before connecting");
   }
 
   const cryptoPool = submitting ? createCryptoPool() : undefined;
@@ -396,8 +414,10 @@ async function main(argv: string[], interrupt: AbortController): Promise<number>
     return ExitCode.OK;
   } catch (error) {
     display.finish();
-    // A job that failed on the server ends the session politely; anything else is cut.
-    if (error instanceof JobError && !channel.closed) await channel.close();
+    // A job that failed or was cancelled on the server ends the session politely;
+    // anything else is cut.
+    const settled = error instanceof JobError || error instanceof JobCancelledError;
+    if (settled && !channel.closed) await channel.close();
     else channel.abort();
     throw error;
   } finally {

@@ -8,7 +8,7 @@
  */
 import { parseArgs } from "node:util";
 import { describeError, loadConfig, sharedKeyMaterial } from "./lib/cli_support.ts";
-import { errorMessage, ExitCode, UsageError } from "./lib/errors.ts";
+import { ConfigError, errorMessage, ExitCode, UsageError } from "./lib/errors.ts";
 import { decodeKey, generateKey, keyId } from "./lib/keys.ts";
 import { log, setupLogging, shutdownLogging } from "./lib/log.ts";
 import { showConfigJson } from "./lib/opts.ts";
@@ -42,9 +42,12 @@ Commands:
   keygen          print a new SHARED_KEY (32 random bytes, urlsafe base64) and exit
 
 Signals: SIGINT or SIGTERM stop accepting connections, cancel queued jobs, let
-running jobs finish within SHUTDOWN_GRACE seconds, then exit 0.
+running jobs finish within SHUTDOWN_GRACE seconds, then exit 0. A second signal
+stops at once (exit 1).
 
-Exit codes: 0 clean shutdown, 2 usage or configuration error, 3 cannot listen.
+Exit codes: 0 clean shutdown, 1 stopped by a second signal, 2 usage or
+configuration error (including RECON_FILEPATH or RECON_DICOM_DIR not writable),
+3 cannot listen.
 
 Example:
   ${PROGRAM} keygen              # put the key in recon.opts on both machines
@@ -149,18 +152,29 @@ async function main(argv: string[]): Promise<number> {
       cryptoPool,
     });
   } catch (error) {
+    cryptoPool?.close();
+    if (error instanceof ConfigError) throw error;
     const reason = error instanceof Deno.errors.AddrInUse
       ? "the address is already in use (another recon-server?)"
       : (error as Error).message;
     logger.error(`cannot listen on ${config.SERVER_HOST}:${config.SERVER_PORT}: ${reason}`);
-    cryptoPool?.close();
     return ExitCode.CONNECTION;
   }
   // Handle signals before announcing "listening": whoever waits for that line may
   // send SIGTERM at once, and it must get the graceful shutdown, not the default exit.
+  let signals = 0;
   const stopped = new Promise<string>((resolve) => {
-    Deno.addSignalListener("SIGINT", () => resolve("SIGINT"));
-    Deno.addSignalListener("SIGTERM", () => resolve("SIGTERM"));
+    const onSignal = (name: string) => () => {
+      signals++;
+      if (signals > 1) {
+        // A second signal: the operator does not want to wait for the grace period.
+        logger.warn(`${name} again: stopping now without waiting for running jobs`);
+        Deno.exit(ExitCode.JOB_FAILED);
+      }
+      resolve(name);
+    };
+    Deno.addSignalListener("SIGINT", onSignal("SIGINT"));
+    Deno.addSignalListener("SIGTERM", onSignal("SIGTERM"));
   });
   logger.info(
     `${PROGRAM} ${VERSION} listening on ${server.addr.hostname}:${server.addr.port} (key id ${key.id}, MAX_CONCURRENT_JOBS ${config.MAX_CONCURRENT_JOBS}, RECON_SCRIPT ${config.RECON_SCRIPT})`,

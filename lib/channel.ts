@@ -438,6 +438,10 @@ export class Channel {
       this.#pumping = true;
       this.#pump();
     }
+    if (this.#queueWaiter) {
+      // Two readers would steal each other's records; the protocol has one at a time.
+      throw new Error("Channel.receive() called while another receive() is waiting");
+    }
     while (this.#queue.length === 0) {
       if (this.#closed) {
         return { end: this.#failure ?? new ConnectionError("the session is closed") };
@@ -493,7 +497,12 @@ export class Channel {
       this.#push({ end: this.#failure ?? new ConnectionError("the session is closed") });
     } catch (error) {
       idle.disarm();
-      this.#push({ end: this.#failure ?? (error as Error) });
+      // A raw socket error (reset, broken pipe) is a lost connection: say so, typed.
+      const failure = error instanceof ConnectionError ? error : new ConnectionError(
+        `connection to the ${this.#peer} lost (${(error as Error).message})`,
+        { cause: error },
+      );
+      this.#push({ end: this.#failure ?? failure });
     }
   }
 

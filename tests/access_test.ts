@@ -6,6 +6,7 @@
  * clients, and refuses untrusted and locked-out ones.
  */
 import assert from "node:assert/strict";
+import { OWNER_FILE } from "../lib/server/recovery.ts";
 import * as path from "node:path";
 import { Channel } from "../lib/channel.ts";
 import { connectToServer } from "../lib/client/connect.ts";
@@ -323,7 +324,8 @@ function closeAll(conns: Deno.Conn[]): void {
 }
 
 async function isEmptyDir(dir: string): Promise<boolean> {
-  for await (const _ of Deno.readDir(dir)) return false;
+  // The server's marker in RECON_FILEPATH (lib/server/recovery.ts) is not a leftover.
+  for await (const entry of Deno.readDir(dir)) if (entry.name !== OWNER_FILE) return false;
   return true;
 }
 

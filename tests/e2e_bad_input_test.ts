@@ -134,3 +134,33 @@ Deno.test("bad keys, flags, options and files get a one-line reason and their ex
     assert.doesNotMatch(server.log, /receiving \d+ file/);
   });
 });
+
+Deno.test("an unwritable download dir is refused before anything is sent: exit 2", async () => {
+  await using server = await E2EServer.start({ script: testdata("e2e_recon.sh") });
+  const file = path.join(server.dir, "P00001.7");
+  await Deno.writeTextFile(file, "raw");
+  // A directory below a regular file cannot be created, even by root.
+  const result = await server.client(["--files", file, "--download-dir", path.join(file, "out")]);
+  assert.equal(result.code, 2, result.stderr);
+  assert.match(errorLine(result.stderr), /cannot write results to .*P00001\.7\/out/);
+  assert.match(result.stderr, /hint: .*CLIENT_DOWNLOAD_DIR/);
+  assert.doesNotMatch(server.log, /receiving/, "no upload was started");
+  assert.deepEqual(await server.jobDirs(), []);
+});
+
+Deno.test("a missing RECON_SCRIPT refuses the job before the upload and is logged at start", async () => {
+  await using server = await E2EServer.start({
+    script: path.join(Deno.cwd(), "tests", "testdata", "no_such_recon_script.sh"),
+  });
+  assert.match(server.log, /RECON_SCRIPT .* does not exist: every job will be refused/);
+  const file = path.join(server.dir, "P00001.7");
+  await Deno.writeTextFile(file, "raw");
+  const result = await server.client(["--files", file]);
+  assert.equal(result.code, 1, result.stderr);
+  assert.match(
+    errorLine(result.stderr),
+    /the server refused the job: RECON_SCRIPT .* does not exist/,
+  );
+  assert.doesNotMatch(server.log, /receiving/, "no byte was uploaded");
+  assert.deepEqual(await server.jobDirs(), []);
+});

@@ -69,6 +69,11 @@ Deno.test("a server killed during a job: the client exits 3 with a one-line reas
       JSON.stringify({ hang: marker }),
     ]);
     await client.waitForStderr(/job \S+ running/);
+    // The script has started once its pid file exists (written right after the spawn).
+    await waitFor(
+      "the script's pid file",
+      async () => (await listDir(server.reconFilePath)).some((name) => name.endsWith(".pid")),
+    );
     const { status } = await server.stop("SIGKILL");
     assert.equal(status.signal, "SIGKILL");
     const result = await client.result(30_000);

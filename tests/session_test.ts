@@ -255,7 +255,7 @@ Deno.test("a client that sends cancel_job for its own job still cancels it", asy
     const jobId = await uploadJob(channel);
     await channel.send({ type: "cancel_job", job_id: jobId, reason: "test" });
     const failed = await expectMessage(channel, "job_failed");
-    assert.equal(failed.reason, "the job was cancelled");
+    assert.equal(failed.reason, "the job was cancelled by its client");
     await channel.close();
     await waitFor("the job to be counted", () => s.server.queue.jobs().length === 0);
     assert.equal(await exists(s.outputDir(jobId)), false);

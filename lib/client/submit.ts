@@ -108,9 +108,17 @@ export async function submitJob(options: SubmitOptions): Promise<SubmitResult> {
     channel.abort();
     throw new ProtocolError(message);
   };
+  let downloading = false;
   const onAbort = () => {
     interrupted = true;
-    if (jobId) {
+    if (downloading) {
+      // The job is done; stop receiving. The server keeps the results (no results_received).
+      channel.abort(
+        new InterruptedError(`interrupted while downloading the results of job ${jobId}`, {
+          hint: `the server keeps them in RECON_DICOM_DIR/job_${jobId}_output`,
+        }),
+      );
+    } else if (jobId) {
       onEvent?.({ kind: "notice", text: `cancelling job ${jobId} on the server…` });
       channel.send({ type: "cancel_job", job_id: jobId, reason: "interrupted" }).catch(() => {});
     } else if (uploadComplete) {
@@ -119,6 +127,7 @@ export async function submitJob(options: SubmitOptions): Promise<SubmitResult> {
       channel.abort(new InterruptedError("interrupted during upload; the server drops the job"));
     }
   };
+  if (options.signal?.aborted) throw new InterruptedError("interrupted before the job was sent");
   options.signal?.addEventListener("abort", onAbort, { once: true });
   try {
     await channel.send({
@@ -222,12 +231,17 @@ export async function submitJob(options: SubmitOptions): Promise<SubmitResult> {
             hostile("result count does not match the file list");
           }
           resultDir = path.join(options.downloadDir, jobId!);
-          await Deno.mkdir(options.downloadDir, { recursive: true });
           try {
+            await Deno.mkdir(options.downloadDir, { recursive: true });
             await Deno.mkdir(resultDir);
           } catch (error) {
-            throw new TransferError(`cannot create ${resultDir}: ${errorMessage(error)}`);
+            await channel.send({ type: "dicom_transfer_ack", job_id: jobId!, status: "refused" })
+              .catch(() => {});
+            throw new TransferError(`cannot create ${resultDir}: ${errorMessage(error)}`, {
+              hint: `the server keeps the results in RECON_DICOM_DIR/job_${jobId}_output`,
+            });
           }
+          downloading = true;
           await channel.send({ type: "dicom_transfer_ack", job_id: jobId!, status: "ready" });
           break;
         }

@@ -8,7 +8,7 @@
 import type { Channel } from "../channel.ts";
 import type { CryptoPool } from "../crypto_pool.ts";
 import { Channel as SecureChannel } from "../channel.ts";
-import { errorMessage, HandshakeError, TimeoutError } from "../errors.ts";
+import { ConfigError, errorMessage, HandshakeError, TimeoutError } from "../errors.ts";
 import { encodeFrame, writeAll } from "../frame.ts";
 import { encodeRefusal, HandshakeRefused, RefusalCode } from "../handshake.ts";
 import type { Logger } from "../log.ts";
@@ -17,7 +17,7 @@ import { AdmissionControl, TrustedAddresses } from "./access.ts";
 import { JobQueue } from "./jobs.ts";
 import { recoverAfterCrash } from "./recovery.ts";
 import { serveSession } from "./session.ts";
-import { executeJob } from "./worker.ts";
+import { checkScript, executeJob } from "./worker.ts";
 
 /** Inputs of {@link ReconServer.start}. */
 export interface ServerOptions {
@@ -81,9 +81,31 @@ export class ReconServer {
   /** Listen on SERVER_HOST:SERVER_PORT (port 0 picks a free one). */
   static async start(options: ServerOptions): Promise<ReconServer> {
     const { config } = options;
-    await Deno.mkdir(config.RECON_FILEPATH, { recursive: true });
-    await Deno.mkdir(config.RECON_DICOM_DIR, { recursive: true });
-    await recoverAfterCrash(config.RECON_FILEPATH, options.log);
+    for (
+      const [option, dir] of [
+        ["RECON_FILEPATH", config.RECON_FILEPATH],
+        ["RECON_DICOM_DIR", config.RECON_DICOM_DIR],
+      ]
+    ) {
+      try {
+        await Deno.mkdir(dir, { recursive: true });
+      } catch (error) {
+        throw new ConfigError(`cannot create ${option} ${dir}: ${errorMessage(error)}`, {
+          hint: `set ${option} in recon.opts to a directory the server can write`,
+        });
+      }
+    }
+    try {
+      await recoverAfterCrash(config.RECON_FILEPATH, options.log);
+    } catch (error) {
+      throw new ConfigError(
+        `cannot clean up RECON_FILEPATH ${config.RECON_FILEPATH}: ${errorMessage(error)}`,
+      );
+    }
+    const scriptProblem = await checkScript(config.RECON_SCRIPT);
+    if (scriptProblem) {
+      options.log.error(`${scriptProblem}: every job will be refused until it is fixed`);
+    }
     const listener = Deno.listen({ hostname: config.SERVER_HOST, port: config.SERVER_PORT });
     return new ReconServer(listener, options);
   }
@@ -189,6 +211,7 @@ export class ReconServer {
         peer,
         shuttingDown: () => this.#shuttingDown,
         uploadsInProgress: this.#uploadsInProgress,
+        reconScript: config.RECON_SCRIPT,
         setBusy: (busy) => {
           tracked.busy = busy;
           if (!busy && this.#shuttingDown) channel.close(this.#shutdownReason);
@@ -242,7 +265,9 @@ export class ReconServer {
       log.warn(
         `shutdown: stopping ${this.queue.activeWorkers} running job(s) after the grace period`,
       );
-      for (const job of this.queue.jobs()) job.abort.abort();
+      for (const job of this.queue.jobs()) {
+        job.abort.abort(`${reason}: the job did not finish within SHUTDOWN_GRACE`);
+      }
       await this.queue.idle();
     }
     wait.cancel();
@@ -258,8 +283,10 @@ export class ReconServer {
     }
     await Promise.race([sessions, wait.promise]);
     wait.cancel();
+    // The grace period is over: whoever is still connected is cut off now (a close
+    // could wait on a client that stopped reading).
     for (const tracked of this.#connections) {
-      await tracked.channel?.close(reason);
+      tracked.channel?.abort();
       try {
         tracked.conn.close();
       } catch { /* closed */ }

@@ -26,6 +26,7 @@ import {
 import { receiveFileTo, sendFileFrom } from "../transfer.ts";
 import { VERSION } from "../version.ts";
 import { Job, type JobOutcome, type JobQueue } from "./jobs.ts";
+import { checkScript } from "./worker.ts";
 
 /** What a session needs from the server. */
 export interface SessionContext {
@@ -40,6 +41,8 @@ export interface SessionContext {
   peer: string;
   /** Set when the server is shutting down. */
   shuttingDown: () => boolean;
+  /** RECON_SCRIPT: checked before an upload starts, so a missing script costs no upload. */
+  reconScript: string;
   /** Bytes of uploads in progress on this server, so concurrent uploads cannot overbook the disk. */
   uploadsInProgress: { bytes: number };
   /** Told when a submitted job starts and stops occupying this session. */
@@ -165,6 +168,8 @@ async function receiveJob(
   context: SessionContext,
 ): Promise<Job> {
   const { files, options, total } = checkSubmission(message, context);
+  const scriptProblem = await checkScript(context.reconScript);
+  if (scriptProblem) throw new Refusal(`${scriptProblem}; tell the recon box's administrator`);
   await Deno.mkdir(context.reconFilePath, { recursive: true });
   const booked = context.uploadsInProgress;
   await checkDiskSpace(context.reconFilePath, booked.bytes + total, context.diskFreeMargin);
@@ -334,7 +339,7 @@ function cancelJob(job: Job, context: SessionContext): void {
     });
     removeQuietly(job.inputDir, context.log);
   } else {
-    job.abort.abort();
+    job.abort.abort("the job was cancelled by its client");
   }
 }
 

@@ -29,7 +29,8 @@ function failure(reason: string, exitCode: number | null = null, stderrTail: str
   return { ok: false as const, reason, exitCode, stderrTail };
 }
 
-async function checkScript(script: string): Promise<string | undefined> {
+/** Why RECON_SCRIPT cannot run, or undefined when it looks runnable. */
+export async function checkScript(script: string): Promise<string | undefined> {
   try {
     const info = await Deno.stat(script);
     if (!info.isFile) return `RECON_SCRIPT ${script} is not a file`;
@@ -79,7 +80,14 @@ export async function executeJob(
       onLine: (text) => job.progress({ text }),
       onProgress: (percent) => job.progress({ percent }),
     });
-    if (run.cancelled) return failure("the job was cancelled", run.exitCode, run.stderrTail);
+    if (run.cancelled) {
+      const reason = job.abort.signal.reason;
+      return failure(
+        typeof reason === "string" ? reason : "the job was cancelled",
+        run.exitCode,
+        run.stderrTail,
+      );
+    }
     if (run.timedOut) {
       return failure(
         `the script did not finish within JOB_TIMEOUT (${settings.jobTimeout} s) and was stopped`,

@@ -15,6 +15,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
+import { OWNER_FILE } from "../../lib/server/recovery.ts";
 
 /** The repository root. */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -576,7 +577,10 @@ export async function sha256File(file: string): Promise<string> {
 export async function listDir(dir: string): Promise<string[]> {
   const names: string[] = [];
   try {
-    for await (const entry of Deno.readDir(dir)) names.push(entry.name);
+    for await (const entry of Deno.readDir(dir)) {
+      // The server's marker in RECON_FILEPATH (lib/server/recovery.ts) is not a leftover.
+      if (entry.name !== OWNER_FILE) names.push(entry.name);
+    }
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
   }
