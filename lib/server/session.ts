@@ -195,6 +195,7 @@ async function receiveFiles(
   log.info(`${peer}: job ${id}: receiving ${files.length} file(s), ${total} bytes`);
   try {
     for (const file of files) {
+      if (context.shuttingDown()) throw new Refusal("the server is shutting down; try again later");
       await channel.send({
         type: "request_file",
         job_id: id,
@@ -227,7 +228,14 @@ async function receiveFiles(
     throw new Refusal(errorMessage(error));
   }
   log.info(`${peer}: job ${id}: queued (${context.queue.queueLength} waiting)`);
-  await channel.send({ type: "job_queued", job_id: id, files_received: files.length, files });
+  try {
+    await channel.send({ type: "job_queued", job_id: id, files_received: files.length, files });
+  } catch (error) {
+    // The client never learnt the job exists (it reports the upload as dropped): drop it.
+    log.warn(`${peer}: job ${id}: client gone before it heard the job was queued; dropping it`);
+    cancelJob(job, context, "the client was gone before the job was confirmed");
+    throw error;
+  }
   return job;
 }
 
@@ -330,16 +338,20 @@ async function followJob(
   return {};
 }
 
-function cancelJob(job: Job, context: SessionContext): void {
+function cancelJob(
+  job: Job,
+  context: SessionContext,
+  reason = "the job was cancelled by its client",
+): void {
   if (context.queue.removeWaiting(job)) {
     job.status = "cancelled";
     job.events.push({
       kind: "finished",
-      outcome: { ok: false, reason: "the job was cancelled", exitCode: null, stderrTail: [] },
+      outcome: { ok: false, reason, exitCode: null, stderrTail: [] },
     });
     removeQuietly(job.inputDir, context.log);
   } else {
-    job.abort.abort("the job was cancelled by its client");
+    job.abort.abort(reason);
   }
 }
 

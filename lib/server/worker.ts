@@ -45,12 +45,24 @@ export async function checkScript(script: string): Promise<string | undefined> {
   return undefined;
 }
 
-/** Run `job` to an outcome. Never throws for script problems; they become the reason. */
+/**
+ * Run `job` to an outcome. Never throws for script problems; they become the reason.
+ * The input directory is removed either way, the output directory on failure.
+ */
 export async function executeJob(
   job: Job,
   settings: WorkerSettings,
   log: Logger,
 ): Promise<JobOutcome> {
+  const outcome = await runJob(job, settings, log);
+  // A failed job's output goes too, whether or not a session still follows the job.
+  if (!outcome.ok) {
+    await Deno.remove(job.outputDir, { recursive: true }).catch(() => {});
+  }
+  return outcome;
+}
+
+async function runJob(job: Job, settings: WorkerSettings, log: Logger): Promise<JobOutcome> {
   try {
     const problem = await checkScript(settings.reconScript);
     if (problem) return failure(problem);
