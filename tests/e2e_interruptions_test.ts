@@ -163,3 +163,42 @@ Deno.test("SIGTERM during a short job lets it finish and deliver, then exits 0",
   assert.match(server.log, /delivered 2 result file\(s\)/);
   assert.match(server.log, /shutdown complete/);
 });
+
+Deno.test("Ctrl-C while the results download: exit 130, the server keeps the results", async () => {
+  await using server = await E2EServer.start({
+    script: testdata("e2e_recon.sh"),
+    expectCleanJobDirs: false,
+  });
+  const big = path.join(server.dir, "P00002.7");
+  // Sparse 400 MB: the script copies it into the results, so the download takes a while.
+  await Deno.writeFile(big, new Uint8Array());
+  await Deno.truncate(big, 400 * 1024 * 1024);
+  await using client = server.spawnClient(["--files", big]);
+  const partFiles = async (dir: string): Promise<string[]> => {
+    const found: string[] = [];
+    for await (const entry of Deno.readDir(dir)) {
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory) found.push(...await partFiles(full));
+      else if (entry.name.endsWith(".part")) found.push(full);
+    }
+    return found;
+  };
+  await waitFor(
+    "a result to start arriving",
+    async () =>
+      (await listDir(server.downloadDir)).length > 0 &&
+      (await partFiles(server.downloadDir)).length > 0,
+    { timeoutMs: 60_000, intervalMs: 10 },
+  );
+  client.kill("SIGINT");
+  const result = await client.result(30_000);
+  assert.equal(result.code, 130, result.stderr);
+  assert.match(result.stderr, /interrupted while downloading the results of job/);
+  assert.match(result.stderr, /hint: the server keeps them in RECON_DICOM_DIR\/job_\S+_output/);
+  assert.deepEqual(await partFiles(server.downloadDir), [], "no partial download is left");
+  await server.waitForLog(/delivery failed .*results kept in \S+job_\S+_output/);
+  assert.ok(
+    (await server.jobDirs()).some((name) => name.endsWith("_output")),
+    "the results are still on the server",
+  );
+});
