@@ -19,25 +19,6 @@ import type { ByteReader, ByteWriter } from "../lib/frame.ts";
 import { channelPair, socketPair, testKey } from "./support/channel_pair.ts";
 import { BytesReader, randomBytes } from "./support/memory_duplex.ts";
 
-/** A pair whose ends have different options (channelPair gives both the same). */
-async function asymmetricPair(clientOptions: ChannelOptions, serverOptions: ChannelOptions) {
-  const key = await testKey();
-  const sockets = await socketPair();
-  const [client, server] = await Promise.all([
-    Channel.connect(sockets.client, { ...clientOptions, sharedKey: key.raw, keyId: key.id }),
-    Channel.accept(sockets.server, { ...serverOptions, keys: new Map([[key.id, key.raw]]) }),
-  ]);
-  return {
-    client,
-    server,
-    [Symbol.asyncDispose]: async () => {
-      client.abort();
-      server.abort();
-      await sockets[Symbol.asyncDispose]();
-    },
-  };
-}
-
 /** A sink that hashes and counts, and keeps the bytes when asked to. */
 class HashingSink implements ByteWriter {
   #hash = createHash("sha256");
@@ -323,7 +304,7 @@ const IDLE_MS = 300;
 
 Deno.test("Channel idle timeout ends a session when the peer sends nothing", async () => {
   // The client has no idle timer and hence sends no keepalives.
-  await using pair = await asymmetricPair({ idleTimeoutMs: 0 }, { idleTimeoutMs: IDLE_MS });
+  await using pair = await channelPair({ idleTimeoutMs: 0 }, { idleTimeoutMs: IDLE_MS });
   const started = performance.now();
   const error = await pair.server.receive().catch((e) => e);
   const elapsed = performance.now() - started;
@@ -390,7 +371,7 @@ Deno.test("Channel with IDLE_TIMEOUT 0 sends no keepalives", async () => {
 
 Deno.test("Channel reports a large clock difference once", async () => {
   const skews: number[] = [];
-  await using pair = await asymmetricPair(
+  await using pair = await channelPair(
     { now: () => Math.floor(Date.now() / 1000) + 1000 },
     { onClockSkew: (seconds) => skews.push(seconds) },
   );
@@ -404,7 +385,7 @@ Deno.test("Channel reports a large clock difference once", async () => {
 
 Deno.test("Channel does not report a small clock difference", async () => {
   const skews: number[] = [];
-  await using pair = await asymmetricPair(
+  await using pair = await channelPair(
     { now: () => Math.floor(Date.now() / 1000) + 30 },
     { onClockSkew: (seconds) => skews.push(seconds) },
   );

@@ -40,15 +40,16 @@ export async function socketPair(): Promise<
   };
 }
 
-/** Handshaken channels over a real socket pair. */
-export async function channelPair(options: ChannelOptions = {}): Promise<
-  { client: Channel; server: Channel } & AsyncDisposable
-> {
+/** Handshaken channels over a real socket pair; the server end may get its own options. */
+export async function channelPair(
+  options: ChannelOptions = {},
+  serverOptions: ChannelOptions = options,
+): Promise<{ client: Channel; server: Channel } & AsyncDisposable> {
   const key = await testKey();
   const sockets = await socketPair();
   const [client, server] = await Promise.all([
     Channel.connect(sockets.client, { ...options, sharedKey: key.raw, keyId: key.id }),
-    Channel.accept(sockets.server, { ...options, keys: new Map([[key.id, key.raw]]) }),
+    Channel.accept(sockets.server, { ...serverOptions, keys: new Map([[key.id, key.raw]]) }),
   ]);
   return {
     client,
