@@ -13,16 +13,16 @@ import { describeFiles, filesMatching, pathsFromLines } from "./lib/client/files
 import { ProgressDisplay } from "./lib/client/progress.ts";
 import { formatUptime, getQueueDetails, getServerStatus } from "./lib/client/query.ts";
 import { JobCancelledError, JobFailedError, submitJob } from "./lib/client/submit.ts";
-import type { Channel } from "./lib/channel.ts";
-import { describeError, loadConfig, sharedKeyMaterial } from "./lib/cli_support.ts";
+import type { Channel } from "./lib/wire/channel.ts";
+import { describeError, loadConfig, sharedKeyMaterial } from "./lib/cli/support.ts";
 import { ExitCode, InterruptedError, JobError, UsageError } from "./lib/errors.ts";
-import { decodeKey, generateKey, keyId } from "./lib/keys.ts";
+import { decodeKey, generateKey, keyId } from "./lib/crypto/keys.ts";
 import { log, setupLogging, shutdownLogging } from "./lib/log.ts";
-import { showConfigJson } from "./lib/opts.ts";
-import { checkReconOptions, parseReconOptions, type ReconOptions } from "./lib/protocol.ts";
+import { showConfigJson } from "./lib/opts/mod.ts";
+import { checkReconOptions, parseReconOptions, type ReconOptions } from "./lib/wire/protocol.ts";
 import { VERSION } from "./lib/version.ts";
-import { watchMain } from "./lib/client/watch_cli.ts";
-import { createCryptoPool } from "./lib/crypto_pool.ts";
+import { watchMain } from "./lib/watch/cli.ts";
+import { createCryptoPool } from "./lib/crypto/crypto_pool.ts";
 
 const PROGRAM = "recon-client";
 

@@ -7,13 +7,13 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { describeError, loadConfig, sharedKeyMaterial } from "./lib/cli_support.ts";
+import { describeError, loadConfig, sharedKeyMaterial } from "./lib/cli/support.ts";
 import { ConfigError, errorMessage, ExitCode, UsageError } from "./lib/errors.ts";
-import { decodeKey, generateKey, keyId } from "./lib/keys.ts";
+import { decodeKey, generateKey, keyId } from "./lib/crypto/keys.ts";
 import { log, setupLogging, shutdownLogging } from "./lib/log.ts";
-import { showConfigJson } from "./lib/opts.ts";
+import { showConfigJson } from "./lib/opts/mod.ts";
 import { ReconServer } from "./lib/server/server.ts";
-import { createCryptoPool } from "./lib/crypto_pool.ts";
+import { createCryptoPool } from "./lib/crypto/crypto_pool.ts";
 import { VERSION } from "./lib/version.ts";
 
 const PROGRAM = "recon-server";

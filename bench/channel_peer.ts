@@ -1,5 +1,5 @@
 /**
- * One end of a bare lib/channel.ts session over 127.0.0.1, for measuring the channel
+ * One end of a bare lib/wire/channel.ts session over 127.0.0.1, for measuring the channel
  * alone (no server, no job, no disk) at a given chunk size and crypto depth. Run two of
  * these as separate processes, so each end has its own event loop and threads, as in a
  * real transfer:
@@ -20,12 +20,12 @@
  * written), CPU from process.cpuUsage() (all threads, user+sys), so process start-up
  * and the handshake are left out.
  */
-import { receiveStream, sendStream } from "../lib/transfer.ts";
+import { receiveStream, sendStream } from "../lib/wire/transfer.ts";
 import { cpuUsage } from "node:process";
 import { parseArgs } from "node:util";
-import { Channel } from "../lib/channel.ts";
-import { createCryptoPool } from "../lib/crypto_pool.ts";
-import { decodeKey, keyId } from "../lib/keys.ts";
+import { Channel } from "../lib/wire/channel.ts";
+import { createCryptoPool } from "../lib/crypto/crypto_pool.ts";
+import { decodeKey, keyId } from "../lib/crypto/keys.ts";
 
 const { positionals, values } = parseArgs({
   args: Deno.args,

@@ -1,5 +1,5 @@
 /**
- * Fernet codec throughput: lib/fernet.ts against Python's `cryptography` Fernet (the
+ * Fernet codec throughput: lib/crypto/fernet.ts against Python's `cryptography` Fernet (the
  * seed's technology), same chunk sizes, same run, same machine.
  *
  *     deno run -A bench/fernet_bench.ts [--total-mib 256] [--repeat 3]
@@ -14,11 +14,11 @@
  * "recon text" rows do the same for a like-for-like comparison. The "reference: copy
  * into new buffer" row assembles a token the obvious way (fresh output buffer, copy
  * the ciphertext in) to show what growing WebCrypto's ciphertext buffer in place
- * (lib/fernet.ts) saves.
+ * (lib/crypto/fernet.ts) saves.
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { encodeBase64Url, Fernet, TOKEN_OVERHEAD } from "../lib/fernet.ts";
+import { encodeBase64Url, Fernet, TOKEN_OVERHEAD } from "../lib/crypto/fernet.ts";
 
 const MIB = 1024 * 1024;
 const CHUNK_SIZES = [1 * MIB, 4 * MIB];
@@ -86,7 +86,7 @@ async function timeOnce(count: number, inFlight: number, op: () => Promise<unkno
   };
 }
 
-/** The straightforward assembly lib/fernet.ts avoids: allocate the token, copy ciphertext in. */
+/** The straightforward assembly lib/crypto/fernet.ts avoids: allocate the token, copy ciphertext in. */
 async function copyLayoutEncryptor(rawKey: Uint8Array<ArrayBuffer>) {
   const hmacKey = await crypto.subtle.importKey(
     "raw",

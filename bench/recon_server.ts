@@ -6,7 +6,7 @@
  * @module
  */
 import * as path from "node:path";
-import { generateKey } from "../lib/keys.ts";
+import { generateKey } from "../lib/crypto/keys.ts";
 import {
   type CommandUsage,
   type MeasuredOptions,

@@ -27,7 +27,7 @@ import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import { connectToServer } from "../lib/client/connect.ts";
 import { getServerStatus } from "../lib/client/query.ts";
-import { decodeKey, generateKey, keyId } from "../lib/keys.ts";
+import { decodeKey, generateKey, keyId } from "../lib/crypto/keys.ts";
 import {
   BENCH_DIR,
   type CommandUsage,

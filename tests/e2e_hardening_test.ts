@@ -6,11 +6,11 @@
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
-import { Channel } from "../lib/channel.ts";
-import { encodeFrame, FrameReader, writeAll } from "../lib/frame.ts";
-import { encodeRefusal, MAX_HANDSHAKE_FRAME_SIZE, RefusalCode } from "../lib/handshake.ts";
-import { decodeKey, keyId } from "../lib/keys.ts";
-import { sendStream } from "../lib/transfer.ts";
+import { Channel } from "../lib/wire/channel.ts";
+import { encodeFrame, FrameReader, writeAll } from "../lib/wire/frame.ts";
+import { encodeRefusal, MAX_HANDSHAKE_FRAME_SIZE, RefusalCode } from "../lib/wire/handshake.ts";
+import { decodeKey, keyId } from "../lib/crypto/keys.ts";
+import { sendStream } from "../lib/wire/transfer.ts";
 import { CLIENT_BIN, E2EServer, listDir, run, tempDir, testdata, UUID } from "./support/e2e.ts";
 import { BytesReader } from "./support/memory_duplex.ts";
 

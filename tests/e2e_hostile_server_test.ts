@@ -7,10 +7,11 @@
  * not a lower-case UUID, or messages about another job, end the session the same way;
  * an `error` of kind "transfer" becomes a TransferError, any other a JobError.
  */
-import { receiveStream, sendStream } from "../lib/transfer.ts";
+import { receiveStream, sendStream } from "../lib/wire/transfer.ts";
 import assert from "node:assert/strict";
 import * as path from "node:path";
-import { Channel, type Incoming } from "../lib/channel.ts";
+import { Channel } from "../lib/wire/channel.ts";
+import { type Incoming } from "../lib/wire/record.ts";
 import { ExitCode, JobError, ProtocolError, TransferError } from "../lib/errors.ts";
 import { submitJob } from "../lib/client/submit.ts";
 import type { LocalFile } from "../lib/client/files.ts";

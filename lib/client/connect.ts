@@ -4,9 +4,9 @@
  *
  * @module
  */
-import { Channel, type ChannelOptions } from "../channel.ts";
+import { Channel, type ChannelOptions } from "../wire/channel.ts";
 import { ConnectionError, errorMessage, ReconError } from "../errors.ts";
-import type { ReconConfig } from "../opts.ts";
+import type { ReconConfig } from "../opts/mod.ts";
 
 /** Where and with which key. */
 export interface ConnectOptions extends ChannelOptions {

@@ -9,8 +9,8 @@ import * as path from "node:path";
 // @ts-types="npm:@types/picomatch@4.0.3"
 import picomatch from "picomatch";
 import { UsageError } from "../errors.ts";
-import { checkJobFileNames } from "../paths.ts";
-import { MAX_FILES_PER_JOB } from "../protocol.ts";
+import { checkJobFileNames } from "../wire/file_names.ts";
+import { MAX_FILES_PER_JOB } from "../wire/protocol.ts";
 
 /** A file to send. */
 export interface LocalFile {

@@ -4,9 +4,9 @@
  *
  * @module
  */
-import type { Channel } from "../channel.ts";
+import type { Channel } from "../wire/channel.ts";
 import { ProtocolError } from "../errors.ts";
-import { type MessageOf, parseServerMessage, type ServerMessage } from "../protocol.ts";
+import { type MessageOf, parseServerMessage, type ServerMessage } from "../wire/protocol.ts";
 
 /** The server's `server_status_response`. */
 export type ServerStatus = MessageOf<ServerMessage, "server_status_response">;

@@ -7,7 +7,7 @@
  * @module
  */
 import * as path from "node:path";
-import type { Channel } from "../channel.ts";
+import type { Channel } from "../wire/channel.ts";
 import {
   ConnectionError,
   errorMessage,
@@ -16,10 +16,10 @@ import {
   ProtocolError,
   TransferError,
 } from "../errors.ts";
-import { resolveInside, resultPathProblem } from "../paths.ts";
+import { resolveInside, resultPathProblem } from "../wire/file_names.ts";
 import { printable } from "../printable.ts";
-import { type FileEntry, parseServerMessage, type ReconOptions } from "../protocol.ts";
-import { receiveFileTo, sendFileFrom } from "../transfer.ts";
+import { type FileEntry, parseServerMessage, type ReconOptions } from "../wire/protocol.ts";
+import { receiveFileTo, sendFileFrom } from "../wire/transfer.ts";
 import type { LocalFile } from "./files.ts";
 
 /** What the caller hears while the job runs (for the progress display). */

@@ -6,7 +6,7 @@
  */
 import { isAbsolute, resolve } from "node:path";
 import { ConfigError, errorMessage } from "../errors.ts";
-import { decodeKey } from "../keys.ts";
+import { decodeKey } from "../crypto/keys.ts";
 import {
   type OptsDocument,
   parseOptsDocument,

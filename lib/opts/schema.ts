@@ -7,7 +7,7 @@
  * @module
  */
 
-import { PLACEHOLDER_KEY } from "../keys.ts";
+import { PLACEHOLDER_KEY } from "../crypto/keys.ts";
 
 /**
  * The eleven legacy value lines that open every recon.opts, in file order.

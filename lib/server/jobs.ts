@@ -7,7 +7,7 @@
  * @module
  */
 import { AsyncQueue } from "../async_queue.ts";
-import type { FileEntry, JobSummary, ReconOptions } from "../protocol.ts";
+import type { FileEntry, JobSummary, ReconOptions } from "../wire/protocol.ts";
 import type { ResultFile } from "./results.ts";
 
 /** A job's life: queued → processing → completed | failed | cancelled. */

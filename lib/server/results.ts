@@ -8,7 +8,7 @@
  * @module
  */
 import * as path from "node:path";
-import { resultPathProblem } from "../paths.ts";
+import { resultPathProblem } from "../wire/file_names.ts";
 
 /** A result file on the server. */
 export interface ResultFile {

@@ -8,7 +8,7 @@
  */
 import * as path from "node:path";
 import { JobError } from "../errors.ts";
-import type { ReconOptions } from "../protocol.ts";
+import type { ReconOptions } from "../wire/protocol.ts";
 
 /** Longest output line kept; the rest of a longer line is dropped. */
 export const MAX_LINE_LENGTH = 4096;

@@ -5,14 +5,14 @@
  *
  * @module
  */
-import type { Channel } from "../channel.ts";
-import type { CryptoPool } from "../crypto_pool.ts";
-import { Channel as SecureChannel } from "../channel.ts";
+import type { Channel } from "../wire/channel.ts";
+import type { CryptoPool } from "../crypto/crypto_pool.ts";
+import { Channel as SecureChannel } from "../wire/channel.ts";
 import { ConfigError, errorMessage, HandshakeError, TimeoutError } from "../errors.ts";
-import { encodeFrame, writeAll } from "../frame.ts";
-import { encodeRefusal, HandshakeRefused, RefusalCode } from "../handshake.ts";
+import { encodeFrame, writeAll } from "../wire/frame.ts";
+import { encodeRefusal, HandshakeRefused, RefusalCode } from "../wire/handshake.ts";
 import type { Logger } from "../log.ts";
-import type { ReconConfig } from "../opts.ts";
+import type { ReconConfig } from "../opts/mod.ts";
 import { AdmissionControl, TrustedAddresses } from "./access.ts";
 import { JobQueue } from "./jobs.ts";
 import { recoverAfterCrash } from "./recovery.ts";
@@ -27,7 +27,7 @@ export interface ServerOptions {
   log: Logger;
   /** SIGTERM → SIGKILL grace for scripts (ms). */
   killGraceMs?: number;
-  /** Worker threads for file data (lib/crypto_pool.ts). */
+  /** Worker threads for file data (lib/crypto/crypto_pool.ts). */
   cryptoPool?: CryptoPool;
 }
 

@@ -11,10 +11,11 @@
  */
 import * as path from "node:path";
 import { statfs } from "node:fs/promises";
-import type { Channel, Incoming } from "../channel.ts";
+import type { Channel } from "../wire/channel.ts";
+import type { Incoming } from "../wire/record.ts";
 import { errorMessage, TransferError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { checkJobFileNames } from "../paths.ts";
+import { checkJobFileNames } from "../wire/file_names.ts";
 import {
   type ClientMessage,
   type FileEntry,
@@ -22,8 +23,8 @@ import {
   parseClientMessage,
   parseReconOptions,
   type ReconOptions,
-} from "../protocol.ts";
-import { receiveFileTo, sendFileFrom } from "../transfer.ts";
+} from "../wire/protocol.ts";
+import { receiveFileTo, sendFileFrom } from "../wire/transfer.ts";
 import { VERSION } from "../version.ts";
 import { Job, type JobOutcome, type JobQueue } from "./jobs.ts";
 import { checkScript } from "./worker.ts";

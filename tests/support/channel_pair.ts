@@ -4,8 +4,8 @@
  *
  * @module
  */
-import { Channel, type ChannelOptions } from "../../lib/channel.ts";
-import { decodeKey, generateKey, keyId } from "../../lib/keys.ts";
+import { Channel, type ChannelOptions } from "../../lib/wire/channel.ts";
+import { decodeKey, generateKey, keyId } from "../../lib/crypto/keys.ts";
 
 /** A fresh SHARED_KEY with its raw bytes and id. */
 export async function testKey(): Promise<

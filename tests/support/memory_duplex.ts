@@ -10,8 +10,8 @@
  *
  * @module
  */
-import type { Duplex } from "../../lib/channel.ts";
-import type { ByteReader } from "../../lib/frame.ts";
+import type { Duplex } from "../../lib/wire/channel.ts";
+import type { ByteReader } from "../../lib/wire/frame.ts";
 
 class Pipe {
   chunks: Uint8Array[] = [];

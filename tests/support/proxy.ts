@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { FRAME_HEADER_SIZE, writeAll } from "../../lib/frame.ts";
+import { FRAME_HEADER_SIZE, writeAll } from "../../lib/wire/frame.ts";
 import { socketPair } from "./channel_pair.ts";
 
 /** Which way bytes travel. */

@@ -6,11 +6,12 @@
  *
  * @module
  */
-import { Channel, type ChannelOptions, RECORD_HEADER_SIZE } from "../../lib/channel.ts";
-import { Fernet } from "../../lib/fernet.ts";
-import { encodeFrame, FrameReader, writeAll } from "../../lib/frame.ts";
-import { clientHandshake, MAX_HANDSHAKE_FRAME_SIZE } from "../../lib/handshake.ts";
-import { KeySchedule } from "../../lib/key_schedule.ts";
+import { Channel, type ChannelOptions } from "../../lib/wire/channel.ts";
+import { RECORD_HEADER_SIZE } from "../../lib/wire/record.ts";
+import { Fernet } from "../../lib/crypto/fernet.ts";
+import { encodeFrame, FrameReader, writeAll } from "../../lib/wire/frame.ts";
+import { clientHandshake, MAX_HANDSHAKE_FRAME_SIZE } from "../../lib/wire/handshake.ts";
+import { KeySchedule } from "../../lib/crypto/key_schedule.ts";
 import { socketPair, testKey } from "./channel_pair.ts";
 
 /** One record as the channel lays it out before encryption. */

@@ -1,0 +1,50 @@
+/**
+ * What both entrypoints share: turning any thrown value into the printed
+ * `recon-…: error: …` / `hint: …` lines with an exit code, loading recon.opts for a
+ * command, and the SHARED_KEY → session key material step.
+ *
+ * @module
+ */
+import { ConfigError, ExitCode, ReconError } from "../errors.ts";
+import { printable } from "../printable.ts";
+import { decodeKey, generateKey, keyId } from "../crypto/keys.ts";
+import { type LoadedOpts, loadOpts, requireSharedKey } from "../opts/mod.ts";
+
+/** The lines to print on stderr and the exit code for an error. */
+export function describeError(
+  program: string,
+  error: unknown,
+): { lines: string[]; exitCode: number } {
+  if (error instanceof ReconError) {
+    const lines = [`${program}: error: ${printable(error.message)}`];
+    if (error.hint) lines.push(`hint: ${printable(error.hint)}`);
+    return { lines, exitCode: error.exitCode };
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return {
+    lines: [
+      `${program}: error: ${printable(message)}`,
+      "hint: this is unexpected; rerun with --debug and report it",
+    ],
+    exitCode: ExitCode.USAGE,
+  };
+}
+
+/** Load recon.opts for `role`, creating the default file when missing. */
+export async function loadConfig(optsPath: string, role: "server" | "client"): Promise<LoadedOpts> {
+  return await loadOpts(optsPath, { role, generateKey });
+}
+
+/** The SHARED_KEY bytes and key id, or a ConfigError naming SHARED_KEY. */
+export async function sharedKeyMaterial(
+  loaded: LoadedOpts,
+): Promise<{ raw: Uint8Array<ArrayBuffer>; id: string }> {
+  const text = requireSharedKey(loaded.config, loaded.path);
+  let raw: Uint8Array<ArrayBuffer>;
+  try {
+    raw = decodeKey(text);
+  } catch (error) {
+    throw new ConfigError(`${loaded.path}: SHARED_KEY: ${(error as Error).message}`);
+  }
+  return { raw, id: await keyId(raw) };
+}

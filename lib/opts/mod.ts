@@ -1,0 +1,75 @@
+/**
+ * recon.opts, the one entry module: reading, validation, defaults and writing.
+ * The reference is docs/CONFIGURATION.md.
+ *
+ * A recon.opts opens with eleven positional value lines ({@link POSITIONAL_KEYS})
+ * and continues with `KEY = VALUE` lines; `#` starts a comment. Parsing keeps
+ * every line, so `formatOpts(parseOpts(text).document) === text` and
+ * {@link setOption} changes one value without touching the rest.
+ *
+ * - `lib/opts/schema.ts`: option names, types, {@link DEFAULTS}, {@link OPTION_DOCS}
+ * - `lib/opts/values.ts`: one value's text to typed value and back
+ * - `lib/opts/document.ts`: lines, comments, round-trip writing
+ * - `lib/opts/config.ts`: document to validated config, key check, path resolution
+ * - `lib/opts/show.ts`: `--show-config` output with secrets redacted
+ * - `lib/opts/file.ts`: the file on disk (the only module here that does I/O)
+ *
+ * @module
+ */
+export {
+  defaultConfig,
+  DEFAULTS,
+  isOptionName,
+  MAX_SECONDS,
+  OPTION_DOCS,
+  OPTION_NAMES,
+  OPTION_SPECS,
+  type OptionDoc,
+  type OptionName,
+  type OptionSpec,
+  type OptionType,
+  PLACEHOLDER_SHARED_KEY,
+  POSITIONAL_KEYS,
+  type ReadBy,
+  type ReconConfig,
+} from "./schema.ts";
+export {
+  formatByteSize,
+  formatOptionValue,
+  isIpAddress,
+  OptionValueError,
+  parseByteSize,
+  parseOptionValue,
+} from "./values.ts";
+export {
+  findOptionLine,
+  formatOpts,
+  KEY_PATTERN,
+  type LineEnding,
+  type OptsDocument,
+  type OptsLine,
+  parseOptsDocument,
+  type ParseOptsOptions,
+  setOption,
+  type TextLine,
+  type ValueLine,
+} from "./document.ts";
+export {
+  configFromDocument,
+  DEFAULT_STATE_FILE_NAME,
+  type OptsReading,
+  type ParsedOpts,
+  parseOpts,
+  PATH_OPTIONS,
+  requireSharedKey,
+  resolveConfigPaths,
+} from "./config.ts";
+export {
+  REDACTED,
+  type RedactedConfig,
+  redactedConfig,
+  showConfigJson,
+  showConfigText,
+} from "./show.ts";
+export { DEFAULT_OPTS_TEXT } from "./default_text.ts";
+export { type LoadedOpts, loadOpts, type LoadOptsOptions, MAX_OPTS_BYTES } from "./file.ts";

@@ -1,0 +1,355 @@
+/**
+ * `recon-client watch`: scanner watch mode (docs/WATCH.md). Parses the watch
+ * command line, applies its flags over recon.opts, and runs one of: the watcher
+ * (lib/watch/daemon.ts) until SIGTERM/SIGINT, `--status`, or `--retry`.
+ *
+ * Of the watch modules only this one writes stdout, through `context.writeStdout`.
+ *
+ * @module
+ */
+import * as path from "node:path";
+import { parseArgs } from "node:util";
+import { loadConfig, sharedKeyMaterial } from "../cli/support.ts";
+import { ConfigError, ExitCode, UsageError } from "../errors.ts";
+import { log, setupLogging } from "../log.ts";
+import type { ReconConfig } from "../opts/mod.ts";
+import { checkReconOptions, parseReconOptions, type ReconOptions } from "../wire/protocol.ts";
+import { connectOptionsFrom, connectToServer } from "../client/connect.ts";
+import { runWatchDaemon } from "./daemon.ts";
+import { WatcherLock, watcherRunning } from "./lock.ts";
+import { planRetry, statusJson, statusText } from "./status.ts";
+import { StateStore } from "./state.ts";
+
+/** What the entrypoint lends the watch command. */
+export interface WatchContext {
+  program: string;
+  writeStdout: (text: string) => void;
+  writeStderr: (text: string) => void;
+  /** Aborted on SIGINT/SIGTERM. */
+  signal: AbortSignal;
+}
+
+function help(program: string): string {
+  return `${program} watch: scanner watch mode. Watches CLIENT_WATCH_DIRECTORY, sends every
+finished file matching CLIENT_WATCH_PATTERN exactly once, and saves the results in
+CLIENT_DOWNLOAD_DIR/<job_id>/. Runs in the foreground until SIGTERM or Ctrl-C.
+
+Usage:
+  ${program} watch [--watch-dir DIR] [--pattern GLOB] [--recon-options JSON] [options]
+  ${program} watch --status [--json]
+  ${program} watch --retry FILE|JOB_ID [--retry FILE|JOB_ID ...] [--json]
+
+Watching:
+  --watch-dir DIR         overrides CLIENT_WATCH_DIRECTORY
+  --pattern GLOB          overrides CLIENT_WATCH_PATTERN (a glob on the file name)
+  --recon-options JSON    overrides CLIENT_DAEMON_RECON_OPTIONS_JSON
+  --download-dir DIR      overrides CLIENT_DOWNLOAD_DIR
+  --host HOST             overrides SERVER_HOST
+  --port PORT             overrides SERVER_PORT
+
+State:
+  --state PATH            the state file (default CLIENT_DAEMON_STATE_FILE, else
+                          recon-watch.sqlite next to recon.opts)
+  --status                list the recorded files and their state: pending,
+                          submitted, done, failed, skipped
+  --retry FILE|JOB_ID     make a failed (or orphaned submitted) file and the rest of
+                          its job pending again; a running watcher sends it at its
+                          next scan, otherwise the next start does
+  --json                  --status/--retry output as JSON
+
+General:
+  --opts PATH             recon.opts to use (default ./recon.opts)
+  --debug                 debug logging
+  -h, --help              this help
+
+Timing comes from recon.opts: CLIENT_DAEMON_POLL_INTERVAL (scan), _STABILITY_DELAY
+(a file must stay unchanged that long), _GROUPING_TIMEOUT (files finished that close
+together go as one job). CLIENT_DAEMON_ON_COMPLETE runs as PROGRAM JOB_ID RESULT_DIR
+after each completed job.
+
+Exit codes: 0 stopped by SIGTERM/Ctrl-C, or --status/--retry done; 2 usage or
+configuration error (watch directory missing or unreadable, bad options, another
+watcher uses the same state file, nothing matches --retry).
+`;
+}
+
+interface WatchArgs {
+  opts: string;
+  watchDir?: string;
+  pattern?: string;
+  reconOptions?: string;
+  downloadDir?: string;
+  host?: string;
+  port?: string;
+  state?: string;
+  status: boolean;
+  retry: string[];
+  json: boolean;
+  debug: boolean;
+  help: boolean;
+}
+
+function parseWatchArgs(argv: string[], program: string): WatchArgs {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: false,
+      strict: true,
+      options: {
+        opts: { type: "string" },
+        "watch-dir": { type: "string" },
+        pattern: { type: "string" },
+        "recon-options": { type: "string" },
+        "download-dir": { type: "string" },
+        host: { type: "string" },
+        port: { type: "string" },
+        state: { type: "string" },
+        status: { type: "boolean" },
+        retry: { type: "string", multiple: true },
+        json: { type: "boolean" },
+        debug: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message, { hint: `see '${program} watch --help'` });
+  }
+  const { values } = parsed;
+  const args: WatchArgs = {
+    opts: values.opts ?? "recon.opts",
+    watchDir: values["watch-dir"],
+    pattern: values.pattern,
+    reconOptions: values["recon-options"],
+    downloadDir: values["download-dir"],
+    host: values.host,
+    port: values.port,
+    state: values.state,
+    status: values.status ?? false,
+    retry: values.retry ?? [],
+    json: values.json ?? false,
+    debug: values.debug ?? false,
+    help: values.help ?? false,
+  };
+  if (args.status && args.retry.length > 0) {
+    throw new UsageError("use either --status or --retry, not both");
+  }
+  if (args.json && !args.status && args.retry.length === 0) {
+    throw new UsageError("--json goes with --status or --retry");
+  }
+  if (args.pattern !== undefined && args.pattern.trim() === "") {
+    throw new UsageError("--pattern must not be empty");
+  }
+  return args;
+}
+
+function parsePort(text: string): number {
+  const port = Number(text);
+  if (!/^\d+$/.test(text) || port < 1 || port > 65535) {
+    throw new UsageError(`--port must be a number from 1 to 65535, got "${text}"`);
+  }
+  return port;
+}
+
+function applyFlags(config: ReconConfig, args: WatchArgs): void {
+  if (args.watchDir !== undefined) config.CLIENT_WATCH_DIRECTORY = path.resolve(args.watchDir);
+  if (args.pattern !== undefined) config.CLIENT_WATCH_PATTERN = args.pattern;
+  if (args.downloadDir !== undefined) config.CLIENT_DOWNLOAD_DIR = path.resolve(args.downloadDir);
+  if (args.host !== undefined) config.SERVER_HOST = args.host;
+  if (args.port !== undefined) config.SERVER_PORT = parsePort(args.port);
+  if (args.state !== undefined) config.CLIENT_DAEMON_STATE_FILE = path.resolve(args.state);
+}
+
+function watchReconOptions(args: WatchArgs, config: ReconConfig): ReconOptions {
+  try {
+    return args.reconOptions === undefined
+      ? checkReconOptions(config.CLIENT_DAEMON_RECON_OPTIONS_JSON)
+      : parseReconOptions(args.reconOptions);
+  } catch (error) {
+    const source = args.reconOptions === undefined
+      ? "CLIENT_DAEMON_RECON_OPTIONS_JSON"
+      : "--recon-options";
+    throw new ConfigError(`${source}: ${(error as Error).message}`, {
+      hint: `for example {"num_slices": 128, "algorithm": "fft"}`,
+    });
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await Deno.stat(file);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw new ConfigError(`cannot use state file ${file}: ${(error as Error).message}`);
+  }
+}
+
+async function showStatus(statePath: string, args: WatchArgs, context: WatchContext) {
+  const stateFileExists = await exists(statePath);
+  let files: ReturnType<StateStore["list"]> = [];
+  if (stateFileExists) {
+    const store = StateStore.open(statePath, { readOnly: true });
+    try {
+      files = store.list();
+    } finally {
+      store.close();
+    }
+  }
+  const report = {
+    stateFile: statePath,
+    stateFileExists,
+    watcherRunning: await watcherRunning(statePath),
+    files,
+  };
+  context.writeStdout(args.json ? `${statusJson(report)}\n` : statusText(report));
+  return ExitCode.OK;
+}
+
+async function retry(
+  statePath: string,
+  config: ReconConfig,
+  args: WatchArgs,
+  context: WatchContext,
+): Promise<number> {
+  if (!await exists(statePath)) {
+    throw new UsageError(`no state file at ${statePath}: the watcher has recorded nothing yet`, {
+      hint: "pass the same --opts (or --state) the watcher uses",
+    });
+  }
+  const running = await watcherRunning(statePath);
+  const store = StateStore.open(statePath);
+  try {
+    const plan = await planRetry(store, args.retry, {
+      watcherRunning: running,
+      watcherRunId: store.getMeta("run_id"),
+      cwd: Deno.cwd(),
+    });
+    store.retry(plan.retry.map((row) => row.id));
+    const when = running
+      ? `the running watcher sends them within CLIENT_DAEMON_POLL_INTERVAL (${config.CLIENT_DAEMON_POLL_INTERVAL} s)`
+      : "they are sent when 'recon-client watch' next starts";
+    if (args.json) {
+      context.writeStdout(
+        `${
+          JSON.stringify(
+            {
+              retried: plan.retry.map((row) => ({
+                path: row.path,
+                previous_status: row.status,
+                job_id: row.jobId,
+              })),
+              already_pending: plan.alreadyPending.map((row) => row.path),
+              watcher_running: running,
+            },
+            null,
+            2,
+          )
+        }\n`,
+      );
+    } else {
+      const lines = [
+        ...plan.retry.map((row) =>
+          `${row.path}: ${row.status}${row.jobId ? ` (job ${row.jobId})` : ""} -> pending`
+        ),
+        ...plan.alreadyPending.map((row) => `${row.path}: already pending`),
+        when,
+      ];
+      context.writeStdout(`${lines.join("\n")}\n`);
+    }
+    return ExitCode.OK;
+  } finally {
+    store.close();
+  }
+}
+
+async function watch(
+  loaded: Awaited<ReturnType<typeof loadConfig>>,
+  args: WatchArgs,
+  context: WatchContext,
+): Promise<number> {
+  const { config } = loaded;
+  await setupLogging({
+    program: context.program,
+    level: args.debug ? "debug" : "info",
+    stderrLevel: args.debug ? "debug" : "info",
+    filePath: config.LOG_FILEPATH || undefined,
+  });
+  const logger = log(context.program, "watch");
+  for (const warning of loaded.warnings) logger.warn(warning);
+  const key = await sharedKeyMaterial(loaded);
+  const reconOptions = watchReconOptions(args, config);
+  if (config.CLIENT_WATCH_DIRECTORY === "") {
+    throw new ConfigError("CLIENT_WATCH_DIRECTORY is not set", {
+      hint: `set it in ${loaded.path} or pass --watch-dir DIR`,
+    });
+  }
+  const statePath = config.CLIENT_DAEMON_STATE_FILE;
+  let lock: WatcherLock | undefined;
+  try {
+    await Deno.mkdir(path.dirname(statePath), { recursive: true });
+    lock = await WatcherLock.acquire(statePath);
+  } catch (error) {
+    throw new ConfigError(`cannot use state file ${statePath}: ${(error as Error).message}`, {
+      hint: "set CLIENT_DAEMON_STATE_FILE (or --state) to a path the watcher can write",
+      cause: error,
+    });
+  }
+  if (!lock) {
+    throw new UsageError(`another recon-client watch is running with state file ${statePath}`, {
+      hint: "stop it first, or give this one its own --state (and its own watch directory)",
+    });
+  }
+  try {
+    const store = StateStore.open(statePath);
+    try {
+      const runId = crypto.randomUUID();
+      store.setMeta("run_id", runId);
+      store.setMeta("pid", String(Deno.pid));
+      store.setMeta("started_at", new Date().toISOString());
+      const where = `${config.SERVER_HOST}:${config.SERVER_PORT}`;
+      let skewWarned = false;
+      await runWatchDaemon({
+        watchDir: path.resolve(config.CLIENT_WATCH_DIRECTORY),
+        pattern: config.CLIENT_WATCH_PATTERN,
+        pollMs: config.CLIENT_DAEMON_POLL_INTERVAL * 1000,
+        stabilityMs: config.CLIENT_DAEMON_STABILITY_DELAY * 1000,
+        groupingMs: config.CLIENT_DAEMON_GROUPING_TIMEOUT * 1000,
+        reconOptions,
+        downloadDir: config.CLIENT_DOWNLOAD_DIR,
+        onComplete: config.CLIENT_DAEMON_ON_COMPLETE,
+        store,
+        runId,
+        serverName: where,
+        log: logger,
+        signal: context.signal,
+        connect: () =>
+          connectToServer(connectOptionsFrom(config, key, (seconds) => {
+            if (skewWarned) return;
+            skewWarned = true;
+            logger.warn(`the server's clock differs from ours by ${seconds} s; check NTP`);
+          })),
+      });
+    } finally {
+      store.close();
+    }
+  } finally {
+    lock.release();
+  }
+  return ExitCode.OK;
+}
+
+/** Run `recon-client watch …`; returns the exit code (errors are thrown for the entrypoint). */
+export async function watchMain(argv: string[], context: WatchContext): Promise<number> {
+  const args = parseWatchArgs(argv, context.program);
+  if (args.help) {
+    context.writeStdout(help(context.program));
+    return ExitCode.OK;
+  }
+  const loaded = await loadConfig(args.opts, "client");
+  applyFlags(loaded.config, args);
+  const statePath = loaded.config.CLIENT_DAEMON_STATE_FILE;
+  if (args.status) return await showStatus(statePath, args, context);
+  if (args.retry.length > 0) return await retry(statePath, loaded.config, args, context);
+  return await watch(loaded, args, context);
+}

@@ -1,0 +1,201 @@
+/**
+ * `recon-client watch --status` and `--retry` (docs/WATCH.md "Status and retry"):
+ * the state file shown as a table or JSON, and choosing which recorded files a
+ * `--retry FILE|JOB_ID` makes pending again. Returns text; prints nothing.
+ *
+ * @module
+ */
+import * as path from "node:path";
+import { UsageError } from "../errors.ts";
+import { denoProbe, type FileProbe } from "./probe.ts";
+import { sameStat } from "./scanner.ts";
+import { FILE_STATUSES, type FileRecord, type FileStatus, type StateStore } from "./state.ts";
+
+/** What `--status` shows. */
+export interface StatusReport {
+  stateFile: string;
+  /** False also when the state file does not exist yet. */
+  stateFileExists: boolean;
+  watcherRunning: boolean;
+  files: FileRecord[];
+}
+
+function countByStatus(files: readonly FileRecord[]): Record<FileStatus, number> {
+  const counts = Object.fromEntries(FILE_STATUSES.map((status) => [status, 0])) as Record<
+    FileStatus,
+    number
+  >;
+  for (const file of files) counts[file.status]++;
+  return counts;
+}
+
+/** The `--status --json` document. */
+export function statusJson(report: StatusReport): string {
+  return JSON.stringify(
+    {
+      state_file: report.stateFile,
+      state_file_exists: report.stateFileExists,
+      watcher_running: report.watcherRunning,
+      counts: countByStatus(report.files),
+      files: report.files.map((file) => ({
+        path: file.path,
+        size: file.size,
+        mtime: new Date(file.mtimeMs).toISOString(),
+        sha256: file.sha256,
+        status: file.status,
+        job_id: file.jobId,
+        group_id: file.groupId,
+        reason: file.reason,
+        result_dir: file.resultDir,
+        attempts: file.attempts,
+        first_seen: file.firstSeen,
+        updated_at: file.updatedAt,
+      })),
+    },
+    null,
+    2,
+  );
+}
+
+/** A size for people: `812 B`, `3.4 MiB`, `1.2 GiB`. */
+export function humanSize(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+function note(file: FileRecord): string {
+  if (file.status === "done") return file.resultDir ? `results in ${file.resultDir}` : "";
+  if (file.status === "submitted" && !file.reason) return "job queued or running on the server";
+  return file.reason ?? "";
+}
+
+/** The `--status` table, ending with a summary line. */
+export function statusText(report: StatusReport): string {
+  const lines = [
+    `state file: ${report.stateFile}${report.stateFileExists ? "" : " (not created yet)"}`,
+    `watcher:    ${report.watcherRunning ? "running" : "not running"}`,
+  ];
+  if (report.files.length === 0) {
+    lines.push("no files recorded yet");
+    return `${lines.join("\n")}\n`;
+  }
+  const header = ["STATUS", "UPDATED (UTC)", "JOB ID", "SIZE", "FILE", "NOTE"];
+  const rows = report.files.map((file) => [
+    file.status,
+    file.updatedAt.replace("T", " ").replace(/\.\d+Z$/, ""),
+    file.jobId ?? "-",
+    humanSize(file.size),
+    file.path,
+    note(file),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+  lines.push("");
+  for (const row of [header, ...rows]) {
+    lines.push(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+  }
+  const counts = countByStatus(report.files);
+  const parts = FILE_STATUSES.filter((status) => counts[status] > 0).map((status) =>
+    `${counts[status]} ${status}`
+  );
+  lines.push("", `${report.files.length} file(s): ${parts.join(", ")}`);
+  return `${lines.join("\n")}\n`;
+}
+
+/** Options of {@link planRetry}. */
+export interface RetryOptions {
+  /** Whether a watcher holds the state file's lock. */
+  watcherRunning: boolean;
+  /** The run id the running watcher recorded (meta `run_id`). */
+  watcherRunId?: string;
+  /** Relative FILE arguments are resolved against this. */
+  cwd: string;
+  probe?: FileProbe;
+}
+
+const JOB_ID_PATTERN = /^[0-9a-f-]{8,36}$/i;
+
+function findByFile(store: StateStore, selector: string, cwd: string): FileRecord | undefined {
+  const byPath = store.latest(path.resolve(cwd, selector));
+  if (byPath || selector.includes("/")) return byPath;
+  // A bare name: the newest recorded file of that name, wherever it was watched.
+  const named = store.list().filter((row) => path.basename(row.path) === selector);
+  return named.at(-1);
+}
+
+function findRows(store: StateStore, selector: string, cwd: string): FileRecord[] {
+  const file = findByFile(store, selector, cwd);
+  if (file) {
+    // The whole job (or refused group) the file went with: retrying a P-file without
+    // its companions would not reconstruct the same scan.
+    return store.byGroup(file.groupId).filter((row) =>
+      row.status === file.status && row.jobId === file.jobId
+    );
+  }
+  if (JOB_ID_PATTERN.test(selector)) {
+    const rows = store.byJobId(selector.toLowerCase());
+    const jobs = new Set(rows.map((row) => row.jobId));
+    if (jobs.size > 1) {
+      throw new UsageError(`job id prefix ${selector} matches ${jobs.size} jobs`, {
+        hint: "give more characters of the job id",
+      });
+    }
+    return rows;
+  }
+  return [];
+}
+
+/**
+ * The rows that `--retry SELECTOR…` makes pending again: for a FILE, every file of
+ * its job; for a JOB_ID (or a unique prefix of 8+ characters), the job's files.
+ * @throws {UsageError} when nothing matches, a file changed since it was recorded, or
+ *   the job is still followed by the running watcher.
+ */
+export async function planRetry(
+  store: StateStore,
+  selectors: readonly string[],
+  options: RetryOptions,
+): Promise<{ retry: FileRecord[]; alreadyPending: FileRecord[] }> {
+  const probe = options.probe ?? denoProbe;
+  const chosen = new Map<number, FileRecord>();
+  for (const selector of selectors) {
+    const rows = findRows(store, selector, options.cwd);
+    if (rows.length === 0) {
+      throw new UsageError(`no recorded file or job matches "${selector}"`, {
+        hint: "see 'recon-client watch --status' for the files and job ids the watcher knows",
+      });
+    }
+    for (const row of rows) chosen.set(row.id, row);
+  }
+  const rows = [...chosen.values()].sort((a, b) => a.id - b.id);
+  for (const row of rows) {
+    if (
+      row.status === "submitted" && options.watcherRunning && row.runId !== null &&
+      row.runId === options.watcherRunId
+    ) {
+      throw new UsageError(
+        `job ${row.jobId} (${row.path}) is still followed by the running watcher`,
+        { hint: "wait for it to finish or fail, or stop the watcher first" },
+      );
+    }
+    if (row.status === "pending") continue;
+    const now = await probe.stat(row.path);
+    if (now.kind !== "file" || !sameStat(now.stat, row)) {
+      throw new UsageError(
+        `${row.path} is gone or changed since it was recorded; not retried`,
+        {
+          hint: "a changed file is picked up as a new scan by itself once it is complete",
+        },
+      );
+    }
+  }
+  return {
+    retry: rows.filter((row) => row.status !== "pending"),
+    alreadyPending: rows.filter((row) => row.status === "pending"),
+  };
+}

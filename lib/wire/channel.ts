@@ -1,0 +1,507 @@
+/**
+ * The encrypted, framed, sequenced record stream between client and server
+ * (docs/PROTOCOL.md §3 Records and §5 Transfer).
+ *
+ * After the handshake every frame holds one Fernet token whose plaintext is a record:
+ * `seq (u64 BE) | type (u8) | payload`. Sequence numbers start at 0 in each direction
+ * and must be exactly the next one expected, so a duplicated, dropped, reordered,
+ * reflected or spliced record ends the session. A session ends with a GOODBYE record,
+ * so a connection cut at a record boundary is never mistaken for a complete one.
+ *
+ * Both directions are pipelined: records are encrypted (on the crypto pool's worker
+ * threads when there is one, lib/crypto/crypto_pool.ts) while earlier ones are written in
+ * sequence order, and up to `cryptoDepth` received frames are read ahead and decrypted
+ * while the caller handles earlier ones. Files are cut into records by lib/wire/transfer.ts.
+ *
+ * @module
+ */
+import { ConnectionError, ProtocolError, TimeoutError } from "../errors.ts";
+import { InvalidTokenError } from "../crypto/fernet.ts";
+import {
+  type ByteReader,
+  type ByteWriter,
+  encodeFrame,
+  FRAME_HEADER_SIZE,
+  FrameReader,
+  sealFrame,
+  writeAll,
+} from "./frame.ts";
+import { Deadline } from "./deadline.ts";
+import { releaseBuffer } from "../buffers.ts";
+import {
+  clientHandshake,
+  type ClientHandshakeOptions,
+  MAX_HANDSHAKE_FRAME_SIZE,
+  serverHandshake,
+  type SessionKeys,
+} from "./handshake.ts";
+import { type CryptoPool, POOL_THRESHOLD } from "../crypto/crypto_pool.ts";
+import { KeySchedule } from "../crypto/key_schedule.ts";
+import {
+  encodeFileEnd,
+  type Incoming,
+  MAX_FRAME_SIZE,
+  MAX_MESSAGE_SIZE,
+  MAX_RECORD_PAYLOAD,
+  parseRecord,
+  RECORD_HEADER_SIZE,
+  RecordType,
+  writeRecordHeader,
+} from "./record.ts";
+
+/** File chunk size (PROTOCOL.md §5; chosen by measurement, docs/PERFORMANCE.md). */
+export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
+/** Records being encrypted or decrypted at once per direction. */
+export const DEFAULT_CRYPTO_DEPTH = 4;
+/** Ratchet after this many records: 32 GiB of the largest records under one key. */
+export const DEFAULT_RECORDS_PER_KEY = Math.floor(
+  32 * 1024 ** 3 / (RECORD_HEADER_SIZE + MAX_RECORD_PAYLOAD),
+);
+/** A clock difference larger than this is logged once (no TTL applies in a session). */
+export const CLOCK_SKEW_WARNING_SECONDS = 300;
+/** Longest silence before we send a PING (PROTOCOL.md §8). */
+export const MAX_KEEPALIVE_MS = 20_000;
+
+/** A byte stream we can run a channel over: `Deno.Conn` or an in-memory duplex. */
+export interface Duplex extends ByteReader, ByteWriter {
+  close(): void;
+}
+
+/** Tunables and test hooks shared by both ends. */
+export interface ChannelOptions {
+  /** Close the session when nothing arrives for this long (ms); 0 disables. Default 300 s. */
+  idleTimeoutMs?: number;
+  /** Send a PING when we sent nothing for this long (ms). Default idleTimeoutMs / 3. */
+  keepaliveMs?: number;
+  /** Handshake deadline (ms). Default 10 s. */
+  handshakeTimeoutMs?: number;
+  /** File chunk size in bytes, at most MAX_RECORD_PAYLOAD. */
+  chunkSize?: number;
+  /** Records in flight per direction. */
+  cryptoDepth?: number;
+  /** Ratchet threshold in records (tests use a tiny one). */
+  recordsPerKey?: number;
+  /** Clock for Fernet timestamps (seconds). */
+  now?: () => number;
+  /** Told once when the peer's clock differs by more than CLOCK_SKEW_WARNING_SECONDS. */
+  onClockSkew?: (seconds: number) => void;
+  /** Worker threads for large records (file chunks); without one everything runs inline. */
+  cryptoPool?: CryptoPool;
+  /** How errors name the other side: "server" or "client" (default "peer"). */
+  peerName?: string;
+}
+
+/** Client-side handshake inputs. */
+export interface ClientChannelOptions extends ChannelOptions, ClientHandshakeOptions {
+  sharedKey: Uint8Array<ArrayBuffer>;
+  keyId: string;
+}
+
+/** Server-side handshake inputs. */
+export interface ServerChannelOptions extends ChannelOptions {
+  /** Accepted keys: key id → SHARED_KEY bytes. */
+  keys: ReadonlyMap<string, Uint8Array<ArrayBuffer>>;
+}
+
+/** Progress callback: bytes so far. */
+export type ProgressCallback = (bytes: number) => void;
+
+/** Result of a verified file transfer. */
+export interface FileDigest {
+  size: number;
+  sha256: string;
+}
+
+const encoder = new TextEncoder();
+
+function ignore(promise: Promise<unknown>): void {
+  promise.catch(() => {});
+}
+
+type Pending = { frame: Promise<Uint8Array<ArrayBuffer>>; seq: number } | { end: Error | null };
+
+/** An authenticated session. Create with {@link Channel.connect} or {@link Channel.accept}. */
+export class Channel {
+  readonly keyId: string;
+  #conn: Duplex;
+  #reader: FrameReader;
+  #sendKeys: KeySchedule;
+  #receiveKeys: KeySchedule;
+  #options:
+    & Required<Omit<ChannelOptions, "onClockSkew" | "cryptoPool">>
+    & Pick<ChannelOptions, "onClockSkew" | "cryptoPool">;
+  #peer: string;
+  #sendSeq = 0;
+  #pumpSeq = 0;
+  #writeChain: Promise<void> = Promise.resolve();
+  #lastSend = Date.now();
+  #keepalive: ReturnType<typeof setInterval> | undefined;
+  #idle: Deadline;
+  #queue: Pending[] = [];
+  #queueWaiter: (() => void) | undefined;
+  #spaceWaiter: (() => void) | undefined;
+  #pumping = false;
+  #failure: Error | undefined;
+  #closed = false;
+  #skewReported = false;
+  #finished = false;
+
+  private constructor(
+    conn: Duplex,
+    reader: FrameReader,
+    keys: SessionKeys,
+    options: ChannelOptions,
+  ) {
+    this.#conn = conn;
+    this.#reader = reader;
+    this.keyId = keys.keyId;
+    const idleTimeoutMs = options.idleTimeoutMs ?? 300_000;
+    this.#options = {
+      idleTimeoutMs,
+      // At most 20 s, so that a peer with a shorter IDLE_TIMEOUT (60 s or more) than
+      // ours still hears from us in time: the timeouts are not negotiated.
+      keepaliveMs: options.keepaliveMs ??
+        Math.min(MAX_KEEPALIVE_MS, Math.max(1000, Math.floor(idleTimeoutMs / 3))),
+      handshakeTimeoutMs: options.handshakeTimeoutMs ?? 10_000,
+      chunkSize: Math.min(options.chunkSize ?? DEFAULT_CHUNK_SIZE, MAX_RECORD_PAYLOAD),
+      cryptoDepth: Math.max(1, options.cryptoDepth ?? DEFAULT_CRYPTO_DEPTH),
+      recordsPerKey: options.recordsPerKey ?? DEFAULT_RECORDS_PER_KEY,
+      now: options.now ?? (() => Math.floor(Date.now() / 1000)),
+      onClockSkew: options.onClockSkew,
+      cryptoPool: options.cryptoPool,
+      peerName: options.peerName ?? "peer",
+    };
+    this.#peer = this.#options.peerName;
+    this.#sendKeys = new KeySchedule(keys.sendKey, this.#options.recordsPerKey);
+    this.#receiveKeys = new KeySchedule(keys.receiveKey, this.#options.recordsPerKey);
+    reader.maxFrameSize = MAX_FRAME_SIZE;
+    this.#idle = new Deadline(
+      `no data from the ${options.peerName ?? "peer"} for ${Math.round(idleTimeoutMs / 1000)} s`,
+      (error) => this.#fail(error),
+    );
+    if (idleTimeoutMs > 0) {
+      this.#keepalive = setInterval(() => this.#ping(), this.#options.keepaliveMs);
+      Deno.unrefTimer(this.#keepalive as unknown as number);
+    }
+  }
+
+  /** Run the client handshake over `conn`; throws HandshakeError/ProtocolError/TimeoutError. */
+  static async connect(conn: Duplex, options: ClientChannelOptions): Promise<Channel> {
+    return await Channel.#handshake(
+      conn,
+      options,
+      (io) => clientHandshake(io, options.sharedKey, options.keyId, options),
+    );
+  }
+
+  /** Run the server handshake over `conn`; throws HandshakeRefused and friends. */
+  static async accept(conn: Duplex, options: ServerChannelOptions): Promise<Channel> {
+    return await Channel.#handshake(conn, options, (io) => serverHandshake(io, options.keys));
+  }
+
+  static async #handshake(
+    conn: Duplex,
+    options: ChannelOptions,
+    run: (
+      io: {
+        readFrame(): Promise<Uint8Array<ArrayBuffer> | null>;
+        writeFrame(p: Uint8Array<ArrayBuffer>): Promise<void>;
+      },
+    ) => Promise<SessionKeys>,
+  ): Promise<Channel> {
+    const reader = new FrameReader(conn, { maxFrameSize: MAX_HANDSHAKE_FRAME_SIZE });
+    let timedOut: TimeoutError | undefined;
+    const deadline = new Deadline("the handshake did not finish in time", (error) => {
+      timedOut = error;
+      try {
+        conn.close();
+      } catch { /* already closed */ }
+    });
+    deadline.arm(options.handshakeTimeoutMs ?? 10_000);
+    try {
+      const keys = await run({
+        readFrame: () => reader.read(),
+        writeFrame: (payload) => writeAll(conn, encodeFrame(payload)),
+      });
+      return new Channel(conn, reader, keys, options);
+    } catch (error) {
+      if (timedOut) throw timedOut;
+      if (error instanceof ConnectionError) throw error;
+      throw new ConnectionError(
+        `connection lost during the handshake (${(error as Error).message})`,
+        { cause: error },
+      );
+    } finally {
+      deadline.disarm();
+    }
+  }
+
+  /** Send one control message as JSON (validated by the caller, lib/wire/protocol.ts). */
+  send(message: Record<string, unknown>): Promise<void> {
+    const json = encoder.encode(JSON.stringify(message));
+    if (json.length > MAX_MESSAGE_SIZE) {
+      return Promise.reject(new RangeError(`message of ${json.length} bytes is too large`));
+    }
+    const record = new Uint8Array(RECORD_HEADER_SIZE + json.length);
+    record.set(json, RECORD_HEADER_SIZE);
+    return this.#sendRecord(RecordType.MESSAGE, record);
+  }
+
+  /**
+   * Queue one DATA record. `record` reserves RECORD_HEADER_SIZE leading bytes for the
+   * header. Until the returned promise resolves (the record is written) it must not be
+   * touched; after that it is freed, or with `reuse` left for the caller to fill again
+   * (unless a crypto worker took it: then its buffer is detached).
+   */
+  sendData(record: Uint8Array<ArrayBuffer>, options: { reuse?: boolean } = {}): Promise<void> {
+    if (record.length - RECORD_HEADER_SIZE > MAX_RECORD_PAYLOAD) {
+      return Promise.reject(
+        new RangeError(`a DATA record holds at most ${MAX_RECORD_PAYLOAD} bytes`),
+      );
+    }
+    return this.#sendRecord(RecordType.DATA, record, !options.reuse);
+  }
+
+  /** Send the FILE_END record that closes a file: its size and SHA-256. */
+  sendFileEnd(size: number, sha256: Uint8Array): Promise<void> {
+    return this.#sendRecord(RecordType.FILE_END, encodeFileEnd(size, sha256));
+  }
+
+  /** Records being encrypted at once (the depth of lib/wire/transfer.ts's send window). */
+  get cryptoDepth(): number {
+    return this.#options.cryptoDepth;
+  }
+
+  /** Size of the DATA records files are cut into. */
+  get chunkSize(): number {
+    return this.#options.chunkSize;
+  }
+
+  /** How errors name the other side. */
+  get peerName(): string {
+    return this.#peer;
+  }
+
+  /**
+   * The next record from the peer, in order. PINGs are consumed here. A connection
+   * closed without GOODBYE throws ConnectionError.
+   */
+  async receive(): Promise<Incoming> {
+    while (true) {
+      if (this.#finished) throw new ProtocolError(`the ${this.#peer} already ended the session`);
+      const pending = await this.#nextPending();
+      if ("end" in pending) {
+        const error = this.#failure ?? pending.end ??
+          new ConnectionError(
+            `the ${this.#peer} closed the connection without ending the session`,
+          );
+        this.#fail(error);
+        throw error;
+      }
+      let record: Uint8Array<ArrayBuffer>;
+      try {
+        record = await pending.frame;
+      } catch (error) {
+        const failure = error instanceof InvalidTokenError
+          ? new ProtocolError(`record ${pending.seq} failed authentication (${error.message})`, {
+            cause: error,
+          })
+          : error as Error;
+        this.#fail(failure);
+        throw failure;
+      }
+      const incoming = this.#parseRecord(record, pending.seq);
+      if (incoming) return incoming;
+    }
+  }
+
+  #parseRecord(record: Uint8Array<ArrayBuffer>, expectedSeq: number): Incoming | undefined {
+    let incoming: Incoming | undefined;
+    try {
+      incoming = parseRecord(record, expectedSeq);
+    } catch (error) {
+      this.#fail(error as Error);
+      throw error;
+    }
+    if (incoming?.type === "goodbye") this.#finished = true;
+    return incoming;
+  }
+
+  /** End the session: GOODBYE, flush, close. Safe to call twice. */
+  async close(reason = ""): Promise<void> {
+    if (this.#closed) return;
+    if (!this.#failure) {
+      const body = encoder.encode(reason.slice(0, 500));
+      const record = new Uint8Array(RECORD_HEADER_SIZE + body.length);
+      record.set(body, RECORD_HEADER_SIZE);
+      try {
+        await this.#sendRecord(RecordType.GOODBYE, record);
+      } catch { /* the peer may be gone already */ }
+    }
+    this.abort();
+  }
+
+  /** Close at once without GOODBYE (the peer will see an incomplete session). */
+  abort(error?: Error): void {
+    if (error && !this.#failure) this.#failure = error;
+    if (this.#closed) return;
+    this.#closed = true;
+    const pool = this.#options.cryptoPool;
+    if (pool) {
+      for (const schedule of [this.#sendKeys, this.#receiveKeys]) {
+        schedule.current().then((raw) => pool.forget(raw), () => {});
+      }
+    }
+    this.#idle.disarm();
+    if (this.#keepalive !== undefined) clearInterval(this.#keepalive);
+    this.#keepalive = undefined;
+    try {
+      this.#conn.close();
+    } catch { /* already closed */ }
+    this.#wake();
+  }
+
+  /** True once the channel failed or was closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  #fail(error: Error): void {
+    if (!this.#failure) this.#failure = error;
+    this.abort();
+  }
+
+  #wake(): void {
+    this.#queueWaiter?.();
+    this.#queueWaiter = undefined;
+    this.#spaceWaiter?.();
+    this.#spaceWaiter = undefined;
+  }
+
+  #ping(): void {
+    if (this.#closed || Date.now() - this.#lastSend < this.#options.keepaliveMs) return;
+    ignore(this.#sendRecord(RecordType.PING, new Uint8Array(RECORD_HEADER_SIZE)));
+  }
+
+  /**
+   * Encrypt `record` (header space reserved, filled here) and queue it for writing.
+   * The sequence number is taken synchronously and writes run in sequence order.
+   */
+  #sendRecord(type: number, record: Uint8Array<ArrayBuffer>, release = true): Promise<void> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    if (this.#closed) return Promise.reject(new ConnectionError("the session is closed"));
+    const seq = this.#sendSeq++;
+    if (!Number.isSafeInteger(seq)) return Promise.reject(new RangeError("sequence exhausted"));
+    writeRecordHeader(record, seq, type);
+    this.#lastSend = Date.now();
+    const pool = record.length >= POOL_THRESHOLD ? this.#options.cryptoPool : undefined;
+    const frame = this.#sendKeys.keyFor(seq).then((key) =>
+      pool
+        ? pool.encrypt(key.raw, record, { prefix: FRAME_HEADER_SIZE, now: this.#options.now() })
+        : key.fernet.encrypt(record, { prefix: FRAME_HEADER_SIZE, now: this.#options.now })
+    );
+    ignore(frame);
+    const written = this.#writeChain.then(async () => {
+      if (this.#failure) throw this.#failure;
+      try {
+        const sealed = sealFrame(await frame);
+        // The record was copied into the token (or moved to a worker): both can go.
+        if (release) releaseBuffer(record);
+        await writeAll(this.#conn, sealed);
+        releaseBuffer(sealed);
+      } catch (error) {
+        const failure = this.#failure ?? new ConnectionError(
+          `connection lost while sending (${(error as Error).message})`,
+          { cause: error },
+        );
+        this.#fail(failure);
+        throw failure;
+      }
+    });
+    this.#writeChain = written;
+    ignore(written);
+    return written;
+  }
+
+  async #nextPending(): Promise<Pending> {
+    if (!this.#pumping) {
+      this.#pumping = true;
+      this.#pump();
+    }
+    if (this.#queueWaiter) {
+      // Two readers would steal each other's records; the protocol has one at a time.
+      throw new Error("Channel.receive() called while another receive() is waiting");
+    }
+    while (this.#queue.length === 0) {
+      if (this.#closed) {
+        return { end: this.#failure ?? new ConnectionError("the session is closed") };
+      }
+      await new Promise<void>((resolve) => (this.#queueWaiter = resolve));
+    }
+    const pending = this.#queue.shift()!;
+    this.#spaceWaiter?.();
+    this.#spaceWaiter = undefined;
+    return pending;
+  }
+
+  #push(pending: Pending): void {
+    this.#queue.push(pending);
+    this.#queueWaiter?.();
+    this.#queueWaiter = undefined;
+  }
+
+  /** Reads frames ahead and starts their decryption, at most cryptoDepth at a time. */
+  async #pump(): Promise<void> {
+    const reader = this.#reader;
+    const idle = this.#idle;
+    const idleMs = this.#options.idleTimeoutMs;
+    try {
+      while (!this.#closed) {
+        while (this.#queue.length >= this.#options.cryptoDepth && !this.#closed) {
+          await new Promise<void>((resolve) => (this.#spaceWaiter = resolve));
+        }
+        if (this.#closed) break;
+        idle.arm(idleMs);
+        const frame = await reader.read();
+        idle.disarm();
+        if (frame === null) {
+          this.#push({ end: null });
+          return;
+        }
+        const seq = this.#pumpSeq++;
+        const pool = frame.length >= POOL_THRESHOLD ? this.#options.cryptoPool : undefined;
+        const decrypted = this.#receiveKeys.keyFor(seq).then(async (key) => {
+          if (pool) {
+            const { plaintext, timestamp } = await pool.decrypt(key.raw, frame);
+            this.#checkClock(timestamp);
+            return plaintext;
+          }
+          const plaintext = await key.fernet.decrypt(frame);
+          this.#checkClock(key.fernet.timestampOf(frame));
+          releaseBuffer(frame);
+          return plaintext;
+        });
+        ignore(decrypted);
+        this.#push({ frame: decrypted, seq });
+      }
+      this.#push({ end: this.#failure ?? new ConnectionError("the session is closed") });
+    } catch (error) {
+      idle.disarm();
+      // A raw socket error (reset, broken pipe) is a lost connection: say so, typed.
+      const failure = error instanceof ConnectionError ? error : new ConnectionError(
+        `connection to the ${this.#peer} lost (${(error as Error).message})`,
+        { cause: error },
+      );
+      this.#push({ end: this.#failure ?? failure });
+    }
+  }
+
+  #checkClock(timestamp: number): void {
+    if (this.#skewReported || !this.#options.onClockSkew) return;
+    const skew = timestamp - this.#options.now();
+    if (Math.abs(skew) > CLOCK_SKEW_WARNING_SECONDS) {
+      this.#skewReported = true;
+      this.#options.onClockSkew(skew);
+    }
+  }
+}

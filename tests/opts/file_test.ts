@@ -1,0 +1,198 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { ConfigError } from "../../lib/errors.ts";
+import { generateKey } from "../../lib/crypto/keys.ts";
+import {
+  DEFAULT_OPTS_TEXT,
+  DEFAULTS,
+  loadOpts,
+  MAX_OPTS_BYTES,
+  OPTION_DOCS,
+  OPTION_NAMES,
+  parseOpts,
+  PLACEHOLDER_SHARED_KEY,
+  redactedConfig,
+  requireSharedKey,
+} from "../../lib/opts/mod.ts";
+
+const makeKey = generateKey;
+
+/** A temporary directory removed when the test ends. */
+async function tempDir(): Promise<AsyncDisposable & { path: string }> {
+  const path = await Deno.makeTempDir({ prefix: "recon_opts_test_" });
+  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
+}
+
+async function rejectsWithConfigError(
+  promise: Promise<unknown>,
+  message: RegExp,
+): Promise<ConfigError> {
+  let caught: unknown;
+  try {
+    await promise;
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught instanceof ConfigError, `expected a ConfigError, got ${caught}`);
+  assert.match(caught.message, message);
+  return caught;
+}
+
+const repoFile = (path: string) => new URL(`../../${path}`, import.meta.url);
+
+Deno.test("loadOpts() on a missing path creates the file with mode 0600 and a real key for the server", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "recon.opts");
+  const key = makeKey();
+  const loaded = await loadOpts(path, { role: "server", generateKey: () => key });
+  assert.equal(loaded.created, true);
+  assert.equal(loaded.path, path);
+  assert.equal(loaded.config.SHARED_KEY, key);
+  assert.equal(requireSharedKey(loaded.config, path), key);
+  assert.deepEqual(loaded.warnings, []);
+  const text = await Deno.readTextFile(path);
+  assert.equal(
+    text,
+    DEFAULT_OPTS_TEXT.replace(`SHARED_KEY = ${PLACEHOLDER_SHARED_KEY}`, `SHARED_KEY = ${key}`),
+  );
+  if (Deno.build.os !== "windows") assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+  const again = await loadOpts(path, { role: "server", generateKey: () => "unused" });
+  assert.equal(again.created, false);
+  assert.equal(again.config.SHARED_KEY, key);
+  assert.deepEqual(again.warnings, []);
+});
+
+Deno.test("loadOpts() for a client creates the placeholder file and throws a ConfigError", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "recon.opts");
+  const error = await rejectsWithConfigError(
+    loadOpts(path, { role: "client", generateKey: () => assert.fail("a client makes no key") }),
+    /^created a default recon.opts at .*recon\.opts; put the server's SHARED_KEY in it and run again$/,
+  );
+  assert.ok(error.message.includes(path));
+  assert.equal(await Deno.readTextFile(path), DEFAULT_OPTS_TEXT);
+  if (Deno.build.os !== "windows") assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+  const again = await loadOpts(path, { role: "client", generateKey: () => "" });
+  assert.equal(again.created, false);
+  assert.equal(again.config.SHARED_KEY, PLACEHOLDER_SHARED_KEY);
+  assert.throws(() => requireSharedKey(again.config, path), ConfigError);
+});
+
+Deno.test("loadOpts() with createIfMissing false creates nothing and names the path", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "recon.opts");
+  await rejectsWithConfigError(
+    loadOpts(path, { role: "server", createIfMissing: false, generateKey: makeKey }),
+    new RegExp(`^cannot read ${path}: no such file$`),
+  );
+  await assert.rejects(Deno.stat(path), Deno.errors.NotFound);
+});
+
+Deno.test("loadOpts() of an unreadable path throws a ConfigError naming it", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "a-directory");
+  await Deno.mkdir(path);
+  await rejectsWithConfigError(
+    loadOpts(path, { role: "server", generateKey: makeKey }),
+    new RegExp(`^cannot read ${path}: `),
+  );
+});
+
+Deno.test("loadOpts() in a missing directory throws a ConfigError naming it", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "no", "such", "recon.opts");
+  await rejectsWithConfigError(
+    loadOpts(path, { role: "server", generateKey: makeKey }),
+    new RegExp(`cannot create ${path}: directory ${join(dir.path, "no", "such")} does not exist`),
+  );
+});
+
+Deno.test("loadOpts() rejects a file that is not UTF-8 or is too big", async () => {
+  await using dir = await tempDir();
+  const binary = join(dir.path, "binary.opts");
+  await Deno.writeFile(binary, new Uint8Array([0x6c, 0x6f, 0xff, 0xfe, 0x0a]));
+  await rejectsWithConfigError(
+    loadOpts(binary, { role: "server", generateKey: makeKey }),
+    new RegExp(`^cannot read ${binary}: it is not UTF-8 text$`),
+  );
+  const big = join(dir.path, "big.opts");
+  await Deno.writeTextFile(big, "#".repeat(MAX_OPTS_BYTES + 1));
+  await rejectsWithConfigError(
+    loadOpts(big, { role: "server", generateKey: makeKey }),
+    /too big for recon.opts$/,
+  );
+});
+
+Deno.test("loadOpts() names the file and line of a bad value", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "recon.opts");
+  await Deno.writeTextFile(path, DEFAULT_OPTS_TEXT.replace("\n60000\n", "\n60k\n"), {
+    mode: 0o600,
+  });
+  await rejectsWithConfigError(
+    loadOpts(path, { role: "server", generateKey: makeKey }),
+    new RegExp(`^${path} line 4: SERVER_PORT must be an integer from 1 to 65535, got "60k"$`),
+  );
+});
+
+Deno.test("loadOpts() resolves relative paths against the file's directory and returns warnings", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "recon.opts");
+  const key = makeKey();
+  await Deno.writeTextFile(
+    path,
+    DEFAULT_OPTS_TEXT.replace(PLACEHOLDER_SHARED_KEY, key) + "SITE_NAME = lab\n",
+    { mode: 0o600 },
+  );
+  const loaded = await loadOpts(path, { role: "client", generateKey: makeKey });
+  assert.equal(loaded.created, false);
+  assert.equal(loaded.config.CLIENT_DOWNLOAD_DIR, join(dir.path, "client_downloads"));
+  assert.equal(loaded.config.RECON_SCRIPT, join(dir.path, "default_recon_script.sh"));
+  assert.equal(loaded.config.CLIENT_DAEMON_STATE_FILE, join(dir.path, "recon-watch.sqlite"));
+  assert.equal(loaded.config.RECON_FILEPATH, "/tmp/recon_server_pfiles");
+  assert.deepEqual(loaded.warnings, [
+    `${path} line ${DEFAULT_OPTS_TEXT.split("\n").length}: unknown option SITE_NAME is kept ` +
+    "but not used",
+  ]);
+  assert.equal(redactedConfig(loaded.config).SHARED_KEY, "<redacted>");
+});
+
+Deno.test("loadOpts() warns when other users can read a file holding a key", {
+  ignore: Deno.build.os === "windows",
+}, async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "recon.opts");
+  await Deno.writeTextFile(path, `SHARED_KEY = ${makeKey()}\n`);
+  await Deno.chmod(path, 0o644);
+  const loaded = await loadOpts(path, { role: "server", generateKey: makeKey });
+  assert.deepEqual(loaded.warnings, [
+    `${path} holds SHARED_KEY but other users can access it (mode 0644); run chmod 600 ${path}`,
+  ]);
+});
+
+Deno.test("recon.opts.example reads as the defaults and mentions every option", async () => {
+  const text = await Deno.readTextFile(repoFile("recon.opts.example"));
+  const { config, warnings } = parseOpts(text);
+  assert.deepEqual(warnings, []);
+  assert.deepEqual({ ...config, SHARED_KEY: "" }, DEFAULTS);
+  assert.equal(config.SHARED_KEY, PLACEHOLDER_SHARED_KEY);
+  for (const name of OPTION_NAMES) {
+    assert.match(text, new RegExp(`^#? ?(\\d+ )?${name}[ :=]`, "m"), name);
+  }
+});
+
+Deno.test("README.md configuration reference has a row for every option matching OPTION_DOCS", async () => {
+  const text = await Deno.readTextFile(repoFile("README.md"));
+  const rows = new Map<string, string[]>();
+  for (const line of text.split("\n")) {
+    const cells = line.split("|").slice(1, -1).map((cell) => cell.trim());
+    const name = /^`([A-Z0-9_]+)`$/.exec(cells[0] ?? "")?.[1];
+    if (name && cells.length === 4) rows.set(name, cells);
+  }
+  assert.deepEqual([...rows.keys()], [...OPTION_NAMES]);
+  for (const name of OPTION_NAMES) {
+    const { default: value, readBy } = OPTION_DOCS[name];
+    const shown = value.startsWith("(") ? value : `\`${value}\``;
+    assert.deepEqual(rows.get(name)!.slice(1, 3), [shown, readBy], name);
+  }
+});

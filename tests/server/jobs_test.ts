@@ -1,0 +1,180 @@
+/**
+ * Tests for lib/server/jobs.ts (the FIFO queue and its workers) and
+ * lib/server/results.ts (which files a job returns).
+ */
+import assert from "node:assert/strict";
+import * as path from "node:path";
+import { Job, type JobOutcome, JobQueue, MAX_PENDING_EVENTS } from "../../lib/server/jobs.ts";
+import { adoptLegacyResults, collectResults, snapshotDirectory } from "../../lib/server/results.ts";
+
+function job(name: string): Job {
+  return new Job({
+    id: name,
+    files: [{ name: `${name}.7`, size: 1 }],
+    options: {},
+    inputDir: `/tmp/job_${name}_input`,
+    outputDir: `/tmp/job_${name}_output`,
+    logPath: `/tmp/job_${name}.log`,
+  });
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+Deno.test("JobQueue runs at most MAX_CONCURRENT_JOBS jobs at once, in FIFO order", async () => {
+  const gates = new Map<string, ReturnType<typeof deferred>>();
+  const started: string[] = [];
+  let running = 0;
+  let maxRunning = 0;
+  const queue = new JobQueue(2, async (j): Promise<JobOutcome> => {
+    started.push(j.id);
+    running++;
+    maxRunning = Math.max(maxRunning, running);
+    const gate = deferred();
+    gates.set(j.id, gate);
+    await gate.promise;
+    running--;
+    return { ok: true, results: [] };
+  });
+  const jobs = ["a", "b", "c", "d"].map(job);
+  jobs.forEach((j) => queue.enqueue(j));
+  assert.deepEqual(started, ["a", "b"]);
+  assert.equal(queue.activeWorkers, 2);
+  assert.equal(queue.queueLength, 2);
+  assert.deepEqual(queue.jobs().map((j) => j.status), [
+    "processing",
+    "processing",
+    "queued",
+    "queued",
+  ]);
+  gates.get("b")!.resolve();
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.deepEqual(started, ["a", "b", "c"]);
+  for (const id of ["a", "c"]) gates.get(id)!.resolve();
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  gates.get("d")!.resolve();
+  await queue.idle();
+  assert.equal(maxRunning, 2);
+  assert.equal(queue.completed, 4);
+  assert.deepEqual(jobs.map((j) => j.status), ["completed", "completed", "completed", "completed"]);
+});
+
+Deno.test("JobQueue counts a job whose executor throws as failed with the reason", async () => {
+  const queue = new JobQueue(1, () => Promise.reject(new Error("boom")));
+  const j = job("x");
+  queue.enqueue(j);
+  await queue.idle();
+  assert.equal(queue.failed, 1);
+  assert.equal(j.status, "failed");
+  const events = [];
+  for (let e = await j.events.next(); e; e = j.events.length ? await j.events.next() : undefined) {
+    events.push(e);
+  }
+  assert.deepEqual(events.map((e) => e.kind), ["started", "finished"]);
+  const finished = events[1] as { outcome: JobOutcome };
+  assert.equal(finished.outcome.ok, false);
+  assert.equal((finished.outcome as { reason: string }).reason, "boom");
+});
+
+Deno.test("JobQueue.close() returns the jobs that never started and refuses new ones", async () => {
+  const gate = deferred();
+  const queue = new JobQueue(1, async () => {
+    await gate.promise;
+    return { ok: true, results: [] };
+  });
+  const [a, b] = [job("a"), job("b")];
+  queue.enqueue(a);
+  queue.enqueue(b);
+  assert.deepEqual(queue.close(), [b]);
+  assert.throws(() => queue.enqueue(job("c")), /shutting down/);
+  gate.resolve();
+  await queue.idle();
+});
+
+Deno.test("JobQueue refuses MAX_CONCURRENT_JOBS below 1", () => {
+  assert.throws(() => new JobQueue(0, () => Promise.reject(new Error())), RangeError);
+});
+
+Deno.test("Job.progress() drops text lines, not percentages, when the session falls behind", () => {
+  const j = job("p");
+  for (let i = 0; i < MAX_PENDING_EVENTS + 50; i++) j.progress({ text: `line ${i}` });
+  assert.equal(j.events.length, MAX_PENDING_EVENTS);
+  assert.equal(j.droppedLines, 50);
+  j.progress({ percent: 50 });
+  assert.equal(j.percent, 50);
+  assert.ok(j.events.length <= MAX_PENDING_EVENTS);
+});
+
+Deno.test("Job.summary() gives the queue view the seed describes", () => {
+  const summary = job("s").summary();
+  assert.equal(summary.job_id, "s");
+  assert.equal(summary.status, "queued");
+  assert.equal(summary.primary_file, "s.7");
+  assert.equal(summary.file_count, 1);
+  assert.equal(summary.input_dir, "job_s_input");
+  assert.match(summary.submitted_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+});
+
+Deno.test("collectResults() returns regular files recursively and skips symlinks", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "recon-results-" });
+  try {
+    await Deno.mkdir(path.join(dir, "series1"));
+    await Deno.writeTextFile(path.join(dir, "series1", "img1.dcm"), "a");
+    await Deno.writeTextFile(path.join(dir, "b.dcm"), "bb");
+    await Deno.symlink("/etc/passwd", path.join(dir, "evil.dcm"));
+    await Deno.symlink(path.join(dir, "series1"), path.join(dir, "loop"));
+    const scan = await collectResults(dir);
+    assert.deepEqual(scan.files.map((f) => [f.name, f.size]), [["b.dcm", 2], [
+      "series1/img1.dcm",
+      1,
+    ]]);
+    assert.equal(scan.skipped.length, 2);
+    assert.ok(scan.skipped.every((s) => s.includes("symbolic link")));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("collectResults() skips, with the reason, names the client would refuse", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "recon-results-" });
+  try {
+    await Deno.writeTextFile(path.join(dir, "good.dcm"), "a");
+    await Deno.writeTextFile(path.join(dir, "back\\slash.dcm"), "b");
+    await Deno.writeTextFile(path.join(dir, "tab\tname.dcm"), "c");
+    await Deno.writeTextFile(path.join(dir, "esc\u001b[31m.dcm"), "d");
+    await Deno.mkdir(path.join(dir, "series\u0007"));
+    await Deno.writeTextFile(path.join(dir, "series\u0007", "img.dcm"), "e");
+    await Deno.mkdir(path.join(dir, "series2"));
+    await Deno.writeTextFile(path.join(dir, "series2", "-dash.dcm"), "f");
+    const scan = await collectResults(dir);
+    assert.deepEqual(scan.files.map((f) => f.name), ["good.dcm", "series2/-dash.dcm"]);
+    assert.deepEqual(scan.skipped.sort(), [
+      '"back\\\\slash.dcm" (the path is not relative)',
+      '"esc\\u001b[31m.dcm" (segment "esc\\u001b[31m.dcm": the name contains NUL or a control character)',
+      '"series\\u0007/img.dcm" (segment "series\\u0007": the name contains NUL or a control character)',
+      '"tab\\tname.dcm" (segment "tab\\tname.dcm": the name contains NUL or a control character)',
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("adoptLegacyResults() moves only files new in RECON_DICOM_DIR into the job's output", async () => {
+  const dicomDir = await Deno.makeTempDir({ prefix: "recon-legacy-" });
+  try {
+    await Deno.writeTextFile(path.join(dicomDir, "old.dcm"), "old");
+    const output = path.join(dicomDir, "job_x_output");
+    await Deno.mkdir(output);
+    const before = await snapshotDirectory(dicomDir);
+    await Deno.writeTextFile(path.join(dicomDir, "new.dcm"), "new");
+    await Deno.mkdir(path.join(dicomDir, "job_y_output"));
+    assert.deepEqual(await adoptLegacyResults(dicomDir, before, output), ["new.dcm"]);
+    assert.equal(await Deno.readTextFile(path.join(output, "new.dcm")), "new");
+    assert.equal(await Deno.readTextFile(path.join(dicomDir, "old.dcm")), "old");
+  } finally {
+    await Deno.remove(dicomDir, { recursive: true });
+  }
+});

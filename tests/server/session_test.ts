@@ -1,0 +1,608 @@
+/**
+ * Tests for lib/server/session.ts through an in-process ReconServer on 127.0.0.1 and
+ * clients that misbehave on purpose (built on Channel.connect, or on raw records):
+ *
+ * - a client that breaks the protocol while its job runs (GOODBYE, an invalid message,
+ *   a valid message that does not belong there, file data) is cut off without taking
+ *   the server down; its job runs to completion and the results stay in
+ *   RECON_DICOM_DIR/job_<id>_output with a log line saying where;
+ * - the results leave the server only after the client's `results_received`;
+ * - an upload that does not match its announcement is answered with `error` of kind
+ *   "transfer" and leaves no job input directory;
+ * - concurrent uploads book disk space, so together they cannot overbook it;
+ * - result names the client would refuse are skipped with a reason, the rest delivered;
+ * - a result swapped for a symbolic link after collection is not followed.
+ */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { statfs } from "node:fs/promises";
+import * as path from "node:path";
+import { Channel } from "../../lib/wire/channel.ts";
+import { RecordType } from "../../lib/wire/record.ts";
+import type { LocalFile } from "../../lib/client/files.ts";
+import { connectToServer } from "../../lib/client/connect.ts";
+import { getServerStatus } from "../../lib/client/query.ts";
+import { submitJob } from "../../lib/client/submit.ts";
+import type { Logger } from "../../lib/log.ts";
+import { defaultConfig, type ReconConfig } from "../../lib/opts/mod.ts";
+import { ReconServer } from "../../lib/server/server.ts";
+import { testKey } from "../support/channel_pair.ts";
+import { listDir, waitFor } from "../support/e2e.ts";
+import { BytesReader } from "../support/memory_duplex.ts";
+import { rawClient } from "../support/raw_peer.ts";
+import { receiveStream, sendStream } from "../../lib/wire/transfer.ts";
+
+const encoder = new TextEncoder();
+const OTHER_JOB = "0b7f0f2e-3c1a-4b5e-9d2f-6a7b8c9d0e1f";
+
+/** A Logger that keeps every line as "LEVEL message". */
+function memoryLog(): { lines: string[]; log: Logger } {
+  const lines: string[] = [];
+  const logger: Record<string, unknown> = {};
+  for (const level of ["trace", "debug", "info", "warn", "warning", "error", "fatal"]) {
+    logger[level] = (message: string) => lines.push(`${level} ${message}`);
+  }
+  return { lines, log: logger as unknown as Logger };
+}
+
+/** The default RECON_SCRIPT: sleeps 0.5 s, then writes one result. */
+const SLEEPY_SCRIPT = `sleep 0.5
+printf 'image of %s\\n' "$RECON_JOB_ID" >"$RECON_OUTPUT_DIR/result.dcm"
+`;
+
+async function startServer(
+  options: { script?: string; config?: Partial<ReconConfig> } = {},
+) {
+  const dir = await Deno.makeTempDir({ prefix: "recon-session-test-" });
+  const key = await testKey();
+  const script = path.join(dir, "recon.sh");
+  await Deno.writeTextFile(script, `#!/bin/sh\nset -eu\n${options.script ?? SLEEPY_SCRIPT}`);
+  const config: ReconConfig = {
+    ...defaultConfig(),
+    SERVER_HOST: "127.0.0.1",
+    SERVER_PORT: 0,
+    SHARED_KEY: key.text,
+    RECON_FILEPATH: path.join(dir, "pfiles"),
+    RECON_DICOM_DIR: path.join(dir, "dicoms"),
+    RECON_SCRIPT: script,
+    JOB_TIMEOUT: 30,
+    SHUTDOWN_GRACE: 1,
+    ...options.config,
+  };
+  const { lines, log } = memoryLog();
+  const server = await ReconServer.start({ config, keys: new Map([[key.id, key.raw]]), log });
+  const port = server.addr.port;
+  return {
+    server,
+    key,
+    dir,
+    config,
+    lines,
+    port,
+    outputDir: (jobId: string) => path.join(config.RECON_DICOM_DIR, `job_${jobId}_output`),
+    inputDir: (jobId: string) => path.join(config.RECON_FILEPATH, `job_${jobId}_input`),
+    /** A session built on Channel.connect, to drive by hand. */
+    async connect(): Promise<Channel> {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      return await Channel.connect(conn, { sharedKey: key.raw, keyId: key.id });
+    },
+    /** A session of hand-written records. */
+    async raw() {
+      return await rawClient(await Deno.connect({ hostname: "127.0.0.1", port }), key);
+    },
+    /** What a normal client sees: the status, in a session of its own. */
+    async status() {
+      const channel = await connectToServer({
+        host: "127.0.0.1",
+        port,
+        sharedKey: key.raw,
+        keyId: key.id,
+        handshakeTimeoutMs: 3000,
+      });
+      try {
+        return await getServerStatus(channel);
+      } finally {
+        await channel.close();
+      }
+    },
+    /** Wait for a log line matching `pattern`; returns it. */
+    logLine(pattern: RegExp, timeoutMs = 10_000): Promise<string> {
+      return waitFor(`a log line ${pattern}`, () => lines.find((line) => pattern.test(line)), {
+        timeoutMs,
+      }).catch((error) => {
+        throw new Error(`${error.message}; log:\n${lines.join("\n")}`);
+      });
+    },
+    [Symbol.asyncDispose]: async () => {
+      await server.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/** The next control message on `channel`, skipping nothing. */
+async function nextMessage(channel: Channel): Promise<Record<string, unknown>> {
+  const incoming = await channel.receive();
+  assert.equal(incoming.type, "message", `expected a message, got ${JSON.stringify(incoming)}`);
+  return (incoming as { message: Record<string, unknown> }).message;
+}
+
+/** Wait for a message of `type`, skipping job_started and job_progress. */
+async function expectMessage(channel: Channel, type: string): Promise<Record<string, unknown>> {
+  while (true) {
+    const message = await nextMessage(channel);
+    if (message.type === "job_started" || message.type === "job_progress") continue;
+    assert.equal(message.type, type, `expected ${type}, got ${JSON.stringify(message)}`);
+    return message;
+  }
+}
+
+const SCAN = encoder.encode("raw k-space of one scan");
+
+/** Announce one file, send it when asked, and return the job id from job_queued. */
+async function uploadJob(channel: Channel, content = SCAN): Promise<string> {
+  await channel.send({
+    type: "submit_recon_job",
+    files: [{ name: "P00001.7", size: content.length }],
+    client_recon_options_json: "{}",
+  });
+  const request = await nextMessage(channel);
+  assert.equal(request.type, "request_file");
+  await sendStream(channel, new BytesReader(content), content.length);
+  const queued = await nextMessage(channel);
+  assert.equal(queued.type, "job_queued");
+  return queued.job_id as string;
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await Deno.lstat(file);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// A client that breaks the protocol while its job runs
+
+const MISBEHAVIOURS: [string, (channel: Channel, jobId: string) => Promise<void>, RegExp][] = [
+  [
+    "says GOODBYE",
+    (channel) => channel.close(),
+    /client ended the session; the job continues/,
+  ],
+  [
+    "sends get_server_status",
+    (channel) => channel.send({ type: "get_server_status" }),
+    /client sent get_server_status while its job runs; closing the session/,
+  ],
+  [
+    "sends results_received before any result",
+    (channel, jobId) => channel.send({ type: "results_received", job_id: jobId }),
+    /client sent results_received while its job runs/,
+  ],
+  [
+    "sends a message of an unknown type",
+    (channel) => channel.send({ type: "launch_missiles" }),
+    /client sent an invalid message: .*launch_missiles/,
+  ],
+  [
+    "sends cancel_job with a job id that is not a UUID",
+    (channel) => channel.send({ type: "cancel_job", job_id: "../x" }),
+    /client sent an invalid message: .*job_id/,
+  ],
+  [
+    "sends cancel_job for another job",
+    (channel) => channel.send({ type: "cancel_job", job_id: OTHER_JOB }),
+    /client sent cancel_job while its job runs/,
+  ],
+  [
+    "sends file data",
+    async (channel) => {
+      // The server hangs up at the first DATA record; the FILE_END may not get out.
+      await sendStream(channel, new BytesReader(encoder.encode("junk")), 4).catch(() => {});
+    },
+    /client sent data data while its job runs/,
+  ],
+];
+
+for (const [what, misbehave, logged] of MISBEHAVIOURS) {
+  Deno.test(`a client that ${what} while its job runs does not stop the server or the job, and the results are kept`, async () => {
+    await using s = await startServer();
+    const channel = await s.connect();
+    let jobId: string;
+    try {
+      jobId = await uploadJob(channel);
+      await misbehave(channel, jobId);
+      await s.logLine(logged);
+      // The server goes on answering other clients while the job runs.
+      assert.equal((await s.status()).type, "server_status_response");
+      if (!channel.closed) {
+        // The server hung up on this client.
+        await assert.rejects(
+          (async () => {
+            while (true) await channel.receive();
+          })(),
+        );
+      }
+    } finally {
+      channel.abort();
+    }
+    const outputDir = s.outputDir(jobId);
+    const line = await s.logLine(/finished but its client is gone; results kept in /);
+    assert.ok(line.includes(`job ${jobId}: `), line);
+    assert.ok(line.endsWith(`results kept in ${outputDir}`), line);
+    assert.deepEqual(await listDir(outputDir), ["result.dcm"]);
+    assert.equal(
+      await Deno.readTextFile(path.join(outputDir, "result.dcm")),
+      `image of ${jobId}\n`,
+      "the job ran to completion",
+    );
+    assert.equal(s.server.queue.completed, 1);
+    assert.equal(s.server.queue.failed, 0, "the job was not cancelled");
+    assert.equal(await exists(s.inputDir(jobId)), false, "the input directory is removed");
+    const status = await s.status();
+    assert.equal(status.jobs_completed, 1);
+    assert.ok(!s.lines.some((l) => /internal error/.test(l)), s.lines.join("\n"));
+  });
+}
+
+Deno.test("a client that sends cancel_job for its own job still cancels it", async () => {
+  await using s = await startServer({ script: "sleep 5\n" });
+  const channel = await s.connect();
+  try {
+    const jobId = await uploadJob(channel);
+    await channel.send({ type: "cancel_job", job_id: jobId, reason: "test" });
+    const failed = await expectMessage(channel, "job_failed");
+    assert.equal(failed.reason, "the job was cancelled by its client");
+    await channel.close();
+    await waitFor("the job to be counted", () => s.server.queue.jobs().length === 0);
+    assert.equal(await exists(s.outputDir(jobId)), false);
+  } finally {
+    channel.abort();
+  }
+});
+
+// ---------------------------------------------------------------------------
+// results_received
+
+/** Run a job by hand up to recon_complete, taking every result; returns the job id. */
+async function takeResults(channel: Channel): Promise<{ jobId: string; received: string[] }> {
+  const jobId = await uploadJob(channel);
+  const start = await expectMessage(channel, "dicom_transfer_start");
+  assert.equal(start.job_id, jobId);
+  await channel.send({ type: "dicom_transfer_ack", job_id: jobId, status: "ready" });
+  const received: string[] = [];
+  for (let i = 0; i < (start.count as number); i++) {
+    const result = await expectMessage(channel, "result_file");
+    let text = "";
+    const decoder = new TextDecoder();
+    await receiveStream(channel, {
+      write: (chunk: Uint8Array) => {
+        text += decoder.decode(chunk, { stream: true });
+        return Promise.resolve(chunk.length);
+      },
+    }, result.size as number);
+    received.push(text + decoder.decode());
+  }
+  const complete = await expectMessage(channel, "recon_complete");
+  assert.equal(complete.job_id, jobId);
+  return { jobId, received };
+}
+
+const UNCONFIRMED: [string, (channel: Channel, jobId: string) => Promise<void>][] = [
+  ["disconnects", (channel) => Promise.resolve(channel.abort())],
+  ["says GOODBYE", (channel) => channel.close()],
+  [
+    "confirms another job",
+    async (channel) => {
+      await channel.send({ type: "results_received", job_id: OTHER_JOB });
+    },
+  ],
+  [
+    "answers with an error",
+    async (channel) => {
+      await channel.send({ type: "error", reason: "disk full" });
+    },
+  ],
+];
+
+for (const [what, instead] of UNCONFIRMED) {
+  Deno.test(`a client that takes every result but ${what} instead of results_received leaves the results on the server`, async () => {
+    await using s = await startServer({ script: SLEEPY_SCRIPT.replace("sleep 0.5", "") });
+    const channel = await s.connect();
+    let jobId: string;
+    try {
+      const taken = await takeResults(channel);
+      jobId = taken.jobId;
+      assert.deepEqual(taken.received, [`image of ${jobId}\n`]);
+      await instead(channel, jobId);
+      const line = await s.logLine(/delivery failed/);
+      assert.ok(line.includes(`job ${jobId}: `), line);
+      assert.ok(line.endsWith(`results kept in ${s.outputDir(jobId)}`), line);
+    } finally {
+      channel.abort();
+    }
+    assert.deepEqual(await listDir(s.outputDir(jobId)), ["result.dcm"]);
+    assert.ok(!s.lines.some((l) => /delivered \d+ result/.test(l)), s.lines.join("\n"));
+    assert.equal((await s.status()).type, "server_status_response");
+  });
+}
+
+Deno.test("submitJob() confirms the results and only then does the server remove them", async () => {
+  await using s = await startServer({ script: SLEEPY_SCRIPT.replace("sleep 0.5", "") });
+  const file = path.join(s.dir, "P00001.7");
+  await Deno.writeFile(file, SCAN);
+  const files: LocalFile[] = [{ path: file, name: "P00001.7", size: SCAN.length }];
+  const channel = await s.connect();
+  try {
+    const result = await submitJob({
+      channel,
+      files,
+      options: {},
+      downloadDir: path.join(s.dir, "downloads"),
+    });
+    await channel.close();
+    assert.equal(
+      await Deno.readTextFile(path.join(result.resultDir, "result.dcm")),
+      `image of ${result.jobId}\n`,
+    );
+    await s.logLine(new RegExp(`job ${result.jobId}: delivered 1 result file\\(s\\)`));
+    assert.equal(await exists(s.outputDir(result.jobId)), false, "the output dir is removed");
+    assert.deepEqual(await listDir(s.config.RECON_DICOM_DIR), []);
+    assert.deepEqual(await listDir(s.config.RECON_FILEPATH), [`job_${result.jobId}.log`]);
+  } finally {
+    channel.abort();
+  }
+});
+
+// ---------------------------------------------------------------------------
+// Uploads that do not match their announcement
+
+function sha256(bytes: Uint8Array): Uint8Array {
+  return createHash("sha256").update(bytes).digest();
+}
+
+function fileEnd(size: number, digest: Uint8Array): Uint8Array {
+  const payload = new Uint8Array(40);
+  new DataView(payload.buffer).setBigUint64(0, BigInt(size));
+  payload.set(digest, 8);
+  return payload;
+}
+
+/** What the client sends for the file: DATA, then FILE_END unless it is undefined. */
+const BAD_UPLOADS: [string, Uint8Array, Uint8Array | undefined, RegExp][] = [
+  [
+    "fewer bytes than announced",
+    SCAN.subarray(1),
+    fileEnd(SCAN.length - 1, sha256(SCAN.subarray(1))),
+    /size mismatch/,
+  ],
+  // The server stops at the DATA record; a FILE_END after it could arrive after the
+  // server closed and make its answer be lost to a reset.
+  [
+    "more bytes than announced",
+    new Uint8Array([...SCAN, 0x21]),
+    undefined,
+    /sent more than the announced/,
+  ],
+  [
+    "the announced size with a FILE_END that claims fewer",
+    SCAN,
+    fileEnd(SCAN.length - 1, sha256(SCAN)),
+    /size mismatch/,
+  ],
+  [
+    "the announced bytes with a wrong SHA-256",
+    SCAN,
+    fileEnd(SCAN.length, sha256(encoder.encode("something else"))),
+    /SHA-256 mismatch/,
+  ],
+];
+
+for (const [what, data, end, reason] of BAD_UPLOADS) {
+  Deno.test(`an upload of ${what} is answered with a transfer error and leaves no input directory`, async () => {
+    await using s = await startServer();
+    await using client = await s.raw();
+    await client.sendMessage({
+      type: "submit_recon_job",
+      files: [{ name: "P00001.7", size: SCAN.length }],
+      client_recon_options_json: "{}",
+    });
+    const request = await client.nextMessage();
+    assert.equal(request?.type, "request_file");
+    const jobId = request.job_id as string;
+    assert.ok(await exists(s.inputDir(jobId)), "the server made the input directory");
+    await client.send(RecordType.DATA, data);
+    if (end) await client.send(RecordType.FILE_END, end);
+    const answer = await client.nextMessage();
+    assert.equal(answer?.type, "error", JSON.stringify(answer));
+    assert.equal(answer.kind, "transfer");
+    assert.match(answer.reason as string, reason);
+    assert.equal(await client.next(), null, "then the server hangs up");
+    assert.equal(await exists(s.inputDir(jobId)), false, "the input directory is removed");
+    await s.logLine(new RegExp(`job ${jobId}: upload failed, removed `));
+    assert.deepEqual(await listDir(s.config.RECON_FILEPATH), []);
+    assert.equal(s.server.queue.jobs().length, 0, "nothing was queued");
+    assert.equal((await s.status()).type, "server_status_response");
+  });
+}
+
+Deno.test("an upload the client abandons with an error message is answered with a transfer error", async () => {
+  await using s = await startServer();
+  await using client = await s.raw();
+  await client.sendMessage({
+    type: "submit_recon_job",
+    files: [{ name: "P00001.7", size: SCAN.length }],
+    client_recon_options_json: "{}",
+  });
+  const request = await client.nextMessage();
+  const jobId = request?.job_id as string;
+  await client.send(RecordType.DATA, SCAN.subarray(0, 5));
+  await client.sendMessage({ type: "error", reason: "P00001.7 changed size" });
+  const answer = await client.nextMessage();
+  assert.equal(answer?.type, "error");
+  assert.equal(answer.kind, "transfer");
+  assert.match(answer.reason as string, /abandoned the transfer after 5 bytes: P00001.7 changed/);
+  assert.equal(await exists(s.inputDir(jobId)), false);
+});
+
+Deno.test("a refused job is answered with an error of kind refused, and the session goes on", async () => {
+  await using s = await startServer({ config: { MAX_JOB_BYTES: 10 } });
+  const channel = await s.connect();
+  try {
+    await channel.send({
+      type: "submit_recon_job",
+      files: [{ name: "P00001.7", size: SCAN.length }],
+      client_recon_options_json: "{}",
+    });
+    const answer = await nextMessage(channel);
+    assert.equal(answer.type, "error");
+    assert.equal(answer.kind, "refused");
+    assert.match(answer.reason as string, /MAX_JOB_BYTES/);
+    assert.equal((await getServerStatus(channel)).type, "server_status_response");
+    await channel.close();
+  } finally {
+    channel.abort();
+  }
+});
+
+// ---------------------------------------------------------------------------
+// Disk space booking
+
+Deno.test("concurrent uploads book disk space: the second is refused while the first is in progress", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "recon-disk-" });
+  const stats = await statfs(dir);
+  await Deno.remove(dir);
+  const free = Number(stats.bavail) * Number(stats.bsize);
+  const announced = 10 * 1024 ** 3;
+  // One job fits with 5 GiB to spare, two would need 5 GiB more than there is.
+  const margin = free - 1.5 * announced;
+  assert.ok(margin > 0, `this test needs more than 15 GiB free (${free} bytes)`);
+  await using s = await startServer({
+    config: { DISK_FREE_MARGIN: Math.floor(margin), MAX_JOB_BYTES: 2 * announced },
+  });
+  const submit = {
+    type: "submit_recon_job",
+    files: [{ name: "P00001.7", size: announced }],
+    client_recon_options_json: "{}",
+  };
+  const first = await s.connect();
+  const second = await s.connect();
+  const third = await s.connect();
+  try {
+    await first.send(submit);
+    assert.equal((await nextMessage(first)).type, "request_file", "the first upload may start");
+    await second.send(submit);
+    const refusal = await nextMessage(second);
+    assert.equal(refusal.type, "error");
+    assert.equal(refusal.kind, "refused");
+    assert.match(refusal.reason as string, /not enough disk space on the server/);
+    // The first upload ends (the client goes away): its booking is released.
+    first.abort();
+    await s.logLine(/upload failed, removed/);
+    await third.send(submit);
+    assert.equal((await nextMessage(third)).type, "request_file", "the space is free again");
+  } finally {
+    for (const channel of [first, second, third]) channel.abort();
+  }
+});
+
+// ---------------------------------------------------------------------------
+// Result collection and delivery
+
+Deno.test("results with names the client would refuse are skipped with a reason; the rest are delivered", async () => {
+  await using s = await startServer({
+    script: `printf 'good' >"$RECON_OUTPUT_DIR/good.dcm"
+printf 'bad' >"$RECON_OUTPUT_DIR/back\\\\slash.dcm"
+printf 'bad' >"$RECON_OUTPUT_DIR/$(printf 'bell\\007.dcm')"
+mkdir "$RECON_OUTPUT_DIR/$(printf 'esc\\033dir')"
+printf 'bad' >"$RECON_OUTPUT_DIR/$(printf 'esc\\033dir')/inner.dcm"
+`,
+  });
+  const file = path.join(s.dir, "P00001.7");
+  await Deno.writeFile(file, SCAN);
+  const channel = await s.connect();
+  try {
+    const result = await submitJob({
+      channel,
+      files: [{ path: file, name: "P00001.7", size: SCAN.length }],
+      options: {},
+      downloadDir: path.join(s.dir, "downloads"),
+    });
+    await channel.close();
+    assert.deepEqual(result.files.map((f) => f.name), ["good.dcm"]);
+    assert.deepEqual(await listDir(result.resultDir), ["good.dcm"]);
+    const skipped = s.lines.filter((line) => line.includes(`job ${result.jobId}: not sending`));
+    assert.equal(skipped.length, 3, skipped.join("\n"));
+    assert.ok(skipped.some((l) => l.includes(`"back\\\\slash.dcm" (the path is not relative)`)));
+    assert.ok(skipped.some((l) => l.includes(`"bell\\u0007.dcm"`) && /control character/.test(l)));
+    assert.ok(skipped.some((l) => l.includes(`"esc\\u001bdir/inner.dcm"`)));
+    // deno-lint-ignore no-control-regex
+    assert.ok(skipped.every((l) => !/[\u0000-\u001f]/.test(l)), "the log line is printable");
+    await s.logLine(new RegExp(`job ${result.jobId}: delivered 1 result file`));
+  } finally {
+    channel.abort();
+  }
+});
+
+Deno.test("a result replaced by a symbolic link after collection is not sent", async () => {
+  await using s = await startServer({ script: SLEEPY_SCRIPT.replace("sleep 0.5", "") });
+  const secret = path.join(s.dir, "secret.txt");
+  await Deno.writeTextFile(secret, "the server's private data");
+  await using client = await s.raw();
+  await client.sendMessage({
+    type: "submit_recon_job",
+    files: [{ name: "P00001.7", size: SCAN.length }],
+    client_recon_options_json: "{}",
+  });
+  const request = await client.nextMessage();
+  const jobId = request?.job_id as string;
+  await client.send(RecordType.DATA, SCAN);
+  await client.send(RecordType.FILE_END, fileEnd(SCAN.length, sha256(SCAN)));
+  let message = await client.nextMessage();
+  while (message && message.type !== "dicom_transfer_start") message = await client.nextMessage();
+  assert.equal(message?.type, "dicom_transfer_start");
+  // Collected and announced; now something swaps the result for a link to a secret.
+  const result = path.join(s.outputDir(jobId), "result.dcm");
+  await Deno.remove(result);
+  await Deno.symlink(secret, result);
+  await client.sendMessage({ type: "dicom_transfer_ack", job_id: jobId, status: "ready" });
+  const types: number[] = [];
+  for (let record = await client.next(); record; record = await client.next()) {
+    types.push(record.type);
+  }
+  // result_file (the announcement), then the server hangs up: no byte of the secret.
+  assert.deepEqual(types, [RecordType.MESSAGE], "no file data is sent");
+  const line = await s.logLine(/delivery failed/);
+  assert.match(line, /is not a regular file \(it is or became a symbolic link\)/);
+  assert.ok(line.endsWith(`results kept in ${s.outputDir(jobId)}`), line);
+  assert.equal((await Deno.lstat(result)).isSymlink, true, "the results are kept as they are");
+});
+
+Deno.test("a job whose input and result names are 254 bytes of UTF-8 goes through both ways", async () => {
+  await using s = await startServer({
+    script: `for f in "$1"/*; do cp -- "$f" "$RECON_OUTPUT_DIR/"; done\n`,
+  });
+  const name = `${"日".repeat(84)}.7`;
+  assert.equal(encoder.encode(name).length, 254);
+  const file = path.join(s.dir, name);
+  await Deno.writeFile(file, SCAN);
+  const channel = await s.connect();
+  try {
+    const result = await submitJob({
+      channel,
+      files: [{ path: file, name, size: SCAN.length }],
+      options: {},
+      downloadDir: path.join(s.dir, "downloads"),
+    });
+    await channel.close();
+    assert.deepEqual(result.files.map((f) => f.name), [name]);
+    assert.deepEqual(await Deno.readFile(path.join(result.resultDir, name)), SCAN);
+    assert.deepEqual(await listDir(result.resultDir), [name], "no temporary file is left");
+  } finally {
+    channel.abort();
+  }
+});

@@ -1,0 +1,349 @@
+/**
+ * The watch mode's state file (SQLite) and its lock: statuses move only the ways the
+ * exactly-once rules allow, everything survives reopening, a foreign or newer file is
+ * refused with a clear message, and one watcher holds the lock at a time.
+ */
+import assert from "node:assert/strict";
+import * as path from "node:path";
+import { ConfigError } from "../../lib/errors.ts";
+import { lockPathFor, WatcherLock, watcherRunning } from "../../lib/watch/lock.ts";
+import { type NewFile, STATE_SCHEMA_VERSION, StateStore } from "../../lib/watch/state.ts";
+import { DatabaseSync } from "node:sqlite";
+
+async function withDir(body: (dir: string) => Promise<void> | void): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "recon_watch_state_test_" });
+  try {
+    await body(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const fixedClock = () => new Date("2026-11-23T12:00:00.000Z");
+
+function file(name: string, extra: Partial<NewFile> = {}): NewFile {
+  return {
+    path: `/scans/${name}`,
+    size: 100,
+    mtimeMs: 1_700_000_000_000,
+    ino: 42,
+    sha256: "ab".repeat(32),
+    ...extra,
+  };
+}
+
+Deno.test("StateStore records a pending file and reads it back after reopening", async () => {
+  await withDir((dir) => {
+    const statePath = path.join(dir, "state.sqlite");
+    let store = StateStore.open(statePath, { now: fixedClock });
+    const added = store.addPending(file("P1.7"), "g1");
+    assert.equal(added.status, "pending");
+    assert.equal(added.groupId, "g1");
+    assert.equal(added.jobId, null);
+    assert.equal(added.firstSeen, "2026-11-23T12:00:00.000Z");
+    store.close();
+    store = StateStore.open(statePath);
+    try {
+      assert.deepEqual(store.latest("/scans/P1.7"), added);
+      assert.equal(store.latest("/scans/other.7"), undefined);
+      assert.deepEqual(store.pendingGroups(), [{ groupId: "g1", files: [added] }]);
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("StateStore groups pending files by group, oldest group first", async () => {
+  await withDir((dir) => {
+    const store = StateStore.open(path.join(dir, "s.sqlite"));
+    try {
+      store.addPending(file("a.7"), "g2");
+      store.addPending(file("b.7"), "g1");
+      store.addPending(file("c.7"), "g2");
+      const groups = store.pendingGroups();
+      assert.deepEqual(groups.map((g) => g.groupId), ["g2", "g1"]);
+      assert.deepEqual(groups[0].files.map((f) => f.path), ["/scans/a.7", "/scans/c.7"]);
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("StateStore: pending → submitted → done, and a done file is never pending again by itself", async () => {
+  await withDir((dir) => {
+    const store = StateStore.open(path.join(dir, "s.sqlite"));
+    try {
+      const ids = [store.addPending(file("a.7"), "g").id, store.addPending(file("b.7"), "g").id];
+      store.countAttempt(ids);
+      store.markSubmitted(ids, "job-1", "run-1");
+      let rows = store.byIds(ids);
+      assert.deepEqual(rows.map((r) => [r.status, r.jobId, r.runId, r.attempts]), [
+        ["submitted", "job-1", "run-1", 1],
+        ["submitted", "job-1", "run-1", 1],
+      ]);
+      assert.deepEqual(store.pendingGroups(), []);
+      assert.equal(store.markDone(ids, "job-1", "/dl/job-1"), 2);
+      rows = store.byIds(ids);
+      assert.deepEqual(rows.map((r) => [r.status, r.resultDir]), [
+        ["done", "/dl/job-1"],
+        ["done", "/dl/job-1"],
+      ]);
+      // Late messages about the job change nothing any more.
+      assert.equal(store.markFailed(ids, "late", "job-1"), 0);
+      assert.equal(store.markPendingAgain(ids, "job-1", "late"), 0);
+      store.markSkipped(ids[0], "late");
+      assert.equal(store.byIds([ids[0]])[0].status, "done");
+      assert.deepEqual(store.counts(), {
+        pending: 0,
+        submitted: 0,
+        done: 2,
+        failed: 0,
+        skipped: 0,
+      });
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("StateStore: a job update for another job id leaves the rows alone", async () => {
+  await withDir((dir) => {
+    const store = StateStore.open(path.join(dir, "s.sqlite"));
+    try {
+      const ids = [store.addPending(file("a.7"), "g").id];
+      store.markSubmitted(ids, "job-1", "run-1");
+      assert.equal(store.markDone(ids, "job-2", "/dl"), 0);
+      assert.equal(store.markFailed(ids, "x", "job-2"), 0);
+      assert.equal(store.byIds(ids)[0].status, "submitted");
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("StateStore: failed keeps its reason and job id; a refusal before queueing has no job id", async () => {
+  await withDir((dir) => {
+    const store = StateStore.open(path.join(dir, "s.sqlite"));
+    try {
+      const a = store.addPending(file("a.7"), "g1").id;
+      const b = store.addPending(file("b.7"), "g2").id;
+      store.markSubmitted([a], "job-1", "run");
+      store.markFailed([a], "the reconstruction script exited with code 3", "job-1");
+      store.markFailed([b], "the server refused the job: too big", null);
+      const [rowA, rowB] = store.byIds([a, b]);
+      assert.deepEqual([rowA.status, rowA.jobId, rowA.reason], [
+        "failed",
+        "job-1",
+        "the reconstruction script exited with code 3",
+      ]);
+      assert.deepEqual([rowB.status, rowB.jobId], ["failed", null]);
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("StateStore: a confirmed cancellation makes the files pending again without job id", async () => {
+  await withDir((dir) => {
+    const store = StateStore.open(path.join(dir, "s.sqlite"));
+    try {
+      const ids = [store.addPending(file("a.7"), "g").id];
+      store.markSubmitted(ids, "job-1", "run");
+      assert.equal(store.markPendingAgain(ids, "job-1", "cancelled at stop"), 1);
+      const [row] = store.byIds(ids);
+      assert.deepEqual([row.status, row.jobId, row.runId, row.reason], [
+        "pending",
+        null,
+        null,
+        "cancelled at stop",
+      ]);
+      assert.deepEqual(store.pendingGroups().map((g) => g.groupId), ["g"]);
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("StateStore: skipped only from pending; notes on pending and submitted rows", async () => {
+  await withDir((dir) => {
+    const store = StateStore.open(path.join(dir, "s.sqlite"));
+    try {
+      const a = store.addPending(file("a.7"), "g").id;
+      const b = store.addPending(file("b.7"), "g").id;
+      store.notePending([a], "waiting");
+      store.markSkipped(a, "deleted before it was sent");
+      store.markSubmitted([b], "job-1", "run");
+      store.noteSubmitted([b], "job-1", "connection lost");
+      const [rowA, rowB] = store.byIds([a, b]);
+      assert.deepEqual([rowA.status, rowA.reason], ["skipped", "deleted before it was sent"]);
+      assert.deepEqual([rowB.status, rowB.reason], ["submitted", "connection lost"]);
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("StateStore.retry() makes rows pending again and clears job, result and note", async () => {
+  await withDir((dir) => {
+    const store = StateStore.open(path.join(dir, "s.sqlite"));
+    try {
+      const ids = [store.addPending(file("a.7"), "g").id, store.addPending(file("b.7"), "g").id];
+      store.markSubmitted(ids, "job-1", "run");
+      store.markFailed(ids, "broken", "job-1");
+      assert.equal(store.retry(ids), 2);
+      for (const row of store.byIds(ids)) {
+        assert.deepEqual([row.status, row.jobId, row.runId, row.resultDir], [
+          "pending",
+          null,
+          null,
+          null,
+        ]);
+        assert.equal(row.groupId, "g", "companions stay together");
+      }
+      assert.equal(store.retry(ids), 0, "already pending");
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("StateStore.byJobId() finds a job by its id or a unique prefix of 8+ characters", async () => {
+  await withDir((dir) => {
+    const store = StateStore.open(path.join(dir, "s.sqlite"));
+    try {
+      const id = store.addPending(file("a.7"), "g").id;
+      store.markSubmitted([id], "0123abcd-1111-2222-3333-444455556666", "run");
+      assert.equal(store.byJobId("0123abcd-1111-2222-3333-444455556666").length, 1);
+      assert.equal(store.byJobId("0123abcd").length, 1);
+      assert.equal(store.byJobId("0123abc").length, 0, "7 characters must match exactly");
+      assert.equal(store.byJobId("0123abc%").length, 0, "LIKE wildcards are escaped");
+      assert.equal(store.byJobId("________").length, 0, "LIKE wildcards are escaped");
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("StateStore.restat() keeps the row and its status for the same content", async () => {
+  await withDir((dir) => {
+    const store = StateStore.open(path.join(dir, "s.sqlite"));
+    try {
+      const row = store.addPending(file("a.7"), "g");
+      store.restat(row.id, { size: 100, mtimeMs: 5, ino: 43 });
+      const [after] = store.byIds([row.id]);
+      assert.deepEqual([after.mtimeMs, after.ino, after.status], [5, 43, "pending"]);
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("StateStore keeps meta values", async () => {
+  await withDir((dir) => {
+    const store = StateStore.open(path.join(dir, "s.sqlite"));
+    try {
+      assert.equal(store.getMeta("run_id"), undefined);
+      store.setMeta("run_id", "r1");
+      store.setMeta("run_id", "r2");
+      assert.equal(store.getMeta("run_id"), "r2");
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("StateStore refuses a file that is not SQLite, naming it", async () => {
+  await withDir(async (dir) => {
+    const statePath = path.join(dir, "garbage.sqlite");
+    await Deno.writeTextFile(statePath, "this is not a database, just some text\n".repeat(200));
+    assert.throws(
+      () => StateStore.open(statePath),
+      (error: Error) =>
+        error instanceof ConfigError && error.message.includes(statePath) &&
+        /cannot use state file/.test(error.message),
+    );
+  });
+});
+
+Deno.test("StateStore refuses a state file from a newer schema", async () => {
+  await withDir((dir) => {
+    const statePath = path.join(dir, "new.sqlite");
+    const db = new DatabaseSync(statePath);
+    db.exec(`PRAGMA user_version = ${STATE_SCHEMA_VERSION + 1}`);
+    db.close();
+    assert.throws(() => StateStore.open(statePath), /written by a newer recon/);
+  });
+});
+
+Deno.test("StateStore refuses a state file in a directory that does not exist", async () => {
+  await withDir((dir) => {
+    assert.throws(
+      () => StateStore.open(path.join(dir, "missing", "s.sqlite")),
+      (error: Error) =>
+        error instanceof ConfigError && /CLIENT_DAEMON_STATE_FILE/.test(error.hint!),
+    );
+  });
+});
+
+Deno.test("StateStore: two handles on one file (watcher and --retry) see each other's writes", async () => {
+  await withDir((dir) => {
+    const statePath = path.join(dir, "s.sqlite");
+    const watcher = StateStore.open(statePath);
+    const cli = StateStore.open(statePath);
+    try {
+      const row = watcher.addPending(file("a.7"), "g");
+      watcher.markSubmitted([row.id], "job-1", "run");
+      watcher.markFailed([row.id], "broken", "job-1");
+      assert.equal(cli.retry([row.id]), 1);
+      assert.deepEqual(watcher.pendingGroups().map((g) => g.groupId), ["g"]);
+    } finally {
+      watcher.close();
+      cli.close();
+    }
+  });
+});
+
+Deno.test("WatcherLock: one holder at a time; watcherRunning() tells; released on release()", async () => {
+  await withDir(async (dir) => {
+    const statePath = path.join(dir, "s.sqlite");
+    assert.equal(await watcherRunning(statePath), false, "no lock file yet");
+    const first = await WatcherLock.acquire(statePath);
+    assert.ok(first);
+    try {
+      assert.ok(await Deno.stat(lockPathFor(statePath)));
+      assert.equal(await watcherRunning(statePath), true);
+      assert.equal(await WatcherLock.acquire(statePath), undefined);
+    } finally {
+      first.release();
+    }
+    assert.equal(await watcherRunning(statePath), false);
+    const second = await WatcherLock.acquire(statePath);
+    assert.ok(second);
+    second.release();
+  });
+});
+
+Deno.test("StateStore read-only (--status) reads a closed or open state file and writes nothing", async () => {
+  await withDir(async (dir) => {
+    const statePath = path.join(dir, "s.sqlite");
+    const writer = StateStore.open(statePath);
+    writer.addPending(file("a.7"), "g");
+    const whileOpen = StateStore.open(statePath, { readOnly: true });
+    assert.equal(whileOpen.list().length, 1);
+    whileOpen.close();
+    writer.close();
+    const afterClose = StateStore.open(statePath, { readOnly: true });
+    try {
+      assert.equal(afterClose.list().length, 1);
+      assert.throws(() => afterClose.setMeta("k", "v"), /readonly/);
+    } finally {
+      afterClose.close();
+    }
+    const empty = path.join(dir, "empty.sqlite");
+    await Deno.writeFile(empty, new Uint8Array(0));
+    assert.throws(
+      () => StateStore.open(empty, { readOnly: true }),
+      /cannot use state file .*not a recon watch state file/,
+    );
+  });
+});

@@ -1,0 +1,235 @@
+/**
+ * `watch --status` output and what `watch --retry FILE|JOB_ID` selects: a file brings
+ * its whole job along, a job id may be a unique prefix, and a retry is refused for a
+ * file that changed since or a job the running watcher still follows.
+ */
+import assert from "node:assert/strict";
+import * as path from "node:path";
+import { UsageError } from "../../lib/errors.ts";
+import type { FileProbe, StatResult } from "../../lib/watch/probe.ts";
+import {
+  humanSize,
+  planRetry,
+  statusJson,
+  type StatusReport,
+  statusText,
+} from "../../lib/watch/status.ts";
+import { type FileRecord, StateStore } from "../../lib/watch/state.ts";
+
+const JOB_A = "aaaaaaaa-0000-4000-8000-000000000001";
+const JOB_B = "bbbbbbbb-0000-4000-8000-000000000002";
+
+/** A probe that says every file is exactly as recorded, except those in `changed`. */
+function probeFor(store: StateStore, changed: Set<string> = new Set()): FileProbe {
+  return {
+    list: () => Promise.resolve([]),
+    stat: (file): Promise<StatResult> => {
+      const row = store.latest(file);
+      if (!row || changed.has(file)) return Promise.resolve({ kind: "gone" });
+      return Promise.resolve({
+        kind: "file",
+        stat: { size: row.size, mtimeMs: row.mtimeMs, ino: row.ino },
+      });
+    },
+    checkReadable: () => Promise.resolve(),
+    sha256: () => Promise.resolve(""),
+  };
+}
+
+async function withStore(body: (store: StateStore) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "recon_watch_status_test_" });
+  const store = StateStore.open(path.join(dir, "s.sqlite"), {
+    now: () => new Date("2026-11-23T12:00:00.000Z"),
+  });
+  try {
+    await body(store);
+  } finally {
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** P1.7 + cal.7 failed together as JOB_A; P2.7 done as JOB_B; P3.7 pending. */
+function populate(store: StateStore): Record<string, FileRecord> {
+  const add = (name: string, group: string) =>
+    store.addPending({
+      path: `/scans/${name}`,
+      size: 1000,
+      mtimeMs: 1_700_000_000_000,
+      ino: 1,
+      sha256: "cd".repeat(32),
+    }, group);
+  const p1 = add("P1.7", "g1");
+  const cal = add("cal.7", "g1");
+  const p2 = add("P2.7", "g2");
+  const p3 = add("P3.7", "g3");
+  store.markSubmitted([p1.id, cal.id], JOB_A, "old-run");
+  store.markFailed([p1.id, cal.id], "the reconstruction script exited with code 3", JOB_A);
+  store.markSubmitted([p2.id], JOB_B, "old-run");
+  store.markDone([p2.id], JOB_B, `/downloads/${JOB_B}`);
+  return { p1, cal, p2, p3 };
+}
+
+const options = (store: StateStore, extra = {}) => ({
+  watcherRunning: false,
+  cwd: "/elsewhere",
+  probe: probeFor(store),
+  ...extra,
+});
+
+Deno.test("planRetry() by FILE takes the whole job the file went with", async () => {
+  await withStore(async (store) => {
+    const { p1, cal } = populate(store);
+    const plan = await planRetry(store, ["/scans/P1.7"], options(store));
+    assert.deepEqual(plan.retry.map((r) => r.id), [p1.id, cal.id]);
+    assert.deepEqual(plan.alreadyPending, []);
+  });
+});
+
+Deno.test("planRetry() accepts a bare file name and a path relative to the working directory", async () => {
+  await withStore(async (store) => {
+    const { p2 } = populate(store);
+    assert.deepEqual(
+      (await planRetry(store, ["P2.7"], options(store))).retry.map((r) => r.id),
+      [p2.id],
+    );
+    assert.deepEqual(
+      (await planRetry(store, ["P2.7"], options(store, { cwd: "/scans" }))).retry.map((r) => r.id),
+      [p2.id],
+    );
+  });
+});
+
+Deno.test("planRetry() by JOB_ID, also by a unique prefix of 8 characters", async () => {
+  await withStore(async (store) => {
+    const { p1, cal } = populate(store);
+    for (const selector of [JOB_A, "aaaaaaaa", JOB_A.toUpperCase()]) {
+      const plan = await planRetry(store, [selector], options(store));
+      assert.deepEqual(plan.retry.map((r) => r.id), [p1.id, cal.id], selector);
+    }
+  });
+});
+
+Deno.test("planRetry() reports a pending file as already pending", async () => {
+  await withStore(async (store) => {
+    const { p3 } = populate(store);
+    const plan = await planRetry(store, ["/scans/P3.7"], options(store));
+    assert.deepEqual(plan.retry, []);
+    assert.deepEqual(plan.alreadyPending.map((r) => r.id), [p3.id]);
+  });
+});
+
+Deno.test("planRetry() refuses what matches nothing", async () => {
+  await withStore(async (store) => {
+    populate(store);
+    for (const selector of ["nope.7", "/scans/nope.7", "cccccccc", "short"]) {
+      await assert.rejects(
+        planRetry(store, [selector], options(store)),
+        (error: Error) =>
+          error instanceof UsageError && /no recorded file or job/.test(error.message),
+        selector,
+      );
+    }
+  });
+});
+
+Deno.test("planRetry() refuses a file that changed or vanished since it was recorded", async () => {
+  await withStore(async (store) => {
+    populate(store);
+    await assert.rejects(
+      planRetry(store, [JOB_A], {
+        ...options(store),
+        probe: probeFor(store, new Set(["/scans/cal.7"])),
+      }),
+      /\/scans\/cal\.7 is gone or changed since it was recorded/,
+    );
+  });
+});
+
+Deno.test("planRetry() refuses a job the running watcher still follows, not an orphaned one", async () => {
+  await withStore(async (store) => {
+    const p3 = populate(store).p3;
+    store.markSubmitted([p3.id], "cccccccc-0000-4000-8000-000000000003", "live-run");
+    const live = { watcherRunning: true, watcherRunId: "live-run" };
+    await assert.rejects(
+      planRetry(store, ["/scans/P3.7"], options(store, live)),
+      /still followed by the running watcher/,
+    );
+    // The same job left over from a run that is gone may be retried.
+    const plan = await planRetry(
+      store,
+      ["/scans/P3.7"],
+      options(store, { watcherRunning: true, watcherRunId: "another-run" }),
+    );
+    assert.deepEqual(plan.retry.map((r) => r.id), [p3.id]);
+  });
+});
+
+function report(files: FileRecord[], running = true): StatusReport {
+  return {
+    stateFile: "/etc/recon/recon-watch.sqlite",
+    stateFileExists: true,
+    watcherRunning: running,
+    files,
+  };
+}
+
+Deno.test("statusText() lists status, job, size, file and note, with a summary", async () => {
+  await withStore((store) => {
+    populate(store);
+    const text = statusText(report(store.list()));
+    assert.match(text, /^state file: \/etc\/recon\/recon-watch\.sqlite$/m);
+    assert.match(text, /^watcher: +running$/m);
+    assert.match(text, /^STATUS +UPDATED \(UTC\) +JOB ID +SIZE +FILE +NOTE$/m);
+    assert.match(
+      text,
+      new RegExp(
+        `^failed +2026-11-23 12:00:00 +${JOB_A} +1000 B +/scans/P1\\.7 +the reconstruction script exited with code 3$`,
+        "m",
+      ),
+    );
+    assert.match(text, new RegExp(`^done .* /scans/P2\\.7 +results in /downloads/${JOB_B}$`, "m"));
+    assert.match(text, /^pending .* - +1000 B +\/scans\/P3\.7$/m);
+    assert.match(text, /^4 file\(s\): 1 pending, 1 done, 2 failed$/m);
+    return Promise.resolve();
+  });
+});
+
+Deno.test("statusText() for an empty or missing state file says so", () => {
+  const text = statusText({ ...report([], false), stateFileExists: false });
+  assert.match(text, /\(not created yet\)/);
+  assert.match(text, /watcher: +not running/);
+  assert.match(text, /no files recorded yet/);
+});
+
+Deno.test("statusJson() gives every field with snake_case names and counts", async () => {
+  await withStore((store) => {
+    populate(store);
+    const document = JSON.parse(statusJson(report(store.list())));
+    assert.equal(document.watcher_running, true);
+    assert.deepEqual(document.counts, { pending: 1, submitted: 0, done: 1, failed: 2, skipped: 0 });
+    assert.deepEqual(Object.keys(document.files[0]).sort(), [
+      "attempts",
+      "first_seen",
+      "group_id",
+      "job_id",
+      "mtime",
+      "path",
+      "reason",
+      "result_dir",
+      "sha256",
+      "size",
+      "status",
+      "updated_at",
+    ]);
+    assert.equal(document.files[0].mtime, new Date(1_700_000_000_000).toISOString());
+    return Promise.resolve();
+  });
+});
+
+Deno.test("humanSize() uses binary units", () => {
+  assert.equal(humanSize(0), "0 B");
+  assert.equal(humanSize(1023), "1023 B");
+  assert.equal(humanSize(1536), "1.5 KiB");
+  assert.equal(humanSize(3 * 1024 ** 3), "3.0 GiB");
+});

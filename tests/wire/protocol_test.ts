@@ -1,0 +1,442 @@
+/**
+ * Tests for lib/wire/protocol.ts: every message type accepted in a valid form, and the
+ * hostile shapes refused one failure class at a time (unknown type, missing and
+ * mistyped fields, prototype keys, nesting, sizes); recon option checks.
+ */
+import assert from "node:assert/strict";
+import { ProtocolError } from "../../lib/errors.ts";
+import {
+  checkReconOptions,
+  JOB_ID_PATTERN,
+  MAX_ARRAY_LENGTH,
+  MAX_FILES_PER_JOB,
+  MAX_MESSAGE_DEPTH,
+  MAX_STRING_LENGTH,
+  parseClientMessage,
+  parseReconOptions,
+  parseServerMessage,
+} from "../../lib/wire/protocol.ts";
+
+const J = "0b7f0f2e-3c1a-4b5e-9d2f-6a7b8c9d0e1f";
+const FILE = { name: "P12345.7", size: 1024, original_path_on_client: "/data/P12345.7" };
+const JOB = {
+  job_id: J,
+  status: "processing",
+  primary_file: "P12345.7",
+  file_count: 2,
+  submitted_at: "2026-11-23T15:22:28Z",
+  input_dir: "/tmp/recon/job",
+  started_at: "2026-11-23T15:22:30Z",
+  percent: 12.5,
+};
+
+const CLIENT_MESSAGES: Record<string, unknown>[] = [
+  {
+    type: "submit_recon_job",
+    files: [FILE, { name: "b.dat", size: 0 }],
+    client_recon_options_json: "{}",
+  },
+  { type: "get_server_status" },
+  { type: "get_queue_details" },
+  { type: "dicom_transfer_ack", job_id: J, status: "ok" },
+  { type: "results_received", job_id: J },
+  { type: "cancel_job" },
+  { type: "cancel_job", job_id: J, reason: "user pressed Ctrl-C" },
+  { type: "error", reason: "disk full" },
+];
+
+const SERVER_MESSAGES: Record<string, unknown>[] = [
+  { type: "request_file", job_id: J, name: "P1.7" },
+  { type: "request_file", job_id: J, name: "P1.7", original_path_on_client: "/x/P1.7" },
+  { type: "job_queued", job_id: J, files_received: 1 },
+  { type: "job_queued", job_id: J, files_received: 1, files: [FILE] },
+  { type: "job_started", job_id: J },
+  { type: "job_progress", job_id: J },
+  { type: "job_progress", job_id: J, text: "slice 3/40", percent: 7.5 },
+  { type: "dicom_transfer_start", job_id: J, count: 1, files: [{ ...FILE, sha256: "ab" }] },
+  { type: "result_file", job_id: J, name: "dicom/IM0001.dcm", size: 5 },
+  { type: "recon_complete", job_id: J, files: [] },
+  { type: "job_failed", job_id: J, reason: "exit 1", exit_code: 1, stderr_tail: ["oops"] },
+  { type: "job_failed", job_id: J, reason: "killed", exit_code: null, stderr_tail: [] },
+  {
+    type: "server_status_response",
+    version: "0.1.0",
+    uptime_seconds: 5,
+    max_concurrent_jobs: 1,
+    active_workers: 0,
+    queue_length: 0,
+    jobs_completed: 3,
+    jobs_failed: 1,
+  },
+  {
+    type: "queue_details_response",
+    jobs: [JOB, { ...JOB, started_at: undefined, percent: undefined }],
+  },
+  { type: "error", reason: "no" },
+  { type: "error", reason: "no", kind: "refused" },
+  { type: "server_shutting_down", reason: "maintenance" },
+];
+
+/** Round-trip through JSON, as a message arrives off the wire. */
+function wire(value: unknown): unknown {
+  return JSON.parse(JSON.stringify(value));
+}
+
+Deno.test("parseClientMessage() accepts a valid example of every client message type", () => {
+  const types = new Set<string>();
+  for (const message of CLIENT_MESSAGES) {
+    const parsed = parseClientMessage(wire(message));
+    assert.deepEqual(parsed, wire(message));
+    types.add(parsed.type);
+  }
+  assert.equal(types.size, 7);
+});
+
+Deno.test("parseServerMessage() accepts a valid example of every server message type", () => {
+  const types = new Set<string>();
+  for (const message of SERVER_MESSAGES) {
+    const parsed = parseServerMessage(wire(message));
+    assert.deepEqual(parsed, wire(message));
+    types.add(parsed.type);
+  }
+  assert.equal(types.size, 12);
+});
+
+Deno.test("a message is valid in one direction only", () => {
+  assert.throws(() => parseServerMessage({ type: "get_server_status" }), /unknown message type/);
+  assert.throws(
+    () => parseClientMessage({ type: "job_started", job_id: J }),
+    /client sent an unknown message type "job_started"/,
+  );
+});
+
+Deno.test("parse*Message() refuse a value that is not a JSON object", () => {
+  for (const value of [null, undefined, 1, "text", true, [], [{ type: "get_server_status" }]]) {
+    assert.throws(() => parseClientMessage(value), ProtocolError, JSON.stringify(value));
+    assert.throws(() => parseServerMessage(value), ProtocolError, JSON.stringify(value));
+  }
+});
+
+Deno.test("parse*Message() refuse an unknown, missing or non-string type", () => {
+  const types = [
+    "launch_missiles",
+    "",
+    "GET_SERVER_STATUS",
+    "toString",
+    "hasOwnProperty",
+    "constructor",
+    "__proto__",
+    5,
+    null,
+    ["get_server_status"],
+  ];
+  for (const type of types) {
+    assert.throws(
+      () => parseClientMessage({ type }),
+      (error: unknown) =>
+        error instanceof ProtocolError && /unknown message type/.test(error.message),
+      JSON.stringify(type),
+    );
+  }
+  assert.throws(() => parseClientMessage({}), /unknown message type undefined/);
+});
+
+Deno.test("parseClientMessage() names a missing field", () => {
+  assert.throws(
+    () => parseClientMessage({ type: "dicom_transfer_ack", job_id: J }),
+    (error: unknown) =>
+      error instanceof ProtocolError && error.message === "dicom_transfer_ack.status is missing",
+  );
+  assert.throws(
+    () =>
+      parseClientMessage({
+        type: "submit_recon_job",
+        files: [{ size: 1 }],
+        client_recon_options_json: "{}",
+      }),
+    /submit_recon_job\.files\[0\]\.name is missing/,
+  );
+});
+
+const MISTYPED: [string, Record<string, unknown>, RegExp][] = [
+  ["a number for a string", { type: "error", reason: 5 }, /error\.reason must be a string/],
+  ["null for a string", { type: "error", reason: null }, /must be a string/],
+  [
+    "a negative size",
+    { type: "result_file", job_id: J, name: "n", size: -1 },
+    /size must be a non-negative integer/,
+  ],
+  [
+    "a fractional size",
+    { type: "result_file", job_id: J, name: "n", size: 1.5 },
+    /non-negative integer/,
+  ],
+  [
+    "a size beyond 2^53",
+    { type: "result_file", job_id: J, name: "n", size: 2 ** 53 },
+    /non-negative integer/,
+  ],
+  [
+    "a size as a string",
+    { type: "result_file", job_id: J, name: "n", size: "5" },
+    /non-negative integer/,
+  ],
+  [
+    "an exit code that is a string",
+    { type: "job_failed", job_id: J, reason: "r", exit_code: "1", stderr_tail: [] },
+    /exit_code must be an integer or null/,
+  ],
+  [
+    "a stderr tail holding a number",
+    { type: "job_failed", job_id: J, reason: "r", exit_code: 1, stderr_tail: ["a", 2] },
+    /stderr_tail must be an array of strings/,
+  ],
+  [
+    "a percent that is a string",
+    { type: "job_progress", job_id: J, percent: "50" },
+    /percent must be a number/,
+  ],
+  [
+    "a percent that is not finite",
+    { type: "job_progress", job_id: J, percent: Infinity },
+    /percent must be a number/,
+  ],
+  [
+    "files that is an object",
+    { type: "recon_complete", job_id: J, files: { name: "a", size: 1 } },
+    /files must be an array of files/,
+  ],
+  [
+    "a file entry that is a string",
+    { type: "recon_complete", job_id: J, files: ["a"] },
+    /files\[0\] must be an object/,
+  ],
+  [
+    "a file entry that is an array",
+    { type: "recon_complete", job_id: J, files: [["a", 1]] },
+    /files\[0\] must be an object/,
+  ],
+  [
+    "a job without an id",
+    { type: "queue_details_response", jobs: [{ ...JOB, job_id: undefined }] },
+    /jobs\[0\]\.job_id is missing/,
+  ],
+  [
+    "an optional field of the wrong type",
+    { type: "request_file", job_id: J, name: "n", original_path_on_client: 7 },
+    /original_path_on_client must be a string/,
+  ],
+];
+
+for (const [what, message, pattern] of MISTYPED) {
+  Deno.test(`parseServerMessage() refuses ${what}`, () => {
+    assert.throws(
+      () => parseServerMessage(message),
+      (error: unknown) => error instanceof ProtocolError && pattern.test(error.message),
+    );
+  });
+}
+
+Deno.test("parse*Message() refuse __proto__, constructor and prototype keys anywhere", () => {
+  const texts = [
+    '{"type":"get_server_status","__proto__":{"polluted":true}}',
+    '{"type":"get_server_status","constructor":{"prototype":{"polluted":true}}}',
+    '{"type":"get_server_status","prototype":1}',
+    '{"type":"submit_recon_job","client_recon_options_json":"{}",' +
+    '"files":[{"name":"a","size":1,"__proto__":{"size":5}}]}',
+    '{"type":"cancel_job","reason":"x","extra":{"deep":[{"__proto__":null}]}}',
+  ];
+  for (const text of texts) {
+    const value = JSON.parse(text);
+    assert.throws(
+      () => parseClientMessage(value),
+      (error: unknown) => error instanceof ProtocolError && /forbidden key/.test(error.message),
+      text,
+    );
+  }
+  assert.equal(({} as Record<string, unknown>).polluted, undefined, "nothing was polluted");
+});
+
+function nested(depth: number): unknown {
+  let value: unknown = "leaf";
+  for (let i = 0; i < depth; i++) value = { inner: value };
+  return value;
+}
+
+Deno.test("parse*Message() refuse nesting deeper than MAX_MESSAGE_DEPTH", () => {
+  // depth counts from the message itself (0); `extra` is at depth 1.
+  const ok = { type: "cancel_job", extra: nested(MAX_MESSAGE_DEPTH - 1) };
+  parseClientMessage(ok);
+  const deep = { type: "cancel_job", extra: nested(MAX_MESSAGE_DEPTH) };
+  assert.throws(() => parseClientMessage(deep), /nested too deeply/);
+  // Deep arrays too, and absurd depth is refused without exhausting the stack.
+  const text = "[".repeat(50_000) + "]".repeat(50_000);
+  assert.throws(
+    () => parseClientMessage({ type: "cancel_job", extra: JSON.parse(text) }),
+    /nested too deeply/,
+  );
+});
+
+Deno.test("parse*Message() refuse a string longer than MAX_STRING_LENGTH", () => {
+  parseServerMessage({ type: "error", reason: "x".repeat(MAX_STRING_LENGTH) });
+  assert.throws(
+    () => parseServerMessage({ type: "error", reason: "x".repeat(MAX_STRING_LENGTH + 1) }),
+    (error: unknown) =>
+      error instanceof ProtocolError && /string too long at message.reason/.test(error.message),
+  );
+  // Also in a field the schema does not know and inside arrays.
+  assert.throws(
+    () =>
+      parseClientMessage({ type: "get_server_status", junk: ["x".repeat(MAX_STRING_LENGTH + 1)] }),
+    /string too long at message\.junk\[0\]/,
+  );
+});
+
+Deno.test("parse*Message() refuse more than MAX_FILES_PER_JOB files", () => {
+  const files = Array.from(
+    { length: MAX_FILES_PER_JOB + 1 },
+    (_, i) => ({ name: `f${i}`, size: 1 }),
+  );
+  assert.throws(
+    () => parseClientMessage({ type: "submit_recon_job", files, client_recon_options_json: "{}" }),
+    (error: unknown) =>
+      error instanceof ProtocolError &&
+      new RegExp(`files must be at most ${MAX_FILES_PER_JOB} files`).test(error.message),
+  );
+  parseClientMessage({
+    type: "submit_recon_job",
+    files: files.slice(0, MAX_FILES_PER_JOB),
+    client_recon_options_json: "{}",
+  });
+});
+
+Deno.test("parse*Message() refuse any array longer than MAX_ARRAY_LENGTH", () => {
+  const junk = new Array(MAX_ARRAY_LENGTH + 1).fill(0);
+  assert.throws(
+    () => parseClientMessage({ type: "get_server_status", junk }),
+    /array too long at message\.junk/,
+  );
+});
+
+const BAD_JOB_IDS = [
+  "",
+  "j",
+  "../../etc",
+  "0b7f0f2e-3c1a-4b5e-9d2f-6a7b8c9d0e1f/..",
+  "0B7F0F2E-3C1A-4B5E-9D2F-6A7B8C9D0E1F",
+  " 0b7f0f2e-3c1a-4b5e-9d2f-6a7b8c9d0e1f",
+  "0b7f0f2e-3c1a-4b5e-9d2f-6a7b8c9d0e1f\n",
+  "0b7f0f2e3c1a4b5e9d2f6a7b8c9d0e1f",
+  5,
+  null,
+];
+
+Deno.test("parse*Message() refuse a job id that is not a lower-case UUID", () => {
+  assert.ok(JOB_ID_PATTERN.test(J));
+  for (const job_id of BAD_JOB_IDS) {
+    const what = JSON.stringify(job_id);
+    assert.throws(
+      () => parseServerMessage({ type: "job_started", job_id }),
+      (error: unknown) =>
+        error instanceof ProtocolError && /job_started\.job_id/.test(error.message),
+      what,
+    );
+    assert.throws(
+      () => parseClientMessage({ type: "results_received", job_id }),
+      ProtocolError,
+      what,
+    );
+    assert.throws(
+      () => parseServerMessage({ type: "queue_details_response", jobs: [{ ...JOB, job_id }] }),
+      ProtocolError,
+      what,
+    );
+  }
+  // Optional where the schema says so, but checked when present.
+  parseClientMessage({ type: "cancel_job", reason: "r" });
+  assert.throws(() => parseClientMessage({ type: "cancel_job", job_id: "../x" }), ProtocolError);
+});
+
+Deno.test("parseReconOptions() accepts a flat object of strings, numbers and booleans", () => {
+  const options = parseReconOptions(
+    '{"iterations": 5, "mode": "fast", "coil_combine": true, "lambda": 0.01, "x_1": ""}',
+  );
+  assert.deepEqual({ ...options }, {
+    iterations: 5,
+    mode: "fast",
+    coil_combine: true,
+    lambda: 0.01,
+    x_1: "",
+  });
+  assert.deepEqual({ ...parseReconOptions("{}") }, {});
+});
+
+Deno.test("parseReconOptions() refuses text that is not a JSON object", () => {
+  for (const text of ["", "nope", "[]", '["a"]', "null", "5", '"x"', "true", "{"]) {
+    assert.throws(() => parseReconOptions(text), TypeError, text);
+  }
+  assert.throws(() => parseReconOptions("{"), /not valid JSON/);
+  assert.throws(() => parseReconOptions("[]"), /must be a JSON object/);
+});
+
+Deno.test("parseReconOptions() refuses keys that could become something other than --key", () => {
+  const keys = [
+    "../x",
+    "-x",
+    "--x",
+    "a b",
+    "",
+    "1a",
+    "_a",
+    "a-b",
+    "a=b",
+    "a;b",
+    "a\u0000",
+    "é",
+    "x".repeat(65),
+    "__proto__",
+  ];
+  for (const key of keys) {
+    assert.throws(
+      () => parseReconOptions(JSON.stringify({ [key]: "v" })),
+      (error: unknown) => error instanceof TypeError && /recon option key/.test(error.message),
+      JSON.stringify(key),
+    );
+  }
+  parseReconOptions(JSON.stringify({ ["x".repeat(64)]: 1 }));
+});
+
+Deno.test("parseReconOptions() refuses values that are not scalars", () => {
+  for (const value of [null, [], [1], {}, { a: 1 }]) {
+    assert.throws(
+      () => parseReconOptions(JSON.stringify({ key: value })),
+      /recon option "key" must be a string, number or boolean/,
+      JSON.stringify(value),
+    );
+  }
+  for (const value of [Infinity, NaN, undefined, () => 1, Symbol("s"), 1n]) {
+    assert.throws(() => checkReconOptions({ key: value }), TypeError, String(value));
+  }
+});
+
+Deno.test("parseReconOptions() refuses a value with NUL or control characters or too long", () => {
+  for (const value of ["a\u0000b", "a\nb", "\r", "a\u001b[1m", "\u007f"]) {
+    assert.throws(
+      () => parseReconOptions(JSON.stringify({ key: value })),
+      /contains a control character/,
+      JSON.stringify(value),
+    );
+  }
+  assert.throws(
+    () => parseReconOptions(JSON.stringify({ key: "x".repeat(4097) })),
+    /longer than 4096 characters/,
+  );
+  parseReconOptions(JSON.stringify({ key: "x".repeat(4096) }));
+});
+
+Deno.test("parseReconOptions() keeps a constructor key as plain data, polluting nothing", () => {
+  const options = parseReconOptions('{"constructor": "x", "toString": "y"}');
+  assert.equal(Object.getOwnPropertyDescriptor(options, "constructor")?.value, "x");
+  assert.deepEqual(Object.keys(options), ["constructor", "toString"]);
+  assert.equal(typeof ({} as { toString: unknown }).toString, "function");
+});
