@@ -7,7 +7,6 @@
  * @module
  */
 import {
-  DEFAULTS,
   MAX_SECONDS,
   OPTION_SPECS,
   type OptionName,
@@ -165,9 +164,4 @@ export function formatOptionValue<K extends OptionName>(name: K, value: ReconCon
     default:
       return String(value);
   }
-}
-
-/** A copy of the default value of `name` that the caller may change. */
-export function defaultValue<K extends OptionName>(name: K): ReconConfig[K] {
-  return structuredClone(DEFAULTS[name]) as ReconConfig[K];
 }
