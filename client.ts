@@ -22,7 +22,6 @@ import { showConfigJson } from "./lib/opts/mod.ts";
 import { checkReconOptions, parseReconOptions, type ReconOptions } from "./lib/wire/protocol.ts";
 import { VERSION } from "./lib/version.ts";
 import { watchMain } from "./lib/watch/cli.ts";
-import { createCryptoPool } from "./lib/crypto/crypto_pool.ts";
 
 const PROGRAM = "recon-client";
 
@@ -319,15 +318,13 @@ async function main(argv: string[], interrupt: AbortController): Promise<number>
     if (interrupt.signal.aborted) throw new InterruptedError("interrupted before connecting");
   }
 
-  const cryptoPool = submitting ? createCryptoPool() : undefined;
-  const channel: Channel = await connectToServer({
-    ...connectOptionsFrom(
+  const channel: Channel = await connectToServer(
+    connectOptionsFrom(
       config,
       key,
       (seconds) => logger.warn(`the server's clock differs from ours by ${seconds} s; check NTP`),
     ),
-    cryptoPool,
-  });
+  );
   try {
     if (args.serverStatus) {
       const status = await getServerStatus(channel);
@@ -420,8 +417,6 @@ async function main(argv: string[], interrupt: AbortController): Promise<number>
     if (settled && !channel.closed) await channel.close();
     else channel.abort();
     throw error;
-  } finally {
-    cryptoPool?.close();
   }
 }
 

@@ -13,7 +13,6 @@ import { decodeKey, generateKey, keyId } from "./lib/crypto/keys.ts";
 import { log, setupLogging, shutdownLogging } from "./lib/log.ts";
 import { showConfigJson } from "./lib/opts/mod.ts";
 import { ReconServer } from "./lib/server/server.ts";
-import { createCryptoPool } from "./lib/crypto/crypto_pool.ts";
 import { VERSION } from "./lib/version.ts";
 
 const PROGRAM = "recon-server";
@@ -143,16 +142,13 @@ async function main(argv: string[]): Promise<number> {
   }
   const key = await sharedKeyMaterial(loaded);
   let server: ReconServer;
-  const cryptoPool = createCryptoPool();
   try {
     server = await ReconServer.start({
       config,
       keys: new Map([[key.id, key.raw]]),
       log: logger,
-      cryptoPool,
     });
   } catch (error) {
-    cryptoPool?.close();
     if (error instanceof ConfigError) throw error;
     const reason = error instanceof Deno.errors.AddrInUse
       ? "the address is already in use (another recon-server?)"
@@ -185,7 +181,6 @@ async function main(argv: string[]): Promise<number> {
   const signal = await stopped;
   logger.info(`${signal}: shutting down (grace ${config.SHUTDOWN_GRACE} s)`);
   await server.shutdown(`the server is shutting down (${signal})`);
-  cryptoPool?.close();
   logger.info("shutdown complete");
   return ExitCode.OK;
 }

@@ -11,8 +11,8 @@
  * The sender streams N bytes from memory (8 MiB of random data, repeated) through
  * `sendStream` (SHA-256, Fernet, framing, pipelining); the receiver runs
  * `receiveStream` into a sink that discards, so this is the data path minus the
- * disk. Crypto runs as in the shipped programs: inline unless RECON_CRYPTO_WORKERS
- * asks for the optional worker pool. Both ends need the same --chunk and --depth only if you want them symmetric;
+ * disk. Crypto runs as in the shipped programs. Both ends need the same --chunk and
+ * --depth only if you want them symmetric;
  * the receiver's depth is its read-ahead.
  *
  * Each end prints "TRANSFER <seconds> <cpu seconds>" measured from the end of the
@@ -24,7 +24,6 @@ import { receiveStream, sendStream } from "../lib/wire/transfer.ts";
 import { cpuUsage } from "node:process";
 import { parseArgs } from "node:util";
 import { Channel } from "../lib/wire/channel.ts";
-import { createCryptoPool } from "../lib/crypto/crypto_pool.ts";
 import { decodeKey, keyId } from "../lib/crypto/keys.ts";
 
 const { positionals, values } = parseArgs({
@@ -42,14 +41,10 @@ if (!keyText) throw new Error("BENCH_KEY is not set");
 const raw = decodeKey(keyText);
 const id = await keyId(raw);
 const bytes = Number(values.bytes);
-// The optional crypto worker pool as recon-client and recon-server make it
-// (RECON_CRYPTO_WORKERS; unset or 0 = no pool).
-const cryptoPool = createCryptoPool();
 const tuning = {
   chunkSize: values.chunk ? Number(values.chunk) : undefined,
   cryptoDepth: values.depth ? Number(values.depth) : undefined,
   idleTimeoutMs: 60_000,
-  cryptoPool,
 };
 
 function report(start: number, cpu: ReturnType<typeof cpuUsage>): void {
@@ -73,7 +68,6 @@ if (positionals[0] === "recv") {
   const end = await channel.receive();
   if (end.type !== "goodbye") throw new Error(`expected goodbye, got ${end.type}`);
   channel.abort();
-  cryptoPool?.close();
   console.log(`BYTES ${digest.size}`);
 } else if (positionals[0] === "send") {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(values.port) });
@@ -99,7 +93,6 @@ if (positionals[0] === "recv") {
   await sendStream(channel, source, bytes);
   await channel.close();
   report(start, cpu);
-  cryptoPool?.close();
 } else {
   console.error("usage: channel_peer.ts recv|send --bytes N [--port P] [--chunk B] [--depth D]");
   Deno.exit(2);

@@ -558,21 +558,8 @@ async function caseUpload(): Promise<void> {
   const caseName = `upload ${label(SIZE)}`;
   await ensureSshd();
   const server = await startServer("upload", path.join(ROOT, "examples", "noop_recon.sh"));
-  // The same with the optional crypto worker pool on at both ends: what the pool buys.
-  const pooled = { RECON_CRYPTO_WORKERS: "2" };
-  const serverPooled = await startServer(
-    "upload_pooled",
-    path.join(ROOT, "examples", "noop_recon.sh"),
-    undefined,
-    pooled,
-  );
   const series = [
     new Series("recon upload", () => reconUpload(server, SRC, SIZE), "no-op script"),
-    new Series(
-      "recon upload, RECON_CRYPTO_WORKERS=2",
-      () => reconUpload(serverPooled, SRC, SIZE, pooled),
-      "optional crypto worker pool on at both ends",
-    ),
     scpSeries("upload", "up", SIZE),
     new Series("raw TCP file→file (Deno)", () => rawTcp(true, SIZE), "ceiling for recon's I/O"),
     new Series("raw TCP mem→/dev/null (Deno)", () => rawTcp(false, SIZE), "socket alone"),
@@ -587,7 +574,6 @@ async function caseUpload(): Promise<void> {
   }
   await runSeries(caseName, SIZE, series);
   await stopServer(server);
-  await stopServer(serverPooled);
 }
 
 async function caseDownload(): Promise<void> {
@@ -952,22 +938,17 @@ async function caseKnobs(): Promise<void> {
   const peer = path.join(BENCH_DIR, "channel_peer.ts");
   const key = generateKey();
   const series: Series[] = [];
-  const combos: [number, number, string | undefined][] = [];
+  const combos: [number, number][] = [];
   for (const chunk of [256 * 1024, MIB, 4 * MIB]) {
-    for (const depth of [1, 2, 4]) combos.push([chunk, depth, undefined]);
+    for (const depth of [1, 2, 4]) combos.push([chunk, depth]);
   }
-  // The optional crypto worker pool (off by default) with 2 and 4 workers, default knobs.
-  combos.push([MIB, 4, "2"], [MIB, 4, "4"]);
-  for (const [chunk, depth, workers] of combos) {
+  for (const [chunk, depth] of combos) {
     {
       const env: Record<string, string> = { BENCH_KEY: key };
-      if (workers !== undefined) env.RECON_CRYPTO_WORKERS = workers;
       const knobs = ["--chunk", String(chunk), "--depth", String(depth)];
       series.push(
         new Series(
-          `chunk ${chunk >= MIB ? `${chunk / MIB} MiB` : `${chunk / 1024} KiB`}, depth ${depth}${
-            workers === undefined ? "" : `, ${workers} crypto workers`
-          }`,
+          `chunk ${chunk >= MIB ? `${chunk / MIB} MiB` : `${chunk / 1024} KiB`}, depth ${depth}`,
           async () => {
             const { sample: s, received, transfer } = await pairTransfer(
               {

@@ -26,7 +26,7 @@ export async function ratchetKey(
   );
 }
 
-/** One epoch's key: raw bytes (for the crypto pool) and the imported Fernet. */
+/** One epoch's key: raw bytes (for a crypto backend other than WebCrypto) and the imported Fernet. */
 export interface EpochKey {
   raw: Uint8Array<ArrayBuffer>;
   fernet: Fernet;
@@ -67,10 +67,5 @@ export class KeySchedule {
       this.#epoch++;
     }
     return this.#key;
-  }
-
-  /** The current epoch's raw key (to tell a crypto pool to forget it). */
-  current(): Promise<Uint8Array<ArrayBuffer>> {
-    return this.#raw;
   }
 }

@@ -6,7 +6,6 @@
  * @module
  */
 import type { Channel } from "../wire/channel.ts";
-import type { CryptoPool } from "../crypto/crypto_pool.ts";
 import { Channel as SecureChannel } from "../wire/channel.ts";
 import { ConfigError, errorMessage, HandshakeError, TimeoutError } from "../errors.ts";
 import { encodeFrame, writeAll } from "../wire/frame.ts";
@@ -27,8 +26,6 @@ export interface ServerOptions {
   log: Logger;
   /** SIGTERM → SIGKILL grace for scripts (ms). */
   killGraceMs?: number;
-  /** Worker threads for file data (lib/crypto/crypto_pool.ts). */
-  cryptoPool?: CryptoPool;
 }
 
 interface Tracked {
@@ -165,7 +162,6 @@ export class ReconServer {
     try {
       channel = await SecureChannel.accept(conn, {
         keys: this.#options.keys,
-        cryptoPool: this.#options.cryptoPool,
         peerName: "client",
         handshakeTimeoutMs: config.HANDSHAKE_TIMEOUT * 1000,
         idleTimeoutMs: config.IDLE_TIMEOUT * 1000,

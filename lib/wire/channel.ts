@@ -8,9 +8,8 @@
  * reflected or spliced record ends the session. A session ends with a GOODBYE record,
  * so a connection cut at a record boundary is never mistaken for a complete one.
  *
- * Both directions are pipelined: records are encrypted (on the crypto pool's worker
- * threads when there is one, lib/crypto/crypto_pool.ts) while earlier ones are written in
- * sequence order, and up to `cryptoDepth` received frames are read ahead and decrypted
+ * Both directions are pipelined: records are encrypted (WebCrypto runs off the main
+ * thread) while earlier ones are written in sequence order, and up to `cryptoDepth` received frames are read ahead and decrypted
  * while the caller handles earlier ones. Files are cut into records by lib/wire/transfer.ts.
  *
  * @module
@@ -35,7 +34,6 @@ import {
   serverHandshake,
   type SessionKeys,
 } from "./handshake.ts";
-import { type CryptoPool, POOL_THRESHOLD } from "../crypto/crypto_pool.ts";
 import { KeySchedule } from "../crypto/key_schedule.ts";
 import {
   encodeFileEnd,
@@ -85,8 +83,6 @@ export interface ChannelOptions {
   now?: () => number;
   /** Told once when the peer's clock differs by more than CLOCK_SKEW_WARNING_SECONDS. */
   onClockSkew?: (seconds: number) => void;
-  /** Worker threads for large records (file chunks); without one everything runs inline. */
-  cryptoPool?: CryptoPool;
   /** How errors name the other side: "server" or "client" (default "peer"). */
   peerName?: string;
 }
@@ -128,8 +124,8 @@ export class Channel {
   #sendKeys: KeySchedule;
   #receiveKeys: KeySchedule;
   #options:
-    & Required<Omit<ChannelOptions, "onClockSkew" | "cryptoPool">>
-    & Pick<ChannelOptions, "onClockSkew" | "cryptoPool">;
+    & Required<Omit<ChannelOptions, "onClockSkew">>
+    & Pick<ChannelOptions, "onClockSkew">;
   #peer: string;
   #sendSeq = 0;
   #pumpSeq = 0;
@@ -168,7 +164,6 @@ export class Channel {
       recordsPerKey: options.recordsPerKey ?? DEFAULT_RECORDS_PER_KEY,
       now: options.now ?? (() => Math.floor(Date.now() / 1000)),
       onClockSkew: options.onClockSkew,
-      cryptoPool: options.cryptoPool,
       peerName: options.peerName ?? "peer",
     };
     this.#peer = this.#options.peerName;
@@ -346,12 +341,6 @@ export class Channel {
     if (error && !this.#failure) this.#failure = error;
     if (this.#closed) return;
     this.#closed = true;
-    const pool = this.#options.cryptoPool;
-    if (pool) {
-      for (const schedule of [this.#sendKeys, this.#receiveKeys]) {
-        schedule.current().then((raw) => pool.forget(raw), () => {});
-      }
-    }
     this.#idle.disarm();
     if (this.#keepalive !== undefined) clearInterval(this.#keepalive);
     this.#keepalive = undefined;
@@ -394,18 +383,15 @@ export class Channel {
     if (!Number.isSafeInteger(seq)) return Promise.reject(new RangeError("sequence exhausted"));
     writeRecordHeader(record, seq, type);
     this.#lastSend = Date.now();
-    const pool = record.length >= POOL_THRESHOLD ? this.#options.cryptoPool : undefined;
     const frame = this.#sendKeys.keyFor(seq).then((key) =>
-      pool
-        ? pool.encrypt(key.raw, record, { prefix: FRAME_HEADER_SIZE, now: this.#options.now() })
-        : key.fernet.encrypt(record, { prefix: FRAME_HEADER_SIZE, now: this.#options.now })
+      key.fernet.encrypt(record, { prefix: FRAME_HEADER_SIZE, now: this.#options.now })
     );
     ignore(frame);
     const written = this.#writeChain.then(async () => {
       if (this.#failure) throw this.#failure;
       try {
         const sealed = sealFrame(await frame);
-        // The record was copied into the token (or moved to a worker): both can go.
+        // The record was copied into the token: both can go once the token is written.
         if (release) releaseBuffer(record);
         await writeAll(this.#conn, sealed);
         releaseBuffer(sealed);
@@ -469,13 +455,7 @@ export class Channel {
           return;
         }
         const seq = this.#pumpSeq++;
-        const pool = frame.length >= POOL_THRESHOLD ? this.#options.cryptoPool : undefined;
         const decrypted = this.#receiveKeys.keyFor(seq).then(async (key) => {
-          if (pool) {
-            const { plaintext, timestamp } = await pool.decrypt(key.raw, frame);
-            this.#checkClock(timestamp);
-            return plaintext;
-          }
           const plaintext = await key.fernet.decrypt(frame);
           this.#checkClock(key.fernet.timestampOf(frame));
           releaseBuffer(frame);

@@ -35,10 +35,7 @@ export async function sendStream(
   let sent = 0;
   try {
     while (true) {
-      let record = free.pop();
-      if (!record || record.buffer.detached) {
-        record = new Uint8Array(RECORD_HEADER_SIZE + chunkSize);
-      }
+      const record = free.pop() ?? new Uint8Array(RECORD_HEADER_SIZE + chunkSize);
       const body = record.subarray(RECORD_HEADER_SIZE);
       let filled = 0;
       while (filled < chunkSize) {

@@ -83,7 +83,7 @@ Deno.test("KeySchedule epoch n uses the initial key ratcheted n times", async ()
   const scheduled = new KeySchedule(initial, 5);
   const token = await (await fernetFor(scheduled, 15)).encrypt(new Uint8Array([3]));
   assert.deepEqual(await (await fernetFor(direct, 0)).decrypt(token), new Uint8Array([3]));
-  // The raw bytes handed out (for the crypto pool) are that same key.
+  // The raw bytes handed out (for a crypto backend other than WebCrypto) are that same key.
   assert.deepEqual((await scheduled.keyFor(16)).raw, raw);
   assert.deepEqual((await new KeySchedule(initial, 5).keyFor(0)).raw, initial);
 });
