@@ -81,7 +81,7 @@ export async function keyId(rawKey: Uint8Array): Promise<string> {
     ["sign"],
   );
   const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, KEY_ID_LABEL));
-  return Array.from(mac.subarray(0, KEY_ID_BYTES), (b) => b.toString(16).padStart(2, "0")).join("");
+  return mac.subarray(0, KEY_ID_BYTES).toHex();
 }
 
 /** Whether a SHARED_KEY value is still unset: empty, blank or the shipped placeholder. */

@@ -9,8 +9,9 @@
  * so a connection cut at a record boundary is never mistaken for a complete one.
  *
  * Both directions are pipelined: records are encrypted (WebCrypto runs off the main
- * thread) while earlier ones are written in sequence order, and up to `cryptoDepth` received frames are read ahead and decrypted
- * while the caller handles earlier ones. Files are cut into records by lib/wire/transfer.ts.
+ * thread) while earlier ones are written in sequence order, and up to `cryptoDepth`
+ * received frames are read ahead and decrypted while the caller handles earlier ones.
+ * Files are cut into records by lib/wire/transfer.ts.
  *
  * @module
  */
@@ -245,8 +246,7 @@ export class Channel {
   /**
    * Queue one DATA record. `record` reserves RECORD_HEADER_SIZE leading bytes for the
    * header. Until the returned promise resolves (the record is written) it must not be
-   * touched; after that it is freed, or with `reuse` left for the caller to fill again
-   * (unless a crypto worker took it: then its buffer is detached).
+   * touched; after that it is freed, or with `reuse` left for the caller to fill again.
    */
   sendData(record: Uint8Array<ArrayBuffer>, options: { reuse?: boolean } = {}): Promise<void> {
     if (record.length - RECORD_HEADER_SIZE > MAX_RECORD_PAYLOAD) {

@@ -1,7 +1,7 @@
 /**
  * Framing (docs/PROTOCOL.md §1): every frame is a u32 big-endian length followed by
  * that many bytes. Lengths are checked against the caller's limit before anything is
- * allocated, and every read has a deadline.
+ * allocated; the owner bounds how long a read may wait (lib/wire/deadline.ts).
  *
  * This module only moves bytes; what a frame holds is the channel's business.
  *
@@ -22,17 +22,10 @@ export interface ByteWriter {
   write(bytes: Uint8Array<ArrayBuffer>): Promise<number>;
 }
 
-/** Raised when the peer closes cleanly at a frame boundary. */
-export class EndOfStream extends ProtocolError {}
-
 /** Options for {@link FrameReader}. */
 export interface FrameReaderOptions {
   /** Largest frame accepted; may be changed later (e.g. after the handshake). */
   maxFrameSize: number;
-  /** Called when a read starts waiting, so the owner can arm a deadline. */
-  onWait?: () => void;
-  /** Called when a read got bytes. */
-  onProgress?: () => void;
 }
 
 const BUFFER_SIZE = 64 * 1024;
@@ -47,21 +40,21 @@ export class FrameReader {
   #buffer = new Uint8Array(BUFFER_SIZE);
   #start = 0;
   #end = 0;
-  #options: FrameReaderOptions;
+  #maxFrameSize: number;
   #failed: Error | undefined;
 
   constructor(source: ByteReader, options: FrameReaderOptions) {
     this.#source = source;
-    this.#options = options;
+    this.#maxFrameSize = options.maxFrameSize;
   }
 
   /** Change the frame size limit (raised once the peer is authenticated). */
   set maxFrameSize(limit: number) {
-    this.#options.maxFrameSize = limit;
+    this.#maxFrameSize = limit;
   }
 
   get maxFrameSize(): number {
-    return this.#options.maxFrameSize;
+    return this.#maxFrameSize;
   }
 
   async #fill(): Promise<number | null> {
@@ -71,10 +64,8 @@ export class FrameReader {
       this.#end -= this.#start;
       this.#start = 0;
     }
-    this.#options.onWait?.();
     const n = await this.#source.read(this.#buffer.subarray(this.#end));
     if (n === null) return null;
-    this.#options.onProgress?.();
     this.#end += n;
     return n;
   }
@@ -104,9 +95,9 @@ export class FrameReader {
     const view = new DataView(this.#buffer.buffer, this.#start, FRAME_HEADER_SIZE);
     const length = view.getUint32(0);
     // Check the length against the limit before allocating anything for it.
-    if (length === 0 || length > this.#options.maxFrameSize) {
+    if (length === 0 || length > this.#maxFrameSize) {
       throw new ProtocolError(
-        `frame length ${length} is outside the allowed range 1..${this.#options.maxFrameSize}`,
+        `frame length ${length} is outside the allowed range 1..${this.#maxFrameSize}`,
       );
     }
     this.#start += FRAME_HEADER_SIZE;
@@ -121,14 +112,12 @@ export class FrameReader {
     this.#start = this.#end = 0;
     let filled = buffered;
     while (filled < length) {
-      this.#options.onWait?.();
       const n = await this.#source.read(frame.subarray(filled));
       if (n === null) {
         throw new ProtocolError(
           `connection closed in the middle of a frame (${filled} of ${length} bytes)`,
         );
       }
-      this.#options.onProgress?.();
       filled += n;
     }
     return frame;

@@ -74,13 +74,9 @@ export interface ClientHandshakeOptions {
   version?: number;
 }
 
-function hex(bytes: Uint8Array<ArrayBuffer>): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 function fromHex(text: string): Uint8Array<ArrayBuffer> {
   if (!/^[0-9a-f]{16}$/.test(text)) throw new TypeError(`bad key id "${text}"`);
-  return Uint8Array.from(text.match(/../g)!, (pair) => parseInt(pair, 16));
+  return Uint8Array.fromHex(text);
 }
 
 function concat(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
@@ -330,7 +326,7 @@ export async function serverHandshake(
     await io.writeFrame(encodeRefusal(RefusalCode.REFUSED, "refused")).catch(() => {});
     throw new HandshakeRefused("hello", "malformed client hello");
   }
-  const keyId = hex(hello.subarray(HEADER, HEADER + KEY_ID_SIZE));
+  const keyId = hello.subarray(HEADER, HEADER + KEY_ID_SIZE).toHex();
   const sharedKey = keys.get(keyId);
   if (!sharedKey) {
     await io.writeFrame(encodeRefusal(RefusalCode.KEY_NOT_ACCEPTED, "key not accepted"))

@@ -87,9 +87,7 @@ export function parseRecord(
     case RecordType.FILE_END: {
       if (payload.length !== FILE_END_SIZE) fail("FILE_END record has the wrong length");
       const size = Number(view.getBigUint64(RECORD_HEADER_SIZE));
-      const sha256 = Array.from(payload.subarray(8), (b) => b.toString(16).padStart(2, "0"))
-        .join("");
-      return { type: "file_end", size, sha256 };
+      return { type: "file_end", size, sha256: payload.subarray(8).toHex() };
     }
     case RecordType.GOODBYE: {
       let reason = "";

@@ -1,7 +1,7 @@
 /**
  * Tests for lib/wire/frame.ts: length checks before allocation, truncation at every
- * offset, clean EOF, frames split and coalesced across reads, sticky failure, and
- * the deadline helper. No I/O: every source is a scripted reader.
+ * offset, clean EOF, frames split and coalesced across reads, sticky failure.
+ * No I/O: every source is a scripted reader.
  */
 import assert from "node:assert/strict";
 import { ProtocolError } from "../../lib/errors.ts";
@@ -201,17 +201,6 @@ Deno.test("FrameReader stays failed after its source threw", async () => {
   await assert.rejects(reader.read(), Deno.errors.ConnectionReset);
   await assert.rejects(reader.read(), Deno.errors.ConnectionReset);
   assert.equal(calls, 1);
-});
-
-Deno.test("FrameReader tells its owner when it waits and when bytes arrive", async () => {
-  const events: string[] = [];
-  const reader = new FrameReader(new ScriptedReader([encodeFrame(payload(2))]), {
-    maxFrameSize: 10,
-    onWait: () => events.push("wait"),
-    onProgress: () => events.push("progress"),
-  });
-  await reader.read();
-  assert.deepEqual(events, ["wait", "progress"]);
 });
 
 Deno.test("encodeFrame() writes a big-endian length before a copy of the payload", () => {
