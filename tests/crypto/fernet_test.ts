@@ -17,6 +17,7 @@ import {
   TOKEN_VERSION,
   tokenLength,
 } from "../../lib/crypto/fernet.ts";
+import { runPython } from "../support/python_oracle.ts";
 
 // ---------------------------------------------------------------------------
 // Vectors from https://github.com/fernet/spec at 20dead475f53f11d20592baf29ad697163afc0cd
@@ -224,49 +225,7 @@ function specFernet(): Promise<Fernet> {
 }
 
 // ---------------------------------------------------------------------------
-// Python's cryptography as an oracle. Missing python3 or cryptography is a failure
-// with instructions, never a silent skip: interop is a promise we make to users.
-
-const PYTHON_MISSING = "interop tests need python3 with the 'cryptography' package " +
-  "(Debian/Ubuntu: apt-get install python3-cryptography; or pip install cryptography)";
-
-/** Runs `script` with python3, feeding `input` as JSON on stdin; returns the parsed JSON output. */
-async function runPython(script: string, input: unknown): Promise<unknown> {
-  let child: Deno.ChildProcess;
-  try {
-    child = new Deno.Command("python3", {
-      args: ["-c", script],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) {
-      throw new Error(`python3 not found on PATH: ${PYTHON_MISSING}`, { cause: error });
-    }
-    throw error;
-  }
-  // Write while reading, and tolerate a broken pipe: a python3 that fails at import
-  // exits without reading stdin, and its stderr is what explains the failure.
-  const writing = (async () => {
-    const writer = child.stdin.getWriter();
-    try {
-      await writer.write(new TextEncoder().encode(JSON.stringify(input)));
-      await writer.close();
-    } catch {
-      await writer.abort().catch(() => {});
-    }
-  })();
-  const [{ code, stdout, stderr }] = await Promise.all([child.output(), writing]);
-  const errors = new TextDecoder().decode(stderr);
-  if (code !== 0) {
-    if (errors.includes("No module named 'cryptography'")) {
-      throw new Error(`python3 has no 'cryptography' module: ${PYTHON_MISSING}`);
-    }
-    throw new Error(`python3 exited with ${code}:\n${errors}`);
-  }
-  return JSON.parse(new TextDecoder().decode(stdout));
-}
+// Python's cryptography as an oracle (tests/support/python_oracle.ts).
 
 const PY_ENCRYPT = `
 import base64, json, sys

@@ -12,48 +12,9 @@ import {
   keyId,
   PLACEHOLDER_KEY,
 } from "../../lib/crypto/keys.ts";
+import { runPython } from "../support/python_oracle.ts";
 
 const SPEC_SECRET = "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=";
-
-const PYTHON_MISSING = "this test needs python3 with the 'cryptography' package " +
-  "(Debian/Ubuntu: apt-get install python3-cryptography; or pip install cryptography)";
-
-/** Runs `script` with python3, `input` as JSON on stdin; returns its JSON output. */
-async function runPython(script: string, input: unknown): Promise<unknown> {
-  let child: Deno.ChildProcess;
-  try {
-    child = new Deno.Command("python3", {
-      args: ["-c", script],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) {
-      throw new Error(`python3 not found on PATH: ${PYTHON_MISSING}`, { cause: error });
-    }
-    throw error;
-  }
-  const writing = (async () => {
-    const writer = child.stdin.getWriter();
-    try {
-      await writer.write(new TextEncoder().encode(JSON.stringify(input)));
-      await writer.close();
-    } catch {
-      // python3 exited without reading; its stderr explains why.
-      await writer.abort().catch(() => {});
-    }
-  })();
-  const [{ code, stdout, stderr }] = await Promise.all([child.output(), writing]);
-  const errors = new TextDecoder().decode(stderr);
-  if (code !== 0) {
-    if (errors.includes("No module named 'cryptography'")) {
-      throw new Error(`python3 has no 'cryptography' module: ${PYTHON_MISSING}`);
-    }
-    throw new Error(`python3 exited with ${code}:\n${errors}`);
-  }
-  return JSON.parse(new TextDecoder().decode(stdout));
-}
 
 Deno.test("generateKey() returns 44 characters of urlsafe base64 that decode to 32 bytes", () => {
   for (let i = 0; i < 100; i++) {
@@ -181,7 +142,7 @@ Deno.test("keyId() differs for different keys, even keys one bit apart", async (
 Deno.test("keyId() does not reveal the key bytes", async () => {
   const raw = decodeKey(SPEC_SECRET);
   const id = await keyId(raw);
-  const keyHex = Array.from(raw, (b) => b.toString(16).padStart(2, "0")).join("");
+  const keyHex = raw.toHex();
   assert.ok(!keyHex.includes(id));
   assert.ok(!SPEC_SECRET.includes(id));
 });
