@@ -15,7 +15,7 @@ import type { ReconConfig } from "../opts/mod.ts";
 import { AdmissionControl, TrustedAddresses } from "./access.ts";
 import { JobQueue } from "./jobs.ts";
 import { recoverAfterCrash } from "./recovery.ts";
-import { serveSession } from "./session.ts";
+import { diskFree, serveSession } from "./session.ts";
 import { checkScript, executeJob } from "./worker.ts";
 
 /** Inputs of {@link ReconServer.start}. */
@@ -26,6 +26,8 @@ export interface ServerOptions {
   log: Logger;
   /** SIGTERM → SIGKILL grace for scripts (ms). */
   killGraceMs?: number;
+  /** Free bytes on the file system that holds a directory; default statfs (tests pretend). */
+  diskFree?: (dir: string) => Promise<number>;
 }
 
 interface Tracked {
@@ -207,6 +209,7 @@ export class ReconServer {
         peer,
         shuttingDown: () => this.#shuttingDown,
         uploadsInProgress: this.#uploadsInProgress,
+        diskFree: this.#options.diskFree ?? diskFree,
         reconScript: config.RECON_SCRIPT,
         setBusy: (busy) => {
           tracked.busy = busy;

@@ -46,6 +46,8 @@ export interface SessionContext {
   reconScript: string;
   /** Bytes of uploads in progress on this server, so concurrent uploads cannot overbook the disk. */
   uploadsInProgress: { bytes: number };
+  /** Free bytes on the file system that holds `dir` (statfs; a test can pretend). */
+  diskFree: (dir: string) => Promise<number>;
   /** Told when a submitted job starts and stops occupying this session. */
   setBusy?: (busy: boolean) => void;
 }
@@ -152,14 +154,29 @@ function checkSubmission(message: Submit, context: SessionContext): {
   return { files, options, total };
 }
 
-async function checkDiskSpace(dir: string, needed: number, margin: number): Promise<void> {
+/** Free bytes for an unprivileged user on the file system that holds `dir`. */
+export async function diskFree(dir: string): Promise<number> {
   const stats = await statfs(dir);
-  const free = Number(stats.bavail) * Number(stats.bsize);
+  return Number(stats.bavail) * Number(stats.bsize);
+}
+
+/**
+ * Book `total` bytes of disk for an upload, or refuse the job. The check and the
+ * booking happen with no await between them, so two submissions checked at the same
+ * time cannot both count the same free space.
+ */
+async function bookDiskSpace(context: SessionContext, total: number): Promise<void> {
+  const dir = context.reconFilePath;
+  const margin = context.diskFreeMargin;
+  const free = await context.diskFree(dir);
+  const booked = context.uploadsInProgress;
+  const needed = booked.bytes + total;
   if (needed + margin > free) {
     throw new Refusal(
       `not enough disk space on the server for ${needed} bytes (${free} free in ${dir}, keeping ${margin} spare)`,
     );
   }
+  booked.bytes += total;
 }
 
 /** Pull every announced file into a fresh job input directory, then queue the job. */
@@ -172,13 +189,11 @@ async function receiveJob(
   const scriptProblem = await checkScript(context.reconScript);
   if (scriptProblem) throw new Refusal(`${scriptProblem}; tell the recon box's administrator`);
   await Deno.mkdir(context.reconFilePath, { recursive: true });
-  const booked = context.uploadsInProgress;
-  await checkDiskSpace(context.reconFilePath, booked.bytes + total, context.diskFreeMargin);
-  booked.bytes += total;
+  await bookDiskSpace(context, total);
   try {
     return await receiveFiles(channel, files, options, total, context);
   } finally {
-    booked.bytes -= total;
+    context.uploadsInProgress.bytes -= total;
   }
 }
 

@@ -9,13 +9,13 @@
  * - the results leave the server only after the client's `results_received`;
  * - an upload that does not match its announcement is answered with `error` of kind
  *   "transfer" and leaves no job input directory;
- * - concurrent uploads book disk space, so together they cannot overbook it;
+ * - concurrent uploads book disk space, so together they cannot overbook it, even when
+ *   their free-space checks overlap;
  * - result names the client would refuse are skipped with a reason, the rest delivered;
  * - a result swapped for a symbolic link after collection is not followed.
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { statfs } from "node:fs/promises";
 import * as path from "node:path";
 import { Channel } from "../../lib/wire/channel.ts";
 import { RecordType } from "../../lib/wire/record.ts";
@@ -51,7 +51,11 @@ printf 'image of %s\\n' "$RECON_JOB_ID" >"$RECON_OUTPUT_DIR/result.dcm"
 `;
 
 async function startServer(
-  options: { script?: string; config?: Partial<ReconConfig> } = {},
+  options: {
+    script?: string;
+    config?: Partial<ReconConfig>;
+    diskFree?: (dir: string) => Promise<number>;
+  } = {},
 ) {
   const dir = await Deno.makeTempDir({ prefix: "recon-session-test-" });
   const key = await testKey();
@@ -70,7 +74,12 @@ async function startServer(
     ...options.config,
   };
   const { lines, log } = memoryLog();
-  const server = await ReconServer.start({ config, keys: new Map([[key.id, key.raw]]), log });
+  const server = await ReconServer.start({
+    config,
+    keys: new Map([[key.id, key.raw]]),
+    log,
+    diskFree: options.diskFree,
+  });
   const port = server.addr.port;
   return {
     server,
@@ -472,30 +481,30 @@ Deno.test("a refused job is answered with an error of kind refused, and the sess
 // ---------------------------------------------------------------------------
 // Disk space booking
 
-Deno.test("concurrent uploads book disk space: the second is refused while the first is in progress", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "recon-disk-" });
-  const stats = await statfs(dir);
-  await Deno.remove(dir);
-  const free = Number(stats.bavail) * Number(stats.bsize);
-  const announced = 10 * 1024 ** 3;
-  // One job fits with 5 GiB to spare, two would need 5 GiB more than there is.
-  const margin = free - 1.5 * announced;
-  assert.ok(margin > 0, `this test needs more than 15 GiB free (${free} bytes)`);
-  await using s = await startServer({
-    config: { DISK_FREE_MARGIN: Math.floor(margin), MAX_JOB_BYTES: 2 * announced },
-  });
-  const submit = {
+/** A job of `size` bytes in one file, as a client announces it. */
+function submitOf(size: number) {
+  return {
     type: "submit_recon_job",
-    files: [{ name: "P00001.7", size: announced }],
+    files: [{ name: "P00001.7", size }],
     client_recon_options_json: "{}",
   };
+}
+
+Deno.test("concurrent uploads book disk space: the second is refused while the first is in progress", async () => {
+  // A pretend file system with 15 units free and 5 kept spare: one 6-unit job fits,
+  // two would need 2 more than there is. Nothing that large is ever written.
+  const unit = 1024 ** 3;
+  await using s = await startServer({
+    config: { DISK_FREE_MARGIN: 5 * unit, MAX_JOB_BYTES: 20 * unit },
+    diskFree: () => Promise.resolve(15 * unit),
+  });
   const first = await s.connect();
   const second = await s.connect();
   const third = await s.connect();
   try {
-    await first.send(submit);
+    await first.send(submitOf(6 * unit));
     assert.equal((await nextMessage(first)).type, "request_file", "the first upload may start");
-    await second.send(submit);
+    await second.send(submitOf(6 * unit));
     const refusal = await nextMessage(second);
     assert.equal(refusal.type, "error");
     assert.equal(refusal.kind, "refused");
@@ -503,10 +512,47 @@ Deno.test("concurrent uploads book disk space: the second is refused while the f
     // The first upload ends (the client goes away): its booking is released.
     first.abort();
     await s.logLine(/upload failed, removed/);
-    await third.send(submit);
+    await third.send(submitOf(6 * unit));
     assert.equal((await nextMessage(third)).type, "request_file", "the space is free again");
   } finally {
     for (const channel of [first, second, third]) channel.abort();
+  }
+});
+
+Deno.test("two submissions checked at the same moment cannot both book the last free space", async () => {
+  // The free-space probe answers only once both sessions have asked (or after 2 s), so
+  // both checks see the same free space; one job fits, the two together do not.
+  const asked: (() => void)[] = [];
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const answerAll = () => {
+    clearTimeout(timer);
+    for (const answer of asked) answer();
+  };
+  const diskFree = (dir: string) =>
+    new Promise<number>((resolve) => {
+      assert.ok(dir.endsWith("pfiles"), `probed ${dir}`);
+      asked.push(() => resolve(1000));
+      if (asked.length === 2) answerAll();
+      else timer = setTimeout(answerAll, 2000);
+    });
+  await using s = await startServer({
+    config: { DISK_FREE_MARGIN: 100, MAX_JOB_BYTES: 1000 },
+    diskFree,
+  });
+  const channels = [await s.connect(), await s.connect()];
+  try {
+    await Promise.all(channels.map((channel) => channel.send(submitOf(600))));
+    const answers = await Promise.all(channels.map((channel) => nextMessage(channel)));
+    assert.equal(asked.length, 2, "both submissions asked for the free space");
+    assert.deepEqual(answers.map((answer) => answer.type).sort(), ["error", "request_file"]);
+    const refusal = answers.find((answer) => answer.type === "error")!;
+    assert.equal(refusal.kind, "refused");
+    assert.match(
+      refusal.reason as string,
+      /not enough disk space on the server for 1200 bytes \(1000 free in .*pfiles, keeping 100 spare\)/,
+    );
+  } finally {
+    for (const channel of channels) channel.abort();
   }
 });
 
