@@ -16,6 +16,8 @@ import {
 import {
   defaultConfig,
   isOptionName,
+  LEGACY_OPTION_NAMES,
+  nearestOptionName,
   OPTION_NAMES,
   OPTION_SPECS,
   type OptionName,
@@ -23,13 +25,28 @@ import {
   POSITIONAL_KEYS,
   type ReconConfig,
 } from "./schema.ts";
-import { OptionValueError, parseOptionValue } from "./values.ts";
+import { OptionValueError, parseOptionValue, quoteFromOpts } from "./values.ts";
+
+/**
+ * A `KEY = VALUE` line whose KEY neither program reads and that is not a legacy
+ * name ({@link LEGACY_OPTION_NAMES}); reported once per name, at its first line.
+ */
+export interface UnknownOption {
+  /** 1-based line number. */
+  line: number;
+  /** The name as written; it matches `KEY_PATTERN`. */
+  name: string;
+  /** The known option it is most likely a misspelling of. */
+  suggestion?: OptionName;
+}
 
 /** A typed config plus what the reader should be told about the file. */
 export interface OptsReading {
   config: ReconConfig;
   /** One line each, naming file and line: unknown options, options set twice. */
   warnings: string[];
+  /** Lines naming no option (only when `allowUnknownOptions`; otherwise they throw). */
+  unknownOptions: UnknownOption[];
 }
 
 /** {@link parseOpts} result: the config, its warnings, and the document for rewriting. */
@@ -40,36 +57,73 @@ export interface ParsedOpts extends OptsReading {
 /** File name given to the watch mode's state database when CLIENT_DAEMON_STATE_FILE is empty. */
 export const DEFAULT_STATE_FILE_NAME = "recon-watch.sqlite";
 
-const squash = (name: string) => name.replaceAll("_", "");
+/**
+ * How messages show an unknown option: its name quoted and the suggestion. Only
+ * the name, never the value. The name matches `KEY_PATTERN` (upper case, digits,
+ * `_`), which a Fernet key, with lower-case letters among its 43 characters,
+ * practically never does; longer names than `MAX_QUOTED_LENGTH` are not shown anyway.
+ */
+export function describeUnknownOption(unknown: UnknownOption): string {
+  const guess = unknown.suggestion ? ` (did you mean ${unknown.suggestion}?)` : "";
+  return `unknown option ${quoteFromOpts(unknown.name, "name")}${guess}`;
+}
 
-function unknownOptionWarning(source: string, line: ValueLine): string {
-  const near = OPTION_NAMES.find((name) => squash(name) === squash(line.key));
-  const guess = near ? ` (did you mean ${near}?)` : "";
-  return `${source} line ${line.number}: unknown option ${line.key}${guess} is kept but not used`;
+function findUnknownOptions(document: OptsDocument): UnknownOption[] {
+  const unknown = new Map<string, UnknownOption>();
+  for (const line of document.lines) {
+    if (line.kind !== "option" || isOptionName(line.key) || LEGACY_OPTION_NAMES.has(line.key)) {
+      continue;
+    }
+    if (!unknown.has(line.key)) {
+      unknown.set(line.key, {
+        line: line.number,
+        name: line.key,
+        suggestion: nearestOptionName(line.key),
+      });
+    }
+  }
+  return [...unknown.values()];
 }
 
 /**
  * Type-check every value of a document and build the config. A later line
- * overrides an earlier one; an empty value means the option's default.
- * @throws {ConfigError} naming the file, line and option for an invalid value.
+ * overrides an earlier one; an empty value means the option's default. Names
+ * are checked before values. An option known to either program is accepted
+ * (one recon.opts may serve both), and so is a legacy name; any other name
+ * is an error unless `allowUnknownOptions`, when it is a warning.
+ * @throws {ConfigError} naming the file and line of an unknown option, or the
+ *   file, line and option of an invalid value.
  */
 export function configFromDocument(
   document: OptsDocument,
   options: ParseOptsOptions = {},
 ): OptsReading {
   const source = options.source ?? "recon.opts";
+  const unknownOptions = findUnknownOptions(document);
+  const [first, ...more] = unknownOptions;
+  if (first && !options.allowUnknownOptions) {
+    const others = more.length === 0
+      ? ""
+      : ` (${more.length} more unknown option${more.length === 1 ? "" : "s"} after it)`;
+    throw new ConfigError(
+      `${source} line ${first.line}: ${describeUnknownOption(first)}${others}; ` +
+        "fix the name or start with --allow-unknown-options",
+      {
+        hint: "one recon.opts may serve both programs: the options either of them reads are " +
+          "accepted (docs/CONFIGURATION.md)",
+      },
+    );
+  }
   const config = defaultConfig();
-  const warnings: string[] = [];
+  const warnings = unknownOptions.map((unknown) =>
+    `${source} line ${unknown.line}: ${describeUnknownOption(unknown)} is kept but not used`
+  );
   const setOn = new Map<string, number>();
   let positional = 0;
   for (const line of document.lines) {
     if (line.kind !== "positional" && line.kind !== "option") continue;
     if (line.kind === "positional") positional++;
-    if (!isOptionName(line.key)) {
-      if (!setOn.has(line.key)) warnings.push(unknownOptionWarning(source, line));
-      setOn.set(line.key, line.number);
-      continue;
-    }
+    if (!isOptionName(line.key)) continue;
     const first = setOn.get(line.key);
     if (first !== undefined) {
       warnings.push(
@@ -88,7 +142,7 @@ export function configFromDocument(
         `${POSITIONAL_KEYS.slice(positional).join(", ")} take their defaults`,
     );
   }
-  return { config, warnings };
+  return { config, warnings, unknownOptions };
 }
 
 function setValue<K extends OptionName>(

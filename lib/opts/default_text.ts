@@ -1,56 +1,120 @@
 /**
- * The recon.opts written when none exists: the seed's example file, unchanged,
- * so that a new file looks exactly like the ones users already have.
+ * The recon.opts written when none exists, and the text of `recon.opts.example`:
+ * one source, so the file a user gets and the example they read are the same
+ * (tests/opts/file_test.ts fails when the example drifts). It lives in the code
+ * because a `deno compile`d binary cannot read the repository at run time.
+ *
+ * It keeps the seed's shape (eleven positional lines, then `KEY = VALUE`) so it
+ * reads like the files users already have; options other than the seed's are
+ * shown commented out at their defaults.
  *
  * @module
  */
 
 /** Text of a new recon.opts (`\n` line endings, SHARED_KEY still the placeholder). */
-export const DEFAULT_OPTS_TEXT: string = [
-  "# Recon server IP address or hostname (e.g., localhost, 192.168.1.100)",
-  "localhost",
-  "# Port for recon server communication (e.g., 60000)",
-  "60000",
-  "# Username for scanner authentication (legacy, may not be used by current server)",
-  "sdc",
-  "# Password for scanner authentication (legacy, may not be used by current server)",
-  "adw2.0",
-  "# SSH port for secure shell access (legacy, currently unused by server_app)",
-  "22",
-  "# Path to source data (legacy, MRRAW directory, less relevant if PFILE sent by client)",
-  "/usr/g/mrraw/",
-  "# Server's base directory for downloaded PFILEs and job-specific input subdirectories",
-  "/tmp/recon_server_pfiles",
-  "# Full path or name of the reconstruction script on the server (e.g., /opt/scripts/matlab_recon.sh or python_recon.py)",
-  "default_recon_script.sh",
-  "# Server's directory where reconstructed DICOMs are stored (and from where they are sent to client)",
-  "/tmp/recon_server_dicoms",
-  "# Scanner's DICOM directory (legacy, less relevant if DICOMs are sent back to client)",
-  "/tmp/scanner_dicoms/",
-  "# Path to the log file for server and client applications (can be overridden by client/daemon specific opts)",
-  "/tmp/recon_project.log",
-  "# --- Secure Transfer Options ---",
-  "# SHARED_KEY: A securely generated Fernet key for encrypting transfers.",
-  '# IMPORTANT: Generate using: python -c "from reconlibs import generate_key; print(generate_key())"',
-  "# Copy the output key and paste it here, replacing the placeholder.",
-  "# This key MUST be identical on both the client and server.",
-  "SHARED_KEY = SET_YOUR_SHARED_KEY_HERE",
-  "# --- Server Specific Options ---",
-  "# MAX_CONCURRENT_JOBS: Max number of recon jobs server processes simultaneously (e.g., 1 for sequential).",
-  "MAX_CONCURRENT_JOBS = 1",
-  "# TRUSTEDIPS: Comma-separated list of client IP addresses allowed to connect to the server.",
-  "# Example: #TRUSTEDIPS: 192.168.1.101,192.168.1.102",
-  "# If commented out or empty, the server may allow all IPs (check server_app logic).",
-  "#TRUSTEDIPS: 127.0.0.1,::1",
-  "# --- Client Daemon Options (for client_daemon.py) ---",
-  "# CLIENT_WATCH_DIRECTORY = ",
-  "# CLIENT_WATCH_PATTERN = *.7",
-  "# CLIENT_DAEMON_POLL_INTERVAL = 10 # (Used by daemon if watchdog is not active/available)",
-  "# CLIENT_DAEMON_STABILITY_DELAY = 5",
-  "# CLIENT_DAEMON_GROUPING_TIMEOUT = 5",
-  "# CLIENT_DAEMON_RECON_OPTIONS_JSON = {}",
-  "# --- Standard Client Application Options (for client_app.py) ---\\",
-  "CLIENT_DEFAULT_PFILE_NAME = P00000.7",
-  "CLIENT_DEFAULT_PFILE_PATH = /tmp/default_pfile_on_client/P00000.7",
-  "CLIENT_DOWNLOAD_DIR = client_downloads",
-].join("\n") + "\n";
+export const DEFAULT_OPTS_TEXT: string =
+  `# recon.opts: configuration of recon-server (on the recon box) and recon-client
+# (on the scanner). Reference: docs/CONFIGURATION.md. Lines starting with # are
+# comments; a # after whitespace ends a value. Relative paths are relative to this
+# file's directory. Keep this file private (chmod 600): it holds SHARED_KEY.
+#
+# SERVER_HOST is where the server listens and where the client connects. One file
+# can serve both sides when that is one name (a host name or address of the recon
+# box), or write one file for each side:
+#   on the recon box: SERVER_HOST = the address to listen on (0.0.0.0 = every
+#     interface), plus the server options (RECON_SCRIPT, MAX_CONCURRENT_JOBS, ...);
+#   on the scanner: SERVER_HOST = the recon box's host name or address, plus the
+#     client options (CLIENT_...).
+# Both files need the same SERVER_PORT and SHARED_KEY. Each program ignores the
+# other's options; an option neither knows (a misspelt name) stops it from
+# starting unless it is started with --allow-unknown-options.
+#
+# The first eleven value lines are positional: their order gives their meaning, so
+# keep all eleven, legacy ones included, in this order in each file.
+#
+# 1 SERVER_HOST: Where the server listens and clients connect (e.g., localhost,
+#   recon.example.org, 192.168.1.100)
+localhost
+# 2 SERVER_PORT: TCP port the server listens on and clients connect to
+60000
+# 3 USERNAME: Username for scanner authentication (legacy, not used)
+sdc
+# 4 PASSWORD: Password for scanner authentication (legacy, not used)
+adw2.0
+# 5 SSH_PORT: SSH port of the scanner (legacy, not used)
+22
+# 6 MRRAW_PATH: Scanner raw data directory (legacy, not used: clients send their files)
+/usr/g/mrraw/
+# 7 RECON_FILEPATH: Server directory under which each job gets job_<uuid>_input/
+/tmp/recon_server_pfiles
+# 8 RECON_SCRIPT: Reconstruction program on the server (e.g., /opt/scripts/recon.sh,
+#   bart_recon.sh or recon.m); it runs as RECON_SCRIPT <job_input_dir> --key value ...
+default_recon_script.sh
+# 9 RECON_DICOM_DIR: Server directory where reconstructed DICOMs are collected
+/tmp/recon_server_dicoms
+# 10 SCANNER_DICOM_DIR: Scanner's DICOM directory (legacy, not used)
+/tmp/scanner_dicoms/
+# 11 LOG_FILEPATH: Log file for server and client (in addition to stderr)
+/tmp/recon_project.log
+# --- Secure Transfer Options ---
+# SHARED_KEY: The Fernet key that encrypts and authenticates every connection.
+# Generate one with: recon-server keygen
+# (recon-server puts a fresh one here when it creates this file.)
+# This key MUST be identical in recon.opts on the server and on every client.
+SHARED_KEY = SET_YOUR_SHARED_KEY_HERE
+# --- Server Options (recon-server) ---
+# MAX_CONCURRENT_JOBS: Number of jobs run at the same time (1 = one after another).
+MAX_CONCURRENT_JOBS = 1
+# TRUSTEDIPS: Comma-separated client IP addresses allowed to connect.
+# Example: #TRUSTEDIPS: 192.168.1.101,192.168.1.102
+# If commented out or empty, the server accepts connections from any address.
+#TRUSTEDIPS: 127.0.0.1,::1
+# JOB_TIMEOUT: Seconds a reconstruction may run before it is stopped (0 = no limit).
+# JOB_TIMEOUT = 3600
+# MATLAB_COMMAND: Command that runs a .m RECON_SCRIPT (split on spaces, no shell).
+# MATLAB_COMMAND = matlab -batch
+# MAX_JOB_BYTES: Largest total input size of one job (bytes, or K/M/G/T: 512M, 64G).
+# MAX_JOB_BYTES = 64G
+# DISK_FREE_MARGIN: Free space to keep on the RECON_FILEPATH disk; bigger jobs are refused.
+# DISK_FREE_MARGIN = 1G
+# SHUTDOWN_GRACE: Seconds to let running work finish on SIGTERM or Ctrl-C.
+# SHUTDOWN_GRACE = 30
+# --- Connection Limits (server; IDLE_TIMEOUT and HANDSHAKE_TIMEOUT also client) ---
+# IDLE_TIMEOUT: Seconds a connection may stay silent before it is closed.
+# IDLE_TIMEOUT = 300
+# HANDSHAKE_TIMEOUT: Seconds allowed for the secure handshake.
+# HANDSHAKE_TIMEOUT = 10
+# MAX_UNAUTHENTICATED: Connections allowed in the handshake at the same time.
+# MAX_UNAUTHENTICATED = 256
+# MAX_UNAUTHENTICATED_PER_IP: The same, per client address.
+# MAX_UNAUTHENTICATED_PER_IP = 64
+# LOCKOUT_FAILURES: Failed handshakes after which an address is locked out (0 = never).
+# LOCKOUT_FAILURES = 5
+# LOCKOUT_SECONDS: How long a locked-out address is refused.
+# LOCKOUT_SECONDS = 60
+# --- Watch Mode Options (recon-client watch mode) ---
+# CLIENT_WATCH_DIRECTORY: Directory watched for new scanner files.
+# CLIENT_WATCH_DIRECTORY = /data/scanner/incoming
+# CLIENT_WATCH_PATTERN: Glob pattern of the files to submit.
+# CLIENT_WATCH_PATTERN = *.7
+# CLIENT_DAEMON_POLL_INTERVAL: Seconds between two scans of the directory.
+# CLIENT_DAEMON_POLL_INTERVAL = 10
+# CLIENT_DAEMON_STABILITY_DELAY: Seconds a file must stay unchanged before it is submitted.
+# CLIENT_DAEMON_STABILITY_DELAY = 5
+# CLIENT_DAEMON_GROUPING_TIMEOUT: Seconds to wait for more files of the same scan.
+# CLIENT_DAEMON_GROUPING_TIMEOUT = 5
+# CLIENT_DAEMON_RECON_OPTIONS_JSON: Recon options (a JSON object on one line) for every job.
+# CLIENT_DAEMON_RECON_OPTIONS_JSON = {}
+# CLIENT_DAEMON_ON_COMPLETE: Program run after each completed job (empty = none).
+# CLIENT_DAEMON_ON_COMPLETE = /usr/local/bin/recon-done
+# CLIENT_DAEMON_STATE_FILE: Where the watch mode remembers submitted files
+# (empty = recon-watch.sqlite next to this file).
+# CLIENT_DAEMON_STATE_FILE = recon-watch.sqlite
+# --- Client Options (recon-client) ---
+# CLIENT_DEFAULT_PFILE_NAME: File name of the default P-file.
+CLIENT_DEFAULT_PFILE_NAME = P00000.7
+# CLIENT_DEFAULT_PFILE_PATH: File submitted when no --files and no --directory are given.
+CLIENT_DEFAULT_PFILE_PATH = /tmp/default_pfile_on_client/P00000.7
+# CLIENT_DOWNLOAD_DIR: Where the client saves received results (relative to this file).
+CLIENT_DOWNLOAD_DIR = client_downloads
+`;

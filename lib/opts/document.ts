@@ -7,15 +7,20 @@
  * - Blank lines and lines whose first non-blank character is `#` are comments,
  *   including commented-out options and comments ending with a backslash.
  * - The first eleven other lines are the positional values ({@link POSITIONAL_KEYS}).
- *   A line `KNOWN_OPTION = …` (in any case) ends the positional part early.
+ *   A line `KNOWN_OPTION = …` (in any case), or `NAME = …` where NAME is a near
+ *   miss of a known option (`JOB_TIMOUT = 5`), ends the positional part early.
  * - Then `KEY = VALUE` or `KEY: VALUE` lines; KEY matches `^[A-Z][A-Z0-9_]*$`.
  * - In any value, a `#` at its start or after whitespace, outside double quotes,
  *   begins a comment; the value is trimmed.
  *
+ * A line that is not understood may hold SHARED_KEY (pasted alone, or with its
+ * `=` forgotten), so errors name its line and never echo it (see `quoteFromOpts`).
+ *
  * @module
  */
 import { ConfigError } from "../errors.ts";
-import { isOptionName, POSITIONAL_KEYS } from "./schema.ts";
+import { isOptionName, nearestOptionName, type OptionName, POSITIONAL_KEYS } from "./schema.ts";
+import { quoteFromOpts } from "./values.ts";
 
 /** Option names: an upper-case letter, then upper-case letters, digits and `_`. */
 export const KEY_PATTERN: RegExp = /^[A-Z][A-Z0-9_]*$/;
@@ -63,6 +68,12 @@ export interface OptsDocument {
 export interface ParseOptsOptions {
   /** How messages name the file, e.g. its path. Default `"recon.opts"`. */
   source?: string;
+  /**
+   * Accept options known to neither program, with a warning (`--allow-unknown-options`).
+   * By default the first one is a `ConfigError`: a misspelt option would otherwise
+   * leave its default in force with only a warning to show for it.
+   */
+  allowUnknownOptions?: boolean;
 }
 
 const BOM = "\uFEFF";
@@ -103,14 +114,38 @@ function fail(source: string, line: number, message: string, hint?: string): nev
   throw new ConfigError(`${source} line ${line}: ${message}`, { hint });
 }
 
-function quoteLine(text: string): string {
-  return JSON.stringify(text.length > 60 ? `${text.slice(0, 57)}...` : text);
-}
-
 /** The `KEY =` / `KEY:` prefix of a line: the key and where its value starts. */
 function keyPrefix(body: string): { key: string; valueFrom: number } | undefined {
   const match = /^\s*([^\s=:]*)\s*[=:]/.exec(body);
   return match ? { key: match[1], valueFrom: match[0].length } : undefined;
+}
+
+/** Whether a `NAME =` prefix names a known option or, in upper case, a near miss of one. */
+function looksLikeOption(key: string): boolean {
+  return isOptionName(key.toUpperCase()) ||
+    (KEY_PATTERN.test(key) && nearestOptionName(key) !== undefined);
+}
+
+/**
+ * The option a line without `=` or `:` was meant to set, from its first word
+ * followed by more text (`SHARED_KEY <key>`): a known name in any case, or a
+ * near miss of one written in upper case.
+ */
+function optionMissingEquals(body: string): OptionName | undefined {
+  const match = /^\s*(\S+)\s+\S/.exec(body);
+  if (!match) return undefined;
+  const word = match[1];
+  if (isOptionName(word.toUpperCase())) return word.toUpperCase() as OptionName;
+  return KEY_PATTERN.test(word) ? nearestOptionName(word) : undefined;
+}
+
+function failMissingEquals(source: string, line: number, name: OptionName): never {
+  fail(
+    source,
+    line,
+    `expected ${name} = VALUE: there is no "=" (the line is not shown: it may hold SHARED_KEY)`,
+    `write ${name} = VALUE`,
+  );
 }
 
 function splitLines(text: string): { raw: string; eol: LineEnding }[] {
@@ -145,9 +180,11 @@ export function parseOptsDocument(text: string, options: ParseOptsOptions = {}):
       continue;
     }
     const prefix = keyPrefix(body);
-    if (
-      positional < POSITIONAL_KEYS.length && !(prefix && isOptionName(prefix.key.toUpperCase()))
-    ) {
+    if (positional < POSITIONAL_KEYS.length && !(prefix && looksLikeOption(prefix.key))) {
+      // A positional value is anything, but `SHARED_KEY <key>` is a forgotten "=":
+      // taken as SERVER_HOST it would be shown by --show-config and in errors.
+      const missing = prefix ? undefined : optionMissingEquals(body);
+      if (missing) failMissingEquals(source, number, missing);
       const parts = splitValue(body, 0);
       const key = POSITIONAL_KEYS[positional++];
       lines.push({
@@ -163,14 +200,20 @@ export function parseOptsDocument(text: string, options: ParseOptsOptions = {}):
     }
     positional = POSITIONAL_KEYS.length;
     if (!prefix || prefix.key === "") {
-      fail(source, number, `expected KEY = VALUE, got ${quoteLine(trimmed)}`);
+      const missing = prefix ? undefined : optionMissingEquals(body);
+      if (missing) failMissingEquals(source, number, missing);
+      fail(
+        source,
+        number,
+        "expected KEY = VALUE or a # comment (the line is not shown: it may hold SHARED_KEY)",
+      );
     }
     if (!KEY_PATTERN.test(prefix.key)) {
       const upper = prefix.key.toUpperCase();
       fail(
         source,
         number,
-        `${quoteLine(prefix.key)} is not a valid option name`,
+        `${quoteFromOpts(prefix.key, "name")} is not a valid option name`,
         isOptionName(upper)
           ? `option names are upper case: ${upper}`
           : "option names are upper-case letters, digits and _, starting with a letter",
@@ -212,17 +255,24 @@ export function findOptionLine(document: OptsDocument, key: string): ValueLine |
  *   positional line, an unknown key appended before the positional lines end).
  */
 export function setOption(document: OptsDocument, key: string, value: string): void {
-  if (!KEY_PATTERN.test(key)) throw new TypeError(`invalid option name ${quoteLine(key)}`);
+  if (!KEY_PATTERN.test(key)) {
+    throw new TypeError(`invalid option name ${quoteFromOpts(key, "name")}`);
+  }
   if (/[\r\n]/.test(value) || value.trim() !== value || commentStart(value, 0) < value.length) {
-    throw new TypeError(`value for ${key} would not read back unchanged: ${quoteLine(value)}`);
+    throw new TypeError(
+      `value for ${key} would not read back unchanged: ${quoteFromOpts(value)}`,
+    );
   }
   const { lines } = document;
   const existing = findOptionLine(document, key);
   if (existing?.kind === "positional") {
     // A positional line cannot be empty or look like `OPTION = …`: the lines after it would shift.
     const prefix = keyPrefix(value);
-    if (value === "" || (prefix && isOptionName(prefix.key.toUpperCase()))) {
-      throw new TypeError(`${key} is a positional line and cannot be set to ${quoteLine(value)}`);
+    const missing = prefix ? undefined : optionMissingEquals(value);
+    if (value === "" || (prefix && looksLikeOption(prefix.key)) || missing) {
+      throw new TypeError(
+        `${key} is a positional line and cannot be set to ${quoteFromOpts(value)}`,
+      );
     }
     lines[lines.indexOf(existing)] = {
       ...existing,
@@ -251,7 +301,7 @@ export function setOption(document: OptsDocument, key: string, value: string): v
   const valueLines = lines.filter((line) => line.kind === "positional" || line.kind === "option");
   const inPositional = valueLines.length < POSITIONAL_KEYS.length &&
     valueLines.every((line) => line.kind === "positional");
-  if (inPositional && !isOptionName(key)) {
+  if (inPositional && !looksLikeOption(key)) {
     // It would be read back as the next positional value.
     throw new TypeError(
       `cannot append ${key} before the ${POSITIONAL_KEYS.length} positional lines`,

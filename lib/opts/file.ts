@@ -6,7 +6,7 @@
  */
 import { dirname, resolve } from "node:path";
 import { ConfigError, errorMessage } from "../errors.ts";
-import { parseOpts, resolveConfigPaths } from "./config.ts";
+import { parseOpts, resolveConfigPaths, type UnknownOption } from "./config.ts";
 import { DEFAULT_OPTS_TEXT } from "./default_text.ts";
 import { formatOpts, setOption } from "./document.ts";
 import { PLACEHOLDER_SHARED_KEY, type ReconConfig } from "./schema.ts";
@@ -22,6 +22,8 @@ export interface LoadOptsOptions {
   createIfMissing?: boolean;
   /** A new random key, e.g. `generateKey` from lib/crypto/keys.ts. */
   generateKey: () => string;
+  /** Accept unknown options with a warning instead of a ConfigError (`--allow-unknown-options`). */
+  allowUnknownOptions?: boolean;
 }
 
 /** {@link loadOpts} result. */
@@ -33,6 +35,8 @@ export interface LoadedOpts {
    * Not logged here (logging is set up from this very config): the caller logs each once.
    */
   warnings: string[];
+  /** Lines naming no option; empty unless `allowUnknownOptions` (for `--show-config`). */
+  unknownOptions: UnknownOption[];
   /** Absolute path of the file read or created. */
   path: string;
   /** True when the file did not exist and was written by this call. */
@@ -119,8 +123,9 @@ async function modeWarning(path: string): Promise<string | undefined> {
  *
  * SHARED_KEY is not checked here (`keygen` and `--show-config` work without
  * one); callers that connect use `requireSharedKey`.
- * @throws {ConfigError} naming the file: unreadable, malformed, invalid value,
- *   or a client's freshly created default file.
+ * @throws {ConfigError} naming the file: unreadable, malformed, an unknown
+ *   option (unless `allowUnknownOptions`), invalid value, or a client's freshly
+ *   created default file.
  */
 export async function loadOpts(path: string, options: LoadOptsOptions): Promise<LoadedOpts> {
   const absolute = resolve(path);
@@ -146,13 +151,17 @@ export async function loadOpts(path: string, options: LoadOptsOptions): Promise<
     text = created ? formatOpts(fresh) : await readOptsText(absolute);
     if (text === undefined) throw new ConfigError(`cannot read ${absolute}: no such file`);
   }
-  const { config, warnings } = parseOpts(text, { source: absolute });
+  const { config, warnings, unknownOptions } = parseOpts(text, {
+    source: absolute,
+    allowUnknownOptions: options.allowUnknownOptions,
+  });
   const hasKey = config.SHARED_KEY !== "" && config.SHARED_KEY !== PLACEHOLDER_SHARED_KEY;
   const warning = hasKey && !created ? await modeWarning(absolute) : undefined;
   if (warning) warnings.push(warning);
   return {
     config: resolveConfigPaths(config, dirname(absolute)),
     warnings,
+    unknownOptions,
     path: absolute,
     created,
   };

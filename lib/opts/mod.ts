@@ -20,7 +20,9 @@ export {
   defaultConfig,
   DEFAULTS,
   isOptionName,
+  LEGACY_OPTION_NAMES,
   MAX_SECONDS,
+  nearestOptionName,
   OPTION_DOCS,
   OPTION_NAMES,
   OPTION_SPECS,
@@ -37,9 +39,11 @@ export {
   formatByteSize,
   formatOptionValue,
   isIpAddress,
+  MAX_QUOTED_LENGTH,
   OptionValueError,
   parseByteSize,
   parseOptionValue,
+  quoteFromOpts,
 } from "./values.ts";
 export {
   findOptionLine,
@@ -57,12 +61,14 @@ export {
 export {
   configFromDocument,
   DEFAULT_STATE_FILE_NAME,
+  describeUnknownOption,
   type OptsReading,
   type ParsedOpts,
   parseOpts,
   PATH_OPTIONS,
   requireSharedKey,
   resolveConfigPaths,
+  type UnknownOption,
 } from "./config.ts";
 export {
   REDACTED,
@@ -70,6 +76,7 @@ export {
   redactedConfig,
   showConfigJson,
   showConfigText,
+  type ShownUnknownOption,
 } from "./show.ts";
 export { DEFAULT_OPTS_TEXT } from "./default_text.ts";
 export { type LoadedOpts, loadOpts, type LoadOptsOptions, MAX_OPTS_BYTES } from "./file.ts";

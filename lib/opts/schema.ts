@@ -375,6 +375,57 @@ export function isOptionName(name: string): name is OptionName {
   return Object.hasOwn(OPTION_SPECS, name);
 }
 
+/**
+ * Names the seed's text uses for an option spelt differently here: its note on
+ * legacy options calls SSH_PORT `SSHPORT`. A `KEY = VALUE` line with one of them
+ * is accepted without a word and not used, like the legacy option itself, so a
+ * file written from that text keeps starting.
+ */
+export const LEGACY_OPTION_NAMES: ReadonlyMap<string, OptionName> = new Map([
+  ["SSHPORT", "SSH_PORT"],
+]);
+
+/**
+ * Edit distance with adjacent transpositions (optimal string alignment): the
+ * number of single-character insertions, deletions, substitutions and swaps.
+ */
+function editDistance(a: string, b: string): number {
+  const rows = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) rows[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, rows[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        best = Math.min(best, rows[i - 2][j - 2] + 1);
+      }
+      rows[i][j] = best;
+    }
+  }
+  return rows[a.length][b.length];
+}
+
+/**
+ * The known option `name` is most likely a misspelling of, for a "did you mean"
+ * hint: the closest by edit distance (ignoring case and `_`, so `TRUSTED_IPS`
+ * finds TRUSTEDIPS), if it is within a quarter of the name's length (at least 1,
+ * at most 3); `undefined` when nothing is that close or `name` is itself known.
+ */
+export function nearestOptionName(name: string): OptionName | undefined {
+  const upper = name.toUpperCase();
+  if (isOptionName(upper)) return upper === name ? undefined : upper;
+  const squash = (text: string) => text.replaceAll("_", "");
+  const limit = Math.max(1, Math.min(3, Math.floor(name.length / 4)));
+  let best: { name: OptionName; distance: number } | undefined;
+  for (const known of OPTION_NAMES) {
+    const distance = squash(known) === squash(upper) ? 0 : editDistance(upper, known);
+    if (distance <= limit && (best === undefined || distance < best.distance)) {
+      best = { name: known, distance };
+    }
+  }
+  return best?.name;
+}
+
 /** The value every option takes when recon.opts does not set it (or sets it empty). */
 export const DEFAULTS: Readonly<ReconConfig> = deepFreeze({
   SERVER_HOST: "localhost",

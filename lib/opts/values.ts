@@ -59,9 +59,26 @@ export function isIpAddress(text: string): boolean {
   }
 }
 
-function quote(text: string): string {
-  return JSON.stringify(text.length > 60 ? `${text.slice(0, 57)}...` : text);
+/**
+ * Longest text from recon.opts that a message quotes. A Fernet key is 44
+ * characters (43 before its `=`) with no space, `=` or `:` inside, so a
+ * misplaced SHARED_KEY (on a positional line, without its `=`) is always longer
+ * than this and is never echoed to a terminal or a log.
+ */
+export const MAX_QUOTED_LENGTH = 40;
+
+/**
+ * `text` from recon.opts as a message shows it: quoted (control characters
+ * escaped) when at most {@link MAX_QUOTED_LENGTH} characters, otherwise only its
+ * length, e.g. `a value of 44 characters (not shown)`.
+ */
+export function quoteFromOpts(text: string, noun = "value"): string {
+  return text.length <= MAX_QUOTED_LENGTH
+    ? JSON.stringify(text)
+    : `a ${noun} of ${text.length} characters (not shown)`;
 }
+
+const quote = (text: string) => quoteFromOpts(text);
 
 function describeRange(min: number, max: number): string {
   return max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`;
@@ -127,8 +144,13 @@ function convert(type: OptionType, text: string): unknown {
       try {
         value = JSON.parse(text);
       } catch (error) {
+        // V8 quotes the start of the text in its message; keep only the reason.
+        const reason = (error as Error).message.replace(
+          /, ".*"(?:\.\.\.)? is not valid JSON$/s,
+          "",
+        );
         throw new OptionValueError(
-          `is not valid JSON (${(error as Error).message}), got ${quote(text)}`,
+          `is not valid JSON (${reason}), got ${quote(text)}`,
           `write a JSON object on one line, e.g. {"slice_thickness": "2mm"}`,
         );
       }

@@ -126,13 +126,46 @@ Deno.test("loadOpts() rejects a file that is not UTF-8 or is too big", async () 
 Deno.test("loadOpts() names the file and line of a bad value", async () => {
   await using dir = await tempDir();
   const path = join(dir.path, "recon.opts");
-  await Deno.writeTextFile(path, DEFAULT_OPTS_TEXT.replace("\n60000\n", "\n60k\n"), {
-    mode: 0o600,
-  });
+  const lines = DEFAULT_OPTS_TEXT.split("\n");
+  const port = lines.indexOf("60000");
+  lines[port] = "60k";
+  await Deno.writeTextFile(path, lines.join("\n"), { mode: 0o600 });
   await rejectsWithConfigError(
     loadOpts(path, { role: "server", generateKey: makeKey }),
-    new RegExp(`^${path} line 4: SERVER_PORT must be an integer from 1 to 65535, got "60k"$`),
+    new RegExp(
+      `^${path} line ${port + 1}: SERVER_PORT must be an integer from 1 to 65535, got "60k"$`,
+    ),
   );
+});
+
+Deno.test("loadOpts() refuses an unknown option unless allowUnknownOptions", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "recon.opts");
+  const text = DEFAULT_OPTS_TEXT.replace(PLACEHOLDER_SHARED_KEY, makeKey()) + "JOB_TIMOUT = 5\n";
+  await Deno.writeTextFile(path, text, { mode: 0o600 });
+  const line = DEFAULT_OPTS_TEXT.split("\n").length;
+  await rejectsWithConfigError(
+    loadOpts(path, { role: "server", generateKey: makeKey }),
+    new RegExp(
+      `^${path} line ${line}: unknown option "JOB_TIMOUT" \\(did you mean JOB_TIMEOUT\\?\\); ` +
+        "fix the name or start with --allow-unknown-options$",
+    ),
+  );
+  const loaded = await loadOpts(path, {
+    role: "server",
+    generateKey: makeKey,
+    allowUnknownOptions: true,
+  });
+  assert.equal(loaded.config.JOB_TIMEOUT, DEFAULTS.JOB_TIMEOUT);
+  assert.deepEqual(loaded.unknownOptions, [{
+    line,
+    name: "JOB_TIMOUT",
+    suggestion: "JOB_TIMEOUT",
+  }]);
+  assert.deepEqual(loaded.warnings, [
+    `${path} line ${line}: unknown option "JOB_TIMOUT" (did you mean JOB_TIMEOUT?) is kept but ` +
+    "not used",
+  ]);
 });
 
 Deno.test("loadOpts() resolves relative paths against the file's directory and returns warnings", async () => {
@@ -144,14 +177,18 @@ Deno.test("loadOpts() resolves relative paths against the file's directory and r
     DEFAULT_OPTS_TEXT.replace(PLACEHOLDER_SHARED_KEY, key) + "SITE_NAME = lab\n",
     { mode: 0o600 },
   );
-  const loaded = await loadOpts(path, { role: "client", generateKey: makeKey });
+  const loaded = await loadOpts(path, {
+    role: "client",
+    generateKey: makeKey,
+    allowUnknownOptions: true,
+  });
   assert.equal(loaded.created, false);
   assert.equal(loaded.config.CLIENT_DOWNLOAD_DIR, join(dir.path, "client_downloads"));
   assert.equal(loaded.config.RECON_SCRIPT, join(dir.path, "default_recon_script.sh"));
   assert.equal(loaded.config.CLIENT_DAEMON_STATE_FILE, join(dir.path, "recon-watch.sqlite"));
   assert.equal(loaded.config.RECON_FILEPATH, "/tmp/recon_server_pfiles");
   assert.deepEqual(loaded.warnings, [
-    `${path} line ${DEFAULT_OPTS_TEXT.split("\n").length}: unknown option SITE_NAME is kept ` +
+    `${path} line ${DEFAULT_OPTS_TEXT.split("\n").length}: unknown option "SITE_NAME" is kept ` +
     "but not used",
   ]);
   assert.equal(redactedConfig(loaded.config).SHARED_KEY, "<redacted>");
@@ -168,6 +205,35 @@ Deno.test("loadOpts() warns when other users can read a file holding a key", {
   assert.deepEqual(loaded.warnings, [
     `${path} holds SHARED_KEY but other users can access it (mode 0644); run chmod 600 ${path}`,
   ]);
+});
+
+Deno.test("recon.opts.example is DEFAULT_OPTS_TEXT, the file written when none exists", async () => {
+  const example = await Deno.readTextFile(repoFile("recon.opts.example"));
+  assert.equal(
+    example,
+    DEFAULT_OPTS_TEXT,
+    "recon.opts.example drifted from lib/opts/default_text.ts; regenerate it with: deno eval " +
+      `'import { DEFAULT_OPTS_TEXT } from "./lib/opts/mod.ts"; ` +
+      `Deno.writeTextFileSync("recon.opts.example", DEFAULT_OPTS_TEXT)'`,
+  );
+});
+
+Deno.test("DEFAULT_OPTS_TEXT names this project's commands and says what SERVER_HOST is", () => {
+  assert.match(DEFAULT_OPTS_TEXT, /^# Generate one with: recon-server keygen$/m);
+  for (
+    const old of [/python/i, /reconlibs/, /server_app/, /client_daemon\b/, /client_app/, /\.py\b/]
+  ) {
+    assert.doesNotMatch(DEFAULT_OPTS_TEXT, old);
+  }
+  assert.match(
+    DEFAULT_OPTS_TEXT,
+    /^# SERVER_HOST is where the server listens and where the client connects\./m,
+  );
+  assert.match(DEFAULT_OPTS_TEXT, /one file for each side/);
+  const { warnings, unknownOptions, document } = parseOpts(DEFAULT_OPTS_TEXT);
+  assert.deepEqual(warnings, []);
+  assert.deepEqual(unknownOptions, []);
+  assert.equal(document.lines.filter((line) => line.kind === "positional").length, 11);
 });
 
 Deno.test("recon.opts.example reads as the defaults and mentions every option", async () => {

@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { ConfigError } from "../../lib/errors.ts";
 import {
   configFromDocument,
-  DEFAULT_OPTS_TEXT,
   DEFAULTS,
   findOptionLine,
   formatByteSize,
@@ -16,6 +15,7 @@ import {
   parseOptionValue,
   parseOpts,
   parseOptsDocument,
+  type ParseOptsOptions,
   PLACEHOLDER_SHARED_KEY,
   POSITIONAL_KEYS,
   type ReconConfig,
@@ -27,6 +27,7 @@ import {
   showConfigText,
   type ValueLine,
 } from "../../lib/opts/mod.ts";
+import { SEED_OPTS_TEXT } from "./seed_text.ts";
 
 /** A fresh random key in the Fernet key format. */
 function makeKey(): string {
@@ -34,7 +35,7 @@ function makeKey(): string {
   return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_");
 }
 
-const SEED = DEFAULT_OPTS_TEXT;
+const SEED = SEED_OPTS_TEXT;
 const SEED_CRLF = SEED.replaceAll("\n", "\r\n");
 
 /** The seed with `KEY = VALUE` lines added at the end. */
@@ -55,10 +56,14 @@ function configOf(text: string): ReconConfig {
   return parseOpts(text).config;
 }
 
-function assertConfigError(text: string, message: string | RegExp): ConfigError {
+function assertConfigError(
+  text: string,
+  message: string | RegExp,
+  options: ParseOptsOptions = {},
+): ConfigError {
   let caught: unknown;
   try {
-    parseOpts(text);
+    parseOpts(text, options);
   } catch (error) {
     caught = error;
   }
@@ -68,11 +73,13 @@ function assertConfigError(text: string, message: string | RegExp): ConfigError 
   return caught;
 }
 
-Deno.test("DEFAULT_OPTS_TEXT is the seed's example file byte for byte", async () => {
+Deno.test("SEED_OPTS_TEXT is the seed's example file byte for byte", async () => {
   // SHA-256 of fixtures/recon.opts.seed, the example in seeds/000.
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(SEED));
-  const hex = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
-  assert.equal(hex, "f08afe862101d4aa9cbb7bf77305d07202c445e394709693a369115fbe8f4306");
+  assert.equal(
+    new Uint8Array(digest).toHex(),
+    "f08afe862101d4aa9cbb7bf77305d07202c445e394709693a369115fbe8f4306",
+  );
 });
 
 Deno.test("parseOpts() reads the seed file with its values", () => {
@@ -213,15 +220,20 @@ Deno.test("an empty value means the option's default", () => {
   assert.deepEqual(config.CLIENT_DAEMON_RECON_OPTIONS_JSON, {});
 });
 
-Deno.test("an unknown option is kept, warned about once and written back", () => {
+Deno.test("with allowUnknownOptions an unknown option is kept, warned about once and written back", () => {
   const text = seedWith("SITE_NAME = north wing", "SITE_NAME = again", "TRUSTED_IPS = 10.0.0.1");
-  const { config, warnings, document } = parseOpts(text);
-  assert.equal(warnings.length, 2);
-  assert.match(
-    warnings[0],
-    new RegExp(`^recon.opts line ${SEED_LINE_COUNT + 1}: unknown option SITE_NAME`),
-  );
-  assert.match(warnings[1], /unknown option TRUSTED_IPS \(did you mean TRUSTEDIPS\?\)/);
+  const { config, warnings, document, unknownOptions } = parseOpts(text, {
+    allowUnknownOptions: true,
+  });
+  assert.deepEqual(warnings, [
+    `recon.opts line ${SEED_LINE_COUNT + 1}: unknown option "SITE_NAME" is kept but not used`,
+    `recon.opts line ${SEED_LINE_COUNT + 3}: unknown option "TRUSTED_IPS" ` +
+    "(did you mean TRUSTEDIPS?) is kept but not used",
+  ]);
+  assert.deepEqual(unknownOptions, [
+    { line: SEED_LINE_COUNT + 1, name: "SITE_NAME", suggestion: undefined },
+    { line: SEED_LINE_COUNT + 3, name: "TRUSTED_IPS", suggestion: "TRUSTEDIPS" },
+  ]);
   assert.equal(Object.hasOwn(config, "SITE_NAME"), false);
   assert.deepEqual(config.TRUSTEDIPS, []);
   setOption(document, "SHARED_KEY", makeKey());
@@ -299,11 +311,16 @@ const ERROR_CASES: [string, string, string | RegExp][] = [
   [
     "a malformed line",
     seedWith("this line has no equals sign"),
-    `recon.opts line ${
-      SEED_LINE_COUNT + 1
-    }: expected KEY = VALUE, got "this line has no equals sign"`,
+    `recon.opts line ${SEED_LINE_COUNT + 1}: expected KEY = VALUE or a # comment ` +
+    "(the line is not shown: it may hold SHARED_KEY)",
   ],
-  ["a line with no key", seedWith("= 5"), /line \d+: expected KEY = VALUE, got "= 5"/],
+  ["a line with no key", seedWith("= 5"), /line \d+: expected KEY = VALUE or a # comment/],
+  [
+    "an option without its =",
+    seedWith("JOB_TIMEOUT 60"),
+    `recon.opts line ${SEED_LINE_COUNT + 1}: expected JOB_TIMEOUT = VALUE: there is no "=" ` +
+    "(the line is not shown: it may hold SHARED_KEY)",
+  ],
   [
     "a lower-case key",
     seedWith("max_concurrent_jobs = 2"),
@@ -415,6 +432,7 @@ Deno.test("__proto__ and constructor keys do not pollute any object", () => {
       "PROTOTYPE = polluted",
       'CLIENT_DAEMON_RECON_OPTIONS_JSON = {"__proto__": {"polluted": true}}',
     ),
+    { allowUnknownOptions: true },
   );
   assert.equal(warnings.length, 2);
   assert.equal(Object.getPrototypeOf(config), Object.prototype);
@@ -491,7 +509,7 @@ Deno.test("setOption() appends an absent option in the file's line ending", () =
     const eol = base === SEED_CRLF ? "\r\n" : "\n";
     const end = base === SEED.trimEnd() ? "" : eol;
     assert.ok(text.endsWith(`client_downloads${eol}JOB_TIMEOUT = 60${eol}SITE_NAME = north${end}`));
-    const again = parseOpts(text);
+    const again = parseOpts(text, { allowUnknownOptions: true });
     assert.equal(again.config.JOB_TIMEOUT, 60);
     assert.equal(findOptionLine(again.document, "SITE_NAME")?.value, "north");
   }
