@@ -146,11 +146,36 @@ export class JobQueue {
     return true;
   }
 
-  /** Stop taking jobs; return the ones that never started (the caller cancels them). */
-  close(): Job[] {
+  /**
+   * Cancel a job, the one way jobs are cancelled (a client's `cancel_job`, a client gone
+   * before `job_queued`, shutdown). A job still waiting leaves the queue, finishes as
+   * cancelled with `reason` and loses its input directory (the promise settles when
+   * that is removed, rejecting if it could not be); a running job is told to stop, and
+   * its worker reports how it ended.
+   */
+  async cancel(job: Job, reason: string): Promise<void> {
+    if (!this.removeWaiting(job)) {
+      job.abort.abort(reason);
+      return;
+    }
+    job.status = "cancelled";
+    job.events.push({
+      kind: "finished",
+      outcome: { ok: false, reason, exitCode: null, stderrTail: [] },
+    });
+    await Deno.remove(job.inputDir, { recursive: true }).catch((error) => {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    });
+  }
+
+  /**
+   * Stop taking jobs and cancel the ones that never started (best effort: an input
+   * directory that cannot be removed stays for the next start's recovery). Returns them.
+   */
+  async close(reason: string): Promise<Job[]> {
     this.#accepting = false;
-    const waiting = this.#waiting.splice(0);
-    this.#notifyIdle();
+    const waiting = [...this.#waiting];
+    await Promise.all(waiting.map((job) => this.cancel(job, reason).catch(() => {})));
     return waiting;
   }
 

@@ -242,13 +242,7 @@ export class ReconServer {
       if (tracked.channel && !tracked.busy) tracked.channel.close(reason);
       else tracked.channel?.send({ type: "server_shutting_down", reason }).catch(() => {});
     }
-    for (const job of this.queue.close()) {
-      job.status = "cancelled";
-      job.events.push({
-        kind: "finished",
-        outcome: { ok: false, reason, exitCode: null, stderrTail: [] },
-      });
-      await Deno.remove(job.inputDir, { recursive: true }).catch(() => {});
+    for (const job of await this.queue.close(reason)) {
       log.info(`job ${job.id}: cancelled before it started (${reason})`);
     }
     const remaining = () => Math.max(0, deadline - Date.now());
@@ -265,7 +259,7 @@ export class ReconServer {
         `shutdown: stopping ${this.queue.activeWorkers} running job(s) after the grace period`,
       );
       for (const job of this.queue.jobs()) {
-        job.abort.abort(`${reason}: the job did not finish within SHUTDOWN_GRACE`);
+        await this.queue.cancel(job, `${reason}: the job did not finish within SHUTDOWN_GRACE`);
       }
       await this.queue.idle();
     }

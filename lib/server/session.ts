@@ -26,7 +26,7 @@ import {
 } from "../wire/protocol.ts";
 import { receiveFileTo, sendFileFrom } from "../wire/transfer.ts";
 import { VERSION } from "../version.ts";
-import { Job, type JobOutcome, type JobQueue } from "./jobs.ts";
+import { Job, type JobEvent, type JobOutcome, type JobQueue } from "./jobs.ts";
 import { checkScript } from "./worker.ts";
 
 /** What a session needs from the server. */
@@ -255,30 +255,42 @@ async function receiveFiles(
   return job;
 }
 
+/** A session following its job (see {@link followJob}). */
+interface Following {
+  channel: Channel;
+  job: Job;
+  context: SessionContext;
+  /** The client's next record, while the session still reads from it. */
+  incoming?: Promise<Incoming>;
+  /** Set once the client is gone or cut off: nothing more is sent to it. */
+  clientGone?: Error;
+  /** The client said GOODBYE: the session ends with the job. */
+  ended: boolean;
+}
+
+/** What comes after a followed job: the session's pending read, or its end. */
+type AfterJob = { next?: Promise<Incoming>; ended?: boolean };
+
 /**
  * Relay the job's events to the client while watching for `cancel_job` or a lost
  * connection; then deliver results or report the failure. A client that breaks the
  * protocol here is cut off, but its job is still seen through to an outcome, so
  * nothing is left without a log line saying where it is.
  */
-async function followJob(
-  channel: Channel,
-  job: Job,
-  context: SessionContext,
-): Promise<{ next?: Promise<Incoming>; ended?: boolean }> {
-  const { log, peer } = context;
-  let clientGone: Error | undefined;
-  let incoming: Promise<Incoming> | undefined = channel.receive();
+async function followJob(channel: Channel, job: Job, context: SessionContext): Promise<AfterJob> {
+  const following: Following = { channel, job, context, incoming: channel.receive(), ended: false };
+  const outcome = await relayUntilOutcome(following);
+  job.events.close();
+  if (!outcome) return { next: following.incoming };
+  return await reportOutcome(following, outcome);
+}
+
+/** Relay job events and answer the client's records until the job has an outcome. */
+async function relayUntilOutcome(following: Following): Promise<JobOutcome | undefined> {
+  const { job } = following;
   let event = job.events.next();
-  let outcome: JobOutcome | undefined;
-  let ended = false;
-  const cutOff = (reason: string) => {
-    clientGone = new TransferError(reason);
-    incoming = undefined;
-    log.warn(`${peer}: job ${job.id}: ${reason}; closing the session, the job continues`);
-    channel.abort(clientGone);
-  };
-  while (!outcome) {
+  while (true) {
+    const { incoming } = following;
     const winner = await Promise.race([
       event.then((value) => ({ from: "job" as const, value })),
       ...(incoming
@@ -288,50 +300,83 @@ async function followJob(
         )]
         : []),
     ]);
-    if (winner.from === "job") {
+    if (winner.from === "lost") clientLost(following, winner.error);
+    else if (winner.from === "client") await fromClient(following, winner.value);
+    else {
       const value = winner.value;
-      if (!value) break;
+      if (!value) return undefined;
       event = job.events.next();
-      if (value.kind === "finished") outcome = value.outcome;
-      else if (!clientGone) {
-        const message = value.kind === "started"
-          ? { type: "job_started", job_id: job.id }
-          : { type: "job_progress", job_id: job.id, text: value.text, percent: value.percent };
-        await channel.send(message).catch((error) => (clientGone = error));
-      }
-    } else if (winner.from === "lost") {
-      clientGone = winner.error;
-      incoming = undefined;
-      log.info(`${peer}: job ${job.id}: client disconnected; the job continues`);
-    } else if (winner.value.type === "goodbye") {
-      clientGone = new Error("the client ended the session");
-      incoming = undefined;
-      ended = true;
-      log.info(`${peer}: job ${job.id}: client ended the session; the job continues`);
-      await channel.close();
-    } else if (winner.value.type !== "message") {
-      cutOff(`client sent ${winner.value.type} data while its job runs`);
-    } else {
-      let message: ClientMessage | undefined;
-      try {
-        message = parseClientMessage(winner.value.message);
-      } catch (error) {
-        cutOff(`client sent an invalid message: ${errorMessage(error)}`);
-      }
-      if (message?.type === "cancel_job" && (message.job_id ?? job.id) === job.id) {
-        log.info(`${peer}: job ${job.id}: cancelled by the client`);
-        cancelJob(job, context);
-        incoming = channel.receive();
-      } else if (message) {
-        cutOff(`client sent ${message.type} while its job runs`);
-      }
+      if (value.kind === "finished") return value.outcome;
+      await relayEvent(following, value);
     }
   }
-  job.events.close();
-  if (!outcome) return { next: incoming };
+}
+
+/** Pass `job_started` or `job_progress` on, unless the client is gone. */
+async function relayEvent(
+  following: Following,
+  event: Exclude<JobEvent, { kind: "finished" }>,
+): Promise<void> {
+  const { channel, job } = following;
+  if (following.clientGone) return;
+  const message = event.kind === "started"
+    ? { type: "job_started", job_id: job.id }
+    : { type: "job_progress", job_id: job.id, text: event.text, percent: event.percent };
+  await channel.send(message).catch((error) => (following.clientGone = error));
+}
+
+function clientLost(following: Following, error: Error): void {
+  const { job, context } = following;
+  following.clientGone = error;
+  following.incoming = undefined;
+  context.log.info(`${context.peer}: job ${job.id}: client disconnected; the job continues`);
+}
+
+/** A record from the client while its job runs: GOODBYE, its own `cancel_job`, or a cut-off. */
+async function fromClient(following: Following, record: Incoming): Promise<void> {
+  const { channel, job, context } = following;
+  if (record.type === "goodbye") {
+    following.clientGone = new Error("the client ended the session");
+    following.incoming = undefined;
+    following.ended = true;
+    context.log.info(`${context.peer}: job ${job.id}: client ended the session; the job continues`);
+    await channel.close();
+    return;
+  }
+  if (record.type !== "message") {
+    return cutOff(following, `client sent ${record.type} data while its job runs`);
+  }
+  let message: ClientMessage;
+  try {
+    message = parseClientMessage(record.message);
+  } catch (error) {
+    return cutOff(following, `client sent an invalid message: ${errorMessage(error)}`);
+  }
+  if (message.type !== "cancel_job" || (message.job_id ?? job.id) !== job.id) {
+    return cutOff(following, `client sent ${message.type} while its job runs`);
+  }
+  context.log.info(`${context.peer}: job ${job.id}: cancelled by the client`);
+  cancelJob(job, context);
+  following.incoming = channel.receive();
+}
+
+/** Stop listening to a client that broke the protocol; its job goes on. */
+function cutOff(following: Following, reason: string): void {
+  const { channel, job, context } = following;
+  following.clientGone = new TransferError(reason);
+  following.incoming = undefined;
+  context.log.warn(
+    `${context.peer}: job ${job.id}: ${reason}; closing the session, the job continues`,
+  );
+  channel.abort(following.clientGone);
+}
+
+/** Tell the client how its job ended: `job_failed`, or the results (§6.5). */
+async function reportOutcome(following: Following, outcome: JobOutcome): Promise<AfterJob> {
+  const { channel, job, context, incoming, clientGone, ended } = following;
   if (!outcome.ok) {
-    await removeQuietly(job.outputDir, log);
-    log.warn(`job ${job.id}: failed: ${outcome.reason} (log: ${job.logPath})`);
+    await removeQuietly(job.outputDir, context.log);
+    context.log.warn(`job ${job.id}: failed: ${outcome.reason} (log: ${job.logPath})`);
     if (!clientGone) {
       await channel.send({
         type: "job_failed",
@@ -343,32 +388,26 @@ async function followJob(
     }
     return { next: incoming, ended };
   }
-  if (clientGone) {
-    log.warn(
+  if (clientGone || !incoming) {
+    context.log.warn(
       `job ${job.id}: finished but its client is gone; results kept in ${job.outputDir}`,
     );
     return { ended };
   }
-  // The receive loop above has a read pending (incoming); deliver with it.
-  await deliverResults(channel, job, outcome.results, incoming!, context);
+  // The relay loop left a read pending (incoming); deliver with it.
+  await deliverResults(channel, job, outcome.results, incoming, context);
   return {};
 }
 
+/** Cancel through the queue (lib/server/jobs.ts), logging an input directory left behind. */
 function cancelJob(
   job: Job,
   context: SessionContext,
   reason = "the job was cancelled by its client",
 ): void {
-  if (context.queue.removeWaiting(job)) {
-    job.status = "cancelled";
-    job.events.push({
-      kind: "finished",
-      outcome: { ok: false, reason, exitCode: null, stderrTail: [] },
-    });
-    removeQuietly(job.inputDir, context.log);
-  } else {
-    job.abort.abort(reason);
-  }
+  context.queue.cancel(job, reason).catch((error) => {
+    context.log.warn(`could not remove ${job.inputDir}: ${errorMessage(error)}`);
+  });
 }
 
 async function deliverResults(

@@ -79,7 +79,7 @@ Deno.test("JobQueue counts a job whose executor throws as failed with the reason
   assert.equal((finished.outcome as { reason: string }).reason, "boom");
 });
 
-Deno.test("JobQueue.close() returns the jobs that never started and refuses new ones", async () => {
+Deno.test("JobQueue.close() cancels and returns the jobs that never started and refuses new ones", async () => {
   const gate = deferred();
   const queue = new JobQueue(1, async () => {
     await gate.promise;
@@ -88,10 +88,123 @@ Deno.test("JobQueue.close() returns the jobs that never started and refuses new 
   const [a, b] = [job("a"), job("b")];
   queue.enqueue(a);
   queue.enqueue(b);
-  assert.deepEqual(queue.close(), [b]);
+  assert.deepEqual(await queue.close("shutting down (SIGTERM)"), [b]);
+  assert.equal(b.status, "cancelled");
+  assert.deepEqual(await b.events.next(), {
+    kind: "finished",
+    outcome: { ok: false, reason: "shutting down (SIGTERM)", exitCode: null, stderrTail: [] },
+  });
+  assert.equal(a.status, "processing", "a running job is left to finish");
+  assert.equal(a.abort.signal.aborted, false);
   assert.throws(() => queue.enqueue(job("c")), /shutting down/);
   gate.resolve();
   await queue.idle();
+  assert.equal(a.status, "completed");
+});
+
+/** A job whose input directory exists, in a fresh temporary directory. */
+async function jobWithInput(name: string): Promise<{ job: Job; dir: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "recon-jobs-test-" });
+  const inputDir = path.join(dir, `job_${name}_input`);
+  await Deno.mkdir(inputDir);
+  await Deno.writeTextFile(path.join(inputDir, `${name}.7`), "raw");
+  const j = new Job({
+    id: name,
+    files: [{ name: `${name}.7`, size: 3 }],
+    options: {},
+    inputDir,
+    outputDir: path.join(dir, `job_${name}_output`),
+    logPath: path.join(dir, `job_${name}.log`),
+  });
+  return { job: j, dir };
+}
+
+Deno.test("JobQueue.cancel() takes a waiting job out of the queue, finishes it as cancelled and removes its input", async () => {
+  const gate = deferred();
+  const ran: string[] = [];
+  const queue = new JobQueue(1, async (j) => {
+    ran.push(j.id);
+    await gate.promise;
+    return { ok: true, results: [] };
+  });
+  const a = job("a");
+  const { job: b, dir } = await jobWithInput("b");
+  try {
+    queue.enqueue(a);
+    queue.enqueue(b);
+    assert.equal(queue.queueLength, 1);
+    await queue.cancel(b, "the job was cancelled by its client");
+    assert.equal(queue.queueLength, 0);
+    assert.equal(b.status, "cancelled");
+    assert.equal(b.abort.signal.aborted, false, "a job that never ran has nothing to stop");
+    assert.deepEqual(await b.events.next(), {
+      kind: "finished",
+      outcome: {
+        ok: false,
+        reason: "the job was cancelled by its client",
+        exitCode: null,
+        stderrTail: [],
+      },
+    });
+    await assert.rejects(Deno.stat(b.inputDir), Deno.errors.NotFound);
+    gate.resolve();
+    await queue.idle();
+    assert.deepEqual(ran, ["a"], "the cancelled job never runs");
+    assert.equal(queue.failed, 0, "a job cancelled while waiting is not counted as failed");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("JobQueue.cancel() of a waiting job whose input directory is already gone still cancels it", async () => {
+  const gate = deferred();
+  const queue = new JobQueue(1, async () => {
+    await gate.promise;
+    return { ok: true, results: [] };
+  });
+  const [a, b] = [job("a"), job("b-missing-input")];
+  queue.enqueue(a);
+  queue.enqueue(b);
+  await queue.cancel(b, "gone");
+  assert.equal(b.status, "cancelled");
+  gate.resolve();
+  await queue.idle();
+});
+
+Deno.test("JobQueue.cancel() tells a running job to stop with the reason; its worker reports the outcome", async () => {
+  const queue = new JobQueue(1, (j) =>
+    new Promise<JobOutcome>((resolve) => {
+      j.abort.signal.addEventListener("abort", () =>
+        resolve({
+          ok: false,
+          reason: `stopped: ${j.abort.signal.reason}`,
+          exitCode: null,
+          stderrTail: [],
+        }));
+    }));
+  const { job: a, dir } = await jobWithInput("a");
+  try {
+    queue.enqueue(a);
+    assert.equal(a.status, "processing");
+    await queue.cancel(a, "the job was cancelled by its client");
+    assert.equal(a.abort.signal.reason, "the job was cancelled by its client");
+    await queue.idle();
+    assert.equal(a.status, "cancelled");
+    assert.equal(queue.failed, 1);
+    const events = [await a.events.next(), await a.events.next()];
+    assert.deepEqual(events[1], {
+      kind: "finished",
+      outcome: {
+        ok: false,
+        reason: "stopped: the job was cancelled by its client",
+        exitCode: null,
+        stderrTail: [],
+      },
+    });
+    assert.ok((await Deno.stat(a.inputDir)).isDirectory, "the worker, not cancel(), cleans up");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("JobQueue refuses MAX_CONCURRENT_JOBS below 1", () => {
