@@ -18,7 +18,13 @@ import {
 } from "../errors.ts";
 import { resolveInside, resultPathProblem } from "../wire/file_names.ts";
 import { printable } from "../printable.ts";
-import { type FileEntry, parseServerMessage, type ReconOptions } from "../wire/protocol.ts";
+import {
+  type FileEntry,
+  type MessageOf,
+  parseServerMessage,
+  type ReconOptions,
+  type ServerMessage,
+} from "../wire/protocol.ts";
 import { receiveFileTo, sendFileFrom } from "../wire/transfer.ts";
 import type { LocalFile } from "./files.ts";
 
@@ -92,202 +98,283 @@ export class JobCancelledError extends InterruptedError {
 
 /** Run one job end to end. */
 export async function submitJob(options: SubmitOptions): Promise<SubmitResult> {
-  const { channel, files, onEvent } = options;
-  const byName = new Map(files.map((file) => [file.name, file]));
-  const sent = new Set<string>();
-  let jobId: string | undefined;
-  let uploaded: FileEntry[] = [];
-  let interrupted = false;
-  // Every file sent, job_queued not yet read: an interrupt then waits for job_queued
-  // and cancels the job, rather than leave a queued job without its client.
-  let uploadComplete = false;
-  const hostile = (text: string): never => {
-    // It quotes the server's words; JSON.stringify leaves DEL and C1 controls as they are.
-    const message = printable(text);
-    options.onHostile?.(message);
-    channel.abort();
-    throw new ProtocolError(message);
-  };
-  let downloading = false;
-  const onAbort = () => {
-    interrupted = true;
-    if (downloading) {
-      // The job is done; stop receiving. The server keeps the results (no results_received).
-      channel.abort(
-        new InterruptedError(`interrupted while downloading the results of job ${jobId}`, {
-          hint: `the server keeps them in RECON_DICOM_DIR/job_${jobId}_output`,
-        }),
-      );
-    } else if (jobId) {
-      onEvent?.({ kind: "notice", text: `cancelling job ${jobId} on the server…` });
-      channel.send({ type: "cancel_job", job_id: jobId, reason: "interrupted" }).catch(() => {});
-    } else if (uploadComplete) {
-      // job_queued is on its way; its handler calls onAbort again.
-    } else {
-      channel.abort(new InterruptedError("interrupted during upload; the server drops the job"));
-    }
-  };
   if (options.signal?.aborted) throw new InterruptedError("interrupted before the job was sent");
+  const submission = new Submission(options);
+  const onAbort = () => submission.interrupt();
   options.signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    await channel.send({
-      type: "submit_recon_job",
-      files: files.map((file) => ({
-        name: file.name,
-        size: file.size,
-        original_path_on_client: file.path,
-      })),
-      client_recon_options_json: JSON.stringify(options.options),
-    });
-    let resultDir: string | undefined;
-    const announced = new Map<string, number>();
-    const downloaded: DownloadedFile[] = [];
-    while (true) {
-      const incoming = await channel.receive();
-      if (incoming.type === "goodbye") {
-        throw new ConnectionError(
-          `the server ended the session before the job finished${
-            incoming.reason ? ` (${incoming.reason})` : ""
-          }`,
-        );
-      }
-      if (incoming.type !== "message") hostile(`server sent unexpected ${incoming.type} data`);
-      const message = parseServerMessage((incoming as { message: unknown }).message);
-      const about = (message as { job_id?: string }).job_id;
-      if (jobId && about !== undefined && about !== jobId) {
-        hostile(`server sent ${message.type} for job ${about}, not ours (${jobId})`);
-      }
-      switch (message.type) {
-        case "request_file": {
-          const file = byName.get(message.name);
-          if (!file || sent.has(message.name)) {
-            hostile(
-              `server asked for ${
-                JSON.stringify(message.name)
-              }, which this job did not offer (or already sent); refusing`,
-            );
-          }
-          sent.add(file!.name);
-          try {
-            await sendFileFrom(
-              channel,
-              file!.path,
-              file!.size,
-              {
-                onProgress: (bytes) =>
-                  onEvent?.({ kind: "upload", name: file!.name, bytes, total: file!.size }),
-              },
-            );
-            uploadComplete = sent.size === files.length;
-          } catch (error) {
-            if (error instanceof TransferError) {
-              await channel.send({ type: "error", reason: error.message }).catch(() => {});
-            }
-            throw error;
-          }
-          break;
-        }
-        case "job_queued":
-          jobId = message.job_id;
-          uploaded = message.files ?? [];
-          onEvent?.({ kind: "queued", jobId });
-          if (interrupted) onAbort();
-          break;
-        case "job_started":
-          onEvent?.({ kind: "started", jobId: message.job_id });
-          break;
-        case "job_progress":
-          onEvent?.({ kind: "progress", text: message.text, percent: message.percent });
-          break;
-        case "server_shutting_down":
-          onEvent?.({ kind: "notice", text: `server: ${message.reason}` });
-          break;
-        case "error":
-          if (message.kind === "transfer") {
-            throw new TransferError(`the server could not take the upload: ${message.reason}`);
-          }
-          throw new JobError(`the server refused the job: ${message.reason}`);
-        case "job_failed":
-          if (interrupted) throw new JobCancelledError(message.job_id);
-          throw new JobFailedError(
-            message.job_id,
-            message.reason,
-            message.exit_code,
-            message.stderr_tail,
-          );
-        case "dicom_transfer_start": {
-          if (!jobId || message.job_id !== jobId) hostile("results announced for another job");
-          for (const file of message.files) {
-            const problem = resultPathProblem(file.name);
-            if (problem) {
-              await channel.send({ type: "dicom_transfer_ack", job_id: jobId!, status: "refused" });
-              hostile(
-                `server offered an unsafe result name ${JSON.stringify(file.name)}: ${problem}`,
-              );
-            }
-            announced.set(file.name, file.size);
-          }
-          if (announced.size !== message.count) {
-            hostile("result count does not match the file list");
-          }
-          resultDir = path.join(options.downloadDir, jobId!);
-          try {
-            await Deno.mkdir(options.downloadDir, { recursive: true });
-            await Deno.mkdir(resultDir);
-          } catch (error) {
-            await channel.send({ type: "dicom_transfer_ack", job_id: jobId!, status: "refused" })
-              .catch(() => {});
-            throw new TransferError(`cannot create ${resultDir}: ${errorMessage(error)}`, {
-              hint: `the server keeps the results in RECON_DICOM_DIR/job_${jobId}_output`,
-            });
-          }
-          downloading = true;
-          await channel.send({ type: "dicom_transfer_ack", job_id: jobId!, status: "ready" });
-          break;
-        }
-        case "result_file": {
-          const size = announced.get(message.name);
-          if (!resultDir || size === undefined || size !== message.size) {
-            hostile(
-              `server sent result ${JSON.stringify(message.name)}, which it did not announce`,
-            );
-          }
-          announced.delete(message.name);
-          const target = resolveInside(resultDir!, message.name);
-          await Deno.mkdir(path.dirname(target), { recursive: true });
-          const digest = await receiveFileTo(channel, target, message.size, {
-            noOverwrite: true,
-            onProgress: (bytes) =>
-              onEvent?.({ kind: "download", name: message.name, bytes, total: message.size }),
-          });
-          downloaded.push({ name: message.name, path: target, ...digest });
-          break;
-        }
-        case "recon_complete": {
-          if (announced.size > 0 || !resultDir) {
-            throw new TransferError(
-              `job finished but ${announced.size} result file(s) never arrived`,
-            );
-          }
-          for (const file of message.files) {
-            const mine = downloaded.find((d) => d.name === file.name);
-            if (!mine || mine.sha256 !== file.sha256) {
-              throw new TransferError(`result ${file.name}: SHA-256 does not match the server's`);
-            }
-          }
-          await channel.send({ type: "results_received", job_id: jobId! });
-          return { jobId: jobId!, uploaded, resultDir, files: downloaded };
-        }
-        default:
-          hostile(`server sent ${message.type} during a job`);
-      }
-    }
+    return await submission.run();
   } catch (error) {
-    if (interrupted && !(error instanceof InterruptedError)) {
+    if (submission.interrupted && !(error instanceof InterruptedError)) {
       throw new InterruptedError("interrupted", { cause: error });
     }
     throw error;
   } finally {
     options.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+type ServerMessageOf<T extends ServerMessage["type"]> = MessageOf<ServerMessage, T>;
+
+/**
+ * One job's conversation, in the order of docs/PROTOCOL.md §6.1: upload (answer each
+ * `request_file`), wait for `job_queued`, follow the job's events, receive the
+ * results. Each server message is handled by the step it belongs to, and one read
+ * loop drives them; each step checks what it needs (a file not yet sent, results
+ * announced for our job id), so a message out of turn is refused there.
+ */
+class Submission {
+  readonly #options: SubmitOptions;
+  readonly #channel: Channel;
+  readonly #byName: Map<string, LocalFile>;
+  readonly #sent = new Set<string>();
+  #jobId?: string;
+  #uploaded: FileEntry[] = [];
+  /** Every file sent, job_queued not yet read: an interrupt then waits for job_queued
+   * and cancels the job, rather than leave a queued job without its client. */
+  #uploadComplete = false;
+  #downloading = false;
+  #resultDir?: string;
+  readonly #announced = new Map<string, number>();
+  readonly #downloaded: DownloadedFile[] = [];
+  interrupted = false;
+
+  constructor(options: SubmitOptions) {
+    this.#options = options;
+    this.#channel = options.channel;
+    this.#byName = new Map(options.files.map((file) => [file.name, file]));
+  }
+
+  async run(): Promise<SubmitResult> {
+    await this.#channel.send({
+      type: "submit_recon_job",
+      files: this.#options.files.map((file) => ({
+        name: file.name,
+        size: file.size,
+        original_path_on_client: file.path,
+      })),
+      client_recon_options_json: JSON.stringify(this.#options.options),
+    });
+    while (true) {
+      const result = await this.#handle(await this.#next());
+      if (result) return result;
+    }
+  }
+
+  /** Ctrl-C: drop the upload, cancel the queued job, or stop a download, by where we are. */
+  interrupt(): void {
+    this.interrupted = true;
+    const jobId = this.#jobId;
+    if (this.#downloading) {
+      // The job is done; stop receiving. The server keeps the results (no results_received).
+      this.#channel.abort(
+        new InterruptedError(`interrupted while downloading the results of job ${jobId}`, {
+          hint: `the server keeps them in RECON_DICOM_DIR/job_${jobId}_output`,
+        }),
+      );
+    } else if (jobId) {
+      this.#event({ kind: "notice", text: `cancelling job ${jobId} on the server…` });
+      this.#channel.send({ type: "cancel_job", job_id: jobId, reason: "interrupted" })
+        .catch(() => {});
+    } else if (this.#uploadComplete) {
+      // job_queued is on its way; its handler calls interrupt() again.
+    } else {
+      this.#channel.abort(
+        new InterruptedError("interrupted during upload; the server drops the job"),
+      );
+    }
+  }
+
+  #event(event: SubmitEvent): void {
+    this.#options.onEvent?.(event);
+  }
+
+  /** Report hostile server behaviour, cut the connection and throw. */
+  #hostile(text: string): never {
+    // It quotes the server's words; JSON.stringify leaves DEL and C1 controls as they are.
+    const message = printable(text);
+    this.#options.onHostile?.(message);
+    this.#channel.abort();
+    throw new ProtocolError(message);
+  }
+
+  /** The server's next message, checked to be about our job once we know its id. */
+  async #next(): Promise<ServerMessage> {
+    const incoming = await this.#channel.receive();
+    if (incoming.type === "goodbye") {
+      throw new ConnectionError(
+        `the server ended the session before the job finished${
+          incoming.reason ? ` (${incoming.reason})` : ""
+        }`,
+      );
+    }
+    if (incoming.type !== "message") this.#hostile(`server sent unexpected ${incoming.type} data`);
+    const message = parseServerMessage(incoming.message);
+    const about = (message as { job_id?: string }).job_id;
+    if (this.#jobId && about !== undefined && about !== this.#jobId) {
+      this.#hostile(`server sent ${message.type} for job ${about}, not ours (${this.#jobId})`);
+    }
+    return message;
+  }
+
+  /** Dispatch one message; the result once `recon_complete` confirms every file. */
+  async #handle(message: ServerMessage): Promise<SubmitResult | undefined> {
+    switch (message.type) {
+      case "request_file":
+        return await this.#upload(message);
+      case "job_queued":
+        return this.#queued(message);
+      case "job_started":
+      case "job_progress":
+      case "server_shutting_down":
+        return this.#follow(message);
+      case "error":
+        throw this.#refusal(message);
+      case "job_failed":
+        throw this.#failure(message);
+      case "dicom_transfer_start":
+        return await this.#acceptResults(message);
+      case "result_file":
+        return await this.#receiveResult(message);
+      case "recon_complete":
+        return await this.#complete(message);
+      default:
+        this.#hostile(`server sent ${message.type} during a job`);
+    }
+  }
+
+  /** Upload: send a file the server asked for, once, and only one this job offered. */
+  async #upload(request: ServerMessageOf<"request_file">): Promise<undefined> {
+    const file = this.#byName.get(request.name);
+    if (!file || this.#sent.has(request.name)) {
+      this.#hostile(
+        `server asked for ${
+          JSON.stringify(request.name)
+        }, which this job did not offer (or already sent); refusing`,
+      );
+    }
+    this.#sent.add(file.name);
+    try {
+      await sendFileFrom(this.#channel, file.path, file.size, {
+        onProgress: (bytes) =>
+          this.#event({ kind: "upload", name: file.name, bytes, total: file.size }),
+      });
+      this.#uploadComplete = this.#sent.size === this.#options.files.length;
+    } catch (error) {
+      if (error instanceof TransferError) {
+        await this.#channel.send({ type: "error", reason: error.message }).catch(() => {});
+      }
+      throw error;
+    }
+  }
+
+  /** Wait for queued: the job has an id; an interrupt that waited for it cancels it now. */
+  #queued(message: ServerMessageOf<"job_queued">): undefined {
+    this.#jobId = message.job_id;
+    this.#uploaded = message.files ?? [];
+    this.#event({ kind: "queued", jobId: message.job_id });
+    if (this.interrupted) this.interrupt();
+    return undefined;
+  }
+
+  /** Follow: pass the job's events on to the caller. */
+  #follow(
+    message: ServerMessageOf<"job_started" | "job_progress" | "server_shutting_down">,
+  ): undefined {
+    if (message.type === "job_started") this.#event({ kind: "started", jobId: message.job_id });
+    else if (message.type === "job_progress") {
+      this.#event({ kind: "progress", text: message.text, percent: message.percent });
+    } else this.#event({ kind: "notice", text: `server: ${message.reason}` });
+    return undefined;
+  }
+
+  #refusal(message: ServerMessageOf<"error">): Error {
+    if (message.kind === "transfer") {
+      return new TransferError(`the server could not take the upload: ${message.reason}`);
+    }
+    return new JobError(`the server refused the job: ${message.reason}`);
+  }
+
+  #failure(message: ServerMessageOf<"job_failed">): Error {
+    if (this.interrupted) return new JobCancelledError(message.job_id);
+    return new JobFailedError(
+      message.job_id,
+      message.reason,
+      message.exit_code,
+      message.stderr_tail,
+    );
+  }
+
+  /** Receive results: check every announced name, create the job's directory, say ready. */
+  async #acceptResults(message: ServerMessageOf<"dicom_transfer_start">): Promise<undefined> {
+    const jobId = this.#jobId;
+    if (!jobId || message.job_id !== jobId) this.#hostile("results announced for another job");
+    for (const file of message.files) {
+      const problem = resultPathProblem(file.name);
+      if (problem) {
+        await this.#channel.send({ type: "dicom_transfer_ack", job_id: jobId, status: "refused" });
+        this.#hostile(
+          `server offered an unsafe result name ${JSON.stringify(file.name)}: ${problem}`,
+        );
+      }
+      this.#announced.set(file.name, file.size);
+    }
+    if (this.#announced.size !== message.count) {
+      this.#hostile("result count does not match the file list");
+    }
+    const { downloadDir } = this.#options;
+    const resultDir = path.join(downloadDir, jobId);
+    this.#resultDir = resultDir;
+    try {
+      await Deno.mkdir(downloadDir, { recursive: true });
+      await Deno.mkdir(resultDir);
+    } catch (error) {
+      await this.#channel.send({ type: "dicom_transfer_ack", job_id: jobId, status: "refused" })
+        .catch(() => {});
+      throw new TransferError(`cannot create ${resultDir}: ${errorMessage(error)}`, {
+        hint: `the server keeps the results in RECON_DICOM_DIR/job_${jobId}_output`,
+      });
+    }
+    this.#downloading = true;
+    await this.#channel.send({ type: "dicom_transfer_ack", job_id: jobId, status: "ready" });
+  }
+
+  /** Receive one announced result into the job's directory, never over an existing file. */
+  async #receiveResult(message: ServerMessageOf<"result_file">): Promise<undefined> {
+    const resultDir = this.#resultDir;
+    const size = this.#announced.get(message.name);
+    if (!resultDir || size === undefined || size !== message.size) {
+      this.#hostile(
+        `server sent result ${JSON.stringify(message.name)}, which it did not announce`,
+      );
+    }
+    this.#announced.delete(message.name);
+    const target = resolveInside(resultDir, message.name);
+    await Deno.mkdir(path.dirname(target), { recursive: true });
+    const digest = await receiveFileTo(this.#channel, target, message.size, {
+      noOverwrite: true,
+      onProgress: (bytes) =>
+        this.#event({ kind: "download", name: message.name, bytes, total: message.size }),
+    });
+    this.#downloaded.push({ name: message.name, path: target, ...digest });
+  }
+
+  /** `recon_complete`: every announced result arrived with the server's SHA-256. */
+  async #complete(message: ServerMessageOf<"recon_complete">): Promise<SubmitResult> {
+    const jobId = this.#jobId;
+    const resultDir = this.#resultDir;
+    if (this.#announced.size > 0 || !resultDir || !jobId) {
+      throw new TransferError(
+        `job finished but ${this.#announced.size} result file(s) never arrived`,
+      );
+    }
+    for (const file of message.files) {
+      const mine = this.#downloaded.find((d) => d.name === file.name);
+      if (!mine || mine.sha256 !== file.sha256) {
+        throw new TransferError(`result ${file.name}: SHA-256 does not match the server's`);
+      }
+    }
+    await this.#channel.send({ type: "results_received", job_id: jobId });
+    return { jobId, uploaded: this.#uploaded, resultDir, files: this.#downloaded };
   }
 }
