@@ -3,72 +3,61 @@
  * processes on 127.0.0.1, a temporary watch directory, and short delays from the
  * site's recon.opts (scan 0.3 s, stable after 0.8 s, grouping 0.5 s). Each file must
  * reach the server exactly once, whatever stops and restarts in between.
+ *
+ * "Nothing more was sent" is checked with a marker scan written afterwards: once the
+ * watcher has found it finished and sent it as a job of its own, it has scanned the
+ * directory several times (the stability delay spans more than two scans) without
+ * sending anything else.
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
 import {
   delay,
   freePort,
-  ServerProcess,
-  sha256Of,
+  randomBytes,
+  type Run,
+  sha256File,
+  sha256Hex,
   SlowRelay,
-  waitUntil,
+  waitFor,
   WatcherProcess,
+  WatchServer,
   WatchSite,
-} from "./support/watch_site.ts";
+} from "./support/e2e.ts";
 
-function randomBytes(size: number): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(size);
-  for (let offset = 0; offset < size; offset += 65536) {
-    crypto.getRandomValues(bytes.subarray(offset, Math.min(size, offset + 65536)));
-  }
-  return bytes;
-}
-
-async function waitForRuns(site: WatchSite, count: number, timeoutMs = 60_000) {
-  return await waitUntil(
-    `${count} run(s) of the recon script`,
-    async () => {
-      const runs = await site.runs();
-      return runs.length >= count ? runs : undefined;
-    },
-    timeoutMs,
-  );
-}
-
-async function waitForStatus(
-  site: WatchSite,
-  file: string,
-  status: string,
-  timeoutMs = 60_000,
-) {
-  return await waitUntil(`${file} to be ${status}`, async () => {
-    const document = await site.status();
-    return document.files.find((entry) => entry.path === file && entry.status === status);
-  }, timeoutMs);
+/**
+ * Write the marker scan `name` and wait until the watcher has sent it and has its
+ * results; returns the runs before it. The marker must be a job of its own.
+ */
+async function sendMarker(site: WatchSite, name = "marker.7"): Promise<Run[]> {
+  const before = (await site.runs()).length;
+  await Deno.writeFile(site.watched(name), randomBytes(1000));
+  await site.waitForStatus(site.watched(name), "done");
+  const runs = await site.runs();
+  assert.deepEqual(runs.slice(before).map((run) => run.names), [[name]], "only the marker");
+  return runs.slice(0, -1);
 }
 
 Deno.test("watch sends a slowly written file once, only after it is stable, complete", async () => {
   await using site = await WatchSite.create();
-  await using server = await ServerProcess.start(site);
+  await using server = await WatchServer.start(site);
   await using watcher = await WatcherProcess.start(site, server.port);
   const file = site.watched("P00001.7");
   const chunks = Array.from({ length: 10 }, () => randomBytes(64 * 1024));
   using handle = await Deno.open(file, { write: true, create: true });
   for (const chunk of chunks) {
     await handle.write(chunk);
-    await delay(300); // 3 s of writing; the stability delay is 0.8 s
+    await delay(100); // 1 s of writing; the stability delay is 0.8 s
   }
   const finishedAt = Date.now();
   handle.close();
   const whole = new Uint8Array(chunks.length * 64 * 1024);
   chunks.forEach((chunk, i) => whole.set(chunk, i * 64 * 1024));
-  const expected = await sha256Of(whole);
+  const expected = sha256Hex(whole);
 
-  const [run] = await waitForRuns(site, 1);
-  await waitForStatus(site, file, "done");
-  await delay(1000); // more scans: nothing more may be sent
-  assert.equal((await site.runs()).length, 1, "sent more than once");
+  const [run] = await site.waitForRuns(1);
+  await site.waitForStatus(file, "done");
+  assert.equal((await sendMarker(site)).length, 1, "sent more than once");
   assert.deepEqual(run.names, ["P00001.7"]);
   assert.match(
     run.args,
@@ -82,12 +71,12 @@ Deno.test("watch sends a slowly written file once, only after it is stable, comp
     Date.parse(complete[1]) >= finishedAt,
     "the file was taken before the writer had finished",
   );
-  assert.equal(watcher.count(/is complete/), 1);
+  assert.equal(watcher.count(/P00001\.7 is complete/), 1);
 });
 
 Deno.test("watch sends files written close together as one job and ignores other names", async () => {
   await using site = await WatchSite.create();
-  await using server = await ServerProcess.start(site);
+  await using server = await WatchServer.start(site);
   await using watcher = await WatcherProcess.start(site, server.port);
   await Deno.writeFile(site.watched("P00002.7"), randomBytes(100_000));
   await delay(150);
@@ -95,50 +84,49 @@ Deno.test("watch sends files written close together as one job and ignores other
   await Deno.writeTextFile(site.watched("notes.txt"), "not a scan\n");
   await Deno.writeTextFile(site.watched(".hidden.7"), "hidden\n");
 
-  const [run] = await waitForRuns(site, 1);
+  const [run] = await site.waitForRuns(1);
   assert.deepEqual(run.names, ["P00002.7", "P00002_cal.7"]);
-  await waitForStatus(site, site.watched("P00002_cal.7"), "done");
-  await delay(1000);
-  assert.equal((await site.runs()).length, 1);
+  await site.waitForStatus(site.watched("P00002_cal.7"), "done");
+  assert.equal((await sendMarker(site)).length, 1);
   const status = await site.status();
+  const scans = status.files.filter((entry) => path.basename(entry.path) !== "marker.7");
   assert.deepEqual(
-    status.files.map((entry) => path.basename(entry.path)).sort(),
+    scans.map((entry) => path.basename(entry.path)).sort(),
     ["P00002.7", "P00002_cal.7"],
   );
-  assert.equal(new Set(status.files.map((entry) => entry.job_id)).size, 1);
+  assert.equal(new Set(scans.map((entry) => entry.job_id)).size, 1);
   assert.equal(status.watcher_running, true);
   const sums = await site.resultSums(run.jobId);
-  assert.equal(sums.get("P00002.7"), await sha256Of(site.watched("P00002.7")));
+  assert.equal(sums.get("P00002.7"), await sha256File(site.watched("P00002.7")));
   assert.doesNotMatch(watcher.stderr, /notes\.txt|hidden/);
 });
 
 Deno.test("watch after a restart: nothing done is sent again, pending and new files are sent once", async () => {
   await using site = await WatchSite.create();
-  let server = await ServerProcess.start(site);
+  let server = await WatchServer.start(site);
   const port = server.port;
   try {
     // 1. A file goes through.
     let watcher = await WatcherProcess.start(site, port);
     await Deno.writeFile(site.watched("A.7"), randomBytes(20_000));
-    await waitForStatus(site, site.watched("A.7"), "done");
+    await site.waitForStatus(site.watched("A.7"), "done");
 
     // 2. The server goes away; a new file is recorded as pending; the watcher stops.
     await server.stop();
     await Deno.writeFile(site.watched("B.7"), randomBytes(20_000));
-    await waitForStatus(site, site.watched("B.7"), "pending");
-    await watcher.waitFor(/retried with backoff/);
+    await site.waitForStatus(site.watched("B.7"), "pending");
+    await watcher.waitForStderr(/retried with backoff/);
     const stopped = await watcher.stop();
     assert.equal(stopped.status.code, 0, watcher.stderr);
 
     // 3. A file arrives while no watcher runs; the server comes back on the same port.
     await Deno.writeFile(site.watched("C.7"), randomBytes(20_000));
-    server = await ServerProcess.start(site, port);
+    server = await WatchServer.start(site, port);
     watcher = await WatcherProcess.start(site, port);
     try {
-      await waitForStatus(site, site.watched("B.7"), "done");
-      await waitForStatus(site, site.watched("C.7"), "done");
-      await delay(1000);
-      const runs = await site.runs();
+      await site.waitForStatus(site.watched("B.7"), "done");
+      await site.waitForStatus(site.watched("C.7"), "done");
+      const runs = await sendMarker(site);
       const sent = runs.flatMap((run) => run.names).sort();
       assert.deepEqual(sent, ["A.7", "B.7", "C.7"], "each file exactly once");
       assert.match(watcher.stderr, /1 file\(s\) from an earlier run are still to be sent: B\.7/);
@@ -155,33 +143,44 @@ Deno.test("watch waits for a server that is down at first and sends the job once
   const port = freePort();
   await Deno.writeFile(site.watched("P00003.7"), randomBytes(30_000));
   await using watcher = await WatcherProcess.start(site, port);
-  await watcher.waitFor(/connection refused.*retried with backoff \(2 s doubling up to 300 s\)/);
-  await delay(2500); // a few attempts fail meanwhile
-  await using server = await ServerProcess.start(site, port);
-  await waitForStatus(site, site.watched("P00003.7"), "done");
-  await delay(1000);
-  assert.equal((await site.runs()).length, 1);
+  await watcher.waitForStderr(
+    /connection refused.*retried with backoff \(2 s doubling up to 300 s\)/,
+  );
+  await waitFor(
+    "a second failed attempt",
+    async () => (await site.status()).files[0].attempts >= 2,
+    {
+      timeoutMs: 20_000,
+      intervalMs: 100,
+    },
+  );
+  await using server = await WatchServer.start(site, port);
+  await site.waitForStatus(site.watched("P00003.7"), "done");
+  assert.equal((await sendMarker(site)).length, 1);
   // One line when the server went away and one when it came back, not one per attempt.
   assert.equal(watcher.count(/retried with backoff/), 1, watcher.stderr);
   assert.equal(watcher.count(/answers again after \d+ failed attempt/), 1, watcher.stderr);
   const status = await site.status();
-  assert.ok(status.files[0].attempts >= 2, "it did retry");
-  assert.equal(server.count(/job .*: queued/), 1);
+  assert.ok(status.files[0].attempts >= 3, "it did retry");
+  assert.equal(server.count(/job .*: queued/), 2, "the scan and the marker, once each");
 });
 
 Deno.test("watch records a job that fails on the server as failed, does not resend it, --retry does", async () => {
   await using site = await WatchSite.create();
-  await using server = await ServerProcess.start(site);
+  await using server = await WatchServer.start(site);
   await using watcher = await WatcherProcess.start(site, server.port);
   const file = site.watched("bad_scan.7");
   await Deno.writeFile(file, randomBytes(10_000));
 
-  const failed = await waitForStatus(site, file, "failed");
+  const failed = await site.waitForStatus(file, "failed");
   assert.match(failed.reason ?? "", /exited with code 3/);
   assert.match(failed.reason ?? "", /refusing a bad scan/);
   assert.ok(failed.job_id);
-  await delay(1500); // five scans
-  assert.equal((await site.runs()).length, 1, "a failed job must not be sent again by itself");
+  assert.equal(
+    (await sendMarker(site)).length,
+    1,
+    "a failed job must not be sent again by itself",
+  );
   assert.match(watcher.stderr, new RegExp(`--retry ${failed.job_id}`));
 
   const text = await site.client(["--status"]);
@@ -194,8 +193,8 @@ Deno.test("watch records a job that fails on the server as failed, does not rese
   assert.equal(retried.code, 0, retried.stderr);
   assert.match(retried.stdout, /bad_scan\.7: failed \(job .*\) -> pending/);
   assert.match(retried.stdout, /the running watcher sends them/);
-  await waitForStatus(site, file, "done");
-  const runs = await site.runs();
+  await site.waitForStatus(file, "done");
+  const runs = (await site.runs()).filter((run) => run.names.includes("bad_scan.7"));
   assert.equal(runs.length, 2);
   assert.notEqual(runs[0].jobId, runs[1].jobId);
   assert.equal((await site.status()).counts.failed, 0);
@@ -208,22 +207,24 @@ Deno.test("watch records a job that fails on the server as failed, does not rese
 
 Deno.test("watch stops within seconds on SIGTERM during an upload; the next start sends the file once", async () => {
   await using site = await WatchSite.create();
-  await using server = await ServerProcess.start(site);
+  await using server = await WatchServer.start(site);
   await using relay = new SlowRelay(server.port, 1024 * 1024); // ~1 MiB/s up
   const file = site.watched("P00004.7");
   const bytes = randomBytes(6 * 1024 * 1024);
   await Deno.writeFile(file, bytes);
-  const expected = await sha256Of(bytes);
+  const expected = sha256Hex(bytes);
 
   await using watcher = await WatcherProcess.start(site, relay.port);
-  await waitUntil("the upload to be under way", () => relay.uploaded > 1024 * 1024);
+  await waitFor("the upload to be under way", () => relay.uploaded > 1024 * 1024, {
+    timeoutMs: 60_000,
+  });
   const { status, ms } = await watcher.stop();
   assert.equal(status.code, 0, watcher.stderr);
   assert.ok(ms < 5000, `the watcher took ${ms} ms to stop`);
   assert.match(watcher.stderr, /stopped while sending P00004\.7/);
   // The server saw the connection go and removed the partial job.
-  await server.waitFor(/upload failed, removed/);
-  await waitUntil(
+  await server.waitForStderr(/upload failed, removed/);
+  await waitFor(
     "no job input directory on the server",
     async () => (await site.serverInputDirs()).length === 0,
   );
@@ -231,9 +232,8 @@ Deno.test("watch stops within seconds on SIGTERM during an upload; the next star
   assert.equal((await site.status()).files[0].status, "pending");
 
   await using again = await WatcherProcess.start(site, server.port);
-  await waitForStatus(site, file, "done");
-  await delay(1000);
-  const runs = await site.runs();
+  await site.waitForStatus(file, "done");
+  const runs = await sendMarker(site);
   assert.equal(runs.length, 1);
   assert.equal((await site.resultSums(runs[0].jobId)).get("P00004.7"), expected);
   assert.match(again.stderr, /from an earlier run are still to be sent: P00004\.7/);
@@ -241,20 +241,22 @@ Deno.test("watch stops within seconds on SIGTERM during an upload; the next star
 
 Deno.test("watch: a file truncated and deleted during its upload is abandoned on both ends and skipped", async () => {
   await using site = await WatchSite.create();
-  await using server = await ServerProcess.start(site);
+  await using server = await WatchServer.start(site);
   // Socket buffers hold several MiB: the file must be much bigger than that for the
   // truncation to reach the reader before it is done.
   await using relay = new SlowRelay(server.port, 4 * 1024 * 1024);
   const file = site.watched("P00007.7");
   await Deno.writeFile(file, randomBytes(40 * 1024 * 1024));
   await using watcher = await WatcherProcess.start(site, relay.port);
-  await waitUntil("the upload to be under way", () => relay.uploaded > 1024 * 1024);
+  await waitFor("the upload to be under way", () => relay.uploaded > 1024 * 1024, {
+    timeoutMs: 60_000,
+  });
   await Deno.truncate(file, 1000);
   await Deno.remove(file);
-  await watcher.waitFor(/sending P00007\.7 failed: .*changed while it was being sent/);
-  await server.waitFor(/upload failed, removed/);
-  await waitForStatus(site, file, "skipped");
-  await waitUntil(
+  await watcher.waitForStderr(/sending P00007\.7 failed: .*changed while it was being sent/);
+  await server.waitForStderr(/upload failed, removed/);
+  await site.waitForStatus(file, "skipped");
+  await waitFor(
     "no job input directory on the server",
     async () => (await site.serverInputDirs()).length === 0,
   );
@@ -264,23 +266,23 @@ Deno.test("watch: a file truncated and deleted during its upload is abandoned on
 
 Deno.test("watch cancels a running job on SIGTERM and sends it again at the next start", async () => {
   await using site = await WatchSite.create();
-  await using server = await ServerProcess.start(site);
+  await using server = await WatchServer.start(site);
   await Deno.writeTextFile(path.join(site.dir, "slow_job"), "30");
   const file = site.watched("P00005.7");
   await Deno.writeFile(file, randomBytes(10_000));
   await using watcher = await WatcherProcess.start(site, server.port);
-  await waitForStatus(site, file, "submitted");
-  await waitForRuns(site, 1); // the script runs (and sleeps)
+  await site.waitForStatus(file, "submitted");
+  await site.waitForRuns(1); // the script runs (and sleeps)
   const { status, ms } = await watcher.stop();
   assert.equal(status.code, 0, watcher.stderr);
   assert.ok(ms < 7000, `the watcher took ${ms} ms to stop`);
   assert.match(watcher.stderr, /cancelled on the server because the watcher is stopping/);
   assert.equal((await site.status()).files[0].status, "pending");
-  await server.waitFor(/cancelled by the client/);
+  await server.waitForStderr(/cancelled by the client/);
 
   await Deno.remove(path.join(site.dir, "slow_job"));
   await using again = await WatcherProcess.start(site, server.port);
-  await waitForStatus(site, file, "done");
+  await site.waitForStatus(file, "done");
   assert.equal((await site.runs()).length, 2, "the cancelled run and the complete one");
   assert.match(again.stderr, /P00005\.7/);
 });
@@ -297,11 +299,11 @@ Deno.test("watch runs CLIENT_DAEMON_ON_COMPLETE with the job id and result direc
   await Deno.writeTextFile(site.optsPath, `CLIENT_DAEMON_ON_COMPLETE = ${hook}\n`, {
     append: true,
   });
-  await using server = await ServerProcess.start(site);
+  await using server = await WatchServer.start(site);
   await using watcher = await WatcherProcess.start(site, server.port);
   await Deno.writeFile(site.watched("P00006.7"), randomBytes(1000));
-  const done = await waitForStatus(site, site.watched("P00006.7"), "done");
-  const line = await waitUntil("the hook to run", async () => {
+  const done = await site.waitForStatus(site.watched("P00006.7"), "done");
+  const line = await waitFor("the hook to run", async () => {
     try {
       return (await Deno.readTextFile(path.join(site.dir, hookLog))).trim();
     } catch {
@@ -309,5 +311,5 @@ Deno.test("watch runs CLIENT_DAEMON_ON_COMPLETE with the job id and result direc
     }
   });
   assert.equal(line, `${done.job_id} ${path.join(site.downloadDir, done.job_id!)}`);
-  await watcher.waitFor(/CLIENT_DAEMON_ON_COMPLETE .* finished/);
+  await watcher.waitForStderr(/CLIENT_DAEMON_ON_COMPLETE .* finished/);
 });

@@ -60,6 +60,11 @@ export interface WatchDaemonOptions {
   stopGraceMs?: number;
   backoff?: Backoff;
   now?: () => number;
+  /**
+   * Called after each pass of the loop that scanned the whole directory, so a test
+   * can wait for "N more scans" as an event instead of sleeping.
+   */
+  onScanned?: () => void;
 }
 
 class WatchDaemon {
@@ -233,7 +238,8 @@ class WatchDaemon {
   async #tick(): Promise<void> {
     this.#woken = false;
     const now = this.#now();
-    if (now >= this.#nextScanAt) {
+    const scanning = now >= this.#nextScanAt;
+    if (scanning) {
       this.#nextScanAt = now + this.#o.pollMs;
       await this.#scan();
     } else if (this.#dirty.size > 0) {
@@ -246,6 +252,7 @@ class WatchDaemon {
       await this.#look(file);
     }
     this.#sender.startNext((groupId) => this.#grouper.isOpen(groupId, this.#now()));
+    if (scanning) this.#o.onScanned?.();
   }
 
   async #scan(): Promise<void> {

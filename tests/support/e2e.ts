@@ -1,8 +1,16 @@
 /**
- * Test support for the end-to-end tests: a real `bin/recon-server` child process with
- * its own temporary directory and recon.opts, and `bin/recon-client` runs against it,
- * all over real sockets on 127.0.0.1. Stopped by PID (SIGTERM, then SIGKILL) with
- * `await using`.
+ * Test support for every test that runs the real programs: `bin/recon-server` and
+ * `bin/recon-client` (one-shot or `watch`) as child processes, each with its own
+ * temporary directory and recon.opts, over real sockets on 127.0.0.1 (port 0), stopped
+ * by PID (SIGTERM, then SIGKILL) with `await using`.
+ *
+ * - {@link E2EServer}: a server with a recon.opts in the seed's layout; `client()` runs
+ *   `recon-client` against it, `spawnClient()` starts one to watch or interrupt.
+ * - {@link WatchSite}: a scanner "site" for watch mode: one recon.opts shared by a
+ *   {@link WatchServer} and a {@link WatcherProcess}, a watch directory and a recon
+ *   script that logs every run; {@link SlowRelay} throttles an upload to interrupt it.
+ * - Waiting: {@link waitFor} polls a condition, {@link StreamText} waits for a pattern
+ *   in a child's output. A timeout shows the end of every live child's stderr.
  *
  * ```ts
  * await using server = await E2EServer.start({ script: testdata("e2e_recon.sh") });
@@ -15,6 +23,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
+import { generateKey } from "../../lib/crypto/keys.ts";
 import { OWNER_FILE } from "../../lib/server/recovery.ts";
 
 /** The repository root. */
@@ -112,20 +121,20 @@ export function delay(ms: number): Promise<void> {
 }
 
 /**
- * Poll `check` until it returns a value other than `undefined`/`false`, or fail after
- * `timeoutMs` with `what` in the message.
+ * Poll `check` until it returns a truthy value and return that, or fail after
+ * `timeoutMs` with `what` and the end of each live child's stderr in the message.
  */
 export async function waitFor<T>(
   what: string,
-  check: () => T | undefined | false | Promise<T | undefined | false>,
+  check: () => T | Promise<T>,
   { timeoutMs = 10_000, intervalMs = 50 } = {},
-): Promise<T> {
+): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   while (true) {
     const value = await check();
-    if (value !== undefined && value !== false) return value;
+    if (value) return value as NonNullable<T>;
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${liveLogs()}`);
     }
     await delay(intervalMs);
   }
@@ -165,44 +174,103 @@ export class StreamText {
   }
 }
 
-/** A client started with {@link E2EServer.spawnClient}, watched while it runs. */
-export class ClientProcess implements AsyncDisposable {
+/** Children still running, whose stderr a {@link waitFor} timeout shows. */
+const live = new Set<Spawned>();
+
+function liveLogs(): string {
+  return [...live].map((child) =>
+    `\n--- ${child.label} stderr (end) ---\n${child.stderr.slice(-4000)}`
+  ).join("");
+}
+
+/** Options of {@link Spawned}. */
+export interface SpawnOptions {
+  env?: Record<string, string>;
+  /** The signal `await using` stops the child with (default SIGKILL). */
+  disposeSignal?: Deno.Signal;
+}
+
+/**
+ * A child process watched while it runs: its output is collected as it arrives (so it
+ * never blocks on a full pipe), a test can wait for a line on stderr, and it is
+ * stopped by PID. The programs' wrappers exec deno, so the PID is the program itself.
+ */
+export class Spawned implements AsyncDisposable {
   readonly pid: number;
+  /** `program first-arg`, for messages. */
+  readonly label: string;
   readonly #child: Deno.ChildProcess;
   readonly #stdout: StreamText;
   readonly #stderr: StreamText;
   readonly #status: Promise<Deno.CommandStatus>;
+  readonly #disposeSignal: Deno.Signal;
+  #exited: Deno.CommandStatus | undefined;
 
-  constructor(child: Deno.ChildProcess) {
-    this.#child = child;
-    this.pid = child.pid;
-    this.#stdout = new StreamText(child.stdout);
-    this.#stderr = new StreamText(child.stderr);
-    this.#status = child.status;
+  constructor(program: string, args: string[], options: SpawnOptions = {}) {
+    this.label = `${path.basename(program)} ${args.slice(0, 1).join(" ")}`;
+    this.#child = new Deno.Command(program, {
+      args,
+      env: options.env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.pid = this.#child.pid;
+    this.#disposeSignal = options.disposeSignal ?? "SIGKILL";
+    this.#stdout = new StreamText(this.#child.stdout);
+    this.#stderr = new StreamText(this.#child.stderr);
+    live.add(this);
+    this.#status = this.#child.status.then((status) => {
+      this.#exited = status;
+      live.delete(this);
+      return status;
+    });
   }
 
-  /** Stderr so far. */
+  /** Stdout so far. */
+  get stdout(): string {
+    return this.#stdout.text;
+  }
+
+  /** Stderr so far (the programs' log). */
   get stderr(): string {
     return this.#stderr.text;
   }
 
-  /** Wait until stderr matches `pattern`. */
-  waitForStderr(pattern: RegExp, timeoutMs?: number): Promise<RegExpExecArray> {
-    return this.#stderr.waitFor(pattern, timeoutMs);
+  /** True while the process runs. */
+  get running(): boolean {
+    return this.#exited === undefined;
   }
 
-  /** Send a signal to the client (its deno process: the wrapper execs it). */
+  /** Wait until stderr matches `pattern`; fails at once when the process exits first. */
+  waitForStderr(pattern: RegExp, timeoutMs = 20_000): Promise<RegExpExecArray> {
+    return waitFor(`${pattern} in the stderr of ${this.label}`, () => {
+      const match = pattern.exec(this.stderr);
+      if (!match && !this.running) {
+        throw new Error(`${this.label} exited before printing ${pattern}:\n${this.stderr}`);
+      }
+      return match;
+    }, { timeoutMs, intervalMs: 20 });
+  }
+
+  /** How many lines of stderr match `pattern`. */
+  count(pattern: RegExp): number {
+    return this.stderr.split("\n").filter((line) => pattern.test(line)).length;
+  }
+
+  /** Send a signal to the process. */
   kill(signal: Deno.Signal): void {
     this.#child.kill(signal);
   }
 
-  /** Wait for the client to exit (killing it with SIGKILL after `timeoutMs`). */
+  /** Wait for the process to exit; returns its status. */
+  exited(): Promise<Deno.CommandStatus> {
+    return this.#status;
+  }
+
+  /** Wait for the process to exit by itself (SIGKILL after `timeoutMs`). */
   async result(timeoutMs = 120_000): Promise<RunResult> {
-    const timer = setTimeout(() => {
-      try {
-        this.#child.kill("SIGKILL");
-      } catch { /* gone */ }
-    }, timeoutMs);
+    const timer = setTimeout(() => this.#signal("SIGKILL"), timeoutMs);
     try {
       const status = await this.#status;
       await Promise.all([this.#stdout.done, this.#stderr.done]);
@@ -217,13 +285,47 @@ export class ClientProcess implements AsyncDisposable {
     }
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
+  /**
+   * Send `signal` (by PID) and wait for the exit; SIGKILL after `timeoutMs`. Returns the
+   * status and how long the exit took.
+   */
+  async stop(
+    signal: Deno.Signal = "SIGTERM",
+    timeoutMs = 15_000,
+  ): Promise<{ status: Deno.CommandStatus; ms: number; killed: boolean }> {
+    const started = Date.now();
+    if (this.#exited) {
+      await Promise.all([this.#stdout.done, this.#stderr.done]);
+      return { status: this.#exited, ms: 0, killed: false };
+    }
+    this.#signal(signal);
+    let killed = false;
+    const timer = setTimeout(() => {
+      killed = true;
+      this.#signal("SIGKILL");
+    }, timeoutMs);
     try {
-      this.#child.kill("SIGKILL");
-    } catch { /* already exited */ }
-    await this.result();
+      const status = await this.#status;
+      await Promise.all([this.#stdout.done, this.#stderr.done]);
+      return { status, ms: Date.now() - started, killed };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #signal(signal: Deno.Signal): void {
+    try {
+      Deno.kill(this.pid, signal);
+    } catch { /* exited meanwhile */ }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop(this.#disposeSignal);
   }
 }
+
+/** A client started with {@link E2EServer.spawnClient}, killed (SIGKILL) on dispose. */
+export type ClientProcess = Spawned;
 
 /** Options of {@link E2EServer.start}. */
 export interface E2EServerOptions {
@@ -283,11 +385,7 @@ export class E2EServer implements AsyncDisposable {
   /** SHARED_KEY. */
   readonly key: string;
   expectCleanJobDirs: boolean;
-  readonly #child: Deno.ChildProcess;
-  readonly #stderr: StreamText;
-  readonly #stdout: StreamText;
-  readonly #status: Promise<Deno.CommandStatus>;
-  #exited: Deno.CommandStatus | undefined;
+  readonly #process: Spawned;
   readonly #options: Record<string, string | number>;
   readonly #script: string;
 
@@ -296,9 +394,7 @@ export class E2EServer implements AsyncDisposable {
     key: string;
     script: string;
     options: Record<string, string | number>;
-    child: Deno.ChildProcess;
-    stderr: StreamText;
-    stdout: StreamText;
+    process: Spawned;
     port: number;
     expectCleanJobDirs: boolean;
   }) {
@@ -309,14 +405,11 @@ export class E2EServer implements AsyncDisposable {
     this.dicomDir = path.join(init.dir, "recon_dicoms");
     this.downloadDir = path.join(init.dir, "client_downloads");
     this.port = init.port;
-    this.#child = init.child;
-    this.pid = init.child.pid;
-    this.#stderr = init.stderr;
-    this.#stdout = init.stdout;
+    this.#process = init.process;
+    this.pid = init.process.pid;
     this.#options = init.options;
     this.#script = init.script;
     this.expectCleanJobDirs = init.expectCleanJobDirs;
-    this.#status = init.child.status.then((status) => (this.#exited = status));
   }
 
   /** Write recon.opts, start the server on a free port and wait until it listens. */
@@ -336,45 +429,29 @@ export class E2EServer implements AsyncDisposable {
     };
     const optsPath = path.join(dir, "recon.opts");
     await Deno.writeTextFile(optsPath, optsText(dir, options.script, settings), { mode: 0o600 });
-    const child = new Deno.Command(SERVER_BIN, {
-      args: ["--opts", optsPath, "--port", "0", "--host", "127.0.0.1"],
-      env: options.env,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const stderr = new StreamText(child.stderr);
-    const stdout = new StreamText(child.stdout);
-    const exited = child.status.then((status) => {
-      throw new Error(
-        `recon-server exited (code ${status.code}) before listening:\n${stderr.text}`,
-      );
-    });
+    const process = new Spawned(
+      SERVER_BIN,
+      ["--opts", optsPath, "--port", "0", "--host", "127.0.0.1"],
+      { env: options.env, disposeSignal: "SIGTERM" },
+    );
     let port: number;
     try {
-      const match = await Promise.race([
-        stderr.waitFor(/listening on 127\.0\.0\.1:(\d+)/, options.startTimeoutMs ?? 20_000),
-        exited,
-      ]);
+      const match = await process.waitForStderr(
+        /listening on 127\.0\.0\.1:(\d+)/,
+        options.startTimeoutMs ?? 20_000,
+      );
       port = Number(match[1]);
     } catch (error) {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* exited */ }
-      await child.status;
-      await Promise.all([stderr.done, stdout.done]);
+      await process.stop("SIGKILL");
       await Deno.remove(dir, { recursive: true });
       throw error;
     }
-    exited.catch(() => {});
     return new E2EServer({
       dir,
       key,
       script: options.script,
       options: settings,
-      child,
-      stderr,
-      stdout,
+      process,
       port,
       expectCleanJobDirs: options.expectCleanJobDirs ?? true,
     });
@@ -382,17 +459,17 @@ export class E2EServer implements AsyncDisposable {
 
   /** Everything the server wrote to stderr so far (its log). */
   get log(): string {
-    return this.#stderr.text;
+    return this.#process.stderr;
   }
 
   /** Wait until the server log matches `pattern`. */
   waitForLog(pattern: RegExp, timeoutMs?: number): Promise<RegExpExecArray> {
-    return this.#stderr.waitFor(pattern, timeoutMs);
+    return this.#process.waitForStderr(pattern, timeoutMs);
   }
 
   /** True while the server process runs. */
   get running(): boolean {
-    return this.#exited === undefined;
+    return this.#process.running;
   }
 
   /**
@@ -427,13 +504,7 @@ export class E2EServer implements AsyncDisposable {
 
   /** Start a client and return at once, to watch or kill it while it runs. */
   spawnClient(args: string[], options: { optsPath?: string } = {}): ClientProcess {
-    const child = new Deno.Command(CLIENT_BIN, {
-      args: this.#clientArgs(args, options.optsPath),
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    return new ClientProcess(child);
+    return new Spawned(CLIENT_BIN, this.#clientArgs(args, options.optsPath));
   }
 
   /** Resident memory of the server process in KiB (from /proc). */
@@ -459,12 +530,8 @@ export class E2EServer implements AsyncDisposable {
         [this.dicomDir, /^job_.*_output$/],
       ] as const
     ) {
-      try {
-        for await (const entry of Deno.readDir(dir)) {
-          if (pattern.test(entry.name)) found.push(path.join(dir, entry.name));
-        }
-      } catch (error) {
-        if (!(error instanceof Deno.errors.NotFound)) throw error;
+      for (const name of await listDir(dir)) {
+        if (pattern.test(name)) found.push(path.join(dir, name));
       }
     }
     return found.sort();
@@ -485,36 +552,18 @@ export class E2EServer implements AsyncDisposable {
 
   /** Wait for the server to exit; returns its status. */
   exited(): Promise<Deno.CommandStatus> {
-    return this.#status;
+    return this.#process.exited();
   }
 
   /**
    * Send `signal` and wait for the exit; SIGKILL after `timeoutMs`. Returns the status
    * and how long the exit took.
    */
-  async stop(
+  stop(
     signal: Deno.Signal = "SIGTERM",
     timeoutMs = 15_000,
   ): Promise<{ status: Deno.CommandStatus; ms: number; killed: boolean }> {
-    const started = Date.now();
-    if (this.#exited) return { status: this.#exited, ms: 0, killed: false };
-    try {
-      Deno.kill(this.pid, signal);
-    } catch { /* exited meanwhile */ }
-    let killed = false;
-    const timer = setTimeout(() => {
-      killed = true;
-      try {
-        Deno.kill(this.pid, "SIGKILL");
-      } catch { /* exited meanwhile */ }
-    }, timeoutMs);
-    try {
-      const status = await this.#status;
-      await Promise.all([this.#stderr.done, this.#stdout.done]);
-      return { status, ms: Date.now() - started, killed };
-    } finally {
-      clearTimeout(timer);
-    }
+    return this.#process.stop(signal, timeoutMs);
   }
 
   /** Stop the server, check that no job directory is left, remove the temporary directory. */
@@ -541,6 +590,20 @@ export async function tempDir(prefix = "recon_e2e_files_"): Promise<
   };
 }
 
+/** Fill `bytes` with random bytes (getRandomValues takes at most 64 KiB at a time). */
+function fillRandom(bytes: Uint8Array): void {
+  for (let offset = 0; offset < bytes.length; offset += 65536) {
+    crypto.getRandomValues(bytes.subarray(offset, Math.min(offset + 65536, bytes.length)));
+  }
+}
+
+/** `size` random bytes. */
+export function randomBytes(size: number): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(size);
+  fillRandom(bytes);
+  return bytes;
+}
+
 /** Write `size` random bytes to `file` (1 MiB at a time); returns the SHA-256 hex. */
 export async function writeRandomFile(file: string, size: number): Promise<string> {
   const handle = await Deno.open(file, { write: true, createNew: true });
@@ -550,9 +613,7 @@ export async function writeRandomFile(file: string, size: number): Promise<strin
     let written = 0;
     while (written < size) {
       const part = chunk.subarray(0, Math.min(chunk.length, size - written));
-      for (let offset = 0; offset < part.length; offset += 65536) {
-        crypto.getRandomValues(part.subarray(offset, Math.min(offset + 65536, part.length)));
-      }
+      fillRandom(part);
       hash.update(part);
       let done = 0;
       while (done < part.length) done += await handle.write(part.subarray(done));
@@ -562,6 +623,11 @@ export async function writeRandomFile(file: string, size: number): Promise<strin
     handle.close();
   }
   return hash.digest("hex");
+}
+
+/** SHA-256 hex of bytes. */
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
 }
 
 /** SHA-256 hex of a file, read in chunks. */
@@ -597,3 +663,315 @@ export async function pgrep(marker: string): Promise<number[]> {
 
 /** A job id (a lower-case UUID), as in the client's `job <uuid> queued` line. */
 export const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/;
+
+// ---------------------------------------------------------------------------
+// Watch mode: a scanner site with a server and a watcher sharing one recon.opts.
+
+/**
+ * The watch site's RECON_SCRIPT. It appends one line per run to `runs.log`:
+ * `<job_id> <input names…> | <script arguments>`, writes `sha256.txt` (one
+ * `<sha256>  <name>` line per input) as the job's result, fails (exit 3) for inputs
+ * whose names contain "bad" unless the file `allow_bad` exists in the site, and sleeps
+ * for the seconds in the file `slow_job` when that exists.
+ */
+const WATCH_RECON_SCRIPT = `#!/bin/sh
+set -eu
+input=$1
+shift
+here=$(dirname "$0")
+names=""
+for f in "$input"/*; do
+  name=\${f##*/}
+  sum=$(sha256sum "$f" | cut -d' ' -f1)
+  printf '%s  %s\\n' "$sum" "$name" >> "$RECON_OUTPUT_DIR/sha256.txt"
+  names="$names $name"
+done
+printf '%s%s | %s\\n' "$RECON_JOB_ID" "$names" "$*" >> "$here/runs.log"
+case "$names" in
+  *bad*) [ -e "$here/allow_bad" ] || { echo "refusing a bad scan:$names" >&2; exit 3; } ;;
+esac
+if [ -e "$here/slow_job" ]; then sleep "$(cat "$here/slow_job")"; fi
+echo "PROGRESS 100"
+`;
+
+/** One run of the watch site's recon script on the server. */
+export interface Run {
+  jobId: string;
+  names: string[];
+  args: string;
+}
+
+/** Options of {@link WatchSite.create}. */
+export interface SiteOptions {
+  /** Extra `KEY = VALUE` lines for recon.opts (override the defaults below). */
+  opts?: Record<string, string>;
+}
+
+/** `watch --status --json` as the tests read it. */
+export interface StatusDocument {
+  watcher_running: boolean;
+  counts: Record<string, number>;
+  files: {
+    path: string;
+    status: string;
+    job_id: string | null;
+    reason: string | null;
+    sha256: string;
+    attempts: number;
+  }[];
+}
+
+/** A temporary site directory with recon.opts, a watch directory and the recon script. */
+export class WatchSite implements AsyncDisposable {
+  readonly dir: string;
+  readonly watchDir: string;
+  readonly optsPath: string;
+  readonly downloadDir: string;
+  readonly serverInputDir: string;
+
+  private constructor(dir: string) {
+    this.dir = dir;
+    this.watchDir = path.join(dir, "watch");
+    this.optsPath = path.join(dir, "recon.opts");
+    this.downloadDir = path.join(dir, "downloads");
+    this.serverInputDir = path.join(dir, "server_in");
+  }
+
+  /**
+   * A site whose watcher scans every 0.3 s, takes a file once it stayed unchanged for
+   * 0.8 s and groups files finished within 0.5 s of each other.
+   */
+  static async create(options: SiteOptions = {}): Promise<WatchSite> {
+    const site = new WatchSite(await Deno.makeTempDir({ prefix: "recon_watch_test_" }));
+    await Deno.mkdir(site.watchDir);
+    const script = path.join(site.dir, "recon.sh");
+    await Deno.writeTextFile(script, WATCH_RECON_SCRIPT, { mode: 0o755 });
+    const values: Record<string, string> = {
+      SHARED_KEY: generateKey(),
+      SERVER_HOST: "127.0.0.1",
+      RECON_FILEPATH: site.serverInputDir,
+      RECON_DICOM_DIR: path.join(site.dir, "server_out"),
+      RECON_SCRIPT: script,
+      LOG_FILEPATH: path.join(site.dir, "recon.log"),
+      CLIENT_DOWNLOAD_DIR: site.downloadDir,
+      CLIENT_WATCH_DIRECTORY: site.watchDir,
+      CLIENT_WATCH_PATTERN: "*.7",
+      CLIENT_DAEMON_POLL_INTERVAL: "0.3",
+      CLIENT_DAEMON_STABILITY_DELAY: "0.8",
+      CLIENT_DAEMON_GROUPING_TIMEOUT: "0.5",
+      CLIENT_DAEMON_RECON_OPTIONS_JSON: '{"mode": "watch_test"}',
+      DISK_FREE_MARGIN: "0",
+      ...options.opts,
+    };
+    const text = Object.entries(values).map(([key, value]) => `${key} = ${value}`).join("\n");
+    await Deno.writeTextFile(site.optsPath, `${text}\n`, { mode: 0o600 });
+    return site;
+  }
+
+  /** `name` inside the watch directory. */
+  watched(name: string): string {
+    return path.join(this.watchDir, name);
+  }
+
+  /** Every run of the recon script so far. */
+  async runs(): Promise<Run[]> {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(path.join(this.dir, "runs.log"));
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return [];
+      throw error;
+    }
+    return text.split("\n").filter(Boolean).map((line) => {
+      const [head, args] = line.split(" | ");
+      const [jobId, ...names] = head.trim().split(/\s+/);
+      return { jobId, names: names.sort(), args: args ?? "" };
+    });
+  }
+
+  /** Wait until the recon script has run at least `count` times; returns the runs. */
+  waitForRuns(count: number, timeoutMs = 60_000): Promise<Run[]> {
+    return waitFor(`${count} run(s) of the recon script`, async () => {
+      const runs = await this.runs();
+      return runs.length >= count ? runs : undefined;
+    }, { timeoutMs, intervalMs: 100 });
+  }
+
+  /** The `sha256.txt` result of job `jobId` as downloaded by the client: name → sha256. */
+  async resultSums(jobId: string): Promise<Map<string, string>> {
+    const text = await Deno.readTextFile(path.join(this.downloadDir, jobId, "sha256.txt"));
+    return new Map(
+      text.split("\n").filter(Boolean).map((line) => {
+        const [sum, name] = line.split(/\s+/);
+        return [name, sum] as [string, string];
+      }),
+    );
+  }
+
+  /** Job input directories left on the server. */
+  async serverInputDirs(): Promise<string[]> {
+    return (await listDir(this.serverInputDir)).filter((name) => name.startsWith("job_"));
+  }
+
+  /** Run `bin/recon-client watch --opts SITE ARGS` to completion (e.g. --status). */
+  client(args: string[]): Promise<RunResult> {
+    return run(CLIENT_BIN, ["watch", "--opts", this.optsPath, ...args]);
+  }
+
+  /** The parsed `watch --status --json` document. */
+  async status(): Promise<StatusDocument> {
+    const result = await this.client(["--status", "--json"]);
+    assert.equal(result.code, 0, result.stderr);
+    return JSON.parse(result.stdout);
+  }
+
+  /** Wait until `file` has `status` in the state file; returns its entry. */
+  waitForStatus(
+    file: string,
+    status: string,
+    timeoutMs = 60_000,
+  ): Promise<StatusDocument["files"][number]> {
+    return waitFor(`${file} to be ${status}`, async () => {
+      const document = await this.status();
+      return document.files.find((entry) => entry.path === file && entry.status === status);
+    }, { timeoutMs, intervalMs: 100 });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await Deno.remove(this.dir, { recursive: true });
+  }
+}
+
+/** A `bin/recon-server` for a {@link WatchSite}, stopped with SIGTERM on dispose. */
+export class WatchServer extends Spawned {
+  port = 0;
+
+  /** Start on `port` (0: a free one) and wait until it listens. */
+  static async start(site: WatchSite, port = 0): Promise<WatchServer> {
+    const server = new WatchServer(
+      SERVER_BIN,
+      ["--opts", site.optsPath, "--host", "127.0.0.1", "--port", String(port)],
+      { disposeSignal: "SIGTERM" },
+    );
+    try {
+      const match = await server.waitForStderr(/listening on 127\.0\.0\.1:(\d+)/);
+      server.port = Number(match[1]);
+    } catch (error) {
+      await server.stop();
+      throw error;
+    }
+    return server;
+  }
+}
+
+/** A `bin/recon-client watch` for a {@link WatchSite}, stopped with SIGTERM on dispose. */
+export class WatcherProcess extends Spawned {
+  /** Start `recon-client watch --opts SITE --port PORT ARGS`; returns once it watches. */
+  static async start(
+    site: WatchSite,
+    port: number,
+    args: string[] = [],
+  ): Promise<WatcherProcess> {
+    const watcher = WatcherProcess.spawn(site, port, args);
+    try {
+      await watcher.waitForStderr(/watching /);
+    } catch (error) {
+      await watcher.stop();
+      throw error;
+    }
+    return watcher;
+  }
+
+  /** Start without waiting for anything. */
+  static spawn(site: WatchSite, port: number, args: string[] = []): WatcherProcess {
+    return new WatcherProcess(
+      CLIENT_BIN,
+      ["watch", "--opts", site.optsPath, "--port", String(port), ...args],
+      { disposeSignal: "SIGTERM" },
+    );
+  }
+}
+
+/** A port nothing listens on (yet). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr;
+  listener.close();
+  return port;
+}
+
+/**
+ * A TCP relay to `targetPort` that passes client → server bytes at about
+ * `bytesPerSecond` (server → client unthrottled). When either side closes, both do.
+ */
+export class SlowRelay implements AsyncDisposable {
+  readonly port: number;
+  /** Bytes passed from the client to the server so far. */
+  uploaded = 0;
+  readonly #listener: Deno.TcpListener;
+  readonly #tasks: Promise<void>[] = [];
+  readonly #conns = new Set<Deno.Conn>();
+  readonly #accepting: Promise<void>;
+
+  constructor(targetPort: number, bytesPerSecond: number) {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    this.#listener = listener;
+    this.port = listener.addr.port;
+    this.#accepting = (async () => {
+      try {
+        for await (const client of listener) {
+          this.#tasks.push(this.#relay(client, targetPort, bytesPerSecond));
+        }
+      } catch { /* listener closed */ }
+    })();
+  }
+
+  async #relay(client: Deno.Conn, targetPort: number, bytesPerSecond: number): Promise<void> {
+    this.#conns.add(client);
+    let server: Deno.Conn;
+    try {
+      server = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
+    } catch {
+      client.close();
+      this.#conns.delete(client);
+      return;
+    }
+    this.#conns.add(server);
+    const closeBoth = () => {
+      for (const conn of [client, server]) {
+        try {
+          conn.close();
+        } catch { /* closed */ }
+        this.#conns.delete(conn);
+      }
+    };
+    const pump = async (from: Deno.Conn, to: Deno.Conn, throttle: boolean) => {
+      const buffer = new Uint8Array(throttle ? 16 * 1024 : 64 * 1024);
+      try {
+        while (true) {
+          const read = await from.read(buffer);
+          if (read === null) break;
+          let written = 0;
+          while (written < read) written += await to.write(buffer.subarray(written, read));
+          if (throttle) {
+            this.uploaded += read;
+            await delay(Math.ceil((read / bytesPerSecond) * 1000));
+          }
+        }
+      } catch { /* one side went away */ }
+      closeBoth();
+    };
+    await Promise.all([pump(client, server, true), pump(server, client, false)]);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#listener.close();
+    await this.#accepting;
+    for (const conn of this.#conns) {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    }
+    await Promise.all(this.#tasks);
+  }
+}

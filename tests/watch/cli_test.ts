@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
-import { WatcherProcess, WatchSite } from "../support/watch_site.ts";
+import { WatcherProcess, WatchSite } from "../support/e2e.ts";
 
 async function watchFails(site: WatchSite, args: string[], pattern: RegExp) {
   const result = await site.client(args);
