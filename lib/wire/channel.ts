@@ -26,7 +26,7 @@ import {
   sealFrame,
   writeAll,
 } from "./frame.ts";
-import { Deadline } from "./deadline.ts";
+import { Deadline, realTimers, type Timers } from "./deadline.ts";
 import { releaseBuffer } from "../buffers.ts";
 import {
   clientHandshake,
@@ -82,6 +82,8 @@ export interface ChannelOptions {
   recordsPerKey?: number;
   /** Clock for Fernet timestamps (seconds). */
   now?: () => number;
+  /** Clock and timers for the deadlines and keepalives. Default: the runtime's own. */
+  timers?: Timers;
   /** Told once when the peer's clock differs by more than CLOCK_SKEW_WARNING_SECONDS. */
   onClockSkew?: (seconds: number) => void;
   /** How errors name the other side: "server" or "client" (default "peer"). */
@@ -131,8 +133,8 @@ export class Channel {
   #sendSeq = 0;
   #pumpSeq = 0;
   #writeChain: Promise<void> = Promise.resolve();
-  #lastSend = Date.now();
-  #keepalive: ReturnType<typeof setInterval> | undefined;
+  #lastSend: number;
+  #stopKeepalive: (() => void) | undefined;
   #idle: Deadline;
   #queue: Pending[] = [];
   #queueWaiter: (() => void) | undefined;
@@ -164,6 +166,7 @@ export class Channel {
       cryptoDepth: Math.max(1, options.cryptoDepth ?? DEFAULT_CRYPTO_DEPTH),
       recordsPerKey: options.recordsPerKey ?? DEFAULT_RECORDS_PER_KEY,
       now: options.now ?? (() => Math.floor(Date.now() / 1000)),
+      timers: options.timers ?? realTimers,
       onClockSkew: options.onClockSkew,
       peerName: options.peerName ?? "peer",
     };
@@ -171,13 +174,18 @@ export class Channel {
     this.#sendKeys = new KeySchedule(keys.sendKey, this.#options.recordsPerKey);
     this.#receiveKeys = new KeySchedule(keys.receiveKey, this.#options.recordsPerKey);
     reader.maxFrameSize = MAX_FRAME_SIZE;
+    const timers = this.#options.timers;
+    this.#lastSend = timers.now();
     this.#idle = new Deadline(
       `no data from the ${options.peerName ?? "peer"} for ${Math.round(idleTimeoutMs / 1000)} s`,
       (error) => this.#fail(error),
+      timers,
     );
     if (idleTimeoutMs > 0) {
-      this.#keepalive = setInterval(() => this.#ping(), this.#options.keepaliveMs);
-      Deno.unrefTimer(this.#keepalive as unknown as number);
+      this.#stopKeepalive = timers.start(this.#options.keepaliveMs, () => this.#ping(), {
+        repeat: true,
+        unref: true,
+      });
     }
   }
 
@@ -212,7 +220,7 @@ export class Channel {
       try {
         conn.close();
       } catch { /* already closed */ }
-    });
+    }, options.timers);
     deadline.arm(options.handshakeTimeoutMs ?? 10_000);
     try {
       const keys = await run({
@@ -342,8 +350,8 @@ export class Channel {
     if (this.#closed) return;
     this.#closed = true;
     this.#idle.disarm();
-    if (this.#keepalive !== undefined) clearInterval(this.#keepalive);
-    this.#keepalive = undefined;
+    this.#stopKeepalive?.();
+    this.#stopKeepalive = undefined;
     try {
       this.#conn.close();
     } catch { /* already closed */ }
@@ -368,7 +376,9 @@ export class Channel {
   }
 
   #ping(): void {
-    if (this.#closed || Date.now() - this.#lastSend < this.#options.keepaliveMs) return;
+    if (this.#closed || this.#options.timers.now() - this.#lastSend < this.#options.keepaliveMs) {
+      return;
+    }
     ignore(this.#sendRecord(RecordType.PING, new Uint8Array(RECORD_HEADER_SIZE)));
   }
 
@@ -382,7 +392,7 @@ export class Channel {
     const seq = this.#sendSeq++;
     if (!Number.isSafeInteger(seq)) return Promise.reject(new RangeError("sequence exhausted"));
     writeRecordHeader(record, seq, type);
-    this.#lastSend = Date.now();
+    this.#lastSend = this.#options.timers.now();
     const frame = this.#sendKeys.keyFor(seq).then((key) =>
       key.fernet.encrypt(record, { prefix: FRAME_HEADER_SIZE, now: this.#options.now })
     );

@@ -16,6 +16,7 @@ import { socketPair, testKey } from "../support/channel_pair.ts";
 import { BytesReader, concatBytes, randomBytes } from "../support/memory_duplex.ts";
 import { forward, type FrameRule, type Proxy, reflect, startProxy } from "../support/proxy.ts";
 import { rawSession, recordBytes } from "../support/raw_peer.ts";
+import { ManualTimers } from "../support/manual_timers.ts";
 
 const encoder = new TextEncoder();
 
@@ -224,7 +225,16 @@ Deno.test("a flipped byte at the start, middle or end of a large file record is 
 // ---------------------------------------------------------------------------
 // One byte flipped at every offset of a short session.
 
-const FLIP_OPTIONS: ChannelOptions = { handshakeTimeoutMs: 500, idleTimeoutMs: 500 };
+/**
+ * A flipped length prefix can leave both ends waiting for bytes that never come; the
+ * deadlines end such a session (a TimeoutError is one of the accepted outcomes, and
+ * nothing here is timed). The clean run's clock never moves, so however slow the
+ * machine, its deadlines cannot fire.
+ */
+function flipOptions(flip: unknown): ChannelOptions {
+  const options = { handshakeTimeoutMs: 500, idleTimeoutMs: 500 };
+  return flip ? options : { ...options, timers: new ManualTimers() };
+}
 const REQUEST = { type: "get_server_status", note: "flip me" };
 const REPLY = { type: "server_status_response", version: "1.0.0", uptime_seconds: 5 };
 
@@ -246,6 +256,7 @@ async function flipRun(key: Key, flip?: { direction: string; offset: number }) {
     clientGotReply: false,
     errors: [],
   };
+  const options = flipOptions(flip);
   await using proxy = await startProxy({
     onBytes: (direction, offset, chunk) => {
       if (flip && direction === flip.direction) {
@@ -256,7 +267,7 @@ async function flipRun(key: Key, flip?: { direction: string; offset: number }) {
   });
   const clientRun = (async () => {
     const client = await Channel.connect(proxy.client, {
-      ...FLIP_OPTIONS,
+      ...options,
       sharedKey: key.raw,
       keyId: key.id,
     });
@@ -277,7 +288,7 @@ async function flipRun(key: Key, flip?: { direction: string; offset: number }) {
   });
   const serverRun = (async () => {
     const server = await Channel.accept(proxy.server, {
-      ...FLIP_OPTIONS,
+      ...options,
       keys: new Map([[key.id, key.raw]]),
     });
     try {

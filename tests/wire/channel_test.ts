@@ -16,11 +16,13 @@ import { MAX_MESSAGE_SIZE } from "../../lib/wire/record.ts";
 import { ConnectionError, ProtocolError, TimeoutError, TransferError } from "../../lib/errors.ts";
 import type { ByteReader, ByteWriter } from "../../lib/wire/frame.ts";
 import { channelPair, socketPair, testKey } from "../support/channel_pair.ts";
-import { BytesReader, randomBytes } from "../support/memory_duplex.ts";
+import { BytesReader, duplexPair, randomBytes } from "../support/memory_duplex.ts";
+import { ManualTimers } from "../support/manual_timers.ts";
 
 /** A sink that hashes and counts, and keeps the bytes when asked to. */
 class HashingSink implements ByteWriter {
   #hash = createHash("sha256");
+  #waiter: { size: number; resolve: () => void } | undefined;
   size = 0;
   chunks: Uint8Array<ArrayBuffer>[] | undefined;
 
@@ -32,7 +34,14 @@ class HashingSink implements ByteWriter {
     this.#hash.update(bytes);
     this.size += bytes.length;
     this.chunks?.push(bytes.slice());
+    if (this.#waiter && this.size >= this.#waiter.size) this.#waiter.resolve();
     return Promise.resolve(bytes.length);
+  }
+
+  /** Resolves once at least `size` bytes were written. */
+  holds(size: number): Promise<void> {
+    if (this.size >= size) return Promise.resolve();
+    return new Promise((resolve) => (this.#waiter = { size, resolve }));
   }
 
   digest(): string {
@@ -42,10 +51,6 @@ class HashingSink implements ByteWriter {
 
 function sha256(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("hex");
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 Deno.test("Channel round-trips control messages in both directions, in order", async () => {
@@ -250,7 +255,7 @@ Deno.test("Channel never takes a file cut off mid-transfer as complete", async (
   const sending = sendStream(pair.client, source, data.length).catch((e) => e);
   const receiving = receiveStream(pair.server, sink, data.length).catch((e) => e);
   await reachedPromise;
-  while (sink.size < 256 * 1024) await sleep(5);
+  await sink.holds(256 * 1024);
   pair.client.abort();
   release();
   const error = await receiving;
@@ -292,26 +297,62 @@ Deno.test("Channel pipelines correctly with cryptoDepth 1", async () => {
 
 const IDLE_MS = 300;
 
+/** Handshaken channels over an in-memory duplex, closed with `await using`. */
+async function memoryPair(options: ChannelOptions) {
+  const key = await testKey();
+  const [clientEnd, serverEnd] = duplexPair();
+  const [client, server] = await Promise.all([
+    Channel.connect(clientEnd, { ...options, sharedKey: key.raw, keyId: key.id }),
+    Channel.accept(serverEnd, { ...options, keys: new Map([[key.id, key.raw]]) }),
+  ]);
+  return {
+    client,
+    server,
+    [Symbol.asyncDispose]: () => {
+      client.abort();
+      server.abort();
+      return Promise.resolve();
+    },
+  };
+}
+
 Deno.test("Channel idle timeout ends a session when the peer sends nothing", async () => {
+  const timers = new ManualTimers();
   // The client has no idle timer and hence sends no keepalives.
-  await using pair = await channelPair({ idleTimeoutMs: 0 }, { idleTimeoutMs: IDLE_MS });
-  const started = performance.now();
-  const error = await pair.server.receive().catch((e) => e);
-  const elapsed = performance.now() - started;
-  assert.ok(error instanceof TimeoutError, String(error));
-  assert.ok(elapsed >= IDLE_MS - 20 && elapsed < IDLE_MS + 700, `${elapsed} ms`);
+  await using pair = await channelPair(
+    { idleTimeoutMs: 0, timers },
+    { idleTimeoutMs: IDLE_MS, timers },
+  );
+  const receiving = pair.server.receive().catch((e) => e);
+  timers.advance(IDLE_MS - 1);
+  assert.ok(!pair.server.closed, "not before the timeout");
+  timers.advance(1);
   assert.ok(pair.server.closed);
+  const error = await receiving;
+  assert.ok(error instanceof TimeoutError, String(error));
+  assert.match(error.message, /no data from the peer/);
   // The client sees the connection end without a GOODBYE.
   await assert.rejects(pair.client.receive(), ConnectionError);
 });
 
 Deno.test("Channel keepalives hold an idle but live session open past the idle timeout", async () => {
-  const options = { idleTimeoutMs: IDLE_MS, keepaliveMs: 60 };
-  await using pair = await channelPair(options);
+  const timers = new ManualTimers();
+  const keepaliveMs = 60;
+  // In memory, so that if no PING came the test would end at once (nothing left to run)
+  // instead of waiting on a socket for ever.
+  await using pair = await memoryPair({ idleTimeoutMs: IDLE_MS, keepaliveMs, timers });
   const atServer = pair.server.receive();
   const atClient = pair.client.receive();
-  await sleep(4 * IDLE_MS);
-  assert.ok(!pair.server.closed && !pair.client.closed);
+  /** Both ends' idle deadlines run their full length again: each just heard a PING. */
+  const bothHeardFromThePeer = () =>
+    timers.pending.filter((timer) => timer.every === undefined && timer.in === IDLE_MS)
+      .length === 2;
+  const eitherClosed = () => pair.server.closed || pair.client.closed;
+  for (let elapsed = 0; elapsed < 4 * IDLE_MS; elapsed += keepaliveMs) {
+    timers.advance(keepaliveMs);
+    await timers.until(() => bothHeardFromThePeer() || eitherClosed());
+    assert.ok(!eitherClosed(), `closed after ${timers.now()} ms`);
+  }
   await pair.client.send({ still: "here" });
   await pair.server.send({ me: "too" });
   assert.deepEqual(await atServer, { type: "message", message: { still: "here" } });
@@ -319,23 +360,14 @@ Deno.test("Channel keepalives hold an idle but live session open past the idle t
 });
 
 /**
- * The keepalive interval each end of a pair made with `options` chose: the delays it
- * gave setInterval (the only interval timer a channel starts), watched while the
- * pair is made.
+ * The keepalive interval each end of a pair made with `options` chose: the periods of
+ * the repeating timers it started (a channel starts no other), read right after the
+ * handshake.
  */
 async function keepaliveIntervals(options: ChannelOptions): Promise<number[]> {
-  const real = globalThis.setInterval;
-  const delays: number[] = [];
-  globalThis.setInterval = ((handler: () => void, delay?: number) => {
-    delays.push(delay ?? 0);
-    return real(handler, delay);
-  }) as typeof setInterval;
-  try {
-    await using _pair = await channelPair(options);
-  } finally {
-    globalThis.setInterval = real;
-  }
-  return delays;
+  const timers = new ManualTimers();
+  await using _pair = await channelPair({ ...options, timers });
+  return timers.pending.flatMap((timer) => timer.every === undefined ? [] : [timer.every]);
 }
 
 const KEEPALIVES: [ChannelOptions, number][] = [

@@ -4,7 +4,7 @@
  * tampering in the middle, and silent or slow peers. Over in-memory streams.
  */
 import assert from "node:assert/strict";
-import { Channel } from "../../lib/wire/channel.ts";
+import { Channel, type Duplex } from "../../lib/wire/channel.ts";
 import { ConnectionError, HandshakeError, ProtocolError, TimeoutError } from "../../lib/errors.ts";
 import { encodeFrame, FrameReader, writeAll } from "../../lib/wire/frame.ts";
 import {
@@ -27,6 +27,7 @@ import {
   seededRandom,
 } from "../support/memory_duplex.ts";
 import { testKey } from "../support/channel_pair.ts";
+import { ManualTimers } from "../support/manual_timers.ts";
 
 type Key = Awaited<ReturnType<typeof testKey>>;
 
@@ -457,56 +458,79 @@ const HANDSHAKE_TIMEOUT_MS = 300;
 Deno.test("Channel.accept gives up with TimeoutError on a peer that sends nothing", async () => {
   const key = await testKey();
   const [peer, serverEnd] = duplexPair();
-  const started = performance.now();
-  const error = await Channel.accept(serverEnd, {
+  const timers = new ManualTimers();
+  const accepting = settle(Channel.accept(serverEnd, {
     keys: keyMap(key),
     handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
-  }).catch((e) => e);
-  const elapsed = performance.now() - started;
-  closeQuietly(peer, serverEnd);
-  assert.ok(error instanceof TimeoutError, String(error));
-  assert.ok(
-    elapsed >= HANDSHAKE_TIMEOUT_MS - 20 && elapsed < HANDSHAKE_TIMEOUT_MS + 700,
-    `${elapsed}`,
-  );
+    timers,
+  }));
+  timers.advance(HANDSHAKE_TIMEOUT_MS - 1);
+  assert.ok(!serverEnd.isClosed, "not before the deadline");
+  timers.advance(1);
   assert.ok(serverEnd.isClosed, "the deadline closed the connection");
+  const { error } = await accepting;
+  closeQuietly(peer);
+  assert.ok(error instanceof TimeoutError, String(error));
+  assert.match(error.message, /the handshake did not finish in time/);
 });
 
 Deno.test("Channel.connect gives up with TimeoutError on a server that never answers", async () => {
   const key = await testKey();
   const [clientEnd, peer] = duplexPair();
-  const started = performance.now();
-  const error = await Channel.connect(clientEnd, {
+  const timers = new ManualTimers();
+  const connecting = settle(Channel.connect(clientEnd, {
     sharedKey: key.raw,
     keyId: key.id,
     handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
-  }).catch((e) => e);
+    timers,
+  }));
+  // The hello went out; the server reads it and says nothing.
+  assert.equal((await framedIo(peer).readFrame())?.length, CLIENT_HELLO_SIZE);
+  timers.advance(HANDSHAKE_TIMEOUT_MS - 1);
+  assert.ok(!clientEnd.isClosed, "not before the deadline");
+  timers.advance(1);
+  const { error } = await connecting;
   closeQuietly(peer, clientEnd);
   assert.ok(error instanceof TimeoutError, String(error));
-  assert.ok(performance.now() - started < HANDSHAKE_TIMEOUT_MS + 700);
 });
 
 Deno.test("the handshake deadline is total: a peer trickling a byte at a time still times out", async () => {
   const key = await testKey();
   const [peer, serverEnd] = duplexPair();
+  const timers = new ManualTimers();
+  // The server's end, counting what the handshake read through it.
+  let read = 0;
+  let onRead: (() => void) | undefined;
+  const counted: Duplex = {
+    read: async (buffer) => {
+      const n = await serverEnd.read(buffer);
+      read += n ?? 0;
+      onRead?.();
+      return n;
+    },
+    write: (bytes) => serverEnd.write(bytes),
+    close: () => serverEnd.close(),
+  };
+  const accepting = settle(Channel.accept(counted, {
+    keys: keyMap(key),
+    handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+    timers,
+  }));
   // A valid-looking length prefix, then one byte every 50 ms: every read makes progress.
   const trickle = concatBytes(new Uint8Array([0, 0, 0, CLIENT_HELLO_SIZE]), randomBytes(100));
   let sent = 0;
-  const timer = setInterval(() => {
-    if (sent < trickle.length && !peer.isClosed) {
-      peer.write(trickle.slice(sent, sent + 1)).catch(() => {});
-      sent++;
-    }
-  }, 50);
-  const started = performance.now();
-  const error = await Channel.accept(serverEnd, {
-    keys: keyMap(key),
-    handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
-  }).catch((e) => e).finally(() => clearInterval(timer));
-  closeQuietly(peer, serverEnd);
+  while (!serverEnd.isClosed && sent < trickle.length) {
+    const arrived = new Promise<void>((resolve) => (onRead = resolve));
+    await peer.write(trickle.slice(sent, sent + 1));
+    sent++;
+    await arrived;
+    assert.equal(read, sent);
+    timers.advance(50);
+  }
+  const { error } = await accepting;
+  closeQuietly(peer);
   assert.ok(error instanceof TimeoutError, String(error));
-  assert.ok(performance.now() - started < HANDSHAKE_TIMEOUT_MS + 700);
-  assert.ok(sent > 2 && sent < 20, `${sent} bytes trickled`);
+  assert.equal(sent, HANDSHAKE_TIMEOUT_MS / 50, "each byte was read, and none reset the clock");
 });
 
 Deno.test("Channel.connect and Channel.accept agree over an in-memory duplex", async () => {
