@@ -6,19 +6,36 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import * as path from "node:path";
 import { connectOptionsFrom, connectToServer } from "./lib/client/connect.ts";
 import { describeFiles, filesMatching, pathsFromLines } from "./lib/client/files.ts";
+import {
+  failureDetails,
+  failureJson,
+  queueJson,
+  queueText,
+  resultJson,
+  resultText,
+  statusJson,
+  statusText,
+} from "./lib/client/format.ts";
 import { ProgressDisplay } from "./lib/client/progress.ts";
-import { formatUptime, getQueueDetails, getServerStatus } from "./lib/client/query.ts";
-import { JobCancelledError, JobFailedError, submitJob } from "./lib/client/submit.ts";
+import { getQueueDetails, getServerStatus } from "./lib/client/query.ts";
+import { JobCancelledError, submitJob, type SubmitResult } from "./lib/client/submit.ts";
 import type { Channel } from "./lib/wire/channel.ts";
-import { describeError, loadConfig, sharedKeyMaterial } from "./lib/cli/support.ts";
+import {
+  keygenText,
+  parseCommandLine,
+  parsePort,
+  runMain,
+  showConfigText,
+  textWriter,
+  versionText,
+} from "./lib/cli/entry.ts";
+import { loadConfig, sharedKeyMaterial } from "./lib/cli/support.ts";
 import { ExitCode, InterruptedError, JobError, UsageError } from "./lib/errors.ts";
-import { decodeKey, generateKey, keyId } from "./lib/crypto/keys.ts";
-import { log, setupLogging, shutdownLogging } from "./lib/log.ts";
-import { showConfigJson } from "./lib/opts/mod.ts";
+import { log, type Logger, setupLogging } from "./lib/log.ts";
+import type { LoadedOpts, ReconConfig } from "./lib/opts/mod.ts";
 import { checkReconOptions, parseReconOptions, type ReconOptions } from "./lib/wire/protocol.ts";
 import { VERSION } from "./lib/version.ts";
 import { watchMain } from "./lib/watch/cli.ts";
@@ -87,19 +104,8 @@ Examples:
   find /scans/today -name '*.7' | ${PROGRAM} --files -
 `;
 
-const encoder = new TextEncoder();
-
-function writeStdout(text: string): void {
-  const bytes = encoder.encode(text);
-  let written = 0;
-  while (written < bytes.length) written += Deno.stdout.writeSync(bytes.subarray(written));
-}
-
-function writeStderr(text: string): void {
-  try {
-    Deno.stderr.writeSync(encoder.encode(text));
-  } catch { /* stderr closed */ }
-}
+const writeStdout = textWriter(Deno.stdout);
+const writeStderr = textWriter(Deno.stderr, { ignoreErrors: true });
 
 interface Args {
   files: string[];
@@ -122,36 +128,25 @@ interface Args {
   command?: string;
 }
 
-function parseCommandLine(argv: string[]): Args {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        files: { type: "string", multiple: true },
-        directory: { type: "string" },
-        pattern: { type: "string" },
-        "recon-options": { type: "string" },
-        "server-status": { type: "boolean" },
-        "view-queue": { type: "boolean" },
-        opts: { type: "string" },
-        host: { type: "string" },
-        port: { type: "string" },
-        "download-dir": { type: "string" },
-        json: { type: "boolean" },
-        quiet: { type: "boolean" },
-        debug: { type: "boolean" },
-        "show-config": { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean", short: "V" },
-      },
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message, { hint: `see '${PROGRAM} --help'` });
-  }
-  const { values, positionals } = parsed;
+function parseClientArgs(argv: string[]): Args {
+  const { values, positionals } = parseCommandLine(PROGRAM, argv, {
+    files: { type: "string", multiple: true },
+    directory: { type: "string" },
+    pattern: { type: "string" },
+    "recon-options": { type: "string" },
+    "server-status": { type: "boolean" },
+    "view-queue": { type: "boolean" },
+    opts: { type: "string" },
+    host: { type: "string" },
+    port: { type: "string" },
+    "download-dir": { type: "string" },
+    json: { type: "boolean" },
+    quiet: { type: "boolean" },
+    debug: { type: "boolean" },
+    "show-config": { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+    version: { type: "boolean", short: "V" },
+  });
   const files = [...(values.files ?? [])];
   let command: string | undefined;
   if (files.length > 0) files.push(...positionals);
@@ -247,49 +242,21 @@ async function checkDownloadDir(dir: string): Promise<void> {
   }
 }
 
-function parsePort(text: string): number {
-  const port = Number(text);
-  if (!/^\d+$/.test(text) || port < 1 || port > 65535) {
-    throw new UsageError(`--port must be a number from 1 to 65535, got "${text}"`);
-  }
-  return port;
-}
-
-async function main(argv: string[], interrupt: AbortController): Promise<number> {
-  if (argv[0] === "watch") {
-    return await watchMain(argv.slice(1), {
-      program: PROGRAM,
-      writeStdout,
-      writeStderr,
-      signal: interrupt.signal,
-    });
-  }
-  const args = parseCommandLine(argv);
-  if (args.help) {
-    writeStdout(HELP);
-    return ExitCode.OK;
-  }
-  if (args.version) {
-    writeStdout(`${PROGRAM} ${VERSION}\n`);
-    return ExitCode.OK;
-  }
-  if (args.command === "keygen") {
-    writeStdout(`${generateKey()}\n`);
-    return ExitCode.OK;
-  }
-  const loaded = await loadConfig(args.opts, "client");
-  const { config } = loaded;
+function applyFlags(config: ReconConfig, args: Args): void {
   if (args.host !== undefined) config.SERVER_HOST = args.host;
   if (args.port !== undefined) config.SERVER_PORT = parsePort(args.port);
   if (args.downloadDir !== undefined) config.CLIENT_DOWNLOAD_DIR = path.resolve(args.downloadDir);
-  if (args.showConfig) {
-    let id: string | undefined;
-    try {
-      id = await keyId(decodeKey(config.SHARED_KEY));
-    } catch { /* no usable key: shown redacted without an id */ }
-    writeStdout(`${showConfigJson(config, id)}\n`);
-    return ExitCode.OK;
-  }
+}
+
+/** What every mode that talks to the server has set up: config, logging, the key. */
+interface Setup {
+  config: ReconConfig;
+  logger: Logger;
+  key: { raw: Uint8Array<ArrayBuffer>; id: string };
+}
+
+async function setUp(loaded: LoadedOpts, args: Args): Promise<Setup> {
+  const { config } = loaded;
   await setupLogging({
     program: PROGRAM,
     level: args.debug ? "debug" : "info",
@@ -298,117 +265,70 @@ async function main(argv: string[], interrupt: AbortController): Promise<number>
   });
   const logger = log(PROGRAM);
   for (const warning of loaded.warnings) logger.warn(warning);
-  const key = await sharedKeyMaterial(loaded);
+  return { config, logger, key: await sharedKeyMaterial(loaded) };
+}
 
-  const display = new ProgressDisplay({
-    write: writeStderr,
-    tty: Deno.stderr.isTerminal(),
-    quiet: args.quiet || args.json,
-  });
-  // Check everything local before connecting.
-  let files: Awaited<ReturnType<typeof describeFiles>> = [];
-  let reconOptions: ReconOptions = {};
-  const submitting = !args.serverStatus && !args.viewQueue;
-  if (submitting) {
-    files = await describeFiles(
-      await inputPaths(args, config.CLIENT_DEFAULT_PFILE_PATH),
-    );
-    reconOptions = reconOptionsFrom(args, config.CLIENT_DAEMON_RECON_OPTIONS_JSON);
-    await checkDownloadDir(config.CLIENT_DOWNLOAD_DIR);
-    if (interrupt.signal.aborted) throw new InterruptedError("interrupted before connecting");
-  }
-
-  const channel: Channel = await connectToServer(
+function connect({ config, key, logger }: Setup): Promise<Channel> {
+  return connectToServer(
     connectOptionsFrom(
       config,
       key,
       (seconds) => logger.warn(`the server's clock differs from ours by ${seconds} s; check NTP`),
     ),
   );
+}
+
+/** One request in a session of its own; a failure cuts the session. */
+async function ask<T>(setup: Setup, request: (channel: Channel) => Promise<T>): Promise<T> {
+  const channel = await connect(setup);
   try {
-    if (args.serverStatus) {
-      const status = await getServerStatus(channel);
-      await channel.close();
-      const { type: _type, ...fields } = status;
-      if (args.json) writeStdout(`${JSON.stringify(fields, null, 2)}\n`);
-      else {
-        writeStdout(
-          [
-            `server:              ${config.SERVER_HOST}:${config.SERVER_PORT} (recon ${status.version})`,
-            `uptime:              ${formatUptime(status.uptime_seconds)}`,
-            `max concurrent jobs: ${status.max_concurrent_jobs}`,
-            `active workers:      ${status.active_workers}`,
-            `queued jobs:         ${status.queue_length}`,
-            `jobs completed:      ${status.jobs_completed}`,
-            `jobs failed:         ${status.jobs_failed}`,
-          ].join("\n") + "\n",
-        );
-      }
-      return ExitCode.OK;
-    }
-    if (args.viewQueue) {
-      const { jobs } = await getQueueDetails(channel);
-      await channel.close();
-      if (args.json) writeStdout(`${JSON.stringify({ jobs }, null, 2)}\n`);
-      else if (jobs.length === 0) writeStdout("the queue is empty\n");
-      else {
-        const rows = jobs.map((job) => [
-          job.job_id,
-          job.status + (job.percent !== undefined ? ` ${job.percent.toFixed(0)}%` : ""),
-          job.primary_file,
-          String(job.file_count),
-          job.submitted_at,
-          job.input_dir,
-        ]);
-        const header = [
-          "JOB ID",
-          "STATUS",
-          "PRIMARY FILE",
-          "FILES",
-          "SUBMITTED (UTC)",
-          "INPUT DIR",
-        ];
-        const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-        for (const row of [header, ...rows]) {
-          writeStdout(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd() + "\n");
-        }
-      }
-      return ExitCode.OK;
-    }
-    const result = await submitJob({
+    const answer = await request(channel);
+    await channel.close();
+    return answer;
+  } catch (error) {
+    channel.abort();
+    throw error;
+  }
+}
+
+async function showServerStatus(setup: Setup, args: Args): Promise<number> {
+  const status = await ask(setup, getServerStatus);
+  const { SERVER_HOST, SERVER_PORT } = setup.config;
+  writeStdout(args.json ? statusJson(status) : statusText(status, `${SERVER_HOST}:${SERVER_PORT}`));
+  return ExitCode.OK;
+}
+
+async function showQueue(setup: Setup, args: Args): Promise<number> {
+  const { jobs } = await ask(setup, getQueueDetails);
+  writeStdout(args.json ? queueJson(jobs) : queueText(jobs));
+  return ExitCode.OK;
+}
+
+async function submit(setup: Setup, args: Args, signal: AbortSignal): Promise<number> {
+  const { config, logger } = setup;
+  const display = new ProgressDisplay({
+    write: writeStderr,
+    tty: Deno.stderr.isTerminal(),
+    quiet: args.quiet || args.json,
+  });
+  // Check everything local before connecting.
+  const files = await describeFiles(await inputPaths(args, config.CLIENT_DEFAULT_PFILE_PATH));
+  const reconOptions = reconOptionsFrom(args, config.CLIENT_DAEMON_RECON_OPTIONS_JSON);
+  await checkDownloadDir(config.CLIENT_DOWNLOAD_DIR);
+  if (signal.aborted) throw new InterruptedError("interrupted before connecting");
+  const channel = await connect(setup);
+  let result: SubmitResult;
+  try {
+    result = await submitJob({
       channel,
       files,
       options: reconOptions,
       downloadDir: config.CLIENT_DOWNLOAD_DIR,
-      signal: interrupt.signal,
+      signal,
       onEvent: (event) => display.show(event),
       onHostile: (message) => logger.error(`hostile server behaviour: ${message}`),
     });
     await channel.close();
-    display.finish();
-    display.line(
-      `job ${result.jobId} complete: ${result.files.length} file(s) in ${result.resultDir}`,
-    );
-    if (args.json) {
-      writeStdout(
-        `${
-          JSON.stringify(
-            {
-              job_id: result.jobId,
-              status: "completed",
-              uploaded: result.uploaded,
-              result_dir: result.resultDir,
-              files: result.files,
-            },
-            null,
-            2,
-          )
-        }\n`,
-      );
-    } else {
-      for (const file of result.files) writeStdout(`${file.path}\n`);
-    }
-    return ExitCode.OK;
   } catch (error) {
     display.finish();
     // A job that failed or was cancelled on the server ends the session politely;
@@ -418,6 +338,41 @@ async function main(argv: string[], interrupt: AbortController): Promise<number>
     else channel.abort();
     throw error;
   }
+  display.finish();
+  display.line(
+    `job ${result.jobId} complete: ${result.files.length} file(s) in ${result.resultDir}`,
+  );
+  writeStdout(args.json ? resultJson(result) : resultText(result));
+  return ExitCode.OK;
+}
+
+/** Print `text` on stdout; the mode succeeded. */
+function print(text: string): number {
+  writeStdout(text);
+  return ExitCode.OK;
+}
+
+/** One path per mode: watch, --help, --version, keygen, --show-config, status, queue, submit. */
+async function main(argv: string[], interrupt: AbortController): Promise<number> {
+  if (argv[0] === "watch") {
+    return await watchMain(argv.slice(1), {
+      program: PROGRAM,
+      writeStdout,
+      writeStderr,
+      signal: interrupt.signal,
+    });
+  }
+  const args = parseClientArgs(argv);
+  if (args.help) return print(HELP);
+  if (args.version) return print(versionText(PROGRAM));
+  if (args.command === "keygen") return print(keygenText());
+  const loaded = await loadConfig(args.opts, "client");
+  applyFlags(loaded.config, args);
+  if (args.showConfig) return print(await showConfigText(loaded.config));
+  const setup = await setUp(loaded, args);
+  if (args.serverStatus) return await showServerStatus(setup, args);
+  if (args.viewQueue) return await showQueue(setup, args);
+  return await submit(setup, args, interrupt.signal);
 }
 
 if (import.meta.main) {
@@ -434,30 +389,14 @@ if (import.meta.main) {
   Deno.addSignalListener("SIGINT", onInterrupt);
   Deno.addSignalListener("SIGTERM", onInterrupt);
   const json = Deno.args.includes("--json");
-  let code: number;
-  try {
-    code = await main(Deno.args, interrupt);
-  } catch (error) {
-    const { lines, exitCode } = describeError(PROGRAM, error);
-    if (error instanceof JobFailedError && error.scriptExitCode !== null) {
-      lines.splice(1, 0, `  script exit code: ${error.scriptExitCode}`);
-    }
-    writeStderr(`${lines.join("\n")}\n`);
-    if (json) {
-      const document: Record<string, unknown> = {
-        status: exitCode === ExitCode.JOB_FAILED ? "failed" : "error",
-        error: (error as Error).message,
-        exit_code: exitCode,
-      };
-      if (error instanceof JobFailedError) {
-        document.job_id = error.jobId;
-        document.script_exit_code = error.scriptExitCode;
-        document.stderr_tail = error.stderrTail;
-      }
-      writeStdout(`${JSON.stringify(document, null, 2)}\n`);
-    }
-    code = exitCode;
-  }
-  await shutdownLogging();
-  Deno.exit(code);
+  Deno.exit(
+    await runMain(() => main(Deno.args, interrupt), {
+      program: PROGRAM,
+      writeStderr,
+      details: failureDetails,
+      onFailure: (error, exitCode) => {
+        if (json) writeStdout(failureJson(error, exitCode));
+      },
+    }),
+  );
 }

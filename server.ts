@@ -6,12 +6,19 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
-import { describeError, loadConfig, sharedKeyMaterial } from "./lib/cli/support.ts";
+import {
+  keygenText,
+  parseCommandLine,
+  parsePort,
+  runMain,
+  showConfigText,
+  textWriter,
+  versionText,
+} from "./lib/cli/entry.ts";
+import { loadConfig, sharedKeyMaterial } from "./lib/cli/support.ts";
 import { ConfigError, errorMessage, ExitCode, UsageError } from "./lib/errors.ts";
-import { decodeKey, generateKey, keyId } from "./lib/crypto/keys.ts";
-import { log, setupLogging, shutdownLogging } from "./lib/log.ts";
-import { showConfigJson } from "./lib/opts/mod.ts";
+import { log, type Logger, setupLogging } from "./lib/log.ts";
+import type { LoadedOpts, ReconConfig } from "./lib/opts/mod.ts";
 import { ReconServer } from "./lib/server/server.ts";
 import { VERSION } from "./lib/version.ts";
 
@@ -53,54 +60,29 @@ Example:
   ${PROGRAM} --opts /etc/recon/recon.opts
 `;
 
-const encoder = new TextEncoder();
+const writeStdout = textWriter(Deno.stdout);
+const writeStderr = textWriter(Deno.stderr, { ignoreErrors: true });
 
-function writeStdout(text: string): void {
-  const bytes = encoder.encode(text);
-  let written = 0;
-  while (written < bytes.length) written += Deno.stdout.writeSync(bytes.subarray(written));
-}
-
-function writeStderr(text: string): void {
-  try {
-    Deno.stderr.writeSync(encoder.encode(text));
-  } catch { /* stderr closed */ }
+/** Print `text` on stdout; the command succeeded. */
+function print(text: string): number {
+  writeStdout(text);
+  return ExitCode.OK;
 }
 
 async function main(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        opts: { type: "string" },
-        host: { type: "string" },
-        port: { type: "string" },
-        debug: { type: "boolean" },
-        "show-config": { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean", short: "V" },
-      },
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message, { hint: `see '${PROGRAM} --help'` });
-  }
-  const { values, positionals } = parsed;
-  if (values.help) {
-    writeStdout(HELP);
-    return ExitCode.OK;
-  }
-  if (values.version) {
-    writeStdout(`${PROGRAM} ${VERSION}\n`);
-    return ExitCode.OK;
-  }
+  const { values, positionals } = parseCommandLine(PROGRAM, argv, {
+    opts: { type: "string" },
+    host: { type: "string" },
+    port: { type: "string" },
+    debug: { type: "boolean" },
+    "show-config": { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+    version: { type: "boolean", short: "V" },
+  });
+  if (values.help) return print(HELP);
+  if (values.version) return print(versionText(PROGRAM));
   if (positionals.length > 0) {
-    if (positionals[0] === "keygen" && positionals.length === 1) {
-      writeStdout(`${generateKey()}\n`);
-      return ExitCode.OK;
-    }
+    if (positionals[0] === "keygen" && positionals.length === 1) return print(keygenText());
     throw new UsageError(`unexpected argument "${positionals[0]}"`, {
       hint: `see '${PROGRAM} --help'`,
     });
@@ -108,70 +90,21 @@ async function main(argv: string[]): Promise<number> {
   const loaded = await loadConfig(values.opts ?? "recon.opts", "server");
   const { config } = loaded;
   if (values.host !== undefined) config.SERVER_HOST = values.host;
-  if (values.port !== undefined) {
-    const port = Number(values.port);
-    if (!/^\d+$/.test(values.port) || port > 65535) {
-      throw new UsageError(`--port must be a number from 0 to 65535, got "${values.port}"`);
-    }
-    config.SERVER_PORT = port;
-  }
-  if (values["show-config"]) {
-    let id: string | undefined;
-    try {
-      id = await keyId(decodeKey(config.SHARED_KEY));
-    } catch { /* no usable key: shown without an id */ }
-    writeStdout(`${showConfigJson(config, id)}\n`);
-    return ExitCode.OK;
-  }
-  await setupLogging({
-    program: PROGRAM,
-    level: values.debug ? "debug" : "info",
-    filePath: config.LOG_FILEPATH || undefined,
-  });
-  const logger = log(PROGRAM);
-  // Last line of defence: a bug in one session must not take every queued job down.
-  globalThis.addEventListener("unhandledrejection", (event) => {
-    event.preventDefault();
-    logger.error(`internal error, still serving: ${errorMessage(event.reason)}`);
-  });
-  for (const warning of loaded.warnings) logger.warn(warning);
-  if (loaded.created) {
-    logger.warn(
-      `wrote a new ${loaded.path} with a fresh SHARED_KEY; copy that SHARED_KEY line into recon.opts on every client`,
-    );
-  }
+  if (values.port !== undefined) config.SERVER_PORT = parsePort(values.port, 0);
+  if (values["show-config"]) return print(await showConfigText(config));
+  return await serve(loaded, values.debug ?? false);
+}
+
+/** Serve until SIGINT or SIGTERM, then shut down gracefully. */
+async function serve(loaded: LoadedOpts, debug: boolean): Promise<number> {
+  const { config } = loaded;
+  const logger = await startLogging(loaded, debug);
   const key = await sharedKeyMaterial(loaded);
-  let server: ReconServer;
-  try {
-    server = await ReconServer.start({
-      config,
-      keys: new Map([[key.id, key.raw]]),
-      log: logger,
-    });
-  } catch (error) {
-    if (error instanceof ConfigError) throw error;
-    const reason = error instanceof Deno.errors.AddrInUse
-      ? "the address is already in use (another recon-server?)"
-      : (error as Error).message;
-    logger.error(`cannot listen on ${config.SERVER_HOST}:${config.SERVER_PORT}: ${reason}`);
-    return ExitCode.CONNECTION;
-  }
+  const server = await listen(config, key, logger);
+  if (!server) return ExitCode.CONNECTION;
   // Handle signals before announcing "listening": whoever waits for that line may
   // send SIGTERM at once, and it must get the graceful shutdown, not the default exit.
-  let signals = 0;
-  const stopped = new Promise<string>((resolve) => {
-    const onSignal = (name: string) => () => {
-      signals++;
-      if (signals > 1) {
-        // A second signal: the operator does not want to wait for the grace period.
-        logger.warn(`${name} again: stopping now without waiting for running jobs`);
-        Deno.exit(ExitCode.JOB_FAILED);
-      }
-      resolve(name);
-    };
-    Deno.addSignalListener("SIGINT", onSignal("SIGINT"));
-    Deno.addSignalListener("SIGTERM", onSignal("SIGTERM"));
-  });
+  const stopped = stopSignal(logger);
   logger.info(
     `${PROGRAM} ${VERSION} listening on ${server.addr.hostname}:${server.addr.port} (key id ${key.id}, MAX_CONCURRENT_JOBS ${config.MAX_CONCURRENT_JOBS}, RECON_SCRIPT ${config.RECON_SCRIPT})`,
   );
@@ -185,15 +118,67 @@ async function main(argv: string[]): Promise<number> {
   return ExitCode.OK;
 }
 
-if (import.meta.main) {
-  let code: number;
-  try {
-    code = await main(Deno.args);
-  } catch (error) {
-    const { lines, exitCode } = describeError(PROGRAM, error);
-    writeStderr(`${lines.join("\n")}\n`);
-    code = exitCode;
+async function startLogging(loaded: LoadedOpts, debug: boolean): Promise<Logger> {
+  await setupLogging({
+    program: PROGRAM,
+    level: debug ? "debug" : "info",
+    filePath: loaded.config.LOG_FILEPATH || undefined,
+  });
+  const logger = log(PROGRAM);
+  // Last line of defence: a bug in one session must not take every queued job down.
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    logger.error(`internal error, still serving: ${errorMessage(event.reason)}`);
+  });
+  for (const warning of loaded.warnings) logger.warn(warning);
+  if (loaded.created) {
+    logger.warn(
+      `wrote a new ${loaded.path} with a fresh SHARED_KEY; copy that SHARED_KEY line into recon.opts on every client`,
+    );
   }
-  await shutdownLogging();
-  Deno.exit(code);
+  return logger;
+}
+
+/** Start listening; a listen failure is logged and gives undefined (exit 3). */
+async function listen(
+  config: ReconConfig,
+  key: { raw: Uint8Array<ArrayBuffer>; id: string },
+  logger: Logger,
+): Promise<ReconServer | undefined> {
+  try {
+    return await ReconServer.start({
+      config,
+      keys: new Map([[key.id, key.raw]]),
+      log: logger,
+    });
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    const reason = error instanceof Deno.errors.AddrInUse
+      ? "the address is already in use (another recon-server?)"
+      : (error as Error).message;
+    logger.error(`cannot listen on ${config.SERVER_HOST}:${config.SERVER_PORT}: ${reason}`);
+    return undefined;
+  }
+}
+
+/** The name of the first SIGINT or SIGTERM; a second one exits at once (exit 1). */
+function stopSignal(logger: Logger): Promise<string> {
+  let signals = 0;
+  return new Promise<string>((resolve) => {
+    const onSignal = (name: string) => () => {
+      signals++;
+      if (signals > 1) {
+        // A second signal: the operator does not want to wait for the grace period.
+        logger.warn(`${name} again: stopping now without waiting for running jobs`);
+        Deno.exit(ExitCode.JOB_FAILED);
+      }
+      resolve(name);
+    };
+    Deno.addSignalListener("SIGINT", onSignal("SIGINT"));
+    Deno.addSignalListener("SIGTERM", onSignal("SIGTERM"));
+  });
+}
+
+if (import.meta.main) {
+  Deno.exit(await runMain(() => main(Deno.args), { program: PROGRAM, writeStderr }));
 }

@@ -39,18 +39,3 @@ export function getServerStatus(channel: Channel): Promise<ServerStatus> {
 export function getQueueDetails(channel: Channel): Promise<QueueDetails> {
   return ask(channel, "get_queue_details", "queue_details_response");
 }
-
-/** Human-readable duration like `2d 3h 4m 5s`. */
-export function formatUptime(seconds: number): string {
-  const parts: string[] = [];
-  const units: [string, number][] = [["d", 86400], ["h", 3600], ["m", 60]];
-  let rest = seconds;
-  for (const [unit, size] of units) {
-    if (rest >= size) {
-      parts.push(`${Math.floor(rest / size)}${unit}`);
-      rest %= size;
-    }
-  }
-  parts.push(`${rest}s`);
-  return parts.join(" ");
-}

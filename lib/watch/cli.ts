@@ -9,6 +9,7 @@
  */
 import * as path from "node:path";
 import { parseArgs } from "node:util";
+import { parsePort } from "../cli/entry.ts";
 import { loadConfig, sharedKeyMaterial } from "../cli/support.ts";
 import { ConfigError, ExitCode, UsageError } from "../errors.ts";
 import { log, setupLogging } from "../log.ts";
@@ -141,14 +142,6 @@ function parseWatchArgs(argv: string[], program: string): WatchArgs {
     throw new UsageError("--pattern must not be empty");
   }
   return args;
-}
-
-function parsePort(text: string): number {
-  const port = Number(text);
-  if (!/^\d+$/.test(text) || port < 1 || port > 65535) {
-    throw new UsageError(`--port must be a number from 1 to 65535, got "${text}"`);
-  }
-  return port;
 }
 
 function applyFlags(config: ReconConfig, args: WatchArgs): void {
