@@ -12,6 +12,7 @@
  */
 import * as path from "node:path";
 import type { Logger } from "../log.ts";
+import { stopJobProcesses } from "./job_processes.ts";
 
 /** What {@link recoverAfterCrash} did. */
 export interface RecoveryReport {
@@ -102,6 +103,11 @@ export async function recoverAfterCrash(
           }: stopped its script (process group ${pid}), left running by a server that did not shut down`,
         );
       } catch { /* already gone */ }
+    }
+    // Helpers the script started outside its group carry its RECON_JOB_ID too.
+    const helpers = await stopJobProcesses(pidFile[1]);
+    if (helpers.length > 0) {
+      log.warn(`job ${pidFile[1]}: stopped ${helpers.length} process(es) its script left running`);
     }
     await Deno.remove(file).catch(() => {});
   }

@@ -1,14 +1,18 @@
 /**
  * Runs the site's RECON_SCRIPT for one job (docs/PROTOCOL.md §6.4): argv arrays only,
  * never a shell string built from client input; its own process group so a timeout
- * or a cancel ends the script and everything it started; output streamed line by
- * line to a per-job log and to the client, with memory flat whatever it prints.
+ * or a cancel ends the script and everything it started, and when the script ends,
+ * every process that still carries its RECON_JOB_ID is stopped too
+ * (lib/server/job_processes.ts); output streamed line by line to a per-job log and to
+ * the client, with memory flat whatever it prints, and read for a bounded time after
+ * the script ended, so no leftover holding the pipes can keep a worker busy.
  *
  * @module
  */
 import * as path from "node:path";
 import { JobError } from "../errors.ts";
 import type { ReconOptions } from "../wire/protocol.ts";
+import { findJobProcesses, stopJobProcesses } from "./job_processes.ts";
 
 /** Longest output line kept; the rest of a longer line is dropped. */
 export const MAX_LINE_LENGTH = 4096;
@@ -16,6 +20,8 @@ export const MAX_LINE_LENGTH = 4096;
 export const STDERR_TAIL_LINES = 20;
 /** The per-job log stops growing here (a flooding script cannot fill the disk). */
 export const MAX_JOB_LOG_BYTES = 16 * 1024 * 1024;
+/** How long the output pipes are still read after the script and its processes ended. */
+export const DRAIN_MS = 2000;
 
 /** What to run: program, argv and working directory. */
 export interface ScriptCommand {
@@ -74,6 +80,13 @@ export interface RunOptions {
   timeoutMs: number;
   /** Between SIGTERM and SIGKILL. */
   graceMs?: number;
+  /**
+   * The job whose processes are stopped when the script ends: every process whose
+   * environment holds `RECON_JOB_ID=<jobId>`. Default: `env.RECON_JOB_ID`.
+   */
+  jobId?: string;
+  /** Reading the output after the script ended stops after this long (default DRAIN_MS). */
+  drainMs?: number;
   onLine?: (line: string, stream: "stdout" | "stderr") => void;
   onProgress?: (percent: number) => void;
   signal?: AbortSignal;
@@ -90,15 +103,24 @@ export interface RunResult {
 
 const PROGRESS_LINE = /^PROGRESS\s+(\d{1,3}(?:\.\d+)?)\s*%?\s*$/;
 
-/** Splits a byte stream into capped lines. */
+/** Splits a byte stream into capped lines, until it ends or `stop` is aborted. */
 async function readLines(
   stream: ReadableStream<Uint8Array>,
   onLine: (line: string) => void,
+  stop: AbortSignal,
 ): Promise<void> {
   const decoder = new TextDecoder();
   let pending = "";
   let overflow = false;
-  for await (const chunk of stream) {
+  const reader = stream.getReader();
+  const cancel = () => void reader.cancel().catch(() => {});
+  stop.addEventListener("abort", cancel, { once: true });
+  while (true) {
+    const { value: chunk, done } = await reader.read().catch(() => ({
+      value: undefined,
+      done: true,
+    }));
+    if (done || !chunk) break;
     let text = pending + decoder.decode(chunk, { stream: true });
     let newline: number;
     while ((newline = text.indexOf("\n")) >= 0) {
@@ -114,6 +136,7 @@ async function readLines(
     }
     pending = text;
   }
+  stop.removeEventListener("abort", cancel);
   pending += decoder.decode();
   if (pending && !overflow) onLine(pending.slice(0, MAX_LINE_LENGTH));
 }
@@ -126,10 +149,22 @@ function killGroup(pid: number, signal: Deno.Signal): void {
   }
 }
 
+/** SIGTERM to every process of the job outside its group as well (best effort). */
+async function terminateJobProcesses(jobId: string | undefined): Promise<void> {
+  if (!jobId) return;
+  for (const pid of await findJobProcesses(jobId)) {
+    try {
+      Deno.kill(pid, "SIGTERM");
+    } catch { /* gone already */ }
+  }
+}
+
 /**
  * Run the command to completion in its own process group (via `setsid`). On timeout or
- * cancel the group gets SIGTERM, then SIGKILL after the grace period; whatever the
- * script left running in its group is killed when it exits.
+ * cancel the group and the job's other processes get SIGTERM, then SIGKILL after the
+ * grace period; whatever the script left running, in its group or carrying its
+ * RECON_JOB_ID, is killed when it exits. The output is read for at most `drainMs`
+ * after that.
  */
 export async function runScript(options: RunOptions): Promise<RunResult> {
   const { command } = options;
@@ -173,9 +208,11 @@ export async function runScript(options: RunOptions): Promise<RunResult> {
   const stderrTail: string[] = [];
   let timedOut = false;
   let cancelled = false;
+  const jobId = options.jobId ?? options.env.RECON_JOB_ID;
   let killTimer: ReturnType<typeof setTimeout> | undefined;
   const stop = () => {
     killGroup(child.pid, "SIGTERM");
+    void terminateJobProcesses(jobId);
     killTimer = setTimeout(() => killGroup(child.pid, "SIGKILL"), options.graceMs ?? 5000);
   };
   const timeout = options.timeoutMs > 0
@@ -207,14 +244,39 @@ export async function runScript(options: RunOptions): Promise<RunResult> {
     options.onLine?.(line, stream);
   };
 
+  const stopReading = new AbortController();
   try {
     const readers = Promise.all([
-      readLines(child.stdout, handle("stdout")),
-      readLines(child.stderr, handle("stderr")),
+      readLines(child.stdout, handle("stdout"), stopReading.signal),
+      readLines(child.stderr, handle("stderr"), stopReading.signal),
     ]);
     const status = await child.status;
     // Nothing the script started outlives it (and nothing keeps its pipes open).
     killGroup(child.pid, "SIGKILL");
+    if (jobId) {
+      const leftovers = await stopJobProcesses(jobId);
+      if (leftovers.length > 0) {
+        writeLog(
+          `# stopped ${leftovers.length} process(es) the script left running outside its group (pid ${
+            leftovers.join(", ")
+          })\n`,
+        );
+      }
+    }
+    let drainTimer: ReturnType<typeof setTimeout> | undefined;
+    const drained = await Promise.race([
+      readers.then(() => true),
+      new Promise<false>((resolve) => {
+        drainTimer = setTimeout(() => resolve(false), options.drainMs ?? DRAIN_MS);
+      }),
+    ]);
+    clearTimeout(drainTimer);
+    if (!drained) {
+      writeLog(
+        "# the output pipes stayed open after the script ended (a process that left its group and environment holds them); stopped reading\n",
+      );
+      stopReading.abort();
+    }
     await readers;
     writeLog(`# exit code ${status.code}${status.signal ? ` (signal ${status.signal})` : ""}\n`);
     return {
@@ -225,6 +287,7 @@ export async function runScript(options: RunOptions): Promise<RunResult> {
       stderrTail,
     };
   } finally {
+    stopReading.abort();
     killGroup(child.pid, "SIGKILL");
     if (options.pidPath) await Deno.remove(options.pidPath).catch(() => {});
     clearTimeout(timeout);

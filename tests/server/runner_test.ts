@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
+import { findJobProcesses } from "../../lib/server/job_processes.ts";
 import { buildScriptCommand, MAX_LINE_LENGTH, runScript } from "../../lib/server/runner.ts";
 
 async function tempDir(): Promise<{ dir: string } & AsyncDisposable> {
@@ -192,4 +193,126 @@ Deno.test("runScript() reports a program that does not exist as a failed run", a
   });
   // setsid starts, then cannot exec the program: the shell convention's 127.
   assert.equal(result.exitCode, 127);
+});
+
+/** Resolves with `promise`, or fails the test when it takes longer than `ms`. */
+async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+for (
+  const [name, helper] of [
+    // The script waits until the helper is in its own session, so that the helper is
+    // not caught by the kill of the script's group by luck.
+    [
+      "setsid sleep &",
+      `setsid sh -c 'echo $$ > "$0.pid"; exec sleep 1000' "$0" &\nwhile [ ! -s "$0.pid" ]; do sleep 0.05; done\n`,
+    ],
+    [
+      "Python Popen(start_new_session=True)",
+      `python3 -c "import subprocess; subprocess.Popen(['sleep', '1000'], start_new_session=True)"\n`,
+    ],
+  ] as const
+) {
+  Deno.test(`runScript() returns when the script ends and stops a helper left by ${name}`, async () => {
+    await using tmp = await tempDir();
+    const jobId = crypto.randomUUID();
+    const file = await script(tmp.dir, "helper.sh", `${helper}echo started\n`);
+    const result = await within(
+      10_000,
+      "runScript",
+      runScript({
+        command: { program: "sh", args: [file] },
+        env: { RECON_JOB_ID: jobId },
+        logPath: path.join(tmp.dir, "job.log"),
+        timeoutMs: 0,
+      }),
+    );
+    assert.equal(result.exitCode, 0);
+    assert.deepEqual(await findJobProcesses(jobId), [], "no process of the job is left");
+    assert.match(await Deno.readTextFile(path.join(tmp.dir, "job.log")), /stopped 1 process/);
+  });
+}
+
+Deno.test("runScript() past its timeout also stops a helper outside the script's group", async () => {
+  await using tmp = await tempDir();
+  const jobId = crypto.randomUUID();
+  const file = await script(
+    tmp.dir,
+    "hang.sh",
+    `setsid sh -c 'echo $$ > "$0.pid"; exec sleep 1000' "$0" &\nsleep 1000\n`,
+  );
+  const result = await within(
+    10_000,
+    "runScript",
+    runScript({
+      command: { program: "sh", args: [file] },
+      env: { RECON_JOB_ID: jobId },
+      logPath: path.join(tmp.dir, "job.log"),
+      timeoutMs: 300,
+      graceMs: 300,
+    }),
+  );
+  assert.equal(result.timedOut, true);
+  assert.deepEqual(await findJobProcesses(jobId), []);
+});
+
+Deno.test("runScript() stops reading pipes held open by a helper it cannot find", async () => {
+  await using tmp = await tempDir();
+  const pidFile = path.join(tmp.dir, "helper.pid");
+  // env -i clears RECON_JOB_ID and setsid leaves the group: only the bounded drain helps.
+  const file = await script(
+    tmp.dir,
+    "escape.sh",
+    `setsid sh -c 'echo $$ > "$0"; exec env -i sleep 1000' "${pidFile}" &\n` +
+      `while [ ! -s "${pidFile}" ]; do sleep 0.05; done\necho done\n`,
+  );
+  try {
+    const lines: string[] = [];
+    const result = await within(
+      10_000,
+      "runScript",
+      runScript({
+        command: { program: "sh", args: [file] },
+        env: { RECON_JOB_ID: crypto.randomUUID() },
+        logPath: path.join(tmp.dir, "job.log"),
+        timeoutMs: 0,
+        drainMs: 200,
+        onLine: (line) => lines.push(line),
+      }),
+    );
+    assert.equal(result.exitCode, 0);
+    assert.deepEqual(lines, ["done"]);
+    assert.match(await Deno.readTextFile(path.join(tmp.dir, "job.log")), /stopped reading/);
+  } finally {
+    const pid = Number((await Deno.readTextFile(pidFile)).trim());
+    if (pid > 1) Deno.kill(pid, "SIGKILL");
+  }
+});
+
+Deno.test("findJobProcesses() matches the whole RECON_JOB_ID entry, not a prefix", async () => {
+  const jobId = crypto.randomUUID();
+  const child = new Deno.Command("sleep", {
+    args: ["1000"],
+    env: { RECON_JOB_ID: `${jobId}-other` },
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    assert.deepEqual(await findJobProcesses(jobId), []);
+    assert.deepEqual(await findJobProcesses(`${jobId}-other`), [child.pid]);
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
+  }
 });
