@@ -39,7 +39,11 @@ export async function sendStream(
       const body = record.subarray(RECORD_HEADER_SIZE);
       let filled = 0;
       while (filled < chunkSize) {
-        const n = await source.read(body.subarray(filled));
+        const n = await source.read(body.subarray(filled)).catch((error) => {
+          throw new TransferError(`cannot read the file being sent: ${error.message}`, {
+            cause: error,
+          });
+        });
         if (n === null) break;
         filled += n;
       }
@@ -62,7 +66,11 @@ export async function sendStream(
     }
     await Promise.all(window.splice(0));
   } catch (error) {
-    for (const pending of window) pending.catch(() => {});
+    // The source failed (the file grew or cannot be read) with records still being
+    // written. Let them finish before the caller hears of it: whoever then closes the
+    // connection closes it at a record boundary, never in the middle of a frame
+    // (PROTOCOL.md §1, §5). A channel that failed rejects them at once.
+    await Promise.allSettled(window);
     throw error;
   } finally {
     for (const buffer of free.splice(0)) releaseBuffer(buffer);

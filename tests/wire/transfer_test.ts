@@ -7,16 +7,17 @@
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
-import { TransferError } from "../../lib/errors.ts";
+import { ConnectionError, TransferError } from "../../lib/errors.ts";
+import { Channel, type Duplex } from "../../lib/wire/channel.ts";
 import {
   openForSending,
   receiveFileTo,
   sendFileFrom,
   sendStream,
 } from "../../lib/wire/transfer.ts";
-import { channelPair } from "../support/channel_pair.ts";
+import { channelPair, testKey } from "../support/channel_pair.ts";
 import { listDir, tempDir } from "../support/e2e.ts";
-import { BytesReader } from "../support/memory_duplex.ts";
+import { BytesReader, duplexPair, randomBytes } from "../support/memory_duplex.ts";
 
 async function fixture(dir: string) {
   const file = path.join(dir, "result.dcm");
@@ -194,5 +195,74 @@ for (const how of ["a FIFO", "a symbolic link to a FIFO"]) {
       outcome instanceof TransferError && /is not a regular file/.test(outcome.message),
       `refused at once, got ${outcome}`,
     );
+  });
+}
+
+/** A connection that writes at most 4 KiB per call and returns a timer tick later: a slow link. */
+function slowWriter(end: Duplex): Duplex {
+  return {
+    read: (buffer) => end.read(buffer),
+    write: async (bytes) => {
+      const written = await end.write(bytes.subarray(0, 4096));
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      return written;
+    },
+    close: () => end.close(),
+  };
+}
+
+for (const change of ["grew", "became unreadable"]) {
+  Deno.test(`sendStream() of a file that ${change} while it was sent ends at a record boundary`, async () => {
+    const key = await testKey();
+    const [clientEnd, serverEnd] = duplexPair();
+    const chunkSize = 64 * 1024;
+    const [client, server] = await Promise.all([
+      Channel.connect(clientEnd, { sharedKey: key.raw, keyId: key.id, idleTimeoutMs: 0 }),
+      Channel.accept(slowWriter(serverEnd), {
+        keys: new Map([[key.id, key.raw]]),
+        idleTimeoutMs: 0,
+        chunkSize,
+      }),
+    ]);
+    try {
+      const announced = 8 * chunkSize;
+      const bytes = randomBytes(announced + 1);
+      const reader = new BytesReader(bytes);
+      // Unreadable: four whole chunks, then the disk fails.
+      let reads = 0;
+      const source = change === "grew" ? reader : {
+        read: (buffer: Uint8Array<ArrayBuffer>) =>
+          ++reads > 4 ? Promise.reject(new Error("Input/output error")) : reader.read(buffer),
+      };
+      await assert.rejects(
+        sendStream(server, source, announced),
+        (error: unknown) =>
+          error instanceof TransferError &&
+          (change === "grew" ? /grew/ : /cannot read the file being sent: Input\/output error/)
+            .test(error.message),
+      );
+      // The server hangs up at once, as a session does after a failed delivery.
+      server.abort();
+      // The client gets whole DATA records, then a close at a frame boundary: never a
+      // frame cut short (a ProtocolError).
+      let received = 0;
+      const failure = await (async () => {
+        while (true) {
+          const incoming = await client.receive();
+          assert.equal(incoming.type, "data");
+          received += (incoming as { bytes: Uint8Array }).bytes.length;
+        }
+      })().catch((error) => error);
+      assert.ok(
+        failure instanceof ConnectionError &&
+          /closed the connection without ending the session/.test(failure.message),
+        `a clean close, got ${failure}`,
+      );
+      assert.equal(received % chunkSize, 0, "only whole records arrived");
+      assert.ok(received <= announced, "never more than announced");
+    } finally {
+      client.abort();
+      server.abort();
+    }
   });
 }
