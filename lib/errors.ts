@@ -54,6 +54,12 @@ export class ConnectionError extends ReconError {
 /** The secure handshake failed: wrong key, version mismatch, refused. */
 export class HandshakeError extends ConnectionError {}
 
+/**
+ * The server refused the handshake because it does not accept our SHARED_KEY: trying
+ * again cannot help until someone changes a key (the watcher stops on it).
+ */
+export class KeyRejectedError extends HandshakeError {}
+
 /** The peer broke the protocol (bad frame, out-of-sequence record, invalid message). */
 export class ProtocolError extends ConnectionError {}
 

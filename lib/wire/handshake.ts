@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { HandshakeError, ProtocolError } from "../errors.ts";
+import { HandshakeError, KeyRejectedError, ProtocolError } from "../errors.ts";
 
 /** The protocol version this build speaks. */
 export const PROTOCOL_VERSION = 1;
@@ -119,7 +119,7 @@ function refusalError(
   const code = frame[HEADER];
   const text = new TextDecoder().decode(frame.subarray(HEADER + 1));
   if (code === RefusalCode.KEY_NOT_ACCEPTED) {
-    return new HandshakeError(`the server does not accept key id ${keyId}`, {
+    return new KeyRejectedError(`the server does not accept key id ${keyId}`, {
       hint: "does SHARED_KEY in recon.opts match the server's?",
     });
   }
