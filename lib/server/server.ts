@@ -1,7 +1,8 @@
 /**
  * The recon server: listens, screens each connection (TRUSTEDIPS, unauthenticated
- * connection caps, lockout) before any handshake, runs the handshake, serves each
- * authenticated session, and shuts down gracefully (docs/PROTOCOL.md §6, §8).
+ * connection caps, slowing down addresses that waste key derivations) before any
+ * handshake, runs the handshake, serves each authenticated session, and shuts down
+ * gracefully (docs/PROTOCOL.md §6, §8).
  *
  * @module
  */
@@ -10,9 +11,15 @@ import { Channel as SecureChannel } from "../wire/channel.ts";
 import { ConfigError, errorMessage, HandshakeError, TimeoutError } from "../errors.ts";
 import { encodeFrame, writeAll } from "../wire/frame.ts";
 import { encodeRefusal, HandshakeRefused, RefusalCode } from "../wire/handshake.ts";
-import type { Logger } from "../log.ts";
+import { type Logger, LogThrottle } from "../log.ts";
 import type { ReconConfig } from "../opts/mod.ts";
-import { AdmissionControl, TrustedAddresses } from "./access.ts";
+import {
+  AdmissionControl,
+  arrivalZone,
+  SLOW_HANDSHAKE_INTERVAL_MS,
+  TrustedAddresses,
+  type Zone,
+} from "./access.ts";
 import { JobQueue } from "./jobs.ts";
 import { recoverAfterCrash } from "./recovery.ts";
 import { diskFree, serveSession } from "./session.ts";
@@ -37,6 +44,20 @@ interface Tracked {
   done: Promise<void>;
 }
 
+/**
+ * The accepted keys, remembering which key id the handshake looked up successfully:
+ * after such a hit the handshake derives session keys (X25519, HKDF), the one costly
+ * step before the client is authenticated (lib/wire/handshake.ts serverHandshake).
+ */
+class WatchedKeys extends Map<string, Uint8Array<ArrayBuffer>> {
+  named?: string;
+  override get(id: string): Uint8Array<ArrayBuffer> | undefined {
+    const key = super.get(id);
+    if (key) this.named = id;
+    return key;
+  }
+}
+
 /** A running server. */
 export class ReconServer {
   readonly addr: Deno.NetAddr;
@@ -50,7 +71,9 @@ export class ReconServer {
   #shutdownReason = "";
   #startedAt = Date.now();
   #acceptLoop: Promise<void>;
-  #refusalLogged = new Map<string, number>();
+  /** Refusals and failed handshakes: one line per address a minute, 100 a minute overall. */
+  #throttle = new LogThrottle({ windowMs: 60_000, maxLines: 100 });
+  #stopping = new AbortController();
   #uploadsInProgress = { bytes: 0 };
 
   private constructor(listener: Deno.Listener, options: ServerOptions) {
@@ -65,13 +88,26 @@ export class ReconServer {
       lockoutFailures: config.LOCKOUT_FAILURES,
       lockoutSeconds: config.LOCKOUT_SECONDS,
     });
-    this.queue = new JobQueue(config.MAX_CONCURRENT_JOBS, (job) =>
+    for (const address of this.#trusted.unzonedLinkLocal) {
+      log.warn(
+        `TRUSTEDIPS: link-local ${address} has no zone, so it is trusted on every interface; write it as ${address}%<interface> to trust it on one`,
+      );
+    }
+    // A shared RECON_DICOM_DIR tells no job's files from another's: one job at a time.
+    const legacySharedOutput = config.LEGACY_SHARED_OUTPUT === 1;
+    if (legacySharedOutput && config.MAX_CONCURRENT_JOBS > 1) {
+      log.warn(
+        `LEGACY_SHARED_OUTPUT = 1: jobs run one at a time (MAX_CONCURRENT_JOBS = ${config.MAX_CONCURRENT_JOBS} is not used)`,
+      );
+    }
+    const workers = legacySharedOutput ? 1 : config.MAX_CONCURRENT_JOBS;
+    this.queue = new JobQueue(workers, (job) =>
       executeJob(job, {
         reconScript: config.RECON_SCRIPT,
         reconDicomDir: config.RECON_DICOM_DIR,
         matlabCommand: config.MATLAB_COMMAND,
         jobTimeout: config.JOB_TIMEOUT,
-        adoptLegacyResults: config.MAX_CONCURRENT_JOBS === 1,
+        legacySharedOutput,
         killGraceMs: options.killGraceMs,
       }, log));
     this.#acceptLoop = this.#accept();
@@ -131,12 +167,48 @@ export class ReconServer {
     }
   }
 
-  #logOncePerMinute(key: string, message: string): void {
-    const now = Date.now();
-    if ((this.#refusalLogged.get(key) ?? 0) > now - 60_000) return;
-    if (this.#refusalLogged.size > 10_000) this.#refusalLogged.clear();
-    this.#refusalLogged.set(key, now);
-    this.#options.log.warn(message);
+  /**
+   * A warning about an unauthenticated address, at most once a minute per address (and
+   * 100 a minute overall), with the number of similar lines held back since the last one.
+   */
+  #logThrottled(address: string, message: string): void {
+    const verdict = this.#throttle.pass(address);
+    if (verdict === undefined) return;
+    if (verdict === "cap") {
+      this.#options.log.warn(
+        "more than 100 addresses refused or failed the handshake this minute; not logging more until the minute is over",
+      );
+      return;
+    }
+    const held = verdict.held > 0
+      ? ` (${verdict.held} more from this address since its last line; logged once a minute per address)`
+      : "";
+    this.#options.log.warn(`${message}${held}`);
+  }
+
+  /** The interface a link-local peer arrived on, when a zoned TRUSTEDIPS entry asks. */
+  #zoneOf(conn: Deno.Conn, address: string): Zone | undefined {
+    if (!this.#trusted.needsZone(address)) return undefined;
+    try {
+      return arrivalZone((conn.localAddr as Deno.NetAddr).hostname, Deno.networkInterfaces());
+    } catch {
+      return undefined; // no --allow-sys: the zone is unknown and a zoned entry does not match
+    }
+  }
+
+  /** Wait `ms` unless the server starts shutting down first. */
+  #wait(ms: number): Promise<void> {
+    const signal = this.#stopping.signal;
+    return new Promise((resolve) => {
+      if (signal.aborted) return resolve();
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener("abort", done);
+    });
   }
 
   async #handle(tracked: Tracked): Promise<void> {
@@ -144,28 +216,44 @@ export class ReconServer {
     const { config, log } = this.#options;
     const remote = conn.remoteAddr as Deno.NetAddr;
     const peer = `${remote.hostname}:${remote.port}`;
-    if (!this.#trusted.allows(remote.hostname)) {
-      this.#logOncePerMinute(
-        `untrusted ${remote.hostname}`,
-        `${peer}: refused: ${remote.hostname} is not in TRUSTEDIPS (logged once a minute per address)`,
+    const refuseBusy = async () => {
+      await writeAll(conn, encodeFrame(encodeRefusal(RefusalCode.BUSY, "try again later")))
+        .catch(() => {});
+      conn.close();
+    };
+    if (!this.#trusted.allows(remote.hostname, this.#zoneOf(conn, remote.hostname))) {
+      this.#logThrottled(
+        remote.hostname,
+        `${peer}: refused: ${remote.hostname} is not in TRUSTEDIPS`,
       );
       conn.close();
       return;
     }
     const refusal = this.#shuttingDown ? "busy" : this.#admission.admit(remote.hostname);
     if (refusal) {
-      this.#logOncePerMinute(`admit ${remote.hostname}`, `${peer}: refused: ${refusal}`);
-      await writeAll(conn, encodeFrame(encodeRefusal(RefusalCode.BUSY, "try again later")))
-        .catch(() => {});
-      conn.close();
+      this.#logThrottled(remote.hostname, `${peer}: refused: ${refusal}`);
+      await refuseBusy();
       return;
     }
+    // An address that keeps wasting key derivations waits its turn; it is never refused
+    // for it (access.ts). The wait counts against HANDSHAKE_TIMEOUT.
+    const delay = this.#admission.delay(remote.hostname);
+    const handshakeMs = config.HANDSHAKE_TIMEOUT * 1000 - delay;
+    if (delay > 0) await this.#wait(delay);
+    if (handshakeMs <= 0 || this.#shuttingDown) {
+      this.#admission.release(remote.hostname);
+      await refuseBusy();
+      return;
+    }
+    // The handshake looks the client's key id up in `keys`; a hit means it goes on to
+    // derive session keys (X25519, HKDF), the only costly step before authentication.
+    const keys = new WatchedKeys(this.#options.keys);
     let channel: Channel;
     try {
       channel = await SecureChannel.accept(conn, {
-        keys: this.#options.keys,
+        keys,
         peerName: "client",
-        handshakeTimeoutMs: config.HANDSHAKE_TIMEOUT * 1000,
+        handshakeTimeoutMs: handshakeMs,
         idleTimeoutMs: config.IDLE_TIMEOUT * 1000,
         onClockSkew: (seconds) =>
           log.warn(`${peer}: the client's clock differs from ours by ${seconds} s`),
@@ -179,13 +267,12 @@ export class ReconServer {
       const why = error instanceof TimeoutError || error instanceof HandshakeError
         ? error.message
         : `bad frame: ${errorMessage(error)}`;
-      log.warn(`${peer}: handshake failed at ${stage}:${keyId} ${why}`);
-      // Only a wrong key or a failed proof counts towards a lockout: a silent port
-      // scanner, a health check or garbage must not lock out a scanner behind the same NAT.
-      const keyFailure = error instanceof HandshakeRefused && error.keyId !== undefined;
-      if (keyFailure && this.#admission.recordFailure(remote.hostname)) {
+      this.#logThrottled(remote.hostname, `${peer}: handshake failed at ${stage}:${keyId} ${why}`);
+      // Only a handshake that made us derive keys counts: a wrong key (an unknown key id),
+      // a port scanner or garbage cost nothing, and never slow anyone down.
+      if (keys.named !== undefined && this.#admission.recordKeyFailure(remote.hostname)) {
         log.warn(
-          `${remote.hostname}: locked out for ${config.LOCKOUT_SECONDS} s after ${config.LOCKOUT_FAILURES} failed handshakes`,
+          `${remote.hostname}: ${config.LOCKOUT_FAILURES} handshakes named our key id ${keys.named} but failed; slowing its handshakes to one per ${SLOW_HANDSHAKE_INTERVAL_MS} ms for ${config.LOCKOUT_SECONDS} s (a client that holds SHARED_KEY is still served)`,
         );
       }
       try {
@@ -194,7 +281,6 @@ export class ReconServer {
       return;
     }
     this.#admission.release(remote.hostname);
-    this.#admission.recordSuccess(remote.hostname);
     tracked.channel = channel;
     log.debug(`${peer}: session started (key id ${channel.keyId})`);
     try {
@@ -234,6 +320,7 @@ export class ReconServer {
     if (this.#shuttingDown) return;
     this.#shuttingDown = true;
     this.#shutdownReason = reason;
+    this.#stopping.abort();
     const { config, log } = this.#options;
     const deadline = Date.now() + config.SHUTDOWN_GRACE * 1000;
     this.#listener.close();
