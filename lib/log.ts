@@ -3,7 +3,9 @@
  * LOG_FILEPATH from recon.opts, built on `@logtape/logtape`.
  *
  * Sinks write synchronously so that a line logged just before exit is not lost
- * and lines from concurrent sessions never interleave mid-line.
+ * and lines from concurrent sessions never interleave mid-line. Every message is
+ * written as one line with its control characters escaped (safe by construction:
+ * callers need not remember which of their strings came from outside).
  *
  * @module
  */
@@ -16,6 +18,7 @@ import {
   reset,
   type Sink,
 } from "@logtape/logtape";
+import { escapeControls } from "./printable.ts";
 
 export type { Logger };
 
@@ -42,10 +45,15 @@ const LEVEL_LABEL: Record<LogLevel, string> = {
   fatal: "FATAL",
 };
 
-/** One line: `2026-11-23T15:22:28.123Z INFO  recon-server: message`. */
+/**
+ * One line: `2026-11-23T15:22:28.123Z INFO  recon-server: message`. The message is
+ * passed through escapeControls(), so no caller can write a second line or an escape
+ * sequence, whatever untrusted text (file names, option values, peer text) it holds.
+ */
 export function formatRecord(record: LogRecord): string {
-  const message = record.message.map((part) => typeof part === "string" ? part : String(part))
-    .join("");
+  const message = escapeControls(
+    record.message.map((part) => typeof part === "string" ? part : String(part)).join(""),
+  );
   const label = LEVEL_LABEL[record.level].padEnd(5);
   return `${new Date(record.timestamp).toISOString()} ${label} ${
     record.category.join(".")
@@ -74,9 +82,9 @@ function fileSink(path: string): { sink: Sink; close: () => void } | undefined {
   } catch (error) {
     Deno.stderr.writeSync(
       encoder.encode(
-        `warning: cannot open log file ${path} (${
-          (error as Error).message
-        }); logging to stderr only\n`,
+        `warning: cannot open log file ${
+          escapeControls(`${path} (${(error as Error).message})`)
+        }; logging to stderr only\n`,
       ),
     );
     return undefined;
@@ -131,4 +139,83 @@ export async function shutdownLogging(): Promise<void> {
 /** A logger under the program's category, e.g. `log("recon-server", "jobs")`. */
 export function log(...category: string[]): Logger {
   return getLogger(category);
+}
+
+/** What {@link LogThrottle.pass} decided. */
+export type ThrottleVerdict =
+  /** Write the line; `held` lines for this key were held back since its last one. */
+  | { held: number }
+  /** The overall cap was just reached: write one line saying so, then nothing until the window ends. */
+  | "cap"
+  /** Hold this line back. */
+  | undefined;
+
+/** Options of {@link LogThrottle}. */
+export interface LogThrottleOptions {
+  /** One line per key per window (ms). */
+  windowMs: number;
+  /** Lines per window over all keys (bounds a flood from many addresses). */
+  maxLines: number;
+  now?: () => number;
+}
+
+/**
+ * Lets through one log line per key (say, per peer address) per window and at most
+ * `maxLines` per window overall, and counts what it holds back, so that a flood of bad
+ * connections costs a few log lines a minute, not one per attempt.
+ */
+export class LogThrottle {
+  #options: Required<LogThrottleOptions>;
+  #keys = new Map<string, { since: number; held: number }>();
+  #windowStart = Number.NEGATIVE_INFINITY;
+  #lines = 0;
+
+  constructor(options: LogThrottleOptions) {
+    this.#options = { now: () => Date.now(), ...options };
+  }
+
+  /** Whether to write a line for `key` now. */
+  pass(key: string): ThrottleVerdict {
+    const { windowMs, maxLines, now: clock } = this.#options;
+    const now = clock();
+    if (now - this.#windowStart >= windowMs) {
+      this.#windowStart = now;
+      this.#lines = 0;
+    }
+    let entry = this.#keys.get(key);
+    if (entry && now - entry.since < windowMs) {
+      entry.held++;
+      return undefined;
+    }
+    if (this.#lines >= maxLines) {
+      if (this.#lines++ === maxLines) return "cap";
+      if (!entry) {
+        // Remembered as due for a line, so that its next line counts this one.
+        entry = { since: Number.NEGATIVE_INFINITY, held: 0 };
+        this.#remember(key, entry, now);
+      }
+      entry.held++;
+      return undefined;
+    }
+    this.#lines++;
+    const held = entry?.held ?? 0;
+    this.#remember(key, { since: now, held: 0 }, now);
+    return { held };
+  }
+
+  #remember(key: string, entry: { since: number; held: number }, now: number): void {
+    this.#keys.set(key, entry);
+    if (this.#keys.size <= 10_000) return;
+    for (const [old, value] of this.#keys) {
+      if (now - value.since >= this.#options.windowMs) this.#keys.delete(old);
+    }
+    // Still full (a flood within one window): forget the oldest half.
+    if (this.#keys.size > 10_000) {
+      let drop = this.#keys.size / 2;
+      for (const old of this.#keys.keys()) {
+        if (drop-- <= 0) break;
+        this.#keys.delete(old);
+      }
+    }
+  }
 }
