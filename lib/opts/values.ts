@@ -48,6 +48,13 @@ export function formatByteSize(bytes: number): string {
 
 /** Whether `text` is an IPv4 or IPv6 address literal (no host names, no networks). */
 export function isIpAddress(text: string): boolean {
+  // A zone (`fe80::1%eth0`, `fe80::1%4`) only on link-local IPv6 (lib/server/access.ts).
+  const zone = text.indexOf("%");
+  if (zone >= 0) {
+    return /^fe[89ab][0-9a-f]:/i.test(text) &&
+      /^[A-Za-z0-9_.-]{1,15}$/.test(text.slice(zone + 1)) &&
+      isIpAddress(text.slice(0, zone));
+  }
   const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
   if (v4) return v4.slice(1).every((octet) => Number(octet) <= 255);
   if (!/^[0-9A-Fa-f:.]+$/.test(text) || !text.includes(":")) return false;

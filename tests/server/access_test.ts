@@ -17,7 +17,8 @@ import { ConnectionError, HandshakeError } from "../../lib/errors.ts";
 import { FrameReader, writeAll } from "../../lib/wire/frame.ts";
 import { HelloType, MAX_HANDSHAKE_FRAME_SIZE, RefusalCode } from "../../lib/wire/handshake.ts";
 import type { Logger } from "../../lib/log.ts";
-import { defaultConfig, type ReconConfig } from "../../lib/opts/mod.ts";
+import { defaultConfig, parseOpts, type ReconConfig } from "../../lib/opts/mod.ts";
+import { SEED_OPTS_TEXT } from "../opts/seed_text.ts";
 import {
   AdmissionControl,
   arrivalZone,
@@ -192,6 +193,25 @@ Deno.test("TrustedAddresses and arrivalZone together: a peer is trusted only on 
   assert.ok(!trusted.allows("fe80::abcd", viaGlobal));
   const other = new TrustedAddresses(["fe80::abcd%eth1"]);
   assert.ok(!other.allows("fe80::abcd", onEth0));
+});
+
+Deno.test("recon.opts TRUSTEDIPS takes a zoned link-local address and the server keeps its zone", () => {
+  const { config } = parseOpts(`${SEED_OPTS_TEXT}TRUSTEDIPS = 10.0.0.1, fe80::1%eth0, FE80::2%4\n`);
+  assert.deepEqual(config.TRUSTEDIPS, ["10.0.0.1", "fe80::1%eth0", "FE80::2%4"]);
+  const trusted = new TrustedAddresses(config.TRUSTEDIPS);
+  assert.ok(trusted.allows("fe80::1", { name: "eth0", index: 4 }));
+  assert.ok(!trusted.allows("fe80::1", { name: "eth1", index: 5 }));
+  assert.ok(trusted.allows("fe80::2", { name: "eth0", index: 4 }));
+});
+
+Deno.test("recon.opts TRUSTEDIPS refuses a zone on an address that is not link-local", () => {
+  for (const entry of ["10.0.0.1%eth0", "2001:db8::1%eth0", "fe80::1%", "fe80::1%eth0%1"]) {
+    assert.throws(
+      () => parseOpts(`${SEED_OPTS_TEXT}TRUSTEDIPS = ${entry}\n`),
+      /TRUSTEDIPS must be a comma-separated list of IP addresses/,
+      entry,
+    );
+  }
 });
 
 // ---------------------------------------------------------------------------
