@@ -174,6 +174,11 @@ export class LogThrottle {
     this.#options = { now: () => Date.now(), ...options };
   }
 
+  /** Keys it remembers (at most 10,000 after a flood of distinct keys). */
+  get tracked(): number {
+    return this.#keys.size;
+  }
+
   /** Whether to write a line for `key` now. */
   pass(key: string): ThrottleVerdict {
     const { windowMs, maxLines, now: clock } = this.#options;
