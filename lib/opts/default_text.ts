@@ -65,7 +65,8 @@ SHARED_KEY = SET_YOUR_SHARED_KEY_HERE
 # --- Server Options (recon-server) ---
 # MAX_CONCURRENT_JOBS: Number of jobs run at the same time (1 = one after another).
 MAX_CONCURRENT_JOBS = 1
-# TRUSTEDIPS: Comma-separated client IP addresses allowed to connect.
+# TRUSTEDIPS: Comma-separated client IP addresses allowed to connect (a link-local
+# fe80::1%eth0 only on that interface).
 # Example: #TRUSTEDIPS: 192.168.1.101,192.168.1.102
 # If commented out or empty, the server accepts connections from any address.
 #TRUSTEDIPS: 127.0.0.1,::1
@@ -88,9 +89,10 @@ MAX_CONCURRENT_JOBS = 1
 # MAX_UNAUTHENTICATED = 256
 # MAX_UNAUTHENTICATED_PER_IP: The same, per client address.
 # MAX_UNAUTHENTICATED_PER_IP = 64
-# LOCKOUT_FAILURES: Failed handshakes after which an address is locked out (0 = never).
+# LOCKOUT_FAILURES: Failed handshakes naming our key id after which an address is slowed
+# down, never refused (0 = never; a wrong key does not count).
 # LOCKOUT_FAILURES = 5
-# LOCKOUT_SECONDS: How long a locked-out address is refused.
+# LOCKOUT_SECONDS: How long failures add up, and how long an address stays slowed down.
 # LOCKOUT_SECONDS = 60
 # --- Watch Mode Options (recon-client watch mode) ---
 # CLIENT_WATCH_DIRECTORY: Directory watched for new scanner files.

@@ -208,7 +208,9 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
     default: "(empty: any address)",
     readBy: "server",
     description: "Comma-separated client IP addresses allowed to connect; other addresses are " +
-      "refused before the handshake. Both TRUSTEDIPS = a,b and TRUSTEDIPS: a,b are accepted.",
+      "refused before the handshake. Both TRUSTEDIPS = a,b and TRUSTEDIPS: a,b are accepted. " +
+      "A link-local address with its interface (fe80::1%eth0 or fe80::1%4) matches only on " +
+      "that interface; without one it matches on every interface.",
   },
   CLIENT_WATCH_DIRECTORY: {
     type: path,
@@ -324,14 +326,16 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
     type: { kind: "int", min: 0, max: Number.MAX_SAFE_INTEGER },
     default: "5",
     readBy: "server",
-    description: "Failed handshakes from one address after which it is locked out for " +
-      "LOCKOUT_SECONDS; 0 = never lock out.",
+    description: "Failed handshakes that name the server's key id, from one address, after " +
+      "which that address's handshakes are spaced 100 ms apart for LOCKOUT_SECONDS; 0 = never. " +
+      "Nothing is refused for failed handshakes, and a wrong key (unknown key id) never counts.",
   },
   LOCKOUT_SECONDS: {
     type: seconds(0),
     default: "60",
     readBy: "server",
-    description: "Seconds a locked-out address is refused.",
+    description: "Seconds within which failed handshakes add up, and how long an address " +
+      "stays slowed down after its last one.",
   },
   SHUTDOWN_GRACE: {
     type: seconds(0),
