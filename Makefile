@@ -7,7 +7,7 @@ DENO ?= $(shell command -v deno 2>/dev/null || echo $(TOOLS_DENO))
 PERMISSIONS := $(shell cat bin/permissions)
 TEST_PERMISSIONS := --allow-all
 
-.PHONY: setup test check fmt build bench bench-quick demo clean
+.PHONY: setup test check fmt build install bench bench-quick demo clean
 
 setup: $(DENO) .tools/.deps-cached
 
@@ -38,6 +38,12 @@ fmt: setup
 
 build: setup
 	@scripts/build "$(DENO)" $(PERMISSIONS)
+
+# recon-server and recon-client on PATH: PREFIX/bin (compiled binaries when DENORT_BIN
+# is set, else launchers for the tree installed in PREFIX/lib/recon).
+PREFIX ?= /usr/local
+install: setup
+	@scripts/install "$(DENO)" "$(PREFIX)" "$(DESTDIR)"
 
 bench: setup
 	@scripts/ensure-test-deps
