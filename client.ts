@@ -77,7 +77,10 @@ General:
   --json                  print one JSON document on stdout instead of text
   --quiet                 no progress or messages on stderr, only errors
   --debug                 debug logging
-  --show-config           print the effective configuration as JSON (key redacted)
+  --show-config           print the effective configuration as JSON (key redacted),
+                          with any recon.opts lines naming no option
+  --allow-unknown-options accept recon.opts options neither program knows, with a
+                          warning
   -h, --help              this help
   -V, --version           print the version
 
@@ -123,6 +126,7 @@ interface Args {
   quiet: boolean;
   debug: boolean;
   showConfig: boolean;
+  allowUnknownOptions: boolean;
   help: boolean;
   version: boolean;
   command?: string;
@@ -144,6 +148,7 @@ function parseClientArgs(argv: string[]): Args {
     quiet: { type: "boolean" },
     debug: { type: "boolean" },
     "show-config": { type: "boolean" },
+    "allow-unknown-options": { type: "boolean" },
     help: { type: "boolean", short: "h" },
     version: { type: "boolean", short: "V" },
   });
@@ -172,6 +177,7 @@ function parseClientArgs(argv: string[]): Args {
     quiet: values.quiet ?? false,
     debug: values.debug ?? false,
     showConfig: values["show-config"] ?? false,
+    allowUnknownOptions: values["allow-unknown-options"] ?? false,
     help: values.help ?? false,
     version: values.version ?? false,
     command,
@@ -366,9 +372,12 @@ async function main(argv: string[], interrupt: AbortController): Promise<number>
   if (args.help) return print(HELP);
   if (args.version) return print(versionText(PROGRAM));
   if (args.command === "keygen") return print(keygenText());
-  const loaded = await loadConfig(args.opts, "client");
+  // --show-config lists unknown options instead of stopping at the first one.
+  const loaded = await loadConfig(args.opts, "client", {
+    allowUnknownOptions: args.allowUnknownOptions || args.showConfig,
+  });
   applyFlags(loaded.config, args);
-  if (args.showConfig) return print(await showConfigText(loaded.config));
+  if (args.showConfig) return print(await showConfigText(loaded.config, loaded.unknownOptions));
   const setup = await setUp(loaded, args);
   if (args.serverStatus) return await showServerStatus(setup, args);
   if (args.viewQueue) return await showQueue(setup, args);

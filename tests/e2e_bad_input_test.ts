@@ -164,3 +164,51 @@ Deno.test("a missing RECON_SCRIPT refuses the job before the upload and is logge
   assert.doesNotMatch(server.log, /receiving/, "no byte was uploaded");
   assert.deepEqual(await server.jobDirs(), []);
 });
+
+Deno.test("a misspelt recon.opts option stops the client unless --allow-unknown-options; --show-config lists it", async () => {
+  await using server = await E2EServer.start({ script: testdata("e2e_recon.sh") });
+  const file = path.join(server.dir, "P00001.7");
+  await Deno.writeTextFile(file, "raw");
+  const optsPath = await server.writeClientOpts("misspelt.opts", { CLIENT_DOWNLOAD_DIRR: "/x" });
+
+  const refused = await server.client(["--files", file], { optsPath });
+  assert.equal(refused.code, 2, refused.stderr);
+  assert.match(
+    errorLine(refused.stderr),
+    /misspelt\.opts line \d+: .*CLIENT_DOWNLOAD_DIRR.*CLIENT_DOWNLOAD_DIR.*--allow-unknown-options/,
+  );
+
+  const allowed = await server.client(["--files", file, "--allow-unknown-options"], { optsPath });
+  assert.equal(allowed.code, 0, allowed.stderr);
+  assert.match(allowed.stderr, /CLIENT_DOWNLOAD_DIRR.* is kept but not used/);
+  assert.match(allowed.stdout, /manifest\.txt$/m, "the result files are listed");
+
+  // Without the flag too: --show-config is where one looks for the mistake.
+  const shown = await server.client(["--show-config"], { optsPath });
+  assert.equal(shown.code, 0, shown.stderr);
+  const [unknown] = JSON.parse(shown.stdout).unknown_options;
+  assert.equal(unknown.name, "CLIENT_DOWNLOAD_DIRR");
+  assert.equal(unknown.suggestion, "CLIENT_DOWNLOAD_DIR");
+
+  const state = path.join(server.dir, "watch.sqlite");
+  const watchRefused = await run(CLIENT_BIN, [
+    "watch",
+    "--opts",
+    optsPath,
+    "--status",
+    "--state",
+    state,
+  ]);
+  assert.equal(watchRefused.code, 2, watchRefused.stderr);
+  assert.match(errorLine(watchRefused.stderr), /CLIENT_DOWNLOAD_DIRR/);
+  const watchAllowed = await run(CLIENT_BIN, [
+    "watch",
+    "--opts",
+    optsPath,
+    "--allow-unknown-options",
+    "--status",
+    "--state",
+    state,
+  ]);
+  assert.equal(watchAllowed.code, 0, watchAllowed.stderr);
+});

@@ -13,7 +13,7 @@ import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { UsageError } from "../errors.ts";
 import { decodeKey, generateKey, keyId } from "../crypto/keys.ts";
 import { shutdownLogging } from "../log.ts";
-import { type ReconConfig, showConfigJson } from "../opts/mod.ts";
+import { type ReconConfig, showConfigJson, type UnknownOption } from "../opts/mod.ts";
 import { VERSION } from "../version.ts";
 import { describeError } from "./support.ts";
 
@@ -84,14 +84,19 @@ export function keygenText(): string {
 
 /**
  * What `--show-config` prints: the effective configuration as JSON with the key
- * redacted, plus its key id when SHARED_KEY is usable (shown without one otherwise).
+ * redacted, plus its key id when SHARED_KEY is usable (shown without one otherwise),
+ * and given `unknownOptions` (recon.opts loaded with `allowUnknownOptions`) an
+ * `unknown_options` list of the lines neither program knows.
  */
-export async function showConfigText(config: ReconConfig): Promise<string> {
+export async function showConfigText(
+  config: ReconConfig,
+  unknownOptions?: readonly UnknownOption[],
+): Promise<string> {
   let id: string | undefined;
   try {
     id = await keyId(decodeKey(config.SHARED_KEY));
   } catch { /* no usable key: shown redacted without an id */ }
-  return `${showConfigJson(config, id)}\n`;
+  return `${showConfigJson(config, id, unknownOptions)}\n`;
 }
 
 /** Inputs of {@link runMain}. */

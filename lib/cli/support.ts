@@ -30,9 +30,21 @@ export function describeError(
   };
 }
 
-/** Load recon.opts for `role`, creating the default file when missing. */
-export async function loadConfig(optsPath: string, role: "server" | "client"): Promise<LoadedOpts> {
-  return await loadOpts(optsPath, { role, generateKey });
+/**
+ * Load recon.opts for `role`, creating the default file when missing. An option
+ * neither program knows is an error unless `allowUnknownOptions` (the
+ * `--allow-unknown-options` flag), when it is a warning in `LoadedOpts.warnings`.
+ */
+export async function loadConfig(
+  optsPath: string,
+  role: "server" | "client",
+  options: { allowUnknownOptions?: boolean } = {},
+): Promise<LoadedOpts> {
+  return await loadOpts(optsPath, {
+    role,
+    generateKey,
+    allowUnknownOptions: options.allowUnknownOptions,
+  });
 }
 
 /** The SHARED_KEY bytes and key id, or a ConfigError naming SHARED_KEY. */

@@ -61,6 +61,8 @@ State:
 General:
   --opts PATH             recon.opts to use (default ./recon.opts)
   --debug                 debug logging
+  --allow-unknown-options accept recon.opts options neither program knows, with a
+                          warning
   -h, --help              this help
 
 Timing comes from recon.opts: CLIENT_DAEMON_POLL_INTERVAL (scan), _STABILITY_DELAY
@@ -87,6 +89,7 @@ interface WatchArgs {
   retry: string[];
   json: boolean;
   debug: boolean;
+  allowUnknownOptions: boolean;
   help: boolean;
 }
 
@@ -110,6 +113,7 @@ function parseWatchArgs(argv: string[], program: string): WatchArgs {
         retry: { type: "string", multiple: true },
         json: { type: "boolean" },
         debug: { type: "boolean" },
+        "allow-unknown-options": { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     });
@@ -130,6 +134,7 @@ function parseWatchArgs(argv: string[], program: string): WatchArgs {
     retry: values.retry ?? [],
     json: values.json ?? false,
     debug: values.debug ?? false,
+    allowUnknownOptions: values["allow-unknown-options"] ?? false,
     help: values.help ?? false,
   };
   if (args.status && args.retry.length > 0) {
@@ -339,7 +344,9 @@ export async function watchMain(argv: string[], context: WatchContext): Promise<
     context.writeStdout(help(context.program));
     return ExitCode.OK;
   }
-  const loaded = await loadConfig(args.opts, "client");
+  const loaded = await loadConfig(args.opts, "client", {
+    allowUnknownOptions: args.allowUnknownOptions,
+  });
   applyFlags(loaded.config, args);
   const statePath = loaded.config.CLIENT_DAEMON_STATE_FILE;
   if (args.status) return await showStatus(statePath, args, context);
