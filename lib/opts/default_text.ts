@@ -74,6 +74,9 @@ MAX_CONCURRENT_JOBS = 1
 # JOB_TIMEOUT = 3600
 # MATLAB_COMMAND: Command that runs a .m RECON_SCRIPT (split on spaces, no shell).
 # MATLAB_COMMAND = matlab -batch
+# LEGACY_SHARED_OUTPUT: 1 = also return files a legacy script writes into RECON_DICOM_DIR
+# itself; runs one job at a time (see examples/README.md). 0 = only RECON_OUTPUT_DIR.
+# LEGACY_SHARED_OUTPUT = 0
 # MAX_JOB_BYTES: Largest total input size of one job (bytes, or K/M/G/T: 512M, 64G).
 # MAX_JOB_BYTES = 64G
 # DISK_FREE_MARGIN: Free space to keep on the RECON_FILEPATH disk; bigger jobs are refused.

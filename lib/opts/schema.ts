@@ -63,6 +63,7 @@ export interface ReconConfig {
   CLIENT_DOWNLOAD_DIR: string;
   JOB_TIMEOUT: number;
   MATLAB_COMMAND: string[];
+  LEGACY_SHARED_OUTPUT: number;
   MAX_JOB_BYTES: number;
   DISK_FREE_MARGIN: number;
   IDLE_TIMEOUT: number;
@@ -283,6 +284,14 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
     description: "Command that runs a .m RECON_SCRIPT, split on whitespace into arguments " +
       "(no shell, no quoting); the Matlab call is appended as the last argument.",
   },
+  LEGACY_SHARED_OUTPUT: {
+    type: { kind: "int", min: 0, max: 1 },
+    default: "0",
+    readBy: "server",
+    description: "1 = also send back the files a legacy script writes into RECON_DICOM_DIR " +
+      "itself (new during its run); jobs then run one at a time, whatever " +
+      "MAX_CONCURRENT_JOBS says. 0 = only RECON_OUTPUT_DIR is collected.",
+  },
   MAX_JOB_BYTES: {
     type: { kind: "bytes", min: 1 },
     default: "64G",
@@ -457,6 +466,7 @@ export const DEFAULTS: Readonly<ReconConfig> = deepFreeze({
   CLIENT_DOWNLOAD_DIR: "client_downloads",
   JOB_TIMEOUT: 3600,
   MATLAB_COMMAND: ["matlab", "-batch"],
+  LEGACY_SHARED_OUTPUT: 0,
   MAX_JOB_BYTES: 64 * GiB,
   DISK_FREE_MARGIN: GiB,
   IDLE_TIMEOUT: 300,

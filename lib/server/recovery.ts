@@ -1,10 +1,12 @@
 /**
  * What a crashed server left behind, cleaned up at the next start
  * (docs/PROTOCOL.md §6.5): job input directories of jobs that never finished (their
- * clients were told the connection failed, and still hold the files), and the process
+ * clients were told the connection failed, and still hold the files), the process
  * groups of reconstruction scripts that outlived the server (each runs in its own
- * session, so it does not die with it). Result directories are kept: their jobs
- * finished and the log said where they are.
+ * session, so it does not die with it), and the output directories of jobs that had
+ * no outcome yet: a script killed halfway leaves partial files that must never pass
+ * for results. Such a job still has its `job_<id>.running` marker (lib/server/worker.ts).
+ * Result directories of jobs that finished are kept: the log said where they are.
  *
  * Jobs live in memory only, so nothing else can be resumed.
  *
@@ -18,10 +20,21 @@ import { stopJobProcesses } from "./job_processes.ts";
 export interface RecoveryReport {
   removedInputDirs: string[];
   stoppedScripts: number[];
+  /** Output directories of jobs that never got an outcome (partial results). */
+  removedOutputDirs: string[];
 }
 
 const INPUT_DIR = /^job_([0-9a-f-]{36})_input$/;
 const PID_FILE = /^job_([0-9a-f-]{36})\.pid$/;
+const RUNNING_MARKER = /^job_([0-9a-f-]{36})\.running$/;
+
+/**
+ * The marker that says job output is not final, next to the job's log
+ * (`RECON_FILEPATH/job_<id>.running`); it holds the output directory's path.
+ */
+export function runningMarkerPath(logPath: string): string {
+  return logPath.replace(/\.log$/, "") + ".running";
+}
 
 /**
  * True when process `pid` is a reconstruction script of job `jobId`: its environment
@@ -72,7 +85,11 @@ export async function recoverAfterCrash(
   reconFilePath: string,
   log: Logger,
 ): Promise<RecoveryReport> {
-  const report: RecoveryReport = { removedInputDirs: [], stoppedScripts: [] };
+  const report: RecoveryReport = {
+    removedInputDirs: [],
+    stoppedScripts: [],
+    removedOutputDirs: [],
+  };
   const other = await liveOwner(reconFilePath);
   if (other !== undefined) {
     log.warn(
@@ -112,6 +129,12 @@ export async function recoverAfterCrash(
     await Deno.remove(file).catch(() => {});
   }
   for (const entry of entries) {
+    const marker = RUNNING_MARKER.exec(entry.name);
+    if (marker && entry.isFile) {
+      await removePartialOutput(reconFilePath, entry.name, marker[1], log, report);
+    }
+  }
+  for (const entry of entries) {
     const inputDir = INPUT_DIR.exec(entry.name);
     if (!inputDir || !entry.isDirectory) continue;
     const dir = path.join(reconFilePath, entry.name);
@@ -124,4 +147,43 @@ export async function recoverAfterCrash(
     );
   }
   return report;
+}
+
+/**
+ * The output directory named by a `job_<id>.running` marker holds what a script wrote
+ * before the server died, not results: remove it (a symbolic link put in its place is
+ * removed, never followed), then the marker. Only a path ending in the job's own
+ * `job_<id>_output` is touched.
+ */
+async function removePartialOutput(
+  reconFilePath: string,
+  name: string,
+  jobId: string,
+  log: Logger,
+  report: RecoveryReport,
+): Promise<void> {
+  const marker = path.join(reconFilePath, name);
+  const outputDir = (await Deno.readTextFile(marker).catch(() => "")).trim();
+  if (!path.isAbsolute(outputDir) || path.basename(outputDir) !== `job_${jobId}_output`) {
+    log.warn(`job ${jobId}: ${marker} does not name the job's output directory; removed it`);
+    await Deno.remove(marker).catch(() => {});
+    return;
+  }
+  // A helper that outlived a script started just before the crash still writes there.
+  await stopJobProcesses(jobId);
+  try {
+    await Deno.remove(outputDir, { recursive: true });
+    report.removedOutputDirs.push(outputDir);
+    log.warn(
+      `job ${jobId}: removed ${outputDir}, partial output of a job that never finished (the server stopped during it)`,
+    );
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) {
+      log.warn(
+        `job ${jobId}: could not remove partial output ${outputDir}: ${(error as Error).message}`,
+      );
+      return;
+    }
+  }
+  await Deno.remove(marker).catch(() => {});
 }

@@ -4,13 +4,26 @@
  * plain reason, collect the result files, and remove the input directory whatever
  * happened.
  *
+ * While a job's output is not final, a marker file `RECON_FILEPATH/job_<id>.running`
+ * (holding the output directory's path) says so: it is written before the output
+ * directory is created and removed once the job has its outcome and a failed job's
+ * output is gone. A server that dies in between leaves it behind, and the next start
+ * removes that partial output instead of keeping it as results
+ * (lib/server/recovery.ts).
+ *
  * @module
  */
 import * as path from "node:path";
 import type { Logger } from "../log.ts";
-import { adoptLegacyResults, collectResults, snapshotDirectory } from "./results.ts";
+import {
+  adoptLegacyResults,
+  collectResults,
+  directoryIdentity,
+  snapshotDirectory,
+} from "./results.ts";
 import type { Job, JobOutcome } from "./jobs.ts";
 import { buildScriptCommand, runScript } from "./runner.ts";
+import { runningMarkerPath } from "./recovery.ts";
 
 /** What the worker needs from the server's configuration. */
 export interface WorkerSettings {
@@ -19,8 +32,11 @@ export interface WorkerSettings {
   matlabCommand: string[];
   /** Seconds; 0 = no limit. */
   jobTimeout: number;
-  /** Legacy RECON_DICOM_DIR results are only safe to adopt with one worker. */
-  adoptLegacyResults: boolean;
+  /**
+   * LEGACY_SHARED_OUTPUT: files the script writes into RECON_DICOM_DIR itself become
+   * its results too. Only safe with one job at a time, which the server then enforces.
+   */
+  legacySharedOutput: boolean;
   /** SIGTERM → SIGKILL grace in ms. */
   killGraceMs?: number;
 }
@@ -54,20 +70,40 @@ export async function executeJob(
   settings: WorkerSettings,
   log: Logger,
 ): Promise<JobOutcome> {
-  const outcome = await runJob(job, settings, log);
+  const marker = runningMarkerPath(job.logPath);
+  const outcome = await runJob(job, settings, log, marker);
   // A failed job's output goes too, whether or not a session still follows the job.
   if (!outcome.ok) {
-    await Deno.remove(job.outputDir, { recursive: true }).catch(() => {});
+    const removed = await Deno.remove(job.outputDir, { recursive: true }).then(
+      () => true,
+      (error) => {
+        if (error instanceof Deno.errors.NotFound) return true;
+        log.warn(`job ${job.id}: could not remove ${job.outputDir}: ${error.message}`);
+        return false;
+      },
+    );
+    // Kept when the output is still there: the next start removes it.
+    if (!removed) return outcome;
   }
+  await Deno.remove(marker).catch(() => {});
   return outcome;
 }
 
-async function runJob(job: Job, settings: WorkerSettings, log: Logger): Promise<JobOutcome> {
+async function runJob(
+  job: Job,
+  settings: WorkerSettings,
+  log: Logger,
+  marker: string,
+): Promise<JobOutcome> {
   try {
     const problem = await checkScript(settings.reconScript);
     if (problem) return failure(problem);
-    await Deno.mkdir(job.outputDir, { recursive: true, mode: 0o750 });
-    const before = settings.adoptLegacyResults
+    await Deno.writeTextFile(marker, `${job.outputDir}\n`, { createNew: true, mode: 0o640 });
+    await Deno.mkdir(path.dirname(job.outputDir), { recursive: true });
+    // Created here, not found: its device and inode are what results are collected from.
+    await Deno.mkdir(job.outputDir, { mode: 0o750 });
+    const identity = await directoryIdentity(job.outputDir);
+    const before = settings.legacySharedOutput
       ? await snapshotDirectory(settings.reconDicomDir)
       : undefined;
     const command = buildScriptCommand(
@@ -111,15 +147,22 @@ async function runJob(job: Job, settings: WorkerSettings, log: Logger): Promise<
       const how = run.signal ? `was killed by ${run.signal}` : `exited with code ${run.exitCode}`;
       return failure(`the reconstruction script ${how}`, run.exitCode, run.stderrTail);
     }
+    // runScript has stopped every process carrying the job's RECON_JOB_ID by now, so
+    // none of them adds a file to RECON_DICOM_DIR after this snapshot.
     if (before) {
-      const adopted = await adoptLegacyResults(settings.reconDicomDir, before, job.outputDir);
+      const adopted = await adoptLegacyResults(
+        settings.reconDicomDir,
+        before,
+        job.outputDir,
+        identity,
+      );
       if (adopted.length > 0) {
         log.info(
-          `job ${job.id}: took ${adopted.length} new file(s) from RECON_DICOM_DIR ${settings.reconDicomDir} as its results (legacy script)`,
+          `job ${job.id}: took ${adopted.length} new file(s) from RECON_DICOM_DIR ${settings.reconDicomDir} as its results (LEGACY_SHARED_OUTPUT)`,
         );
       }
     }
-    const scan = await collectResults(job.outputDir);
+    const scan = await collectResults(job.outputDir, identity);
     for (const skipped of scan.skipped) log.warn(`job ${job.id}: not sending ${skipped}`);
     if (scan.files.length === 0) {
       return failure(

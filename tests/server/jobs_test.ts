@@ -1,11 +1,10 @@
 /**
- * Tests for lib/server/jobs.ts (the FIFO queue and its workers) and
- * lib/server/results.ts (which files a job returns).
+ * Tests for lib/server/jobs.ts (the FIFO queue and its workers). Which files a job
+ * returns: tests/server/results_test.ts.
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
 import { Job, type JobOutcome, JobQueue, MAX_PENDING_EVENTS } from "../../lib/server/jobs.ts";
-import { adoptLegacyResults, collectResults, snapshotDirectory } from "../../lib/server/results.ts";
 
 function job(name: string): Job {
   return new Job({
@@ -229,65 +228,4 @@ Deno.test("Job.summary() gives the queue view the seed describes", () => {
   assert.equal(summary.file_count, 1);
   assert.equal(summary.input_dir, "job_s_input");
   assert.match(summary.submitted_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
-});
-
-Deno.test("collectResults() returns regular files recursively and skips symlinks", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "recon-results-" });
-  try {
-    await Deno.mkdir(path.join(dir, "series1"));
-    await Deno.writeTextFile(path.join(dir, "series1", "img1.dcm"), "a");
-    await Deno.writeTextFile(path.join(dir, "b.dcm"), "bb");
-    await Deno.symlink("/etc/passwd", path.join(dir, "evil.dcm"));
-    await Deno.symlink(path.join(dir, "series1"), path.join(dir, "loop"));
-    const scan = await collectResults(dir);
-    assert.deepEqual(scan.files.map((f) => [f.name, f.size]), [["b.dcm", 2], [
-      "series1/img1.dcm",
-      1,
-    ]]);
-    assert.equal(scan.skipped.length, 2);
-    assert.ok(scan.skipped.every((s) => s.includes("symbolic link")));
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("collectResults() skips, with the reason, names the client would refuse", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "recon-results-" });
-  try {
-    await Deno.writeTextFile(path.join(dir, "good.dcm"), "a");
-    await Deno.writeTextFile(path.join(dir, "back\\slash.dcm"), "b");
-    await Deno.writeTextFile(path.join(dir, "tab\tname.dcm"), "c");
-    await Deno.writeTextFile(path.join(dir, "esc\u001b[31m.dcm"), "d");
-    await Deno.mkdir(path.join(dir, "series\u0007"));
-    await Deno.writeTextFile(path.join(dir, "series\u0007", "img.dcm"), "e");
-    await Deno.mkdir(path.join(dir, "series2"));
-    await Deno.writeTextFile(path.join(dir, "series2", "-dash.dcm"), "f");
-    const scan = await collectResults(dir);
-    assert.deepEqual(scan.files.map((f) => f.name), ["good.dcm", "series2/-dash.dcm"]);
-    assert.deepEqual(scan.skipped.sort(), [
-      '"back\\\\slash.dcm" (the path is not relative)',
-      '"esc\\u001b[31m.dcm" (segment "esc\\u001b[31m.dcm": the name contains NUL or a control character)',
-      '"series\\u0007/img.dcm" (segment "series\\u0007": the name contains NUL or a control character)',
-      '"tab\\tname.dcm" (segment "tab\\tname.dcm": the name contains NUL or a control character)',
-    ]);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("adoptLegacyResults() moves only files new in RECON_DICOM_DIR into the job's output", async () => {
-  const dicomDir = await Deno.makeTempDir({ prefix: "recon-legacy-" });
-  try {
-    await Deno.writeTextFile(path.join(dicomDir, "old.dcm"), "old");
-    const output = path.join(dicomDir, "job_x_output");
-    await Deno.mkdir(output);
-    const before = await snapshotDirectory(dicomDir);
-    await Deno.writeTextFile(path.join(dicomDir, "new.dcm"), "new");
-    await Deno.mkdir(path.join(dicomDir, "job_y_output"));
-    assert.deepEqual(await adoptLegacyResults(dicomDir, before, output), ["new.dcm"]);
-    assert.equal(await Deno.readTextFile(path.join(output, "new.dcm")), "new");
-    assert.equal(await Deno.readTextFile(path.join(dicomDir, "old.dcm")), "old");
-  } finally {
-    await Deno.remove(dicomDir, { recursive: true });
-  }
 });

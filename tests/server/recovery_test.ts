@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
-import { log } from "../../lib/log.ts";
+import { log, type Logger } from "../../lib/log.ts";
 import { isScriptOfJob, OWNER_FILE, recoverAfterCrash } from "../../lib/server/recovery.ts";
 
 const logger = log("recon-test", "recovery");
@@ -101,5 +101,79 @@ Deno.test("recoverAfterCrash() leaves the directory alone while another live ser
 
 Deno.test("recoverAfterCrash() is a no-op for a directory that does not exist yet", async () => {
   const report = await recoverAfterCrash(`/tmp/recon-missing-${crypto.randomUUID()}`, logger);
-  assert.deepEqual(report, { removedInputDirs: [], stoppedScripts: [] });
+  assert.deepEqual(report, { removedInputDirs: [], stoppedScripts: [], removedOutputDirs: [] });
+});
+
+Deno.test("recoverAfterCrash() removes the partial output of a job that never finished, and keeps finished results", async () => {
+  await using tmp = await tempDir();
+  const reconFilePath = path.join(tmp.dir, "pfiles");
+  const dicomDir = path.join(tmp.dir, "dicoms");
+  await Deno.mkdir(reconFilePath);
+  await Deno.mkdir(dicomDir);
+  // Killed halfway: its marker is still there.
+  const partialId = crypto.randomUUID();
+  const partial = path.join(dicomDir, `job_${partialId}_output`);
+  await Deno.mkdir(partial);
+  await Deno.writeTextFile(path.join(partial, "partial.dcm"), "half an image");
+  await Deno.writeTextFile(path.join(reconFilePath, `job_${partialId}.running`), `${partial}\n`);
+  // Finished, its client gone: results kept for the operator, no marker.
+  const doneId = crypto.randomUUID();
+  const done = path.join(dicomDir, `job_${doneId}_output`);
+  await Deno.mkdir(done);
+  await Deno.writeTextFile(path.join(done, "image.dcm"), "a whole image");
+  const lines: string[] = [];
+  const capture = { info: () => {}, warn: (message: string) => lines.push(message) };
+
+  const report = await recoverAfterCrash(reconFilePath, capture as unknown as Logger);
+
+  assert.deepEqual(report.removedOutputDirs, [partial]);
+  assert.deepEqual(await Array.fromAsync(Deno.readDir(dicomDir), (e) => e.name), [
+    `job_${doneId}_output`,
+  ]);
+  assert.deepEqual(await Array.fromAsync(Deno.readDir(reconFilePath), (e) => e.name), [
+    OWNER_FILE,
+  ]);
+  assert.ok(
+    lines.some((line) =>
+      line === `job ${partialId}: removed ${partial}, partial output of a job that never ` +
+          "finished (the server stopped during it)"
+    ),
+    lines.join("\n"),
+  );
+});
+
+Deno.test("recoverAfterCrash() removes a link left in place of a partial output directory, not what it points to", async () => {
+  await using tmp = await tempDir();
+  const secret = path.join(tmp.dir, "etc");
+  await Deno.mkdir(secret);
+  await Deno.writeTextFile(path.join(secret, "shadow"), "root:$6$hash");
+  const jobId = crypto.randomUUID();
+  const output = path.join(tmp.dir, `job_${jobId}_output`);
+  await Deno.symlink(secret, output);
+  await Deno.writeTextFile(path.join(tmp.dir, `job_${jobId}.running`), `${output}\n`);
+
+  const report = await recoverAfterCrash(tmp.dir, logger);
+
+  assert.deepEqual(report.removedOutputDirs, [output]);
+  await assert.rejects(Deno.lstat(output), Deno.errors.NotFound);
+  assert.deepEqual(await Array.fromAsync(Deno.readDir(secret), (e) => e.name), ["shadow"]);
+});
+
+Deno.test("recoverAfterCrash() touches nothing but the job's own output directory a marker names", async () => {
+  await using tmp = await tempDir();
+  const jobId = crypto.randomUUID();
+  const precious = path.join(tmp.dir, "precious");
+  await Deno.mkdir(precious);
+  const other = path.join(tmp.dir, `job_${crypto.randomUUID()}_output`);
+  await Deno.mkdir(other);
+  for (const [index, named] of [precious, other, "relative/job_x_output"].entries()) {
+    const marker = path.join(tmp.dir, `job_${jobId.slice(0, -1)}${index}.running`);
+    await Deno.writeTextFile(marker, `${named}\n`);
+  }
+
+  const report = await recoverAfterCrash(tmp.dir, logger);
+
+  assert.deepEqual(report.removedOutputDirs, []);
+  const left = (await Array.fromAsync(Deno.readDir(tmp.dir), (e) => e.name)).sort();
+  assert.deepEqual(left, [OWNER_FILE, path.basename(other), "precious"].sort());
 });

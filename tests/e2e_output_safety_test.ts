@@ -1,0 +1,159 @@
+/**
+ * End to end, what may come back as a job's results (issue 11): only files in the
+ * output directory the server created for the job. A script that swaps that directory
+ * for a link to /etc gets its job failed and nothing sent; what a script killed with
+ * the server left in its output directory is removed at the next start, never kept
+ * as results; and a file a previous job's stray writer drops into the shared
+ * RECON_DICOM_DIR never reaches the next job's client.
+ */
+import assert from "node:assert/strict";
+import * as path from "node:path";
+import {
+  E2EServer,
+  listDir,
+  pgrep,
+  SERVER_BIN,
+  StreamText,
+  tempDir,
+  waitFor,
+} from "./support/e2e.ts";
+
+/** A recon script `recon.sh` in a fresh directory. */
+async function script(dir: string, body: string): Promise<string> {
+  const file = path.join(dir, "recon.sh");
+  await Deno.writeTextFile(file, body);
+  return file;
+}
+
+Deno.test("a script that replaces RECON_OUTPUT_DIR with a link to a secret fails its job and nothing is sent", async () => {
+  await using files = await tempDir();
+  const secret = path.join(files.path, "etc");
+  await Deno.mkdir(secret);
+  await Deno.writeTextFile(path.join(secret, "shadow"), "root:$6$secret-hash");
+  await using server = await E2EServer.start({
+    script: await script(
+      files.path,
+      `rmdir "$RECON_OUTPUT_DIR" && ln -s ${JSON.stringify(secret)} "$RECON_OUTPUT_DIR"\n`,
+    ),
+  });
+  const input = path.join(files.path, "P00001.7");
+  await Deno.writeTextFile(input, "raw");
+  const result = await server.client(["--files", input]);
+  assert.equal(result.code, 1, `${result.stderr}\n--- server ---\n${server.log}`);
+  assert.equal(result.stdout, "");
+  assert.match(
+    result.stderr,
+    /RECON_OUTPUT_DIR is not the directory the server created \(it is now a symbolic link to .*etc.*\); no results are sent/,
+  );
+  await server.waitForLog(/failed: RECON_OUTPUT_DIR is not the directory .*symbolic link/);
+  const downloaded = await listDir(server.downloadDir);
+  for (const job of downloaded) {
+    assert.deepEqual(await listDir(path.join(server.downloadDir, job)), [], "nothing arrived");
+  }
+  assert.deepEqual(await listDir(secret), ["shadow"], "the link's target is untouched");
+  await server.waitForNoJobDirs();
+});
+
+Deno.test("a restart after a SIGKILL mid-script removes the partial output and says so", async () => {
+  await using files = await tempDir();
+  const marker = `1000.${crypto.getRandomValues(new Uint32Array(1))[0]}`;
+  const server = await E2EServer.start({
+    script: await script(
+      files.path,
+      `echo half > "$RECON_OUTPUT_DIR/partial.dcm"\nexec sleep ${marker}\n`,
+    ),
+    expectCleanJobDirs: false,
+  });
+  await using _ = server;
+  const input = path.join(files.path, "P00001.7");
+  await Deno.writeTextFile(input, "raw");
+  try {
+    await using client = server.spawnClient(["--files", input]);
+    const partial = await waitFor("the script's partial output", async () => {
+      for (const name of await listDir(server.dicomDir)) {
+        const file = path.join(server.dicomDir, name, "partial.dcm");
+        if (await Deno.stat(file).then(() => true, () => false)) return name;
+      }
+      return undefined;
+    });
+    await waitFor("the script to run", async () => (await pgrep(marker)).length > 0);
+    await server.stop("SIGKILL");
+    assert.equal((await client.result(30_000)).code, 3);
+
+    const restarted = new Deno.Command(SERVER_BIN, {
+      args: ["--opts", server.optsPath, "--port", "0", "--host", "127.0.0.1"],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const log = new StreamText(restarted.stderr);
+    try {
+      await log.waitFor(/listening on 127\.0\.0\.1:\d+/, 20_000);
+      const dir = path.join(server.dicomDir, partial);
+      assert.ok(
+        log.text.includes(
+          `removed ${dir}, partial output of a job that never finished (the server stopped during it)`,
+        ),
+        log.text,
+      );
+      assert.deepEqual(await listDir(server.dicomDir), [], "no partial output is left");
+      assert.deepEqual(
+        (await listDir(server.reconFilePath)).filter((name) => name.startsWith("job_")),
+        (await listDir(server.reconFilePath)).filter((name) => name.endsWith(".log")),
+        "only the job's log is left in RECON_FILEPATH",
+      );
+    } finally {
+      restarted.kill("SIGTERM");
+      await restarted.status;
+      await log.done;
+    }
+  } finally {
+    for (const pid of await pgrep(marker)) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* gone */ }
+    }
+  }
+});
+
+Deno.test("a file a previous job's stray writer drops into RECON_DICOM_DIR never reaches the next job's client", async () => {
+  await using files = await tempDir();
+  // Job A starts a writer that leaves both its process group and its environment (so
+  // the server cannot find it) and writes patient A's image into the shared
+  // RECON_DICOM_DIR while job B runs. Deterministic order: A's script returns once its writer runs without the job's
+  // environment; the writer writes once B's script runs; B finishes after that.
+  const started = JSON.stringify(path.join(files.path, "writer_started"));
+  const bRunning = JSON.stringify(path.join(files.path, "b_running"));
+  const wait = (file: string) =>
+    `i=0; while [ ! -e ${file} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done`;
+  const body = `DICOM="$(dirname "$RECON_OUTPUT_DIR")"
+if [ "$3" = a ]; then
+  setsid env -i sh -c 'touch "$1"; ${wait('"$2"')}; echo PATIENT-A > "$0/patient_a.dcm"' \\
+    "$DICOM" ${started} ${bRunning} </dev/null >/dev/null 2>&1 &
+  ${wait(started)}
+  echo A > "$RECON_OUTPUT_DIR/a.dcm"
+else
+  touch ${bRunning}
+  ${wait('"$DICOM/patient_a.dcm"')}
+  echo B > "$RECON_OUTPUT_DIR/b.dcm"
+fi
+`;
+  await using server = await E2EServer.start({ script: await script(files.path, body) });
+  const input = path.join(files.path, "P00001.7");
+  await Deno.writeTextFile(input, "raw");
+  const a = await server.client(["--files", input, "--recon-options", '{"role": "a"}']);
+  assert.equal(a.code, 0, a.stderr);
+  const b = await server.client(["--files", input, "--recon-options", '{"role": "b"}']);
+  assert.equal(b.code, 0, b.stderr);
+  assert.deepEqual(
+    b.stdout.trimEnd().split("\n").map((file) => path.basename(file)),
+    ["b.dcm"],
+    "job B received only its own image",
+  );
+  // The stray file did land in the shared directory, and stays there.
+  assert.equal(
+    await Deno.readTextFile(path.join(server.dicomDir, "patient_a.dcm")),
+    "PATIENT-A\n",
+  );
+  await server.waitForNoJobDirs();
+});
