@@ -36,7 +36,7 @@ import { loadConfig, sharedKeyMaterial } from "./lib/cli/support.ts";
 import { ExitCode, InterruptedError, JobError, UsageError } from "./lib/errors.ts";
 import { log, type Logger, setupLogging } from "./lib/log.ts";
 import type { LoadedOpts, ReconConfig } from "./lib/opts/mod.ts";
-import { checkReconOptions, parseReconOptions, type ReconOptions } from "./lib/wire/protocol.ts";
+import { parseReconOptions, type ReconOptions } from "./lib/wire/protocol.ts";
 import { VERSION } from "./lib/version.ts";
 import { watchMain } from "./lib/watch/cli.ts";
 
@@ -220,11 +220,14 @@ async function inputPaths(args: Args, defaultPfile: string): Promise<string[]> {
   return [defaultPfile];
 }
 
-function reconOptionsFrom(args: Args, fallback: Record<string, unknown>): ReconOptions {
+/**
+ * The job's options: `--recon-options` or none. CLIENT_DAEMON_RECON_OPTIONS_JSON is
+ * for the jobs watch mode sends (README), never for a one-off submission.
+ */
+function reconOptionsFrom(args: Args): ReconOptions {
+  if (args.reconOptions === undefined) return {};
   try {
-    return args.reconOptions === undefined
-      ? checkReconOptions(fallback)
-      : parseReconOptions(args.reconOptions);
+    return parseReconOptions(args.reconOptions);
   } catch (error) {
     throw new UsageError(`--recon-options: ${(error as Error).message}`, {
       hint: `for example --recon-options '{"num_slices": 128, "algorithm": "fft"}'`,
@@ -319,7 +322,7 @@ async function submit(setup: Setup, args: Args, signal: AbortSignal): Promise<nu
   });
   // Check everything local before connecting.
   const files = await describeFiles(await inputPaths(args, config.CLIENT_DEFAULT_PFILE_PATH));
-  const reconOptions = reconOptionsFrom(args, config.CLIENT_DAEMON_RECON_OPTIONS_JSON);
+  const reconOptions = reconOptionsFrom(args);
   await checkDownloadDir(config.CLIENT_DOWNLOAD_DIR);
   if (signal.aborted) throw new InterruptedError("interrupted before connecting");
   const channel = await connect(setup);
