@@ -19,7 +19,10 @@ import { loadConfig, sharedKeyMaterial } from "./lib/cli/support.ts";
 import { ConfigError, errorMessage, ExitCode, UsageError } from "./lib/errors.ts";
 import { log, type Logger, setupLogging } from "./lib/log.ts";
 import type { LoadedOpts, ReconConfig } from "./lib/opts/mod.ts";
+import { startLogSweeper } from "./lib/server/log_retention.ts";
+import { releaseOwnerFile } from "./lib/server/recovery.ts";
 import { ReconServer } from "./lib/server/server.ts";
+import { prepareServerPaths } from "./lib/server/strict_paths.ts";
 import { VERSION } from "./lib/version.ts";
 
 const PROGRAM = "recon-server";
@@ -30,6 +33,7 @@ a time) and sends the results back.
 
 Usage:
   ${PROGRAM} [--opts PATH] [--host HOST] [--port PORT] [--debug]
+            [--allow-unknown-options]
   ${PROGRAM} --show-config [--opts PATH]
   ${PROGRAM} keygen
 
@@ -40,7 +44,10 @@ Options:
   --host HOST     listen address (overrides SERVER_HOST; 0.0.0.0 for all)
   --port PORT     listen port (overrides SERVER_PORT; 0 picks a free port)
   --debug         debug logging
-  --show-config   print the effective configuration as JSON (key redacted) and exit
+  --allow-unknown-options
+                  accept recon.opts options neither program knows, with a warning
+  --show-config   print the effective configuration as JSON (key redacted), with
+                  any recon.opts lines naming no option, and exit
   -h, --help      this help
   -V, --version   print the version
 
@@ -52,8 +59,8 @@ running jobs finish within SHUTDOWN_GRACE seconds, then exit 0. A second signal
 stops at once (exit 1).
 
 Exit codes: 0 clean shutdown, 1 stopped by a second signal, 2 usage or
-configuration error (including RECON_FILEPATH or RECON_DICOM_DIR not writable),
-3 cannot listen.
+configuration error (including RECON_FILEPATH, RECON_DICOM_DIR or the directory of
+LOG_FILEPATH not writable, or writable by another user), 3 cannot listen.
 
 Example:
   ${PROGRAM} keygen              # put the key in recon.opts on both machines
@@ -76,6 +83,7 @@ async function main(argv: string[]): Promise<number> {
     port: { type: "string" },
     debug: { type: "boolean" },
     "show-config": { type: "boolean" },
+    "allow-unknown-options": { type: "boolean" },
     help: { type: "boolean", short: "h" },
     version: { type: "boolean", short: "V" },
   });
@@ -87,17 +95,23 @@ async function main(argv: string[]): Promise<number> {
       hint: `see '${PROGRAM} --help'`,
     });
   }
-  const loaded = await loadConfig(values.opts ?? "recon.opts", "server");
+  // --show-config lists unknown options instead of stopping at the first one.
+  const showConfig = values["show-config"] ?? false;
+  const loaded = await loadConfig(values.opts ?? "recon.opts", "server", {
+    allowUnknownOptions: (values["allow-unknown-options"] ?? false) || showConfig,
+  });
   const { config } = loaded;
   if (values.host !== undefined) config.SERVER_HOST = values.host;
   if (values.port !== undefined) config.SERVER_PORT = parsePort(values.port, 0);
-  if (values["show-config"]) return print(await showConfigText(config));
+  if (showConfig) return print(await showConfigText(config, loaded.unknownOptions));
   return await serve(loaded, values.debug ?? false);
 }
 
 /** Serve until SIGINT or SIGTERM, then shut down gracefully. */
 async function serve(loaded: LoadedOpts, debug: boolean): Promise<number> {
   const { config } = loaded;
+  // Before the log file is opened: its directory is one of those checked.
+  await prepareServerPaths(config);
   const logger = await startLogging(loaded, debug);
   const key = await sharedKeyMaterial(loaded);
   const server = await listen(config, key, logger);
@@ -111,9 +125,16 @@ async function serve(loaded: LoadedOpts, debug: boolean): Promise<number> {
   if (config.TRUSTEDIPS.length === 0) {
     logger.info("TRUSTEDIPS is empty: any address that holds SHARED_KEY may connect");
   }
+  const sweeper = startLogSweeper({
+    dir: config.RECON_FILEPATH,
+    days: config.LOG_RETENTION,
+    log: logger,
+  });
   const signal = await stopped;
+  await sweeper.stop();
   logger.info(`${signal}: shutting down (grace ${config.SHUTDOWN_GRACE} s)`);
   await server.shutdown(`the server is shutting down (${signal})`);
+  await releaseOwnerFile(config.RECON_FILEPATH);
   logger.info("shutdown complete");
   return ExitCode.OK;
 }

@@ -16,7 +16,8 @@ export const DEFAULT_OPTS_TEXT: string =
   `# recon.opts: configuration of recon-server (on the recon box) and recon-client
 # (on the scanner). Reference: docs/CONFIGURATION.md. Lines starting with # are
 # comments; a # after whitespace ends a value. Relative paths are relative to this
-# file's directory. Keep this file private (chmod 600): it holds SHARED_KEY.
+# file's directory. Keep this file private: it holds SHARED_KEY. Mode 0600 owned by
+# the user the program runs as, or 0640 with that user's own group (docs/DEPLOY.md).
 #
 # SERVER_HOST is where the server listens and where the client connects. One file
 # can serve both sides when that is one name (a host name or address of the recon
@@ -46,16 +47,18 @@ adw2.0
 # 6 MRRAW_PATH: Scanner raw data directory (legacy, not used: clients send their files)
 /usr/g/mrraw/
 # 7 RECON_FILEPATH: Server directory under which each job gets job_<uuid>_input/
-/tmp/recon_server_pfiles
+#   and its log (created 0700; refused if another user can write it or a parent)
+/var/lib/recon/jobs
 # 8 RECON_SCRIPT: Reconstruction program on the server (e.g., /opt/scripts/recon.sh,
 #   bart_recon.sh or recon.m); it runs as RECON_SCRIPT <job_input_dir> --key value ...
 default_recon_script.sh
 # 9 RECON_DICOM_DIR: Server directory where reconstructed DICOMs are collected
-/tmp/recon_server_dicoms
+/var/lib/recon/results
 # 10 SCANNER_DICOM_DIR: Scanner's DICOM directory (legacy, not used)
 /tmp/scanner_dicoms/
-# 11 LOG_FILEPATH: Log file for server and client (in addition to stderr)
-/tmp/recon_project.log
+# 11 LOG_FILEPATH: Log file for server and client (in addition to stderr); a client
+#   not run as root uses ~/.local/state/recon/recon-client.log instead of this default
+/var/log/recon/recon.log
 # --- Secure Transfer Options ---
 # SHARED_KEY: The Fernet key that encrypts and authenticates every connection.
 # Generate one with: recon-server keygen
@@ -81,6 +84,8 @@ MAX_CONCURRENT_JOBS = 1
 # MAX_JOB_BYTES = 64G
 # DISK_FREE_MARGIN: Free space to keep on the RECON_FILEPATH disk; bigger jobs are refused.
 # DISK_FREE_MARGIN = 1G
+# LOG_RETENTION: Days the per-job logs job_<id>.log are kept (0 = forever).
+# LOG_RETENTION = 30
 # SHUTDOWN_GRACE: Seconds to let running work finish on SIGTERM or Ctrl-C.
 # SHUTDOWN_GRACE = 30
 # --- Connection Limits (server; IDLE_TIMEOUT and HANDSHAKE_TIMEOUT also client) ---
@@ -113,13 +118,15 @@ MAX_CONCURRENT_JOBS = 1
 # CLIENT_DAEMON_ON_COMPLETE: Program run after each completed job (empty = none).
 # CLIENT_DAEMON_ON_COMPLETE = /usr/local/bin/recon-done
 # CLIENT_DAEMON_STATE_FILE: Where the watch mode remembers submitted files
-# (empty = recon-watch.sqlite next to this file).
+# (empty = recon-watch.sqlite next to this file; for a client not run as root, in
+# ~/.local/state/recon).
 # CLIENT_DAEMON_STATE_FILE = recon-watch.sqlite
 # --- Client Options (recon-client) ---
 # CLIENT_DEFAULT_PFILE_NAME: File name of the default P-file.
 CLIENT_DEFAULT_PFILE_NAME = P00000.7
 # CLIENT_DEFAULT_PFILE_PATH: File submitted when no --files and no --directory are given.
 CLIENT_DEFAULT_PFILE_PATH = /tmp/default_pfile_on_client/P00000.7
-# CLIENT_DOWNLOAD_DIR: Where the client saves received results (relative to this file).
+# CLIENT_DOWNLOAD_DIR: Where the client saves received results (relative to this file;
+# a client not run as root uses ~/.local/state/recon/downloads instead of this default).
 CLIENT_DOWNLOAD_DIR = client_downloads
 `;

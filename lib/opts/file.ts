@@ -10,6 +10,7 @@ import { parseOpts, resolveConfigPaths, type UnknownOption } from "./config.ts";
 import { DEFAULT_OPTS_TEXT } from "./default_text.ts";
 import { formatOpts, setOption } from "./document.ts";
 import { PLACEHOLDER_SHARED_KEY, type ReconConfig } from "./schema.ts";
+import { applyUserDefaults, type ProgramUser } from "./user_paths.ts";
 
 /** Largest recon.opts read; anything bigger is not a config file. */
 export const MAX_OPTS_BYTES = 1024 * 1024;
@@ -24,6 +25,12 @@ export interface LoadOptsOptions {
   generateKey: () => string;
   /** Accept unknown options with a warning instead of a ConfigError (`--allow-unknown-options`). */
   allowUnknownOptions?: boolean;
+  /**
+   * Who runs the program (default: this process's uid, XDG_STATE_HOME and HOME): a
+   * client not run as root keeps its default files in its state directory
+   * (lib/opts/user_paths.ts), and recon.opts may be readable by its own group.
+   */
+  user?: ProgramUser & { gid: number };
 }
 
 /** {@link loadOpts} result. */
@@ -101,14 +108,34 @@ async function createOptsFile(path: string, text: string): Promise<boolean> {
   }
 }
 
-async function modeWarning(path: string): Promise<string | undefined> {
+function processUser(): ProgramUser & { gid: number } {
+  return {
+    uid: Deno.uid() ?? 0,
+    gid: Deno.gid() ?? 0,
+    env: { XDG_STATE_HOME: Deno.env.get("XDG_STATE_HOME"), HOME: Deno.env.get("HOME") },
+  };
+}
+
+/**
+ * A warning when users other than the program's own can read or change recon.opts.
+ * Mode 0600, or 0640 with the program's own group (`0640 root:recon` for a service
+ * running as recon:recon), is quiet: that group is the service itself. Whoever can
+ * read the file has SHARED_KEY, and the site's RECON_SCRIPT, run as the service's
+ * user, is among them: it is trusted code (docs/DEPLOY.md §2).
+ */
+async function modeWarning(
+  path: string,
+  user: { uid: number; gid: number },
+): Promise<string | undefined> {
   if (Deno.build.os === "windows") return undefined;
   try {
-    const mode = (await Deno.stat(path)).mode;
-    if (mode === null || (mode & 0o077) === 0) return undefined;
+    const { mode, gid } = await Deno.stat(path);
+    if (mode === null) return undefined;
     const octal = (mode & 0o777).toString(8).padStart(4, "0");
-    return `${path} holds SHARED_KEY but other users can access it (mode ${octal}); ` +
-      `run chmod 600 ${path}`;
+    const ownGroup = gid === user.gid && (mode & 0o037) === 0;
+    if ((mode & 0o077) === 0 || ownGroup) return undefined;
+    return `${path} holds SHARED_KEY but other users can access it (mode ${octal}, group ` +
+      `${gid}); run chmod 600 ${path}, or chmod 640 with the group of the user recon runs as`;
   } catch {
     return undefined;
   }
@@ -155,11 +182,17 @@ export async function loadOpts(path: string, options: LoadOptsOptions): Promise<
     source: absolute,
     allowUnknownOptions: options.allowUnknownOptions,
   });
+  const user = options.user ?? processUser();
   const hasKey = config.SHARED_KEY !== "" && config.SHARED_KEY !== PLACEHOLDER_SHARED_KEY;
-  const warning = hasKey && !created ? await modeWarning(absolute) : undefined;
+  const warning = hasKey && !created ? await modeWarning(absolute, user) : undefined;
   if (warning) warnings.push(warning);
+  const own = applyUserDefaults(config, options.role, user);
+  if (own.stateDir !== undefined) {
+    // Best effort: a log, download or state file there creates no parents of its own.
+    await Deno.mkdir(own.stateDir, { recursive: true, mode: 0o700 }).catch(() => {});
+  }
   return {
-    config: resolveConfigPaths(config, dirname(absolute)),
+    config: resolveConfigPaths(own.config, dirname(absolute)),
     warnings,
     unknownOptions,
     path: absolute,

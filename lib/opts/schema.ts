@@ -72,6 +72,7 @@ export interface ReconConfig {
   MAX_UNAUTHENTICATED_PER_IP: number;
   LOCKOUT_FAILURES: number;
   LOCKOUT_SECONDS: number;
+  LOG_RETENTION: number;
   SHUTDOWN_GRACE: number;
   CLIENT_DAEMON_ON_COMPLETE: string;
   CLIENT_DAEMON_STATE_FILE: string;
@@ -160,10 +161,11 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
   },
   RECON_FILEPATH: {
     type: path,
-    default: "/tmp/recon_server_pfiles",
+    default: "/var/lib/recon/jobs",
     readBy: "server",
     description: "Directory under which the server creates each job's input directory " +
-      "job_<uuid>_input/ (line 7).",
+      "job_<uuid>_input/, and where it keeps the per-job logs (line 7). Created 0700 when " +
+      "missing; the server refuses one another user can write or that it does not own.",
   },
   RECON_SCRIPT: {
     type: path,
@@ -174,10 +176,10 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
   },
   RECON_DICOM_DIR: {
     type: path,
-    default: "/tmp/recon_server_dicoms",
+    default: "/var/lib/recon/results",
     readBy: "server",
     description: "Directory where reconstructed DICOM files are collected and sent back " +
-      "from (line 9).",
+      "from (line 9). Created 0700 when missing; refused like RECON_FILEPATH.",
   },
   SCANNER_DICOM_DIR: {
     type: str,
@@ -187,9 +189,12 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
   },
   LOG_FILEPATH: {
     type: path,
-    default: "/tmp/recon_project.log",
+    default: "/var/log/recon/recon.log",
     readBy: "both",
-    description: "Log file, appended to by both programs in addition to stderr (line 11).",
+    description: "Log file, appended to by both programs in addition to stderr (line 11). " +
+      "The server creates its directory 0750 and refuses one another user can write; a " +
+      "client not run as root uses recon-client.log in its state directory " +
+      "($XDG_STATE_HOME/recon, else ~/.local/state/recon) instead of the default.",
   },
   SHARED_KEY: {
     type: str,
@@ -268,7 +273,9 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
     type: path,
     default: "client_downloads",
     readBy: "client",
-    description: "Directory where the client saves the results it receives.",
+    description: "Directory where the client saves the results it receives. A client not " +
+      "run as root uses downloads in its state directory ($XDG_STATE_HOME/recon, else " +
+      "~/.local/state/recon) instead of the default.",
   },
   JOB_TIMEOUT: {
     type: seconds(0),
@@ -346,6 +353,13 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
     description: "Seconds within which failed handshakes add up, and how long an address " +
       "stays slowed down after its last one.",
   },
+  LOG_RETENTION: {
+    type: { kind: "int", min: 0, max: 36500 },
+    default: "30",
+    readBy: "server",
+    description: "Days the per-job logs RECON_FILEPATH/job_<id>.log are kept; older ones are " +
+      "removed at start and then hourly. 0 = never removed.",
+  },
   SHUTDOWN_GRACE: {
     type: seconds(0),
     default: "30",
@@ -364,7 +378,9 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
     type: path,
     default: "(empty: recon-watch.sqlite next to recon.opts)",
     readBy: "watch",
-    description: "SQLite file where the watch mode remembers which files it has submitted.",
+    description: "SQLite file where the watch mode remembers which files it has submitted. " +
+      "Empty, for a client not run as root: recon-watch.sqlite in its state directory " +
+      "($XDG_STATE_HOME/recon, else ~/.local/state/recon).",
   },
 });
 
@@ -447,11 +463,11 @@ export const DEFAULTS: Readonly<ReconConfig> = deepFreeze({
   PASSWORD: "adw2.0",
   SSH_PORT: 22,
   MRRAW_PATH: "/usr/g/mrraw/",
-  RECON_FILEPATH: "/tmp/recon_server_pfiles",
+  RECON_FILEPATH: "/var/lib/recon/jobs",
   RECON_SCRIPT: "default_recon_script.sh",
-  RECON_DICOM_DIR: "/tmp/recon_server_dicoms",
+  RECON_DICOM_DIR: "/var/lib/recon/results",
   SCANNER_DICOM_DIR: "/tmp/scanner_dicoms/",
-  LOG_FILEPATH: "/tmp/recon_project.log",
+  LOG_FILEPATH: "/var/log/recon/recon.log",
   SHARED_KEY: "",
   MAX_CONCURRENT_JOBS: 1,
   TRUSTEDIPS: [],
@@ -475,6 +491,7 @@ export const DEFAULTS: Readonly<ReconConfig> = deepFreeze({
   MAX_UNAUTHENTICATED_PER_IP: 64,
   LOCKOUT_FAILURES: 5,
   LOCKOUT_SECONDS: 60,
+  LOG_RETENTION: 30,
   SHUTDOWN_GRACE: 30,
   CLIENT_DAEMON_ON_COMPLETE: "",
   CLIENT_DAEMON_STATE_FILE: "",

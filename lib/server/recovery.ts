@@ -13,6 +13,7 @@
  * @module
  */
 import * as path from "node:path";
+import { writeFileNoFollow } from "../fs_safety.ts";
 import type { Logger } from "../log.ts";
 import { stopJobProcesses } from "./job_processes.ts";
 
@@ -67,6 +68,18 @@ async function readProcFile(pid: number, name: string): Promise<string | undefin
 /** The file in RECON_FILEPATH naming the server that uses it. */
 export const OWNER_FILE = ".recon-server.pid";
 
+/**
+ * Remove this process's {@link OWNER_FILE} at a clean shutdown; one naming another
+ * process (a second server that took the directory over) is left alone.
+ */
+export async function releaseOwnerFile(reconFilePath: string): Promise<void> {
+  const file = path.join(reconFilePath, OWNER_FILE);
+  const info = await Deno.lstat(file).catch(() => undefined);
+  if (!info?.isFile) return;
+  const text = await Deno.readTextFile(file).catch(() => "");
+  if (text.trim() === String(Deno.pid)) await Deno.remove(file).catch(() => {});
+}
+
 async function liveOwner(reconFilePath: string): Promise<number | undefined> {
   const text = await Deno.readTextFile(path.join(reconFilePath, OWNER_FILE)).catch(() => "");
   const pid = Number(text.trim());
@@ -97,7 +110,9 @@ export async function recoverAfterCrash(
     );
     return report;
   }
-  await Deno.writeTextFile(path.join(reconFilePath, OWNER_FILE), `${Deno.pid}\n`).catch(() => {});
+  // Never through a link someone planted there: a root server would truncate its target.
+  await writeFileNoFollow(path.join(reconFilePath, OWNER_FILE), `${Deno.pid}\n`, 0o644)
+    .catch(() => {});
   let entries: Deno.DirEntry[];
   try {
     entries = await Array.fromAsync(Deno.readDir(reconFilePath));

@@ -186,7 +186,8 @@ Deno.test("loadOpts() resolves relative paths against the file's directory and r
   assert.equal(loaded.config.CLIENT_DOWNLOAD_DIR, join(dir.path, "client_downloads"));
   assert.equal(loaded.config.RECON_SCRIPT, join(dir.path, "default_recon_script.sh"));
   assert.equal(loaded.config.CLIENT_DAEMON_STATE_FILE, join(dir.path, "recon-watch.sqlite"));
-  assert.equal(loaded.config.RECON_FILEPATH, "/tmp/recon_server_pfiles");
+  assert.equal(loaded.config.RECON_FILEPATH, "/var/lib/recon/jobs");
+  assert.equal(loaded.config.LOG_FILEPATH, "/var/log/recon/recon.log", "root: the default");
   assert.deepEqual(loaded.warnings, [
     `${path} line ${DEFAULT_OPTS_TEXT.split("\n").length}: unknown option "SITE_NAME" is kept ` +
     "but not used",
@@ -201,10 +202,71 @@ Deno.test("loadOpts() warns when other users can read a file holding a key", {
   const path = join(dir.path, "recon.opts");
   await Deno.writeTextFile(path, `SHARED_KEY = ${makeKey()}\n`);
   await Deno.chmod(path, 0o644);
-  const loaded = await loadOpts(path, { role: "server", generateKey: makeKey });
+  const user = { uid: 0, gid: 0, env: {} };
+  const loaded = await loadOpts(path, { role: "server", generateKey: makeKey, user });
   assert.deepEqual(loaded.warnings, [
-    `${path} holds SHARED_KEY but other users can access it (mode 0644); run chmod 600 ${path}`,
+    `${path} holds SHARED_KEY but other users can access it (mode 0644, group 0); run ` +
+    `chmod 600 ${path}, or chmod 640 with the group of the user recon runs as`,
   ]);
+  // 0640 with another group than the program's: that group's members hold the key.
+  await Deno.chmod(path, 0o640);
+  const otherGroup = await loadOpts(path, {
+    role: "server",
+    generateKey: makeKey,
+    user: { ...user, gid: 999 },
+  });
+  assert.match(otherGroup.warnings.join("\n"), /mode 0640, group 0\); run chmod 600/);
+});
+
+Deno.test("loadOpts() is quiet about 0600, and about 0640 with the program's own group", {
+  ignore: Deno.build.os === "windows",
+}, async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "recon.opts");
+  await Deno.writeTextFile(path, `SHARED_KEY = ${makeKey()}\n`);
+  await Deno.chown(path, 0, 4242);
+  const user = { uid: 4242, gid: 4242, env: {} };
+  for (const mode of [0o600, 0o400, 0o640, 0o440]) {
+    await Deno.chmod(path, mode);
+    const loaded = await loadOpts(path, { role: "server", generateKey: makeKey, user });
+    assert.deepEqual(loaded.warnings, [], mode.toString(8));
+  }
+  // Group-writable: a group member could change RECON_SCRIPT.
+  await Deno.chmod(path, 0o660);
+  const writable = await loadOpts(path, { role: "server", generateKey: makeKey, user });
+  assert.equal(writable.warnings.length, 1);
+});
+
+Deno.test("loadOpts() for a client not run as root keeps its default files in its state directory", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "recon.opts");
+  await Deno.writeTextFile(path, DEFAULT_OPTS_TEXT.replace(PLACEHOLDER_SHARED_KEY, makeKey()), {
+    mode: 0o600,
+  });
+  const state = join(dir.path, "xdg-state");
+  const user = { uid: 1000, gid: 1000, env: { XDG_STATE_HOME: state, HOME: "/home/u" } };
+  const loaded = await loadOpts(path, { role: "client", generateKey: makeKey, user });
+  assert.equal(loaded.config.LOG_FILEPATH, join(state, "recon", "recon-client.log"));
+  assert.equal(loaded.config.CLIENT_DOWNLOAD_DIR, join(state, "recon", "downloads"));
+  assert.equal(
+    loaded.config.CLIENT_DAEMON_STATE_FILE,
+    join(state, "recon", "recon-watch.sqlite"),
+  );
+  assert.equal((await Deno.stat(join(state, "recon"))).mode! & 0o777, 0o700, "created private");
+  // The server keeps its defaults whoever runs it.
+  const server = await loadOpts(path, { role: "server", generateKey: makeKey, user });
+  assert.equal(server.config.LOG_FILEPATH, "/var/log/recon/recon.log");
+  assert.equal(server.config.RECON_FILEPATH, "/var/lib/recon/jobs");
+  assert.equal(server.config.RECON_DICOM_DIR, "/var/lib/recon/results");
+  // Paths the file sets are kept.
+  await Deno.writeTextFile(
+    path,
+    `SHARED_KEY = ${makeKey()}\nLOG_FILEPATH = my.log\nCLIENT_DOWNLOAD_DIR = /data/in\n`,
+  );
+  const own = await loadOpts(path, { role: "client", generateKey: makeKey, user });
+  assert.equal(own.config.LOG_FILEPATH, join(dir.path, "my.log"));
+  assert.equal(own.config.CLIENT_DOWNLOAD_DIR, "/data/in");
+  assert.equal(own.config.CLIENT_DAEMON_STATE_FILE, join(state, "recon", "recon-watch.sqlite"));
 });
 
 Deno.test("recon.opts.example is DEFAULT_OPTS_TEXT, the file written when none exists", async () => {

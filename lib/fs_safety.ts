@@ -1,0 +1,214 @@
+/**
+ * Directories and files that no other local user can tamper with, like sshd's
+ * StrictModes. A directory someone else can write lets them swap what the program
+ * writes or reads there (a job's output directory, the pid file as a symbolic link
+ * to any file a root server would then truncate), so the server refuses to use one.
+ *
+ * {@link checkPrivateDir} walks from a directory up to `/`: the directory must be
+ * owned by the program's user and writable by nobody else; every parent must be
+ * owned by root or that user and writable by nobody else, except a root-owned
+ * sticky directory such as `/tmp` (its sticky bit stops others from renaming or
+ * removing what is ours in it). {@link writeFileNoFollow} and
+ * {@link openAppendNoFollow} never write through a symbolic link (`O_NOFOLLOW`).
+ *
+ * @module
+ */
+import fs from "node:fs";
+import { dirname, resolve } from "node:path";
+
+/** Why a path is unsafe, and what to run or change about it. */
+export interface PathProblem {
+  /** The path at fault: the directory itself or one of its parents. */
+  path: string;
+  /** What is wrong, e.g. `is writable by other users (mode 0777)`. */
+  problem: string;
+  /** A command or change that fixes it. */
+  fix: string;
+}
+
+/** Inputs of {@link checkPrivateDir} and {@link checkPrivateFile}. */
+export interface OwnerOptions {
+  /** The uid that must own the directory (default: this process's). */
+  uid?: number;
+  /** lstat, for tests that pretend other owners; default `Deno.lstat`. */
+  lstat?: (path: string) => Promise<Deno.FileInfo>;
+}
+
+const STICKY = 0o1000;
+const WRITABLE_BY_OTHERS = 0o022;
+
+function octal(mode: number): string {
+  return (mode & 0o7777).toString(8).padStart(4, "0");
+}
+
+function processUid(): number {
+  return Deno.uid() ?? 0;
+}
+
+/** The problem with one path component, or undefined. `leaf` is the directory itself. */
+function componentProblem(
+  path: string,
+  info: Deno.FileInfo,
+  uid: number,
+  leaf: boolean,
+): PathProblem | undefined {
+  const mode = info.mode ?? 0;
+  const owner = info.uid ?? 0;
+  if (leaf && info.isSymlink) {
+    // Where it points is checked too (checkPrivateDir); the link itself must not be
+    // someone else's, who could point it elsewhere at any time.
+    if (owner === 0 || owner === uid) return undefined;
+    return {
+      path,
+      problem: `is a symbolic link owned by uid ${owner}`,
+      fix: `remove ${path}, or choose a directory of your own`,
+    };
+  }
+  if (leaf) {
+    if (!info.isDirectory) {
+      return { path, problem: "is not a directory", fix: `remove ${path} or choose another path` };
+    }
+    if (owner !== uid) {
+      return {
+        path,
+        problem: `is owned by uid ${owner}, not by this program's user (uid ${uid})`,
+        fix: `run chown ${uid} ${path}, or choose a directory of your own`,
+      };
+    }
+    if (mode & WRITABLE_BY_OTHERS) {
+      return {
+        path,
+        problem: `is writable by other users (mode ${octal(mode)})`,
+        fix: `run chmod go-w ${path} (0700 or 0750)`,
+      };
+    }
+    return undefined;
+  }
+  if (owner !== 0 && owner !== uid) {
+    return {
+      path,
+      problem: `is owned by uid ${owner}, who could replace what is below it`,
+      fix: `choose a directory whose parents belong to root or uid ${uid}`,
+    };
+  }
+  if (info.isSymlink) return undefined;
+  if ((mode & WRITABLE_BY_OTHERS) && !(owner === 0 && (mode & STICKY))) {
+    return {
+      path,
+      problem: `is writable by other users (mode ${octal(mode)}), who could replace what is ` +
+        "below it",
+      fix: `run chmod go-w ${path}, or choose a directory under one only root and uid ${uid} ` +
+        "can write",
+    };
+  }
+  return undefined;
+}
+
+async function walk(
+  dir: string,
+  uid: number,
+  lstat: (path: string) => Promise<Deno.FileInfo>,
+): Promise<PathProblem | undefined> {
+  let path = resolve(dir);
+  let leaf = true;
+  while (true) {
+    const problem = componentProblem(path, await lstat(path), uid, leaf);
+    if (problem) return problem;
+    const parent = dirname(path);
+    if (parent === path) return undefined;
+    path = parent;
+    leaf = false;
+  }
+}
+
+/**
+ * The first reason why `dir` (which must exist) is not private to user `uid`, or
+ * undefined when it is. Symbolic links on the way must belong to root or `uid`, and
+ * the directory they lead to is checked the same way.
+ * @throws the lstat error (e.g. NotFound) of a component.
+ */
+export async function checkPrivateDir(
+  dir: string,
+  options: OwnerOptions = {},
+): Promise<PathProblem | undefined> {
+  const uid = options.uid ?? processUid();
+  const lstat = options.lstat ?? Deno.lstat;
+  const lexical = resolve(dir);
+  const problem = await walk(lexical, uid, lstat);
+  if (problem) return problem;
+  const real = await Deno.realPath(lexical);
+  return real === lexical ? undefined : await walk(real, uid, lstat);
+}
+
+/**
+ * The reason why an existing `file` is unsafe to append to as user `uid`: a symbolic
+ * link, not a regular file, owned by someone else, or writable by others. Undefined
+ * when it is fine or does not exist. Its directory is checked with
+ * {@link checkPrivateDir}.
+ */
+export async function checkPrivateFile(
+  file: string,
+  options: OwnerOptions = {},
+): Promise<PathProblem | undefined> {
+  const uid = options.uid ?? processUid();
+  const lstat = options.lstat ?? Deno.lstat;
+  let info: Deno.FileInfo;
+  try {
+    info = await lstat(file);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+  if (info.isSymlink) {
+    return { path: file, problem: "is a symbolic link", fix: `remove ${file}` };
+  }
+  if (!info.isFile) {
+    return { path: file, problem: "is not a regular file", fix: `remove ${file}` };
+  }
+  if ((info.uid ?? 0) !== uid) {
+    return {
+      path: file,
+      problem: `is owned by uid ${info.uid}, not by this program's user (uid ${uid})`,
+      fix: `remove ${file} or run chown ${uid} ${file}`,
+    };
+  }
+  if ((info.mode ?? 0) & WRITABLE_BY_OTHERS) {
+    return {
+      path: file,
+      problem: `is writable by other users (mode ${octal(info.mode ?? 0)})`,
+      fix: `run chmod go-w ${file}`,
+    };
+  }
+  return undefined;
+}
+
+const { O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW } = fs.constants;
+
+/**
+ * Replace `file` with a new file holding `text`, mode `mode`, never writing through
+ * a symbolic link: whatever is at `file` is unlinked first (unlinking a link removes
+ * the link, not its target), then the file is created with `O_CREAT | O_EXCL |
+ * O_NOFOLLOW`, which fails if anything appeared there meanwhile.
+ */
+export async function writeFileNoFollow(file: string, text: string, mode = 0o600): Promise<void> {
+  await Deno.remove(file).catch((error) => {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  });
+  const handle = await fs.promises.open(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode);
+  try {
+    await handle.writeFile(text);
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Open `file` for appending, creating it with `mode` if missing, without following a
+ * symbolic link at `file` (`O_NOFOLLOW`: ELOOP instead). The caller closes the handle.
+ */
+export async function openAppendNoFollow(
+  file: string,
+  mode = 0o640,
+): Promise<fs.promises.FileHandle> {
+  return await fs.promises.open(file, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, mode);
+}
