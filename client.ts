@@ -7,8 +7,15 @@
  * @module
  */
 import * as path from "node:path";
+import { parseArgs } from "node:util";
 import { connectOptionsFrom, connectToServer } from "./lib/client/connect.ts";
-import { describeFiles, filesMatching, pathsFromLines } from "./lib/client/files.ts";
+import {
+  describeFiles,
+  fileErrorReason,
+  filesMatching,
+  type LocalFile,
+  pathsFromLines,
+} from "./lib/client/files.ts";
 import {
   failureDetails,
   failureJson,
@@ -29,6 +36,7 @@ import {
   parsePort,
   runMain,
   showConfigText,
+  splitCommand,
   textWriter,
   versionText,
 } from "./lib/cli/entry.ts";
@@ -70,16 +78,18 @@ Querying:
   --server-status         uptime, version, workers, queue length, jobs done/failed
   --view-queue            running and queued jobs
 
-General:
-  --opts PATH             recon.opts to use (default ./recon.opts; created when missing)
-  --host HOST             override SERVER_HOST
-  --port PORT             override SERVER_PORT
-  --json                  print one JSON document on stdout instead of text
+General (the ones marked * may also come before "watch", as in
+${PROGRAM} --opts /etc/recon/recon.opts watch --status):
+  --opts PATH           * recon.opts to use (default ./recon.opts; created when missing)
+  --host HOST           * override SERVER_HOST
+  --port PORT           * override SERVER_PORT
+  --json                * print one JSON document on stdout instead of text
   --quiet                 no progress or messages on stderr, only errors
-  --debug                 debug logging
+  --debug               * debug logging
   --show-config           print the effective configuration as JSON (key redacted),
                           with any recon.opts lines naming no option
-  --allow-unknown-options accept recon.opts options neither program knows, with a
+  --allow-unknown-options
+                        * accept recon.opts options neither program knows, with a
                           warning
   -h, --help              this help
   -V, --version           print the version
@@ -107,6 +117,40 @@ Examples:
   find /scans/today -name '*.7' | ${PROGRAM} --files -
 `;
 
+/** The command line of everything but `watch` (lib/watch/cli.ts parses its own). */
+const CLIENT_OPTIONS = {
+  files: { type: "string", multiple: true },
+  directory: { type: "string" },
+  pattern: { type: "string" },
+  "recon-options": { type: "string" },
+  "server-status": { type: "boolean" },
+  "view-queue": { type: "boolean" },
+  opts: { type: "string" },
+  host: { type: "string" },
+  port: { type: "string" },
+  "download-dir": { type: "string" },
+  json: { type: "boolean" },
+  quiet: { type: "boolean" },
+  debug: { type: "boolean" },
+  "show-config": { type: "boolean" },
+  "allow-unknown-options": { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+} as const;
+
+/**
+ * Options that may also come before the `watch` command (`recon-client --opts X watch
+ * --status`), as with git or kubectl; true when the option takes a value.
+ */
+const GLOBAL_OPTIONS: Readonly<Record<string, boolean>> = {
+  opts: true,
+  host: true,
+  port: true,
+  json: false,
+  debug: false,
+  "allow-unknown-options": false,
+};
+
 const writeStdout = textWriter(Deno.stdout);
 const writeStderr = textWriter(Deno.stderr, { ignoreErrors: true });
 
@@ -132,26 +176,33 @@ interface Args {
   command?: string;
 }
 
-function parseClientArgs(argv: string[]): Args {
-  const { values, positionals } = parseCommandLine(PROGRAM, argv, {
-    files: { type: "string", multiple: true },
-    directory: { type: "string" },
-    pattern: { type: "string" },
-    "recon-options": { type: "string" },
-    "server-status": { type: "boolean" },
-    "view-queue": { type: "boolean" },
-    opts: { type: "string" },
-    host: { type: "string" },
-    port: { type: "string" },
-    "download-dir": { type: "string" },
-    json: { type: "boolean" },
-    quiet: { type: "boolean" },
-    debug: { type: "boolean" },
-    "show-config": { type: "boolean" },
-    "allow-unknown-options": { type: "boolean" },
-    help: { type: "boolean", short: "h" },
-    version: { type: "boolean", short: "V" },
+/**
+ * True when "watch" is the first argument that is neither an option nor its value
+ * (and no --files before it makes it a file name): the command is misplaced, after an
+ * option that is not global.
+ */
+function misplacedWatch(argv: string[]): boolean {
+  const { tokens } = parseArgs({
+    args: argv,
+    options: CLIENT_OPTIONS,
+    allowPositionals: true,
+    strict: false,
+    tokens: true,
   });
+  const first = tokens.find((token) => token.kind === "positional");
+  return first?.value === "watch" &&
+    !tokens.some((token) => token.kind === "option" && token.name === "files");
+}
+
+function parseClientArgs(argv: string[]): Args {
+  if (misplacedWatch(argv)) {
+    throw new UsageError(`"watch" must come first, or after global options only`, {
+      hint: `global options are ${
+        Object.keys(GLOBAL_OPTIONS).map((name) => `--${name}`).join(", ")
+      }; the rest go after "watch" (see '${PROGRAM} watch --help')`,
+    });
+  }
+  const { values, positionals } = parseCommandLine(PROGRAM, argv, CLIENT_OPTIONS);
   const files = [...(values.files ?? [])];
   let command: string | undefined;
   if (files.length > 0) files.push(...positionals);
@@ -212,12 +263,35 @@ async function inputPaths(args: Args, defaultPfile: string): Promise<string[]> {
     }
     return args.files;
   }
-  if (!defaultPfile) {
-    throw new UsageError("no input files given and CLIENT_DEFAULT_PFILE_PATH is empty", {
-      hint: `use --files or --directory; see '${PROGRAM} --help'`,
-    });
-  }
+  // recon.opts cannot make it empty: an empty value means the default path.
   return [defaultPfile];
+}
+
+/**
+ * The files to send, checked. Without --files or --directory that is
+ * CLIENT_DEFAULT_PFILE_PATH, and a problem with it says so: the user named no file.
+ */
+async function inputFiles(args: Args, loaded: LoadedOpts): Promise<LocalFile[]> {
+  const defaultPfile = loaded.config.CLIENT_DEFAULT_PFILE_PATH;
+  const paths = await inputPaths(args, defaultPfile);
+  if (args.filesGiven || args.directory !== undefined) return await describeFiles(paths);
+  let reason: string | undefined;
+  try {
+    if (!(await Deno.stat(defaultPfile)).isFile) reason = "not a regular file";
+  } catch (error) {
+    reason = fileErrorReason(error);
+  }
+  if (reason !== undefined) {
+    throw new UsageError(
+      `no input files given, and the default CLIENT_DEFAULT_PFILE_PATH ${defaultPfile} ` +
+        `cannot be used: ${reason}`,
+      {
+        hint: `name the files: ${PROGRAM} --files FILE... (or --directory DIR); ` +
+          `or set CLIENT_DEFAULT_PFILE_PATH in ${loaded.path}`,
+      },
+    );
+  }
+  return await describeFiles(paths);
 }
 
 /**
@@ -239,14 +313,20 @@ function reconOptionsFrom(args: Args): ReconOptions {
  * Make sure results can be saved before anything is sent: finding out after a long
  * upload and reconstruction would strand the results on the server.
  */
-async function checkDownloadDir(dir: string): Promise<void> {
+async function checkDownloadDir(dir: string, args: Args, optsPath: string): Promise<void> {
   try {
     await Deno.mkdir(dir, { recursive: true });
     const probe = await Deno.makeTempFile({ dir, prefix: ".recon-write-test-" });
     await Deno.remove(probe);
   } catch (error) {
-    throw new UsageError(`cannot write results to ${dir}: ${(error as Error).message}`, {
-      hint: "set CLIENT_DOWNLOAD_DIR in recon.opts or --download-dir to a writable directory",
+    const given = args.downloadDir === undefined
+      ? `CLIENT_DOWNLOAD_DIR ${dir} (from ${optsPath})`
+      : `--download-dir ${args.downloadDir}`;
+    throw new UsageError(`cannot write results to ${given}: ${fileErrorReason(error)}`, {
+      hint: args.downloadDir === undefined
+        ? `set CLIENT_DOWNLOAD_DIR in ${optsPath}, or pass --download-dir, to a directory you can write`
+        : "choose a directory you can write",
+      cause: error,
     });
   }
 }
@@ -259,6 +339,7 @@ function applyFlags(config: ReconConfig, args: Args): void {
 
 /** What every mode that talks to the server has set up: config, logging, the key. */
 interface Setup {
+  loaded: LoadedOpts;
   config: ReconConfig;
   logger: Logger;
   key: { raw: Uint8Array<ArrayBuffer>; id: string };
@@ -274,7 +355,7 @@ async function setUp(loaded: LoadedOpts, args: Args): Promise<Setup> {
   });
   const logger = log(PROGRAM);
   for (const warning of loaded.warnings) logger.warn(warning);
-  return { config, logger, key: await sharedKeyMaterial(loaded) };
+  return { loaded, config, logger, key: await sharedKeyMaterial(loaded) };
 }
 
 function connect({ config, key, logger }: Setup): Promise<Channel> {
@@ -321,9 +402,9 @@ async function submit(setup: Setup, args: Args, signal: AbortSignal): Promise<nu
     quiet: args.quiet || args.json,
   });
   // Check everything local before connecting.
-  const files = await describeFiles(await inputPaths(args, config.CLIENT_DEFAULT_PFILE_PATH));
+  const files = await inputFiles(args, setup.loaded);
   const reconOptions = reconOptionsFrom(args);
-  await checkDownloadDir(config.CLIENT_DOWNLOAD_DIR);
+  await checkDownloadDir(config.CLIENT_DOWNLOAD_DIR, args, setup.loaded.path);
   if (signal.aborted) throw new InterruptedError("interrupted before connecting");
   const channel = await connect(setup);
   let result: SubmitResult;
@@ -363,8 +444,9 @@ function print(text: string): number {
 
 /** One path per mode: watch, --help, --version, keygen, --show-config, status, queue, submit. */
 async function main(argv: string[], interrupt: AbortController): Promise<number> {
-  if (argv[0] === "watch") {
-    return await watchMain(argv.slice(1), {
+  const split = splitCommand(argv, ["watch"], GLOBAL_OPTIONS);
+  if (split.command === "watch") {
+    return await watchMain(split.argv, {
       program: PROGRAM,
       writeStdout,
       writeStderr,

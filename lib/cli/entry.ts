@@ -45,19 +45,120 @@ export function textWriter(
 }
 
 /**
- * `parseArgs` in strict mode with positionals; a bad flag becomes a UsageError that
- * points at `--help`.
+ * `parseArgs` in strict mode; a bad flag becomes a UsageError in our words (an
+ * unknown option names the nearest known one) that points at `--help`. `command`
+ * names the help to point at (`recon-client watch`); positionals are allowed unless
+ * `allowPositionals` is false.
  */
 export function parseCommandLine<T extends ParseArgsOptionsConfig>(
   program: string,
   argv: string[],
   options: T,
+  settings: { command?: string; allowPositionals?: boolean } = {},
 ) {
+  const hint = `see '${settings.command ?? program} --help'`;
+  let parsed;
   try {
-    return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (error) {
-    throw new UsageError((error as Error).message, { hint: `see '${program} --help'` });
+    throw new UsageError(commandLineMessage(error as Error, argv, Object.keys(options)), { hint });
   }
+  if (settings.allowPositionals === false && parsed.positionals.length > 0) {
+    throw new UsageError(`unexpected argument "${parsed.positionals[0]}"`, { hint });
+  }
+  return parsed;
+}
+
+/** `parseArgs`'s complaint about `argv` in our words (its own suggest `--` and dashes). */
+function commandLineMessage(error: Error & { code?: string }, argv: string[], names: string[]) {
+  // The quoted flag: "Unknown option '--file'", "Option '-h, --help' does not take…".
+  let flag = /'(?:-\w, )?(-[^'\s<]*)/.exec(error.message)?.[1] ?? "";
+  switch (error.code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION": {
+      // parseArgs reads "-files" as the short options -f -i -l …; name what was typed.
+      const typed = argv.find((arg) =>
+        /^-[^-]/.test(arg) && arg.length > 2 && arg.startsWith(flag.slice(0, 2))
+      );
+      if (flag.length === 2 && typed) flag = typed.split("=")[0];
+      const nearest = nearestFlag(flag, names);
+      return `unknown option ${flag}${nearest ? ` (did you mean --${nearest}?)` : ""}`;
+    }
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE": {
+      if (/does not take an argument/.test(error.message)) return `${flag} takes no value`;
+      if (/ambiguous/.test(error.message)) {
+        const next = argv[argv.indexOf(flag) + 1];
+        if (next === undefined) return `${flag} needs a value`;
+        return `${flag} needs a value, but the next argument "${next}" is an option; ` +
+          `if it is the value, write ${flag}=${next}`;
+      }
+      return `${flag} needs a value`;
+    }
+  }
+  return error.message;
+}
+
+/**
+ * The known long option `flag` most likely misspells, for "did you mean": `_` for
+ * `-`, a single dash, up to two edits (one for short names), or the start of exactly
+ * one name (`--down` → `--download-dir`).
+ */
+export function nearestFlag(flag: string, names: readonly string[]): string | undefined {
+  const typed = flag.replace(/^-+/, "").replaceAll("_", "-").toLowerCase();
+  if (typed === "") return undefined;
+  if (names.includes(typed)) return typed;
+  const limit = typed.length <= 4 ? 1 : 2;
+  let best: { name: string; distance: number } | undefined;
+  for (const name of names) {
+    const distance = editDistance(typed, name);
+    if (distance <= limit && (best === undefined || distance < best.distance)) {
+      best = { name, distance };
+    }
+  }
+  if (best) return best.name;
+  const starting = names.filter((name) => typed.length >= 3 && name.startsWith(typed));
+  return starting.length === 1 ? starting[0] : undefined;
+}
+
+/** Insertions, deletions, substitutions and adjacent swaps to turn `a` into `b`. */
+function editDistance(a: string, b: string): number {
+  const rows = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) rows[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, rows[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        best = Math.min(best, rows[i - 2][j - 2] + 1);
+      }
+      rows[i][j] = best;
+    }
+  }
+  return rows[a.length][b.length];
+}
+
+/**
+ * Split `argv` at a subcommand that follows only global options, as git and kubectl
+ * allow: `--opts X --debug watch --status` gives `{ command: "watch", argv: ["--opts",
+ * "X", "--debug", "--status"] }`, the globals first so that the same flag after the
+ * command wins. `globals` maps each global long option to whether it takes a value.
+ * Anything else before the command, or no command, returns `argv` unchanged.
+ */
+export function splitCommand(
+  argv: readonly string[],
+  commands: readonly string[],
+  globals: Readonly<Record<string, boolean>>,
+): { command?: string; argv: string[] } {
+  let i = 0;
+  while (i < argv.length) {
+    const arg = argv[i];
+    if (commands.includes(arg)) {
+      return { command: arg, argv: [...argv.slice(0, i), ...argv.slice(i + 1)] };
+    }
+    const name = /^--([^=]+)(=|$)/.exec(arg);
+    if (!name || !Object.hasOwn(globals, name[1])) break;
+    i += globals[name[1]] && name[2] === "" ? 2 : 1;
+  }
+  return { argv: [...argv] };
 }
 
 /**

@@ -16,18 +16,34 @@ export function describeError(
   error: unknown,
 ): { lines: string[]; exitCode: number } {
   if (error instanceof ReconError) {
-    const lines = [`${program}: error: ${printable(error.message)}`];
-    if (error.hint) lines.push(`hint: ${printable(error.hint)}`);
+    const [message, hint] = ourWords(program, error.message, error.hint);
+    const lines = [`${program}: error: ${printable(message)}`];
+    if (hint) lines.push(`hint: ${printable(hint)}`);
     return { lines, exitCode: error.exitCode };
   }
-  const message = error instanceof Error ? error.message : String(error);
+  const [message, hint] = ourWords(
+    program,
+    error instanceof Error ? error.message : String(error),
+    "this is unexpected; rerun with --debug and report it",
+  );
   return {
-    lines: [
-      `${program}: error: ${printable(message)}`,
-      "hint: this is unexpected; rerun with --debug and report it",
-    ],
+    lines: [`${program}: error: ${printable(message)}`, `hint: ${printable(hint!)}`],
     exitCode: ExitCode.USAGE,
   };
+}
+
+/**
+ * Deno's text for a path its sandbox withholds (/dev, /proc, /sys need --allow-all)
+ * tells the user to rerun deno with a flag, which bin/recon-* do not let them do: say
+ * instead that the program may not use such paths, and what to do.
+ */
+function ourWords(program: string, message: string, hint?: string): [string, string?] {
+  const sandbox = /Requires \w+ access to "[^"]*", run again with the --allow-[\w-]+ flag/g;
+  if (!sandbox.test(message)) return [message, hint];
+  return [
+    message.replace(sandbox, `${program} may not use paths under /dev, /proc or /sys`),
+    hint ?? "choose a path outside /dev, /proc and /sys",
+  ];
 }
 
 /**

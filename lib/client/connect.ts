@@ -5,7 +5,7 @@
  * @module
  */
 import { Channel, type ChannelOptions } from "../wire/channel.ts";
-import { ConnectionError, errorMessage, ReconError } from "../errors.ts";
+import { ConnectionError, errorMessage, ReconError, TimeoutError } from "../errors.ts";
 import type { ReconConfig } from "../opts/mod.ts";
 
 /** Where and with which key. */
@@ -35,16 +35,44 @@ export function connectOptionsFrom(
   };
 }
 
+/**
+ * A failed TCP connect as a ConnectionError that says what to check: an unknown host
+ * name points at SERVER_HOST, anything else (refused, unreachable) at whether
+ * recon-server runs at SERVER_HOST:SERVER_PORT.
+ */
+export function connectFailure(error: unknown, host: string, port: number): ConnectionError {
+  const where = `${host}:${port}`;
+  const text = errorMessage(error);
+  if (/lookup address|name or service not known|nodename nor servname/i.test(text)) {
+    return new ConnectionError(`cannot connect to ${where}: unknown host name ${host}`, {
+      hint: "check SERVER_HOST in recon.opts (or --host): a name this machine can resolve, " +
+        "or an IP address",
+      cause: error,
+    });
+  }
+  const reason = error instanceof Deno.errors.ConnectionRefused ? "connection refused" : text;
+  return new ConnectionError(`cannot connect to ${where}: ${reason}`, {
+    hint: "is recon-server running there? check SERVER_HOST and SERVER_PORT in recon.opts",
+    cause: error,
+  });
+}
+
 /** Connect and run the handshake. Throws ConnectionError/HandshakeError with a hint. */
 export async function connectToServer(options: ConnectOptions): Promise<Channel> {
   const where = `${options.host}:${options.port}`;
-  const hint = "is recon-server running there? check SERVER_HOST and SERVER_PORT in recon.opts";
+  const connectMs = options.connectTimeoutMs ?? 10_000;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const connecting = Deno.connect({ hostname: options.host, port: options.port });
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new ConnectionError(`cannot connect to ${where}: timed out`, { hint })),
-      options.connectTimeoutMs ?? 10_000,
+      () =>
+        reject(
+          new ConnectionError(`cannot connect to ${where}: no answer in ${seconds(connectMs)}`, {
+            hint: `is ${options.host} up and reachable (no firewall dropping port ` +
+              `${options.port})? check SERVER_HOST and SERVER_PORT in recon.opts`,
+          }),
+        ),
+      connectMs,
     );
   });
   let conn: Deno.TcpConn;
@@ -53,10 +81,7 @@ export async function connectToServer(options: ConnectOptions): Promise<Channel>
   } catch (error) {
     connecting.then((late) => late.close(), () => {});
     if (error instanceof ReconError) throw error;
-    const reason = error instanceof Deno.errors.ConnectionRefused
-      ? "connection refused"
-      : errorMessage(error);
-    throw new ConnectionError(`cannot connect to ${where}: ${reason}`, { hint, cause: error });
+    throw connectFailure(error, options.host, options.port);
   } finally {
     clearTimeout(timer);
   }
@@ -67,6 +92,16 @@ export async function connectToServer(options: ConnectOptions): Promise<Channel>
     try {
       conn.close();
     } catch { /* closed by the handshake */ }
+    if (error instanceof TimeoutError) {
+      // Something listens there but says nothing: another service on SERVER_PORT, a
+      // proxy, or a server so loaded it cannot answer within HANDSHAKE_TIMEOUT.
+      const waited = seconds(options.handshakeTimeoutMs ?? 10_000);
+      throw new TimeoutError(`handshake with ${where} failed: no answer in ${waited}`, {
+        hint: `something at ${where} accepted the connection but did not answer as a ` +
+          "recon-server; check SERVER_PORT (and SERVER_HOST) in recon.opts",
+        cause: error,
+      });
+    }
     if (error instanceof ReconError) {
       throw Object.assign(error, { message: `handshake with ${where} failed: ${error.message}` });
     }
@@ -74,4 +109,9 @@ export async function connectToServer(options: ConnectOptions): Promise<Channel>
       cause: error,
     });
   }
+}
+
+/** "10 s", "0.5 s". */
+function seconds(ms: number): string {
+  return `${Number((ms / 1000).toFixed(1))} s`;
 }

@@ -8,7 +8,7 @@
 import * as path from "node:path";
 // @ts-types="npm:@types/picomatch@4.0.3"
 import picomatch from "picomatch";
-import { UsageError } from "../errors.ts";
+import { errorMessage, UsageError } from "../errors.ts";
 import { checkJobFileNames } from "../wire/file_names.ts";
 import { MAX_FILES_PER_JOB } from "../wire/protocol.ts";
 
@@ -18,6 +18,25 @@ export interface LocalFile {
   name: string;
   size: number;
 }
+
+/**
+ * Why a file operation failed, in words for the person who named the path. Deno's own
+ * text for a path its sandbox withholds tells the user to rerun deno with --allow-all,
+ * which they cannot do through bin/recon-client.
+ */
+export function fileErrorReason(error: unknown): string {
+  if (error instanceof Deno.errors.NotFound) return "no such file or directory";
+  if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (error instanceof Deno.errors.NotADirectory) return "part of the path is not a directory";
+  if (error instanceof Deno.errors.NotCapable) return OFF_LIMITS;
+  return errorMessage(error);
+}
+
+/**
+ * Deno asks for --allow-all before it touches /dev, /proc or /sys (device files and
+ * kernel settings), and recon-client runs with narrower permissions on purpose.
+ */
+export const OFF_LIMITS = "recon-client may not use paths under /dev, /proc or /sys";
 
 /** Stat each path: it must be a readable regular file with a safe, unique base name. */
 export async function describeFiles(paths: readonly string[]): Promise<LocalFile[]> {
@@ -35,14 +54,20 @@ export async function describeFiles(paths: readonly string[]): Promise<LocalFile
     try {
       info = await Deno.stat(absolute);
     } catch (error) {
-      const why = error instanceof Deno.errors.NotFound ? "no such file" : (error as Error).message;
-      throw new UsageError(`cannot use input file ${given}: ${why}`);
+      throw new UsageError(`cannot use input file ${given}: ${fileErrorReason(error)}`, {
+        hint: error instanceof Deno.errors.NotCapable
+          ? "copy it to a directory outside /dev, /proc and /sys"
+          : undefined,
+        cause: error,
+      });
     }
     if (!info.isFile) throw new UsageError(`cannot use input file ${given}: not a regular file`);
     try {
       (await Deno.open(absolute, { read: true })).close();
     } catch (error) {
-      throw new UsageError(`cannot read input file ${given}: ${(error as Error).message}`);
+      throw new UsageError(`cannot read input file ${given}: ${fileErrorReason(error)}`, {
+        cause: error,
+      });
     }
     files.push({ path: absolute, name: path.basename(absolute), size: info.size });
   }
@@ -65,7 +90,9 @@ export async function filesMatching(directory: string, pattern: string): Promise
       if (entry.isFile && isMatch(entry.name)) matches.push(path.join(directory, entry.name));
     }
   } catch (error) {
-    throw new UsageError(`cannot list --directory ${directory}: ${(error as Error).message}`);
+    throw new UsageError(`cannot list --directory ${directory}: ${fileErrorReason(error)}`, {
+      cause: error,
+    });
   }
   if (matches.length === 0) {
     throw new UsageError(`no files in ${directory} match the pattern "${pattern}"`);

@@ -8,8 +8,7 @@
  * @module
  */
 import * as path from "node:path";
-import { parseArgs } from "node:util";
-import { parsePort } from "../cli/entry.ts";
+import { parseCommandLine, parsePort } from "../cli/entry.ts";
 import { loadConfig, sharedKeyMaterial } from "../cli/support.ts";
 import { ConfigError, ExitCode, UsageError } from "../errors.ts";
 import { log, setupLogging } from "../log.ts";
@@ -94,33 +93,23 @@ interface WatchArgs {
 }
 
 function parseWatchArgs(argv: string[], program: string): WatchArgs {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: false,
-      strict: true,
-      options: {
-        opts: { type: "string" },
-        "watch-dir": { type: "string" },
-        pattern: { type: "string" },
-        "recon-options": { type: "string" },
-        "download-dir": { type: "string" },
-        host: { type: "string" },
-        port: { type: "string" },
-        state: { type: "string" },
-        status: { type: "boolean" },
-        retry: { type: "string", multiple: true },
-        json: { type: "boolean" },
-        debug: { type: "boolean" },
-        "allow-unknown-options": { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message, { hint: `see '${program} watch --help'` });
-  }
-  const { values } = parsed;
+  // One parser for both commands: unknown options name the nearest known one.
+  const { values } = parseCommandLine(program, argv, {
+    opts: { type: "string" },
+    "watch-dir": { type: "string" },
+    pattern: { type: "string" },
+    "recon-options": { type: "string" },
+    "download-dir": { type: "string" },
+    host: { type: "string" },
+    port: { type: "string" },
+    state: { type: "string" },
+    status: { type: "boolean" },
+    retry: { type: "string", multiple: true },
+    json: { type: "boolean" },
+    debug: { type: "boolean" },
+    "allow-unknown-options": { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+  }, { command: `${program} watch`, allowPositionals: false });
   const args: WatchArgs = {
     opts: values.opts ?? "recon.opts",
     watchDir: values["watch-dir"],

@@ -38,3 +38,136 @@ Deno.test("a one-off submission ignores CLIENT_DAEMON_RECON_OPTIONS_JSON (watch 
   assert.equal(given.code, 0, given.stderr);
   assert.deepEqual(await scriptArgs(given.stdout), ["arg --name", "arg given"]);
 });
+
+Deno.test("common slips get our own message naming what to do", async (t) => {
+  await using server = await E2EServer.start({ script: testdata("e2e_recon.sh") });
+  const file = path.join(server.dir, "P00001.7");
+  await Deno.writeTextFile(file, "raw");
+
+  await t.step("no files and a missing CLIENT_DEFAULT_PFILE_PATH names both ways out", async () => {
+    const result = await server.client([]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.equal(
+      errorLine(result.stderr),
+      "recon-client: error: no input files given, and the default CLIENT_DEFAULT_PFILE_PATH " +
+        `${
+          path.join(server.dir, "default_pfile", "P00000.7")
+        } cannot be used: no such file or directory`,
+    );
+    assert.match(
+      result.stderr,
+      /^hint: name the files: recon-client --files FILE\.\.\. \(or --directory DIR\); or set CLIENT_DEFAULT_PFILE_PATH in .*recon\.opts$/m,
+    );
+  });
+
+  await t.step("--file: unknown option, did you mean --files", async () => {
+    const result = await server.client(["--file", file]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.equal(
+      errorLine(result.stderr),
+      "recon-client: error: unknown option --file (did you mean --files?)",
+    );
+    assert.match(result.stderr, /^hint: see 'recon-client --help'$/m);
+  });
+
+  await t.step("a download dir under /sys is refused in our words, before sending", async () => {
+    const result = await server.client(["--files", file, "--download-dir", "/sys/kernel/recon"]);
+    assert.equal(result.code, 2, result.stderr);
+    assert.equal(
+      errorLine(result.stderr),
+      "recon-client: error: cannot write results to --download-dir /sys/kernel/recon: " +
+        "recon-client may not use paths under /dev, /proc or /sys",
+    );
+    assert.match(result.stderr, /^hint: choose a directory you can write$/m);
+    assert.doesNotMatch(result.stderr, /allow-all/);
+  });
+
+  await t.step("CLIENT_DOWNLOAD_DIR under /proc names the option and the file", async () => {
+    const optsPath = await server.writeClientOpts("proc_dir.opts", {
+      CLIENT_DOWNLOAD_DIR: "/proc/recon",
+    });
+    const result = await server.client(["--files", file], { optsPath });
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(
+      errorLine(result.stderr),
+      /cannot write results to CLIENT_DOWNLOAD_DIR \/proc\/recon \(from .*proc_dir\.opts\): recon-client may not use paths under/,
+    );
+    assert.match(
+      result.stderr,
+      /^hint: set CLIENT_DOWNLOAD_DIR in .*proc_dir\.opts, or pass --download-dir/m,
+    );
+  });
+
+  await t.step(
+    "an input file under /proc, and --opts under /proc, are refused in our words",
+    async () => {
+      const input = await server.client(["--files", "/proc/cpuinfo"]);
+      assert.equal(input.code, 2, input.stderr);
+      assert.equal(
+        errorLine(input.stderr),
+        "recon-client: error: cannot use input file /proc/cpuinfo: " +
+          "recon-client may not use paths under /dev, /proc or /sys",
+      );
+      assert.match(input.stderr, /^hint: copy it to a directory outside \/dev, \/proc and \/sys$/m);
+      const opts = await run(CLIENT_BIN, ["--opts", "/proc/no_such.opts", "--server-status"]);
+      assert.equal(opts.code, 2, opts.stderr);
+      assert.match(
+        errorLine(opts.stderr),
+        /recon-client may not use paths under \/dev, \/proc or \/sys$/,
+      );
+      assert.match(opts.stderr, /^hint: /m);
+      assert.doesNotMatch(input.stderr + opts.stderr, /allow-all/);
+    },
+  );
+
+  await t.step("nothing reached the server as a job", () => {
+    assert.doesNotMatch(server.log, /receiving \d+ file/);
+  });
+});
+
+Deno.test("global options may come before the watch command as well as after it", async () => {
+  await using server = await E2EServer.start({ script: testdata("e2e_recon.sh") });
+  const state = path.join(server.dir, "watch.sqlite");
+  const optsPath = await server.writeClientOpts("watch.opts", { CLIENT_DAEMON_STATE_FILE: state });
+  const orders = [
+    ["watch", "--opts", optsPath, "--status", "--json"],
+    ["--opts", optsPath, "watch", "--status", "--json"],
+    ["--opts", optsPath, "--json", "--debug", "watch", "--status"],
+    [`--opts=${optsPath}`, "--port", "1", "watch", "--status", "--json"],
+  ];
+  for (const argv of orders) {
+    const result = await run(CLIENT_BIN, argv, { cwd: server.dir });
+    assert.equal(result.code, 0, `${argv.join(" ")}:\n${result.stderr}`);
+    assert.equal(JSON.parse(result.stdout).state_file, state, argv.join(" "));
+  }
+  // The same option after the command wins, as with git.
+  const later = await run(CLIENT_BIN, [
+    "--opts",
+    path.join(server.dir, "no_such_dir", "x.opts"),
+    "watch",
+    "--opts",
+    optsPath,
+    "--status",
+    "--json",
+  ]);
+  assert.equal(later.code, 0, later.stderr);
+
+  const misplaced = await run(CLIENT_BIN, ["--opts", optsPath, "--quiet", "watch", "--status"]);
+  assert.equal(misplaced.code, 2, misplaced.stderr);
+  assert.equal(
+    errorLine(misplaced.stderr),
+    'recon-client: error: "watch" must come first, or after global options only',
+  );
+  assert.match(
+    misplaced.stderr,
+    /^hint: global options are --opts, --host, --port, --json, --debug, --allow-unknown-options;/m,
+  );
+
+  const typo = await run(CLIENT_BIN, ["--opts", optsPath, "watch", "--stauts"]);
+  assert.equal(typo.code, 2, typo.stderr);
+  assert.equal(
+    errorLine(typo.stderr),
+    "recon-client: error: unknown option --stauts (did you mean --status?)",
+  );
+  assert.match(typo.stderr, /^hint: see 'recon-client watch --help'$/m);
+});

@@ -6,14 +6,17 @@
 import assert from "node:assert/strict";
 import {
   keygenText,
+  nearestFlag,
   parseCommandLine,
   parsePort,
   runMain,
   type RunMainOptions,
   showConfigText,
+  splitCommand,
   textWriter,
   versionText,
 } from "../../lib/cli/entry.ts";
+import { describeError } from "../../lib/cli/support.ts";
 import { decodeKey, keyId } from "../../lib/crypto/keys.ts";
 import { ConfigError, ExitCode, TransferError, UsageError } from "../../lib/errors.ts";
 import { defaultConfig } from "../../lib/opts/mod.ts";
@@ -79,6 +82,147 @@ Deno.test("parseCommandLine() turns an unknown flag or a missing value into a Us
       argv.join(" "),
     );
   }
+});
+
+const CLIENT_FLAGS = {
+  files: { type: "string", multiple: true },
+  "download-dir": { type: "string" },
+  opts: { type: "string" },
+  json: { type: "boolean" },
+  status: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** The UsageError message parseCommandLine() throws for `argv`. */
+function usageMessage(argv: string[], settings = {}): string {
+  try {
+    parseCommandLine("recon-client", argv, CLIENT_FLAGS, settings);
+  } catch (error) {
+    assert.ok(error instanceof UsageError, String(error));
+    assert.equal(error.hint, "see 'recon-client --help'");
+    return error.message;
+  }
+  assert.fail(`${argv.join(" ")} was accepted`);
+}
+
+Deno.test("parseCommandLine() says what was wrong in our words, naming the nearest option", () => {
+  const cases: [string[], string][] = [
+    [["--file", "x"], "unknown option --file (did you mean --files?)"],
+    [["--filess", "x"], "unknown option --filess (did you mean --files?)"],
+    [["-files", "x"], "unknown option -files (did you mean --files?)"],
+    [["--download_dir", "d"], "unknown option --download_dir (did you mean --download-dir?)"],
+    [["--downl", "d"], "unknown option --downl (did you mean --download-dir?)"],
+    [["--stauts"], "unknown option --stauts (did you mean --status?)"],
+    [["--frobnicate"], "unknown option --frobnicate"],
+    [["-x"], "unknown option -x"],
+    [["--opts"], "--opts needs a value"],
+    [["--json=1"], "--json takes no value"],
+    [["--help=yes"], "--help takes no value"],
+    [
+      ["--opts", "--json"],
+      '--opts needs a value, but the next argument "--json" is an option; ' +
+      "if it is the value, write --opts=--json",
+    ],
+  ];
+  for (const [argv, message] of cases) {
+    const got = usageMessage(argv);
+    assert.equal(got, message, argv.join(" "));
+    assert.doesNotMatch(got, /positional|'--'/, "none of parseArgs' own advice");
+  }
+});
+
+Deno.test("parseCommandLine() refuses positionals when told to, naming the help of the command", () => {
+  assert.throws(
+    () =>
+      parseCommandLine("recon-client", ["--status", "extra"], CLIENT_FLAGS, {
+        command: "recon-client watch",
+        allowPositionals: false,
+      }),
+    (error: unknown) =>
+      error instanceof UsageError && error.message === 'unexpected argument "extra"' &&
+      error.hint === "see 'recon-client watch --help'",
+  );
+  const { positionals } = parseCommandLine("recon-client", ["keygen"], CLIENT_FLAGS);
+  assert.deepEqual(positionals, ["keygen"]);
+});
+
+Deno.test("nearestFlag() suggests only close names", () => {
+  const names = ["files", "directory", "download-dir", "opts", "port", "json"];
+  assert.equal(nearestFlag("--fiels", names), "files");
+  assert.equal(nearestFlag("--direcotry", names), "directory");
+  assert.equal(nearestFlag("--PORT", names), "port");
+  assert.equal(nearestFlag("--dir", names), "directory");
+  assert.equal(nearestFlag("--d", names), undefined, "too short to be a prefix");
+  assert.equal(nearestFlag("--do", names), undefined);
+  assert.equal(nearestFlag("--xyzzy", names), undefined);
+  assert.equal(nearestFlag("--", names), undefined);
+  assert.equal(nearestFlag("--__proto__", names), undefined);
+});
+
+const GLOBALS = { opts: true, port: true, debug: false, json: false };
+
+Deno.test("splitCommand() accepts global options before the command, in both spellings", () => {
+  assert.deepEqual(splitCommand(["watch", "--status"], ["watch"], GLOBALS), {
+    command: "watch",
+    argv: ["--status"],
+  });
+  assert.deepEqual(
+    splitCommand(
+      ["--opts", "a.opts", "--debug", "--port=9", "watch", "--status"],
+      ["watch"],
+      GLOBALS,
+    ),
+    { command: "watch", argv: ["--opts", "a.opts", "--debug", "--port=9", "--status"] },
+  );
+  // The globals come first, so the same flag after the command wins.
+  assert.deepEqual(splitCommand(["--opts=a", "watch", "--opts", "b"], ["watch"], GLOBALS), {
+    command: "watch",
+    argv: ["--opts=a", "--opts", "b"],
+  });
+});
+
+Deno.test("splitCommand() finds no command after other options, or as an option's value", () => {
+  for (
+    const argv of [
+      [],
+      ["--files", "watch"],
+      ["--quiet", "watch"],
+      ["--opts", "watch"],
+      ["--opts", "watch", "--debug"],
+      ["--__proto__", "watch"],
+      ["--constructor", "watch"],
+      ["x", "watch"],
+    ]
+  ) {
+    assert.deepEqual(splitCommand(argv, ["watch"], GLOBALS), { argv }, argv.join(" "));
+  }
+  assert.deepEqual(splitCommand(["--opts", "watch", "watch"], ["watch"], GLOBALS), {
+    command: "watch",
+    argv: ["--opts", "watch"],
+  });
+});
+
+Deno.test("describeError() puts Deno's sandbox advice (--allow-all) in our words with a hint", () => {
+  const deno = 'Requires all access to "/sys/kernel/x", run again with the --allow-all flag';
+  const plain = describeError(
+    "recon-client",
+    new ConfigError(`cannot read /sys/kernel/x: ${deno}`),
+  );
+  assert.deepEqual(plain.lines, [
+    "recon-client: error: cannot read /sys/kernel/x: recon-client may not use paths under /dev, /proc or /sys",
+    "hint: choose a path outside /dev, /proc and /sys",
+  ]);
+  const hinted = describeError(
+    "recon-server",
+    new ConfigError(`x: ${deno}`, { hint: "set LOG_FILEPATH" }),
+  );
+  assert.deepEqual(hinted.lines, [
+    "recon-server: error: x: recon-server may not use paths under /dev, /proc or /sys",
+    "hint: set LOG_FILEPATH",
+  ]);
+  const unexpected = describeError("recon-client", new Error(deno));
+  assert.doesNotMatch(unexpected.lines.join("\n"), /allow-all/);
+  assert.equal(unexpected.exitCode, ExitCode.USAGE);
 });
 
 Deno.test("parsePort() takes 1 to 65535, and 0 only when allowed", () => {

@@ -66,7 +66,7 @@ Deno.test("watch refuses a second watcher on the same state file", async () => {
 
 Deno.test("watch flags: unknown flags, --status with --retry, --json alone, bad --port", async () => {
   await using site = await WatchSite.create();
-  await watchFails(site, ["--nope"], /error: Unknown option '--nope'/);
+  await watchFails(site, ["--nope"], /error: unknown option --nope\n/);
   await watchFails(site, ["--status", "--retry", "x"], /either --status or --retry/);
   await watchFails(site, ["--json"], /--json goes with --status or --retry/);
   await watchFails(site, ["--port", "70000"], /--port must be a number from 1 to 65535/);
