@@ -17,8 +17,72 @@ export interface DisplayOptions {
   now?: () => number;
 }
 
-function mib(bytes: number): string {
-  return (bytes / 1048576).toFixed(1);
+/**
+ * A byte count in SI units (kB, MB, GB: powers of 1000) with three significant
+ * digits. SI throughout, sizes and rates alike, because network links and disks are
+ * quoted in SI (a 1 Gbit/s link moves at most 125 MB/s), so the rate reads directly
+ * against the link's.
+ */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1000) return `${bytes} B`;
+  const units = ["kB", "MB", "GB", "TB"];
+  let value = bytes / 1000;
+  let unit = 0;
+  while (value >= 999.5 && unit < units.length - 1) {
+    value /= 1000;
+    unit++;
+  }
+  const digits = value >= 99.95 ? 0 : value >= 9.995 ? 1 : 2;
+  return `${value.toFixed(digits)} ${units[unit]}`;
+}
+
+/** A duration as m:ss, or h:mm:ss from an hour on. */
+export function formatDuration(ms: number): string {
+  const total = Math.max(0, Math.round(ms / 1000));
+  const hours = Math.floor(total / 3600);
+  const minutes = Math.floor((total % 3600) / 60);
+  const seconds = String(total % 60).padStart(2, "0");
+  return hours > 0
+    ? `${hours}:${String(minutes).padStart(2, "0")}:${seconds}`
+    : `${minutes}:${seconds}`;
+}
+
+/** Below this much elapsed time a rate (and so an ETA) is noise. */
+const MIN_RATE_MS = 500;
+
+/** One transfer's state, for {@link formatTransfer}. */
+export interface TransferState {
+  verb: string;
+  name: string;
+  bytes: number;
+  total: number;
+  /** Time since this file's transfer began. */
+  elapsedMs: number;
+}
+
+/**
+ * The bar line for a transfer: name, bar, percentage, size done of total, average
+ * rate and time left (the time taken once done), all in SI units:
+ * `uploading P00001.7 [#####---------------]  25% 250 MB / 1.00 GB  50.0 MB/s  ETA 0:15`.
+ */
+export function formatTransfer(state: TransferState): string {
+  const { bytes, total, elapsedMs } = state;
+  const fraction = total > 0 ? Math.min(bytes / total, 1) : 1;
+  const filled = Math.round(fraction * 20);
+  const bar = `[${"#".repeat(filled)}${"-".repeat(20 - filled)}]`;
+  const percent = `${Math.floor(fraction * 100)}%`.padStart(4);
+  const size = `${formatBytes(bytes)} / ${formatBytes(total)}`;
+  const done = bytes >= total;
+  let rate = "-- MB/s";
+  let time = done ? `in ${formatDuration(elapsedMs)}` : "ETA --:--";
+  if (elapsedMs >= MIN_RATE_MS && bytes > 0) {
+    const perSecond = bytes / (elapsedMs / 1000);
+    rate = `${formatBytes(Math.round(perSecond))}/s`;
+    if (!done) time = `ETA ${formatDuration(((total - bytes) / perSecond) * 1000)}`;
+  }
+  // A long name is cut at the front: the end (P00001.7, .dat) tells files apart.
+  const name = state.name.length > 32 ? `…${state.name.slice(-31)}` : state.name;
+  return `${state.verb} ${name} ${bar} ${percent} ${size}  ${rate}  ${time}`;
 }
 
 /** Renders submit events. Call {@link finish} before printing anything else. */
@@ -46,7 +110,7 @@ export class ProgressDisplay {
     const now = (this.#options.now ?? Date.now)();
     if (!force && now - this.#lastDraw < 100) return;
     this.#lastDraw = now;
-    const width = 100;
+    const width = 110;
     this.#options.write(
       `\r${printable(text).slice(0, width).padEnd(this.#lineOpen ? width : 0)}`,
     );
@@ -66,14 +130,8 @@ export class ProgressDisplay {
       this.#transferStart = now;
     }
     if (!this.#options.tty) return;
-    const fraction = total > 0 ? bytes / total : 1;
-    const filled = Math.round(fraction * 20);
-    const seconds = Math.max((now - this.#transferStart) / 1000, 0.001);
-    const rate = bytes / 1e6 / seconds;
     this.#draw(
-      `${verb} ${name} [${"#".repeat(filled)}${"-".repeat(20 - filled)}] ${
-        (fraction * 100).toFixed(0)
-      }% ${mib(bytes)}/${mib(total)} MiB ${rate.toFixed(0)} MB/s`,
+      formatTransfer({ verb, name, bytes, total, elapsedMs: now - this.#transferStart }),
       bytes === total,
     );
   }
