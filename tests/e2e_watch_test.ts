@@ -4,6 +4,10 @@
  * site's recon.opts (scan 0.3 s, stable after 0.8 s, grouping 0.5 s). Each file must
  * reach the server exactly once, whatever stops and restarts in between.
  *
+ * The first start records the files already there as baseline (not sent) unless told
+ * otherwise; a server that refuses the watcher's key stops it (exit 2) instead of
+ * being retried.
+ *
  * "Nothing more was sent" is checked with a marker scan written afterwards: once the
  * watcher has found it finished and sent it as a job of its own, it has scanned the
  * directory several times (the stability delay spans more than two scans) without
@@ -24,6 +28,7 @@ import {
   WatchServer,
   WatchSite,
 } from "./support/e2e.ts";
+import { generateKey } from "../lib/crypto/keys.ts";
 
 /**
  * Write the marker scan `name` and wait until the watcher has sent it and has its
@@ -142,7 +147,7 @@ Deno.test("watch waits for a server that is down at first and sends the job once
   await using site = await WatchSite.create();
   const port = freePort();
   await Deno.writeFile(site.watched("P00003.7"), randomBytes(30_000));
-  await using watcher = await WatcherProcess.start(site, port);
+  await using watcher = await WatcherProcess.start(site, port, ["--submit-existing"]);
   await watcher.waitForStderr(
     /connection refused.*retried with backoff \(2 s doubling up to 300 s\)/,
   );
@@ -214,7 +219,7 @@ Deno.test("watch stops within seconds on SIGTERM during an upload; the next star
   await Deno.writeFile(file, bytes);
   const expected = sha256Hex(bytes);
 
-  await using watcher = await WatcherProcess.start(site, relay.port);
+  await using watcher = await WatcherProcess.start(site, relay.port, ["--submit-existing"]);
   await waitFor("the upload to be under way", () => relay.uploaded > 1024 * 1024, {
     timeoutMs: 60_000,
   });
@@ -247,7 +252,7 @@ Deno.test("watch: a file truncated and deleted during its upload is abandoned on
   await using relay = new SlowRelay(server.port, 4 * 1024 * 1024);
   const file = site.watched("P00007.7");
   await Deno.writeFile(file, randomBytes(40 * 1024 * 1024));
-  await using watcher = await WatcherProcess.start(site, relay.port);
+  await using watcher = await WatcherProcess.start(site, relay.port, ["--submit-existing"]);
   await waitFor("the upload to be under way", () => relay.uploaded > 1024 * 1024, {
     timeoutMs: 60_000,
   });
@@ -270,7 +275,7 @@ Deno.test("watch cancels a running job on SIGTERM and sends it again at the next
   await Deno.writeTextFile(path.join(site.dir, "slow_job"), "30");
   const file = site.watched("P00005.7");
   await Deno.writeFile(file, randomBytes(10_000));
-  await using watcher = await WatcherProcess.start(site, server.port);
+  await using watcher = await WatcherProcess.start(site, server.port, ["--submit-existing"]);
   await site.waitForStatus(file, "submitted");
   await site.waitForRuns(1); // the script runs (and sleeps)
   const { status, ms } = await watcher.stop();
@@ -312,4 +317,136 @@ Deno.test("watch runs CLIENT_DAEMON_ON_COMPLETE with the job id and result direc
   });
   assert.equal(line, `${done.job_id} ${path.join(site.downloadDir, done.job_id!)}`);
   await watcher.waitForStderr(/CLIENT_DAEMON_ON_COMPLETE .* finished/);
+});
+
+Deno.test("watch: the first start records the files already there as baseline; --retry sends one; a later start takes none", async () => {
+  await using site = await WatchSite.create();
+  const old = [site.watched("old1.7"), site.watched("old2.7"), site.watched("old3.7")];
+  for (const file of old) await Deno.writeFile(file, randomBytes(2_000));
+  await using server = await WatchServer.start(site);
+  let watcher = await WatcherProcess.start(site, server.port);
+  try {
+    await watcher.waitForStderr(
+      /first start: 3 existing file\(s\) recorded as baseline, not sent \(use --submit-existing or --since TIME to send them/,
+    );
+    // New scans go; the old ones stay.
+    assert.equal((await sendMarker(site)).length, 0, "nothing old was sent");
+    const status = await site.status();
+    assert.equal(status.counts.baseline, 3);
+    assert.equal(
+      status.files.filter((entry) => entry.status === "baseline").every((entry) =>
+        entry.sha256 === null
+      ),
+      true,
+    );
+    const text = await site.client(["--status"]);
+    assert.match(text.stdout, /^baseline: +3 file\(s\) already there at the first start/m);
+    assert.doesNotMatch(text.stdout, /old1\.7/);
+
+    // One old scan is wanted after all.
+    const retried = await site.client(["--retry", "old2.7"]);
+    assert.equal(retried.code, 0, retried.stderr);
+    assert.match(retried.stdout, /old2\.7: baseline -> pending/);
+    const done = await site.waitForStatus(old[1], "done");
+    assert.equal(
+      (await site.resultSums(done.job_id!)).get("old2.7"),
+      await sha256File(old[1]),
+    );
+    await watcher.stop();
+
+    // A later start, even with --since, takes no new baseline: a file written while
+    // no watcher ran is sent.
+    await Deno.writeFile(site.watched("between.7"), randomBytes(2_000));
+    watcher = await WatcherProcess.start(site, server.port, ["--since", "30d"]);
+    await site.waitForStatus(site.watched("between.7"), "done");
+    assert.match(watcher.stderr, /--since is ignored: it applies to the first start only/);
+    const runs = await sendMarker(site, "marker2.7");
+    assert.deepEqual(
+      runs.flatMap((run) => run.names).sort(),
+      ["between.7", "marker.7", "old2.7"],
+    );
+  } finally {
+    await watcher.stop();
+  }
+});
+
+Deno.test("watch --since on the first start sends only the files modified since", async () => {
+  await using site = await WatchSite.create();
+  const recent = site.watched("recent.7");
+  const ancient = site.watched("ancient.7");
+  await Deno.writeFile(recent, randomBytes(1_000));
+  await Deno.writeFile(ancient, randomBytes(1_000));
+  const longAgo = new Date("2026-01-05T10:00:00Z");
+  await Deno.utime(ancient, longAgo, longAgo);
+  await using server = await WatchServer.start(site);
+  await using watcher = await WatcherProcess.start(site, server.port, [
+    "--since",
+    "2026-02-01",
+  ]);
+  await site.waitForStatus(recent, "done");
+  await watcher.waitForStderr(
+    /first start: 1 existing file\(s\) modified since \S+ are sent; 1 older recorded as baseline/,
+  );
+  assert.deepEqual((await sendMarker(site)).flatMap((run) => run.names), ["recent.7"]);
+  const status = await site.status();
+  assert.equal(status.files.find((entry) => entry.path === ancient)?.status, "baseline");
+});
+
+Deno.test("watch --status shows a file still being written, and when it will count as complete", async () => {
+  await using site = await WatchSite.create({ opts: { CLIENT_DAEMON_STABILITY_DELAY: "60" } });
+  await using watcher = await WatcherProcess.start(site, freePort());
+  await Deno.writeFile(site.watched("P00008.7"), randomBytes(5_000));
+  const text = await waitFor("the file in --status", async () => {
+    const result = await site.client(["--status"]);
+    return /^writing .*P00008\.7 +being written, stable in \d+ s/m.test(result.stdout)
+      ? result.stdout
+      : undefined;
+  });
+  assert.doesNotMatch(text, /no files recorded yet$/m);
+  assert.match(text, /no files recorded yet; 1 being written/);
+  const document = JSON.parse((await site.client(["--status", "--json"])).stdout);
+  assert.equal(document.being_written[0].path, site.watched("P00008.7"));
+  assert.ok(document.being_written[0].stable_in_s > 30);
+  assert.ok(watcher.running);
+});
+
+Deno.test("watch stops on a key the server refuses, says why in --status, and sends once the key is fixed", async () => {
+  await using site = await WatchSite.create();
+  await using server = await WatchServer.start(site);
+  const opts = await Deno.readTextFile(site.optsPath);
+  const rightKey = /^SHARED_KEY = (.*)$/m.exec(opts)![1];
+  await Deno.writeTextFile(
+    site.optsPath,
+    opts.replace(/^SHARED_KEY = .*$/m, `SHARED_KEY = ${generateKey()}`),
+  );
+  await using watcher = WatcherProcess.spawn(site, server.port);
+  const result = await watcher.result(30_000);
+  assert.equal(result.code, 2, result.stderr);
+  assert.equal(
+    watcher.count(/does not accept key id [0-9a-f]{16}; the watcher stopped instead of retrying/),
+    1,
+    result.stderr,
+  );
+  assert.match(result.stderr, /SHARED_KEY in recon\.opts/);
+  assert.doesNotMatch(result.stderr, /retried with backoff/);
+  assert.ok(server.count(/unknown key id|key not accepted/) <= 1, server.stderr);
+
+  const text = await site.client(["--status"]);
+  assert.match(
+    text.stdout,
+    /^watcher: +not running: stopped .* UTC: .*does not accept key id [0-9a-f]{16}/m,
+  );
+  const document = await site.status();
+  assert.match(document.watcher_stopped?.reason ?? "", /does not accept key id/);
+
+  // Fixed: a scan written meanwhile is sent at the next start, and the note is gone.
+  await Deno.writeFile(site.watched("P00009.7"), randomBytes(3_000));
+  await Deno.writeTextFile(
+    site.optsPath,
+    opts.replace(/^SHARED_KEY = .*$/m, `SHARED_KEY = ${rightKey}`),
+  );
+  await using again = await WatcherProcess.start(site, server.port);
+  await site.waitForStatus(site.watched("P00009.7"), "done");
+  assert.equal((await site.status()).watcher_stopped, null);
+  assert.ok(again.running);
 });

@@ -15,9 +15,10 @@ import { log, setupLogging } from "../log.ts";
 import type { ReconConfig } from "../opts/mod.ts";
 import { checkReconOptions, parseReconOptions, type ReconOptions } from "../wire/protocol.ts";
 import { connectOptionsFrom, connectToServer } from "../client/connect.ts";
-import { runWatchDaemon } from "./daemon.ts";
+import { type ExistingFiles, runWatchDaemon } from "./daemon.ts";
 import { WatcherLock, watcherRunning } from "./lock.ts";
-import { planRetry, statusJson, statusText } from "./status.ts";
+import { parseSince } from "./since.ts";
+import { planRetry, statusJson, type StatusReport, statusText } from "./status.ts";
 import { StateStore } from "./state.ts";
 
 /** What the entrypoint lends the watch command. */
@@ -34,6 +35,10 @@ function help(program: string): string {
 finished file matching CLIENT_WATCH_PATTERN exactly once, and saves the results in
 CLIENT_DOWNLOAD_DIR/<job_id>/. Runs in the foreground until SIGTERM or Ctrl-C.
 
+The first start (no state file yet) records the files already in the directory as
+"baseline" and does not send them; only files that appear (or change) afterwards are
+sent. --submit-existing or --since TIME send old files too; --retry FILE sends one.
+
 Usage:
   ${program} watch [--watch-dir DIR] [--pattern GLOB] [--recon-options JSON] [options]
   ${program} watch --status [--json]
@@ -47,14 +52,24 @@ Watching:
   --host HOST             overrides SERVER_HOST
   --port PORT             overrides SERVER_PORT
 
+First start only (ignored, with a warning, once the state file has its baseline):
+  --submit-existing       send every matching file already in the directory
+  --since TIME            send those modified at or after TIME, baseline the rest;
+                          TIME is 2026-11-20, '2026-11-20 08:30' (local time unless
+                          it ends in Z or +HH:MM), or a time ago: 90m, 12h, 7d
+
 State:
   --state PATH            the state file (default CLIENT_DAEMON_STATE_FILE, else
                           recon-watch.sqlite next to recon.opts)
   --status                list the recorded files and their state: pending,
-                          submitted, done, failed, skipped
+                          submitted, done, failed, skipped (baseline files are
+                          counted), the files being written, and why the watcher
+                          stopped if it stopped by itself
   --retry FILE|JOB_ID     make a failed (or orphaned submitted) file and the rest of
-                          its job pending again; a running watcher sends it at its
-                          next scan, otherwise the next start does
+                          its job pending again, or send a baseline file (baseline
+                          files named in one command go as one job); a running
+                          watcher sends it at its next scan, otherwise the next
+                          start does
   --json                  --status/--retry output as JSON
 
 General:
@@ -71,7 +86,8 @@ after each completed job.
 
 Exit codes: 0 stopped by SIGTERM/Ctrl-C, or --status/--retry done; 2 usage or
 configuration error (watch directory missing or unreadable, bad options, another
-watcher uses the same state file, nothing matches --retry).
+watcher uses the same state file, nothing matches --retry), also when the server
+refuses our SHARED_KEY: the watcher stops instead of retrying, and --status says why.
 `;
 }
 
@@ -86,6 +102,8 @@ interface WatchArgs {
   state?: string;
   status: boolean;
   retry: string[];
+  submitExisting: boolean;
+  since?: string;
   json: boolean;
   debug: boolean;
   allowUnknownOptions: boolean;
@@ -105,6 +123,8 @@ function parseWatchArgs(argv: string[], program: string): WatchArgs {
     state: { type: "string" },
     status: { type: "boolean" },
     retry: { type: "string", multiple: true },
+    "submit-existing": { type: "boolean" },
+    since: { type: "string" },
     json: { type: "boolean" },
     debug: { type: "boolean" },
     "allow-unknown-options": { type: "boolean" },
@@ -121,6 +141,8 @@ function parseWatchArgs(argv: string[], program: string): WatchArgs {
     state: values.state,
     status: values.status ?? false,
     retry: values.retry ?? [],
+    submitExisting: values["submit-existing"] ?? false,
+    since: values.since,
     json: values.json ?? false,
     debug: values.debug ?? false,
     allowUnknownOptions: values["allow-unknown-options"] ?? false,
@@ -131,6 +153,14 @@ function parseWatchArgs(argv: string[], program: string): WatchArgs {
   }
   if (args.json && !args.status && args.retry.length === 0) {
     throw new UsageError("--json goes with --status or --retry");
+  }
+  if (args.submitExisting && args.since !== undefined) {
+    throw new UsageError("use either --submit-existing or --since, not both");
+  }
+  if ((args.submitExisting || args.since !== undefined) && (args.status || args.retry.length)) {
+    throw new UsageError("--submit-existing and --since go with starting the watcher", {
+      hint: "to send a file already recorded, use --retry FILE",
+    });
   }
   if (args.pattern !== undefined && args.pattern.trim() === "") {
     throw new UsageError("--pattern must not be empty");
@@ -174,21 +204,25 @@ async function exists(file: string): Promise<boolean> {
 
 async function showStatus(statePath: string, args: WatchArgs, context: WatchContext) {
   const stateFileExists = await exists(statePath);
-  let files: ReturnType<StateStore["list"]> = [];
+  const running = await watcherRunning(statePath);
+  const report: StatusReport = {
+    stateFile: statePath,
+    stateFileExists,
+    watcherRunning: running,
+    files: [],
+  };
   if (stateFileExists) {
     const store = StateStore.open(statePath, { readOnly: true });
     try {
-      files = store.list();
+      report.files = store.list();
+      // Rows left by a watcher that crashed would be stale: only a running one's count.
+      report.writing = running ? store.watching() : [];
+      report.firstStart = store.firstStart();
+      report.stopped = store.stopNote();
     } finally {
       store.close();
     }
   }
-  const report = {
-    stateFile: statePath,
-    stateFileExists,
-    watcherRunning: await watcherRunning(statePath),
-    files,
-  };
   context.writeStdout(args.json ? `${statusJson(report)}\n` : statusText(report));
   return ExitCode.OK;
 }
@@ -212,7 +246,10 @@ async function retry(
       watcherRunId: store.getMeta("run_id"),
       cwd: Deno.cwd(),
     });
-    store.retry(plan.retry.map((row) => row.id));
+    // A baseline file has a group of its own; those named together go as one job.
+    const baseline = plan.retry.filter((row) => row.status === "baseline");
+    store.retry(plan.retry.filter((row) => row.status !== "baseline").map((row) => row.id));
+    if (baseline.length > 0) store.retry(baseline.map((row) => row.id), crypto.randomUUID());
     const when = running
       ? `the running watcher sends them within CLIENT_DAEMON_POLL_INTERVAL (${config.CLIENT_DAEMON_POLL_INTERVAL} s)`
       : "they are sent when 'recon-client watch' next starts";
@@ -266,6 +303,9 @@ async function watch(
   for (const warning of loaded.warnings) logger.warn(warning);
   const key = await sharedKeyMaterial(loaded);
   const reconOptions = watchReconOptions(args, config);
+  let existing: ExistingFiles | undefined;
+  if (args.submitExisting) existing = { mode: "submit-existing" };
+  if (args.since !== undefined) existing = { mode: "since", since: parseSince(args.since) };
   if (config.CLIENT_WATCH_DIRECTORY === "") {
     throw new ConfigError("CLIENT_WATCH_DIRECTORY is not set", {
       hint: `set it in ${loaded.path} or pass --watch-dir DIR`,
@@ -296,7 +336,7 @@ async function watch(
       store.setMeta("started_at", new Date().toISOString());
       const where = `${config.SERVER_HOST}:${config.SERVER_PORT}`;
       let skewWarned = false;
-      await runWatchDaemon({
+      const end = await runWatchDaemon({
         watchDir: path.resolve(config.CLIENT_WATCH_DIRECTORY),
         pattern: config.CLIENT_WATCH_PATTERN,
         pollMs: config.CLIENT_DAEMON_POLL_INTERVAL * 1000,
@@ -308,6 +348,7 @@ async function watch(
         store,
         runId,
         serverName: where,
+        existing,
         log: logger,
         signal: context.signal,
         connect: () =>
@@ -317,6 +358,9 @@ async function watch(
             logger.warn(`the server's clock differs from ours by ${seconds} s; check NTP`);
           })),
       });
+      // Already logged with its hint and noted for --status; a service manager must
+      // not restart us into the same refusal (the unit's RestartPreventExitStatus=2).
+      if (end.kind === "key-rejected") return ExitCode.USAGE;
     } finally {
       store.close();
     }

@@ -6,6 +6,12 @@
  * closed group as one job. A file is recorded before anything is sent, so a stop or a
  * crash never forgets it.
  *
+ * The first start (no first-start note in the state file yet) records the files
+ * already in the directory as `baseline` instead of sending them, unless told to send
+ * them all (`--submit-existing`) or those modified since a time (`--since`). While it
+ * runs, the files it waits on are mirrored into the state file for `--status`. When
+ * the server refuses our key the watcher stops (records why) instead of retrying.
+ *
  * What happens to a job, and on stop, is in sender.ts; the rules for failures in
  * outcome.ts.
  *
@@ -15,19 +21,40 @@ import * as path from "node:path";
 // @ts-types="npm:@types/picomatch@4.0.3"
 import picomatch from "picomatch";
 import type { Channel } from "../wire/channel.ts";
-import { errorMessage, UsageError } from "../errors.ts";
+import { errorMessage, type KeyRejectedError, UsageError } from "../errors.ts";
 import type { ReconOptions } from "../wire/protocol.ts";
 import { Backoff } from "./backoff.ts";
 import { denoProbe, describeFsError, type FileProbe, type WatchLog } from "./probe.ts";
 import { type FileStat, Grouper, sameStat, StabilityTracker } from "./scanner.ts";
 import { Sender } from "./sender.ts";
-import type { StateStore } from "./state.ts";
+import { type FirstStart, type StateStore, type StopNote, STOPPED_KEY } from "./state.ts";
 import { names, seconds } from "./words.ts";
 
 export { MAX_JOBS_IN_FLIGHT, STOP_GRACE_MS } from "./sender.ts";
 
 /** The loop never spins faster than this, however many file events arrive (ms). */
 const MIN_TICK_MS = 100;
+/**
+ * The files being written are copied to the state file at most this often (ms): a
+ * growing file changes at every look, and each write is a synchronous commit.
+ */
+export const WATCHING_WRITE_MS = 1_000;
+
+/** What the first start does with the matching files already in the directory. */
+export type ExistingFiles =
+  /** Record them as baseline, never sent by themselves (the default). */
+  | { mode: "baseline" }
+  /** Send them all, as files that appear later. */
+  | { mode: "submit-existing" }
+  /** Send those modified at or after `since`; record the others as baseline. */
+  | { mode: "since"; since: Date };
+
+/** How {@link runWatchDaemon} ended. */
+export type WatchEnd =
+  /** The stop signal. */
+  | { kind: "stopped" }
+  /** The server refused our key: nothing can be sent until a person fixes it. */
+  | { kind: "key-rejected"; note: StopNote };
 
 /** Inputs of {@link runWatchDaemon}; the entrypoint builds them from recon.opts and flags. */
 export interface WatchDaemonOptions {
@@ -54,6 +81,11 @@ export interface WatchDaemonOptions {
   signal: AbortSignal;
   /** How the server is named in log lines, e.g. `recon.example.org:60000`. */
   serverName?: string;
+  /**
+   * What a first start does with the files already there. Undefined: baseline, and no
+   * warning on a later start (only an explicit choice is reported as ignored then).
+   */
+  existing?: ExistingFiles;
   probe?: FileProbe;
   /** Use Deno.watchFs besides the scan (default true). */
   fileEvents?: boolean;
@@ -78,6 +110,14 @@ class WatchDaemon {
   readonly #sender: Sender;
   readonly #dirty = new Set<string>();
   readonly #unreadable = new Map<string, string>();
+  /** Aborted by the caller's signal, or when the watcher must stop by itself. */
+  readonly #stopping = new AbortController();
+  readonly #signal = this.#stopping.signal;
+  #end: WatchEnd = { kind: "stopped" };
+  #firstStartLine?: string;
+  #watchingKey = "";
+  #watchingWrittenAt = -Infinity;
+  #watchingDue?: number;
   #nextScanAt = 0;
   #listProblem?: string;
   #wakeUp?: () => void;
@@ -91,8 +131,12 @@ class WatchDaemon {
     this.#isMatch = picomatch(options.pattern, { dot: false });
     this.#tracker = new StabilityTracker({ stabilityMs: options.stabilityMs });
     this.#grouper = new Grouper({ windowMs: options.groupingMs });
+    if (options.signal.aborted) this.#stopping.abort();
+    else options.signal.addEventListener("abort", () => this.#stopping.abort(), { once: true });
     this.#sender = new Sender({
       ...options,
+      signal: this.#signal,
+      keyRejected: (error) => this.#keyRejected(error),
       probe: this.#probe,
       backoff: options.backoff ?? new Backoff(),
       tracker: this.#tracker,
@@ -102,20 +146,75 @@ class WatchDaemon {
     });
   }
 
-  async run(): Promise<void> {
+  async run(): Promise<WatchEnd> {
     await this.#checkWatchDir();
+    const { store } = this.#o;
+    store.deleteMeta(STOPPED_KEY);
+    store.setWatching([]);
+    await this.#firstStart();
     this.#announce();
     const events = this.#o.fileEvents === false ? undefined : this.#watchEvents();
+    // Ask the server once at start, so a wrong key shows now and not at the next scan.
+    const checked = this.#sender.checkServer();
     try {
-      while (!this.#o.signal.aborted) {
+      while (!this.#signal.aborted) {
         await this.#tick();
         await this.#sleep(this.#nextWake() - this.#now());
       }
     } finally {
       events?.watcher.close();
       await events?.done;
+      await checked;
       await this.#stop();
+      try {
+        store.setWatching([]);
+      } catch { /* --status shows watching files only while a watcher runs */ }
     }
+    return this.#end;
+  }
+
+  /**
+   * The first start: record the matching files already there as baseline (or leave
+   * them to be sent, as the options say), with a note that makes later starts skip
+   * this. One transaction, before the "watching" line: a file written after that line
+   * is always sent.
+   */
+  async #firstStart(): Promise<void> {
+    const { store, watchDir } = this.#o;
+    const existing = this.#o.existing ?? { mode: "baseline" };
+    const done = store.firstStart();
+    if (done) {
+      if (existing.mode !== "baseline") {
+        const flag = existing.mode === "since" ? "--since" : "--submit-existing";
+        this.#log.warn(
+          `${flag} is ignored: it applies to the first start only, and this state file's ` +
+            `first start was ${done.at}; 'recon-client watch --retry FILE' sends a recorded file`,
+        );
+      }
+      return;
+    }
+    const files: (FileStat & { path: string })[] = [];
+    for (const name of await this.#probe.list(watchDir)) {
+      if (!this.#isMatch(name)) continue;
+      const file = path.join(watchDir, name);
+      const result = await this.#probe.stat(file);
+      if (result.kind === "file") files.push({ path: file, ...result.stat });
+    }
+    files.sort((a, b) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
+    const since = existing.mode === "since" ? existing.since.getTime() : undefined;
+    const baseline = existing.mode === "submit-existing"
+      ? []
+      : files.filter((file) => since === undefined || file.mtimeMs < since);
+    const note: FirstStart = {
+      at: new Date(this.#now()).toISOString(),
+      mode: existing.mode,
+      ...(existing.mode === "since" ? { since: existing.since.toISOString() } : {}),
+      baseline: baseline.length,
+      sent: files.length - baseline.length,
+    };
+    store.addBaseline(baseline, note);
+    for (const file of baseline) this.#tracker.settle(file.path, file);
+    this.#firstStartLine = firstStartLine(note);
   }
 
   async #checkWatchDir(): Promise<void> {
@@ -139,6 +238,7 @@ class WatchDaemon {
         `stable after ${seconds(o.stabilityMs)}, grouping ${seconds(o.groupingMs)}); ` +
         `state file ${o.store.path}`,
     );
+    if (this.#firstStartLine) this.#log.info(this.#firstStartLine);
     const rows = o.store.list();
     const pending = rows.filter((row) => row.status === "pending");
     if (pending.length > 0) {
@@ -183,7 +283,7 @@ class WatchDaemon {
           if (relevant) this.#wake();
         }
       } catch (error) {
-        if (!this.#o.signal.aborted) {
+        if (!this.#signal.aborted) {
           this.#log.info(
             `file events stopped (${errorMessage(error)}); relying on the scan every ${
               seconds(this.#o.pollMs)
@@ -201,7 +301,7 @@ class WatchDaemon {
   }
 
   #sleep(ms: number): Promise<void> {
-    const { signal } = this.#o;
+    const signal = this.#signal;
     if (signal.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -232,6 +332,7 @@ class WatchDaemon {
     if (closes !== undefined) times.push(closes);
     const sender = this.#sender.nextWake(now);
     if (sender !== undefined) times.push(sender);
+    if (this.#watchingDue !== undefined) times.push(this.#watchingDue);
     return Math.min(...times);
   }
 
@@ -248,11 +349,47 @@ class WatchDaemon {
       for (const file of dirty) await this.#look(file);
     }
     for (const file of this.#tracker.due(this.#now())) {
-      if (this.#o.signal.aborted) return;
+      if (this.#signal.aborted) return;
       await this.#look(file);
     }
     this.#sender.startNext((groupId) => this.#grouper.isOpen(groupId, this.#now()));
+    this.#writeWatching();
     if (scanning) this.#o.onScanned?.();
+  }
+
+  /**
+   * Copy the files being written to the state file for `--status` (another process),
+   * when they changed and at most every {@link WATCHING_WRITE_MS}; a change held back
+   * is written at the tick {@link #nextWake} schedules for it.
+   */
+  #writeWatching(): void {
+    const now = this.#now();
+    const entries = this.#tracker.watching();
+    const key = entries.map((e) => `${e.path}\0${e.stat.size}\0${e.stat.mtimeMs}\0${e.since}`)
+      .join("\n");
+    if (key === this.#watchingKey) {
+      this.#watchingDue = undefined;
+      return;
+    }
+    if (now < this.#watchingWrittenAt + WATCHING_WRITE_MS) {
+      this.#watchingDue = this.#watchingWrittenAt + WATCHING_WRITE_MS;
+      return;
+    }
+    this.#watchingKey = key;
+    this.#watchingWrittenAt = now;
+    this.#watchingDue = undefined;
+    try {
+      this.#o.store.setWatching(entries.map((entry) => ({
+        path: entry.path,
+        size: entry.stat.size,
+        mtimeMs: entry.stat.mtimeMs,
+        seenAt: new Date(entry.since).toISOString(),
+        stableAt: new Date(entry.since + this.#o.stabilityMs).toISOString(),
+      })));
+    } catch (error) {
+      // Only --status reads it; the watch goes on.
+      this.#log.debug(`cannot note the files being written: ${errorMessage(error)}`);
+    }
   }
 
   async #scan(): Promise<void> {
@@ -280,7 +417,7 @@ class WatchDaemon {
       if (!this.#isMatch(name)) continue;
       const file = path.join(dir, name);
       present.add(file);
-      if (this.#o.signal.aborted) return;
+      if (this.#signal.aborted) return;
       await this.#look(file);
     }
     for (const known of this.#tracker.paths()) if (!present.has(known)) this.#vanished(known);
@@ -295,6 +432,15 @@ class WatchDaemon {
     if (result.kind === "error") {
       this.#cannotRead(file, result.message);
       return;
+    }
+    if (!this.#tracker.knows(file)) {
+      // First sight in this run of a file recorded with this very stat (at an earlier
+      // run, or as baseline): nothing is new, no need to wait for it to be stable.
+      const known = this.#o.store.latest(file);
+      if (known && sameStat(known, result.stat)) {
+        this.#tracker.settle(file, result.stat);
+        return;
+      }
     }
     const verdict = this.#tracker.observe(file, result.stat, this.#now());
     if (verdict.kind === "waiting") {
@@ -347,9 +493,9 @@ class WatchDaemon {
     }
     let sha256: string;
     try {
-      sha256 = await this.#probe.sha256(file, this.#o.signal);
+      sha256 = await this.#probe.sha256(file, this.#signal);
     } catch (error) {
-      if (this.#o.signal.aborted) return;
+      if (this.#signal.aborted) return;
       this.#cannotRead(file, describeFsError(error));
       return;
     }
@@ -379,6 +525,29 @@ class WatchDaemon {
     this.#wake();
   }
 
+  /**
+   * The server does not accept our key: every attempt would fail the same way until
+   * a person changes SHARED_KEY (or the server's keys), and a service manager that
+   * restarted us would only hammer the server. Record why, log it once, and stop.
+   */
+  #keyRejected(error: KeyRejectedError): void {
+    if (this.#end.kind === "key-rejected") return;
+    const note: StopNote = {
+      at: new Date(this.#now()).toISOString(),
+      reason: `${error.message}; the watcher stopped instead of retrying`,
+      hint: "set SHARED_KEY in recon.opts to a key the server accepts, then start the " +
+        "watcher again; scans found meanwhile are sent then",
+    };
+    this.#end = { kind: "key-rejected", note };
+    try {
+      this.#o.store.setMeta(STOPPED_KEY, JSON.stringify(note));
+    } catch (stateError) {
+      this.#log.warn(`cannot note the stop in the state file: ${errorMessage(stateError)}`);
+    }
+    this.#log.error(`${note.reason} (hint: ${note.hint})`);
+    this.#stopping.abort();
+  }
+
   /** Stop: finish or abandon what is in flight (see Sender.stop). */
   async #stop(): Promise<void> {
     await this.#sender.stop();
@@ -386,10 +555,27 @@ class WatchDaemon {
   }
 }
 
+/** The start-up line for what the first start did. */
+function firstStartLine(note: FirstStart): string {
+  const count = (n: number) => `${n.toLocaleString("en-US")} existing file(s)`;
+  switch (note.mode) {
+    case "submit-existing":
+      return `first start: --submit-existing: ${count(note.sent)} are sent`;
+    case "since":
+      return `first start: ${count(note.sent)} modified since ${note.since} are sent; ` +
+        `${note.baseline.toLocaleString("en-US")} older recorded as baseline, not sent`;
+    default:
+      return `first start: ${count(note.baseline)} recorded as baseline, not sent (use ` +
+        "--submit-existing or --since TIME to send them; 'recon-client watch --retry FILE' " +
+        "sends one later)";
+  }
+}
+
 /**
- * Watch until `options.signal` is aborted, then stop cleanly.
+ * Watch until `options.signal` is aborted (or the server refuses our key), then stop
+ * cleanly; says which of the two ended it.
  * @throws {UsageError} when the watch directory cannot be listed at start.
  */
-export async function runWatchDaemon(options: WatchDaemonOptions): Promise<void> {
-  await new WatchDaemon(options).run();
+export async function runWatchDaemon(options: WatchDaemonOptions): Promise<WatchEnd> {
+  return await new WatchDaemon(options).run();
 }

@@ -125,6 +125,15 @@ export class StabilityTracker {
     return [...this.#watching.keys(), ...this.#settled.keys()];
   }
 
+  /** The files not yet stable: each with its stat and when that stat was first seen. */
+  watching(): { path: string; stat: FileStat; since: number }[] {
+    return [...this.#watching].map(([path, seen]) => ({
+      path,
+      stat: seen.stat,
+      since: seen.since,
+    }));
+  }
+
   /** Paths being watched whose next look is due at `now`. */
   due(now: number): string[] {
     return [...this.#watching].filter(([, seen]) => seen.checkAt <= now).map(([path]) => path);

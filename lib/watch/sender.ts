@@ -8,13 +8,14 @@
  * server queues the job (inside submitJob's event callback, before the next message
  * is read), then `done` or `failed`; what a failure means is decided by
  * {@link classifyFailure}. An unreachable server is retried with {@link Backoff}, with
- * one log line per change of state.
+ * one log line per change of state; a server that refuses our key is not retried at
+ * all: `keyRejected` stops the watcher.
  *
  * @module
  */
 import * as path from "node:path";
 import type { Channel } from "../wire/channel.ts";
-import { errorMessage, ReconError } from "../errors.ts";
+import { errorMessage, KeyRejectedError, ReconError } from "../errors.ts";
 import type { ReconOptions } from "../wire/protocol.ts";
 import { describeFiles, type LocalFile } from "../client/files.ts";
 import { JobFailedError, submitJob, type SubmitResult } from "../client/submit.ts";
@@ -54,6 +55,8 @@ export interface SenderOptions {
   cannotRead: (file: string, message: string) => void;
   /** Something finished: run the loop again soon. */
   wake: () => void;
+  /** The server refused our key: the watcher stops (nothing is retried). */
+  keyRejected: (error: KeyRejectedError) => void;
 }
 
 interface Submission {
@@ -146,6 +149,25 @@ export class Sender {
     return good;
   }
 
+  /**
+   * Open one session and close it at once, to learn at start-up whether the server
+   * accepts our key. Any other failure is only debug: it is reported (once) when there
+   * is something to send.
+   */
+  async checkServer(): Promise<void> {
+    let channel: Channel | undefined;
+    try {
+      channel = await this.#connect();
+    } catch (error) {
+      if (error instanceof KeyRejectedError) this.#o.keyRejected(error);
+      else this.#o.log.debug(`start-up check of the server: ${errorMessage(error)}`);
+      return;
+    }
+    if (!channel) return;
+    this.#o.log.debug(`${this.#o.serverName ?? "the server"} accepts our key`);
+    await channel.close().catch(() => {});
+  }
+
   /** Connect, or undefined when the watcher stops first. */
   async #connect(): Promise<Channel | undefined> {
     const { signal } = this.#o;
@@ -190,7 +212,12 @@ export class Sender {
       try {
         channel = await this.#connect();
       } catch (error) {
-        this.#serverDown(error, ids);
+        if (error instanceof KeyRejectedError) {
+          store.notePending(ids, `not sent: ${error.message}`);
+          this.#o.keyRejected(error);
+        } else {
+          this.#serverDown(error, ids);
+        }
         return;
       }
       if (!channel) return;
@@ -234,7 +261,8 @@ export class Sender {
     // finished: a difference means the file changed after it looked complete.
     const changed = rows.filter((row) => {
       const sent = result.uploaded.find((entry) => entry.name === path.basename(row.path));
-      return sent?.sha256 !== undefined && sent.sha256 !== row.sha256;
+      // A baseline file sent by --retry was never hashed: nothing to compare with.
+      return sent?.sha256 !== undefined && row.sha256 !== null && sent.sha256 !== row.sha256;
     });
     let note: string | undefined;
     if (changed.length > 0) {

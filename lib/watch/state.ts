@@ -4,7 +4,10 @@
  * group (job) it belongs to, the server's job id and its status.
  *
  * Status moves `pending → submitted → done | failed`; `skipped` is for a file that
- * was deleted or changed before it could be sent. A row becomes `submitted` the
+ * was deleted or changed before it could be sent; `baseline` is for a file that was
+ * already there at the first start and is never sent by itself (its content is not
+ * hashed: a baseline row has no SHA-256). The `watching` table mirrors the files
+ * the running watcher is waiting on (still being written), for `--status`. A row becomes `submitted` the
  * moment the server reports `job_queued`, in the same synchronous call, so a crash
  * afterwards can never make the watcher send that file again.
  *
@@ -19,7 +22,7 @@ import { ConfigError, errorMessage } from "../errors.ts";
 import type { FileStat } from "./scanner.ts";
 
 /** Where a scan file stands. */
-export type FileStatus = "pending" | "submitted" | "done" | "failed" | "skipped";
+export type FileStatus = "pending" | "submitted" | "done" | "failed" | "skipped" | "baseline";
 
 /** Every status, in the order they are listed. */
 export const FILE_STATUSES: readonly FileStatus[] = [
@@ -28,10 +31,11 @@ export const FILE_STATUSES: readonly FileStatus[] = [
   "done",
   "failed",
   "skipped",
+  "baseline",
 ];
 
 /** Schema version kept in `PRAGMA user_version`. */
-export const STATE_SCHEMA_VERSION = 1;
+export const STATE_SCHEMA_VERSION = 2;
 
 /** One scan file as recorded. */
 export interface FileRecord {
@@ -41,8 +45,8 @@ export interface FileRecord {
   size: number;
   mtimeMs: number;
   ino: number | null;
-  /** Hex SHA-256 of the content when it was found complete. */
-  sha256: string;
+  /** Hex SHA-256 of the content when it was found complete; null for a baseline file. */
+  sha256: string | null;
   status: FileStatus;
   /** Files with the same group id are sent as one job. */
   groupId: string;
@@ -61,6 +65,17 @@ export interface FileRecord {
   updatedAt: string;
 }
 
+/** A file the running watcher waits on: seen, not yet unchanged for the stability delay. */
+export interface WatchingRecord {
+  path: string;
+  size: number;
+  mtimeMs: number;
+  /** When the watcher first saw this size and mtime (ISO 8601 UTC). */
+  seenAt: string;
+  /** When it counts as complete if it stays unchanged (ISO 8601 UTC). */
+  stableAt: string;
+}
+
 /** A file to record as pending. */
 export interface NewFile extends FileStat {
   path: string;
@@ -75,16 +90,16 @@ export interface StateStoreOptions {
   readOnly?: boolean;
 }
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS files (
+const FILES_TABLE = (name: string) => `
+CREATE TABLE ${name} (
   id          INTEGER PRIMARY KEY,
   path        TEXT    NOT NULL,
   size        INTEGER NOT NULL,
   mtime_ms    INTEGER NOT NULL,
   ino         INTEGER,
-  sha256      TEXT    NOT NULL,
+  sha256      TEXT,
   status      TEXT    NOT NULL
-              CHECK (status IN ('pending', 'submitted', 'done', 'failed', 'skipped')),
+              CHECK (status IN ('pending', 'submitted', 'done', 'failed', 'skipped', 'baseline')),
   group_id    TEXT    NOT NULL,
   job_id      TEXT,
   reason      TEXT,
@@ -93,12 +108,97 @@ CREATE TABLE IF NOT EXISTS files (
   attempts    INTEGER NOT NULL DEFAULT 0,
   first_seen  TEXT    NOT NULL,
   updated_at  TEXT    NOT NULL
-);
+);`;
+
+const INDEXES = `
 CREATE INDEX IF NOT EXISTS files_by_path ON files (path, id);
 CREATE INDEX IF NOT EXISTS files_by_status ON files (status, group_id);
 CREATE INDEX IF NOT EXISTS files_by_job ON files (job_id);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 `;
+
+const OTHER_TABLES = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS watching (
+  path        TEXT    PRIMARY KEY,
+  size        INTEGER NOT NULL,
+  mtime_ms    INTEGER NOT NULL,
+  seen_at     TEXT    NOT NULL,
+  stable_at   TEXT    NOT NULL
+);
+`;
+
+const COLUMNS = "id, path, size, mtime_ms, ino, sha256, status, group_id, job_id, reason, " +
+  "result_dir, run_id, attempts, first_seen, updated_at";
+
+/**
+ * Meta key set once the first start has dealt with the files already in the
+ * directory (a JSON {@link FirstStart}); without it the next start is a first start.
+ */
+export const FIRST_START_KEY = "first_start";
+/** Meta key set when the watcher stopped on a condition a person must fix (JSON {@link StopNote}). */
+export const STOPPED_KEY = "stopped";
+
+/** What the first start did with the files already in the watch directory. */
+export interface FirstStart {
+  at: string;
+  /** `baseline`: recorded, not sent; `submit-existing`: sent; `since`: sent if modified since; `upgrade`: state file from before baselines. */
+  mode: "baseline" | "submit-existing" | "since" | "upgrade";
+  since?: string;
+  /** Files recorded as baseline. */
+  baseline: number;
+  /** Existing files left to be sent. */
+  sent: number;
+}
+
+/** Why the watcher stopped by itself. */
+export interface StopNote {
+  at: string;
+  reason: string;
+  hint: string;
+}
+
+/** Create the v2 schema, or move a v1 state file to it (keeping every row). */
+function migrate(db: DatabaseSync): void {
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    // Read again under the write lock: another process may have migrated meanwhile.
+    const version = Number((db.prepare("PRAGMA user_version").get() as Row).user_version);
+    if (version >= STATE_SCHEMA_VERSION) {
+      db.exec("COMMIT");
+      return;
+    }
+    if (version === 0) {
+      db.exec(FILES_TABLE("files"));
+    } else {
+      // v1 had sha256 NOT NULL and no 'baseline' status: SQLite cannot alter a CHECK.
+      db.exec(FILES_TABLE("files_v2"));
+      db.exec(`INSERT INTO files_v2 (${COLUMNS}) SELECT ${COLUMNS} FROM files`);
+      db.exec("DROP TABLE files");
+      db.exec("ALTER TABLE files_v2 RENAME TO files");
+    }
+    db.exec(INDEXES);
+    db.exec(OTHER_TABLES);
+    if (version === 1) {
+      // A watcher already ran on this directory: files that are there now and not
+      // recorded arrived while it was stopped and must be sent, not baselined.
+      const note: FirstStart = {
+        at: new Date().toISOString(),
+        mode: "upgrade",
+        baseline: 0,
+        sent: 0,
+      };
+      db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)").run(
+        FIRST_START_KEY,
+        JSON.stringify(note),
+      );
+    }
+    db.exec(`PRAGMA user_version = ${STATE_SCHEMA_VERSION}`);
+    db.exec("COMMIT");
+  } catch (error) {
+    db.exec("ROLLBACK");
+    throw error;
+  }
+}
 
 type Row = Record<string, SQLInputValue>;
 
@@ -109,7 +209,7 @@ function toRecord(row: Row): FileRecord {
     size: Number(row.size),
     mtimeMs: Number(row.mtime_ms),
     ino: row.ino === null ? null : Number(row.ino),
-    sha256: String(row.sha256),
+    sha256: row.sha256 === null ? null : String(row.sha256),
     status: row.status as FileStatus,
     groupId: String(row.group_id),
     jobId: row.job_id === null ? null : String(row.job_id),
@@ -156,10 +256,7 @@ export class StateStore {
       } else {
         db.exec("PRAGMA journal_mode = WAL");
         db.exec("PRAGMA synchronous = FULL");
-        if (Number(version) < STATE_SCHEMA_VERSION) {
-          db.exec(SCHEMA);
-          db.exec(`PRAGMA user_version = ${STATE_SCHEMA_VERSION}`);
-        }
+        if (Number(version) < STATE_SCHEMA_VERSION) migrate(db);
       }
     } catch (error) {
       try {
@@ -211,6 +308,66 @@ export class StateStore {
        VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)`,
     ).run(file.path, file.size, file.mtimeMs, file.ino, file.sha256, groupId, stamp, stamp);
     return this.#rows("SELECT * FROM files WHERE id = ?", lastInsertRowid)[0];
+  }
+
+  /**
+   * Record the files already in the directory at the first start as `baseline` (never
+   * sent by themselves), each in a group of its own, together with the first-start
+   * note: one transaction, so a crash half-way leaves a first start to do again.
+   */
+  addBaseline(files: readonly (FileStat & { path: string })[], note: FirstStart): void {
+    const stamp = this.#stamp();
+    const insert = this.#db.prepare(
+      `INSERT INTO files (path, size, mtime_ms, ino, sha256, status, group_id, first_seen, updated_at)
+       VALUES (?, ?, ?, ?, NULL, 'baseline', ?, ?, ?)`,
+    );
+    this.#transaction(() => {
+      for (const file of files) {
+        insert.run(file.path, file.size, file.mtimeMs, file.ino, crypto.randomUUID(), stamp, stamp);
+      }
+      this.setMeta(FIRST_START_KEY, JSON.stringify(note));
+    });
+  }
+
+  /** What the first start did, if it has happened. */
+  firstStart(): FirstStart | undefined {
+    const value = this.getMeta(FIRST_START_KEY);
+    return value === undefined ? undefined : JSON.parse(value) as FirstStart;
+  }
+
+  /** Why the watcher last stopped by itself, if it did and has not started since. */
+  stopNote(): StopNote | undefined {
+    const value = this.getMeta(STOPPED_KEY);
+    return value === undefined ? undefined : JSON.parse(value) as StopNote;
+  }
+
+  /** Replace the files the watcher waits on (one transaction). */
+  setWatching(files: readonly WatchingRecord[]): void {
+    const insert = this.#db.prepare(
+      "INSERT INTO watching (path, size, mtime_ms, seen_at, stable_at) VALUES (?, ?, ?, ?, ?)",
+    );
+    this.#transaction(() => {
+      this.#db.exec("DELETE FROM watching");
+      for (const file of files) {
+        insert.run(file.path, file.size, file.mtimeMs, file.seenAt, file.stableAt);
+      }
+    });
+  }
+
+  /** The files the watcher waits on, by path. */
+  watching(): WatchingRecord[] {
+    // A v1 file opened read-only (an older watcher runs) has no such table.
+    const table = this.#db.prepare(
+      "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'watching'",
+    ).get();
+    if (!table) return [];
+    return (this.#db.prepare("SELECT * FROM watching ORDER BY path").all() as Row[]).map((row) => ({
+      path: String(row.path),
+      size: Number(row.size),
+      mtimeMs: Number(row.mtime_ms),
+      seenAt: String(row.seen_at),
+      stableAt: String(row.stable_at),
+    }));
   }
 
   /** Same content under a new stat (touched, copied over with the same bytes). */
@@ -347,12 +504,17 @@ export class StateStore {
     return this.#rows("SELECT * FROM files WHERE group_id = ? ORDER BY id", groupId);
   }
 
-  /** Make rows pending again (`--retry`); returns how many changed. */
-  retry(ids: readonly number[]): number {
+  /**
+   * Make rows pending again (`--retry`); returns how many changed. `groupId`, when
+   * given, becomes their group (baseline files named together go as one job).
+   */
+  retry(ids: readonly number[], groupId?: string): number {
     return this.#each(
       ids,
       `UPDATE files SET status = 'pending', job_id = NULL, run_id = NULL, result_dir = NULL,
-       reason = 'retry requested', updated_at = ? WHERE status != 'pending' AND id = ?`,
+       group_id = COALESCE(?, group_id), reason = 'retry requested', updated_at = ?
+       WHERE status != 'pending' AND id = ?`,
+      groupId ?? null,
       this.#stamp(),
     );
   }
@@ -367,6 +529,10 @@ export class StateStore {
 
   setMeta(key: string, value: string): void {
     this.#db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)").run(key, value);
+  }
+
+  deleteMeta(key: string): void {
+    this.#db.prepare("DELETE FROM meta WHERE key = ?").run(key);
   }
 
   /** How many rows have each status. */

@@ -3,13 +3,25 @@
  * the state file shown as a table or JSON, and choosing which recorded files a
  * `--retry FILE|JOB_ID` makes pending again. Returns text; prints nothing.
  *
+ * Besides the recorded files it shows what the first start did (how many files it
+ * recorded as baseline), the files the running watcher waits on ("being written,
+ * stable in N s"), and why the watcher stopped by itself (a key the server refused).
+ *
  * @module
  */
 import * as path from "node:path";
 import { UsageError } from "../errors.ts";
 import { denoProbe, type FileProbe } from "./probe.ts";
 import { sameStat } from "./scanner.ts";
-import { FILE_STATUSES, type FileRecord, type FileStatus, type StateStore } from "./state.ts";
+import {
+  FILE_STATUSES,
+  type FileRecord,
+  type FileStatus,
+  type FirstStart,
+  type StateStore,
+  type StopNote,
+  type WatchingRecord,
+} from "./state.ts";
 
 /** What `--status` shows. */
 export interface StatusReport {
@@ -18,6 +30,31 @@ export interface StatusReport {
   stateFileExists: boolean;
   watcherRunning: boolean;
   files: FileRecord[];
+  /** Files the running watcher waits on (give none when no watcher runs). */
+  writing?: WatchingRecord[];
+  /** What the first start did, once it happened. */
+  firstStart?: FirstStart;
+  /** Why the watcher stopped by itself, if it did. */
+  stopped?: StopNote;
+  /** The time "stable in N s" counts from (default: now). */
+  now?: Date;
+}
+
+/** Whole seconds from `now` until `stableAt`, never negative. */
+function stableIn(file: WatchingRecord, now: Date): number {
+  return Math.max(0, Math.ceil((Date.parse(file.stableAt) - now.getTime()) / 1000));
+}
+
+function writingNote(file: WatchingRecord, now: Date): string {
+  const left = stableIn(file, now);
+  return left > 0
+    ? `being written, stable in ${left} s if it stays unchanged`
+    : "being written, stable now: about to be recorded";
+}
+
+/** An ISO 8601 UTC time as `2026-11-23 15:37:11`. */
+function shortTime(iso: string): string {
+  return iso.replace("T", " ").replace(/\.\d+Z$/, "").replace(/Z$/, "");
 }
 
 function countByStatus(files: readonly FileRecord[]): Record<FileStatus, number> {
@@ -36,7 +73,17 @@ export function statusJson(report: StatusReport): string {
       state_file: report.stateFile,
       state_file_exists: report.stateFileExists,
       watcher_running: report.watcherRunning,
+      watcher_stopped: report.stopped ?? null,
+      first_start: report.firstStart ?? null,
       counts: countByStatus(report.files),
+      being_written: (report.writing ?? []).map((file) => ({
+        path: file.path,
+        size: file.size,
+        mtime: new Date(file.mtimeMs).toISOString(),
+        seen_at: file.seenAt,
+        stable_at: file.stableAt,
+        stable_in_s: stableIn(file, report.now ?? new Date()),
+      })),
       files: report.files.map((file) => ({
         path: file.path,
         size: file.size,
@@ -77,33 +124,65 @@ function note(file: FileRecord): string {
 
 /** The `--status` table, ending with a summary line. */
 export function statusText(report: StatusReport): string {
+  const now = report.now ?? new Date();
+  const writing = report.writing ?? [];
+  const counts = countByStatus(report.files);
+  let watcher = report.watcherRunning ? "running" : "not running";
+  if (!report.watcherRunning && report.stopped) {
+    watcher += `: stopped ${shortTime(report.stopped.at)} UTC: ${report.stopped.reason}\n` +
+      `            ${report.stopped.hint}`;
+  }
   const lines = [
     `state file: ${report.stateFile}${report.stateFileExists ? "" : " (not created yet)"}`,
-    `watcher:    ${report.watcherRunning ? "running" : "not running"}`,
+    `watcher:    ${watcher}`,
   ];
-  if (report.files.length === 0) {
+  if (counts.baseline > 0) {
+    // Months of old scans would drown the table: counted here, listed by --json.
+    const when = report.firstStart ? ` (${shortTime(report.firstStart.at)} UTC)` : "";
+    lines.push(
+      `baseline:   ${counts.baseline.toLocaleString("en-US")} file(s) already there at the ` +
+        `first start${when}, recorded and not sent; --status --json lists them, ` +
+        "--retry FILE sends one",
+    );
+  }
+  if (report.files.length === 0 && writing.length === 0) {
     lines.push("no files recorded yet");
     return `${lines.join("\n")}\n`;
   }
   const header = ["STATUS", "UPDATED (UTC)", "JOB ID", "SIZE", "FILE", "NOTE"];
-  const rows = report.files.map((file) => [
-    file.status,
-    file.updatedAt.replace("T", " ").replace(/\.\d+Z$/, ""),
-    file.jobId ?? "-",
-    humanSize(file.size),
-    file.path,
-    note(file),
-  ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
-  lines.push("");
-  for (const row of [header, ...rows]) {
-    lines.push(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+  const rows = [
+    ...report.files.filter((file) => file.status !== "baseline").map((file) => [
+      file.status,
+      shortTime(file.updatedAt),
+      file.jobId ?? "-",
+      humanSize(file.size),
+      file.path,
+      note(file),
+    ]),
+    ...writing.map((file) => [
+      "writing",
+      shortTime(file.seenAt),
+      "-",
+      humanSize(file.size),
+      file.path,
+      writingNote(file, now),
+    ]),
+  ];
+  if (rows.length > 0) {
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+    lines.push("");
+    for (const row of [header, ...rows]) {
+      lines.push(row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd());
+    }
   }
-  const counts = countByStatus(report.files);
   const parts = FILE_STATUSES.filter((status) => counts[status] > 0).map((status) =>
     `${counts[status]} ${status}`
   );
-  lines.push("", `${report.files.length} file(s): ${parts.join(", ")}`);
+  const summary = report.files.length > 0
+    ? [`${report.files.length} file(s): ${parts.join(", ")}`]
+    : ["no files recorded yet"];
+  if (writing.length > 0) summary.push(`${writing.length} being written`);
+  lines.push("", summary.join("; "));
   return `${lines.join("\n")}\n`;
 }
 

@@ -710,13 +710,16 @@ export interface SiteOptions {
 /** `watch --status --json` as the tests read it. */
 export interface StatusDocument {
   watcher_running: boolean;
+  /** Why the watcher stopped by itself (a refused key), or null. */
+  watcher_stopped: { at: string; reason: string; hint: string } | null;
   counts: Record<string, number>;
   files: {
     path: string;
     status: string;
     job_id: string | null;
     reason: string | null;
-    sha256: string;
+    /** Null for a baseline file (never hashed). */
+    sha256: string | null;
     attempts: number;
   }[];
 }

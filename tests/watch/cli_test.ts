@@ -71,6 +71,13 @@ Deno.test("watch flags: unknown flags, --status with --retry, --json alone, bad 
   await watchFails(site, ["--json"], /--json goes with --status or --retry/);
   await watchFails(site, ["--port", "70000"], /--port must be a number from 1 to 65535/);
   await watchFails(site, ["--pattern", ""], /--pattern must not be empty/);
+  await watchFails(
+    site,
+    ["--submit-existing", "--since", "1d"],
+    /use either --submit-existing or --since/,
+  );
+  await watchFails(site, ["--status", "--since", "1d"], /go with starting the watcher/);
+  await watchFails(site, ["--since", "last tuesday"], /--since "last tuesday" is not a date/);
 });
 
 Deno.test("watch --status before any run says the state file does not exist yet", async () => {
@@ -92,4 +99,10 @@ Deno.test("watch --help describes the command and exits 0", async () => {
   assert.equal(result.code, 0);
   assert.match(result.stdout, /recon-client watch --status/);
   assert.match(result.stdout, /--retry FILE\|JOB_ID/);
+  assert.match(result.stdout, /--submit-existing/);
+  assert.match(result.stdout, /--since TIME/);
+  assert.match(
+    result.stdout,
+    /first start .* records the files already in the directory as\s+"baseline"/,
+  );
 });

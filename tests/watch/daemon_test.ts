@@ -1,15 +1,22 @@
 /**
  * The watch loop in-process, with the server unreachable (so nothing leaves the
  * machine) and short delays: what gets recorded as a finished scan, and how it copes
- * with a file that cannot be read, vanishes, shrinks, or changes before it is sent.
+ * with a file that cannot be read, vanishes, shrinks, or changes before it is sent;
+ * what the first start does with the files already there; the files being written as
+ * `--status` sees them; and the stop when the server refuses our key.
  * The real-server behaviour is in e2e_watch_test.ts. "Nothing more happens" is checked
  * after a number of further scans (the loop's `onScanned` hook), never after a sleep.
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
-import { ConnectionError, UsageError } from "../../lib/errors.ts";
+import { ConnectionError, KeyRejectedError, UsageError } from "../../lib/errors.ts";
 import { Backoff } from "../../lib/watch/backoff.ts";
-import { runWatchDaemon, type WatchDaemonOptions } from "../../lib/watch/daemon.ts";
+import {
+  runWatchDaemon,
+  type WatchDaemonOptions,
+  type WatchEnd,
+  WATCHING_WRITE_MS,
+} from "../../lib/watch/daemon.ts";
 import { denoProbe, type FileProbe } from "../../lib/watch/probe.ts";
 import { StateStore } from "../../lib/watch/state.ts";
 import { waitFor } from "../support/e2e.ts";
@@ -24,45 +31,68 @@ interface Harness {
   /** Resolves once the loop has scanned the whole directory `n` more times. */
   scans(n: number): Promise<void>;
   stop(): Promise<void>;
+  /** How the current run ended (by stop(), or by itself). */
+  ended(): Promise<WatchEnd>;
+  /** Stop this run and start another on the same directory and state file. */
+  restart(overrides?: Partial<WatchDaemonOptions>): Promise<void>;
+}
+
+interface HarnessOptions {
+  /** Runs before the first start, e.g. to put files in the directory. */
+  setup?: (watchDir: string) => Promise<void>;
 }
 
 async function startDaemon(
   overrides: Partial<WatchDaemonOptions> = {},
   body: (harness: Harness) => Promise<void>,
+  options: HarnessOptions = {},
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "recon_watch_daemon_test_" });
   const watchDir = path.join(dir, "watch");
   await Deno.mkdir(watchDir);
+  await options.setup?.(watchDir);
   const store = StateStore.open(path.join(dir, "state.sqlite"));
   const lines: string[] = [];
   const record = (level: string) => (message: string) => lines.push(`${level} ${message}`);
-  const controller = new AbortController();
+  let controller = new AbortController();
   let scanned = 0;
-  const running = runWatchDaemon({
-    watchDir,
-    pattern: "*.7",
-    pollMs: 100,
-    stabilityMs: 300,
-    groupingMs: 100,
-    reconOptions: {},
-    downloadDir: path.join(dir, "downloads"),
-    onComplete: "",
-    store,
-    runId: "test-run",
-    connect: () =>
-      Promise.reject(new ConnectionError("cannot connect to test:1: connection refused")),
-    log: {
-      debug: record("DEBUG"),
-      info: record("INFO"),
-      warn: record("WARN"),
-      error: record("ERROR"),
-    },
-    signal: controller.signal,
-    backoff: new Backoff({ baseMs: 100, capMs: 200 }),
-    onScanned: () => scanned++,
-    ...overrides,
-  });
-  let stopped = false;
+  let running: Promise<WatchEnd> = Promise.resolve({ kind: "stopped" });
+  let stopped = true;
+  const launch = async (extra: Partial<WatchDaemonOptions> = {}) => {
+    controller = new AbortController();
+    stopped = false;
+    let finished = false;
+    const from = scanned;
+    running = runWatchDaemon({
+      watchDir,
+      pattern: "*.7",
+      pollMs: 100,
+      stabilityMs: 300,
+      groupingMs: 100,
+      reconOptions: {},
+      downloadDir: path.join(dir, "downloads"),
+      onComplete: "",
+      store,
+      runId: "test-run",
+      connect: () =>
+        Promise.reject(new ConnectionError("cannot connect to test:1: connection refused")),
+      log: {
+        debug: record("DEBUG"),
+        info: record("INFO"),
+        warn: record("WARN"),
+        error: record("ERROR"),
+      },
+      signal: controller.signal,
+      backoff: new Backoff({ baseMs: 100, capMs: 200 }),
+      onScanned: () => scanned++,
+      ...overrides,
+      ...extra,
+    });
+    running.then(() => finished = true, () => finished = true);
+    // Started: the first start's baseline is taken before the first scan, so what the
+    // body writes from here on is new.
+    await waitFor("the first scan", () => scanned > from || finished, { intervalMs: 10 });
+  };
   const stop = async () => {
     if (stopped) return;
     stopped = true;
@@ -70,6 +100,7 @@ async function startDaemon(
     await running;
   };
   try {
+    await launch();
     await body({
       dir,
       watchDir,
@@ -81,6 +112,11 @@ async function startDaemon(
         await waitFor(`${n} more scan(s)`, () => scanned >= target, { intervalMs: 10 });
       },
       stop,
+      ended: () => running,
+      restart: async (extra) => {
+        await stop();
+        await launch(extra);
+      },
     });
   } finally {
     await stop().catch(() => {});
@@ -244,4 +280,217 @@ Deno.test("daemon: a watch directory that does not exist is a usage error", asyn
     store.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+/** Write `name` in `dir` with a modification time `ageMs` in the past. */
+async function oldFile(dir: string, name: string, ageMs: number): Promise<string> {
+  const file = path.join(dir, name);
+  await Deno.writeTextFile(file, `old scan ${name}`);
+  const when = new Date(Date.now() - ageMs);
+  await Deno.utime(file, when, when);
+  return file;
+}
+
+const DAY = 86_400_000;
+
+Deno.test("daemon: the first start records the files already there as baseline and sends only new ones", async () => {
+  let old1 = "";
+  let old2 = "";
+  await startDaemon({}, async ({ watchDir, store, count, scans, restart }) => {
+    assert.deepEqual(store.list().map((row) => [path.basename(row.path), row.status]), [
+      ["old1.7", "baseline"],
+      ["old2.7", "baseline"],
+    ]);
+    assert.equal(
+      count(
+        /^INFO first start: 2 existing file\(s\) recorded as baseline, not sent \(use --submit-existing or --since TIME/,
+      ),
+      1,
+    );
+    assert.equal(store.firstStart()?.mode, "baseline");
+    const fresh = path.join(watchDir, "new.7");
+    await Deno.writeTextFile(fresh, "a new scan");
+    await waitFor("new.7 pending", () => recorded(store, fresh)[0]?.status === "pending");
+    await scans(5); // past the stability delay: nothing else was picked up
+    assert.deepEqual(recorded(store, old1).map((row) => row.status), ["baseline"]);
+    assert.equal(store.pendingGroups().length, 1);
+
+    // A baseline file that gets new content is a new scan.
+    await Deno.writeTextFile(old2, "rescanned under the same name");
+    await waitFor("old2.7 as a new scan", () => recorded(store, old2).length === 2);
+    assert.deepEqual(recorded(store, old2).map((row) => row.status), ["baseline", "pending"]);
+    assert.equal(count(/old2\.7 is complete .*a new scan under a name seen before/), 1);
+
+    // A later start takes no baseline: a file written while stopped is sent, and an
+    // explicit first-start choice is reported as ignored.
+    await restart({ existing: { mode: "submit-existing" } });
+    const whileStopped = path.join(watchDir, "while_stopped.7");
+    await Deno.writeTextFile(whileStopped, "arrived between two runs");
+    await waitFor(
+      "while_stopped.7 pending",
+      () => recorded(store, whileStopped)[0]?.status === "pending",
+    );
+    assert.equal(count(/^INFO first start:/), 1, "one first start only");
+    assert.equal(
+      count(/^WARN --submit-existing is ignored: it applies to the first start only/),
+      1,
+    );
+    assert.equal(store.counts().baseline, 2);
+  }, {
+    setup: async (watchDir) => {
+      old1 = await oldFile(watchDir, "old1.7", 30 * DAY);
+      old2 = await oldFile(watchDir, "old2.7", 2 * DAY);
+      await Deno.writeTextFile(path.join(watchDir, "notes.txt"), "not a scan");
+    },
+  });
+});
+
+Deno.test("daemon: a file still written at the first start is sent once it is complete", async () => {
+  let file = "";
+  await startDaemon({}, async ({ store }) => {
+    assert.equal(recorded(store, file)[0].status, "baseline");
+    await Deno.writeTextFile(file, " and the rest", { append: true });
+    await waitFor("the finished scan", () => recorded(store, file)[1]?.status === "pending");
+  }, {
+    setup: async (watchDir) => {
+      file = path.join(watchDir, "P1.7");
+      await Deno.writeTextFile(file, "the first half");
+    },
+  });
+});
+
+Deno.test("daemon: --submit-existing on the first start sends the files already there", async () => {
+  await startDaemon(
+    { existing: { mode: "submit-existing" } },
+    async ({ store, count }) => {
+      await waitFor("both pending", () => store.counts().pending === 2);
+      assert.equal(store.counts().baseline, 0);
+      assert.equal(count(/^INFO first start: --submit-existing: 2 existing file\(s\) are sent/), 1);
+      assert.equal(store.firstStart()?.mode, "submit-existing");
+    },
+    {
+      setup: async (watchDir) => {
+        await oldFile(watchDir, "a.7", 3 * DAY);
+        await oldFile(watchDir, "b.7", 300 * DAY);
+      },
+    },
+  );
+});
+
+Deno.test("daemon: --since on the first start sends the files modified since, baselines the older", async () => {
+  const since = new Date(Date.now() - 5 * DAY);
+  await startDaemon(
+    { existing: { mode: "since", since } },
+    async ({ store, count, watchDir }) => {
+      await waitFor("recent.7 pending", () => store.counts().pending === 1);
+      assert.deepEqual(
+        store.list().map((row) => [path.basename(row.path), row.status]).sort(),
+        [["ancient.7", "baseline"], ["recent.7", "pending"]],
+      );
+      assert.equal(
+        count(
+          new RegExp(
+            `^INFO first start: 1 existing file\\(s\\) modified since ${since.toISOString()} are sent; 1 older recorded as baseline`,
+          ),
+        ),
+        1,
+      );
+      assert.deepEqual(store.firstStart(), {
+        at: store.firstStart()!.at,
+        mode: "since",
+        since: since.toISOString(),
+        baseline: 1,
+        sent: 1,
+      });
+      assert.ok(watchDir);
+    },
+    {
+      setup: async (watchDir) => {
+        await oldFile(watchDir, "recent.7", 1 * DAY);
+        await oldFile(watchDir, "ancient.7", 90 * DAY);
+      },
+    },
+  );
+});
+
+Deno.test("daemon: a file being written is in the state file's watching table until it is recorded", async () => {
+  await startDaemon({ stabilityMs: 1500 }, async ({ watchDir, store }) => {
+    const file = path.join(watchDir, "growing.7");
+    await Deno.writeTextFile(file, "part 1");
+    const [first] = await waitFor("growing.7 to be noted", () => {
+      const rows = store.watching();
+      return rows.length > 0 ? rows : undefined;
+    });
+    assert.equal(first.path, file);
+    assert.equal(first.size, 6);
+    assert.equal(Date.parse(first.stableAt) - Date.parse(first.seenAt), 1500);
+    // It grows: the note follows within the write interval.
+    await Deno.writeTextFile(file, " and part 2", { append: true });
+    await waitFor(
+      "the new size to be noted",
+      () => store.watching()[0]?.size === 17,
+      { timeoutMs: WATCHING_WRITE_MS * 5 },
+    );
+    await waitFor("growing.7 recorded", () => recorded(store, file).length === 1);
+    await waitFor("the watching table to be empty", () => store.watching().length === 0);
+  });
+});
+
+Deno.test("daemon: the server refusing our key stops the watcher once, noted in the state file", async () => {
+  let attempts = 0;
+  const refuse = () => {
+    attempts++;
+    return Promise.reject(
+      new KeyRejectedError(
+        "handshake with test:1 failed: the server does not accept key id 0123456789abcdef",
+        { hint: "does SHARED_KEY in recon.opts match the server's?" },
+      ),
+    );
+  };
+  // A working start-up check, so the refusal comes when a file is sent.
+  let checked = false;
+  const connect = () => {
+    if (!checked) {
+      checked = true;
+      return Promise.reject(new ConnectionError("cannot connect to test:1: connection refused"));
+    }
+    return refuse();
+  };
+  await startDaemon({ connect }, async ({ watchDir, store, count, ended }) => {
+    const file = path.join(watchDir, "P1.7");
+    await Deno.writeTextFile(file, "scan");
+    const end = await ended();
+    assert.equal(end.kind, "key-rejected");
+    assert.equal(attempts, 1, "not retried");
+    const note = store.stopNote();
+    assert.ok(note);
+    assert.deepEqual(end.kind === "key-rejected" ? end.note : undefined, note);
+    assert.match(note.reason, /does not accept key id 0123456789abcdef; the watcher stopped/);
+    assert.match(note.hint, /SHARED_KEY in recon\.opts/);
+    const [row] = recorded(store, file);
+    assert.equal(row.status, "pending", "still to be sent once the key is fixed");
+    assert.match(row.reason ?? "", /does not accept key id/);
+    assert.equal(count(/^ERROR .*does not accept key id .*the watcher stopped/), 1);
+    assert.equal(count(/retried with backoff/), 0);
+  });
+});
+
+Deno.test("daemon: a wrong key is found by the check at start, before any file is sent", async () => {
+  let attempts = 0;
+  const connect = () => {
+    attempts++;
+    return Promise.reject(
+      new KeyRejectedError("handshake with test:1 failed: the server does not accept key id ab"),
+    );
+  };
+  await startDaemon({ connect }, async ({ store, ended, restart }) => {
+    assert.equal((await ended()).kind, "key-rejected");
+    assert.equal(attempts, 1);
+    assert.ok(store.stopNote());
+    // The next start clears the note (and checks again).
+    await restart({
+      connect: () => Promise.reject(new ConnectionError("cannot connect: connection refused")),
+    });
+    assert.equal(store.stopNote(), undefined);
+  });
 });

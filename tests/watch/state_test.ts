@@ -7,7 +7,12 @@ import assert from "node:assert/strict";
 import * as path from "node:path";
 import { ConfigError } from "../../lib/errors.ts";
 import { lockPathFor, WatcherLock, watcherRunning } from "../../lib/watch/lock.ts";
-import { type NewFile, STATE_SCHEMA_VERSION, StateStore } from "../../lib/watch/state.ts";
+import {
+  FIRST_START_KEY,
+  type NewFile,
+  STATE_SCHEMA_VERSION,
+  StateStore,
+} from "../../lib/watch/state.ts";
 import { DatabaseSync } from "node:sqlite";
 
 async function withDir(body: (dir: string) => Promise<void> | void): Promise<void> {
@@ -99,6 +104,7 @@ Deno.test("StateStore: pending → submitted → done, and a done file is never 
         done: 2,
         failed: 0,
         skipped: 0,
+        baseline: 0,
       });
     } finally {
       store.close();
@@ -345,5 +351,123 @@ Deno.test("StateStore read-only (--status) reads a closed or open state file and
       () => StateStore.open(empty, { readOnly: true }),
       /cannot use state file .*not a recon watch state file/,
     );
+  });
+});
+
+Deno.test("StateStore.addBaseline() records files as baseline, unhashed, each in its own group, with the first-start note", async () => {
+  await withDir((dir) => {
+    const store = StateStore.open(path.join(dir, "s.sqlite"), { now: fixedClock });
+    try {
+      assert.equal(store.firstStart(), undefined, "a new state file has had no first start");
+      const note = {
+        at: "2026-11-23T12:00:00.000Z",
+        mode: "baseline" as const,
+        baseline: 2,
+        sent: 0,
+      };
+      store.addBaseline([
+        { path: "/scans/old1.7", size: 10, mtimeMs: 1, ino: 5 },
+        { path: "/scans/old2.7", size: 20, mtimeMs: 2, ino: 6 },
+      ], note);
+      const rows = store.list();
+      assert.deepEqual(rows.map((r) => [r.path, r.status, r.sha256, r.size]), [
+        ["/scans/old1.7", "baseline", null, 10],
+        ["/scans/old2.7", "baseline", null, 20],
+      ]);
+      assert.notEqual(rows[0].groupId, rows[1].groupId);
+      assert.deepEqual(store.pendingGroups(), [], "a baseline file is never sent by itself");
+      assert.deepEqual(store.firstStart(), note);
+      assert.equal(store.counts().baseline, 2);
+      // --retry of baseline files named together: pending, in one new group.
+      assert.equal(store.retry(rows.map((r) => r.id), "together"), 2);
+      assert.deepEqual(store.pendingGroups().map((g) => [g.groupId, g.files.length]), [
+        ["together", 2],
+      ]);
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("StateStore.setWatching() replaces the files being written; watching() reads them back", async () => {
+  await withDir((dir) => {
+    const statePath = path.join(dir, "s.sqlite");
+    const store = StateStore.open(statePath);
+    const reader = StateStore.open(statePath, { readOnly: true });
+    try {
+      const growing = {
+        path: "/scans/P1.7",
+        size: 100,
+        mtimeMs: 5,
+        seenAt: "2026-11-23T12:00:00.000Z",
+        stableAt: "2026-11-23T12:00:05.000Z",
+      };
+      store.setWatching([growing, { ...growing, path: "/scans/P2.7" }]);
+      assert.deepEqual(reader.watching().map((w) => w.path), ["/scans/P1.7", "/scans/P2.7"]);
+      store.setWatching([{ ...growing, size: 200 }]);
+      assert.deepEqual(reader.watching(), [{ ...growing, size: 200 }]);
+      store.setWatching([]);
+      assert.deepEqual(reader.watching(), []);
+    } finally {
+      reader.close();
+      store.close();
+    }
+  });
+});
+
+Deno.test("StateStore moves a version 1 state file to version 2, keeping every row, and notes it is no first start", async () => {
+  await withDir((dir) => {
+    const statePath = path.join(dir, "v1.sqlite");
+    const db = new DatabaseSync(statePath);
+    // The version 1 schema as shipped before baselines.
+    db.exec(`
+      CREATE TABLE files (
+        id INTEGER PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL,
+        mtime_ms INTEGER NOT NULL, ino INTEGER, sha256 TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'submitted', 'done', 'failed', 'skipped')),
+        group_id TEXT NOT NULL, job_id TEXT, reason TEXT, result_dir TEXT, run_id TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0, first_seen TEXT NOT NULL, updated_at TEXT NOT NULL);
+      CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+      INSERT INTO files (path, size, mtime_ms, ino, sha256, status, group_id, job_id, result_dir,
+        attempts, first_seen, updated_at)
+      VALUES ('/scans/a.7', 7, 1, 2, '${"ab".repeat(32)}', 'done', 'g', 'job-1', '/dl/job-1', 1,
+        '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:01.000Z');
+      INSERT INTO meta VALUES ('run_id', 'old');
+      PRAGMA user_version = 1;
+    `);
+    db.close();
+    const readOnly = StateStore.open(statePath, { readOnly: true });
+    try {
+      assert.equal(readOnly.list().length, 1, "--status reads a version 1 file as it is");
+      assert.deepEqual(readOnly.watching(), []);
+    } finally {
+      readOnly.close();
+    }
+    const store = StateStore.open(statePath);
+    try {
+      const [row] = store.list();
+      assert.deepEqual(
+        [row.path, row.status, row.sha256, row.jobId, row.resultDir, row.attempts],
+        ["/scans/a.7", "done", "ab".repeat(32), "job-1", "/dl/job-1", 1],
+      );
+      assert.equal(store.getMeta("run_id"), "old");
+      assert.equal(store.firstStart()?.mode, "upgrade");
+      store.addBaseline([{ path: "/scans/b.7", size: 1, mtimeMs: 1, ino: 1 }], store.firstStart()!);
+      assert.equal(store.counts().baseline, 1, "the new status is allowed after the move");
+      store.setWatching([]);
+    } finally {
+      store.close();
+    }
+    const again = new DatabaseSync(statePath);
+    try {
+      const { user_version: version } = again.prepare("PRAGMA user_version").get() as {
+        user_version: number;
+      };
+      assert.equal(version, STATE_SCHEMA_VERSION);
+      const meta = again.prepare("SELECT value FROM meta WHERE key = ?").get(FIRST_START_KEY);
+      assert.ok(meta);
+    } finally {
+      again.close();
+    }
   });
 });

@@ -1,5 +1,6 @@
 /**
- * `watch --status` output and what `watch --retry FILE|JOB_ID` selects: a file brings
+ * `watch --status` output (baseline counted, files being written, a watcher that
+ * stopped on a refused key) and what `watch --retry FILE|JOB_ID` selects: a file brings
  * its whole job along, a job id may be a unique prefix, and a retry is refused for a
  * file that changed since or a job the running watcher still follows.
  */
@@ -207,7 +208,17 @@ Deno.test("statusJson() gives every field with snake_case names and counts", asy
     populate(store);
     const document = JSON.parse(statusJson(report(store.list())));
     assert.equal(document.watcher_running, true);
-    assert.deepEqual(document.counts, { pending: 1, submitted: 0, done: 1, failed: 2, skipped: 0 });
+    assert.deepEqual(document.counts, {
+      pending: 1,
+      submitted: 0,
+      done: 1,
+      failed: 2,
+      skipped: 0,
+      baseline: 0,
+    });
+    assert.equal(document.watcher_stopped, null);
+    assert.equal(document.first_start, null);
+    assert.deepEqual(document.being_written, []);
     assert.deepEqual(Object.keys(document.files[0]).sort(), [
       "attempts",
       "first_seen",
@@ -232,4 +243,108 @@ Deno.test("humanSize() uses binary units", () => {
   assert.equal(humanSize(1023), "1023 B");
   assert.equal(humanSize(1536), "1.5 KiB");
   assert.equal(humanSize(3 * 1024 ** 3), "3.0 GiB");
+});
+
+const FIRST_START = {
+  at: "2026-11-20T08:00:00.000Z",
+  mode: "baseline" as const,
+  baseline: 1234,
+  sent: 0,
+};
+
+const GROWING = {
+  path: "/scans/P9.7",
+  size: 3 * 1024 * 1024,
+  mtimeMs: 1_700_000_000_000,
+  seenAt: "2026-11-23T12:00:00.000Z",
+  stableAt: "2026-11-23T12:00:05.000Z",
+};
+
+Deno.test("statusText() counts baseline files instead of listing them, and shows a file being written", () => {
+  const baseline = Array.from({ length: 1234 }, (_, i) => ({
+    id: i + 1,
+    path: `/scans/old${i}.7`,
+    size: 10,
+    mtimeMs: 1,
+    ino: i,
+    sha256: null,
+    status: "baseline" as const,
+    groupId: `g${i}`,
+    jobId: null,
+    reason: null,
+    resultDir: null,
+    runId: null,
+    attempts: 0,
+    firstSeen: FIRST_START.at,
+    updatedAt: FIRST_START.at,
+  }));
+  const text = statusText({
+    ...report(baseline),
+    firstStart: FIRST_START,
+    writing: [GROWING],
+    now: new Date("2026-11-23T12:00:02.100Z"),
+  });
+  assert.match(
+    text,
+    /^baseline: +1,234 file\(s\) already there at the first start \(2026-11-20 08:00:00 UTC\), recorded and not sent/m,
+  );
+  assert.doesNotMatch(text, /old1\.7/);
+  assert.match(
+    text,
+    /^writing +2026-11-23 12:00:00 +- +3\.0 MiB +\/scans\/P9\.7 +being written, stable in 3 s if it stays unchanged$/m,
+  );
+  assert.match(text, /^1234 file\(s\): 1234 baseline; 1 being written$/m);
+  assert.doesNotMatch(text, /no files recorded/);
+});
+
+Deno.test("statusText() with only a file being written says so instead of 'no files recorded'", () => {
+  const text = statusText({
+    ...report([]),
+    writing: [GROWING],
+    now: new Date("2026-11-23T12:00:09.000Z"),
+  });
+  assert.match(text, /^writing .*P9\.7 +being written, stable now: about to be recorded$/m);
+  assert.match(text, /^no files recorded yet; 1 being written$/m);
+});
+
+Deno.test("statusText() and statusJson() say why the watcher stopped by itself", () => {
+  const stopped = {
+    at: "2026-11-23T12:30:00.000Z",
+    reason: "handshake with scanner:60000 failed: the server does not accept key id " +
+      "0123456789abcdef; the watcher stopped instead of retrying",
+    hint: "set SHARED_KEY in recon.opts to a key the server accepts, then start the watcher again",
+  };
+  const text = statusText({ ...report([], false), stopped });
+  assert.match(
+    text,
+    /^watcher: +not running: stopped 2026-11-23 12:30:00 UTC: .*does not accept key id 0123456789abcdef; the watcher stopped instead of retrying$/m,
+  );
+  assert.match(text, /^ +set SHARED_KEY in recon\.opts/m);
+  const document = JSON.parse(
+    statusJson({ ...report([], false), stopped, firstStart: FIRST_START, writing: [GROWING] }),
+  );
+  assert.deepEqual(document.watcher_stopped, stopped);
+  assert.deepEqual(document.first_start, FIRST_START);
+  assert.equal(document.being_written.length, 1);
+  assert.deepEqual(Object.keys(document.being_written[0]).sort(), [
+    "mtime",
+    "path",
+    "seen_at",
+    "size",
+    "stable_at",
+    "stable_in_s",
+  ]);
+});
+
+Deno.test("planRetry() takes a baseline file alone (its group is its own)", async () => {
+  await withStore(async (store) => {
+    store.addBaseline([
+      { path: "/scans/old1.7", size: 1000, mtimeMs: 1_700_000_000_000, ino: 1 },
+      { path: "/scans/old2.7", size: 1000, mtimeMs: 1_700_000_000_000, ino: 1 },
+    ], FIRST_START);
+    const plan = await planRetry(store, ["old1.7"], options(store));
+    assert.deepEqual(plan.retry.map((row) => [row.path, row.status]), [
+      ["/scans/old1.7", "baseline"],
+    ]);
+  });
 });
