@@ -8,7 +8,10 @@
  * owned by the program's user and writable by nobody else; every parent must be
  * owned by root or that user and writable by nobody else, except a root-owned
  * sticky directory such as `/tmp` (its sticky bit stops others from renaming or
- * removing what is ours in it). {@link writeFileNoFollow} and
+ * removing what is ours in it), and a root-owned parent that only a system group
+ * (gid below {@link FIRST_USER_GID}) may also write, such as Ubuntu's `/var/log`
+ * (`0775 root:syslog`): system groups hold services the site already trusts as
+ * much as root, whereas the people who log in are in user groups. {@link writeFileNoFollow} and
  * {@link openAppendNoFollow} never write through a symbolic link (`O_NOFOLLOW`).
  *
  * @module
@@ -36,6 +39,10 @@ export interface OwnerOptions {
 
 const STICKY = 0o1000;
 const WRITABLE_BY_OTHERS = 0o022;
+const WRITABLE_BY_GROUP = 0o020;
+const WRITABLE_BY_WORLD = 0o002;
+/** Debian's and Ubuntu's first gid for people's groups; lower ones are system groups. */
+export const FIRST_USER_GID = 1000;
 
 function octal(mode: number): string {
   return (mode & 0o7777).toString(8).padStart(4, "0");
@@ -92,7 +99,10 @@ function componentProblem(
     };
   }
   if (info.isSymlink) return undefined;
-  if ((mode & WRITABLE_BY_OTHERS) && !(owner === 0 && (mode & STICKY))) {
+  const rootSticky = owner === 0 && (mode & STICKY) !== 0;
+  const systemGroupOnly = owner === 0 && !(mode & WRITABLE_BY_WORLD) &&
+    (mode & WRITABLE_BY_GROUP) !== 0 && (info.gid ?? FIRST_USER_GID) < FIRST_USER_GID;
+  if ((mode & WRITABLE_BY_OTHERS) && !rootSticky && !systemGroupOnly) {
     return {
       path,
       problem: `is writable by other users (mode ${octal(mode)}), who could replace what is ` +

@@ -77,6 +77,29 @@ Deno.test("checkPrivateDir() refuses a parent another user owns or can write (no
   assert.equal(await checkPrivateDir(dir), undefined);
 });
 
+Deno.test("checkPrivateDir() accepts a root parent only a system group may also write (Ubuntu's /var/log)", async () => {
+  await using tmp = await tempDir();
+  const parent = path.join(tmp.dir, "log");
+  const dir = path.join(parent, "recon");
+  await Deno.mkdir(dir, { recursive: true, mode: 0o750 });
+  await Deno.chmod(dir, 0o750);
+  await Deno.chmod(parent, 0o775);
+  // root:syslog 0775 on Ubuntu; syslog is a system group (gid below 1000).
+  await Deno.chown(parent, 0, 104);
+  assert.equal(await checkPrivateDir(dir), undefined);
+  // A people's group (gid 1000 and up) that may write the parent could swap recon/.
+  await Deno.chown(parent, 0, 1000);
+  assert.match((await checkPrivateDir(dir))!.problem, /writable by other users \(mode 0775\)/);
+  // Nor when everyone may write it, whatever the group.
+  await Deno.chown(parent, 0, 104);
+  await Deno.chmod(parent, 0o777);
+  assert.equal((await checkPrivateDir(dir))?.path, parent);
+  // The directory itself stays private to the program's user: no group write.
+  await Deno.chmod(parent, 0o775);
+  await Deno.chmod(dir, 0o770);
+  assert.equal((await checkPrivateDir(dir))?.path, dir);
+});
+
 Deno.test("checkPrivateDir() checks where a symbolic link leads, and who owns the link", async () => {
   await using tmp = await tempDir();
   const target = path.join(tmp.dir, "target");
