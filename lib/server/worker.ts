@@ -15,10 +15,13 @@
  */
 import * as path from "node:path";
 import type { Logger } from "../log.ts";
+import { JobError } from "../errors.ts";
 import {
   adoptLegacyResults,
   collectResults,
+  type DirectoryIdentity,
   directoryIdentity,
+  type ResultScan,
   snapshotDirectory,
 } from "./results.ts";
 import type { Job, JobOutcome } from "./jobs.ts";
@@ -43,6 +46,35 @@ export interface WorkerSettings {
 
 function failure(reason: string, exitCode: number | null = null, stderrTail: string[] = []) {
   return { ok: false as const, reason, exitCode, stderrTail };
+}
+
+/**
+ * The results of a script that exited 0: in the LEGACY_SHARED_OUTPUT mode the files
+ * new in RECON_DICOM_DIR are moved into the output directory first (runScript has
+ * stopped every process carrying the job's RECON_JOB_ID by now, so none of them adds
+ * a file after this snapshot); then the output directory is walked.
+ */
+async function gatherResults(
+  job: Job,
+  settings: WorkerSettings,
+  before: Set<string> | undefined,
+  identity: DirectoryIdentity,
+  log: Logger,
+): Promise<ResultScan> {
+  if (before) {
+    const adopted = await adoptLegacyResults(
+      settings.reconDicomDir,
+      before,
+      job.outputDir,
+      identity,
+    );
+    if (adopted.length > 0) {
+      log.info(
+        `job ${job.id}: took ${adopted.length} new file(s) from RECON_DICOM_DIR ${settings.reconDicomDir} as its results (LEGACY_SHARED_OUTPUT)`,
+      );
+    }
+  }
+  return await collectResults(job.outputDir, identity);
 }
 
 /** Why RECON_SCRIPT cannot run, or undefined when it looks runnable. */
@@ -147,22 +179,15 @@ async function runJob(
       const how = run.signal ? `was killed by ${run.signal}` : `exited with code ${run.exitCode}`;
       return failure(`the reconstruction script ${how}`, run.exitCode, run.stderrTail);
     }
-    // runScript has stopped every process carrying the job's RECON_JOB_ID by now, so
-    // none of them adds a file to RECON_DICOM_DIR after this snapshot.
-    if (before) {
-      const adopted = await adoptLegacyResults(
-        settings.reconDicomDir,
-        before,
-        job.outputDir,
-        identity,
-      );
-      if (adopted.length > 0) {
-        log.info(
-          `job ${job.id}: took ${adopted.length} new file(s) from RECON_DICOM_DIR ${settings.reconDicomDir} as its results (LEGACY_SHARED_OUTPUT)`,
-        );
-      }
+    let scan: ResultScan;
+    try {
+      scan = await gatherResults(job, settings, before, identity, log);
+    } catch (error) {
+      // The script exited 0 but swapped its output directory: its exit code and stderr
+      // go with the reason, as for a script that wrote no results.
+      if (error instanceof JobError) return failure(error.message, 0, run.stderrTail);
+      throw error;
     }
-    const scan = await collectResults(job.outputDir, identity);
     for (const skipped of scan.skipped) log.warn(`job ${job.id}: not sending ${skipped}`);
     if (scan.files.length === 0) {
       return failure(

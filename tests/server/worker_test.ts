@@ -82,6 +82,7 @@ Deno.test("executeJob() fails a job whose script replaced RECON_OUTPUT_DIR with 
     outcome.reason,
     /^RECON_OUTPUT_DIR is not the directory the server created \(it is now a symbolic link to ".*etc"\); no results are sent$/,
   );
+  assert.equal(outcome.exitCode, 0, "the script itself exited 0");
   // The link is gone, never followed: what it pointed to is untouched.
   assert.deepEqual(await names(s.dicomDir), []);
   assert.deepEqual(await names(secret), ["shadow"]);
