@@ -222,3 +222,22 @@ export async function openAppendNoFollow(
 ): Promise<fs.promises.FileHandle> {
   return await fs.promises.open(file, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, mode);
 }
+
+/** A file opened for appending by {@link openAppendNoFollowSync}. */
+export interface AppendFile {
+  /** Writes some of `bytes`, returning how many (like `Deno.FsFile.writeSync`). */
+  writeSync(bytes: Uint8Array): number;
+  close(): void;
+}
+
+/**
+ * The synchronous form of {@link openAppendNoFollow}, for logs written line by line
+ * from synchronous code. Throws (ELOOP) when `file` is a symbolic link.
+ */
+export function openAppendNoFollowSync(file: string, mode = 0o640): AppendFile {
+  const fd = fs.openSync(file, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, mode);
+  return {
+    writeSync: (bytes) => fs.writeSync(fd, bytes),
+    close: () => fs.closeSync(fd),
+  };
+}

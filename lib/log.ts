@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { type AppendFile, openAppendNoFollowSync } from "./fs_safety.ts";
 import {
   configure,
   getLogger,
@@ -76,9 +77,10 @@ function stderrSink(threshold: LogLevel): Sink {
 }
 
 function fileSink(path: string): { sink: Sink; close: () => void } | undefined {
-  let file: Deno.FsFile;
+  let file: AppendFile;
   try {
-    file = Deno.openSync(path, { append: true, create: true, mode: 0o640 });
+    // O_NOFOLLOW: a symbolic link planted at LOG_FILEPATH is refused, never written through.
+    file = openAppendNoFollowSync(path);
   } catch (error) {
     Deno.stderr.writeSync(
       encoder.encode(

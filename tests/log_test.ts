@@ -74,6 +74,36 @@ Deno.test("setupLogging() writes a hostile name escaped to stderr and to LOG_FIL
   }
 });
 
+Deno.test("setupLogging() refuses a symbolic link at LOG_FILEPATH and never writes its target", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "recon-log-test-" });
+  try {
+    const target = path.join(dir, "precious");
+    await Deno.writeTextFile(target, "keep me\n");
+    const link = path.join(dir, "recon.log");
+    await Deno.symlink(target, link);
+    const program = `
+      import { log, setupLogging, shutdownLogging } from ${
+      JSON.stringify(new URL("../lib/log.ts", import.meta.url).href)
+    };
+      await setupLogging({ program: "recon-server", filePath: ${JSON.stringify(link)} });
+      log("recon-server").warn("a line");
+      await shutdownLogging();
+    `;
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--no-check", program],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(output.code, 0);
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert.match(stderr, /cannot open log file .*recon\.log.*; logging to stderr only/);
+    assert.match(stderr, /WARN {2}recon-server: a line/);
+    assert.equal(await Deno.readTextFile(target), "keep me\n");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 function throttle(maxLines = 100) {
   const clock = { now: 1_000_000 };
   return { clock, throttle: new LogThrottle({ windowMs: 60_000, maxLines, now: () => clock.now }) };

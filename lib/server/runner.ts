@@ -10,6 +10,7 @@
  * @module
  */
 import * as path from "node:path";
+import { openAppendNoFollowSync, writeFileNoFollow } from "../fs_safety.ts";
 import { JobError } from "../errors.ts";
 import type { ReconOptions } from "../wire/protocol.ts";
 import { findJobProcesses, stopJobProcesses } from "./job_processes.ts";
@@ -168,7 +169,8 @@ async function terminateJobProcesses(jobId: string | undefined): Promise<void> {
  */
 export async function runScript(options: RunOptions): Promise<RunResult> {
   const { command } = options;
-  const log = await Deno.open(options.logPath, { append: true, create: true, mode: 0o640 });
+  // Never through a symbolic link someone planted at the log's name.
+  const log = openAppendNoFollowSync(options.logPath);
   const encoder = new TextEncoder();
   let logBytes = 0;
   const writeLog = (text: string) => {
@@ -203,7 +205,7 @@ export async function runScript(options: RunOptions): Promise<RunResult> {
   }
 
   if (options.pidPath) {
-    await Deno.writeTextFile(options.pidPath, `${child.pid}\n`, { mode: 0o640 }).catch(() => {});
+    await writeFileNoFollow(options.pidPath, `${child.pid}\n`, 0o640).catch(() => {});
   }
   const stderrTail: string[] = [];
   let timedOut = false;

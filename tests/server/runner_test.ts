@@ -316,3 +316,34 @@ Deno.test("findJobProcesses() matches the whole RECON_JOB_ID entry, not a prefix
     await child.status;
   }
 });
+
+Deno.test("runScript() never writes the job log or pid file through a planted symbolic link", async () => {
+  await using tmp = await tempDir();
+  const target = path.join(tmp.dir, "precious");
+  await Deno.writeTextFile(target, "keep me\n");
+  const logLink = path.join(tmp.dir, "job.log");
+  await Deno.symlink(target, logLink);
+  const file = await script(tmp.dir, "ok.sh", "echo hi\n");
+  await assert.rejects(
+    runScript({
+      command: { program: "sh", args: [file] },
+      env: {},
+      logPath: logLink,
+      timeoutMs: 0,
+    }),
+  );
+  assert.equal(await Deno.readTextFile(target), "keep me\n");
+
+  // The pid file: the link is replaced by a file of our own, its target left alone.
+  const pidLink = path.join(tmp.dir, "job.pid");
+  await Deno.symlink(target, pidLink);
+  const result = await runScript({
+    command: { program: "sh", args: [file] },
+    env: {},
+    logPath: path.join(tmp.dir, "real.log"),
+    pidPath: pidLink,
+    timeoutMs: 0,
+  });
+  assert.equal(result.exitCode, 0);
+  assert.equal(await Deno.readTextFile(target), "keep me\n");
+});
