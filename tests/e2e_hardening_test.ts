@@ -30,9 +30,10 @@ async function queueJob(channel: Channel, options: Record<string, unknown>): Pro
   const content = encoder.encode("raw k-space");
   await channel.send({
     type: "submit_recon_job",
-    files: [{ name: "P00007.7", size: content.length }],
+    file_count: 1,
     client_recon_options_json: JSON.stringify(options),
   });
+  await channel.send({ type: "input_file", name: "P00007.7", size: content.length });
   for (;;) {
     const incoming = await channel.receive();
     assert.equal(incoming.type, "message");

@@ -5,7 +5,8 @@
  * client refuses with ProtocolError, reports it through onHostile, sends nothing it
  * should not and writes nothing outside CLIENT_DOWNLOAD_DIR/<job_id>/. A job id that is
  * not a lower-case UUID, or messages about another job, end the session the same way;
- * an `error` of kind "transfer" becomes a TransferError, any other a JobError.
+ * so do results beyond the announced count or total size, or a name sent twice; an
+ * `error` of kind "transfer" becomes a TransferError, any other a JobError.
  */
 import { receiveStream, sendStream } from "../lib/wire/transfer.ts";
 import assert from "node:assert/strict";
@@ -46,9 +47,10 @@ class MemorySource {
   }
 }
 
-/** What the fake server did: the submit message and whatever else it noticed. */
+/** What the fake server did: the submit message, its `input_file` announcements. */
 interface Session {
   submit: Record<string, unknown>;
+  announced: Record<string, unknown>[];
   channel: Channel;
 }
 
@@ -74,7 +76,13 @@ async function againstFakeServer(
       assert.equal(first.type, "message");
       const submit = (first as { message: Record<string, unknown> }).message;
       assert.equal(submit.type, "submit_recon_job");
-      await behave({ submit, channel });
+      const announced: Record<string, unknown>[] = [];
+      for (let i = 0; i < (submit.file_count as number); i++) {
+        const entry = await channel.receive();
+        assert.equal(entry.type, "message");
+        announced.push((entry as { message: Record<string, unknown> }).message);
+      }
+      await behave({ submit, announced, channel });
     } finally {
       channel.abort();
     }
@@ -166,66 +174,121 @@ Deno.test("submitJob() refuses a second request_file for a file it already sent"
   assert.ok(after instanceof Error, "nothing was sent a second time");
 });
 
+/** Queue the job and announce `count` results of `totalSize` bytes; the client's answer. */
+async function announceResults(
+  channel: Channel,
+  count: number,
+  totalSize: number,
+): Promise<Incoming | Error> {
+  await takeUpload(channel);
+  await channel.send({ type: "job_queued", job_id: JOB_ID, files_received: 1 });
+  await channel.send({ type: "job_started", job_id: JOB_ID });
+  await channel.send({
+    type: "dicom_transfer_start",
+    job_id: JOB_ID,
+    count,
+    total_size: totalSize,
+  });
+  return await next(channel);
+}
+
+/** Send one result as a real server does (the bytes follow at once). */
+async function sendResult(channel: Channel, name: string, text = "evil"): Promise<void> {
+  const bytes = new TextEncoder().encode(text);
+  await channel.send({ type: "result_file", job_id: JOB_ID, name, size: bytes.length });
+  await sendStream(channel, new MemorySource(bytes), bytes.length).catch(() => {});
+}
+
 for (const unsafe of ["../evil", "/ABSOLUTE/evil", "sub/../../evil", "..", "a\\..\\evil"]) {
-  Deno.test(`submitJob() refuses a result announced as ${JSON.stringify(unsafe)} and writes nothing`, async () => {
+  Deno.test(`submitJob() refuses a result named ${JSON.stringify(unsafe)} and writes nothing`, async () => {
     await using dir = await tempDir();
     const name = unsafe.replace("/ABSOLUTE", path.join(dir.path, "outside"));
     let ack: Incoming | Error | undefined;
     const { error, hostile, downloadDir } = await againstFakeServer(
       dir.path,
       async ({ channel }) => {
-        await takeUpload(channel);
-        await channel.send({ type: "job_queued", job_id: JOB_ID, files_received: 1 });
-        await channel.send({ type: "job_started", job_id: JOB_ID });
-        await channel.send({
-          type: "dicom_transfer_start",
-          job_id: JOB_ID,
-          count: 1,
-          files: [{ name, size: 4 }],
-        });
-        ack = await next(channel);
+        ack = await announceResults(channel, 1, 4);
+        await sendResult(channel, name);
       },
     );
     assert.ok(error instanceof ProtocolError, `ProtocolError, got ${error}`);
     assert.match(error.message, /unsafe result name/);
     assert.equal(hostile.length, 1);
     assert.ok(ack && !(ack instanceof Error) && ack.type === "message", "the client answered");
-    assert.deepEqual(ack.message, {
-      type: "dicom_transfer_ack",
-      job_id: JOB_ID,
-      status: "refused",
-    });
-    assert.deepEqual(await listDir(dir.path), ["P00001.7"], "nothing was written anywhere");
-    assert.deepEqual(await listDir(downloadDir), []);
+    assert.deepEqual(ack.message, { type: "dicom_transfer_ack", job_id: JOB_ID, status: "ready" });
+    assert.deepEqual(await listDir(dir.path), ["P00001.7", "downloads"]);
+    assert.deepEqual(await listDir(downloadDir), [JOB_ID]);
+    assert.deepEqual(await listDir(path.join(downloadDir, JOB_ID)), [], "nothing was written");
   });
 }
 
-Deno.test("submitJob() refuses a result_file named '../evil' that was announced as another name", async () => {
-  await using dir = await tempDir();
-  const { error, hostile, downloadDir } = await againstFakeServer(dir.path, async ({ channel }) => {
-    await takeUpload(channel);
-    await channel.send({ type: "job_queued", job_id: JOB_ID, files_received: 1 });
-    await channel.send({
-      type: "dicom_transfer_start",
-      job_id: JOB_ID,
-      count: 1,
-      files: [{ name: "image.dcm", size: 4 }],
-    });
-    const ack = await next(channel);
-    assert.ok(!(ack instanceof Error) && ack.type === "message");
-    assert.deepEqual(ack.message, { type: "dicom_transfer_ack", job_id: JOB_ID, status: "ready" });
-    await channel.send({ type: "result_file", job_id: JOB_ID, name: "../evil", size: 4 });
-    // A real attacker streams the bytes right away; the client must not write them.
-    await sendStream(channel, new MemorySource(new TextEncoder().encode("evil")), 4).catch(
-      () => {},
+const BEYOND_ANNOUNCEMENT: [string, number, number, (channel: Channel) => Promise<void>, RegExp][] =
+  [
+    [
+      "more results than it announced",
+      1,
+      8,
+      async (channel) => {
+        await sendResult(channel, "a.dcm");
+        await sendResult(channel, "b.dcm");
+      },
+      /more than the 1 result\(s\) it announced/,
+    ],
+    [
+      "more bytes than it announced",
+      2,
+      6,
+      async (channel) => {
+        await sendResult(channel, "a.dcm");
+        await sendResult(channel, "b.dcm");
+      },
+      /more than the 6 bytes it announced/,
+    ],
+    [
+      "the same result twice",
+      2,
+      8,
+      async (channel) => {
+        await sendResult(channel, "a.dcm");
+        await sendResult(channel, "a.dcm");
+      },
+      /result "a.dcm" twice/,
+    ],
+  ];
+
+for (const [what, count, totalSize, send, pattern] of BEYOND_ANNOUNCEMENT) {
+  Deno.test(`submitJob() refuses a server that sends ${what}`, async () => {
+    await using dir = await tempDir();
+    let after: Incoming | Error | "timeout" | undefined;
+    const { error, hostile, downloadDir } = await againstFakeServer(
+      dir.path,
+      async ({ channel }) => {
+        await announceResults(channel, count, totalSize);
+        await send(channel);
+        after = await nextWithin(channel);
+      },
     );
+    assert.ok(error instanceof ProtocolError, `ProtocolError, got ${error}`);
+    assert.match(hostile[0] ?? "", pattern);
+    assert.match((error as ProtocolError).hint ?? "", /RECON_DICOM_DIR\/job_.*_output/);
+    assert.ok(after instanceof Error, `no results_received: ${JSON.stringify(after)}`);
+    assert.deepEqual(await listDir(path.join(downloadDir, JOB_ID)), ["a.dcm"]);
   });
-  assert.ok(error instanceof ProtocolError, `ProtocolError, got ${error}`);
-  assert.match(error.message, /did not announce/);
-  assert.equal(hostile.length, 1);
-  assert.deepEqual(await listDir(dir.path), ["P00001.7", "downloads"]);
-  assert.deepEqual(await listDir(downloadDir), [JOB_ID]);
-  assert.deepEqual(await listDir(path.join(downloadDir, JOB_ID)), [], "nothing was downloaded");
+}
+
+Deno.test("submitJob() does not confirm results when recon_complete comes before all of them", async () => {
+  await using dir = await tempDir();
+  let after: Incoming | Error | "timeout" | undefined;
+  const { error } = await againstFakeServer(dir.path, async ({ channel }) => {
+    await announceResults(channel, 2, 8);
+    await sendResult(channel, "a.dcm");
+    await channel.send({ type: "recon_complete", job_id: JOB_ID, count: 2 });
+    after = await nextWithin(channel);
+  });
+  assert.ok(error instanceof TransferError, `TransferError, got ${error}`);
+  assert.match(error.message, /with 1 of 2 result file\(s\) \(4 of 8 bytes\)/);
+  assert.match(error.hint ?? "", /RECON_DICOM_DIR\/job_.*_output; the 1 that arrived are in /);
+  assert.ok(after instanceof Error, `no results_received: ${JSON.stringify(after)}`);
 });
 
 // ---------------------------------------------------------------------------
@@ -239,12 +302,8 @@ for (const jobId of ["../x", "..", "x", "0B6F3C8E-5D2A-4C61-9A7E-3F1D2B4C5A69", 
       await takeUpload(channel);
       await channel.send({ type: "job_queued", job_id: jobId, files_received: 1 });
       // What would follow if the client took that id as its own.
-      await channel.send({
-        type: "dicom_transfer_start",
-        job_id: jobId,
-        count: 1,
-        files: [{ name: "evil", size: 4 }],
-      }).catch(() => {});
+      await channel.send({ type: "dicom_transfer_start", job_id: jobId, count: 1, total_size: 4 })
+        .catch(() => {});
       after = await nextWithin(channel);
     });
     assert.ok(error instanceof ProtocolError, `ProtocolError, got ${error}`);

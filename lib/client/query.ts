@@ -1,6 +1,6 @@
 /**
  * `--server-status` and `--view-queue`: one request, one validated response
- * (docs/PROTOCOL.md §4).
+ * (docs/PROTOCOL.md §4). The same in every protocol version.
  *
  * @module
  */
@@ -23,7 +23,7 @@ async function ask<T extends ServerMessage["type"]>(
   if (incoming.type !== "message") {
     throw new ProtocolError(`expected ${expected}, got ${incoming.type}`);
   }
-  const message = parseServerMessage(incoming.message);
+  const message = parseServerMessage(incoming.message, channel.version);
   if (message.type !== expected) {
     throw new ProtocolError(`expected ${expected}, got ${message.type}`);
   }

@@ -1,12 +1,15 @@
 /**
- * Submitting a job and seeing it through (docs/PROTOCOL.md §6): announce the files,
+ * Submitting a job and seeing it through (docs/PROTOCOL.md §6, protocol version 2):
+ * announce the files (`submit_recon_job` with their count, one `input_file` each),
  * answer each `request_file` (only for files announced in this job), follow the job's
- * progress, accept the results into `CLIENT_DOWNLOAD_DIR/<job_id>/` with every name
- * checked, and return when `recon_complete` confirms every file's SHA-256.
+ * progress, accept the results into `CLIENT_DOWNLOAD_DIR/<job_id>/` when they fit
+ * (free space, CLIENT_MAX_RESULT_BYTES), check every name, size and count against the
+ * announcement, and return when `recon_complete` confirms the count.
  *
  * @module
  */
 import * as path from "node:path";
+import { statfs } from "node:fs/promises";
 import type { Channel } from "../wire/channel.ts";
 import {
   ConnectionError,
@@ -14,6 +17,7 @@ import {
   InterruptedError,
   JobError,
   ProtocolError,
+  ReconError,
   TransferError,
 } from "../errors.ts";
 import { resolveInside, resultPathProblem } from "../wire/file_names.ts";
@@ -49,6 +53,16 @@ export interface SubmitOptions {
   signal?: AbortSignal;
   /** Logs hostile server behaviour. */
   onHostile?: (message: string) => void;
+  /** CLIENT_MAX_RESULT_BYTES: refuse results whose announced total is larger; 0 = no cap. */
+  maxResultBytes?: number;
+  /** Free bytes on the file system that holds `dir` (default statfs; a test can pretend). */
+  diskFree?: (dir: string) => Promise<number>;
+}
+
+/** Free bytes for an unprivileged user on the file system that holds `dir`. */
+export async function diskFree(dir: string): Promise<number> {
+  const stats = await statfs(dir);
+  return Number(stats.bavail) * Number(stats.bsize);
 }
 
 /** A downloaded result. */
@@ -135,7 +149,10 @@ class Submission {
   #uploadComplete = false;
   #downloading = false;
   #resultDir?: string;
-  readonly #announced = new Map<string, number>();
+  /** `dicom_transfer_start`'s count and total size, once announced. */
+  #announced?: { count: number; totalSize: number };
+  #receivedBytes = 0;
+  readonly #names = new Set<string>();
   readonly #downloaded: DownloadedFile[] = [];
   interrupted = false;
 
@@ -146,19 +163,47 @@ class Submission {
   }
 
   async run(): Promise<SubmitResult> {
+    if (this.#channel.version !== 2) {
+      throw new ProtocolError(
+        `this client speaks protocol version 2, not ${this.#channel.version}`,
+      );
+    }
+    const { files } = this.#options;
+    // The announcement: a count, then one message per file, so that no message grows
+    // with the number of files (PROTOCOL.md §4.2).
     await this.#channel.send({
       type: "submit_recon_job",
-      files: this.#options.files.map((file) => ({
+      file_count: files.length,
+      client_recon_options_json: JSON.stringify(this.#options.options),
+    });
+    for (const file of files) {
+      await this.#channel.send({
+        type: "input_file",
         name: file.name,
         size: file.size,
         original_path_on_client: file.path,
-      })),
-      client_recon_options_json: JSON.stringify(this.#options.options),
-    });
-    while (true) {
-      const result = await this.#handle(await this.#next());
-      if (result) return result;
+      });
     }
+    try {
+      while (true) {
+        const result = await this.#handle(await this.#next());
+        if (result) return result;
+      }
+    } catch (error) {
+      throw this.#whereResultsAre(error);
+    }
+  }
+
+  /** A failure after results were announced says where they are (they stay on the server). */
+  #whereResultsAre(error: unknown): unknown {
+    const jobId = this.#jobId;
+    if (!this.#announced || !jobId || !(error instanceof ReconError) || error.hint) return error;
+    const arrived = this.#downloaded.length > 0
+      ? `; the ${this.#downloaded.length} that arrived are in ${this.#resultDir}`
+      : "";
+    return Object.assign(error, {
+      hint: `the server keeps the results in RECON_DICOM_DIR/job_${jobId}_output${arrived}`,
+    });
   }
 
   /** Ctrl-C: drop the upload, cancel the queued job, or stop a download, by where we are. */
@@ -255,9 +300,16 @@ class Submission {
     }
     this.#sent.add(file.name);
     try {
-      await sendFileFrom(this.#channel, file.path, file.size, {
+      const digest = await sendFileFrom(this.#channel, file.path, file.size, {
         onProgress: (bytes) =>
           this.#event({ kind: "upload", name: file.name, bytes, total: file.size }),
+      });
+      // The server verified this SHA-256 at FILE_END (§5).
+      this.#uploaded.push({
+        name: file.name,
+        size: file.size,
+        original_path_on_client: file.path,
+        sha256: digest.sha256,
       });
       this.#uploadComplete = this.#sent.size === this.#options.files.length;
     } catch (error) {
@@ -270,8 +322,12 @@ class Submission {
 
   /** Wait for queued: the job has an id; an interrupt that waited for it cancels it now. */
   #queued(message: ServerMessageOf<"job_queued">): undefined {
+    if (!this.#uploadComplete || message.files_received !== this.#options.files.length) {
+      this.#hostile(
+        `server queued the job after ${message.files_received} of ${this.#options.files.length} files`,
+      );
+    }
     this.#jobId = message.job_id;
-    this.#uploaded = message.files ?? [];
     this.#event({ kind: "queued", jobId: message.job_id });
     if (this.interrupted) this.interrupt();
     return undefined;
@@ -305,50 +361,78 @@ class Submission {
     );
   }
 
-  /** Receive results: check every announced name, create the job's directory, say ready. */
+  /**
+   * Receive results: they must fit CLIENT_MAX_RESULT_BYTES and the free space of the
+   * download directory; then create the job's directory and say ready. Otherwise answer
+   * `refused`, and the results stay on the server.
+   */
   async #acceptResults(message: ServerMessageOf<"dicom_transfer_start">): Promise<undefined> {
     const jobId = this.#jobId;
     if (!jobId || message.job_id !== jobId) this.#hostile("results announced for another job");
-    for (const file of message.files) {
-      const problem = resultPathProblem(file.name);
-      if (problem) {
-        await this.#channel.send({ type: "dicom_transfer_ack", job_id: jobId, status: "refused" });
-        this.#hostile(
-          `server offered an unsafe result name ${JSON.stringify(file.name)}: ${problem}`,
-        );
-      }
-      this.#announced.set(file.name, file.size);
-    }
-    if (this.#announced.size !== message.count) {
-      this.#hostile("result count does not match the file list");
-    }
-    const { downloadDir } = this.#options;
+    if (this.#announced) this.#hostile("results announced twice");
+    const { count, total_size: totalSize } = message;
+    this.#announced = { count, totalSize };
+    const { downloadDir, maxResultBytes = 0 } = this.#options;
     const resultDir = path.join(downloadDir, jobId);
     this.#resultDir = resultDir;
-    try {
-      await Deno.mkdir(downloadDir, { recursive: true });
-      await Deno.mkdir(resultDir);
-    } catch (error) {
+    const kept = `they stay on the server in RECON_DICOM_DIR/job_${jobId}_output`;
+    const refuse = async (reason: string, hint?: string): Promise<never> => {
       await this.#channel.send({ type: "dicom_transfer_ack", job_id: jobId, status: "refused" })
         .catch(() => {});
-      throw new TransferError(`cannot create ${resultDir}: ${errorMessage(error)}`, {
-        hint: `the server keeps the results in RECON_DICOM_DIR/job_${jobId}_output`,
-      });
+      throw new TransferError(`${reason}; ${kept}`, { hint });
+    };
+    const what = `the ${count} result file(s) of job ${jobId} (${totalSize} bytes)`;
+    if (maxResultBytes > 0 && totalSize > maxResultBytes) {
+      await refuse(
+        `${what} exceed CLIENT_MAX_RESULT_BYTES (${maxResultBytes})`,
+        "raise CLIENT_MAX_RESULT_BYTES in recon.opts (0 = no cap) for jobs this large",
+      );
+    }
+    try {
+      await Deno.mkdir(downloadDir, { recursive: true });
+      const free = await (this.#options.diskFree ?? diskFree)(downloadDir);
+      if (totalSize > free) {
+        await refuse(
+          `${what} do not fit in ${downloadDir} (${free} bytes free)`,
+          "free space in CLIENT_DOWNLOAD_DIR, or point it at a larger disk",
+        );
+      }
+      await Deno.mkdir(resultDir);
+    } catch (error) {
+      if (error instanceof TransferError) throw error;
+      await refuse(`cannot create ${resultDir}: ${errorMessage(error)}`);
     }
     this.#downloading = true;
     await this.#channel.send({ type: "dicom_transfer_ack", job_id: jobId, status: "ready" });
   }
 
-  /** Receive one announced result into the job's directory, never over an existing file. */
+  /**
+   * Receive one result into the job's directory, never over an existing file. Its name
+   * must be safe (§6.2) and new, and it must fit the announced count and total size.
+   */
   async #receiveResult(message: ServerMessageOf<"result_file">): Promise<undefined> {
     const resultDir = this.#resultDir;
-    const size = this.#announced.get(message.name);
-    if (!resultDir || size === undefined || size !== message.size) {
+    const announced = this.#announced;
+    if (!resultDir || !announced || !this.#downloading) {
+      this.#hostile(`server sent result ${JSON.stringify(message.name)} before announcing any`);
+    }
+    const problem = resultPathProblem(message.name);
+    if (problem) {
       this.#hostile(
-        `server sent result ${JSON.stringify(message.name)}, which it did not announce`,
+        `server sent an unsafe result name ${JSON.stringify(message.name)}: ${problem}`,
       );
     }
-    this.#announced.delete(message.name);
+    if (this.#names.has(message.name)) {
+      this.#hostile(`server sent result ${JSON.stringify(message.name)} twice`);
+    }
+    if (this.#names.size >= announced.count) {
+      this.#hostile(`server sent more than the ${announced.count} result(s) it announced`);
+    }
+    if (this.#receivedBytes + message.size > announced.totalSize) {
+      this.#hostile(`server sent more than the ${announced.totalSize} bytes it announced`);
+    }
+    this.#names.add(message.name);
+    this.#receivedBytes += message.size;
     const target = resolveInside(resultDir, message.name);
     await Deno.mkdir(path.dirname(target), { recursive: true });
     const digest = await receiveFileTo(this.#channel, target, message.size, {
@@ -359,20 +443,23 @@ class Submission {
     this.#downloaded.push({ name: message.name, path: target, ...digest });
   }
 
-  /** `recon_complete`: every announced result arrived with the server's SHA-256. */
+  /**
+   * `recon_complete`: every announced result arrived, each verified by the SHA-256 of
+   * its FILE_END; only now may the server remove them.
+   */
   async #complete(message: ServerMessageOf<"recon_complete">): Promise<SubmitResult> {
     const jobId = this.#jobId;
     const resultDir = this.#resultDir;
-    if (this.#announced.size > 0 || !resultDir || !jobId) {
+    const announced = this.#announced;
+    if (!resultDir || !jobId || !announced) this.#hostile("recon_complete before any result");
+    const received = this.#downloaded.length;
+    if (
+      received !== announced.count || message.count !== announced.count ||
+      this.#receivedBytes !== announced.totalSize
+    ) {
       throw new TransferError(
-        `job finished but ${this.#announced.size} result file(s) never arrived`,
+        `job finished with ${received} of ${announced.count} result file(s) (${this.#receivedBytes} of ${announced.totalSize} bytes)`,
       );
-    }
-    for (const file of message.files) {
-      const mine = this.#downloaded.find((d) => d.name === file.name);
-      if (!mine || mine.sha256 !== file.sha256) {
-        throw new TransferError(`result ${file.name}: SHA-256 does not match the server's`);
-      }
     }
     await this.#channel.send({ type: "results_received", job_id: jobId });
     return { jobId, uploaded: this.#uploaded, resultDir, files: this.#downloaded };

@@ -33,6 +33,7 @@ import {
   type ClientHandshakeOptions,
   MAX_HANDSHAKE_FRAME_SIZE,
   serverHandshake,
+  type ServerHandshakeOptions,
   type SessionKeys,
 } from "./handshake.ts";
 import { KeySchedule } from "../crypto/key_schedule.ts";
@@ -97,7 +98,7 @@ export interface ClientChannelOptions extends ChannelOptions, ClientHandshakeOpt
 }
 
 /** Server-side handshake inputs. */
-export interface ServerChannelOptions extends ChannelOptions {
+export interface ServerChannelOptions extends ChannelOptions, ServerHandshakeOptions {
   /** Accepted keys: key id → SHARED_KEY bytes. */
   keys: ReadonlyMap<string, Uint8Array<ArrayBuffer>>;
 }
@@ -122,6 +123,8 @@ type Pending = { frame: Promise<Uint8Array<ArrayBuffer>>; seq: number } | { end:
 /** An authenticated session. Create with {@link Channel.connect} or {@link Channel.accept}. */
 export class Channel {
   readonly keyId: string;
+  /** The protocol version agreed in the handshake (PROTOCOL.md §2): it selects the messages. */
+  readonly version: number;
   #conn: Duplex;
   #reader: FrameReader;
   #sendKeys: KeySchedule;
@@ -154,6 +157,7 @@ export class Channel {
     this.#conn = conn;
     this.#reader = reader;
     this.keyId = keys.keyId;
+    this.version = keys.version;
     const idleTimeoutMs = options.idleTimeoutMs ?? 300_000;
     this.#options = {
       idleTimeoutMs,
@@ -200,7 +204,11 @@ export class Channel {
 
   /** Run the server handshake over `conn`; throws HandshakeRefused and friends. */
   static async accept(conn: Duplex, options: ServerChannelOptions): Promise<Channel> {
-    return await Channel.#handshake(conn, options, (io) => serverHandshake(io, options.keys));
+    return await Channel.#handshake(
+      conn,
+      options,
+      (io) => serverHandshake(io, options.keys, options),
+    );
   }
 
   static async #handshake(

@@ -19,7 +19,9 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 /**
  * Why `name` is not an acceptable plain base name, or `undefined` when it is.
  * Refused: empty, `.`, `..`, `/`, `\`, NUL and control characters, a leading `-`
- * (it would read as an option to a script), longer than 255 bytes.
+ * (it would read as an option to a script), longer than 255 bytes, and text that is
+ * not well-formed Unicode: a lone surrogate becomes U+FFFD on disk, so `\ud800` and
+ * `\udc00` would pass the duplicate check and then collide.
  */
 export function baseNameProblem(name: string, options: { allowLeadingDash?: boolean } = {}):
   | string
@@ -28,6 +30,7 @@ export function baseNameProblem(name: string, options: { allowLeadingDash?: bool
   if (name === "." || name === "..") return `"${name}" is not a file name`;
   if (name.includes("/") || name.includes("\\")) return "the name contains a path separator";
   if (CONTROL.test(name)) return "the name contains NUL or a control character";
+  if (!name.isWellFormed()) return "the name is not well-formed Unicode (a lone surrogate)";
   if (!options.allowLeadingDash && name.startsWith("-")) return "the name starts with '-'";
   if (encoder.encode(name).length > MAX_NAME_BYTES) return "the name is longer than 255 bytes";
   return undefined;

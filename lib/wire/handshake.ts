@@ -18,10 +18,13 @@
  */
 import { HandshakeError, KeyRejectedError, ProtocolError } from "../errors.ts";
 
-/** The protocol version this build speaks. */
-export const PROTOCOL_VERSION = 1;
-/** Versions this build accepts (named in a version refusal). */
-export const SUPPORTED_VERSIONS: readonly number[] = [PROTOCOL_VERSION];
+/** The protocol version this build's client offers (the newest it speaks). */
+export const PROTOCOL_VERSION = 2;
+/**
+ * Versions this build's server accepts: the client's offer, when listed, is the
+ * session's version (PROTOCOL.md §2.7). Version 1 stays for clients not yet upgraded.
+ */
+export const SUPPORTED_VERSIONS: readonly number[] = [1, PROTOCOL_VERSION];
 /** "RECN". */
 export const MAGIC = new Uint8Array([0x52, 0x45, 0x43, 0x4e]);
 /** Largest frame accepted before the peer is authenticated. */
@@ -67,11 +70,18 @@ export interface SessionKeys {
   receiveKey: Uint8Array<ArrayBuffer>;
   /** Key id (16 hex chars) of the SHARED_KEY used. */
   keyId: string;
+  /** The session's protocol version: the client's offer, which the server accepted. */
+  version: number;
 }
 
-/** Test hooks: a fixed version to offer. */
+/** Test hooks: a fixed version to offer (an older client; never from the CLI). */
 export interface ClientHandshakeOptions {
   version?: number;
+}
+
+/** Test hooks: the versions to accept (an older server). */
+export interface ServerHandshakeOptions {
+  versions?: readonly number[];
 }
 
 function fromHex(text: string): Uint8Array<ArrayBuffer> {
@@ -93,9 +103,13 @@ function header(type: number, version = PROTOCOL_VERSION): Uint8Array<ArrayBuffe
   return concat(MAGIC, new Uint8Array([version, type]));
 }
 
-/** Encode a Refusal frame payload. */
-export function encodeRefusal(code: number, text: string): Uint8Array<ArrayBuffer> {
-  return concat(header(HelloType.REFUSAL), new Uint8Array([code]), encoder.encode(text))
+/** Encode a Refusal frame payload; its version byte is the newest version the server speaks. */
+export function encodeRefusal(
+  code: number,
+  text: string,
+  version = PROTOCOL_VERSION,
+): Uint8Array<ArrayBuffer> {
+  return concat(header(HelloType.REFUSAL, version), new Uint8Array([code]), encoder.encode(text))
     .subarray(0, MAX_HANDSHAKE_FRAME_SIZE);
 }
 
@@ -124,9 +138,16 @@ function refusalError(
     });
   }
   if (code === RefusalCode.UNSUPPORTED_VERSION) {
-    return new HandshakeError(`the server refused protocol version ${offeredVersion}: ${text}`, {
-      hint: "install the same recon version on the client and the server",
-    });
+    // The Refusal's version byte is the newest version the server speaks (§2.9).
+    const serverVersion = frame[4];
+    return new HandshakeError(
+      `version mismatch: the server speaks protocol version ${serverVersion}, this client speaks ${offeredVersion}`,
+      {
+        hint: serverVersion < offeredVersion
+          ? "upgrade recon-server on the recon box: a newer server also serves older clients"
+          : `install the same recon version on the client and the server (the server said: ${text})`,
+      },
+    );
   }
   if (code === RefusalCode.BUSY) {
     return new HandshakeError(`the server is busy or has locked out this address: ${text}`, {
@@ -279,8 +300,8 @@ export async function clientHandshake(
   const confirm = new Uint8Array(
     await crypto.subtle.sign("HMAC", derived.clientConfirm, derived.transcript),
   );
-  await io.writeFrame(concat(header(HelloType.CLIENT_FINISH), confirm));
-  return { sendKey: derived.clientToServer, receiveKey: derived.serverToClient, keyId };
+  await io.writeFrame(concat(header(HelloType.CLIENT_FINISH, version), confirm));
+  return { sendKey: derived.clientToServer, receiveKey: derived.serverToClient, keyId, version };
 }
 
 /** Why the server refused a handshake: for its log and lockout accounting. */
@@ -302,7 +323,10 @@ export class HandshakeRefused extends HandshakeError {
 export async function serverHandshake(
   io: HandshakeIo,
   keys: ReadonlyMap<string, Uint8Array<ArrayBuffer>>,
+  options: ServerHandshakeOptions = {},
 ): Promise<SessionKeys> {
+  const versions = options.versions ?? SUPPORTED_VERSIONS;
+  const newest = Math.max(...versions);
   const hello = await io.readFrame();
   if (hello === null) throw new HandshakeRefused("hello", "closed before sending a hello");
   let parsed: ParsedHeader;
@@ -311,37 +335,44 @@ export async function serverHandshake(
   } catch {
     throw new HandshakeRefused("hello", "first frame is not a recon hello (bad magic)");
   }
-  if (!SUPPORTED_VERSIONS.includes(parsed.version)) {
+  if (!versions.includes(parsed.version)) {
     await io.writeFrame(
       encodeRefusal(
         RefusalCode.UNSUPPORTED_VERSION,
-        `unsupported protocol version ${parsed.version}; this server speaks version ${
-          SUPPORTED_VERSIONS.join(", ")
-        }`,
+        `unsupported protocol version ${parsed.version}; this server speaks version${
+          versions.length > 1 ? "s" : ""
+        } ${versions.join(", ")}`,
+        newest,
       ),
     ).catch(() => {});
     throw new HandshakeRefused("hello", `unsupported protocol version ${parsed.version}`);
   }
   if (parsed.type !== HelloType.CLIENT_HELLO || hello.length !== CLIENT_HELLO_SIZE) {
-    await io.writeFrame(encodeRefusal(RefusalCode.REFUSED, "refused")).catch(() => {});
+    await io.writeFrame(encodeRefusal(RefusalCode.REFUSED, "refused", newest)).catch(() => {});
     throw new HandshakeRefused("hello", "malformed client hello");
   }
   const keyId = hello.subarray(HEADER, HEADER + KEY_ID_SIZE).toHex();
   const sharedKey = keys.get(keyId);
   if (!sharedKey) {
-    await io.writeFrame(encodeRefusal(RefusalCode.KEY_NOT_ACCEPTED, "key not accepted"))
+    await io.writeFrame(encodeRefusal(RefusalCode.KEY_NOT_ACCEPTED, "key not accepted", newest))
       .catch(() => {});
     throw new HandshakeRefused("hello", `unknown key id ${keyId}`, keyId);
   }
   const clientPublic = hello.subarray(HEADER + KEY_ID_SIZE + NONCE_SIZE);
   const { pair, publicRaw } = await newEphemeral();
   const nonce = crypto.getRandomValues(new Uint8Array(NONCE_SIZE));
-  const body = concat(header(HelloType.SERVER_HELLO), fromHex(keyId), nonce, publicRaw);
+  // The ServerHello echoes the client's version: it is the session's (and in the transcript).
+  const body = concat(
+    header(HelloType.SERVER_HELLO, parsed.version),
+    fromHex(keyId),
+    nonce,
+    publicRaw,
+  );
   let derived: Derived;
   try {
     derived = await deriveSession(sharedKey, pair.privateKey, clientPublic, hello, body);
   } catch {
-    await io.writeFrame(encodeRefusal(RefusalCode.REFUSED, "refused")).catch(() => {});
+    await io.writeFrame(encodeRefusal(RefusalCode.REFUSED, "refused", newest)).catch(() => {});
     throw new HandshakeRefused("hello", "client sent an unusable X25519 public key", keyId);
   }
   const proof = new Uint8Array(
@@ -372,8 +403,13 @@ export async function serverHandshake(
       derived.transcript,
     );
   if (!ok) {
-    await io.writeFrame(encodeRefusal(RefusalCode.REFUSED, "refused")).catch(() => {});
+    await io.writeFrame(encodeRefusal(RefusalCode.REFUSED, "refused", newest)).catch(() => {});
     throw new HandshakeRefused("confirm", "client confirmation did not verify (replay?)", keyId);
   }
-  return { sendKey: derived.serverToClient, receiveKey: derived.clientToServer, keyId };
+  return {
+    sendKey: derived.serverToClient,
+    receiveKey: derived.clientToServer,
+    keyId,
+    version: parsed.version,
+  };
 }

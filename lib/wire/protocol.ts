@@ -1,9 +1,16 @@
 /**
  * Control messages (docs/PROTOCOL.md §4): their types and their validation, in one
- * place. Everything that arrives from the peer goes through {@link parseMessage}
+ * place, one schema table per direction and protocol version. Everything that arrives
+ * from the peer goes through {@link parseClientMessage} or {@link parseServerMessage}
  * before any other code looks at it: unknown type, missing or mistyped field,
- * oversized strings or arrays, deep nesting and `__proto__`-style keys are protocol
- * errors.
+ * oversized strings, arrays or counts, deep nesting and `__proto__`-style keys are
+ * protocol errors.
+ *
+ * Version 2 (the current one) never lists a job's files in one message: a submission
+ * announces its count and then one `input_file` per file, and results are announced
+ * by count and total size, then named one `result_file` at a time (§4.6). Version 1
+ * (lists inside `submit_recon_job`, `job_queued`, `dicom_transfer_start`,
+ * `recon_complete`) stays for clients not yet upgraded.
  *
  * @module
  */
@@ -11,8 +18,10 @@ import { ProtocolError } from "../errors.ts";
 
 /** Deepest nesting accepted in a control message. */
 export const MAX_MESSAGE_DEPTH = 8;
-/** Most files in one job (either direction). */
+/** Most input files in one job; also most results to a version 1 client. */
 export const MAX_FILES_PER_JOB = 10_000;
+/** Most result files of one job delivered to a version 2 client. */
+export const MAX_RESULT_FILES = 100_000;
 /** Longest string field. */
 export const MAX_STRING_LENGTH = 64 * 1024;
 /** Longest array of any kind (a queue listing can be longer than one job's files). */
@@ -31,6 +40,8 @@ type FieldSpec =
   | "boolean?"
   | "integer|null"
   | "strings"
+  | "file_count"
+  | "result_count"
   | "files"
   | "files?"
   | "jobs"
@@ -54,8 +65,8 @@ const JOB_FIELDS: Record<string, FieldSpec> = {
   percent: "number?",
 };
 
-/** Messages the client sends. */
-const TO_SERVER = {
+/** Messages the client sends in protocol version 1. */
+const TO_SERVER_V1 = {
   submit_recon_job: { files: "files", client_recon_options_json: "string" },
   get_server_status: {},
   get_queue_details: {},
@@ -65,8 +76,8 @@ const TO_SERVER = {
   error: { reason: "string" },
 } as const satisfies Record<string, Record<string, FieldSpec>>;
 
-/** Messages the server sends. */
-const TO_CLIENT = {
+/** Messages the server sends in protocol version 1. */
+const TO_CLIENT_V1 = {
   request_file: { job_id: "job_id", name: "string", original_path_on_client: "string?" },
   job_queued: { job_id: "job_id", files_received: "integer", files: "files?" },
   job_started: { job_id: "job_id" },
@@ -94,11 +105,25 @@ const TO_CLIENT = {
   server_shutting_down: { reason: "string" },
 } as const satisfies Record<string, Record<string, FieldSpec>>;
 
+/** Version 2: no message lists a job's files (PROTOCOL.md §4.6). */
+const TO_SERVER = {
+  ...TO_SERVER_V1,
+  submit_recon_job: { file_count: "file_count", client_recon_options_json: "string" },
+  input_file: { name: "string", size: "integer", original_path_on_client: "string?" },
+} as const satisfies Record<string, Record<string, FieldSpec>>;
+
+const TO_CLIENT = {
+  ...TO_CLIENT_V1,
+  job_queued: { job_id: "job_id", files_received: "integer" },
+  dicom_transfer_start: { job_id: "job_id", count: "result_count", total_size: "integer" },
+  recon_complete: { job_id: "job_id", count: "result_count" },
+} as const satisfies Record<string, Record<string, FieldSpec>>;
+
 type Schema = Record<string, Record<string, FieldSpec>>;
 
 type FieldType<S extends FieldSpec> = S extends "string" ? string
   : S extends "string?" ? string | undefined
-  : S extends "integer" ? number
+  : S extends "integer" | "file_count" | "result_count" ? number
   : S extends "integer?" | "number?" ? number | undefined
   : S extends "boolean?" ? boolean | undefined
   : S extends "integer|null" ? number | null
@@ -133,10 +158,14 @@ export interface JobSummary {
   percent?: number;
 }
 
-/** Any message the client may send. */
+/** Any message the client may send (protocol version 2). */
 export type ClientMessage = MessagesOf<typeof TO_SERVER>;
-/** Any message the server may send. */
+/** Any message the server may send (protocol version 2). */
 export type ServerMessage = MessagesOf<typeof TO_CLIENT>;
+/** Any message a version 1 client may send. */
+export type ClientMessageV1 = MessagesOf<typeof TO_SERVER_V1>;
+/** Any message a server may send to a version 1 client. */
+export type ServerMessageV1 = MessagesOf<typeof TO_CLIENT_V1>;
 /** Narrow a message union by type. */
 export type MessageOf<M extends { type: unknown }, T> = Extract<M, { type: T }>;
 
@@ -177,6 +206,14 @@ function checkField(spec: FieldSpec, value: unknown, where: string): void {
       break;
     case "integer":
       if (!Number.isSafeInteger(value) || (value as number) < 0) fail("a non-negative integer");
+      break;
+    case "file_count":
+      if (!Number.isSafeInteger(value) || (value as number) < 0) fail("a non-negative integer");
+      if ((value as number) > MAX_FILES_PER_JOB) fail(`at most ${MAX_FILES_PER_JOB}`);
+      break;
+    case "result_count":
+      if (!Number.isSafeInteger(value) || (value as number) < 0) fail("a non-negative integer");
+      if ((value as number) > MAX_RESULT_FILES) fail(`at most ${MAX_RESULT_FILES}`);
       break;
     case "integer|null":
       if (value !== null && !Number.isSafeInteger(value)) fail("an integer or null");
@@ -231,14 +268,39 @@ function parseWith<M>(schema: Schema, value: unknown, sender: string): M {
   return value as M;
 }
 
-/** Validate a message the client sent (the server calls this). */
-export function parseClientMessage(value: unknown): ClientMessage {
-  return parseWith<ClientMessage>(TO_SERVER, value, "client");
+/**
+ * Validate a message the client sent (the server calls this), by the rules of the
+ * session's protocol version (default: the current one).
+ */
+export function parseClientMessage(value: unknown, version?: 2): ClientMessage;
+export function parseClientMessage(value: unknown, version: 1): ClientMessageV1;
+export function parseClientMessage(
+  value: unknown,
+  version: number,
+): ClientMessage | ClientMessageV1;
+export function parseClientMessage(
+  value: unknown,
+  version = 2,
+): ClientMessage | ClientMessageV1 {
+  return version === 1
+    ? parseWith<ClientMessageV1>(TO_SERVER_V1, value, "client")
+    : parseWith<ClientMessage>(TO_SERVER, value, "client");
 }
 
-/** Validate a message the server sent (the client calls this). */
-export function parseServerMessage(value: unknown): ServerMessage {
-  return parseWith<ServerMessage>(TO_CLIENT, value, "server");
+/** Validate a message the server sent (the client calls this), by version as above. */
+export function parseServerMessage(value: unknown, version?: 2): ServerMessage;
+export function parseServerMessage(value: unknown, version: 1): ServerMessageV1;
+export function parseServerMessage(
+  value: unknown,
+  version: number,
+): ServerMessage | ServerMessageV1;
+export function parseServerMessage(
+  value: unknown,
+  version = 2,
+): ServerMessage | ServerMessageV1 {
+  return version === 1
+    ? parseWith<ServerMessageV1>(TO_CLIENT_V1, value, "server")
+    : parseWith<ServerMessage>(TO_CLIENT, value, "server");
 }
 
 /** Pattern every recon option key must match (it becomes `--key` in argv). */

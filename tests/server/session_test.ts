@@ -31,6 +31,9 @@ import { listDir, waitFor } from "../support/e2e.ts";
 import { BytesReader } from "../support/memory_duplex.ts";
 import { rawClient } from "../support/raw_peer.ts";
 import { receiveStream, sendStream } from "../../lib/wire/transfer.ts";
+import { TransferError } from "../../lib/errors.ts";
+import { MAX_FILES_PER_JOB } from "../../lib/wire/protocol.ts";
+import { MAX_MESSAGE_SIZE } from "../../lib/wire/record.ts";
 
 const encoder = new TextEncoder();
 const OTHER_JOB = "0b7f0f2e-3c1a-4b5e-9d2f-6a7b8c9d0e1f";
@@ -93,6 +96,7 @@ async function startServer(
     /** A session built on Channel.connect, to drive by hand. */
     async connect(): Promise<Channel> {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      conn.setNoDelay(true); // as connectToServer does: no Nagle delay per small record
       return await Channel.connect(conn, { sharedKey: key.raw, keyId: key.id });
     },
     /** A session of hand-written records. */
@@ -148,13 +152,22 @@ async function expectMessage(channel: Channel, type: string): Promise<Record<str
 
 const SCAN = encoder.encode("raw k-space of one scan");
 
-/** Announce one file, send it when asked, and return the job id from job_queued. */
-async function uploadJob(channel: Channel, content = SCAN): Promise<string> {
-  await channel.send({
+/** Announce a job as a version 2 client does: `submit_recon_job`, then one `input_file` each. */
+async function announce(
+  send: (message: Record<string, unknown>) => Promise<void>,
+  files: { name: string; size: number }[],
+): Promise<void> {
+  await send({
     type: "submit_recon_job",
-    files: [{ name: "P00001.7", size: content.length }],
+    file_count: files.length,
     client_recon_options_json: "{}",
   });
+  for (const file of files) await send({ type: "input_file", ...file });
+}
+
+/** Announce one file, send it when asked, and return the job id from job_queued. */
+async function uploadJob(channel: Channel, content = SCAN): Promise<string> {
+  await announce((message) => channel.send(message), [{ name: "P00001.7", size: content.length }]);
   const request = await nextMessage(channel);
   assert.equal(request.type, "request_file");
   await sendStream(channel, new BytesReader(content), content.length);
@@ -415,11 +428,10 @@ for (const [what, data, end, reason] of BAD_UPLOADS) {
   Deno.test(`an upload of ${what} is answered with a transfer error and leaves no input directory`, async () => {
     await using s = await startServer();
     await using client = await s.raw();
-    await client.sendMessage({
-      type: "submit_recon_job",
-      files: [{ name: "P00001.7", size: SCAN.length }],
-      client_recon_options_json: "{}",
-    });
+    await announce((message) => client.sendMessage(message), [{
+      name: "P00001.7",
+      size: SCAN.length,
+    }]);
     const request = await client.nextMessage();
     assert.equal(request?.type, "request_file");
     const jobId = request.job_id as string;
@@ -442,11 +454,10 @@ for (const [what, data, end, reason] of BAD_UPLOADS) {
 Deno.test("an upload the client abandons with an error message is answered with a transfer error", async () => {
   await using s = await startServer();
   await using client = await s.raw();
-  await client.sendMessage({
-    type: "submit_recon_job",
-    files: [{ name: "P00001.7", size: SCAN.length }],
-    client_recon_options_json: "{}",
-  });
+  await announce((message) => client.sendMessage(message), [{
+    name: "P00001.7",
+    size: SCAN.length,
+  }]);
   const request = await client.nextMessage();
   const jobId = request?.job_id as string;
   await client.send(RecordType.DATA, SCAN.subarray(0, 5));
@@ -462,11 +473,7 @@ Deno.test("a refused job is answered with an error of kind refused, and the sess
   await using s = await startServer({ config: { MAX_JOB_BYTES: 10 } });
   const channel = await s.connect();
   try {
-    await channel.send({
-      type: "submit_recon_job",
-      files: [{ name: "P00001.7", size: SCAN.length }],
-      client_recon_options_json: "{}",
-    });
+    await announce((message) => channel.send(message), [{ name: "P00001.7", size: SCAN.length }]);
     const answer = await nextMessage(channel);
     assert.equal(answer.type, "error");
     assert.equal(answer.kind, "refused");
@@ -483,11 +490,8 @@ Deno.test("a refused job is answered with an error of kind refused, and the sess
 
 /** A job of `size` bytes in one file, as a client announces it. */
 function submitOf(size: number) {
-  return {
-    type: "submit_recon_job",
-    files: [{ name: "P00001.7", size }],
-    client_recon_options_json: "{}",
-  };
+  return (channel: Channel) =>
+    announce((message) => channel.send(message), [{ name: "P00001.7", size }]);
 }
 
 Deno.test("concurrent uploads book disk space: the second is refused while the first is in progress", async () => {
@@ -502,9 +506,9 @@ Deno.test("concurrent uploads book disk space: the second is refused while the f
   const second = await s.connect();
   const third = await s.connect();
   try {
-    await first.send(submitOf(6 * unit));
+    await submitOf(6 * unit)(first);
     assert.equal((await nextMessage(first)).type, "request_file", "the first upload may start");
-    await second.send(submitOf(6 * unit));
+    await submitOf(6 * unit)(second);
     const refusal = await nextMessage(second);
     assert.equal(refusal.type, "error");
     assert.equal(refusal.kind, "refused");
@@ -512,7 +516,7 @@ Deno.test("concurrent uploads book disk space: the second is refused while the f
     // The first upload ends (the client goes away): its booking is released.
     first.abort();
     await s.logLine(/upload failed, removed/);
-    await third.send(submitOf(6 * unit));
+    await submitOf(6 * unit)(third);
     assert.equal((await nextMessage(third)).type, "request_file", "the space is free again");
   } finally {
     for (const channel of [first, second, third]) channel.abort();
@@ -541,7 +545,7 @@ Deno.test("two submissions checked at the same moment cannot both book the last 
   });
   const channels = [await s.connect(), await s.connect()];
   try {
-    await Promise.all(channels.map((channel) => channel.send(submitOf(600))));
+    await Promise.all(channels.map(submitOf(600)));
     const answers = await Promise.all(channels.map((channel) => nextMessage(channel)));
     assert.equal(asked.length, 2, "both submissions asked for the free space");
     assert.deepEqual(answers.map((answer) => answer.type).sort(), ["error", "request_file"]);
@@ -599,11 +603,10 @@ Deno.test("a result replaced by a symbolic link after collection is not sent", a
   const secret = path.join(s.dir, "secret.txt");
   await Deno.writeTextFile(secret, "the server's private data");
   await using client = await s.raw();
-  await client.sendMessage({
-    type: "submit_recon_job",
-    files: [{ name: "P00001.7", size: SCAN.length }],
-    client_recon_options_json: "{}",
-  });
+  await announce((message) => client.sendMessage(message), [{
+    name: "P00001.7",
+    size: SCAN.length,
+  }]);
   const request = await client.nextMessage();
   const jobId = request?.job_id as string;
   await client.send(RecordType.DATA, SCAN);
@@ -652,3 +655,204 @@ Deno.test("a job whose input and result names are 254 bytes of UTF-8 goes throug
     channel.abort();
   }
 });
+
+// ---------------------------------------------------------------------------
+// Protocol versions: a version 1 client (the seed workflow) and large jobs in version 2
+
+/** A script writing `count` empty results with 30-character names (one per slice). */
+function sliceScript(count: number): string {
+  return `i=0
+while [ $i -lt ${count} ]; do
+  : >"$RECON_OUTPUT_DIR/$(printf 'IM_%08d_slice_of_series.dcm' $i)"
+  i=$((i + 1))
+done
+`;
+}
+
+/** Files of one byte with 30-character names, as a client lists them. */
+async function sliceFiles(dir: string, count: number): Promise<LocalFile[]> {
+  const files: LocalFile[] = [];
+  for (let i = 0; i < count; i++) {
+    const name = `P${String(i).padStart(8, "0")}_calibration.dat`;
+    const file = path.join(dir, name);
+    await Deno.writeFile(file, encoder.encode("x"));
+    files.push({ path: file, name, size: 1 });
+  }
+  return files;
+}
+
+Deno.test("a version 1 client still submits, follows, receives and queries as before", async () => {
+  await using s = await startServer({ script: SLEEPY_SCRIPT.replace("sleep 0.5", "") });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: s.port });
+  const channel = await Channel.connect(conn, {
+    sharedKey: s.key.raw,
+    keyId: s.key.id,
+    version: 1,
+  });
+  try {
+    assert.equal(channel.version, 1);
+    await channel.send({ type: "get_server_status" });
+    assert.equal((await nextMessage(channel)).type, "server_status_response");
+    await channel.send({ type: "get_queue_details" });
+    assert.deepEqual(await nextMessage(channel), { type: "queue_details_response", jobs: [] });
+    await channel.send({
+      type: "submit_recon_job",
+      files: [{ name: "P00001.7", size: SCAN.length, original_path_on_client: "/x/P00001.7" }],
+      client_recon_options_json: "{}",
+    });
+    const request = await nextMessage(channel);
+    assert.equal(request.type, "request_file");
+    await sendStream(channel, new BytesReader(SCAN), SCAN.length);
+    const queued = await nextMessage(channel);
+    const jobId = queued.job_id as string;
+    const digest = createHash("sha256").update(SCAN).digest("hex");
+    assert.deepEqual(queued, {
+      type: "job_queued",
+      job_id: jobId,
+      files_received: 1,
+      files: [{
+        name: "P00001.7",
+        size: SCAN.length,
+        original_path_on_client: "/x/P00001.7",
+        sha256: digest,
+      }],
+    });
+    const start = await expectMessage(channel, "dicom_transfer_start");
+    const content = encoder.encode(`image of ${jobId}\n`);
+    assert.deepEqual(start, {
+      type: "dicom_transfer_start",
+      job_id: jobId,
+      count: 1,
+      files: [{ name: "result.dcm", size: content.length }],
+    });
+    await channel.send({ type: "dicom_transfer_ack", job_id: jobId, status: "ready" });
+    assert.equal((await nextMessage(channel)).type, "result_file");
+    await receiveStream(
+      channel,
+      { write: (chunk) => Promise.resolve(chunk.length) },
+      0 + content.length,
+    );
+    assert.deepEqual(await nextMessage(channel), {
+      type: "recon_complete",
+      job_id: jobId,
+      files: [{
+        name: "result.dcm",
+        size: content.length,
+        sha256: createHash("sha256").update(content).digest("hex"),
+      }],
+    });
+    await channel.send({ type: "results_received", job_id: jobId });
+    await s.logLine(new RegExp(`job ${jobId}: delivered 1 result file`));
+    await channel.close();
+  } finally {
+    channel.abort();
+  }
+});
+
+Deno.test("results a version 1 client cannot receive fail with a reason and stay on the server", async () => {
+  // 9,000 results with 30-character names: recon_complete would be 1.1 MB, over 1 MiB.
+  await using s = await startServer({ script: sliceScript(9000) });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: s.port });
+  const channel = await Channel.connect(conn, {
+    sharedKey: s.key.raw,
+    keyId: s.key.id,
+    version: 1,
+  });
+  try {
+    await channel.send({
+      type: "submit_recon_job",
+      files: [{ name: "P00001.7", size: SCAN.length }],
+      client_recon_options_json: "{}",
+    });
+    await nextMessage(channel);
+    await sendStream(channel, new BytesReader(SCAN), SCAN.length);
+    const jobId = (await nextMessage(channel)).job_id as string;
+    const failed = await expectMessage(channel, "job_failed");
+    assert.equal(
+      failed.reason,
+      "the script wrote 9000 result files, more than a protocol version 1 client can receive; " +
+        `upgrade recon-client; they are kept on the server in RECON_DICOM_DIR/job_${jobId}_output`,
+    );
+    assert.equal(failed.exit_code, 0);
+    // The session goes on at top level.
+    assert.equal((await getServerStatus(channel)).type, "server_status_response");
+    await channel.close();
+    assert.equal((await listDir(s.outputDir(jobId))).length, 9000, "the results are kept");
+    await s.logLine(new RegExp(`job ${jobId}: the script wrote 9000 .*results kept in `));
+  } finally {
+    channel.abort();
+  }
+});
+
+Deno.test("a submission of MAX_FILES_PER_JOB files gets past job_queued (version 2 announces one file per message)", async () => {
+  await using s = await startServer({ script: 'printf done >"$RECON_OUTPUT_DIR/out.dcm"\n' });
+  const files = await sliceFiles(path.join(s.dir), MAX_FILES_PER_JOB);
+  const asV1 = JSON.stringify({
+    type: "submit_recon_job",
+    files: files.map((f) => ({ name: f.name, size: f.size, original_path_on_client: f.path })),
+    client_recon_options_json: "{}",
+  });
+  assert.ok(encoder.encode(asV1).length > MAX_MESSAGE_SIZE, "version 1 could not announce it");
+  const channel = await s.connect();
+  try {
+    const started = performance.now();
+    const result = await submitJob({
+      channel,
+      files,
+      options: {},
+      downloadDir: path.join(s.dir, "downloads"),
+    });
+    console.log(`${MAX_FILES_PER_JOB} inputs: ${Math.round(performance.now() - started)} ms`);
+    await channel.close();
+    assert.equal(result.uploaded.length, MAX_FILES_PER_JOB);
+    assert.equal(result.uploaded[9999].sha256, createHash("sha256").update("x").digest("hex"));
+    assert.deepEqual(result.files.map((f) => f.name), ["out.dcm"]);
+  } finally {
+    channel.abort();
+  }
+});
+
+// ---------------------------------------------------------------------------
+// Results the client cannot take: they stay on the server, and the client says where
+
+const CANNOT_TAKE: [string, Partial<Parameters<typeof submitJob>[0]>, RegExp][] = [
+  [
+    "more than CLIENT_MAX_RESULT_BYTES",
+    { maxResultBytes: 5 },
+    /^the 1 result file\(s\) of job \S+ \(\d+ bytes\) exceed CLIENT_MAX_RESULT_BYTES \(5\); they stay on the server in RECON_DICOM_DIR\/job_\S+_output$/,
+  ],
+  [
+    "more than the free space of the download directory",
+    { diskFree: () => Promise.resolve(10) },
+    /^the 1 result file\(s\) of job \S+ \(\d+ bytes\) do not fit in \S+ \(10 bytes free\); they stay on the server in RECON_DICOM_DIR\/job_\S+_output$/,
+  ],
+];
+
+for (const [what, limits, message] of CANNOT_TAKE) {
+  Deno.test(`results of ${what} are refused before any byte, and the server keeps them`, async () => {
+    await using s = await startServer({ script: SLEEPY_SCRIPT.replace("sleep 0.5", "") });
+    const file = path.join(s.dir, "P00001.7");
+    await Deno.writeFile(file, SCAN);
+    const downloadDir = path.join(s.dir, "downloads");
+    const channel = await s.connect();
+    try {
+      const error = await submitJob({
+        channel,
+        files: [{ path: file, name: "P00001.7", size: SCAN.length }],
+        options: {},
+        downloadDir,
+        ...limits,
+      }).catch((e) => e);
+      assert.ok(error instanceof TransferError, String(error));
+      assert.match(error.message, message);
+      const jobId = /job (\S+) \(/.exec(error.message)![1];
+      assert.ok(error.message.endsWith(`RECON_DICOM_DIR/job_${jobId}_output`));
+      const line = await s.logLine(/delivery failed/);
+      assert.match(line, /the client refused the results \(status "refused"\)/);
+      assert.deepEqual(await listDir(s.outputDir(jobId)), ["result.dcm"], "kept on the server");
+      assert.deepEqual(await listDir(downloadDir), [], "nothing was written");
+    } finally {
+      channel.abort();
+    }
+  });
+}

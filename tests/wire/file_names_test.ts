@@ -193,3 +193,25 @@ Deno.test("baseNameProblem() refuses C1 control characters, which some terminals
   }
   assert.equal(baseNameProblem("scan\u00a0.7"), undefined, "a no-break space is printable");
 });
+
+Deno.test("names that are not well-formed Unicode are refused in both directions", async () => {
+  // Both lone surrogates become U+FFFD on disk: distinct names, one file.
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(path.join(dir, "a\ud800"), "1");
+    await assert.rejects(
+      Deno.writeTextFile(path.join(dir, "a\udc00"), "2", { createNew: true }),
+      Deno.errors.AlreadyExists,
+      "the collision this rule prevents",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  for (const name of ["a\ud800", "a\udc00", "\udc00\ud800", "x\ud83d"]) {
+    assert.match(baseNameProblem(name) ?? "", /not well-formed Unicode/, JSON.stringify(name));
+    assert.match(resultPathProblem(`dir/${name}`) ?? "", /not well-formed Unicode/);
+  }
+  assert.throws(() => checkJobFileNames(["a\ud800", "a\udc00"]), /not well-formed Unicode/);
+  // A surrogate pair is a well-formed character.
+  assert.equal(baseNameProblem("scan\ud83d\ude00.dat"), undefined);
+});

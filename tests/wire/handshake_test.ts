@@ -18,6 +18,8 @@ import {
   PROTOCOL_VERSION,
   RefusalCode,
   serverHandshake,
+  type SessionKeys,
+  SUPPORTED_VERSIONS,
 } from "../../lib/wire/handshake.ts";
 import {
   concatBytes,
@@ -190,15 +192,70 @@ for (const version of [0, PROTOCOL_VERSION + 1, 255]) {
     );
     const error = client.error as HandshakeError;
     assert.ok(error instanceof HandshakeError, String(error));
-    assert.match(error.message, new RegExp(`refused protocol version ${version}\\b`));
-    assert.match(error.message, new RegExp(`speaks version ${PROTOCOL_VERSION}`));
-    assert.match(error.hint ?? "", /same recon version/);
+    assert.equal(
+      error.message,
+      `version mismatch: the server speaks protocol version ${PROTOCOL_VERSION}, this client speaks ${version}`,
+    );
+    assert.match(
+      error.hint ?? "",
+      version > PROTOCOL_VERSION
+        ? /upgrade recon-server/
+        : /same recon version.*speaks versions 1, 2/,
+    );
     const refused = server.error as HandshakeRefused;
     assert.ok(refused instanceof HandshakeRefused);
     assert.equal(refused.stage, "hello");
     assert.match(refused.message, new RegExp(`unsupported protocol version ${version}`));
   });
 }
+
+for (const version of SUPPORTED_VERSIONS) {
+  Deno.test(`a client offering version ${version} gets a session of version ${version}`, async () => {
+    const key = await testKey();
+    const { client, server } = await runPair(
+      (io) => clientHandshake(io, key.raw, key.id, { version }),
+      (io) => serverHandshake(io, keyMap(key)),
+    );
+    assert.equal((client.value as SessionKeys).version, version, String(client.error));
+    assert.equal((server.value as SessionKeys).version, version, String(server.error));
+    assert.deepEqual(
+      (client.value as SessionKeys).sendKey,
+      (server.value as SessionKeys).receiveKey,
+    );
+  });
+}
+
+Deno.test("a current client talking to a version 1 server gets a one-line version mismatch", async () => {
+  const key = await testKey();
+  const { client, server } = await runPair(
+    (io) => clientHandshake(io, key.raw, key.id),
+    // A version 1 server accepts [1] only.
+    (io) => serverHandshake(io, keyMap(key), { versions: [1] }),
+  );
+  const error = client.error as HandshakeError;
+  assert.ok(error instanceof HandshakeError, String(error));
+  assert.equal(
+    error.message,
+    "version mismatch: the server speaks protocol version 1, this client speaks 2",
+  );
+  assert.match(error.hint ?? "", /upgrade recon-server/);
+  assert.match(String(server.error), /unsupported protocol version 2/);
+});
+
+Deno.test("a server limited to version 1 refuses version 2 with the bytes the version 1 code sent", async () => {
+  const key = await testKey();
+  const [clientEnd, serverEnd] = duplexPair();
+  const serverIo = framedIo(serverEnd);
+  const hello = concatBytes(MAGIC, new Uint8Array([2, 1]), Uint8Array.fromHex(key.id));
+  await writeAll(clientEnd, encodeFrame(concatBytes(hello, randomBytes(64))));
+  await settle(serverHandshake(serverIo, keyMap(key), { versions: [1] }));
+  closeQuietly(clientEnd, serverEnd);
+  const text = "unsupported protocol version 2; this server speaks version 1";
+  assert.deepEqual(
+    serverIo.sent,
+    [concatBytes(MAGIC, new Uint8Array([1, 0x7f, 1]), new TextEncoder().encode(text))],
+  );
+});
 
 /** Feed raw bytes to a server handshake, then close, and return what it did. */
 async function serverFacing(bytes: Uint8Array) {

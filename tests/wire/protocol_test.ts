@@ -1,7 +1,8 @@
 /**
- * Tests for lib/wire/protocol.ts: every message type accepted in a valid form, and the
- * hostile shapes refused one failure class at a time (unknown type, missing and
- * mistyped fields, prototype keys, nesting, sizes); recon option checks.
+ * Tests for lib/wire/protocol.ts: every message type of both protocol versions accepted
+ * in a valid form, and the hostile shapes refused one failure class at a time (unknown
+ * type, missing and mistyped fields, prototype keys, nesting, sizes, counts); recon
+ * option checks; and no version 2 message growing with a job's file count.
  */
 import assert from "node:assert/strict";
 import { ProtocolError } from "../../lib/errors.ts";
@@ -11,6 +12,7 @@ import {
   MAX_ARRAY_LENGTH,
   MAX_FILES_PER_JOB,
   MAX_MESSAGE_DEPTH,
+  MAX_RESULT_FILES,
   MAX_STRING_LENGTH,
   parseClientMessage,
   parseReconOptions,
@@ -30,12 +32,8 @@ const JOB = {
   percent: 12.5,
 };
 
-const CLIENT_MESSAGES: Record<string, unknown>[] = [
-  {
-    type: "submit_recon_job",
-    files: [FILE, { name: "b.dat", size: 0 }],
-    client_recon_options_json: "{}",
-  },
+/** Client messages the same in both versions. */
+const CLIENT_COMMON: Record<string, unknown>[] = [
   { type: "get_server_status" },
   { type: "get_queue_details" },
   { type: "dicom_transfer_ack", job_id: J, status: "ok" },
@@ -45,17 +43,30 @@ const CLIENT_MESSAGES: Record<string, unknown>[] = [
   { type: "error", reason: "disk full" },
 ];
 
-const SERVER_MESSAGES: Record<string, unknown>[] = [
+const CLIENT_MESSAGES: Record<string, unknown>[] = [
+  { type: "submit_recon_job", file_count: 2, client_recon_options_json: "{}" },
+  { type: "input_file", ...FILE },
+  { type: "input_file", name: "b.dat", size: 0 },
+  ...CLIENT_COMMON,
+];
+
+const CLIENT_MESSAGES_V1: Record<string, unknown>[] = [
+  {
+    type: "submit_recon_job",
+    files: [FILE, { name: "b.dat", size: 0 }],
+    client_recon_options_json: "{}",
+  },
+  ...CLIENT_COMMON,
+];
+
+/** Server messages the same in both versions. */
+const SERVER_COMMON: Record<string, unknown>[] = [
   { type: "request_file", job_id: J, name: "P1.7" },
   { type: "request_file", job_id: J, name: "P1.7", original_path_on_client: "/x/P1.7" },
-  { type: "job_queued", job_id: J, files_received: 1 },
-  { type: "job_queued", job_id: J, files_received: 1, files: [FILE] },
   { type: "job_started", job_id: J },
   { type: "job_progress", job_id: J },
   { type: "job_progress", job_id: J, text: "slice 3/40", percent: 7.5 },
-  { type: "dicom_transfer_start", job_id: J, count: 1, files: [{ ...FILE, sha256: "ab" }] },
   { type: "result_file", job_id: J, name: "dicom/IM0001.dcm", size: 5 },
-  { type: "recon_complete", job_id: J, files: [] },
   { type: "job_failed", job_id: J, reason: "exit 1", exit_code: 1, stderr_tail: ["oops"] },
   { type: "job_failed", job_id: J, reason: "killed", exit_code: null, stderr_tail: [] },
   {
@@ -77,6 +88,21 @@ const SERVER_MESSAGES: Record<string, unknown>[] = [
   { type: "server_shutting_down", reason: "maintenance" },
 ];
 
+const SERVER_MESSAGES: Record<string, unknown>[] = [
+  ...SERVER_COMMON,
+  { type: "job_queued", job_id: J, files_received: 1 },
+  { type: "dicom_transfer_start", job_id: J, count: 2, total_size: 10 },
+  { type: "recon_complete", job_id: J, count: 2 },
+];
+
+const SERVER_MESSAGES_V1: Record<string, unknown>[] = [
+  ...SERVER_COMMON,
+  { type: "job_queued", job_id: J, files_received: 1 },
+  { type: "job_queued", job_id: J, files_received: 1, files: [FILE] },
+  { type: "dicom_transfer_start", job_id: J, count: 1, files: [{ ...FILE, sha256: "ab" }] },
+  { type: "recon_complete", job_id: J, files: [] },
+];
+
 /** Round-trip through JSON, as a message arrives off the wire. */
 function wire(value: unknown): unknown {
   return JSON.parse(JSON.stringify(value));
@@ -89,17 +115,75 @@ Deno.test("parseClientMessage() accepts a valid example of every client message 
     assert.deepEqual(parsed, wire(message));
     types.add(parsed.type);
   }
-  assert.equal(types.size, 7);
+  assert.equal(types.size, 8);
+  const typesV1 = new Set<string>();
+  for (const message of CLIENT_MESSAGES_V1) {
+    const parsed = parseClientMessage(wire(message), 1);
+    assert.deepEqual(parsed, wire(message));
+    typesV1.add(parsed.type);
+  }
+  assert.equal(typesV1.size, 7);
 });
 
 Deno.test("parseServerMessage() accepts a valid example of every server message type", () => {
-  const types = new Set<string>();
-  for (const message of SERVER_MESSAGES) {
-    const parsed = parseServerMessage(wire(message));
-    assert.deepEqual(parsed, wire(message));
-    types.add(parsed.type);
+  for (const [version, messages] of [[2, SERVER_MESSAGES], [1, SERVER_MESSAGES_V1]] as const) {
+    const types = new Set<string>();
+    for (const message of messages) {
+      const parsed = parseServerMessage(wire(message), version);
+      assert.deepEqual(parsed, wire(message));
+      types.add(parsed.type);
+    }
+    assert.equal(types.size, 12, `version ${version}`);
   }
-  assert.equal(types.size, 12);
+});
+
+Deno.test("each version refuses the other's form of the messages that changed", () => {
+  assert.throws(
+    () => parseClientMessage(wire(CLIENT_MESSAGES_V1[0])),
+    /submit_recon_job\.file_count is missing/,
+  );
+  assert.throws(() => parseClientMessage(wire(CLIENT_MESSAGES[0]), 1), /files is missing/);
+  assert.throws(() => parseClientMessage(wire(CLIENT_MESSAGES[1]), 1), /unknown message type/);
+  assert.throws(
+    () => parseServerMessage({ type: "dicom_transfer_start", job_id: J, count: 1, files: [] }),
+    /total_size is missing/,
+  );
+  assert.throws(
+    () => parseServerMessage({ type: "recon_complete", job_id: J, count: 1 }, 1),
+    /files is missing/,
+  );
+});
+
+/** A name of `bytes` UTF-8 bytes that JSON escapes as much as a file name allows. */
+function worstName(bytes: number): string {
+  // `"` is escaped to two bytes; it is legal in a file name.
+  return '"'.repeat(bytes);
+}
+
+Deno.test("no version 2 control message grows with the number of files", () => {
+  // The largest version 2 messages that name a file carry one name and one client path.
+  const path = "/" + "p".repeat(MAX_STRING_LENGTH - 1);
+  const biggest = [
+    { type: "input_file", name: worstName(255), size: 2 ** 53 - 1, original_path_on_client: path },
+    { type: "request_file", job_id: J, name: worstName(255), original_path_on_client: path },
+    { type: "result_file", job_id: J, name: worstName(16 * 256 - 1), size: 2 ** 53 - 1 },
+  ];
+  for (const message of biggest) {
+    const bytes = new TextEncoder().encode(JSON.stringify(message)).length;
+    assert.ok(bytes < 140_000, `${message.type}: ${bytes} bytes`);
+  }
+  // The counts are bounded by the schema, not by a list.
+  parseClientMessage({
+    type: "submit_recon_job",
+    file_count: MAX_FILES_PER_JOB,
+    client_recon_options_json: "{}",
+  });
+  parseServerMessage({
+    type: "dicom_transfer_start",
+    job_id: J,
+    count: MAX_RESULT_FILES,
+    total_size: 2 ** 53 - 1,
+  });
 });
 
 Deno.test("a message is valid in one direction only", () => {
@@ -153,9 +237,10 @@ Deno.test("parseClientMessage() names a missing field", () => {
         type: "submit_recon_job",
         files: [{ size: 1 }],
         client_recon_options_json: "{}",
-      }),
+      }, 1),
     /submit_recon_job\.files\[0\]\.name is missing/,
   );
+  assert.throws(() => parseClientMessage({ type: "input_file", size: 1 }), /input_file\.name/);
 });
 
 const MISTYPED: [string, Record<string, unknown>, RegExp][] = [
@@ -230,8 +315,10 @@ const MISTYPED: [string, Record<string, unknown>, RegExp][] = [
 
 for (const [what, message, pattern] of MISTYPED) {
   Deno.test(`parseServerMessage() refuses ${what}`, () => {
+    // `files` lists exist in version 1 only.
+    const version = "files" in message ? 1 : 2;
     assert.throws(
-      () => parseServerMessage(message),
+      () => parseServerMessage(message, version),
       (error: unknown) => error instanceof ProtocolError && pattern.test(error.message),
     );
   });
@@ -242,8 +329,7 @@ Deno.test("parse*Message() refuse __proto__, constructor and prototype keys anyw
     '{"type":"get_server_status","__proto__":{"polluted":true}}',
     '{"type":"get_server_status","constructor":{"prototype":{"polluted":true}}}',
     '{"type":"get_server_status","prototype":1}',
-    '{"type":"submit_recon_job","client_recon_options_json":"{}",' +
-    '"files":[{"name":"a","size":1,"__proto__":{"size":5}}]}',
+    '{"type":"input_file","name":"a","size":1,"x":[{"__proto__":{"size":5}}]}',
     '{"type":"cancel_job","reason":"x","extra":{"deep":[{"__proto__":null}]}}',
   ];
   for (const text of texts) {
@@ -292,13 +378,14 @@ Deno.test("parse*Message() refuse a string longer than MAX_STRING_LENGTH", () =>
   );
 });
 
-Deno.test("parse*Message() refuse more than MAX_FILES_PER_JOB files", () => {
+Deno.test("parse*Message() refuse more than MAX_FILES_PER_JOB files (version 1 lists)", () => {
   const files = Array.from(
     { length: MAX_FILES_PER_JOB + 1 },
     (_, i) => ({ name: `f${i}`, size: 1 }),
   );
   assert.throws(
-    () => parseClientMessage({ type: "submit_recon_job", files, client_recon_options_json: "{}" }),
+    () =>
+      parseClientMessage({ type: "submit_recon_job", files, client_recon_options_json: "{}" }, 1),
     (error: unknown) =>
       error instanceof ProtocolError &&
       new RegExp(`files must be at most ${MAX_FILES_PER_JOB} files`).test(error.message),
@@ -307,7 +394,44 @@ Deno.test("parse*Message() refuse more than MAX_FILES_PER_JOB files", () => {
     type: "submit_recon_job",
     files: files.slice(0, MAX_FILES_PER_JOB),
     client_recon_options_json: "{}",
-  });
+  }, 1);
+});
+
+Deno.test("parse*Message() refuse a count above MAX_FILES_PER_JOB or MAX_RESULT_FILES (version 2)", () => {
+  assert.throws(
+    () =>
+      parseClientMessage({
+        type: "submit_recon_job",
+        file_count: MAX_FILES_PER_JOB + 1,
+        client_recon_options_json: "{}",
+      }),
+    new RegExp(`file_count must be at most ${MAX_FILES_PER_JOB}$`),
+  );
+  for (const count of [-1, 1.5, "3"]) {
+    assert.throws(
+      () =>
+        parseClientMessage({
+          type: "submit_recon_job",
+          file_count: count,
+          client_recon_options_json: "{}",
+        }),
+      /file_count must be a non-negative integer/,
+    );
+  }
+  assert.throws(
+    () =>
+      parseServerMessage({
+        type: "dicom_transfer_start",
+        job_id: J,
+        count: MAX_RESULT_FILES + 1,
+        total_size: 1,
+      }),
+    new RegExp(`count must be at most ${MAX_RESULT_FILES}$`),
+  );
+  assert.throws(
+    () => parseServerMessage({ type: "recon_complete", job_id: J, count: MAX_RESULT_FILES + 1 }),
+    /recon_complete\.count must be at most/,
+  );
 });
 
 Deno.test("parse*Message() refuse any array longer than MAX_ARRAY_LENGTH", () => {
