@@ -414,6 +414,7 @@ async function submit(setup: Setup, args: Args, signal: AbortSignal): Promise<nu
       files,
       options: reconOptions,
       downloadDir: config.CLIENT_DOWNLOAD_DIR,
+      maxResultBytes: config.CLIENT_MAX_RESULT_BYTES,
       signal,
       onEvent: (event) => display.show(event),
       onHostile: (message) => logger.error(`hostile server behaviour: ${message}`),

@@ -104,3 +104,25 @@ Deno.test("recon-client against a server that speaks only version 1 says so in o
   );
   assert.match(lines[1] ?? "", /^hint: upgrade recon-server/);
 });
+
+Deno.test("recon-client refuses results over CLIENT_MAX_RESULT_BYTES and says where they stay", async () => {
+  await using work = await tempDir();
+  const script = path.join(work.path, "one.sh");
+  await Deno.writeTextFile(script, "printf 'an image' >\"$RECON_OUTPUT_DIR/image.dcm\"\n");
+  await using server = await E2EServer.start({ script, expectCleanJobDirs: false });
+  const opts = await server.writeClientOpts("capped.opts", { CLIENT_MAX_RESULT_BYTES: 5 });
+  const input = path.join(work.path, "P00001.7");
+  await Deno.writeTextFile(input, "raw k-space");
+  const result = await server.client(["--files", input], { optsPath: opts });
+  assert.equal(result.code, 4, result.stderr);
+  const match = new RegExp(
+    `^recon-client: error: the 1 result file\\(s\\) of job (${UUID.source}) \\(8 bytes\\) ` +
+      "exceed CLIENT_MAX_RESULT_BYTES \\(5\\); they stay on the server in " +
+      "RECON_DICOM_DIR/job_\\1_output$",
+    "m",
+  ).exec(result.stderr);
+  assert.ok(match, result.stderr);
+  const outputDir = path.join(server.dicomDir, `job_${match[1]}_output`);
+  await server.waitForLog(/delivery failed/);
+  assert.deepEqual(await listDir(outputDir), ["image.dcm"], "the server keeps the results");
+});

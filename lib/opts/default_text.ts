@@ -129,4 +129,7 @@ CLIENT_DEFAULT_PFILE_PATH = /tmp/default_pfile_on_client/P00000.7
 # CLIENT_DOWNLOAD_DIR: Where the client saves received results (relative to this file;
 # a client not run as root uses ~/.local/state/recon/downloads instead of this default).
 CLIENT_DOWNLOAD_DIR = client_downloads
+# CLIENT_MAX_RESULT_BYTES: Largest total size of one job's results the client accepts
+# (0 = no cap; results that do not fit the free space are refused in any case).
+# CLIENT_MAX_RESULT_BYTES = 0
 `;

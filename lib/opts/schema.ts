@@ -61,6 +61,7 @@ export interface ReconConfig {
   CLIENT_DEFAULT_PFILE_NAME: string;
   CLIENT_DEFAULT_PFILE_PATH: string;
   CLIENT_DOWNLOAD_DIR: string;
+  CLIENT_MAX_RESULT_BYTES: number;
   JOB_TIMEOUT: number;
   MATLAB_COMMAND: string[];
   LEGACY_SHARED_OUTPUT: number;
@@ -277,6 +278,14 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
       "run as root uses downloads in its state directory ($XDG_STATE_HOME/recon, else " +
       "~/.local/state/recon) instead of the default.",
   },
+  CLIENT_MAX_RESULT_BYTES: {
+    type: { kind: "bytes", min: 0 },
+    default: "0",
+    readBy: "client",
+    description: "Largest total size of one job's results the client accepts (0 = no cap); " +
+      "larger results, or more than CLIENT_DOWNLOAD_DIR has free, are refused before any " +
+      "byte and stay on the server in RECON_DICOM_DIR/job_<id>_output.",
+  },
   JOB_TIMEOUT: {
     type: seconds(0),
     default: "3600",
@@ -480,6 +489,7 @@ export const DEFAULTS: Readonly<ReconConfig> = deepFreeze({
   CLIENT_DEFAULT_PFILE_NAME: "P00000.7",
   CLIENT_DEFAULT_PFILE_PATH: "/tmp/default_pfile_on_client/P00000.7",
   CLIENT_DOWNLOAD_DIR: "client_downloads",
+  CLIENT_MAX_RESULT_BYTES: 0,
   JOB_TIMEOUT: 3600,
   MATLAB_COMMAND: ["matlab", "-batch"],
   LEGACY_SHARED_OUTPUT: 0,
