@@ -351,7 +351,14 @@ Deno.test("one byte flipped at any offset of a session is always caught, never a
   // Every failure is one of the documented kinds.
   for (const kind of kinds.keys()) {
     assert.ok(
-      ["ProtocolError", "HandshakeError", "HandshakeRefused", "TimeoutError", "ConnectionError"]
+      [
+        "ProtocolError",
+        "HandshakeError",
+        "KeyRejectedError",
+        "HandshakeRefused",
+        "TimeoutError",
+        "ConnectionError",
+      ]
         .includes(kind),
       `unexpected failure kind ${kind} (${[...kinds].join(", ")})`,
     );
