@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { editDistance } from "../edit_distance.ts";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { UsageError } from "../errors.ts";
 import { decodeKey, generateKey, keyId } from "../crypto/keys.ts";
@@ -117,23 +118,6 @@ export function nearestFlag(flag: string, names: readonly string[]): string | un
   if (best) return best.name;
   const starting = names.filter((name) => typed.length >= 3 && name.startsWith(typed));
   return starting.length === 1 ? starting[0] : undefined;
-}
-
-/** Insertions, deletions, substitutions and adjacent swaps to turn `a` into `b`. */
-function editDistance(a: string, b: string): number {
-  const rows = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) rows[0][j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      let best = Math.min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, rows[i - 1][j - 1] + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
-        best = Math.min(best, rows[i - 2][j - 2] + 1);
-      }
-      rows[i][j] = best;
-    }
-  }
-  return rows[a.length][b.length];
 }
 
 /**

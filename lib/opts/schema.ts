@@ -7,6 +7,7 @@
  * @module
  */
 
+import { editDistance } from "../edit_distance.ts";
 import { PLACEHOLDER_KEY } from "../crypto/keys.ts";
 
 /**
@@ -422,26 +423,6 @@ export function isOptionName(name: string): name is OptionName {
 export const LEGACY_OPTION_NAMES: ReadonlyMap<string, OptionName> = new Map([
   ["SSHPORT", "SSH_PORT"],
 ]);
-
-/**
- * Edit distance with adjacent transpositions (optimal string alignment): the
- * number of single-character insertions, deletions, substitutions and swaps.
- */
-function editDistance(a: string, b: string): number {
-  const rows = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) rows[0][j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      let best = Math.min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, rows[i - 1][j - 1] + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
-        best = Math.min(best, rows[i - 2][j - 2] + 1);
-      }
-      rows[i][j] = best;
-    }
-  }
-  return rows[a.length][b.length];
-}
 
 /**
  * The known option `name` is most likely a misspelling of, for a "did you mean"

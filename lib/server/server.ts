@@ -261,7 +261,9 @@ export class ReconServer {
     } catch (error) {
       this.#admission.release(remote.hostname);
       const stage = error instanceof HandshakeRefused ? error.stage : "handshake";
-      const keyId = error instanceof HandshakeRefused && error.keyId
+      // Name the key id once: some refusals already say it ("unknown key id X").
+      const keyId = error instanceof HandshakeRefused && error.keyId &&
+          !error.message.includes(error.keyId)
         ? ` key id ${error.keyId}`
         : "";
       const why = error instanceof TimeoutError || error instanceof HandshakeError
