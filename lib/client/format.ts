@@ -88,9 +88,15 @@ export function resultJson(result: SubmitResult): string {
   });
 }
 
-/** Lines printed under the error line: a failed job's script exit code. */
+/**
+ * Lines printed under the error line: a failed job's script exit code, unless the
+ * reason already says it ("… exited with code 3").
+ */
 export function failureDetails(error: unknown): string[] {
-  if (error instanceof JobFailedError && error.scriptExitCode !== null) {
+  if (
+    error instanceof JobFailedError && error.scriptExitCode !== null &&
+    !error.message.includes(`code ${error.scriptExitCode}`)
+  ) {
     return [`  script exit code: ${error.scriptExitCode}`];
   }
   return [];

@@ -89,7 +89,8 @@ export class JobFailedError extends JobError {
   constructor(jobId: string, reason: string, exitCode: number | null, stderrTail: string[]) {
     super(`job ${jobId} failed: ${reason}`, {
       hint: stderrTail.length > 0
-        ? `last lines of the script's stderr:\n  ${stderrTail.join("\n  ")}`
+        ? `the script's last stderr lines are below; its whole output is in ` +
+          `RECON_FILEPATH/job_${jobId}.log on the server:\n  ${stderrTail.join("\n  ")}`
         : undefined,
     });
     this.jobId = jobId;

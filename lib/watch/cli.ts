@@ -344,6 +344,7 @@ async function watch(
         groupingMs: config.CLIENT_DAEMON_GROUPING_TIMEOUT * 1000,
         reconOptions,
         downloadDir: config.CLIENT_DOWNLOAD_DIR,
+        maxResultBytes: config.CLIENT_MAX_RESULT_BYTES,
         onComplete: config.CLIENT_DAEMON_ON_COMPLETE,
         store,
         runId,

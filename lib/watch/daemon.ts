@@ -69,6 +69,8 @@ export interface WatchDaemonOptions {
   reconOptions: ReconOptions;
   /** CLIENT_DOWNLOAD_DIR; each job's results go to `<downloadDir>/<job_id>/`. */
   downloadDir: string;
+  /** CLIENT_MAX_RESULT_BYTES (0: no cap). */
+  maxResultBytes?: number;
   /** CLIENT_DAEMON_ON_COMPLETE program, or "" for none. */
   onComplete: string;
   store: StateStore;

@@ -39,6 +39,8 @@ export interface SenderOptions {
   connect: () => Promise<Channel>;
   reconOptions: ReconOptions;
   downloadDir: string;
+  /** CLIENT_MAX_RESULT_BYTES: a job's results above it stay on the server (0: no cap). */
+  maxResultBytes?: number;
   /** CLIENT_DAEMON_ON_COMPLETE, or "" for none. */
   onComplete: string;
   log: WatchLog;
@@ -229,6 +231,7 @@ export class Sender {
         files,
         options: this.#o.reconOptions,
         downloadDir: this.#o.downloadDir,
+        maxResultBytes: this.#o.maxResultBytes,
         signal: this.#o.signal,
         onEvent: (event) => {
           if (event.kind === "queued") {

@@ -137,10 +137,13 @@ Deno.test("resultText() prints one result path a line; resultJson() the whole jo
   });
 });
 
-Deno.test("failureDetails() names a failed script's exit code, and nothing else", () => {
+Deno.test("failureDetails() names a failed script's exit code once, and nothing else", () => {
   assert.deepEqual(failureDetails(new JobFailedError(JOB_A, "script failed", 3, [])), [
     "  script exit code: 3",
   ]);
+  // The reason says it already: no second line repeating it.
+  const said = new JobFailedError(JOB_A, "the reconstruction script exited with code 3", 3, []);
+  assert.deepEqual(failureDetails(said), []);
   assert.deepEqual(failureDetails(new JobFailedError(JOB_A, "timed out", null, [])), []);
   assert.deepEqual(failureDetails(new JobError("refused")), []);
   assert.deepEqual(failureDetails("not an error"), []);
