@@ -22,7 +22,7 @@ import {
   MAX_RESULT_FILES,
   parseClientMessage,
 } from "../wire/protocol.ts";
-import { sendFileFrom } from "../wire/transfer.ts";
+import { type FileIdentity, sendFileFrom } from "../wire/transfer.ts";
 import type { Job } from "./jobs.ts";
 import { removeQuietly, type SessionContext } from "./session_context.ts";
 
@@ -31,6 +31,7 @@ interface Result {
   name: string;
   path: string;
   size: number;
+  identity?: FileIdentity;
 }
 
 const encoder = new TextEncoder();
@@ -117,7 +118,10 @@ export async function deliverResults(
         name: result.name,
         size: result.size,
       });
-      const digest = await sendFileFrom(channel, result.path, result.size, { noFollow: true });
+      const digest = await sendFileFrom(channel, result.path, result.size, {
+        noFollow: true,
+        expect: result.identity,
+      });
       // Version 2 keeps no list: each file's SHA-256 went with its FILE_END.
       if (v1) delivered.push({ name: result.name, size: result.size, sha256: digest.sha256 });
     }

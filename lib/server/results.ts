@@ -16,6 +16,7 @@
  *
  * @module
  */
+import type { FileIdentity } from "../wire/transfer.ts";
 import * as path from "node:path";
 import { JobError } from "../errors.ts";
 import { resultPathProblem } from "../wire/file_names.ts";
@@ -27,6 +28,11 @@ export interface ResultFile {
   /** Absolute path on the server. */
   path: string;
   size: number;
+  /**
+   * The file found when the results were collected: what is sent must be this very
+   * file, even if a directory on its path was swapped since (lib/wire/transfer.ts).
+   */
+  identity?: FileIdentity;
 }
 
 /** Result files and what was skipped. */
@@ -149,7 +155,12 @@ export async function collectResults(
           skipped.push(`${JSON.stringify(relative)} (${problem})`);
           continue;
         }
-        files.push({ name: relative, path: full, size: info.size });
+        files.push({
+          name: relative,
+          path: full,
+          size: info.size,
+          identity: { dev: info.dev!, ino: info.ino! },
+        });
       } else {
         skipped.push(`${relative} (not a regular file)`);
       }

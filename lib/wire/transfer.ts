@@ -215,6 +215,12 @@ export async function receiveFileTo(
   }
 }
 
+/** Device and inode: which file a path named when it was looked at. */
+export interface FileIdentity {
+  dev: number;
+  ino: number;
+}
+
 /** Options for {@link openForSending} and {@link sendFileFrom}. */
 export interface SendOptions {
   /**
@@ -222,6 +228,11 @@ export interface SendOptions {
    * link: the server's results must be the files the script wrote, nothing else.
    */
   noFollow?: boolean;
+  /**
+   * The file must be this one (device and inode as seen earlier): a directory on the
+   * path swapped for a link since then leads to another file, which is refused.
+   */
+  expect?: FileIdentity;
   onProgress?: ProgressCallback;
 }
 
@@ -254,7 +265,9 @@ export async function openForSending(
     });
   }
   const info = await file.stat();
-  const swapped = before !== undefined && (before.ino !== info.ino || before.dev !== info.dev);
+  const swapped = (before !== undefined && (before.ino !== info.ino || before.dev !== info.dev)) ||
+    (options.expect !== undefined &&
+      (options.expect.ino !== info.ino || options.expect.dev !== info.dev));
   if (!info.isFile || swapped) {
     file.close();
     throw refuse(swapped);

@@ -118,6 +118,28 @@ Deno.test("openForSending() with noFollow refuses a file replaced by another fil
   });
 });
 
+Deno.test("openForSending() with expect refuses another file reached through a swapped directory", async () => {
+  await using dir = await tempDir();
+  const output = path.join(dir.path, "output");
+  const elsewhere = path.join(dir.path, "elsewhere");
+  await Deno.mkdir(path.join(output, "series"), { recursive: true });
+  await Deno.mkdir(elsewhere);
+  const result = path.join(output, "series", "image.dcm");
+  await Deno.writeTextFile(result, "image");
+  await Deno.writeTextFile(path.join(elsewhere, "image.dcm"), "the server's private data");
+  const seen = await Deno.lstat(result);
+  const identity = { dev: seen.dev!, ino: seen.ino! };
+  const opened = await openForSending(result, { noFollow: true, expect: identity });
+  opened.file.close();
+  // The directory on the path, not the file itself, becomes a link: noFollow alone
+  // checks only the last component and would send the other file.
+  await Deno.rename(path.join(output, "series"), path.join(dir.path, "moved"));
+  await Deno.symlink(elsewhere, path.join(output, "series"));
+  const plain = await openForSending(result, { noFollow: true });
+  plain.file.close();
+  await assert.rejects(openForSending(result, { noFollow: true, expect: identity }), isLinkRefusal);
+});
+
 Deno.test("sendFileFrom() with noFollow sends nothing for a symbolic link and the session goes on", async () => {
   await using dir = await tempDir();
   const { link } = await fixture(dir.path);
