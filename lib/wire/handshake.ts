@@ -150,7 +150,7 @@ function refusalError(
     );
   }
   if (code === RefusalCode.BUSY) {
-    return new HandshakeError(`the server is busy or has locked out this address: ${text}`, {
+    return new HandshakeError(`the server is busy: ${text}`, {
       hint: "wait a minute and try again; the server log says why",
     });
   }
