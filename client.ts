@@ -23,6 +23,7 @@ import {
   queueText,
   resultJson,
   resultText,
+  skippedWarning,
   statusJson,
   statusText,
 } from "./lib/client/format.ts";
@@ -96,10 +97,13 @@ ${PROGRAM} --opts /etc/recon/recon.opts watch --status):
 
 Output: stdout lists the downloaded result files, one path per line, so
   ${PROGRAM} --files scan.7 | xargs dcmdump
-works. Progress and messages go to stderr (a progress bar on a terminal).
+works. Progress and messages go to stderr (a progress bar on a terminal), and so
+does a warning when the server did not send some of the files the script wrote
+(links, special files, names a client refuses; its log says which).
 
 Exit codes:
-  0    success
+  0    success (also when the server skipped some of the script's files: a
+       warning on stderr and "skipped" in --json say how many)
   1    the job failed on the server (the reason and the script's last stderr lines
        are printed) or the server refused it
   2    usage or configuration error (bad flag, bad recon.opts, missing file)
@@ -433,6 +437,10 @@ async function submit(setup: Setup, args: Args, signal: AbortSignal): Promise<nu
   display.line(
     `job ${result.jobId} complete: ${result.files.length} file(s) in ${result.resultDir}`,
   );
+  // Not silenced by --quiet or --json: a result that did not come back matters. The
+  // exit code stays 0, since the results that did arrive are good.
+  const warning = skippedWarning(result.skipped);
+  if (warning) writeStderr(`${PROGRAM}: warning: ${warning}\n`);
   writeStdout(args.json ? resultJson(result) : resultText(result));
   return ExitCode.OK;
 }

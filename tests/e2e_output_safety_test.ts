@@ -157,3 +157,62 @@ fi
   );
   await server.waitForNoJobDirs();
 });
+
+/** Writes ok.dcm and -rf.dcm (sent), a name with a newline, one with an escape sequence
+ * and links to /etc and /etc/passwd (skipped). */
+const MIXED_RESULTS = `printf 'ok' >"$RECON_OUTPUT_DIR/ok.dcm"
+printf 'dash' >"$RECON_OUTPUT_DIR/-rf.dcm"
+printf 'bad' >"$RECON_OUTPUT_DIR/$(printf 'a\\nb.dcm')"
+printf 'bad' >"$RECON_OUTPUT_DIR/$(printf 'e\\033[31mred.dcm')"
+ln -s /etc "$RECON_OUTPUT_DIR/etc"
+ln -s /etc/passwd "$RECON_OUTPUT_DIR/passwd"
+`;
+
+Deno.test("result files the server skips are counted by the client: a warning, skipped in --json, exit 0", async () => {
+  await using files = await tempDir();
+  await using server = await E2EServer.start({ script: await script(files.path, MIXED_RESULTS) });
+  const input = path.join(files.path, "P00001.7");
+  await Deno.writeTextFile(input, "raw");
+  const warning = "recon-client: warning: 4 result file(s) the script wrote were not sent " +
+    "(names a client refuses, links or special files); the server log says which\n";
+
+  const text = await server.client(["--files", input]);
+  assert.equal(text.code, 0, `${text.stderr}\n--- server ---\n${server.log}`);
+  assert.match(text.stderr, /complete: 2 file\(s\)/);
+  assert.ok(text.stderr.includes(warning), text.stderr);
+  assert.equal(text.stderr.includes("passwd"), false, "no skipped name reaches the client");
+  const paths = text.stdout.trimEnd().split("\n");
+  assert.deepEqual(paths.map((p) => path.basename(p)), ["-rf.dcm", "ok.dcm"]);
+
+  const json = await server.client(["--files", input, "--json"]);
+  assert.equal(json.code, 0, json.stderr);
+  assert.equal(json.stderr, warning, "--json keeps stderr to the warning");
+  const report = JSON.parse(json.stdout);
+  assert.equal(report.status, "completed");
+  assert.equal(report.skipped, 4);
+  assert.deepEqual(report.files.map((f: { name: string }) => f.name), ["-rf.dcm", "ok.dcm"]);
+
+  await server.waitForLog(/not sending passwd \(symbolic link\)/);
+  await server.waitForLog(/not sending "a\\nb\.dcm" \(.*control character/);
+  await server.waitForNoJobDirs();
+});
+
+Deno.test("a job whose every result file was skipped fails and says how many were not sent", async () => {
+  await using files = await tempDir();
+  await using server = await E2EServer.start({
+    script: await script(
+      files.path,
+      `printf 'bad' >"$RECON_OUTPUT_DIR/$(printf 'a\\nb.dcm')"\nln -s /etc/passwd "$RECON_OUTPUT_DIR/passwd"\n`,
+    ),
+  });
+  const input = path.join(files.path, "P00001.7");
+  await Deno.writeTextFile(input, "raw");
+  const result = await server.client(["--files", input, "--json"]);
+  assert.equal(result.code, 1, `${result.stderr}\n--- server ---\n${server.log}`);
+  const report = JSON.parse(result.stdout);
+  assert.match(
+    report.error,
+    /wrote no result the client can receive into RECON_OUTPUT_DIR \(2 entries were not sent: .*the server log names them\)/,
+  );
+  await server.waitForNoJobDirs();
+});

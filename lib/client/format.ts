@@ -1,8 +1,9 @@
 /**
  * What recon-client prints on stdout (README "Client output"): `--server-status` and
  * `--view-queue` as text or `--json`, a finished job's result paths or its JSON
- * document, and the JSON document of a failure. Pure functions from data to text;
- * client.ts writes them.
+ * document, and the JSON document of a failure; and the warning about result files
+ * the server did not send, which client.ts prints on stderr and watch mode logs.
+ * Pure functions from data to text; client.ts writes them.
  *
  * @module
  */
@@ -77,7 +78,7 @@ export function resultText(result: SubmitResult): string {
   return result.files.map((file) => `${file.path}\n`).join("");
 }
 
-/** A finished job with `--json`. */
+/** A finished job with `--json`; `skipped` counts result files the server did not send. */
 export function resultJson(result: SubmitResult): string {
   return json({
     job_id: result.jobId,
@@ -85,7 +86,19 @@ export function resultJson(result: SubmitResult): string {
     uploaded: result.uploaded,
     result_dir: result.resultDir,
     files: result.files,
+    skipped: result.skipped,
   });
+}
+
+/**
+ * The warning for a finished job whose script wrote files the server did not send
+ * (PROTOCOL.md §6.5), or undefined when it sent everything. Only the count reaches
+ * the client; the names, untrusted and perhaps patient data, stay in the server log.
+ */
+export function skippedWarning(skipped: number): string | undefined {
+  if (skipped === 0) return undefined;
+  return `${skipped} result file(s) the script wrote were not sent (names a client refuses, ` +
+    "links or special files); the server log says which";
 }
 
 /**

@@ -4,7 +4,8 @@
  * answer each `request_file` (only for files announced in this job), follow the job's
  * progress, accept the results into `CLIENT_DOWNLOAD_DIR/<job_id>/` when they fit
  * (free space, CLIENT_MAX_RESULT_BYTES), check every name, size and count against the
- * announcement, and return when `recon_complete` confirms the count.
+ * announcement, and return when `recon_complete` confirms the count, with the number
+ * of files the server said it skipped (§6.5), which the caller warns about.
  *
  * @module
  */
@@ -79,6 +80,11 @@ export interface SubmitResult {
   uploaded: FileEntry[];
   resultDir: string;
   files: DownloadedFile[];
+  /**
+   * Entries the script wrote that the server did not send (`dicom_transfer_start`'s
+   * `skipped`, 0 when absent): the results that came are good, but not complete.
+   */
+  skipped: number;
 }
 
 /** Details of a failed job for the printed report. */
@@ -150,8 +156,8 @@ class Submission {
   #uploadComplete = false;
   #downloading = false;
   #resultDir?: string;
-  /** `dicom_transfer_start`'s count and total size, once announced. */
-  #announced?: { count: number; totalSize: number };
+  /** `dicom_transfer_start`'s count, total size and skipped count, once announced. */
+  #announced?: { count: number; totalSize: number; skipped: number };
   #receivedBytes = 0;
   readonly #names = new Set<string>();
   readonly #downloaded: DownloadedFile[] = [];
@@ -371,8 +377,8 @@ class Submission {
     const jobId = this.#jobId;
     if (!jobId || message.job_id !== jobId) this.#hostile("results announced for another job");
     if (this.#announced) this.#hostile("results announced twice");
-    const { count, total_size: totalSize } = message;
-    this.#announced = { count, totalSize };
+    const { count, total_size: totalSize, skipped = 0 } = message;
+    this.#announced = { count, totalSize, skipped };
     const { downloadDir, maxResultBytes = 0 } = this.#options;
     const resultDir = path.join(downloadDir, jobId);
     this.#resultDir = resultDir;
@@ -463,6 +469,12 @@ class Submission {
       );
     }
     await this.#channel.send({ type: "results_received", job_id: jobId });
-    return { jobId, uploaded: this.#uploaded, resultDir, files: this.#downloaded };
+    return {
+      jobId,
+      uploaded: this.#uploaded,
+      resultDir,
+      files: this.#downloaded,
+      skipped: announced.skipped,
+    };
   }
 }

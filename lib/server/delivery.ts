@@ -4,6 +4,10 @@
  * `result_file` + transfer (never following links), `recon_complete`, and only after
  * the client's `results_received` the results are removed. Anything else keeps them.
  *
+ * `dicom_transfer_start` also says how many entries of the output directory were
+ * skipped (not which: their names stay in the server log), so that a client can warn
+ * that not everything the script wrote came back.
+ *
  * Version 2 announces the results by count and total size and names them one
  * `result_file` at a time; version 1 lists them all in `dicom_transfer_start` and
  * `recon_complete`, which bounds what a version 1 client can receive.
@@ -67,11 +71,18 @@ export function deliveryProblem(results: readonly Result[], version: number): st
   return undefined;
 }
 
+/** What a successful job has for its client (lib/server/jobs.ts JobOutcome). */
+export interface Delivery {
+  results: readonly Result[];
+  /** Entries of the output directory not sent (§6.5): only their number is told. */
+  skipped: number;
+}
+
 /** Send the results and wait for the client's confirmation; results kept on any failure. */
 export async function deliverResults(
   channel: Channel,
   job: Job,
-  results: readonly Result[],
+  { results, skipped }: Delivery,
   pending: Promise<Incoming>,
   context: SessionContext,
 ): Promise<void> {
@@ -105,6 +116,8 @@ export async function deliverResults(
       ...(v1
         ? { files: results.map(({ name, size }) => ({ name, size })) }
         : { total_size: totalSize }),
+      // Omitted when 0, so the message is what it always was when nothing was skipped.
+      ...(skipped > 0 ? { skipped } : {}),
     });
     const ack = await expectFromClient("dicom_transfer_ack");
     if (ack.type === "dicom_transfer_ack" && ack.status !== "ready") {

@@ -177,6 +177,6 @@ async function reportOutcome(following: Following, outcome: JobOutcome): Promise
     return { next: incoming };
   }
   // The relay loop left a read pending (incoming); deliver with it.
-  await deliverResults(channel, job, outcome.results, incoming, context);
+  await deliverResults(channel, job, outcome, incoming, context);
   return {};
 }

@@ -13,9 +13,12 @@ import type { ResultFile } from "./results.ts";
 /** A job's life: queued → processing → completed | failed | cancelled. */
 export type JobStatus = "queued" | "processing" | "completed" | "failed" | "cancelled";
 
-/** How a job's script run ended. */
+/**
+ * How a job's script run ended. `skipped` counts the entries of the output directory
+ * that are not sent (docs/PROTOCOL.md §6.5); which and why is in the server log only.
+ */
 export type JobOutcome =
-  | { ok: true; results: ResultFile[] }
+  | { ok: true; results: ResultFile[]; skipped: number }
   | { ok: false; reason: string; exitCode: number | null; stderrTail: string[] };
 
 /** What the submitting session hears about its job. */

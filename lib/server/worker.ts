@@ -77,6 +77,20 @@ async function gatherResults(
   return await collectResults(job.outputDir, identity);
 }
 
+/**
+ * The reason of a job that exited 0 but left nothing to send (PROTOCOL.md §6.4 case
+ * 9): when it did write entries that were all skipped, the reason counts them, so the
+ * user does not look for a script that wrote nothing.
+ */
+export function noResultsReason(scan: ResultScan): string {
+  const skipped = scan.skipped.length;
+  if (skipped === 0) return "the script finished but wrote no result files into RECON_OUTPUT_DIR";
+  const entries = skipped === 1 ? "1 entry was" : `${skipped} entries were`;
+  return "the script finished but wrote no result the client can receive into " +
+    `RECON_OUTPUT_DIR (${entries} not sent: names a client refuses, links, special files ` +
+    "or directories too deep; the server log names them)";
+}
+
 /** Why RECON_SCRIPT cannot run, or undefined when it looks runnable. */
 export async function checkScript(script: string): Promise<string | undefined> {
   try {
@@ -188,15 +202,11 @@ async function runJob(
       if (error instanceof JobError) return failure(error.message, 0, run.stderrTail);
       throw error;
     }
+    // Which entries and why stays here: their names come from the script and may hold
+    // patient data. The client hears only how many (PROTOCOL.md §6.5).
     for (const skipped of scan.skipped) log.warn(`job ${job.id}: not sending ${skipped}`);
-    if (scan.files.length === 0) {
-      return failure(
-        "the script finished but wrote no result files into RECON_OUTPUT_DIR",
-        0,
-        run.stderrTail,
-      );
-    }
-    return { ok: true, results: scan.files };
+    if (scan.files.length === 0) return failure(noResultsReason(scan), 0, run.stderrTail);
+    return { ok: true, results: scan.files, skipped: scan.skipped.length };
   } catch (error) {
     return failure((error as Error).message);
   } finally {

@@ -18,6 +18,7 @@ import type { Channel } from "../wire/channel.ts";
 import { errorMessage, KeyRejectedError, ReconError } from "../errors.ts";
 import type { ReconOptions } from "../wire/protocol.ts";
 import { describeFiles, type LocalFile } from "../client/files.ts";
+import { skippedWarning } from "../client/format.ts";
 import { JobFailedError, submitJob, type SubmitResult } from "../client/submit.ts";
 import type { Backoff } from "./backoff.ts";
 import { runCompletionHook } from "./hook.ts";
@@ -273,6 +274,8 @@ export class Sender {
         "different content than recorded (raise CLIENT_DAEMON_STABILITY_DELAY?)";
       log.warn(`job ${result.jobId}: ${note}`);
     }
+    const skipped = skippedWarning(result.skipped);
+    if (skipped) log.warn(`job ${result.jobId}: ${skipped}`);
     store.markDone(rows.map((row) => row.id), result.jobId, result.resultDir, note);
     log.info(
       `job ${result.jobId}: done, ${result.files.length} result file(s) in ${result.resultDir}`,

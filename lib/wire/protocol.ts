@@ -82,7 +82,12 @@ const TO_CLIENT_V1 = {
   job_queued: { job_id: "job_id", files_received: "integer", files: "files?" },
   job_started: { job_id: "job_id" },
   job_progress: { job_id: "job_id", text: "string?", percent: "number?" },
-  dicom_transfer_start: { job_id: "job_id", count: "integer", files: "files" },
+  dicom_transfer_start: {
+    job_id: "job_id",
+    count: "integer",
+    files: "files",
+    skipped: "integer?",
+  },
   result_file: { job_id: "job_id", name: "string", size: "integer" },
   recon_complete: { job_id: "job_id", files: "files" },
   job_failed: {
@@ -115,7 +120,12 @@ const TO_SERVER = {
 const TO_CLIENT = {
   ...TO_CLIENT_V1,
   job_queued: { job_id: "job_id", files_received: "integer" },
-  dicom_transfer_start: { job_id: "job_id", count: "result_count", total_size: "integer" },
+  dicom_transfer_start: {
+    job_id: "job_id",
+    count: "result_count",
+    total_size: "integer",
+    skipped: "integer?",
+  },
   recon_complete: { job_id: "job_id", count: "result_count" },
 } as const satisfies Record<string, Record<string, FieldSpec>>;
 

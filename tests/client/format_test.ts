@@ -11,6 +11,7 @@ import {
   queueText,
   resultJson,
   resultText,
+  skippedWarning,
   statusJson,
   statusText,
 } from "../../lib/client/format.ts";
@@ -120,6 +121,7 @@ const RESULT: SubmitResult = {
       sha256: "c".repeat(64),
     },
   ],
+  skipped: 0,
 };
 
 Deno.test("resultText() prints one result path a line; resultJson() the whole job", () => {
@@ -134,7 +136,18 @@ Deno.test("resultText() prints one result path a line; resultJson() the whole jo
     uploaded: RESULT.uploaded,
     result_dir: RESULT.resultDir,
     files: RESULT.files,
+    skipped: 0,
   });
+  assert.equal(JSON.parse(resultJson({ ...RESULT, skipped: 3 })).skipped, 3);
+});
+
+Deno.test("skippedWarning() counts the files the server did not send, and says nothing for none", () => {
+  assert.equal(skippedWarning(0), undefined);
+  assert.equal(
+    skippedWarning(2),
+    "2 result file(s) the script wrote were not sent (names a client refuses, links or " +
+      "special files); the server log says which",
+  );
 });
 
 Deno.test("failureDetails() names a failed script's exit code once, and nothing else", () => {

@@ -36,7 +36,7 @@ Deno.test("JobQueue runs at most MAX_CONCURRENT_JOBS jobs at once, in FIFO order
     gates.set(j.id, gate);
     await gate.promise;
     running--;
-    return { ok: true, results: [] };
+    return { ok: true, results: [], skipped: 0 };
   });
   const jobs = ["a", "b", "c", "d"].map(job);
   jobs.forEach((j) => queue.enqueue(j));
@@ -82,7 +82,7 @@ Deno.test("JobQueue.close() cancels and returns the jobs that never started and 
   const gate = deferred();
   const queue = new JobQueue(1, async () => {
     await gate.promise;
-    return { ok: true, results: [] };
+    return { ok: true, results: [], skipped: 0 };
   });
   const [a, b] = [job("a"), job("b")];
   queue.enqueue(a);
@@ -124,7 +124,7 @@ Deno.test("JobQueue.cancel() takes a waiting job out of the queue, finishes it a
   const queue = new JobQueue(1, async (j) => {
     ran.push(j.id);
     await gate.promise;
-    return { ok: true, results: [] };
+    return { ok: true, results: [], skipped: 0 };
   });
   const a = job("a");
   const { job: b, dir } = await jobWithInput("b");
@@ -159,7 +159,7 @@ Deno.test("JobQueue.cancel() of a waiting job whose input directory is already g
   const gate = deferred();
   const queue = new JobQueue(1, async () => {
     await gate.promise;
-    return { ok: true, results: [] };
+    return { ok: true, results: [], skipped: 0 };
   });
   const [a, b] = [job("a"), job("b-missing-input")];
   queue.enqueue(a);

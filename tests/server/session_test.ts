@@ -11,7 +11,9 @@
  *   "transfer" and leaves no job input directory;
  * - concurrent uploads book disk space, so together they cannot overbook it, even when
  *   their free-space checks overlap;
- * - result names the client would refuse are skipped with a reason, the rest delivered;
+ * - result names the client would refuse are skipped with a reason, the rest delivered,
+ *   and the client is told how many were skipped (never which); a job whose every
+ *   result was skipped fails with a reason that counts them;
  * - a result swapped for a symbolic link after collection is not followed.
  */
 import assert from "node:assert/strict";
@@ -585,6 +587,7 @@ printf 'bad' >"$RECON_OUTPUT_DIR/$(printf 'esc\\033dir')/inner.dcm"
     await channel.close();
     assert.deepEqual(result.files.map((f) => f.name), ["good.dcm"]);
     assert.deepEqual(await listDir(result.resultDir), ["good.dcm"]);
+    assert.equal(result.skipped, 3, "the client hears how many were not sent");
     const skipped = s.lines.filter((line) => line.includes(`job ${result.jobId}: not sending`));
     assert.equal(skipped.length, 3, skipped.join("\n"));
     assert.ok(skipped.some((l) => l.includes(`"back\\\\slash.dcm" (the path is not relative)`)));
@@ -593,6 +596,95 @@ printf 'bad' >"$RECON_OUTPUT_DIR/$(printf 'esc\\033dir')/inner.dcm"
     // deno-lint-ignore no-control-regex
     assert.ok(skipped.every((l) => !/[\u0000-\u001f]/.test(l)), "the log line is printable");
     await s.logLine(new RegExp(`job ${result.jobId}: delivered 1 result file`));
+  } finally {
+    channel.abort();
+  }
+});
+
+/** Writes ok.dcm and -rf.dcm, which are sent, and a name with a newline, one with an
+ * escape sequence and a link to /etc/passwd, which are not. */
+const MIXED_RESULTS_SCRIPT = `printf 'ok' >"$RECON_OUTPUT_DIR/ok.dcm"
+printf 'dash' >"$RECON_OUTPUT_DIR/-rf.dcm"
+printf 'bad' >"$RECON_OUTPUT_DIR/$(printf 'a\\nb.dcm')"
+printf 'bad' >"$RECON_OUTPUT_DIR/$(printf 'e\\033[31mred.dcm')"
+ln -s /etc/passwd "$RECON_OUTPUT_DIR/passwd"
+`;
+
+Deno.test("dicom_transfer_start says how many results were skipped, and names none of them", async () => {
+  await using s = await startServer({ script: MIXED_RESULTS_SCRIPT });
+  const channel = await s.connect();
+  try {
+    const jobId = await uploadJob(channel);
+    const start = await expectMessage(channel, "dicom_transfer_start");
+    assert.equal(start.count, 2);
+    assert.equal(start.skipped, 3);
+    assert.deepEqual(Object.keys(start).sort(), [
+      "count",
+      "job_id",
+      "skipped",
+      "total_size",
+      "type",
+    ]);
+    const skipped = s.lines.filter((line) => line.includes(`job ${jobId}: not sending`));
+    assert.equal(skipped.length, 3, skipped.join("\n"));
+    assert.ok(skipped.some((l) => l.includes("passwd (symbolic link)")));
+  } finally {
+    channel.abort();
+  }
+});
+
+Deno.test("dicom_transfer_start has no skipped member when nothing was skipped", async () => {
+  await using s = await startServer({ script: SLEEPY_SCRIPT.replace("sleep 0.5", "") });
+  const channel = await s.connect();
+  try {
+    await uploadJob(channel);
+    const start = await expectMessage(channel, "dicom_transfer_start");
+    assert.equal(start.count, 1);
+    assert.equal("skipped" in start, false, JSON.stringify(start));
+  } finally {
+    channel.abort();
+  }
+});
+
+Deno.test("submitJob() returns the skipped count with the results that did arrive", async () => {
+  await using s = await startServer({ script: MIXED_RESULTS_SCRIPT });
+  const file = path.join(s.dir, "P00001.7");
+  await Deno.writeFile(file, SCAN);
+  const channel = await s.connect();
+  try {
+    const result = await submitJob({
+      channel,
+      files: [{ path: file, name: "P00001.7", size: SCAN.length }],
+      options: {},
+      downloadDir: path.join(s.dir, "downloads"),
+    });
+    await channel.close();
+    assert.deepEqual(result.files.map((f) => f.name), ["-rf.dcm", "ok.dcm"]);
+    assert.equal(result.skipped, 3);
+  } finally {
+    channel.abort();
+  }
+});
+
+Deno.test("a job whose every result was skipped fails with a reason that counts them", async () => {
+  await using s = await startServer({
+    script: `printf 'bad' >"$RECON_OUTPUT_DIR/$(printf 'a\\nb.dcm')"
+ln -s /etc "$RECON_OUTPUT_DIR/etc"
+`,
+  });
+  const channel = await s.connect();
+  try {
+    const jobId = await uploadJob(channel);
+    const failed = await expectMessage(channel, "job_failed");
+    assert.equal(failed.exit_code, 0);
+    assert.equal(
+      failed.reason,
+      "the script finished but wrote no result the client can receive into RECON_OUTPUT_DIR " +
+        "(2 entries were not sent: names a client refuses, links, special files or directories " +
+        "too deep; the server log names them)",
+    );
+    assert.ok(!String(failed.reason).includes("a\nb"), "no skipped name reaches the client");
+    await s.logLine(new RegExp(`job ${jobId}: not sending etc \\(symbolic link\\)`));
   } finally {
     channel.abort();
   }

@@ -186,6 +186,20 @@ Deno.test("no version 2 control message grows with the number of files", () => {
   });
 });
 
+Deno.test("dicom_transfer_start may say how many results were skipped, as a non-negative integer", () => {
+  const start = { type: "dicom_transfer_start", job_id: J, count: 2, total_size: 10 };
+  assert.equal(parseServerMessage({ ...start, skipped: 3 }).type, "dicom_transfer_start");
+  const v1 = { type: "dicom_transfer_start", job_id: J, count: 0, files: [] };
+  assert.equal(parseServerMessage({ ...v1, skipped: 3 }, 1).type, "dicom_transfer_start");
+  for (const skipped of [-1, 1.5, "3", null, 2 ** 53]) {
+    assert.throws(
+      () => parseServerMessage({ ...start, skipped }),
+      /dicom_transfer_start\.skipped must be a non-negative integer/,
+      JSON.stringify(skipped),
+    );
+  }
+});
+
 Deno.test("a message is valid in one direction only", () => {
   assert.throws(() => parseServerMessage({ type: "get_server_status" }), /unknown message type/);
   assert.throws(
