@@ -11,7 +11,9 @@
  * removing what is ours in it), and a root-owned parent that only a system group
  * (gid below {@link FIRST_USER_GID}) may also write, such as Ubuntu's `/var/log`
  * (`0775 root:syslog`): system groups hold services the site already trusts as
- * much as root, whereas the people who log in are in user groups. {@link writeFileNoFollow} and
+ * much as root, whereas the people who log in are in user groups. A fix never changes a
+ * directory that is not the program's own ({@link PathProblem.shared}): only another
+ * path helps there. {@link writeFileNoFollow} and
  * {@link openAppendNoFollow} never write through a symbolic link (`O_NOFOLLOW`).
  *
  * @module
@@ -27,6 +29,13 @@ export interface PathProblem {
   problem: string;
   /** A command or change that fixes it. */
   fix: string;
+  /**
+   * True when the path at fault is not the program's own to change: a root-owned
+   * sticky directory such as `/tmp`, or a parent of the directory checked. `fix` then
+   * names another path, never a chmod or chown of this one, which would break the
+   * machine for everyone else.
+   */
+  shared?: boolean;
 }
 
 /** Inputs of {@link checkPrivateDir} and {@link checkPrivateFile}. */
@@ -52,6 +61,11 @@ function processUid(): number {
   return Deno.uid() ?? 0;
 }
 
+/** Who may own or write a parent: "root", or "root or uid 1000" for a non-root program. */
+function rootOr(uid: number): string {
+  return uid === 0 ? "root" : `root or uid ${uid}`;
+}
+
 /** The problem with one path component, or undefined. `leaf` is the directory itself. */
 function componentProblem(
   path: string,
@@ -71,9 +85,20 @@ function componentProblem(
       fix: `remove ${path}, or choose a directory of your own`,
     };
   }
+  const rootSticky = owner === 0 && (mode & STICKY) !== 0;
   if (leaf) {
     if (!info.isDirectory) {
       return { path, problem: "is not a directory", fix: `remove ${path} or choose another path` };
+    }
+    if (rootSticky && (mode & WRITABLE_BY_OTHERS)) {
+      // /tmp and its kind: every user may create files in it, and its mode is what lets
+      // them; chmod go-w there would break every other program on the machine.
+      return {
+        path,
+        problem: `is a shared directory (mode ${octal(mode)}) in which every user can create files`,
+        fix: `choose a directory of its own (leave ${path} as it is)`,
+        shared: true,
+      };
     }
     if (owner !== uid) {
       return {
@@ -91,15 +116,17 @@ function componentProblem(
     }
     return undefined;
   }
+  // A parent is not the program's to change (it may be /, /srv or someone's home):
+  // the fix is always another path.
   if (owner !== 0 && owner !== uid) {
     return {
       path,
       problem: `is owned by uid ${owner}, who could replace what is below it`,
-      fix: `choose a directory whose parents belong to root or uid ${uid}`,
+      fix: `choose a directory whose parents belong to ${rootOr(uid)}`,
+      shared: true,
     };
   }
   if (info.isSymlink) return undefined;
-  const rootSticky = owner === 0 && (mode & STICKY) !== 0;
   const systemGroupOnly = owner === 0 && !(mode & WRITABLE_BY_WORLD) &&
     (mode & WRITABLE_BY_GROUP) !== 0 && (info.gid ?? FIRST_USER_GID) < FIRST_USER_GID;
   if ((mode & WRITABLE_BY_OTHERS) && !rootSticky && !systemGroupOnly) {
@@ -107,8 +134,8 @@ function componentProblem(
       path,
       problem: `is writable by other users (mode ${octal(mode)}), who could replace what is ` +
         "below it",
-      fix: `run chmod go-w ${path}, or choose a directory under one only root and uid ${uid} ` +
-        "can write",
+      fix: `choose a directory whose parents only ${rootOr(uid)} can write`,
+      shared: true,
     };
   }
   return undefined;
@@ -118,9 +145,9 @@ async function walk(
   dir: string,
   uid: number,
   lstat: (path: string) => Promise<Deno.FileInfo>,
+  leaf = true,
 ): Promise<PathProblem | undefined> {
   let path = resolve(dir);
-  let leaf = true;
   while (true) {
     const problem = componentProblem(path, await lstat(path), uid, leaf);
     if (problem) return problem;
@@ -148,6 +175,47 @@ export async function checkPrivateDir(
   if (problem) return problem;
   const real = await Deno.realPath(lexical);
   return real === lexical ? undefined : await walk(real, uid, lstat);
+}
+
+/** True for an lstat error that means "not there (yet)". */
+function isMissing(error: unknown): boolean {
+  return error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory;
+}
+
+/**
+ * {@link checkPrivateDir} for a directory that may not exist yet, before anything is
+ * created: an existing `dir` is checked as such; for a missing one, its nearest
+ * existing ancestor is checked as a parent (the directories created below it will
+ * be the program's own). Undefined when creating and using `dir` is safe so far.
+ */
+export async function checkDirToCreate(
+  dir: string,
+  options: OwnerOptions = {},
+): Promise<PathProblem | undefined> {
+  const uid = options.uid ?? processUid();
+  const lstat = options.lstat ?? Deno.lstat;
+  let path = resolve(dir);
+  try {
+    await lstat(path);
+    return await checkPrivateDir(path, options);
+  } catch (error) {
+    if (!isMissing(error)) throw error;
+  }
+  while (true) {
+    const parent = dirname(path);
+    if (parent === path) return undefined;
+    path = parent;
+    try {
+      await lstat(path);
+    } catch (error) {
+      if (isMissing(error)) continue;
+      throw error;
+    }
+    const problem = await walk(path, uid, lstat, false);
+    if (problem) return problem;
+    const real = await Deno.realPath(path);
+    return real === path ? undefined : await walk(real, uid, lstat, false);
+  }
 }
 
 /**

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import * as path from "node:path";
 import {
+  checkDirToCreate,
   checkPrivateDir,
   checkPrivateFile,
   openAppendNoFollow,
@@ -31,7 +32,7 @@ Deno.test("checkPrivateDir() accepts a 0700 directory of ours inside the sticky 
 
 Deno.test("checkPrivateDir() refuses a directory others can write, naming it and the fix", async () => {
   await using tmp = await tempDir();
-  for (const mode of [0o777, 0o1777, 0o770, 0o702]) {
+  for (const mode of [0o777, 0o770, 0o702]) {
     await Deno.chmod(tmp.dir, mode);
     const problem = await checkPrivateDir(tmp.dir);
     assert.ok(problem, `mode ${mode.toString(8)}`);
@@ -39,6 +40,57 @@ Deno.test("checkPrivateDir() refuses a directory others can write, naming it and
     assert.match(problem.problem, /writable by other users \(mode \d{4}\)/);
     assert.match(problem.fix, new RegExp(`chmod go-w ${tmp.dir}`));
   }
+});
+
+Deno.test("checkPrivateDir() refuses a root-owned sticky directory such as /tmp but never suggests changing it", async () => {
+  for (const uid of [0, 1000]) {
+    const problem = await checkPrivateDir("/tmp", { uid });
+    assert.ok(problem, `uid ${uid}`);
+    assert.equal(problem.path, "/tmp");
+    assert.equal(problem.shared, true);
+    assert.match(problem.problem, /^is a shared directory \(mode 1777\)/);
+    assert.doesNotMatch(problem.fix, /chmod|chown/);
+  }
+  await using tmp = await tempDir();
+  await Deno.chmod(tmp.dir, 0o1777); // root's, as /tmp is, when the tests run as root
+  const problem = await checkPrivateDir(tmp.dir, { uid: 0 });
+  assert.equal(problem?.shared, true);
+  assert.doesNotMatch(problem!.fix, /chmod|chown/);
+});
+
+Deno.test("checkPrivateDir() never suggests changing a parent, and names root once for uid 0", async () => {
+  await using tmp = await tempDir();
+  const parent = path.join(tmp.dir, "parent");
+  const dir = path.join(parent, "jobs");
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  await Deno.chmod(parent, 0o777);
+  const open = await checkPrivateDir(dir, { uid: 0 });
+  assert.equal(open?.shared, true);
+  assert.equal(open?.fix, "choose a directory whose parents only root can write");
+  await Deno.chmod(parent, 0o755);
+  await Deno.chown(parent, NOBODY, NOBODY);
+  const theirs = await checkPrivateDir(dir, { uid: 0 });
+  assert.equal(theirs?.shared, true);
+  assert.equal(theirs?.fix, "choose a directory whose parents belong to root");
+});
+
+Deno.test("checkDirToCreate() checks a missing directory's nearest existing ancestor, creating nothing", async () => {
+  await using tmp = await tempDir();
+  const dir = path.join(tmp.dir, "open", "a", "b");
+  assert.equal(await checkDirToCreate(dir), undefined, "under our own 0700 directory");
+  await Deno.mkdir(path.join(tmp.dir, "open"), { mode: 0o777 });
+  await Deno.chmod(path.join(tmp.dir, "open"), 0o777);
+  const problem = await checkDirToCreate(dir);
+  assert.equal(problem?.path, path.join(tmp.dir, "open"));
+  assert.match(problem!.problem, /writable by other users \(mode 0777\)/);
+  await assert.rejects(Deno.lstat(path.join(tmp.dir, "open", "a")), Deno.errors.NotFound);
+  // An existing directory is checked as checkPrivateDir does; a file on the way is no refusal here.
+  assert.equal(
+    (await checkDirToCreate(path.join(tmp.dir, "open")))?.path,
+    path.join(tmp.dir, "open"),
+  );
+  await Deno.writeTextFile(path.join(tmp.dir, "file"), "");
+  assert.equal(await checkDirToCreate(path.join(tmp.dir, "file", "x")), undefined);
 });
 
 Deno.test("checkPrivateDir() refuses a directory owned by another user", async () => {
