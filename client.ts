@@ -40,6 +40,7 @@ import {
   splitCommand,
   textWriter,
   versionText,
+  warningText,
 } from "./lib/cli/entry.ts";
 import { loadConfig, sharedKeyMaterial } from "./lib/cli/support.ts";
 import { ExitCode, InterruptedError, JobError, UsageError } from "./lib/errors.ts";
@@ -466,12 +467,16 @@ async function main(argv: string[], interrupt: AbortController): Promise<number>
   if (args.help) return print(HELP);
   if (args.version) return print(versionText(PROGRAM));
   if (args.command === "keygen") return print(keygenText());
-  // --show-config lists unknown options instead of stopping at the first one.
+  // --show-config only reads, and lists unknown options instead of stopping at the first.
   const loaded = await loadConfig(args.opts, "client", {
-    allowUnknownOptions: args.allowUnknownOptions || args.showConfig,
+    allowUnknownOptions: args.allowUnknownOptions,
+    showConfig: args.showConfig,
   });
   applyFlags(loaded.config, args);
-  if (args.showConfig) return print(await showConfigText(loaded.config, loaded.unknownOptions));
+  if (args.showConfig) {
+    writeStderr(warningText(PROGRAM, loaded.warnings));
+    return print(await showConfigText(loaded.config, loaded.unknownOptions));
+  }
   const setup = await setUp(loaded, args);
   if (args.serverStatus) return await showServerStatus(setup, args);
   if (args.viewQueue) return await showQueue(setup, args);

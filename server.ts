@@ -14,6 +14,7 @@ import {
   showConfigText,
   textWriter,
   versionText,
+  warningText,
 } from "./lib/cli/entry.ts";
 import { loadConfig, sharedKeyMaterial } from "./lib/cli/support.ts";
 import { ConfigError, errorMessage, ExitCode, UsageError } from "./lib/errors.ts";
@@ -47,7 +48,8 @@ Options:
   --allow-unknown-options
                   accept recon.opts options neither program knows, with a warning
   --show-config   print the effective configuration as JSON (key redacted), with
-                  any recon.opts lines naming no option, and exit
+                  any recon.opts lines naming no option, and exit; only reads
+                  (a missing recon.opts is an error)
   -h, --help      this help
   -V, --version   print the version
 
@@ -95,15 +97,19 @@ async function main(argv: string[]): Promise<number> {
       hint: `see '${PROGRAM} --help'`,
     });
   }
-  // --show-config lists unknown options instead of stopping at the first one.
+  // --show-config only reads, and lists unknown options instead of stopping at the first.
   const showConfig = values["show-config"] ?? false;
   const loaded = await loadConfig(values.opts ?? "recon.opts", "server", {
-    allowUnknownOptions: (values["allow-unknown-options"] ?? false) || showConfig,
+    allowUnknownOptions: values["allow-unknown-options"],
+    showConfig,
   });
   const { config } = loaded;
   if (values.host !== undefined) config.SERVER_HOST = values.host;
   if (values.port !== undefined) config.SERVER_PORT = parsePort(values.port, 0);
-  if (showConfig) return print(await showConfigText(config, loaded.unknownOptions));
+  if (showConfig) {
+    writeStderr(warningText(PROGRAM, loaded.warnings));
+    return print(await showConfigText(config, loaded.unknownOptions));
+  }
   return await serve(loaded, values.debug ?? false);
 }
 

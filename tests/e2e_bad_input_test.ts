@@ -62,8 +62,15 @@ Deno.test("bad keys, flags, options and files get a one-line reason and their ex
       });
       const result = await server.client(["--files", good], { optsPath });
       assert.equal(result.code, 2, result.stderr);
-      assert.match(errorLine(result.stderr), /SHARED_KEY is still the placeholder/);
-      assert.match(result.stderr, /^hint: .*'recon-server keygen'/m);
+      assert.match(
+        errorLine(result.stderr),
+        /SHARED_KEY is still the placeholder .*; generate one with 'recon-server keygen'$/,
+      );
+      // The hint adds where the key goes rather than repeating the keygen advice.
+      assert.match(
+        result.stderr,
+        /^hint: put it in .* as the line "SHARED_KEY = <key>"; the server/m,
+      );
     },
   );
 

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
-import { keygen, run, SERVER_BIN, Spawned, tempDir, testdata } from "./support/e2e.ts";
+import { CLIENT_BIN, keygen, run, SERVER_BIN, Spawned, tempDir, testdata } from "./support/e2e.ts";
 import { OWNER_FILE } from "../lib/server/recovery.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -145,4 +145,90 @@ Deno.test("recon-server removes per-job logs older than LOG_RETENTION days at st
   );
   await assert.rejects(Deno.lstat(old), Deno.errors.NotFound);
   await Deno.lstat(recent);
+});
+
+Deno.test("recon-server refuses the old /tmp RECON_FILEPATH and RECON_DICOM_DIR by name before creating them", async () => {
+  await using site = await tempDir("recon_startup_");
+  const optsPath = await writeOpts(site.path, [
+    "RECON_FILEPATH = /tmp/recon_server_pfiles",
+    "RECON_DICOM_DIR = /tmp/recon_server_dicoms",
+  ]);
+  const dirs = ["/tmp/recon_server_pfiles", "/tmp/recon_server_dicoms"];
+  const exists = async (dir: string) => await Deno.lstat(dir).then(() => true, () => false);
+  const before = await Promise.all(dirs.map(exists));
+  // Before the fix this one started serving from /tmp: the timeout ends it.
+  const refused = await run(SERVER_BIN, ["--opts", optsPath, "--port", "0"], { timeoutMs: 20_000 })
+    .catch((error) => ({ code: -1, stderr: String(error) }));
+  try {
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.equal(
+      errorLine(refused.stderr),
+      "recon-server: error: recon.opts still has the old default RECON_FILEPATH " +
+        "/tmp/recon_server_pfiles, RECON_DICOM_DIR /tmp/recon_server_dicoms, from an older " +
+        "version; refusing them: any user can create or replace files in /tmp",
+    );
+    assert.match(
+      refused.stderr,
+      /^hint: set the new defaults in recon\.opts: RECON_FILEPATH = \/var\/lib\/recon\/jobs, RECON_DICOM_DIR = \/var\/lib\/recon\/results \(docs\/DEPLOY\.md §7\)$/m,
+    );
+    assert.deepEqual(await Promise.all(dirs.map(exists)), before, "nothing created in /tmp");
+    await assert.rejects(Deno.lstat(path.join(site.path, "log")), Deno.errors.NotFound);
+  } finally {
+    // Whatever a failing run left in /tmp goes, but never what was there before.
+    for (const [i, dir] of dirs.entries()) {
+      if (!before[i]) await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  }
+});
+
+Deno.test("--show-config only reads: a missing recon.opts is an error and is not created", async () => {
+  await using site = await tempDir("recon_startup_");
+  const missing = path.join(site.path, "recon.opts");
+  for (const [bin, program] of [[SERVER_BIN, "recon-server"], [CLIENT_BIN, "recon-client"]]) {
+    const shown = await run(bin, ["--opts", missing, "--show-config"]);
+    assert.equal(shown.code, 2, shown.stderr);
+    assert.equal(shown.stdout, "");
+    assert.match(
+      shown.stderr,
+      new RegExp(`^${program}: error: recon\\.opts ${missing} does not exist$`, "m"),
+    );
+    assert.match(
+      shown.stderr,
+      new RegExp(
+        `^hint: run ${program} --opts ${missing} once to create it, or copy recon\\.opts\\.example`,
+        "m",
+      ),
+    );
+    await assert.rejects(Deno.lstat(missing), Deno.errors.NotFound, program);
+  }
+});
+
+Deno.test("--show-config says an empty SHARED_KEY is not set, and a start's hint says where the key goes", async () => {
+  await using site = await tempDir("recon_startup_");
+  const optsPath = await writeOpts(site.path, ["SHARED_KEY ="]);
+  // writeOpts put a key first; the later empty line wins, with a warning about the repeat.
+  for (const [bin, program] of [[SERVER_BIN, "recon-server"], [CLIENT_BIN, "recon-client"]]) {
+    const shown = await run(bin, ["--opts", optsPath, "--show-config"]);
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.equal(JSON.parse(shown.stdout).SHARED_KEY, "<not set>");
+    assert.match(
+      shown.stderr,
+      new RegExp(
+        `^${program}: warning: ${optsPath}: SHARED_KEY is not set; generate one with 'recon-server keygen' \\(a real start refuses it\\)$`,
+        "m",
+      ),
+    );
+  }
+  const refused = await run(SERVER_BIN, ["--opts", optsPath, "--port", "0"]);
+  assert.equal(refused.code, 2, refused.stderr);
+  assert.match(
+    errorLine(refused.stderr),
+    /SHARED_KEY is not set; generate one with 'recon-server keygen'$/,
+  );
+  const hint = refused.stderr.split("\n").find((line) => line.startsWith("hint: "));
+  assert.equal(
+    hint,
+    `hint: put it in ${optsPath} as the line "SHARED_KEY = <key>"; the server and every client ` +
+      "need the same key in their recon.opts",
+  );
 });

@@ -15,6 +15,7 @@ import { UsageError } from "../errors.ts";
 import { decodeKey, generateKey, keyId } from "../crypto/keys.ts";
 import { shutdownLogging } from "../log.ts";
 import { type ReconConfig, showConfigJson, type UnknownOption } from "../opts/mod.ts";
+import { printable } from "../printable.ts";
 import { VERSION } from "../version.ts";
 import { describeError } from "./support.ts";
 
@@ -182,6 +183,14 @@ export async function showConfigText(
     id = await keyId(decodeKey(config.SHARED_KEY));
   } catch { /* no usable key: shown redacted without an id */ }
   return `${showConfigJson(config, id, unknownOptions)}\n`;
+}
+
+/**
+ * `PROGRAM: warning: …` lines for stderr, one per warning (e.g. `LoadedOpts.warnings`
+ * shown with `--show-config`), control characters replaced; "" when there are none.
+ */
+export function warningText(program: string, warnings: readonly string[]): string {
+  return warnings.map((warning) => `${program}: warning: ${printable(warning)}\n`).join("");
 }
 
 /** Inputs of {@link runMain}. */

@@ -46,21 +46,45 @@ function ourWords(program: string, message: string, hint?: string): [string, str
   ];
 }
 
+/** Options of {@link loadConfig}. */
+export interface LoadConfigOptions {
+  /** `--allow-unknown-options`: an unknown option is a warning, not an error. */
+  allowUnknownOptions?: boolean;
+  /**
+   * `--show-config`: only read. A missing file is an error (nothing is created), an
+   * unknown option is listed rather than refused, and an unusable SHARED_KEY, which
+   * a real start refuses, is one of the warnings.
+   */
+  showConfig?: boolean;
+}
+
 /**
- * Load recon.opts for `role`, creating the default file when missing. An option
- * neither program knows is an error unless `allowUnknownOptions` (the
- * `--allow-unknown-options` flag), when it is a warning in `LoadedOpts.warnings`.
+ * Load recon.opts for `role`, creating the default file when missing (unless
+ * `showConfig`). An option neither program knows is an error unless
+ * `allowUnknownOptions` (the `--allow-unknown-options` flag), when it is a warning in
+ * `LoadedOpts.warnings`.
  */
 export async function loadConfig(
   optsPath: string,
   role: "server" | "client",
-  options: { allowUnknownOptions?: boolean } = {},
+  options: LoadConfigOptions = {},
 ): Promise<LoadedOpts> {
-  return await loadOpts(optsPath, {
+  const showConfig = options.showConfig ?? false;
+  const loaded = await loadOpts(optsPath, {
     role,
     generateKey,
-    allowUnknownOptions: options.allowUnknownOptions,
+    allowUnknownOptions: (options.allowUnknownOptions ?? false) || showConfig,
+    createIfMissing: !showConfig,
   });
+  if (showConfig) {
+    try {
+      requireSharedKey(loaded.config, loaded.path);
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      loaded.warnings.push(`${error.message} (a real start refuses it)`);
+    }
+  }
+  return loaded;
 }
 
 /** The SHARED_KEY bytes and key id, or a ConfigError naming SHARED_KEY. */

@@ -218,9 +218,13 @@ export function requireSharedKey(config: ReconConfig, source: string): string {
   if (key === "") problem = "is not set";
   else if (key === PLACEHOLDER_SHARED_KEY) problem = `is still the placeholder ${key}`;
   if (problem) {
+    // The message already says to run keygen; the hint says what to do with its key.
     throw new ConfigError(
       `${source}: SHARED_KEY ${problem}; generate one with 'recon-server keygen'`,
-      { hint: KEY_HINT },
+      {
+        hint: `put it in ${source} as the line "SHARED_KEY = <key>"; the server and every ` +
+          "client need the same key in their recon.opts",
+      },
     );
   }
   try {

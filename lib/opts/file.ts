@@ -19,7 +19,11 @@ export const MAX_OPTS_BYTES = 1024 * 1024;
 export interface LoadOptsOptions {
   /** The server fills SHARED_KEY of a new file; a client cannot invent the server's key. */
   role: "server" | "client";
-  /** Write the default file when `path` does not exist (default true). */
+  /**
+   * Write the default file when `path` does not exist (default true). False creates
+   * nothing at all (not the client's state directory either): a missing file is an
+   * error. `--show-config` only reads.
+   */
   createIfMissing?: boolean;
   /** A new random key, e.g. `generateKey` from lib/crypto/keys.ts. */
   generateKey: () => string;
@@ -160,8 +164,10 @@ export async function loadOpts(path: string, options: LoadOptsOptions): Promise<
   let created = false;
   if (text === undefined) {
     if (options.createIfMissing === false) {
-      throw new ConfigError(`cannot read ${absolute}: no such file`, {
-        hint: "pass --opts with the path of your recon.opts",
+      const program = `recon-${options.role}`;
+      throw new ConfigError(`recon.opts ${absolute} does not exist`, {
+        hint: `run ${program} --opts ${absolute} once to create it, or copy recon.opts.example` +
+          (options.role === "client" ? "; either way it needs the server's SHARED_KEY" : ""),
       });
     }
     const fresh = parseOpts(DEFAULT_OPTS_TEXT).document;
@@ -187,7 +193,7 @@ export async function loadOpts(path: string, options: LoadOptsOptions): Promise<
   const warning = hasKey && !created ? await modeWarning(absolute, user) : undefined;
   if (warning) warnings.push(warning);
   const own = applyUserDefaults(config, options.role, user);
-  if (own.stateDir !== undefined) {
+  if (own.stateDir !== undefined && options.createIfMissing !== false) {
     // Best effort: a log, download or state file there creates no parents of its own.
     await Deno.mkdir(own.stateDir, { recursive: true, mode: 0o700 }).catch(() => {});
   }

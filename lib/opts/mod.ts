@@ -71,6 +71,7 @@ export {
   type UnknownOption,
 } from "./config.ts";
 export {
+  NOT_SET,
   REDACTED,
   type RedactedConfig,
   redactedConfig,

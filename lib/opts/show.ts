@@ -11,6 +11,9 @@ import { formatOptionValue } from "./values.ts";
 /** What replaces a secret value. */
 export const REDACTED = "<redacted>";
 
+/** What `--show-config` shows for an empty SHARED_KEY: `""` would read as a key. */
+export const NOT_SET = "<not set>";
+
 /** {@link redactedConfig} result: every option, secrets replaced, plus the key's id if known. */
 export type RedactedConfig = Omit<ReconConfig, "SHARED_KEY" | "PASSWORD"> & {
   SHARED_KEY: string;
@@ -53,7 +56,7 @@ export interface ShownUnknownOption {
 
 /**
  * `--show-config --json`: the redacted config as pretty JSON, options in table
- * order; given `unknownOptions` (`LoadedOpts.unknownOptions`), then an
+ * order, an empty SHARED_KEY shown as {@link NOT_SET}; given `unknownOptions` (`LoadedOpts.unknownOptions`), then an
  * `unknown_options` array of `{ line, name, suggestion }` (lower case: not an option).
  */
 export function showConfigJson(
@@ -65,6 +68,7 @@ export function showConfigJson(
     config,
     keyId,
   );
+  if (shown.SHARED_KEY === "") shown.SHARED_KEY = NOT_SET;
   if (unknownOptions !== undefined) {
     shown.unknown_options = unknownOptions.map(({ line, name, suggestion }) => ({
       line,

@@ -15,6 +15,7 @@ import {
   splitCommand,
   textWriter,
   versionText,
+  warningText,
 } from "../../lib/cli/entry.ts";
 import { describeError } from "../../lib/cli/support.ts";
 import { decodeKey, keyId } from "../../lib/crypto/keys.ts";
@@ -260,6 +261,20 @@ Deno.test("showConfigText() shows the key id but never the key; an unusable key 
   assert.ok(!unusable.includes("not a key"));
   assert.ok(!unusable.includes(key.id));
   assert.ok(unusable.endsWith("}\n"));
+});
+
+Deno.test("showConfigText() shows an empty SHARED_KEY as <not set>, not as an empty key", async () => {
+  const shown = JSON.parse(await showConfigText({ ...defaultConfig(), SHARED_KEY: "" }));
+  assert.equal(shown.SHARED_KEY, "<not set>");
+  assert.equal(Object.hasOwn(shown, "SHARED_KEY_ID"), false);
+});
+
+Deno.test("warningText() prints one defused warning line each, and nothing for none", () => {
+  assert.equal(warningText("recon-server", []), "");
+  assert.equal(
+    warningText("recon-server", ["a", "b\x1b[2J"]),
+    "recon-server: warning: a\nrecon-server: warning: b?\n",
+  );
 });
 
 /** runMain() with a stderr that keeps what it is given. */

@@ -83,9 +83,38 @@ Deno.test("loadOpts() with createIfMissing false creates nothing and names the p
   const path = join(dir.path, "recon.opts");
   await rejectsWithConfigError(
     loadOpts(path, { role: "server", createIfMissing: false, generateKey: makeKey }),
-    new RegExp(`^cannot read ${path}: no such file$`),
+    new RegExp(`^recon\\.opts ${path} does not exist$`),
   );
   await assert.rejects(Deno.stat(path), Deno.errors.NotFound);
+  const error = await loadOpts(path, {
+    role: "client",
+    createIfMissing: false,
+    generateKey: makeKey,
+  }).then(() => undefined, (e) => e);
+  assert.equal(
+    error.hint,
+    `run recon-client --opts ${path} once to create it, or copy recon.opts.example; either ` +
+      "way it needs the server's SHARED_KEY",
+  );
+  await assert.rejects(Deno.stat(path), Deno.errors.NotFound);
+});
+
+Deno.test("loadOpts() with createIfMissing false leaves a client's state directory uncreated", async () => {
+  await using dir = await tempDir();
+  const path = join(dir.path, "recon.opts");
+  await Deno.writeTextFile(path, `SHARED_KEY = ${makeKey()}\n`, { mode: 0o600 });
+  const state = join(dir.path, "state");
+  const user = { uid: 4242, gid: 4242, env: { XDG_STATE_HOME: state } };
+  const loaded = await loadOpts(path, {
+    role: "client",
+    createIfMissing: false,
+    generateKey: makeKey,
+    user,
+  });
+  assert.equal(loaded.config.LOG_FILEPATH, join(state, "recon", "recon-client.log"));
+  await assert.rejects(Deno.lstat(state), Deno.errors.NotFound);
+  await loadOpts(path, { role: "client", generateKey: makeKey, user });
+  await Deno.lstat(join(state, "recon")); // a normal load makes it
 });
 
 Deno.test("loadOpts() of an unreadable path throws a ConfigError naming it", async () => {
