@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { formatBytes } from "../client/progress.ts";
 import * as path from "node:path";
 import { UsageError } from "../errors.ts";
 import { denoProbe, type FileProbe } from "./probe.ts";
@@ -104,18 +105,6 @@ export function statusJson(report: StatusReport): string {
   );
 }
 
-/** A size for people: `812 B`, `3.4 MiB`, `1.2 GiB`. */
-export function humanSize(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
-}
-
 function note(file: FileRecord): string {
   if (file.status === "done") return file.resultDir ? `results in ${file.resultDir}` : "";
   if (file.status === "submitted" && !file.reason) return "job queued or running on the server";
@@ -155,7 +144,7 @@ export function statusText(report: StatusReport): string {
       file.status,
       shortTime(file.updatedAt),
       file.jobId ?? "-",
-      humanSize(file.size),
+      formatBytes(file.size),
       file.path,
       note(file),
     ]),
@@ -163,7 +152,7 @@ export function statusText(report: StatusReport): string {
       "writing",
       shortTime(file.seenAt),
       "-",
-      humanSize(file.size),
+      formatBytes(file.size),
       file.path,
       writingNote(file, now),
     ]),

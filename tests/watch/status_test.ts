@@ -8,13 +8,7 @@ import assert from "node:assert/strict";
 import * as path from "node:path";
 import { UsageError } from "../../lib/errors.ts";
 import type { FileProbe, StatResult } from "../../lib/watch/probe.ts";
-import {
-  humanSize,
-  planRetry,
-  statusJson,
-  type StatusReport,
-  statusText,
-} from "../../lib/watch/status.ts";
+import { planRetry, statusJson, type StatusReport, statusText } from "../../lib/watch/status.ts";
 import { type FileRecord, StateStore } from "../../lib/watch/state.ts";
 
 const JOB_A = "aaaaaaaa-0000-4000-8000-000000000001";
@@ -185,12 +179,12 @@ Deno.test("statusText() lists status, job, size, file and note, with a summary",
     assert.match(
       text,
       new RegExp(
-        `^failed +2026-11-23 12:00:00 +${JOB_A} +1000 B +/scans/P1\\.7 +the reconstruction script exited with code 3$`,
+        `^failed +2026-11-23 12:00:00 +${JOB_A} +1\\.00 kB +/scans/P1\\.7 +the reconstruction script exited with code 3$`,
         "m",
       ),
     );
     assert.match(text, new RegExp(`^done .* /scans/P2\\.7 +results in /downloads/${JOB_B}$`, "m"));
-    assert.match(text, /^pending .* - +1000 B +\/scans\/P3\.7$/m);
+    assert.match(text, /^pending .* - +1\.00 kB +\/scans\/P3\.7$/m);
     assert.match(text, /^4 file\(s\): 1 pending, 1 done, 2 failed$/m);
     return Promise.resolve();
   });
@@ -238,11 +232,20 @@ Deno.test("statusJson() gives every field with snake_case names and counts", asy
   });
 });
 
-Deno.test("humanSize() uses binary units", () => {
-  assert.equal(humanSize(0), "0 B");
-  assert.equal(humanSize(1023), "1023 B");
-  assert.equal(humanSize(1536), "1.5 KiB");
-  assert.equal(humanSize(3 * 1024 ** 3), "3.0 GiB");
+Deno.test("statusText() gives sizes in SI units, as the client's progress bar does", async () => {
+  await withStore((store) => {
+    store.addPending({
+      path: "/scans/P1.7",
+      size: 3_000_000_000,
+      mtimeMs: 1_700_000_000_000,
+      ino: 1,
+      sha256: "cd".repeat(32),
+    }, "g1");
+    const text = statusText(report(store.list()));
+    assert.match(text, / 3\.00 GB /);
+    assert.doesNotMatch(text, /GiB|MiB|KiB/);
+    return Promise.resolve();
+  });
 });
 
 const FIRST_START = {
@@ -291,7 +294,7 @@ Deno.test("statusText() counts baseline files instead of listing them, and shows
   assert.doesNotMatch(text, /old1\.7/);
   assert.match(
     text,
-    /^writing +2026-11-23 12:00:00 +- +3\.0 MiB +\/scans\/P9\.7 +being written, stable in 3 s if it stays unchanged$/m,
+    /^writing +2026-11-23 12:00:00 +- +3\.15 MB +\/scans\/P9\.7 +being written, stable in 3 s if it stays unchanged$/m,
   );
   assert.match(text, /^1234 file\(s\): 1234 baseline; 1 being written$/m);
   assert.doesNotMatch(text, /no files recorded/);
