@@ -16,7 +16,6 @@ import { getServerStatus } from "../../lib/client/query.ts";
 import { ConnectionError, HandshakeError } from "../../lib/errors.ts";
 import { FrameReader, writeAll } from "../../lib/wire/frame.ts";
 import { HelloType, MAX_HANDSHAKE_FRAME_SIZE, RefusalCode } from "../../lib/wire/handshake.ts";
-import type { Logger } from "../../lib/log.ts";
 import { defaultConfig, parseOpts, type ReconConfig } from "../../lib/opts/mod.ts";
 import { SEED_OPTS_TEXT } from "../opts/seed_text.ts";
 import {
@@ -30,6 +29,7 @@ import {
 import { ReconServer } from "../../lib/server/server.ts";
 import { testKey } from "../support/channel_pair.ts";
 import { randomBytes } from "../support/memory_duplex.ts";
+import { memoryLog } from "../support/memory_log.ts";
 
 // ---------------------------------------------------------------------------
 // canonicalAddress and TrustedAddresses
@@ -355,16 +355,6 @@ Deno.test("AdmissionControl keeps a recent failure count while thousands of othe
 
 // ---------------------------------------------------------------------------
 // The server's screening, in process, on 127.0.0.1.
-
-/** A Logger that keeps every line as "LEVEL message". */
-function memoryLog(): { lines: string[]; log: Logger } {
-  const lines: string[] = [];
-  const logger: Record<string, unknown> = {};
-  for (const level of ["trace", "debug", "info", "warn", "warning", "error", "fatal"]) {
-    logger[level] = (message: string) => lines.push(`${level} ${message}`);
-  }
-  return { lines, log: logger as unknown as Logger };
-}
 
 async function startServer(overrides: Partial<ReconConfig> = {}) {
   const logged = memoryLog();

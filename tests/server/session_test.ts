@@ -25,7 +25,6 @@ import type { LocalFile } from "../../lib/client/files.ts";
 import { connectToServer } from "../../lib/client/connect.ts";
 import { getServerStatus } from "../../lib/client/query.ts";
 import { submitJob } from "../../lib/client/submit.ts";
-import type { Logger } from "../../lib/log.ts";
 import { defaultConfig, type ReconConfig } from "../../lib/opts/mod.ts";
 import { ReconServer } from "../../lib/server/server.ts";
 import { testKey } from "../support/channel_pair.ts";
@@ -36,19 +35,10 @@ import { receiveStream, sendStream } from "../../lib/wire/transfer.ts";
 import { TransferError } from "../../lib/errors.ts";
 import { MAX_FILES_PER_JOB } from "../../lib/wire/protocol.ts";
 import { MAX_MESSAGE_SIZE } from "../../lib/wire/record.ts";
+import { memoryLog } from "../support/memory_log.ts";
 
 const encoder = new TextEncoder();
 const OTHER_JOB = "0b7f0f2e-3c1a-4b5e-9d2f-6a7b8c9d0e1f";
-
-/** A Logger that keeps every line as "LEVEL message". */
-function memoryLog(): { lines: string[]; log: Logger } {
-  const lines: string[] = [];
-  const logger: Record<string, unknown> = {};
-  for (const level of ["trace", "debug", "info", "warn", "warning", "error", "fatal"]) {
-    logger[level] = (message: string) => lines.push(`${level} ${message}`);
-  }
-  return { lines, log: logger as unknown as Logger };
-}
 
 /** The default RECON_SCRIPT: sleeps 0.5 s, then writes one result. */
 const SLEEPY_SCRIPT = `sleep 0.5

@@ -7,19 +7,9 @@
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
-import type { Logger } from "../../lib/log.ts";
 import { Job } from "../../lib/server/jobs.ts";
 import { executeJob, type WorkerSettings } from "../../lib/server/worker.ts";
-
-/** A Logger that keeps every line as "LEVEL message". */
-function memoryLog(): { lines: string[]; log: Logger } {
-  const lines: string[] = [];
-  const logger: Record<string, unknown> = {};
-  for (const level of ["trace", "debug", "info", "warn", "warning", "error", "fatal"]) {
-    logger[level] = (message: string) => lines.push(`${level} ${message}`);
-  }
-  return { lines, log: logger as unknown as Logger };
-}
+import { memoryLog } from "../support/memory_log.ts";
 
 /** RECON_FILEPATH, RECON_DICOM_DIR, a script and one job, removed on dispose. */
 async function site(scriptBody: string) {
