@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import * as path from "node:path";
 import { encodeFrame, FrameReader, writeAll } from "../lib/wire/frame.ts";
-import { MAX_HANDSHAKE_FRAME_SIZE } from "../lib/wire/handshake.ts";
+import { MAX_HANDSHAKE_FRAME_SIZE, PROTOCOL_VERSION } from "../lib/wire/handshake.ts";
 import { CLIENT_BIN, E2EServer, listDir, run, sha256Hex, tempDir, UUID } from "./support/e2e.ts";
 
 const RESULTS = 20_000;
@@ -94,13 +94,13 @@ Deno.test("recon-client against a server that speaks only version 1 says so in o
     "--server-status",
   ]);
   const hello = await serving;
-  assert.equal(hello?.[4], 2, "the client offered version 2");
+  assert.equal(hello?.[4], PROTOCOL_VERSION, "the client offered the current version");
   assert.equal(result.code, 3, result.stderr);
   const lines = result.stderr.trim().split("\n");
   assert.equal(
     lines[0],
     `recon-client: error: handshake with 127.0.0.1:${listener.addr.port} failed: ` +
-      "version mismatch: the server speaks protocol version 1, this client speaks 2",
+      `version mismatch: the server speaks protocol version 1, this client speaks ${PROTOCOL_VERSION}`,
   );
   assert.match(lines[1] ?? "", /^hint: upgrade recon-server/);
 });

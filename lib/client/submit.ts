@@ -170,9 +170,9 @@ class Submission {
   }
 
   async run(): Promise<SubmitResult> {
-    if (this.#channel.version !== 2) {
+    if (this.#channel.version !== 3) {
       throw new ProtocolError(
-        `this client speaks protocol version 2, not ${this.#channel.version}`,
+        `this client speaks protocol version 3, not ${this.#channel.version}`,
       );
     }
     const { files } = this.#options;

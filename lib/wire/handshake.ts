@@ -19,12 +19,12 @@
 import { HandshakeError, KeyRejectedError, ProtocolError } from "../errors.ts";
 
 /** The protocol version this build's client offers (the newest it speaks). */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 /**
  * Versions this build's server accepts: the client's offer, when listed, is the
  * session's version (PROTOCOL.md §2.7). Version 1 stays for clients not yet upgraded.
  */
-export const SUPPORTED_VERSIONS: readonly number[] = [1, PROTOCOL_VERSION];
+export const SUPPORTED_VERSIONS: readonly number[] = [1, 2, PROTOCOL_VERSION];
 /** "RECN". */
 export const MAGIC = new Uint8Array([0x52, 0x45, 0x43, 0x4e]);
 /** Largest frame accepted before the peer is authenticated. */

@@ -45,7 +45,13 @@ type FieldSpec =
   | "files"
   | "files?"
   | "jobs"
-  | "object?";
+  | "object?"
+  | "priority"
+  | "priority?"
+  | "state"
+  | "state?"
+  | "job_info"
+  | "job_infos";
 
 const FILE_FIELDS: Record<string, FieldSpec> = {
   name: "string",
@@ -62,6 +68,53 @@ const JOB_FIELDS: Record<string, FieldSpec> = {
   submitted_at: "string",
   input_dir: "string",
   started_at: "string?",
+  percent: "number?",
+  priority: "priority?",
+  queue_position: "integer?",
+};
+
+/** Job priorities, highest first (PROTOCOL.md §6.3). */
+export const PRIORITIES = ["high", "normal", "low"] as const;
+/** A job's priority. */
+export type Priority = (typeof PRIORITIES)[number];
+
+/** A job's states (PROTOCOL.md §6.7): receiving → queued → running → final → expired. */
+export const JOB_STATES = [
+  "receiving",
+  "queued",
+  "running",
+  "succeeded",
+  "failed",
+  "cancelled",
+  "expired",
+] as const;
+/** A job's state. */
+export type JobState = (typeof JOB_STATES)[number];
+/** The states a job ends in (before it expires). */
+export const FINAL_STATES: readonly JobState[] = ["succeeded", "failed", "cancelled"];
+
+/** One job as `job_status` and `job_list` describe it (version 3). */
+const JOB_INFO_FIELDS: Record<string, FieldSpec> = {
+  job_id: "job_id",
+  state: "state",
+  priority: "priority",
+  queue_position: "integer?",
+  submitted_at: "string",
+  started_at: "string?",
+  finished_at: "string?",
+  file_count: "integer",
+  input_bytes: "integer",
+  primary_file: "string?",
+  attempts: "integer",
+  exit_code: "integer?",
+  reason: "string?",
+  cancelled_by: "string?",
+  result_count: "integer?",
+  result_bytes: "integer?",
+  delivered_at: "string?",
+  results_expire_at: "string?",
+  inputs_expire_at: "string?",
+  rerun_of: "job_id?",
   percent: "number?",
 };
 
@@ -129,6 +182,64 @@ const TO_CLIENT = {
   recon_complete: { job_id: "job_id", count: "result_count" },
 } as const satisfies Record<string, Record<string, FieldSpec>>;
 
+/**
+ * Version 3: jobs outlive their sessions (PROTOCOL.md §6.6–§6.9). A session can
+ * resume an upload, follow, fetch, list, cancel and re-run jobs by id, and read a
+ * job's log; `request_file` and `result_file` may start at an offset.
+ */
+const TO_SERVER_V3 = {
+  ...TO_SERVER,
+  submit_recon_job: {
+    file_count: "file_count",
+    client_recon_options_json: "string",
+    priority: "priority?",
+  },
+  resume_upload: { job_id: "job_id" },
+  follow_job: { job_id: "job_id", deliver: "boolean?" },
+  dicom_transfer_ack: {
+    job_id: "job_id",
+    status: "string",
+    resume_index: "integer?",
+    resume_offset: "integer?",
+  },
+  list_jobs: { state: "state?", cursor: "string?", limit: "integer?" },
+  cancel_job: { job_id: "job_id?", reason: "string?" },
+  get_job_log: { job_id: "job_id", offset: "integer?" },
+  rerun_job: { job_id: "job_id", client_recon_options_json: "string?", priority: "priority?" },
+} as const satisfies Record<string, Record<string, FieldSpec>>;
+
+const TO_CLIENT_V3 = {
+  ...TO_CLIENT,
+  request_file: {
+    job_id: "job_id",
+    name: "string",
+    original_path_on_client: "string?",
+    offset: "integer?",
+  },
+  result_file: { job_id: "job_id", name: "string", size: "integer", offset: "integer?" },
+  job_status: { job: "job_info" },
+  job_list: { jobs: "job_infos", cursor: "string?" },
+  job_log: {
+    job_id: "job_id",
+    offset: "integer",
+    next_offset: "integer",
+    text: "string",
+    final: "boolean?",
+  },
+  queue_details_response: { jobs: "jobs" },
+  server_status_response: {
+    ...TO_CLIENT.server_status_response,
+    jobs_cancelled: "integer?",
+    queued_high: "integer?",
+    queued_normal: "integer?",
+    queued_low: "integer?",
+    kept_input_bytes: "integer?",
+    kept_result_bytes: "integer?",
+    disk_free_bytes: "integer?",
+    disk_free_margin: "integer?",
+  },
+} as const satisfies Record<string, Record<string, FieldSpec>>;
+
 type Schema = Record<string, Record<string, FieldSpec>>;
 
 type FieldType<S extends FieldSpec> = S extends "string" ? string
@@ -142,10 +253,21 @@ type FieldType<S extends FieldSpec> = S extends "string" ? string
   : S extends "files?" ? FileEntry[] | undefined
   : S extends "jobs" ? JobSummary[]
   : S extends "object?" ? Record<string, unknown> | undefined
+  : S extends "priority" ? Priority
+  : S extends "priority?" ? Priority | undefined
+  : S extends "state" ? JobState
+  : S extends "state?" ? JobState | undefined
+  : S extends "job_info" ? JobInfo
+  : S extends "job_infos" ? JobInfo[]
   : never;
 
+type OptionalFields<M> = { [F in keyof M]: M[F] extends `${string}?` ? F : never }[keyof M];
+type Fields<M extends Record<string, FieldSpec>> =
+  & { [F in Exclude<keyof M, OptionalFields<M>>]: FieldType<M[F]> }
+  & { [F in OptionalFields<M>]?: FieldType<M[F]> };
+
 type MessagesOf<T extends Schema> = {
-  [K in keyof T]: { type: K } & { [F in keyof T[K]]: FieldType<T[K][F]> };
+  [K in keyof T]: { type: K } & Fields<T[K]>;
 }[keyof T];
 
 /** A file as announced, requested or delivered. */
@@ -166,12 +288,44 @@ export interface JobSummary {
   input_dir: string;
   started_at?: string;
   percent?: number;
+  /** Version 3: the job's priority and its place in the queue (1 = next). */
+  priority?: Priority;
+  queue_position?: number;
 }
 
-/** Any message the client may send (protocol version 2). */
-export type ClientMessage = MessagesOf<typeof TO_SERVER>;
-/** Any message the server may send (protocol version 2). */
-export type ServerMessage = MessagesOf<typeof TO_CLIENT>;
+/** One job in `job_status` and `job_list` (version 3, PROTOCOL.md §4.5). */
+export interface JobInfo {
+  job_id: string;
+  state: JobState;
+  priority: Priority;
+  queue_position?: number;
+  submitted_at: string;
+  started_at?: string;
+  finished_at?: string;
+  file_count: number;
+  input_bytes: number;
+  primary_file?: string;
+  attempts: number;
+  exit_code?: number;
+  reason?: string;
+  cancelled_by?: string;
+  result_count?: number;
+  result_bytes?: number;
+  delivered_at?: string;
+  results_expire_at?: string;
+  inputs_expire_at?: string;
+  rerun_of?: string;
+  percent?: number;
+}
+
+/** Any message the client may send (protocol version 3, the current one). */
+export type ClientMessage = MessagesOf<typeof TO_SERVER_V3>;
+/** Any message the server may send (protocol version 3). */
+export type ServerMessage = MessagesOf<typeof TO_CLIENT_V3>;
+/** Any message a version 2 client may send. */
+export type ClientMessageV2 = MessagesOf<typeof TO_SERVER>;
+/** Any message a server may send to a version 2 client. */
+export type ServerMessageV2 = MessagesOf<typeof TO_CLIENT>;
 /** Any message a version 1 client may send. */
 export type ClientMessageV1 = MessagesOf<typeof TO_SERVER_V1>;
 /** Any message a server may send to a version 1 client. */
@@ -253,6 +407,23 @@ function checkField(spec: FieldSpec, value: unknown, where: string): void {
     case "object":
       if (value === null || typeof value !== "object" || Array.isArray(value)) fail("an object");
       break;
+    case "priority":
+      if (!(PRIORITIES as readonly unknown[]).includes(value)) {
+        fail(PRIORITIES.join(", ") + " or absent");
+      }
+      break;
+    case "state":
+      if (!(JOB_STATES as readonly unknown[]).includes(value)) {
+        fail(`one of ${JOB_STATES.join(", ")}`);
+      }
+      break;
+    case "job_info":
+      checkObject(JOB_INFO_FIELDS, value, where);
+      break;
+    case "job_infos":
+      if (!Array.isArray(value)) fail("an array of jobs");
+      (value as unknown[]).forEach((job, i) => checkObject(JOB_INFO_FIELDS, job, `${where}[${i}]`));
+      break;
   }
 }
 
@@ -278,39 +449,47 @@ function parseWith<M>(schema: Schema, value: unknown, sender: string): M {
   return value as M;
 }
 
+const CLIENT_SCHEMAS: Record<number, Schema> = { 1: TO_SERVER_V1, 2: TO_SERVER, 3: TO_SERVER_V3 };
+const SERVER_SCHEMAS: Record<number, Schema> = { 1: TO_CLIENT_V1, 2: TO_CLIENT, 3: TO_CLIENT_V3 };
+
+/** The schema of `version`; an unknown version is a programming error, not the peer's. */
+function schemaOf(schemas: Record<number, Schema>, version: number): Schema {
+  const schema = schemas[version];
+  if (!schema) throw new RangeError(`no message schema for protocol version ${version}`);
+  return schema;
+}
+
 /**
  * Validate a message the client sent (the server calls this), by the rules of the
  * session's protocol version (default: the current one).
  */
-export function parseClientMessage(value: unknown, version?: 2): ClientMessage;
+export function parseClientMessage(value: unknown, version?: 3): ClientMessage;
+export function parseClientMessage(value: unknown, version: 2): ClientMessageV2;
 export function parseClientMessage(value: unknown, version: 1): ClientMessageV1;
 export function parseClientMessage(
   value: unknown,
   version: number,
-): ClientMessage | ClientMessageV1;
+): ClientMessage | ClientMessageV2 | ClientMessageV1;
 export function parseClientMessage(
   value: unknown,
-  version = 2,
-): ClientMessage | ClientMessageV1 {
-  return version === 1
-    ? parseWith<ClientMessageV1>(TO_SERVER_V1, value, "client")
-    : parseWith<ClientMessage>(TO_SERVER, value, "client");
+  version = 3,
+): ClientMessage | ClientMessageV2 | ClientMessageV1 {
+  return parseWith(schemaOf(CLIENT_SCHEMAS, version), value, "client");
 }
 
 /** Validate a message the server sent (the client calls this), by version as above. */
-export function parseServerMessage(value: unknown, version?: 2): ServerMessage;
+export function parseServerMessage(value: unknown, version?: 3): ServerMessage;
+export function parseServerMessage(value: unknown, version: 2): ServerMessageV2;
 export function parseServerMessage(value: unknown, version: 1): ServerMessageV1;
 export function parseServerMessage(
   value: unknown,
   version: number,
-): ServerMessage | ServerMessageV1;
+): ServerMessage | ServerMessageV2 | ServerMessageV1;
 export function parseServerMessage(
   value: unknown,
-  version = 2,
-): ServerMessage | ServerMessageV1 {
-  return version === 1
-    ? parseWith<ServerMessageV1>(TO_CLIENT_V1, value, "server")
-    : parseWith<ServerMessage>(TO_CLIENT, value, "server");
+  version = 3,
+): ServerMessage | ServerMessageV2 | ServerMessageV1 {
+  return parseWith(schemaOf(SERVER_SCHEMAS, version), value, "server");
 }
 
 /** Pattern every recon option key must match (it becomes `--key` in argv). */
