@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { isAbsolute, resolve } from "node:path";
+import { dirname, isAbsolute, resolve } from "node:path";
 import { ConfigError, errorMessage } from "../errors.ts";
 import { decodeKey } from "../crypto/keys.ts";
 import {
@@ -185,8 +185,8 @@ export const PATH_OPTIONS: readonly OptionName[] = Object.freeze(
  * A copy of `config` whose relative paths ({@link PATH_OPTIONS}) are made
  * absolute against `baseDir`, the directory holding recon.opts: programs started
  * by cron or a service manager have no meaningful working directory. An empty
- * CLIENT_DAEMON_STATE_FILE becomes `baseDir/recon-watch.sqlite`; other empty
- * paths stay empty.
+ * CLIENT_DAEMON_STATE_FILE becomes `baseDir/recon-watch.sqlite`, an empty
+ * RECON_STATE_DIR `state` beside RECON_FILEPATH; other empty paths stay empty.
  * @throws {TypeError} if `baseDir` is not absolute.
  */
 export function resolveConfigPaths(config: ReconConfig, baseDir: string): ReconConfig {
@@ -198,6 +198,9 @@ export function resolveConfigPaths(config: ReconConfig, baseDir: string): ReconC
   }
   if (resolved.CLIENT_DAEMON_STATE_FILE === "") {
     resolved.CLIENT_DAEMON_STATE_FILE = resolve(baseDir, DEFAULT_STATE_FILE_NAME);
+  }
+  if (resolved.RECON_STATE_DIR === "" && resolved.RECON_FILEPATH !== "") {
+    resolved.RECON_STATE_DIR = resolve(dirname(resolved.RECON_FILEPATH), "state");
   }
   return resolved;
 }

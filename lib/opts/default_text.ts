@@ -88,6 +88,17 @@ MAX_CONCURRENT_JOBS = 1
 # LOG_RETENTION = 30
 # SHUTDOWN_GRACE: Seconds to let running work finish on SIGTERM or Ctrl-C.
 # SHUTDOWN_GRACE = 30
+# --- Durable Jobs (server) ---
+# RECON_STATE_DIR: The job store (jobs.sqlite). Empty: state/ beside RECON_FILEPATH.
+# RECON_STATE_DIR =
+# RESULT_RETENTION: How long results stay after a job finished (3600, 90s, 30m, 12h, 7d).
+# RESULT_RETENTION = 7d
+# FAILED_INPUT_RETENTION: How long a failed job's inputs stay for 'recon-client rerun'.
+# FAILED_INPUT_RETENTION = 3d
+# UPLOAD_RESUME_WINDOW: How long a cut-off upload waits for its client to resume it.
+# UPLOAD_RESUME_WINDOW = 1h
+# JOB_MAX_ATTEMPTS: Times a job is started in all when the server stops while it runs.
+# JOB_MAX_ATTEMPTS = 2
 # --- Connection Limits (server; IDLE_TIMEOUT and HANDSHAKE_TIMEOUT also client) ---
 # IDLE_TIMEOUT: Seconds a connection may stay silent before it is closed.
 # IDLE_TIMEOUT = 300
@@ -132,4 +143,7 @@ CLIENT_DOWNLOAD_DIR = client_downloads
 # CLIENT_MAX_RESULT_BYTES: Largest total size of one job's results the client accepts
 # (0 = no cap; results that do not fit the free space are refused in any case).
 # CLIENT_MAX_RESULT_BYTES = 0
+# CLIENT_RECONNECT_TIMEOUT: How long a client keeps reconnecting to a queued job after the
+# connection broke (3600, 30m, 2h); then it exits 5 and says how to fetch the results.
+# CLIENT_RECONNECT_TIMEOUT = 3600
 `;

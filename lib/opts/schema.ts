@@ -78,6 +78,12 @@ export interface ReconConfig {
   SHUTDOWN_GRACE: number;
   CLIENT_DAEMON_ON_COMPLETE: string;
   CLIENT_DAEMON_STATE_FILE: string;
+  RECON_STATE_DIR: string;
+  RESULT_RETENTION: number;
+  FAILED_INPUT_RETENTION: number;
+  UPLOAD_RESUME_WINDOW: number;
+  JOB_MAX_ATTEMPTS: number;
+  CLIENT_RECONNECT_TIMEOUT: number;
 }
 
 /** A recon.opts option name. */
@@ -95,6 +101,7 @@ export type OptionType =
   | { kind: "path" }
   | { kind: "int"; min: number; max: number }
   | { kind: "seconds"; min: number; exclusive?: boolean }
+  | { kind: "duration"; min: number }
   | { kind: "bytes"; min: number }
   | { kind: "ips" }
   | { kind: "json" }
@@ -120,6 +127,11 @@ const path: OptionType = { kind: "path" };
 
 function seconds(min: number, exclusive = false): OptionType {
   return { kind: "seconds", min, exclusive };
+}
+
+/** Seconds, or a number with a unit: `90s`, `30m`, `12h`, `7d`. */
+function duration(min: number): OptionType {
+  return { kind: "duration", min };
 }
 
 /** Every option in the order recon.opts.example and `--show-config` list them. */
@@ -392,6 +404,51 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
       "Empty, for a client not run as root: recon-watch.sqlite in its state directory " +
       "($XDG_STATE_HOME/recon, else ~/.local/state/recon).",
   },
+  RECON_STATE_DIR: {
+    type: path,
+    default: "(empty: state/ beside RECON_FILEPATH)",
+    readBy: "server",
+    description: "Directory of the server's job store (jobs.sqlite): every job's state, " +
+      "inputs, outputs and history. Empty: the directory state next to RECON_FILEPATH " +
+      "(/var/lib/recon/state for the default RECON_FILEPATH).",
+  },
+  RESULT_RETENTION: {
+    type: duration(0),
+    default: "7d",
+    readBy: "server",
+    description: "How long a finished job's results stay on the server after it finished, " +
+      "fetched or not (seconds, or with a unit: 90s, 30m, 12h, 7d); then they are removed " +
+      "and the job is expired.",
+  },
+  FAILED_INPUT_RETENTION: {
+    type: duration(0),
+    default: "3d",
+    readBy: "server",
+    description: "How long a failed job's inputs stay, so that `recon-client rerun` can run " +
+      "it again without another upload (seconds, or 90s, 30m, 12h, 7d).",
+  },
+  UPLOAD_RESUME_WINDOW: {
+    type: duration(0),
+    default: "1h",
+    readBy: "server",
+    description: "How long the server keeps a cut-off upload for its client to resume; then " +
+      "the partial input is removed and the job fails (seconds, or 90s, 30m, 12h, 7d).",
+  },
+  JOB_MAX_ATTEMPTS: {
+    type: { kind: "int", min: 1, max: 100 },
+    default: "2",
+    readBy: "server",
+    description: "How many times in all a job is started when the server stops while it " +
+      'runs; after the last, it fails with "the server stopped while it was running".',
+  },
+  CLIENT_RECONNECT_TIMEOUT: {
+    type: duration(0),
+    default: "3600",
+    readBy: "client",
+    description: "Seconds a client keeps reconnecting to follow a queued job after the " +
+      "connection broke (seconds, or 90s, 30m, 12h, 7d); then it exits with code 5 and " +
+      "prints the command that fetches the results later.",
+  },
 });
 
 /** Every option name, in table order. */
@@ -486,6 +543,12 @@ export const DEFAULTS: Readonly<ReconConfig> = deepFreeze({
   SHUTDOWN_GRACE: 30,
   CLIENT_DAEMON_ON_COMPLETE: "",
   CLIENT_DAEMON_STATE_FILE: "",
+  RECON_STATE_DIR: "",
+  RESULT_RETENTION: 7 * 86400,
+  FAILED_INPUT_RETENTION: 3 * 86400,
+  UPLOAD_RESUME_WINDOW: 3600,
+  JOB_MAX_ATTEMPTS: 2,
+  CLIENT_RECONNECT_TIMEOUT: 3600,
 });
 
 /** A fresh, mutable copy of {@link DEFAULTS}. */

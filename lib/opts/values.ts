@@ -124,6 +124,16 @@ function convert(type: OptionType, text: string): unknown {
       }
       return value;
     }
+    case "duration": {
+      const value = parseDuration(text);
+      if (value === undefined || value < type.min || value > MAX_DURATION) {
+        throw new OptionValueError(
+          `must be a duration like 3600, 90s, 30m, 12h or 7d, got ${quote(text)}`,
+          "a plain number is seconds; s, m, h and d are seconds, minutes, hours and days",
+        );
+      }
+      return value;
+    }
     case "bytes": {
       const value = parseByteSize(text);
       if (value === undefined || value < type.min) {
@@ -173,6 +183,21 @@ function convert(type: OptionType, text: string): unknown {
     case "argv":
       return text.split(/\s+/).filter((part) => part !== "");
   }
+}
+
+/** Longest duration accepted: 100 years, in seconds. */
+export const MAX_DURATION = 100 * 365 * 86400;
+
+const DURATION_UNITS: Readonly<Record<string, number>> = { "": 1, s: 1, m: 60, h: 3600, d: 86400 };
+
+/**
+ * Seconds of a duration written as a number of seconds or with a unit (`90s`, `30m`,
+ * `12h`, `7d`; fractions allowed: `1.5h`), or undefined when it is not one.
+ */
+export function parseDuration(text: string): number | undefined {
+  const match = /^(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)$/i.exec(text.trim());
+  if (!match) return undefined;
+  return Number(match[1]) * DURATION_UNITS[match[2].toLowerCase()];
 }
 
 /**
