@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 import * as path from "node:path";
 import type { Channel, FileDigest, ProgressCallback } from "./channel.ts";
 import { ReconError, TransferError } from "../errors.ts";
@@ -17,22 +17,34 @@ import { type ByteReader, type ByteWriter, writeAll } from "./frame.ts";
 import { RECORD_HEADER_SIZE } from "./record.ts";
 
 /**
+ * Where a resumed transfer starts: the bytes before `offset` are already with the
+ * receiver, and `hash` has seen exactly them (PROTOCOL.md §5.2).
+ */
+export interface ResumePoint {
+  offset: number;
+  hash: Hash;
+}
+
+/**
  * Stream `size` bytes from `source` as DATA records followed by a FILE_END record
  * carrying the size and SHA-256. Memory stays at about cryptoDepth × chunkSize.
+ * With `resume`, `source` holds the bytes from `resume.offset` on, `size` is still the
+ * whole file's, and FILE_END carries the whole file's size and SHA-256.
  */
 export async function sendStream(
   channel: Channel,
   source: ByteReader,
   size: number,
   onProgress?: ProgressCallback,
+  resume?: ResumePoint,
 ): Promise<FileDigest> {
-  const hash = createHash("sha256");
+  const hash = resume?.hash ?? createHash("sha256");
   const chunkSize = channel.chunkSize;
   const window: Promise<void>[] = [];
   // Record buffers are reused once written: fresh 1 MiB buffers cost zero-filling and
   // page faults on every chunk (docs/PERFORMANCE.md). At most cryptoDepth + 1 exist.
   const free: Uint8Array<ArrayBuffer>[] = [];
-  let sent = 0;
+  let sent = resume?.offset ?? 0;
   try {
     while (true) {
       const record = free.pop() ?? new Uint8Array(RECORD_HEADER_SIZE + chunkSize);
@@ -88,16 +100,18 @@ export async function sendStream(
 /**
  * Receive one file sent with {@link sendStream} into `sink`. Fails with TransferError
  * when more than `expectedSize` bytes arrive or the size or SHA-256 do not match; the
- * caller then deletes what was written.
+ * caller then deletes what was written. With `resume`, the first `resume.offset` bytes
+ * are already in place (and in `resume.hash`); only the rest arrives.
  */
 export async function receiveStream(
   channel: Channel,
   sink: ByteWriter,
   expectedSize: number,
   onProgress?: ProgressCallback,
+  resume?: ResumePoint,
 ): Promise<FileDigest> {
-  const hash = createHash("sha256");
-  let received = 0;
+  const hash = resume?.hash ?? createHash("sha256");
+  let received = resume?.offset ?? 0;
   while (true) {
     const incoming = await channel.receive();
     if (incoming.type === "data") {
@@ -233,6 +247,11 @@ export interface SendOptions {
    * path swapped for a link since then leads to another file, which is refused.
    */
   expect?: FileIdentity;
+  /**
+   * Bytes the receiver already holds: they are read and hashed here, not sent, and
+   * FILE_END still carries the whole file's size and SHA-256. Default 0.
+   */
+  offset?: number;
   onProgress?: ProgressCallback;
 }
 
@@ -289,8 +308,118 @@ export async function sendFileFrom(
         `${filePath} changed size since it was announced (${size} → ${actual} bytes)`,
       );
     }
-    return await sendStream(channel, file, size, options.onProgress);
+    const offset = options.offset ?? 0;
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) {
+      throw new TransferError(
+        `cannot resume ${filePath} at byte ${offset}: the file has ${size} bytes`,
+      );
+    }
+    const resume = offset > 0 ? await hashPrefix(file, offset, filePath) : undefined;
+    return await sendStream(channel, file, size, options.onProgress, resume);
   } finally {
     file.close();
+  }
+}
+
+/** Size of the buffer a resumed transfer hashes its first bytes with. */
+const PREFIX_CHUNK = 1024 * 1024;
+
+/**
+ * Hash the first `length` bytes of `file` from where it is positioned (its start),
+ * leaving it positioned right after them. Throws TransferError when it is shorter.
+ */
+async function hashPrefix(file: Deno.FsFile, length: number, name: string): Promise<ResumePoint> {
+  const hash = createHash("sha256");
+  const buffer = new Uint8Array(Math.min(PREFIX_CHUNK, length));
+  let done = 0;
+  while (done < length) {
+    const n = await file.read(buffer.subarray(0, Math.min(buffer.length, length - done)));
+    if (n === null) {
+      throw new TransferError(`${name} has only ${done} of the ${length} bytes to resume after`);
+    }
+    hash.update(buffer.subarray(0, n));
+    done += n;
+  }
+  return { offset: length, hash };
+}
+
+/** Verified bytes in a partial file (its length), 0 when there is none. */
+export async function partialLength(partialPath: string): Promise<number> {
+  try {
+    const info = await Deno.lstat(partialPath);
+    return info.isFile ? info.size : 0;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return 0;
+    throw error;
+  }
+}
+
+/** Options of {@link receiveFileResumable}. */
+export interface ResumableOptions {
+  /** Told the bytes of the whole file held so far (offset included). */
+  onProgress?: ProgressCallback;
+}
+
+/**
+ * Receive the next file on `channel` into `partialPath`, keeping its first `offset`
+ * bytes (they arrived in an earlier session) and appending the rest. Every byte written
+ * came from an authenticated record, so after any failure the partial file holds only
+ * verified bytes and a later session can resume at its length; a SHA-256 mismatch
+ * (the whole file is not what the sender has) empties it instead. On success the
+ * caller moves the file into place. A link at `partialPath` is refused, never followed.
+ */
+export async function receiveFileResumable(
+  channel: Channel,
+  partialPath: string,
+  size: number,
+  offset: number,
+  options: ResumableOptions = {},
+): Promise<FileDigest> {
+  const disk = <T>(operation: Promise<T>): Promise<T> =>
+    operation.catch((error) => {
+      throw error instanceof ReconError ? error : new TransferError(
+        `cannot write ${partialPath}: ${(error as Error).message}`,
+        { cause: error },
+      );
+    });
+  const before = await Deno.lstat(partialPath).catch(() => undefined);
+  if (before && !before.isFile) {
+    throw new TransferError(`${partialPath} is not a regular file; not writing to it`);
+  }
+  const held = before?.size ?? 0;
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset > held || offset > size) {
+    throw new TransferError(
+      `cannot resume ${partialPath} at byte ${offset}: ${held} bytes are held of ${size}`,
+    );
+  }
+  const file = await disk(Deno.open(partialPath, {
+    read: true,
+    write: true,
+    create: true,
+    mode: 0o600,
+  }));
+  try {
+    const opened = await file.stat();
+    const now = await Deno.lstat(partialPath).catch(() => undefined);
+    const same = (info?: Deno.FileInfo) => info?.ino === opened.ino && info?.dev === opened.dev;
+    if ((before && !same(before)) || !now?.isFile || !same(now)) {
+      throw new TransferError(`${partialPath} was replaced while it was opened; not writing to it`);
+    }
+    await disk(file.truncate(offset));
+    const resume = offset > 0 ? await hashPrefix(file, offset, partialPath) : undefined;
+    await disk(file.seek(offset, Deno.SeekMode.Start));
+    const sink = { write: (bytes: Uint8Array) => disk(file.write(bytes)) };
+    try {
+      return await receiveStream(channel, sink, size, options.onProgress, resume);
+    } catch (error) {
+      if (error instanceof TransferError && /SHA-256 mismatch/.test(error.message)) {
+        await file.truncate(0).catch(() => {});
+      }
+      throw error;
+    }
+  } finally {
+    try {
+      file.close();
+    } catch { /* closed */ }
   }
 }
