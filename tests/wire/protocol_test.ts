@@ -1,5 +1,5 @@
 /**
- * Tests for lib/wire/protocol.ts: every message type of both protocol versions accepted
+ * Tests for lib/wire/protocol.ts: every message type of the three protocol versions accepted
  * in a valid form, and the hostile shapes refused one failure class at a time (unknown
  * type, missing and mistyped fields, prototype keys, nesting, sizes, counts); recon
  * option checks; and no version 2 message growing with a job's file count.
@@ -577,4 +577,108 @@ Deno.test("parseReconOptions() keeps a constructor key as plain data, polluting 
   assert.equal(Object.getOwnPropertyDescriptor(options, "constructor")?.value, "x");
   assert.deepEqual(Object.keys(options), ["constructor", "toString"]);
   assert.equal(typeof ({} as { toString: unknown }).toString, "function");
+});
+
+/** One job as version 3's job_status and job_list carry it. */
+const JOB_INFO = {
+  job_id: J,
+  state: "succeeded",
+  priority: "high",
+  submitted_at: "2026-12-01T10:00:00.000Z",
+  started_at: "2026-12-01T10:00:01.000Z",
+  finished_at: "2026-12-01T10:00:09.000Z",
+  file_count: 2,
+  input_bytes: 1024,
+  primary_file: "P12345.7",
+  attempts: 1,
+  exit_code: 0,
+  result_count: 40,
+  result_bytes: 5_000_000,
+  results_expire_at: "2026-12-08T10:00:09.000Z",
+};
+
+const CLIENT_MESSAGES_V3: Record<string, unknown>[] = [
+  { type: "submit_recon_job", file_count: 1, client_recon_options_json: "{}", priority: "low" },
+  { type: "resume_upload", job_id: J },
+  { type: "follow_job", job_id: J },
+  { type: "follow_job", job_id: J, deliver: true },
+  { type: "dicom_transfer_ack", job_id: J, status: "ready", resume_index: 3, resume_offset: 9 },
+  { type: "list_jobs" },
+  { type: "list_jobs", state: "queued", cursor: "42", limit: 500 },
+  { type: "cancel_job", job_id: J, reason: "wrong protocol" },
+  { type: "get_job_log", job_id: J, offset: 65536 },
+  { type: "rerun_job", job_id: J },
+  { type: "rerun_job", job_id: J, client_recon_options_json: '{"iter": 3}', priority: "high" },
+];
+
+const SERVER_MESSAGES_V3: Record<string, unknown>[] = [
+  { type: "request_file", job_id: J, name: "P1.7", offset: 1048576 },
+  { type: "result_file", job_id: J, name: "IM1.dcm", size: 5, offset: 2 },
+  { type: "job_status", job: JOB_INFO },
+  { type: "job_status", job: { ...JOB_INFO, state: "queued", queue_position: 1 } },
+  { type: "job_list", jobs: [JOB_INFO], cursor: "17" },
+  { type: "job_list", jobs: [] },
+  { type: "job_log", job_id: J, offset: 0, next_offset: 12, text: "iteration 1\n", final: true },
+  {
+    type: "server_status_response",
+    version: "0.1.0",
+    uptime_seconds: 5,
+    max_concurrent_jobs: 1,
+    active_workers: 0,
+    queue_length: 3,
+    jobs_completed: 3,
+    jobs_failed: 1,
+    jobs_cancelled: 0,
+    queued_high: 1,
+    queued_normal: 1,
+    queued_low: 1,
+    kept_input_bytes: 10,
+    kept_result_bytes: 20,
+    disk_free_bytes: 1e9,
+    disk_free_margin: 1e6,
+  },
+  { type: "queue_details_response", jobs: [{ ...JOB, priority: "normal", queue_position: 2 }] },
+];
+
+Deno.test("version 3 accepts every message it adds, and version 2 refuses them", () => {
+  for (const message of CLIENT_MESSAGES_V3) {
+    assert.deepEqual(parseClientMessage(wire(message), 3), wire(message));
+  }
+  for (const message of SERVER_MESSAGES_V3) {
+    assert.deepEqual(parseServerMessage(wire(message), 3), wire(message));
+  }
+  for (const type of ["resume_upload", "follow_job", "list_jobs", "get_job_log", "rerun_job"]) {
+    const message = CLIENT_MESSAGES_V3.find((m) => m.type === type)!;
+    assert.throws(() => parseClientMessage(wire(message), 2), /unknown message type/, type);
+  }
+  for (const type of ["job_status", "job_list", "job_log"]) {
+    const message = SERVER_MESSAGES_V3.find((m) => m.type === type)!;
+    assert.throws(() => parseServerMessage(wire(message), 2), /unknown message type/, type);
+  }
+});
+
+Deno.test("version 3 refuses an unknown priority or state and an incomplete job", () => {
+  assert.throws(
+    () =>
+      parseClientMessage({
+        type: "submit_recon_job",
+        file_count: 1,
+        client_recon_options_json: "{}",
+        priority: "urgent",
+      }),
+    /submit_recon_job\.priority must be high, normal, low or absent/,
+  );
+  assert.throws(
+    () => parseClientMessage({ type: "list_jobs", state: "processing" }),
+    /list_jobs\.state must be one of receiving, queued, running/,
+  );
+  const { attempts: _, ...withoutAttempts } = JOB_INFO;
+  assert.throws(
+    () => parseServerMessage({ type: "job_status", job: withoutAttempts }),
+    /job_status\.job\.attempts is missing/,
+  );
+  assert.throws(
+    () => parseServerMessage({ type: "job_status", job: { ...JOB_INFO, state: "done" } }),
+    /job_status\.job\.state must be one of/,
+  );
 });
