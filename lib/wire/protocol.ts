@@ -78,7 +78,7 @@ export const PRIORITIES = ["high", "normal", "low"] as const;
 /** A job's priority. */
 export type Priority = (typeof PRIORITIES)[number];
 
-/** A job's states (PROTOCOL.md §6.7): receiving → queued → running → final → expired. */
+/** A job's states (PROTOCOL.md §6.6): receiving → queued → running → final → expired. */
 export const JOB_STATES = [
   "receiving",
   "queued",
@@ -293,7 +293,7 @@ export interface JobSummary {
   queue_position?: number;
 }
 
-/** One job in `job_status` and `job_list` (version 3, PROTOCOL.md §4.5). */
+/** One job in `job_status` and `job_list` (version 3, PROTOCOL.md §4.1). */
 export interface JobInfo {
   job_id: string;
   state: JobState;
