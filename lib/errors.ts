@@ -15,6 +15,8 @@ export const ExitCode = {
   USAGE: 2,
   CONNECTION: 3,
   TRANSFER: 4,
+  /** The job is on the server, but the client lost the connection and could not get it back. */
+  LOST_CONTACT: 5,
   INTERRUPTED: 130,
 } as const;
 
@@ -46,6 +48,12 @@ export class ConfigError extends ReconError {
   override readonly exitCode = ExitCode.USAGE;
 }
 
+/**
+ * The server's job store (lib/server/job_store.ts) cannot be used: damaged, in use by
+ * another recon-server, written by a newer version, or a job transition it refuses.
+ */
+export class StoreError extends ConfigError {}
+
 /** Could not connect, or the connection was lost outside a file transfer. */
 export class ConnectionError extends ReconError {
   override readonly exitCode = ExitCode.CONNECTION;
@@ -74,6 +82,20 @@ export class TransferError extends ReconError {
 /** The server ran the job and it failed (script error, timeout, no results). */
 export class JobError extends ReconError {
   override readonly exitCode = ExitCode.JOB_FAILED;
+}
+
+/**
+ * The server has the job (queued, running or finished), but the connection broke and
+ * could not be made again within CLIENT_RECONNECT_TIMEOUT: the job goes on without us,
+ * and its results can be fetched later (`recon-client fetch JOB_ID`).
+ */
+export class LostContactError extends ReconError {
+  override readonly exitCode = ExitCode.LOST_CONTACT;
+  readonly jobId: string;
+  constructor(jobId: string, message: string, options: ReconErrorOptions = {}) {
+    super(message, options);
+    this.jobId = jobId;
+  }
 }
 
 /** The user interrupted (Ctrl-C) or the process was told to stop. */
