@@ -17,9 +17,11 @@ import {
   warningText,
 } from "./lib/cli/entry.ts";
 import { loadConfig, sharedKeyMaterial } from "./lib/cli/support.ts";
+import { generateKey } from "./lib/crypto/keys.ts";
 import { ConfigError, errorMessage, ExitCode, UsageError } from "./lib/errors.ts";
 import { log, type Logger, setupLogging } from "./lib/log.ts";
-import type { LoadedOpts, ReconConfig } from "./lib/opts/mod.ts";
+import { type LoadedOpts, loadOpts, type ReconConfig } from "./lib/opts/mod.ts";
+import { backupJobStore } from "./lib/server/job_store.ts";
 import { startLogSweeper } from "./lib/server/log_retention.ts";
 import { releaseOwnerFile } from "./lib/server/recovery.ts";
 import { ReconServer } from "./lib/server/server.ts";
@@ -37,6 +39,7 @@ Usage:
             [--allow-unknown-options]
   ${PROGRAM} --show-config [--opts PATH]
   ${PROGRAM} keygen
+  ${PROGRAM} backup [--opts PATH] FILE
 
 Options:
   --opts PATH     recon.opts to use (default ./recon.opts). When it is missing a
@@ -55,18 +58,26 @@ Options:
 
 Commands:
   keygen          print a new SHARED_KEY (32 random bytes, urlsafe base64) and exit
+  backup FILE     copy the job store (jobs.sqlite in RECON_STATE_DIR) to FILE, which
+                  must not exist: one consistent snapshot, also while the server runs
+                  (it is not stopped or locked out). Run it as the server's user.
+                  Prints "backed up N jobs to FILE (schema V)". To restore: stop the
+                  server, copy FILE over jobs.sqlite, remove jobs.sqlite-wal and
+                  jobs.sqlite-shm, start the server.
 
 Signals: SIGINT or SIGTERM stop accepting connections, cancel queued jobs, let
 running jobs finish within SHUTDOWN_GRACE seconds, then exit 0. A second signal
 stops at once (exit 1).
 
-Exit codes: 0 clean shutdown, 1 stopped by a second signal, 2 usage or
-configuration error (including RECON_FILEPATH, RECON_DICOM_DIR or the directory of
-LOG_FILEPATH not writable, or writable by another user), 3 cannot listen.
+Exit codes: 0 clean shutdown (or a command done), 1 stopped by a second signal,
+2 usage or configuration error (including RECON_FILEPATH, RECON_DICOM_DIR or the
+directory of LOG_FILEPATH not writable, or writable by another user, and a job store
+that cannot be used or backed up), 3 cannot listen.
 
 Example:
   ${PROGRAM} keygen              # put the key in recon.opts on both machines
   ${PROGRAM} --opts /etc/recon/recon.opts
+  ${PROGRAM} backup --opts /etc/recon/recon.opts /var/backups/recon-jobs.sqlite
 `;
 
 const writeStdout = textWriter(Deno.stdout);
@@ -93,6 +104,14 @@ async function main(argv: string[]): Promise<number> {
   if (values.version) return print(versionText(PROGRAM));
   if (positionals.length > 0) {
     if (positionals[0] === "keygen" && positionals.length === 1) return print(keygenText());
+    if (positionals[0] === "backup") {
+      if (positionals.length !== 2) {
+        throw new UsageError("backup takes one FILE, the copy to write", {
+          hint: `${PROGRAM} backup [--opts PATH] FILE`,
+        });
+      }
+      return await backup(values.opts ?? "recon.opts", positionals[1]);
+    }
     throw new UsageError(`unexpected argument "${positionals[0]}"`, {
       hint: `see '${PROGRAM} --help'`,
     });
@@ -111,6 +130,25 @@ async function main(argv: string[]): Promise<number> {
     return print(await showConfigText(config, loaded.unknownOptions));
   }
   return await serve(loaded, values.debug ?? false);
+}
+
+/**
+ * `backup FILE`: a consistent copy of the job store named by recon.opts
+ * (RECON_STATE_DIR), taken from this process while the server may run: the store is
+ * read without its lock (lib/server/store_file.ts). Only reads recon.opts: a missing
+ * one is an error, an option neither program knows a warning.
+ */
+async function backup(optsPath: string, file: string): Promise<number> {
+  const loaded = await loadOpts(optsPath, {
+    role: "server",
+    createIfMissing: false,
+    allowUnknownOptions: true,
+    generateKey,
+  });
+  writeStderr(warningText(PROGRAM, loaded.warnings));
+  const report = await backupJobStore(loaded.config.RECON_STATE_DIR, file);
+  const jobs = `${report.jobs} job${report.jobs === 1 ? "" : "s"}`;
+  return print(`backed up ${jobs} to ${file} (schema ${report.schemaVersion})\n`);
 }
 
 /** Serve until SIGINT or SIGTERM, then shut down gracefully. */
