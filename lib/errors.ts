@@ -92,9 +92,16 @@ export class JobError extends ReconError {
 export class LostContactError extends ReconError {
   override readonly exitCode = ExitCode.LOST_CONTACT;
   readonly jobId: string;
-  constructor(jobId: string, message: string, options: ReconErrorOptions = {}) {
+  /** The command line that fetches the job's results later. */
+  readonly fetchCommand?: string;
+  constructor(
+    jobId: string,
+    message: string,
+    options: ReconErrorOptions & { fetchCommand?: string } = {},
+  ) {
     super(message, options);
     this.jobId = jobId;
+    this.fetchCommand = options.fetchCommand;
   }
 }
 

@@ -1,15 +1,20 @@
 /**
  * What recon-client prints on stdout (README "Client output"): `--server-status` and
  * `--view-queue` as text or `--json`, a finished job's result paths or its JSON
- * document, and the JSON document of a failure; and the warning about result files
- * the server did not send, which client.ts prints on stderr and watch mode logs.
- * Pure functions from data to text; client.ts writes them.
+ * document, a detached job's id, the JSON document of a failure; the job store's
+ * views (`jobs`, one line per job for `wait` and `cancel`, the notice for a job's
+ * state while it is followed); and the warning about result files the server did not
+ * send, which client.ts prints on stderr and watch mode logs.
+ * Pure functions from data to text; the command handlers write them.
  *
  * @module
  */
-import { ExitCode } from "../errors.ts";
+import { ExitCode, LostContactError } from "../errors.ts";
+import { printable } from "../printable.ts";
+import type { JobInfo } from "../wire/protocol.ts";
+import { formatBytes } from "./progress.ts";
 import type { QueueDetails, ServerStatus } from "./query.ts";
-import { JobFailedError, type SubmitResult } from "./submit.ts";
+import { JobFailedError, type QueuedJob, type SubmitResult } from "./job.ts";
 
 /** Human-readable duration like `2d 3h 4m 5s`. */
 export function formatUptime(seconds: number): string {
@@ -30,17 +35,45 @@ function json(document: unknown): string {
   return `${JSON.stringify(document, null, 2)}\n`;
 }
 
-/** `--server-status`: one aligned line per figure; `server` is the HOST:PORT asked. */
+/**
+ * `--server-status`: one aligned line per figure; `server` is the HOST:PORT asked.
+ * A version 3 server's figures (queued by priority, cancelled jobs, the disk space
+ * kept inputs and results take, free space against DISK_FREE_MARGIN) when it sent them.
+ */
 export function statusText(status: ServerStatus, server: string): string {
-  return [
+  const { queued_high: high, queued_normal: normal, queued_low: low } = status;
+  const byPriority = high !== undefined || normal !== undefined || low !== undefined
+    ? ` (high ${high ?? 0}, normal ${normal ?? 0}, low ${low ?? 0})`
+    : "";
+  const lines = [
     `server:              ${server} (recon ${status.version})`,
     `uptime:              ${formatUptime(status.uptime_seconds)}`,
     `max concurrent jobs: ${status.max_concurrent_jobs}`,
     `active workers:      ${status.active_workers}`,
-    `queued jobs:         ${status.queue_length}`,
+    `queued jobs:         ${status.queue_length}${byPriority}`,
     `jobs completed:      ${status.jobs_completed}`,
     `jobs failed:         ${status.jobs_failed}`,
-  ].join("\n") + "\n";
+  ];
+  if (status.jobs_cancelled !== undefined) {
+    lines.push(`jobs cancelled:      ${status.jobs_cancelled}`);
+  }
+  if (status.kept_input_bytes !== undefined) {
+    lines.push(`kept inputs:         ${formatBytes(status.kept_input_bytes)}`);
+  }
+  if (status.kept_result_bytes !== undefined) {
+    lines.push(`kept results:        ${formatBytes(status.kept_result_bytes)}`);
+  }
+  if (status.disk_free_bytes !== undefined) {
+    const margin = status.disk_free_margin;
+    const low = margin !== undefined && status.disk_free_bytes < margin
+      ? "; below it, new jobs are refused"
+      : "";
+    lines.push(
+      `disk free:           ${formatBytes(status.disk_free_bytes)}` +
+        (margin !== undefined ? ` (DISK_FREE_MARGIN ${formatBytes(margin)}${low})` : ""),
+    );
+  }
+  return lines.join("\n") + "\n";
 }
 
 /** `--server-status --json`: the server's figures without the message type. */
@@ -49,28 +82,50 @@ export function statusJson(status: ServerStatus): string {
   return json(fields);
 }
 
-const QUEUE_HEADER = ["JOB ID", "STATUS", "PRIMARY FILE", "FILES", "SUBMITTED (UTC)", "INPUT DIR"];
-
-/** `--view-queue`: a table with one row per job (running first), or a line saying it is empty. */
-export function queueText(jobs: QueueDetails["jobs"]): string {
-  if (jobs.length === 0) return "the queue is empty\n";
-  const rows = jobs.map((job) => [
-    job.job_id,
-    job.status + (job.percent !== undefined ? ` ${job.percent.toFixed(0)}%` : ""),
-    job.primary_file,
-    String(job.file_count),
-    job.submitted_at,
-    job.input_dir,
-  ]);
-  const widths = QUEUE_HEADER.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  return [QUEUE_HEADER, ...rows]
+/** Rows of cells as a table whose columns line up, with no trailing spaces. */
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  return [header, ...rows]
     .map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd() + "\n")
     .join("");
+}
+
+const QUEUE_HEADER = ["JOB ID", "STATUS", "PRIMARY FILE", "FILES", "SUBMITTED (UTC)", "INPUT DIR"];
+
+/**
+ * `--view-queue`: a table with one row per job (running first), or a line saying it is
+ * empty. A version 3 server names each job's priority and queue position: two more
+ * columns after the status.
+ */
+export function queueText(jobs: QueueDetails["jobs"]): string {
+  if (jobs.length === 0) return "the queue is empty\n";
+  const v3 = jobs.some((job) => job.priority !== undefined || job.queue_position !== undefined);
+  const rows = jobs.map((job) => {
+    const row = [
+      job.job_id,
+      job.status + (job.percent !== undefined ? ` ${job.percent.toFixed(0)}%` : ""),
+      job.primary_file,
+      String(job.file_count),
+      job.submitted_at,
+      job.input_dir,
+    ].map(printable);
+    if (v3) row.splice(2, 0, job.priority ?? "-", job.queue_position?.toString() ?? "-");
+    return row;
+  });
+  const header = [...QUEUE_HEADER];
+  if (v3) header.splice(2, 0, "PRIORITY", "POS");
+  return table(header, rows);
 }
 
 /** `--view-queue --json`. */
 export function queueJson(jobs: QueueDetails["jobs"]): string {
   return json({ jobs });
+}
+
+/** `--detach`: the job id alone (so `id=$(recon-client --detach …)` works), or JSON. */
+export function queuedText(job: QueuedJob, asJson: boolean): string {
+  if (!asJson) return `${job.jobId}\n`;
+  return json({ job_id: job.jobId, status: "queued", uploaded: job.uploaded });
 }
 
 /** A finished job: its result paths, one a line, so the output can go to `xargs`. */
@@ -127,5 +182,148 @@ export function failureJson(error: unknown, exitCode: number): string {
     document.script_exit_code = error.scriptExitCode;
     document.stderr_tail = error.stderrTail;
   }
+  if (error instanceof LostContactError) {
+    document.job_id = error.jobId;
+    document.fetch_command = error.fetchCommand;
+  }
   return json(document);
+}
+
+/** An ISO-8601 time from the server as `2026-12-01 10:00:00` (UTC), "-" when absent. */
+export function formatUtc(iso: string | undefined): string {
+  if (iso === undefined) return "-";
+  const time = new Date(iso);
+  if (Number.isNaN(time.getTime())) return printable(iso);
+  return time.toISOString().slice(0, 19).replace("T", " ");
+}
+
+/** "3 / 1.20 MB", or "-" when the count is unknown. */
+function filesAndBytes(count: number | undefined, bytes: number | undefined): string {
+  if (count === undefined) return "-";
+  return bytes === undefined ? String(count) : `${count} / ${formatBytes(bytes)}`;
+}
+
+/** The job's state, with a running job's percent. */
+function stateOf(job: JobInfo): string {
+  return job.state +
+    (job.state === "running" && job.percent !== undefined ? ` ${job.percent.toFixed(0)}%` : "");
+}
+
+/** Why the job ended as it did, with who cancelled it; one line, "" when nothing to say. */
+function reasonOf(job: JobInfo): string {
+  const by = job.cancelled_by ? ` (by ${job.cancelled_by})` : "";
+  const again = job.rerun_of ? `rerun of ${job.rerun_of}` : "";
+  const reason = job.reason ? printable(job.reason).replaceAll("\n", " ") + by : "";
+  return [reason, again].filter(Boolean).join("; ");
+}
+
+/**
+ * When what the job keeps goes: a succeeded (or expired) job's results, a failed job's
+ * inputs (the time until which it can be rerun, marked "inputs").
+ */
+function expiryOf(job: JobInfo): string {
+  if (job.results_expire_at) return formatUtc(job.results_expire_at);
+  if (job.state === "failed" && job.inputs_expire_at) {
+    return `${formatUtc(job.inputs_expire_at)} inputs`;
+  }
+  return "-";
+}
+
+const JOBS_HEADER = [
+  "JOB ID",
+  "STATE",
+  "PRIORITY",
+  "POS",
+  "SUBMITTED (UTC)",
+  "STARTED (UTC)",
+  "FINISHED (UTC)",
+  "INPUTS",
+  "EXIT",
+  "RESULTS",
+  "EXPIRES (UTC)",
+  "REASON",
+];
+
+/**
+ * `jobs`: one row per job in submission order: state, priority, queue position, times
+ * (UTC), input files and bytes, the script's exit code, result files and bytes, when
+ * the results (a failed job: its inputs) expire, and the reason.
+ */
+export function jobsText(jobs: readonly JobInfo[], state?: string): string {
+  if (jobs.length === 0) {
+    return state ? `no job on the server is ${state}\n` : "the server holds no jobs\n";
+  }
+  return table(
+    JOBS_HEADER,
+    jobs.map((job) => [
+      job.job_id,
+      stateOf(job),
+      job.priority,
+      job.queue_position?.toString() ?? "-",
+      formatUtc(job.submitted_at),
+      formatUtc(job.started_at),
+      formatUtc(job.finished_at),
+      filesAndBytes(job.file_count, job.input_bytes),
+      job.exit_code?.toString() ?? "-",
+      filesAndBytes(job.result_count, job.result_bytes),
+      expiryOf(job),
+      reasonOf(job),
+    ]),
+  );
+}
+
+/** `jobs --json`: the jobs as the server described them. */
+export function jobsJson(jobs: readonly JobInfo[]): string {
+  return json({ jobs });
+}
+
+/**
+ * One line for a job that reached its end (`wait`, `cancel`): id, final state, when,
+ * and what came of it, e.g.
+ * `0b7f… succeeded at 2026-12-01 10:00:00 UTC: 12 result file(s), 30.0 MB, until 2026-12-08 10:00:00 UTC`.
+ */
+export function jobLine(job: JobInfo): string {
+  const at = job.finished_at ? ` at ${formatUtc(job.finished_at)} UTC` : "";
+  const head = `${job.job_id} ${job.state}${at}`;
+  switch (job.state) {
+    case "succeeded": {
+      const results = job.result_count === undefined
+        ? ""
+        : `: ${job.result_count} result file(s), ${formatBytes(job.result_bytes ?? 0)}`;
+      const until = job.results_expire_at
+        ? `, kept until ${formatUtc(job.results_expire_at)} UTC`
+        : "";
+      return `${head}${results}${until}`;
+    }
+    case "expired":
+      return `${head}; its results were removed`;
+    default: {
+      const reason = reasonOf(job);
+      return reason ? `${head}: ${reason}` : head;
+    }
+  }
+}
+
+/** `wait --json`, `cancel --json`: the jobs as the server last described them. */
+export function jobLinesJson(jobs: readonly JobInfo[]): string {
+  return json({ jobs });
+}
+
+/** The notice for a followed job's state (`job_status`), e.g. "job … queued (position 2)". */
+export function statusNotice(job: JobInfo): string {
+  const id = `job ${job.job_id}`;
+  switch (job.state) {
+    case "queued": {
+      const position = job.queue_position !== undefined
+        ? `position ${job.queue_position} in the queue, `
+        : "";
+      return `${id} queued (${position}priority ${job.priority})`;
+    }
+    case "running":
+      return `${id} running` + (job.attempts > 1 ? ` (attempt ${job.attempts})` : "");
+    case "receiving":
+      return `${id} is still being uploaded`;
+    default:
+      return jobLine(job).replace(job.job_id, id);
+  }
 }

@@ -486,24 +486,28 @@ export class JobSession {
    * follow it instead, which says which.
    */
   async #refusal(message: ServerMessageOf<"error">): Promise<undefined> {
-    const kind = unavailableKind(message.kind);
-    const jobId = this.#job.jobId;
-    if (
-      kind === "refused" && this.#opening.kind === "resume" && !this.#heard && !this.#fellBack &&
-      jobId
-    ) {
+    // An absent or unknown kind counts as refused (§4.3).
+    const kind = unavailableKind(message.kind) ??
+      (message.kind === "transfer" ? undefined : "refused");
+    const job = this.#job;
+    const jobId = job.jobId;
+    if (message.kind === "transfer") {
+      throw new TransferError(`the server could not take the upload: ${message.reason}`);
+    }
+    if (kind === "refused" && this.#opening.kind === "resume" && !this.#heard && jobId) {
+      if (this.#fellBack) throw new JobUnavailableError(kind, message.reason);
       this.#fellBack = true;
       await this.#channel.send({ type: "follow_job", job_id: jobId, deliver: true });
       return undefined;
     }
-    if (message.kind === "transfer") {
-      throw new TransferError(`the server could not take the upload: ${message.reason}`);
+    if (kind === "refused" && job.phase === "upload" && this.#heard && jobId) {
+      // In the middle of an upload the server refuses the next file only when it shuts
+      // down (§7.5); the job waits, receiving, for this client to come back.
+      throw new ConnectionError(`the server stopped the upload: ${message.reason}`);
     }
     // A request about a job by its id gets the server's one line; a new job's refusal
     // (too large, no disk space, …) says the job was refused.
-    if (kind && this.#opening.kind !== "submit") {
-      throw new JobUnavailableError(kind, message.reason);
-    }
+    if (this.#opening.kind !== "submit") throw new JobUnavailableError(kind!, message.reason);
     throw new JobError(`the server refused the job: ${message.reason}`);
   }
 

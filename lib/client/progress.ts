@@ -6,7 +6,7 @@
  * @module
  */
 import { printable } from "../printable.ts";
-import type { SubmitEvent } from "./submit.ts";
+import type { SubmitEvent } from "./job.ts";
 
 /** Where the display writes (stderr in the program, a buffer in tests). */
 export interface DisplayOptions {
@@ -15,6 +15,8 @@ export interface DisplayOptions {
   quiet: boolean;
   /** Clock in ms, for rates. */
   now?: () => number;
+  /** The line for a followed job's state (format.ts statusNotice). */
+  statusLine?: (job: Extract<SubmitEvent, { kind: "status" }>["job"]) => string;
 }
 
 /**
@@ -99,6 +101,11 @@ export class ProgressDisplay {
     this.#options = options;
   }
 
+  /** How a followed job's state reads (`DisplayOptions.statusLine`, else a plain default). */
+  #statusLine(job: Extract<SubmitEvent, { kind: "status" }>["job"]): string {
+    return this.#options.statusLine?.(job) ?? `job ${job.job_id} ${job.state}`;
+  }
+
   /** Print a full line (closing any bar first). */
   line(text: string): void {
     if (this.#options.quiet) return;
@@ -164,6 +171,9 @@ export class ProgressDisplay {
         } else if (event.percent !== undefined) {
           this.line(`  progress ${event.percent.toFixed(0)}%`);
         }
+        break;
+      case "status":
+        this.line(this.#statusLine(event.job));
         break;
       case "notice":
         this.line(event.text);

@@ -154,11 +154,10 @@ export async function getJobLog(channel: Channel, jobId: string, offset = 0): Pr
 
 /**
  * Follow `jobId` until it is final, without taking its results (`follow_job` without
- * `deliver`): the first `job_status`, the job's events, then its final `job_status`.
- * `onHeard` is told when the server first answers; `onEvent` hears the job's events.
- * An expired job is returned as it is (its state says expired). Whether a job final
- * from the start gets a second `job_status` is the server's choice: use a session per
- * job, so that nothing left unread matters.
+ * `deliver`, §6.7): the server answers `job_status` with the job as it is, relays its
+ * events while it waits or runs, and sends `job_status` once more, final, when it ends
+ * (at once when it already had). `onHeard` is told when the server first answers;
+ * `onEvent` hears the job's events.
  */
 export async function waitForJob(
   channel: Channel,
@@ -166,7 +165,7 @@ export async function waitForJob(
   options: { onHeard?: () => void; onEvent?: (event: SubmitEvent) => void } = {},
 ): Promise<JobInfo> {
   await channel.send({ type: "follow_job", job_id: jobId });
-  let first = true;
+  let first: JobInfo | undefined;
   while (true) {
     const message = await nextMessage(channel);
     if (message.type === "error") throw refusal(message);
@@ -181,11 +180,18 @@ export async function waitForJob(
       throw new ProtocolError(`expected news of job ${jobId}, got ${message.type}`);
     }
     if (message.type === "job_status") {
+      if (first) {
+        const state = message.job.state;
+        if (!FINAL_STATES.includes(state) && state !== "expired") {
+          throw new ProtocolError(`the server's last word on job ${jobId} says ${state}`);
+        }
+        return message.job;
+      }
+      first = message.job;
       options.onHeard?.();
-      const state = message.job.state;
-      if (FINAL_STATES.includes(state) || state === "expired") return message.job;
-      if (first) options.onEvent?.({ kind: "status", job: message.job });
-      first = false;
+      options.onEvent?.({ kind: "status", job: first });
+    } else if (!first) {
+      throw new ProtocolError(`${message.type} before job_status while following job ${jobId}`);
     } else if (message.type === "job_started") {
       options.onEvent?.({ kind: "started", jobId });
     } else if (message.type === "job_progress") {

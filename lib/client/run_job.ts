@@ -204,6 +204,7 @@ function lostContact(
       hint: `job ${jobId} stays on the server; fetch its results later: ${
         fetchCommand(options, jobId)
       }`,
+      fetchCommand: fetchCommand(options, jobId),
       cause: gaveUp.last,
     },
   );
