@@ -65,9 +65,11 @@ Commands:
                   server, copy FILE over jobs.sqlite, remove jobs.sqlite-wal and
                   jobs.sqlite-shm, start the server.
 
-Signals: SIGINT or SIGTERM stop accepting connections, cancel queued jobs, let
-running jobs finish within SHUTDOWN_GRACE seconds, then exit 0. A second signal
-stops at once (exit 1).
+Signals: SIGINT or SIGTERM stop accepting connections, let running jobs finish
+within SHUTDOWN_GRACE seconds (then stop them and queue them again, without using
+up an attempt), then exit 0. Queued jobs and cut-off uploads stay in the job store
+(RECON_STATE_DIR) and go on at the next start. A second signal stops at once
+(exit 1).
 
 Exit codes: 0 clean shutdown (or a command done), 1 stopped by a second signal,
 2 usage or configuration error (including RECON_FILEPATH, RECON_DICOM_DIR or the

@@ -1,8 +1,11 @@
 /**
  * Delivering a finished job's results to its client (docs/PROTOCOL.md §6.1 step 6,
  * §6.5): `dicom_transfer_start`, the client's `dicom_transfer_ack`, each file as
- * `result_file` + transfer (never following links), `recon_complete`, and only after
- * the client's `results_received` the results are removed. Anything else keeps them.
+ * `result_file` + transfer (never following links, from where a version 3 client's
+ * earlier delivery broke off), `recon_complete`, and the client's `results_received`,
+ * which the job store records as `delivered_at`. Version 3 keeps the results until
+ * they expire (lib/server/sweeper.ts), so they can be fetched again; versions 1 and 2
+ * remove them on `results_received`. Anything else fails the delivery and keeps them.
  *
  * `dicom_transfer_start` also says how many entries of the output directory were
  * skipped (not which: their names stay in the server log), so that a client can warn
@@ -14,28 +17,25 @@
  *
  * @module
  */
+import * as path from "node:path";
 import type { Channel } from "../wire/channel.ts";
 import type { Incoming } from "../wire/record.ts";
 import { MAX_MESSAGE_SIZE } from "../wire/record.ts";
-import { errorMessage, TransferError } from "../errors.ts";
+import { errorMessage, ProtocolError, TransferError } from "../errors.ts";
 import {
   type ClientMessage,
-  type ClientMessageV1,
-  type FileEntry,
   MAX_FILES_PER_JOB,
   MAX_RESULT_FILES,
   parseClientMessage,
 } from "../wire/protocol.ts";
-import { type FileIdentity, sendFileFrom } from "../wire/transfer.ts";
-import type { Job } from "./jobs.ts";
+import { sendFileFrom } from "../wire/transfer.ts";
+import type { JobRecord, OutputRecord } from "./job_store.ts";
 import { removeQuietly, type SessionContext } from "./session_context.ts";
 
-/** A collected result (lib/server/results.ts). */
+/** What {@link deliveryProblem} looks at of each result. */
 interface Result {
   name: string;
-  path: string;
   size: number;
-  identity?: FileIdentity;
 }
 
 const encoder = new TextEncoder();
@@ -71,27 +71,27 @@ export function deliveryProblem(results: readonly Result[], version: number): st
   return undefined;
 }
 
-/** What a successful job has for its client (lib/server/jobs.ts JobOutcome). */
-export interface Delivery {
-  results: readonly Result[];
-  /** Entries of the output directory not sent (§6.5): only their number is told. */
-  skipped: number;
-}
-
-/** Send the results and wait for the client's confirmation; results kept on any failure. */
+/**
+ * Send `job`'s results and wait for the client's confirmation; on any failure they stay.
+ * A version 3 client may say it holds the first results already (`resume_index`) and
+ * part of the next (`resume_offset`): those bytes are not sent again (§6.7). Each file
+ * must still be the one collected (device and inode) with the SHA-256 recorded.
+ * Version 3 keeps the results after `results_received` (they expire with
+ * RESULT_RETENTION); versions 1 and 2 remove them then, as they always did.
+ */
 export async function deliverResults(
   channel: Channel,
-  job: Job,
-  { results, skipped }: Delivery,
+  job: JobRecord,
+  outputs: readonly OutputRecord[],
   pending: Promise<Incoming>,
   context: SessionContext,
 ): Promise<void> {
-  const { log, peer } = context;
+  const { log, peer, store } = context;
   const v1 = channel.version === 1;
-  const expectFromClient = async (type: string): Promise<ClientMessage | ClientMessageV1> => {
+  const expectFromClient = async (type: string): Promise<ClientMessage> => {
     const answer = await pending;
     const message = answer.type === "message"
-      ? parseClientMessage(answer.message, channel.version)
+      ? parseClientMessage(answer.message, channel.version) as ClientMessage
       : undefined;
     if (message?.type === "error") {
       throw new TransferError(`the client could not take the results: ${message.reason}`);
@@ -108,50 +108,119 @@ export async function deliverResults(
     return message;
   };
   try {
-    const totalSize = results.reduce((sum, result) => sum + result.size, 0);
+    const totalSize = outputs.reduce((sum, result) => sum + result.size, 0);
+    const skipped = job.skipped ?? 0;
     await channel.send({
       type: "dicom_transfer_start",
       job_id: job.id,
-      count: results.length,
+      count: outputs.length,
       ...(v1
-        ? { files: results.map(({ name, size }) => ({ name, size })) }
+        ? { files: outputs.map(({ name, size }) => ({ name, size })) }
         : { total_size: totalSize }),
       // Omitted when 0, so the message is what it always was when nothing was skipped.
       ...(skipped > 0 ? { skipped } : {}),
     });
     const ack = await expectFromClient("dicom_transfer_ack");
-    if (ack.type === "dicom_transfer_ack" && ack.status !== "ready") {
+    if (ack.type !== "dicom_transfer_ack") throw new TransferError("no dicom_transfer_ack");
+    if (ack.status !== "ready") {
       throw new TransferError(`the client refused the results (status "${ack.status}")`);
     }
-    const delivered: FileEntry[] = [];
-    for (const result of results) {
+    const from = resumePoint(ack, outputs);
+    if (from.index > 0 || from.offset > 0) {
+      log.info(
+        `${peer}: job ${job.id}: the client holds ${from.index} result(s) and ${from.offset} bytes of the next; sending the rest`,
+      );
+    }
+    for (let index = from.index; index < outputs.length; index++) {
+      const result = outputs[index];
+      const offset = index === from.index ? from.offset : 0;
       await channel.send({
         type: "result_file",
         job_id: job.id,
         name: result.name,
         size: result.size,
+        ...(offset > 0 ? { offset } : {}),
       });
-      const digest = await sendFileFrom(channel, result.path, result.size, {
-        noFollow: true,
-        expect: result.identity,
-      });
-      // Version 2 keeps no list: each file's SHA-256 went with its FILE_END.
-      if (v1) delivered.push({ name: result.name, size: result.size, sha256: digest.sha256 });
+      const digest = await sendFileFrom(
+        channel,
+        path.join(job.outputDir, result.name),
+        result.size,
+        {
+          noFollow: true,
+          expect: result.dev !== undefined && result.ino !== undefined
+            ? { dev: result.dev, ino: result.ino }
+            : undefined,
+          offset,
+        },
+      );
+      if (digest.sha256 !== result.sha256) {
+        // The client checks what it got against FILE_END; this is the server's own
+        // check that the file is still the one the job wrote.
+        throw new TransferError(
+          `result ${
+            JSON.stringify(result.name)
+          } changed on the server since the job finished (SHA-256 ${digest.sha256}, recorded ${result.sha256})`,
+        );
+      }
     }
     await channel.send(
       v1
-        ? { type: "recon_complete", job_id: job.id, files: delivered }
-        : { type: "recon_complete", job_id: job.id, count: results.length },
+        ? {
+          type: "recon_complete",
+          job_id: job.id,
+          files: outputs.map(({ name, size, sha256 }) => ({ name, size, sha256 })),
+        }
+        : { type: "recon_complete", job_id: job.id, count: outputs.length },
     );
-    // Only the client's word that every file arrived intact lets the results go.
+    // Only the client's word that every file arrived intact counts as delivered.
     pending = channel.receive();
     await expectFromClient("results_received");
-    await removeQuietly(job.outputDir, log);
-    log.info(`${peer}: job ${job.id}: delivered ${results.length} result file(s)`);
+    store.markDelivered(job.id);
+    log.info(`${peer}: job ${job.id}: delivered ${outputs.length} result file(s)`);
   } catch (error) {
     log.warn(
       `job ${job.id}: delivery failed (${errorMessage(error)}); results kept in ${job.outputDir}`,
     );
     throw error;
   }
+  if (channel.version < 3) await removeDelivered(job, context);
+}
+
+/**
+ * Where a resumed delivery starts: `resume_index` results the client holds and
+ * `resume_offset` bytes of the next. Beyond the results is a protocol error (§6.7).
+ */
+function resumePoint(
+  ack: { resume_index?: number; resume_offset?: number },
+  outputs: readonly OutputRecord[],
+): { index: number; offset: number } {
+  const index = ack.resume_index ?? 0;
+  const offset = ack.resume_offset ?? 0;
+  if (index > outputs.length) {
+    throw new ProtocolError(
+      `the client says it holds ${index} results of ${outputs.length} (resume_index)`,
+    );
+  }
+  const size = index < outputs.length ? outputs[index].size : 0;
+  if (offset > size) {
+    throw new ProtocolError(
+      `the client says it holds ${offset} bytes of a result of ${size} (resume_offset)`,
+    );
+  }
+  return { index, offset };
+}
+
+/**
+ * A version 1 or 2 client's `results_received` removes the results (§6.5): the job
+ * is recorded `expired` first, then the files go.
+ */
+async function removeDelivered(job: JobRecord, context: SessionContext): Promise<void> {
+  const { store, log } = context;
+  try {
+    store.markExpired(job.id);
+  } catch (error) {
+    log.warn(`job ${job.id}: results delivered but kept: ${errorMessage(error)}`);
+    return;
+  }
+  if (await removeQuietly(job.outputDir, log)) store.setResultsRemoved(job.id);
 }

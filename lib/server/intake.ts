@@ -1,11 +1,18 @@
 /**
- * Taking a job in (docs/PROTOCOL.md §6.1 steps 1–4): read the announcement (version 1:
- * the `files` of `submit_recon_job`; version 2: `file_count` `input_file` messages
- * after it), check it, book disk space, pull each file with `request_file`, queue the
- * job and send `job_queued`.
+ * Taking a job in (docs/PROTOCOL.md §6.1 steps 1–4, §6.8): read the announcement
+ * (version 1: the `files` of `submit_recon_job`; versions 2 and 3: `file_count`
+ * `input_file` messages after it), check it, admit it against the free disk space,
+ * record the job (`receiving`, with its id) before the first `request_file`, pull each
+ * file with `request_file`, queue the job and send `job_queued`; or, for
+ * `resume_upload`, pull what a cut-off upload still lacks.
  *
- * A refused or broken submission leaves nothing behind: the job input directory is
- * removed before the session ends.
+ * Each input is received into a partial file of its own (`-partial-<index>` in the
+ * job's input directory: no input name can start with `-`, §6.2) and renamed to its
+ * name once its SHA-256 verified; then the store records it verified. A cut-off
+ * upload of a version 3 client keeps the verified bytes for UPLOAD_RESUME_WINDOW
+ * (lib/server/sweeper.ts ends it then); a version 1 or 2 client cannot resume, so its
+ * failed upload fails the job and leaves no input behind. This module owns
+ * `receiving → queued` and that failure.
  *
  * @module
  */
@@ -16,25 +23,36 @@ import { checkJobFileNames } from "../wire/file_names.ts";
 import {
   type ClientMessage,
   type ClientMessageV1,
+  type ClientMessageV2,
   type FileEntry,
   type MessageOf,
   parseClientMessage,
   parseReconOptions,
+  type Priority,
   type ReconOptions,
 } from "../wire/protocol.ts";
 import { MAX_MESSAGE_SIZE } from "../wire/record.ts";
-import { receiveFileTo } from "../wire/transfer.ts";
-import { Job } from "./jobs.ts";
+import { partialLength, receiveFileResumable } from "../wire/transfer.ts";
+import type { InputRecord, JobRecord } from "./job_store.ts";
+import type { Subscription } from "./job_events.ts";
 import { checkScript } from "./worker.ts";
-import { cancelJob, removeQuietly, type SessionContext } from "./session_context.ts";
+import { heldBytes, partialPath, removeQuietly } from "./job_files.ts";
+import { Refusal, unknownJob, utc } from "./refusal.ts";
+import type { SessionContext } from "./session_context.ts";
 
-/** `submit_recon_job` of either protocol version. */
+export { Refusal } from "./refusal.ts";
+
+/** `submit_recon_job` of any protocol version. */
 export type Submit =
   | MessageOf<ClientMessage, "submit_recon_job">
+  | MessageOf<ClientMessageV2, "submit_recon_job">
   | MessageOf<ClientMessageV1, "submit_recon_job">;
 
-/** A refusal the client is told about with an `error` message. */
-export class Refusal extends Error {}
+/** A job taken in: its id, and the session's subscription to its events. */
+export interface Intake {
+  id: string;
+  subscription: Subscription;
+}
 
 /** A submission as announced, before any check. */
 interface Announcement {
@@ -45,7 +63,7 @@ interface Announcement {
 const encoder = new TextEncoder();
 
 /**
- * Read the whole announcement. In version 2 the `input_file` messages follow
+ * Read the whole announcement. From version 2 on the `input_file` messages follow
  * `submit_recon_job` unasked, so they are read before any refusal, which keeps the
  * session in step; anything else in their place is a protocol error.
  */
@@ -105,108 +123,269 @@ function checkSubmission(announced: Announcement, context: SessionContext): {
 }
 
 /**
- * Book `total` bytes of disk for an upload, or refuse the job. The check and the
- * booking happen with no await between them, so two submissions checked at the same
- * time cannot both count the same free space.
+ * Bytes that uploads still have to write: every `receiving` job's announced size less
+ * what it already holds (its verified bytes are on disk, so free space counts them).
  */
-async function bookDiskSpace(context: SessionContext, total: number): Promise<void> {
+export function bytesToCome(context: SessionContext): number {
+  let bytes = 0;
+  for (const job of context.store.inState("receiving")) {
+    bytes += Math.max(0, job.inputBytes - (context.leases.heldBytes.get(job.id) ?? 0));
+  }
+  return bytes;
+}
+
+/**
+ * Admit a job of `total` bytes against the free disk space and record it, or refuse
+ * it. Kept inputs and results are already on disk; what uploads in progress and cut
+ * off ones still have to write is booked. The check and the record happen with no
+ * await between them (the store is synchronous), so two submissions checked at the
+ * same time cannot both count the same free space.
+ */
+async function admit(
+  context: SessionContext,
+  total: number,
+  record: () => JobRecord,
+): Promise<JobRecord> {
   const dir = context.reconFilePath;
   const margin = context.diskFreeMargin;
   const free = await context.diskFree(dir);
-  const booked = context.uploadsInProgress;
-  const needed = booked.bytes + total;
+  const needed = bytesToCome(context) + total;
   if (needed + margin > free) {
     throw new Refusal(
       `not enough disk space on the server for ${needed} bytes (${free} free in ${dir}, keeping ${margin} spare)`,
     );
   }
-  booked.bytes += total;
+  return record();
 }
 
-/** Read and check a submission, pull every file into a fresh job input directory, queue it. */
+/** Read and check a submission, record the job, pull every file, queue it. */
 export async function receiveJob(
   channel: Channel,
   message: Submit,
   context: SessionContext,
-): Promise<Job> {
+): Promise<Intake> {
   const announced = await readAnnouncement(channel, message);
   const { files, options, total } = checkSubmission(announced, context);
   const scriptProblem = await checkScript(context.reconScript);
   if (scriptProblem) throw new Refusal(`${scriptProblem}; tell the recon box's administrator`);
   await Deno.mkdir(context.reconFilePath, { recursive: true });
-  await bookDiskSpace(context, total);
-  try {
-    return await receiveFiles(channel, files, options, total, context);
-  } finally {
-    context.uploadsInProgress.bytes -= total;
-  }
-}
-
-async function receiveFiles(
-  channel: Channel,
-  files: FileEntry[],
-  options: ReconOptions,
-  total: number,
-  context: SessionContext,
-): Promise<Job> {
   const id = crypto.randomUUID();
-  const inputDir = path.join(context.reconFilePath, `job_${id}_input`);
-  await Deno.mkdir(inputDir, { mode: 0o700 });
-  const { log, peer } = context;
-  log.info(`${peer}: job ${id}: receiving ${files.length} file(s), ${total} bytes`);
-  try {
-    for (const file of files) {
-      if (context.shuttingDown()) throw new Refusal("the server is shutting down; try again later");
-      await channel.send({
-        type: "request_file",
-        job_id: id,
+  const priority: Priority = ("priority" in message ? message.priority : undefined) ?? "normal";
+  const record = await admit(context, total, () =>
+    context.store.createReceiving({
+      id,
+      priority,
+      client: channel.keyId,
+      peer: context.peer,
+      keyId: channel.keyId,
+      options,
+      inputDir: path.join(context.reconFilePath, `job_${id}_input`),
+      outputDir: path.join(context.reconDicomDir, `job_${id}_output`),
+      logPath: path.join(context.reconFilePath, `job_${id}.log`),
+      files: files.map((file) => ({
         name: file.name,
-        ...pathOnClient(file),
-      });
-      const digest = await receiveFileTo(channel, path.join(inputDir, file.name), file.size, {
-        noOverwrite: true,
-      });
-      file.sha256 = digest.sha256;
-      log.debug(`job ${id}: received ${file.name} (${file.size} bytes, sha256 ${digest.sha256})`);
-    }
+        size: file.size,
+        originalPath: file.original_path_on_client,
+      })),
+      uploadExpiresAt: context.now() + context.uploadResumeWindow * 1000,
+    }));
+  context.leases.heldBytes.set(id, 0);
+  context.log.info(
+    `${context.peer}: job ${id}: receiving ${files.length} file(s), ${total} bytes (priority ${priority})`,
+  );
+  try {
+    await Deno.mkdir(record.inputDir, { mode: 0o700 });
   } catch (error) {
-    await removeQuietly(inputDir, log);
-    log.warn(`${peer}: job ${id}: upload failed, removed ${inputDir}: ${errorMessage(error)}`);
+    await failUpload(context, record, error);
     throw error;
   }
-  const job = new Job({
-    id,
-    files,
-    options,
-    inputDir,
-    outputDir: path.join(context.reconDicomDir, `job_${id}_output`),
-    logPath: path.join(context.reconFilePath, `job_${id}.log`),
-  });
-  try {
-    context.queue.enqueue(job);
-  } catch (error) {
-    await removeQuietly(inputDir, log);
-    throw new Refusal(errorMessage(error));
-  }
-  log.info(`${peer}: job ${id}: queued (${context.queue.queueLength} waiting)`);
-  try {
-    await channel.send(jobQueued(channel.version, id, files));
-  } catch (error) {
-    // The client never learnt the job exists (it reports the upload as dropped): drop it.
-    log.warn(`${peer}: job ${id}: client gone before it heard the job was queued; dropping it`);
-    cancelJob(job, context, "the client was gone before the job was confirmed");
-    throw error;
-  }
-  return job;
+  return await pullInputs(channel, record, context);
 }
 
 /**
- * `job_queued`. Version 2 names no files. Version 1 lists them (optional there) only
- * when the list fits MAX_MESSAGE_SIZE, so that a large job is not lost after its upload.
+ * `resume_upload`: pull what job `id`'s cut-off upload still lacks. A session still
+ * uploading it (a connection not yet known to be dead) is stopped first.
  */
-function jobQueued(version: number, id: string, files: FileEntry[]): Record<string, unknown> {
-  const message = { type: "job_queued", job_id: id, files_received: files.length };
+export async function resumeUpload(
+  channel: Channel,
+  id: string,
+  context: SessionContext,
+): Promise<Intake> {
+  const found = context.store.get(id);
+  if (!found) throw unknownJob(id);
+  const record = context.sweeper.settle(found);
+  if (record.state !== "receiving") {
+    if (record.state === "failed" && record.queuedAt === undefined && record.inputsRemoved) {
+      throw new Refusal(
+        `the upload of job ${id} was not resumed in time and was removed on ${
+          utc(record.finishedAt ?? context.now())
+        }: ${record.reason}`,
+        "expired",
+      );
+    }
+    throw new Refusal(
+      record.state === "queued" || record.state === "running"
+        ? `job ${id} is already ${record.state}: its upload is complete; follow it instead`
+        : `job ${id} is ${record.state}; it is not being uploaded`,
+    );
+  }
+  if (context.shuttingDown()) throw new Refusal("the server is shutting down; try again later");
+  await context.leases.stopUpload(id);
+  await Deno.mkdir(record.inputDir, { recursive: true, mode: 0o700 });
+  const inputs = context.store.inputs(id);
+  const held = await heldBytes(record.inputDir, inputs);
+  context.leases.heldBytes.set(id, held);
+  const left = inputs.filter((input) => input.sha256 === undefined).length;
+  context.log.info(
+    `${context.peer}: job ${id}: resuming its upload: ${left} of ${inputs.length} file(s) to go, ${held} of ${record.inputBytes} bytes held`,
+  );
+  return await pullInputs(channel, record, context);
+}
+
+/** Pull every input not yet verified; queue the job; send `job_queued`. */
+async function pullInputs(
+  channel: Channel,
+  record: JobRecord,
+  context: SessionContext,
+): Promise<Intake> {
+  const { id, inputDir } = record;
+  const { store, leases, log, peer } = context;
+  const inputs = store.inputs(id);
+  const release = leases.beginUpload(id, () => channel.abort());
+  let subscription: Subscription;
+  try {
+    let verified = inputs.reduce((sum, input) => sum + (input.sha256 ? input.size : 0), 0);
+    for (const input of inputs) {
+      if (input.sha256 !== undefined) continue;
+      if (context.shuttingDown()) throw new Refusal("the server is shutting down; try again later");
+      const partial = partialPath(inputDir, input.index);
+      // Only a version 3 client can resume; for another a partial file is stale.
+      const offset = channel.version >= 3 ? await partialLength(partial) : 0;
+      await channel.send({
+        type: "request_file",
+        job_id: id,
+        name: input.name,
+        ...(input.originalPath === undefined
+          ? {}
+          : { original_path_on_client: input.originalPath }),
+        ...(offset > 0 ? { offset } : {}),
+      });
+      const base = verified;
+      const digest = await receiveFileResumable(channel, partial, input.size, offset, {
+        onProgress: (bytes) => leases.heldBytes.set(id, base + bytes),
+      });
+      await Deno.rename(partial, path.join(inputDir, input.name));
+      store.inputVerified(id, input.index, digest.sha256);
+      verified += input.size;
+      log.debug(
+        `job ${id}: received ${input.name} (${input.size} bytes, sha256 ${digest.sha256})`,
+      );
+    }
+    // Subscribed before the job can start, so its job_started is never missed.
+    subscription = context.scheduler.subscribe(id);
+    try {
+      store.markQueued(id);
+    } catch (error) {
+      subscription.close();
+      throw error;
+    }
+  } catch (error) {
+    release();
+    await uploadStopped(channel, context, id, error);
+    throw error;
+  }
+  release();
+  leases.forgetUpload(id);
+  context.scheduler.wake();
+  log.info(`${peer}: job ${id}: queued (${store.queued().length} waiting)`);
+  try {
+    await channel.send(jobQueued(channel.version, id, store.inputs(id)));
+  } catch (error) {
+    subscription.close();
+    if (channel.version >= 3) {
+      // It knows the id from request_file: it follows the job when it reconnects.
+      log.warn(
+        `${peer}: job ${id}: client gone before it heard the job was queued; it stays queued`,
+      );
+    } else {
+      // The client reports the upload as lost and will not ask again: drop the job.
+      log.warn(`${peer}: job ${id}: client gone before it heard the job was queued; dropping it`);
+      context.scheduler.cancel(id, "the client was gone before the job was confirmed", context.by)
+        .catch((error) => log.warn(`job ${id}: could not cancel it: ${errorMessage(error)}`));
+    }
+    throw error;
+  }
+  return { id, subscription };
+}
+
+/**
+ * An upload ended before its job was queued. A job cancelled meanwhile is the canceller's
+ * to clean up. A version 3 client resumes it: the job stays `receiving`, with a fresh
+ * UPLOAD_RESUME_WINDOW from now; for an older one it fails and its input goes.
+ */
+async function uploadStopped(
+  channel: Channel,
+  context: SessionContext,
+  id: string,
+  error: unknown,
+): Promise<void> {
+  const record = context.store.get(id);
+  if (record?.state !== "receiving") return;
+  if (channel.version >= 3) {
+    const until = context.leases.cutOff(id, context.now() + context.uploadResumeWindow * 1000);
+    const held = context.leases.heldBytes.get(id) ?? 0;
+    context.log.warn(
+      `${context.peer}: job ${id}: upload cut off with ${held} of ${record.inputBytes} bytes verified (${
+        errorMessage(error)
+      }); its client may resume it until ${utc(until)}`,
+    );
+    return;
+  }
+  await failUpload(context, record, error);
+}
+
+/** Fail a job whose upload cannot go on, and remove its input. */
+async function failUpload(
+  context: SessionContext,
+  record: JobRecord,
+  error: unknown,
+): Promise<void> {
+  const { store, log, peer, leases } = context;
+  try {
+    store.markFailed(record.id, {
+      reason: `the upload failed: ${errorMessage(error)}`,
+      exitCode: null,
+      stderrTail: [],
+    });
+  } catch (storeError) {
+    log.error(`job ${record.id}: cannot record its failed upload: ${errorMessage(storeError)}`);
+    return;
+  }
+  leases.forgetUpload(record.id);
+  if (!await removeQuietly(record.inputDir, log)) return;
+  store.setInputsRemoved(record.id);
+  log.warn(
+    `${peer}: job ${record.id}: upload failed, removed ${record.inputDir}: ${errorMessage(error)}`,
+  );
+}
+
+/**
+ * `job_queued`. Versions 2 and 3 name no files. Version 1 lists them (optional there)
+ * only when the list fits MAX_MESSAGE_SIZE, so that a large job is not lost after its
+ * upload.
+ */
+function jobQueued(version: number, id: string, inputs: InputRecord[]): Record<string, unknown> {
+  const message = { type: "job_queued", job_id: id, files_received: inputs.length };
   if (version !== 1) return message;
+  const files: FileEntry[] = [];
+  for (const input of inputs) {
+    files.push({
+      name: input.name,
+      size: input.size,
+      ...(input.originalPath === undefined ? {} : { original_path_on_client: input.originalPath }),
+      ...(input.sha256 === undefined ? {} : { sha256: input.sha256 }),
+    });
+  }
   const listed = { ...message, files };
   return encoder.encode(JSON.stringify(listed)).length <= MAX_MESSAGE_SIZE ? listed : message;
 }

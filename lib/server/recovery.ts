@@ -1,41 +1,71 @@
 /**
- * What a crashed server left behind, cleaned up at the next start
- * (docs/PROTOCOL.md §6.5): job input directories of jobs that never finished (their
- * clients were told the connection failed, and still hold the files), the process
- * groups of reconstruction scripts that outlived the server (each runs in its own
- * session, so it does not die with it), and the output directories of jobs that had
- * no outcome yet: a script killed halfway leaves partial files that must never pass
- * for results. Such a job still has its `job_<id>.running` marker (lib/server/worker.ts).
- * Result directories of jobs that finished are kept: the log said where they are.
+ * What a server that stopped (a crash, a power cut, SIGKILL, or a clean shutdown) left
+ * behind, put right at the next start, from the job store (docs/PROTOCOL.md §6.6):
  *
- * Jobs live in memory only, so nothing else can be resumed.
+ * - scripts that outlived the server (each runs in its own session, so it does not
+ *   die with it) are stopped, with every process carrying their RECON_JOB_ID;
+ * - a job that was `running` is queued again at its place, or fails with "the server
+ *   stopped while it was running" once it was started JOB_MAX_ATTEMPTS times (its
+ *   inputs are kept for a re-run); what its script wrote is partial output, never
+ *   results, and is removed (also for a job whose `job_<id>.running` marker,
+ *   lib/server/worker.ts, is left from before the store);
+ * - queued jobs stay queued; cut-off uploads stay `receiving`, resumable for a full
+ *   UPLOAD_RESUME_WINDOW from this start;
+ * - job directories are checked against the store: a directory the store says is
+ *   gone (a removal cut short) is removed; one the store does not know is left in
+ *   place with a warning: nothing is deleted that cannot be accounted for.
+ *
+ * This module owns `running → queued | failed` at a restart.
  *
  * @module
  */
 import * as path from "node:path";
+import { errorMessage } from "../errors.ts";
 import { writeFileNoFollow } from "../fs_safety.ts";
 import type { Logger } from "../log.ts";
+import type { JobRecord, JobStore } from "./job_store.ts";
+import type { JobLeases } from "./job_leases.ts";
 import { stopJobProcesses } from "./job_processes.ts";
+import { heldBytes, removeQuietly, runningMarkerPath } from "./job_files.ts";
+import { utc } from "./refusal.ts";
 
 /** What {@link recoverAfterCrash} did. */
 export interface RecoveryReport {
+  /** Input directories the store says are gone, removed. */
   removedInputDirs: string[];
   stoppedScripts: number[];
-  /** Output directories of jobs that never got an outcome (partial results). */
+  /** Partial output (of jobs that never got an outcome) and output the store says is gone. */
   removedOutputDirs: string[];
+  /** Jobs that were running: queued again, or failed after their last attempt. */
+  requeued: string[];
+  failed: string[];
+  /** Job directories the store does not know, left in place. */
+  unknownDirs: string[];
 }
+
+/** Inputs of {@link recoverAfterCrash}. */
+export interface RecoveryOptions {
+  reconFilePath: string;
+  reconDicomDir: string;
+  store: JobStore;
+  leases: JobLeases;
+  /** JOB_MAX_ATTEMPTS. */
+  jobMaxAttempts: number;
+  /** FAILED_INPUT_RETENTION and UPLOAD_RESUME_WINDOW in seconds. */
+  failedInputRetention: number;
+  uploadResumeWindow: number;
+  log: Logger;
+  /** The clock (ms since the epoch); default Date.now. */
+  now?: () => number;
+}
+
+/** Why a job that was running when the server stopped fails after its last attempt. */
+export const STOPPED_WHILE_RUNNING = "the server stopped while it was running";
 
 const INPUT_DIR = /^job_([0-9a-f-]{36})_input$/;
+const OUTPUT_DIR = /^job_([0-9a-f-]{36})_output$/;
 const PID_FILE = /^job_([0-9a-f-]{36})\.pid$/;
 const RUNNING_MARKER = /^job_([0-9a-f-]{36})\.running$/;
-
-/**
- * The marker that says job output is not final, next to the job's log
- * (`RECON_FILEPATH/job_<id>.running`); it holds the output directory's path.
- */
-export function runningMarkerPath(logPath: string): string {
-  return logPath.replace(/\.log$/, "") + ".running";
-}
 
 /**
  * True when process `pid` is a reconstruction script of job `jobId`: its environment
@@ -89,19 +119,20 @@ async function liveOwner(reconFilePath: string): Promise<number | undefined> {
 }
 
 /**
- * Stop leftover script groups and remove leftover job input directories under
- * `reconFilePath`, then record this process as its user. When another live
- * recon-server already uses the directory (two servers sharing RECON_FILEPATH),
- * nothing is touched and a warning says so.
+ * Put right what the last server left: stop leftover scripts, queue again (or fail)
+ * the jobs that were running, remove partial output, keep cut-off uploads resumable,
+ * and check the job directories against the store. When another live recon-server
+ * uses RECON_FILEPATH (two servers sharing it), no file is touched and a warning says so.
  */
-export async function recoverAfterCrash(
-  reconFilePath: string,
-  log: Logger,
-): Promise<RecoveryReport> {
+export async function recoverAfterCrash(options: RecoveryOptions): Promise<RecoveryReport> {
+  const { reconFilePath, log } = options;
   const report: RecoveryReport = {
     removedInputDirs: [],
     stoppedScripts: [],
     removedOutputDirs: [],
+    requeued: [],
+    failed: [],
+    unknownDirs: [],
   };
   const other = await liveOwner(reconFilePath);
   if (other !== undefined) {
@@ -113,13 +144,43 @@ export async function recoverAfterCrash(
   // Never through a link someone planted there: a root server would truncate its target.
   await writeFileNoFollow(path.join(reconFilePath, OWNER_FILE), `${Deno.pid}\n`, 0o644)
     .catch(() => {});
-  let entries: Deno.DirEntry[];
+  const entries = await readDir(reconFilePath);
+  await stopLeftoverScripts(reconFilePath, entries, log, report);
+  for (const entry of entries) {
+    const marker = RUNNING_MARKER.exec(entry.name);
+    if (!marker || !entry.isFile) continue;
+    const job = options.store.get(marker[1]);
+    if (job?.state === "succeeded" || job?.state === "expired") {
+      // It finished after all: its output is its results (or already expired).
+      await Deno.remove(path.join(reconFilePath, entry.name)).catch(() => {});
+    } else {
+      await removePartialOutput(reconFilePath, entry.name, marker[1], log, report);
+    }
+  }
+  await settleRunningJobs(options, report);
+  await keepUploadsResumable(options);
+  const queued = options.store.queued().length;
+  if (queued > 0) log.info(`${queued} queued job(s) resume in their order`);
+  await checkJobDirs(options, entries, report);
+  return report;
+}
+
+async function readDir(dir: string): Promise<Deno.DirEntry[]> {
   try {
-    entries = await Array.fromAsync(Deno.readDir(reconFilePath));
+    return await Array.fromAsync(Deno.readDir(dir));
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return report;
+    if (error instanceof Deno.errors.NotFound) return [];
     throw error;
   }
+}
+
+/** Stop the process group named by each leftover `job_<id>.pid`, and the job's helpers. */
+async function stopLeftoverScripts(
+  reconFilePath: string,
+  entries: Deno.DirEntry[],
+  log: Logger,
+  report: RecoveryReport,
+): Promise<void> {
   for (const entry of entries) {
     const pidFile = PID_FILE.exec(entry.name);
     if (!pidFile || !entry.isFile) continue;
@@ -143,25 +204,133 @@ export async function recoverAfterCrash(
     }
     await Deno.remove(file).catch(() => {});
   }
-  for (const entry of entries) {
-    const marker = RUNNING_MARKER.exec(entry.name);
-    if (marker && entry.isFile) {
-      await removePartialOutput(reconFilePath, entry.name, marker[1], log, report);
+}
+
+/**
+ * Each job the store has `running` was cut off by the stop: queue it again, at its
+ * place, or fail it once it used up JOB_MAX_ATTEMPTS (recorded first); then remove
+ * what its script wrote.
+ */
+async function settleRunningJobs(options: RecoveryOptions, report: RecoveryReport): Promise<void> {
+  const { store, log, jobMaxAttempts } = options;
+  const now = (options.now ?? Date.now)();
+  for (const job of store.inState("running")) {
+    let settled: JobRecord;
+    try {
+      if (job.attempts >= jobMaxAttempts) {
+        settled = store.markFailed(job.id, {
+          reason: STOPPED_WHILE_RUNNING,
+          exitCode: null,
+          stderrTail: [],
+          inputsExpireAt: now + options.failedInputRetention * 1000,
+        });
+        report.failed.push(job.id);
+        log.warn(
+          `job ${job.id}: failed: ${STOPPED_WHILE_RUNNING} (attempt ${job.attempts} of ${jobMaxAttempts}, JOB_MAX_ATTEMPTS); its inputs are kept until ${
+            utc(settled.inputsExpireAt!)
+          }`,
+        );
+      } else {
+        settled = store.requeue(job.id, { refundAttempt: false });
+        report.requeued.push(job.id);
+        log.warn(
+          `job ${job.id}: was running when the server stopped; queued again (attempt ${job.attempts} of ${jobMaxAttempts} used)`,
+        );
+      }
+    } catch (error) {
+      log.error(`job ${job.id}: cannot settle it after the stop: ${errorMessage(error)}`);
+      continue;
     }
+    if (await exists(settled.outputDir)) {
+      await stopJobProcesses(job.id);
+      if (await removeQuietly(settled.outputDir, log)) {
+        report.removedOutputDirs.push(settled.outputDir);
+        log.warn(
+          `job ${job.id}: removed ${settled.outputDir}, partial output of a run the server stopped`,
+        );
+      }
+    }
+    await Deno.remove(runningMarkerPath(settled.logPath)).catch(() => {});
   }
-  for (const entry of entries) {
-    const inputDir = INPUT_DIR.exec(entry.name);
-    if (!inputDir || !entry.isDirectory) continue;
-    const dir = path.join(reconFilePath, entry.name);
-    await Deno.remove(dir, { recursive: true });
-    report.removedInputDirs.push(dir);
+}
+
+/** Cut-off uploads wait for their clients a whole UPLOAD_RESUME_WINDOW from this start. */
+async function keepUploadsResumable(options: RecoveryOptions): Promise<void> {
+  const { store, leases, log } = options;
+  const now = (options.now ?? Date.now)();
+  const receiving = store.inState("receiving");
+  if (receiving.length === 0) return;
+  const until = now + options.uploadResumeWindow * 1000;
+  for (const job of receiving) {
+    leases.cutOff(job.id, until);
+    leases.heldBytes.set(job.id, await heldBytes(job.inputDir, store.inputs(job.id)));
+  }
+  log.info(
+    `${receiving.length} cut-off upload(s) may be resumed by their clients until ${utc(until)}`,
+  );
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await Deno.lstat(file);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
+/**
+ * Every `job_<id>_input` in RECON_FILEPATH and `job_<id>_output` in RECON_DICOM_DIR,
+ * against the store: kept while the job needs it, removed when the store says it is
+ * gone, left with a warning when the store does not know the job.
+ */
+async function checkJobDirs(
+  options: RecoveryOptions,
+  entries: Deno.DirEntry[],
+  report: RecoveryReport,
+): Promise<void> {
+  const { store, log, reconFilePath, reconDicomDir } = options;
+  const outputs = await readDir(reconDicomDir);
+  const dirs = [
+    ...entries.map((entry) => ({ entry, parent: reconFilePath, pattern: INPUT_DIR })),
+    ...outputs.map((entry) => ({ entry, parent: reconDicomDir, pattern: OUTPUT_DIR })),
+  ];
+  for (const { entry, parent, pattern } of dirs) {
+    const match = pattern.exec(entry.name);
+    if (!match) continue;
+    const dir = path.join(parent, entry.name);
+    const input = pattern === INPUT_DIR;
+    const job = store.get(match[1]);
+    if (!job) {
+      report.unknownDirs.push(dir);
+      log.warn(
+        `${dir}: left in place: the job store has no job ${
+          match[1]
+        } (from an older recon-server, or another store); remove it once nobody needs it`,
+      );
+      continue;
+    }
+    const needed = input
+      ? ["receiving", "queued", "running"].includes(job.state) ||
+        (job.state === "failed" && !job.inputsRemoved)
+      : job.state === "succeeded" && !job.resultsRemoved;
+    if (needed || (input && dir !== job.inputDir) || (!input && dir !== job.outputDir)) continue;
+    if (!await removeQuietly(dir, log)) continue;
+    const final = !["receiving", "queued", "running"].includes(job.state);
+    if (input) {
+      report.removedInputDirs.push(dir);
+      if (final && !job.inputsRemoved) store.setInputsRemoved(job.id);
+    } else {
+      report.removedOutputDirs.push(dir);
+      if (job.state === "expired" && !job.resultsRemoved) store.setResultsRemoved(job.id);
+    }
     log.warn(
-      `job ${
-        inputDir[1]
-      }: removed ${dir}, left by a server that did not shut down (the job never finished; its client was told)`,
+      `job ${job.id}: removed ${dir}: the job is ${job.state} and needs no ${
+        input ? "inputs" : "output"
+      } (a removal the last server did not finish)`,
     );
   }
-  return report;
 }
 
 /**

@@ -16,7 +16,8 @@
  *
  * @module
  */
-import type { FileIdentity } from "../wire/transfer.ts";
+import { createHash } from "node:crypto";
+import { type FileIdentity, openForSending } from "../wire/transfer.ts";
 import * as path from "node:path";
 import { JobError } from "../errors.ts";
 import { resultPathProblem } from "../wire/file_names.ts";
@@ -210,4 +211,43 @@ export async function adoptLegacyResults(
     adopted.push(entry.name);
   }
   return adopted;
+}
+
+/** Bytes read at a time when a result is hashed. */
+const HASH_CHUNK = 1024 * 1024;
+
+/**
+ * The SHA-256 (hex) of a collected result, read without following links and only if it
+ * is still the file collected (device and inode): what the job store records for it.
+ * Throws JobError when it is not, or cannot be read.
+ */
+export async function hashResult(result: ResultFile): Promise<string> {
+  let opened: { file: Deno.FsFile; size: number };
+  try {
+    opened = await openForSending(result.path, { noFollow: true, expect: result.identity });
+  } catch (error) {
+    throw new JobError(
+      `result ${JSON.stringify(result.name)} changed while results were collected (${
+        (error as Error).message
+      }); no results are sent`,
+    );
+  }
+  const hash = createHash("sha256");
+  const buffer = new Uint8Array(HASH_CHUNK);
+  let size = 0;
+  try {
+    for (let n = await opened.file.read(buffer); n !== null; n = await opened.file.read(buffer)) {
+      hash.update(buffer.subarray(0, n));
+      size += n;
+    }
+  } finally {
+    opened.file.close();
+  }
+  if (size !== result.size) {
+    throw new JobError(
+      `result ${JSON.stringify(result.name)} changed size while results were collected ` +
+        `(${result.size} → ${size} bytes); no results are sent`,
+    );
+  }
+  return hash.digest("hex");
 }

@@ -1,11 +1,16 @@
 /**
- * The recon server: listens, screens each connection (TRUSTEDIPS, unauthenticated
- * connection caps, slowing down addresses that waste key derivations) before any
- * handshake, runs the handshake, serves each authenticated session, and shuts down
- * gracefully (docs/PROTOCOL.md §6, §8).
+ * The recon server: opens the job store (before it touches any directory: a store it
+ * cannot use stops the start), puts right what the last server left
+ * (lib/server/recovery.ts), runs the queue (lib/server/scheduler.ts) and the retention
+ * sweeper (lib/server/sweeper.ts), listens, screens each connection (TRUSTEDIPS,
+ * unauthenticated connection caps, slowing down addresses that waste key derivations)
+ * before any handshake, runs the handshake, serves each authenticated session, and
+ * shuts down gracefully: queued jobs stay queued, running ones get SHUTDOWN_GRACE and
+ * are then queued again (docs/PROTOCOL.md §6, §7.5, §8).
  *
  * @module
  */
+import * as path from "node:path";
 import type { Channel } from "../wire/channel.ts";
 import { Channel as SecureChannel } from "../wire/channel.ts";
 import { ConfigError, errorMessage, HandshakeError, TimeoutError } from "../errors.ts";
@@ -20,10 +25,13 @@ import {
   TrustedAddresses,
   type Zone,
 } from "./access.ts";
-import { JobQueue } from "./jobs.ts";
+import { JobStore } from "./job_store.ts";
+import { JobLeases } from "./job_leases.ts";
 import { recoverAfterCrash } from "./recovery.ts";
+import { Scheduler } from "./scheduler.ts";
 import { diskFree, serveSession } from "./session.ts";
-import { checkScript, executeJob } from "./worker.ts";
+import { Sweeper } from "./sweeper.ts";
+import { checkScript, localExecutor } from "./worker.ts";
 
 /** Inputs of {@link ReconServer.start}. */
 export interface ServerOptions {
@@ -35,6 +43,15 @@ export interface ServerOptions {
   killGraceMs?: number;
   /** Free bytes on the file system that holds a directory; default statfs (tests pretend). */
   diskFree?: (dir: string) => Promise<number>;
+  /** The clock (ms since the epoch) of the store, the sweeper and retention; default Date.now. */
+  now?: () => number;
+}
+
+/** RECON_STATE_DIR, or its default: `state` beside RECON_FILEPATH. */
+export function stateDirOf(config: ReconConfig): string {
+  return config.RECON_STATE_DIR !== ""
+    ? config.RECON_STATE_DIR
+    : path.join(path.dirname(path.resolve(config.RECON_FILEPATH)), "state");
 }
 
 interface Tracked {
@@ -61,7 +78,10 @@ class WatchedKeys extends Map<string, Uint8Array<ArrayBuffer>> {
 /** A running server. */
 export class ReconServer {
   readonly addr: Deno.NetAddr;
-  readonly queue: JobQueue;
+  readonly store: JobStore;
+  readonly scheduler: Scheduler;
+  readonly sweeper: Sweeper;
+  readonly leases: JobLeases;
   #listener: Deno.Listener;
   #options: ServerOptions;
   #trusted: TrustedAddresses;
@@ -74,12 +94,18 @@ export class ReconServer {
   /** Refusals and failed handshakes: one line per address a minute, 100 a minute overall. */
   #throttle = new LogThrottle({ windowMs: 60_000, maxLines: 100 });
   #stopping = new AbortController();
-  #uploadsInProgress = { bytes: 0 };
 
-  private constructor(listener: Deno.Listener, options: ServerOptions) {
+  private constructor(
+    listener: Deno.Listener,
+    options: ServerOptions,
+    store: JobStore,
+    leases: JobLeases,
+  ) {
     const { config, log } = options;
     this.#listener = listener;
     this.#options = options;
+    this.store = store;
+    this.leases = leases;
     this.addr = listener.addr as Deno.NetAddr;
     this.#trusted = new TrustedAddresses(config.TRUSTEDIPS);
     this.#admission = new AdmissionControl({
@@ -100,49 +126,91 @@ export class ReconServer {
         `LEGACY_SHARED_OUTPUT = 1: jobs run one at a time (MAX_CONCURRENT_JOBS = ${config.MAX_CONCURRENT_JOBS} is not used)`,
       );
     }
-    const workers = legacySharedOutput ? 1 : config.MAX_CONCURRENT_JOBS;
-    this.queue = new JobQueue(workers, (job) =>
-      executeJob(job, {
-        reconScript: config.RECON_SCRIPT,
-        reconDicomDir: config.RECON_DICOM_DIR,
-        matlabCommand: config.MATLAB_COMMAND,
-        jobTimeout: config.JOB_TIMEOUT,
-        legacySharedOutput,
-        killGraceMs: options.killGraceMs,
-      }, log));
+    const executor = localExecutor(store, {
+      reconScript: config.RECON_SCRIPT,
+      reconDicomDir: config.RECON_DICOM_DIR,
+      matlabCommand: config.MATLAB_COMMAND,
+      jobTimeout: config.JOB_TIMEOUT,
+      legacySharedOutput,
+      killGraceMs: options.killGraceMs,
+      resultRetention: config.RESULT_RETENTION,
+      failedInputRetention: config.FAILED_INPUT_RETENTION,
+      now: options.now,
+    }, log);
+    this.scheduler = new Scheduler({
+      store,
+      maxWorkers: legacySharedOutput ? 1 : config.MAX_CONCURRENT_JOBS,
+      executor,
+      leases,
+      log,
+    });
+    this.sweeper = new Sweeper({
+      store,
+      leases,
+      log,
+      resultRetention: config.RESULT_RETENTION,
+      failedInputRetention: config.FAILED_INPUT_RETENTION,
+      uploadResumeWindow: config.UPLOAD_RESUME_WINDOW,
+      now: options.now,
+    });
+    this.sweeper.start();
+    this.scheduler.start();
     this.#acceptLoop = this.#accept();
   }
 
-  /** Listen on SERVER_HOST:SERVER_PORT (port 0 picks a free one). */
+  /**
+   * Open the job store, put right what the last server left, and listen on
+   * SERVER_HOST:SERVER_PORT (port 0 picks a free one).
+   * @throws {StoreError} when the job store cannot be used; nothing was touched then.
+   */
   static async start(options: ServerOptions): Promise<ReconServer> {
-    const { config } = options;
-    for (
-      const [option, dir] of [
-        ["RECON_FILEPATH", config.RECON_FILEPATH],
-        ["RECON_DICOM_DIR", config.RECON_DICOM_DIR],
-      ]
-    ) {
-      try {
-        await Deno.mkdir(dir, { recursive: true });
-      } catch (error) {
-        throw new ConfigError(`cannot create ${option} ${dir}: ${errorMessage(error)}`, {
-          hint: `set ${option} in recon.opts to a directory the server can write`,
-        });
-      }
-    }
+    const { config, log } = options;
+    // First: a store that is damaged, newer or in use stops the start before any
+    // directory is touched (lib/server/store_file.ts says which file and why).
+    const store = JobStore.open(stateDirOf(config), { now: options.now });
     try {
-      await recoverAfterCrash(config.RECON_FILEPATH, options.log);
+      for (
+        const [option, dir] of [
+          ["RECON_FILEPATH", config.RECON_FILEPATH],
+          ["RECON_DICOM_DIR", config.RECON_DICOM_DIR],
+        ]
+      ) {
+        try {
+          await Deno.mkdir(dir, { recursive: true });
+        } catch (error) {
+          throw new ConfigError(`cannot create ${option} ${dir}: ${errorMessage(error)}`, {
+            hint: `set ${option} in recon.opts to a directory the server can write`,
+          });
+        }
+      }
+      const leases = new JobLeases();
+      try {
+        await recoverAfterCrash({
+          reconFilePath: config.RECON_FILEPATH,
+          reconDicomDir: config.RECON_DICOM_DIR,
+          store,
+          leases,
+          jobMaxAttempts: config.JOB_MAX_ATTEMPTS,
+          failedInputRetention: config.FAILED_INPUT_RETENTION,
+          uploadResumeWindow: config.UPLOAD_RESUME_WINDOW,
+          log,
+          now: options.now,
+        });
+      } catch (error) {
+        throw new ConfigError(
+          `cannot clean up RECON_FILEPATH ${config.RECON_FILEPATH}: ${errorMessage(error)}`,
+        );
+      }
+      const scriptProblem = await checkScript(config.RECON_SCRIPT);
+      if (scriptProblem) {
+        log.error(`${scriptProblem}: every job will be refused until it is fixed`);
+      }
+      const listener = Deno.listen({ hostname: config.SERVER_HOST, port: config.SERVER_PORT });
+      return new ReconServer(listener, options, store, leases);
     } catch (error) {
-      throw new ConfigError(
-        `cannot clean up RECON_FILEPATH ${config.RECON_FILEPATH}: ${errorMessage(error)}`,
-      );
+      store.close();
+      throw error;
     }
-    const scriptProblem = await checkScript(config.RECON_SCRIPT);
-    if (scriptProblem) {
-      options.log.error(`${scriptProblem}: every job will be refused until it is fixed`);
-    }
-    const listener = Deno.listen({ hostname: config.SERVER_HOST, port: config.SERVER_PORT });
-    return new ReconServer(listener, options);
   }
 
   async #accept(): Promise<void> {
@@ -287,17 +355,22 @@ export class ReconServer {
     log.debug(`${peer}: session started (key id ${channel.keyId})`);
     try {
       await serveSession(channel, {
-        queue: this.queue,
+        store: this.store,
+        scheduler: this.scheduler,
+        sweeper: this.sweeper,
+        leases: this.leases,
         reconFilePath: config.RECON_FILEPATH,
         reconDicomDir: config.RECON_DICOM_DIR,
         maxJobBytes: config.MAX_JOB_BYTES,
         diskFreeMargin: config.DISK_FREE_MARGIN,
+        uploadResumeWindow: config.UPLOAD_RESUME_WINDOW,
         startedAt: this.#startedAt,
         log,
         peer,
+        by: `${peer} (key id ${channel.keyId})`,
         shuttingDown: () => this.#shuttingDown,
-        uploadsInProgress: this.#uploadsInProgress,
         diskFree: this.#options.diskFree ?? diskFree,
+        now: this.#options.now ?? Date.now,
         reconScript: config.RECON_SCRIPT,
         setBusy: (busy) => {
           tracked.busy = busy;
@@ -314,9 +387,11 @@ export class ReconServer {
   }
 
   /**
-   * Graceful stop: no new connections or jobs, tell connected clients, cancel queued
-   * jobs, let running jobs finish within SHUTDOWN_GRACE seconds (then stop them),
-   * give sessions the rest of the grace period to deliver, then close everything.
+   * Graceful stop (PROTOCOL.md §7.5): no new connections or jobs, tell connected
+   * clients; queued jobs stay queued in the store; running jobs get SHUTDOWN_GRACE
+   * seconds to finish, then are stopped and queued again without using up an attempt;
+   * sessions get the rest of the grace period to deliver; then everything is closed,
+   * the job store last.
    */
   async shutdown(reason = "the server is shutting down"): Promise<void> {
     if (this.#shuttingDown) return;
@@ -331,9 +406,9 @@ export class ReconServer {
       if (tracked.channel && !tracked.busy) tracked.channel.close(reason);
       else tracked.channel?.send({ type: "server_shutting_down", reason }).catch(() => {});
     }
-    for (const job of await this.queue.close(reason)) {
-      log.info(`job ${job.id}: cancelled before it started (${reason})`);
-    }
+    this.scheduler.close();
+    const queued = this.store.queued().length;
+    if (queued > 0) log.info(`shutdown: ${queued} queued job(s) stay queued for the next start`);
     const remaining = () => Math.max(0, deadline - Date.now());
     const timer = (ms: number) => {
       let id: ReturnType<typeof setTimeout> | undefined;
@@ -343,16 +418,16 @@ export class ReconServer {
       return { promise, cancel: () => clearTimeout(id) };
     };
     let wait = timer(remaining());
-    if (await Promise.race([this.queue.idle(), wait.promise]) === "timeout") {
+    if (await Promise.race([this.scheduler.idle(), wait.promise]) === "timeout") {
       log.warn(
-        `shutdown: stopping ${this.queue.activeWorkers} running job(s) after the grace period`,
+        `shutdown: stopping ${this.scheduler.activeWorkers} running job(s) after the grace period; they are queued again for the next start`,
       );
-      for (const job of this.queue.jobs()) {
-        await this.queue.cancel(job, `${reason}: the job did not finish within SHUTDOWN_GRACE`);
-      }
-      await this.queue.idle();
+      await this.scheduler.stopRunning(`${reason}: the job did not finish within SHUTDOWN_GRACE`);
     }
     wait.cancel();
+    // Sessions following a job that is not final now are told and closed: the job
+    // waits in the store for the next start.
+    this.scheduler.closeSubscriptions(`${reason}; the job stays queued for the next start`);
     wait = timer(Math.max(remaining(), 1000));
     const sessions = Promise.all([...this.#connections].map((t) => t.done));
     for (const tracked of this.#connections) {
@@ -374,5 +449,7 @@ export class ReconServer {
       } catch { /* closed */ }
     }
     await sessions;
+    await this.sweeper.stop();
+    this.store.close();
   }
 }

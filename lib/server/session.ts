@@ -1,21 +1,28 @@
 /**
  * One authenticated client session on the server (docs/PROTOCOL.md §4.4, §6): answers
- * status and queue queries, and for `submit_recon_job` takes the job in
+ * status and queue queries; for `submit_recon_job` takes the job in
  * (lib/server/intake.ts), follows it (lib/server/follow.ts) and delivers its results
- * (lib/server/delivery.ts). Messages are read by the rules of the protocol version
- * agreed in the handshake (`channel.version`).
+ * (lib/server/delivery.ts). Version 3 adds requests by job id: `resume_upload`,
+ * `follow_job`, `rerun_job` (lib/server/rerun.ts), `list_jobs`, `cancel_job` and
+ * `get_job_log` (lib/server/job_requests.ts). Messages are read by the rules of the
+ * protocol version agreed in the handshake (`channel.version`); a request that cannot
+ * be answered gets `error {kind, reason}` and the session stays at top level.
  *
  * @module
  */
 import { statfs } from "node:fs/promises";
+import * as path from "node:path";
 import type { Channel } from "../wire/channel.ts";
 import type { Incoming } from "../wire/record.ts";
-import { TransferError } from "../errors.ts";
-import { parseClientMessage } from "../wire/protocol.ts";
+import { ProtocolError, TransferError } from "../errors.ts";
+import { type ClientMessage, type JobSummary, parseClientMessage } from "../wire/protocol.ts";
 import { VERSION } from "../version.ts";
-import type { Job } from "./jobs.ts";
-import { receiveJob, Refusal, type Submit } from "./intake.ts";
-import { followJob } from "./follow.ts";
+import type { JobRecord } from "./job_store.ts";
+import { type Intake, receiveJob, resumeUpload } from "./intake.ts";
+import { type AfterJob, followJob, followJobById, jobInfo } from "./follow.ts";
+import { cancelJobById, listJobs, readJobLog } from "./job_requests.ts";
+import { rerunJob } from "./rerun.ts";
+import { Refusal } from "./refusal.ts";
 import type { SessionContext } from "./session_context.ts";
 
 export type { SessionContext } from "./session_context.ts";
@@ -37,62 +44,167 @@ export async function serveSession(channel: Channel, context: SessionContext): P
     if (incoming.type !== "message") {
       throw new TransferError(`client sent ${incoming.type} data outside a file transfer`);
     }
-    const message = parseClientMessage(incoming.message, channel.version);
-    switch (message.type) {
-      case "get_server_status":
-        await channel.send({
-          type: "server_status_response",
-          version: VERSION,
-          uptime_seconds: Math.floor((Date.now() - context.startedAt) / 1000),
-          max_concurrent_jobs: context.queue.maxWorkers,
-          active_workers: context.queue.activeWorkers,
-          queue_length: context.queue.queueLength,
-          jobs_completed: context.queue.completed,
-          jobs_failed: context.queue.failed,
-        });
-        break;
-      case "get_queue_details":
-        await channel.send({
-          type: "queue_details_response",
-          jobs: context.queue.jobs().map((job) => job.summary()),
-        });
-        break;
-      case "submit_recon_job": {
-        context.setBusy?.(true);
-        const job = await submit(channel, message, context);
-        if (job) {
-          const after = await followJob(channel, job, context);
-          if (after.ended) return;
-          pending = after.next;
-        }
-        context.setBusy?.(false);
-        break;
-      }
-      default:
-        throw new TransferError(`client sent ${message.type} outside a job`);
+    // Each version's schema admits only its own messages (v3 types included below).
+    const message = parseClientMessage(incoming.message, channel.version) as ClientMessage;
+    let after: AfterJob | undefined;
+    try {
+      after = await answer(channel, message, context);
+    } catch (error) {
+      if (!(error instanceof Refusal)) throw error;
+      context.setBusy?.(false);
+      const what = message.type === "submit_recon_job" ? "job" : message.type;
+      context.log.warn(`${context.peer}: ${what} refused: ${error.message}`);
+      await channel.send({ type: "error", kind: error.kind, reason: error.message });
+      continue;
+    }
+    if (after) {
+      if (after.ended) return;
+      pending = after.next;
+      context.setBusy?.(false);
     }
   }
 }
 
-/** Take a job in; a refusal is answered and leaves the session at top level. */
-async function submit(
+/** Answer one top-level request; a job request returns what comes after the job. */
+async function answer(
   channel: Channel,
-  message: Submit,
+  message: ClientMessage,
   context: SessionContext,
-): Promise<Job | undefined> {
-  try {
-    return await receiveJob(channel, message, context);
-  } catch (error) {
-    if (error instanceof Refusal) {
-      context.log.warn(`${context.peer}: job refused: ${error.message}`);
-      await channel.send({ type: "error", kind: "refused", reason: error.message });
+): Promise<AfterJob | undefined> {
+  switch (message.type) {
+    case "get_server_status":
+      await channel.send(await serverStatus(channel.version, context));
+      return undefined;
+    case "get_queue_details":
+      await channel.send({
+        type: "queue_details_response",
+        jobs: queueDetails(channel.version, context),
+      });
+      return undefined;
+    case "submit_recon_job":
+      return await followIntake(channel, context, () => receiveJob(channel, message, context));
+    case "resume_upload":
+      return await followIntake(
+        channel,
+        context,
+        () => resumeUpload(channel, message.job_id, context),
+      );
+    case "rerun_job":
+      return await followIntake(channel, context, () => rerunJob(channel, message, context));
+    case "follow_job":
+      context.setBusy?.(true);
+      return await followJobById(channel, message.job_id, message.deliver ?? false, context);
+    case "list_jobs":
+      await channel.send({ type: "job_list", ...listJobs(message, context) });
+      return undefined;
+    case "get_job_log":
+      await channel.send({
+        type: "job_log",
+        ...await readJobLog(message.job_id, message.offset ?? 0, context),
+      });
+      return undefined;
+    case "cancel_job": {
+      if (channel.version < 3) throw new TransferError("client sent cancel_job outside a job");
+      // (The schema's job id fields type as `never`; read them as what they are.)
+      const jobId: string | undefined = message.job_id;
+      if (jobId === undefined) {
+        throw new ProtocolError("client sent cancel_job without a job_id at top level");
+      }
+      const record = await cancelJobById(jobId, message.reason, context);
+      await channel.send({ type: "job_status", job: jobInfo(record, context) });
       return undefined;
     }
+    default:
+      throw new TransferError(`client sent ${message.type} outside a job`);
+  }
+}
+
+/**
+ * Take a job in (a submission, a resumed upload or a re-run) and follow it to its
+ * outcome. A transfer error is answered before the session ends, so the client
+ * reports a transfer error.
+ */
+async function followIntake(
+  channel: Channel,
+  context: SessionContext,
+  take: () => Promise<Intake>,
+): Promise<AfterJob> {
+  context.setBusy?.(true);
+  let intake: Intake;
+  try {
+    intake = await take();
+  } catch (error) {
     if (error instanceof TransferError && !channel.closed) {
-      // Say why before hanging up, so the client reports a transfer error.
       await channel.send({ type: "error", kind: "transfer", reason: error.message })
         .catch(() => {});
     }
     throw error;
   }
+  return await followJob(channel, intake.id, intake.subscription, context, { deliver: true });
+}
+
+/** `server_status_response`; version 3 adds priorities, kept bytes and free space. */
+async function serverStatus(
+  version: number,
+  context: SessionContext,
+): Promise<Record<string, unknown>> {
+  const { store, scheduler, leases } = context;
+  const counts = store.counts();
+  const status: Record<string, unknown> = {
+    type: "server_status_response",
+    version: VERSION,
+    uptime_seconds: Math.floor((Date.now() - context.startedAt) / 1000),
+    max_concurrent_jobs: scheduler.maxWorkers,
+    active_workers: scheduler.activeWorkers,
+    queue_length: counts.byState.queued,
+    jobs_completed: scheduler.counts.succeeded,
+    jobs_failed: scheduler.counts.failed,
+  };
+  if (version < 3) return status;
+  const kept = store.keptBytes();
+  // A receiving job's verified bytes are on disk too; the store counts only whole inputs.
+  let partial = 0;
+  for (const bytes of leases.heldBytes.values()) partial += bytes;
+  const free = await context.diskFree(context.reconFilePath).catch(() => undefined);
+  return {
+    ...status,
+    jobs_cancelled: scheduler.counts.cancelled,
+    queued_high: counts.queuedByPriority.high,
+    queued_normal: counts.queuedByPriority.normal,
+    queued_low: counts.queuedByPriority.low,
+    kept_input_bytes: kept.inputs + partial,
+    kept_result_bytes: kept.results,
+    ...(free === undefined ? {} : { disk_free_bytes: free }),
+    disk_free_margin: context.diskFreeMargin,
+  };
+}
+
+/**
+ * `queue_details_response`: running jobs first, then queued ones in queue order.
+ * Versions 1 and 2 see the words they always saw (`processing`, `queued`); version 3
+ * the job's state, priority and queue position.
+ */
+function queueDetails(version: number, context: SessionContext): JobSummary[] {
+  const v3 = version >= 3;
+  const summary = (record: JobRecord, percent?: number, position?: number): JobSummary => {
+    const job: JobSummary = {
+      job_id: record.id,
+      status: record.state === "running" ? (v3 ? "running" : "processing") : record.state,
+      primary_file: record.primaryFile,
+      file_count: record.fileCount,
+      submitted_at: new Date(record.submittedAt).toISOString(),
+      input_dir: path.basename(record.inputDir),
+    };
+    if (record.startedAt !== undefined) job.started_at = new Date(record.startedAt).toISOString();
+    if (percent !== undefined) job.percent = percent;
+    if (v3) {
+      job.priority = record.priority;
+      if (position !== undefined) job.queue_position = position;
+    }
+    return job;
+  };
+  return [
+    ...context.scheduler.running().map((job) => summary(job.record, job.percent)),
+    ...context.store.queued().map((record, index) => summary(record, undefined, index + 1)),
+  ];
 }

@@ -1,55 +1,48 @@
 /**
- * What a server session (lib/server/session.ts) needs from the server, and the small
- * helpers its steps share: intake (lib/server/intake.ts), following a job
- * (lib/server/follow.ts) and delivering its results (lib/server/delivery.ts).
+ * What a server session (lib/server/session.ts) needs from the server: the job store,
+ * the scheduler, the sweeper, the leases on jobs' files and the settings its steps
+ * read: intake (lib/server/intake.ts), following a job (lib/server/follow.ts),
+ * delivering its results (lib/server/delivery.ts) and the version 3 requests
+ * (lib/server/job_requests.ts, lib/server/rerun.ts).
  *
  * @module
  */
-import { errorMessage } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { Job, JobQueue } from "./jobs.ts";
+import type { JobStore } from "./job_store.ts";
+import type { JobLeases } from "./job_leases.ts";
+import type { Scheduler } from "./scheduler.ts";
+import type { Sweeper } from "./sweeper.ts";
+
+export { removeQuietly } from "./job_files.ts";
 
 /** What a session needs from the server. */
 export interface SessionContext {
-  queue: JobQueue;
+  store: JobStore;
+  scheduler: Scheduler;
+  sweeper: Sweeper;
+  leases: JobLeases;
   reconFilePath: string;
   reconDicomDir: string;
   maxJobBytes: number;
   diskFreeMargin: number;
+  /** UPLOAD_RESUME_WINDOW in seconds. */
+  uploadResumeWindow: number;
   startedAt: number;
   log: Logger;
   /** Session label for logs, e.g. `127.0.0.1:51234`. */
   peer: string;
+  /** Who this session is, as a cancelled job records it: peer and key id. */
+  by: string;
   /** Set when the server is shutting down. */
   shuttingDown: () => boolean;
   /** RECON_SCRIPT: checked before an upload starts, so a missing script costs no upload. */
   reconScript: string;
-  /** Bytes of uploads in progress on this server, so concurrent uploads cannot overbook the disk. */
-  uploadsInProgress: { bytes: number };
   /** Free bytes on the file system that holds `dir` (statfs; a test can pretend). */
   diskFree: (dir: string) => Promise<number>;
-  /** Told when a submitted job starts and stops occupying this session. */
+  /** The clock (ms since the epoch). */
+  now: () => number;
+  /** Told when the session starts and stops being in the middle of a job. */
   setBusy?: (busy: boolean) => void;
-}
-
-/** Remove a directory tree; a failure other than "not there" is logged, not thrown. */
-export async function removeQuietly(target: string, log: Logger): Promise<void> {
-  await Deno.remove(target, { recursive: true }).catch((error) => {
-    if (!(error instanceof Deno.errors.NotFound)) {
-      log.warn(`could not remove ${target}: ${error.message}`);
-    }
-  });
-}
-
-/** Cancel through the queue (lib/server/jobs.ts), logging an input directory left behind. */
-export function cancelJob(
-  job: Job,
-  context: SessionContext,
-  reason = "the job was cancelled by its client",
-): void {
-  context.queue.cancel(job, reason).catch((error) => {
-    context.log.warn(`could not remove ${job.inputDir}: ${errorMessage(error)}`);
-  });
 }
 
 /** Where a job's results stay on the server, as a client is told (RECON_DICOM_DIR relative). */

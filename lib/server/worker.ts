@@ -1,8 +1,16 @@
 /**
  * One worker's job run (docs/PROTOCOL.md §6.4): prepare the job's output directory,
  * run RECON_SCRIPT with the job's options, turn how it ended into an outcome with a
- * plain reason, collect the result files, and remove the input directory whatever
- * happened.
+ * plain reason, collect the result files with their SHA-256; then record the job's
+ * final state in the job store and only then keep or remove its files (§6.6):
+ *
+ * - succeeded: the results stay until RESULT_RETENTION after it finished (the sweeper,
+ *   lib/server/sweeper.ts, removes them then); the inputs are removed;
+ * - failed: the partial output is removed; the inputs stay FAILED_INPUT_RETENTION, for
+ *   a re-run without another upload;
+ * - cancelled: inputs and output are removed.
+ *
+ * This module owns `running → succeeded | failed | cancelled`.
  *
  * While a job's output is not final, a marker file `RECON_FILEPATH/job_<id>.running`
  * (holding the output directory's path) says so: it is written before the output
@@ -16,17 +24,21 @@
 import * as path from "node:path";
 import type { Logger } from "../log.ts";
 import { JobError } from "../errors.ts";
+import { writeFileNoFollow } from "../fs_safety.ts";
 import {
   adoptLegacyResults,
   collectResults,
   type DirectoryIdentity,
   directoryIdentity,
+  hashResult,
   type ResultScan,
   snapshotDirectory,
 } from "./results.ts";
-import type { Job, JobOutcome } from "./jobs.ts";
+import type { JobRecord, JobStore } from "./job_store.ts";
+import type { Executor, JobOutcome, RunningJob, RunResult } from "./scheduler.ts";
 import { buildScriptCommand, runScript } from "./runner.ts";
-import { runningMarkerPath } from "./recovery.ts";
+import { removeQuietly, runningMarkerPath } from "./job_files.ts";
+import { utc } from "./refusal.ts";
 
 /** What the worker needs from the server's configuration. */
 export interface WorkerSettings {
@@ -42,10 +54,19 @@ export interface WorkerSettings {
   legacySharedOutput: boolean;
   /** SIGTERM → SIGKILL grace in ms. */
   killGraceMs?: number;
+  /** RESULT_RETENTION and FAILED_INPUT_RETENTION, in seconds. */
+  resultRetention: number;
+  failedInputRetention: number;
+  /** The clock (ms since the epoch); default Date.now. */
+  now?: () => number;
 }
 
-function failure(reason: string, exitCode: number | null = null, stderrTail: string[] = []) {
-  return { ok: false as const, reason, exitCode, stderrTail };
+function failure(
+  reason: string,
+  exitCode: number | null = null,
+  stderrTail: string[] = [],
+): JobOutcome {
+  return { ok: false, reason, exitCode, stderrTail };
 }
 
 /**
@@ -55,7 +76,7 @@ function failure(reason: string, exitCode: number | null = null, stderrTail: str
  * a file after this snapshot); then the output directory is walked.
  */
 async function gatherResults(
-  job: Job,
+  job: RunningJob,
   settings: WorkerSettings,
   before: Set<string> | undefined,
   identity: DirectoryIdentity,
@@ -65,7 +86,7 @@ async function gatherResults(
     const adopted = await adoptLegacyResults(
       settings.reconDicomDir,
       before,
-      job.outputDir,
+      job.record.outputDir,
       identity,
     );
     if (adopted.length > 0) {
@@ -74,7 +95,7 @@ async function gatherResults(
       );
     }
   }
-  return await collectResults(job.outputDir, identity);
+  return await collectResults(job.record.outputDir, identity);
 }
 
 /**
@@ -108,66 +129,49 @@ export async function checkScript(script: string): Promise<string | undefined> {
 }
 
 /**
- * Run `job` to an outcome. Never throws for script problems; they become the reason.
- * The input directory is removed either way, the output directory on failure.
+ * Run `job`'s script to an outcome. Never throws for script problems; they become the
+ * reason. Commits nothing and removes nothing but a leftover output directory of the
+ * job (partial output of an earlier attempt): {@link finishJob} does the rest.
  */
 export async function executeJob(
-  job: Job,
+  job: RunningJob,
   settings: WorkerSettings,
   log: Logger,
 ): Promise<JobOutcome> {
-  const marker = runningMarkerPath(job.logPath);
-  const outcome = await runJob(job, settings, log, marker);
-  // A failed job's output goes too, whether or not a session still follows the job.
-  if (!outcome.ok) {
-    const removed = await Deno.remove(job.outputDir, { recursive: true }).then(
-      () => true,
-      (error) => {
-        if (error instanceof Deno.errors.NotFound) return true;
-        log.warn(`job ${job.id}: could not remove ${job.outputDir}: ${error.message}`);
-        return false;
-      },
-    );
-    // Kept when the output is still there: the next start removes it.
-    if (!removed) return outcome;
-  }
-  await Deno.remove(marker).catch(() => {});
-  return outcome;
-}
-
-async function runJob(
-  job: Job,
-  settings: WorkerSettings,
-  log: Logger,
-  marker: string,
-): Promise<JobOutcome> {
+  const { id, options, inputDir, outputDir, logPath } = job.record;
+  const marker = runningMarkerPath(logPath);
   try {
     const problem = await checkScript(settings.reconScript);
     if (problem) return failure(problem);
-    await Deno.writeTextFile(marker, `${job.outputDir}\n`, { createNew: true, mode: 0o640 });
-    await Deno.mkdir(path.dirname(job.outputDir), { recursive: true });
+    // Never through a link planted at its name (an earlier attempt's marker is replaced).
+    await writeFileNoFollow(marker, `${outputDir}\n`, 0o640);
+    await Deno.mkdir(path.dirname(outputDir), { recursive: true });
+    // What an earlier attempt of this job wrote is partial output, never results.
+    await Deno.remove(outputDir, { recursive: true }).catch((error) => {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    });
     // Created here, not found: its device and inode are what results are collected from.
-    await Deno.mkdir(job.outputDir, { mode: 0o750 });
-    const identity = await directoryIdentity(job.outputDir);
+    await Deno.mkdir(outputDir, { mode: 0o750 });
+    const identity = await directoryIdentity(outputDir);
     const before = settings.legacySharedOutput
       ? await snapshotDirectory(settings.reconDicomDir)
       : undefined;
     const command = buildScriptCommand(
       settings.reconScript,
-      job.inputDir,
-      job.options,
+      inputDir,
+      options,
       settings.matlabCommand,
     );
-    log.info(`job ${job.id}: running ${command.program} ${command.args.join(" ")}`);
+    log.info(`job ${id}: running ${command.program} ${command.args.join(" ")}`);
     const run = await runScript({
       command,
       env: {
-        RECON_JOB_ID: job.id,
-        RECON_INPUT_DIR: job.inputDir,
-        RECON_OUTPUT_DIR: job.outputDir,
+        RECON_JOB_ID: id,
+        RECON_INPUT_DIR: inputDir,
+        RECON_OUTPUT_DIR: outputDir,
       },
-      logPath: job.logPath,
-      pidPath: job.logPath.replace(/\.log$/, ".pid"),
+      logPath,
+      pidPath: logPath.replace(/\.log$/, ".pid"),
       timeoutMs: settings.jobTimeout * 1000,
       graceMs: settings.killGraceMs,
       signal: job.abort.signal,
@@ -175,12 +179,7 @@ async function runJob(
       onProgress: (percent) => job.progress({ percent }),
     });
     if (run.cancelled) {
-      const reason = job.abort.signal.reason;
-      return failure(
-        typeof reason === "string" ? reason : "the job was cancelled",
-        run.exitCode,
-        run.stderrTail,
-      );
+      return failure(job.stop?.reason ?? "the job was cancelled", run.exitCode, run.stderrTail);
     }
     if (run.timedOut) {
       return failure(
@@ -194,26 +193,100 @@ async function runJob(
       return failure(`the reconstruction script ${how}`, run.exitCode, run.stderrTail);
     }
     let scan: ResultScan;
+    let results: RunResult[];
     try {
       scan = await gatherResults(job, settings, before, identity, log);
+      results = [];
+      for (const file of scan.files) results.push({ ...file, sha256: await hashResult(file) });
     } catch (error) {
-      // The script exited 0 but swapped its output directory: its exit code and stderr
-      // go with the reason, as for a script that wrote no results.
+      // The script exited 0 but swapped its output directory or a result: its exit
+      // code and stderr go with the reason, as for a script that wrote no results.
       if (error instanceof JobError) return failure(error.message, 0, run.stderrTail);
       throw error;
     }
     // Which entries and why stays here: their names come from the script and may hold
     // patient data. The client hears only how many (PROTOCOL.md §6.5).
-    for (const skipped of scan.skipped) log.warn(`job ${job.id}: not sending ${skipped}`);
-    if (scan.files.length === 0) return failure(noResultsReason(scan), 0, run.stderrTail);
-    return { ok: true, results: scan.files, skipped: scan.skipped.length };
+    for (const skipped of scan.skipped) log.warn(`job ${id}: not sending ${skipped}`);
+    if (results.length === 0) return failure(noResultsReason(scan), 0, run.stderrTail);
+    return { ok: true, results, skipped: scan.skipped.length, stderrTail: run.stderrTail };
   } catch (error) {
     return failure((error as Error).message);
-  } finally {
-    await Deno.remove(job.inputDir, { recursive: true }).catch((error) => {
-      if (!(error instanceof Deno.errors.NotFound)) {
-        log.warn(`job ${job.id}: could not remove ${job.inputDir}: ${error.message}`);
-      }
-    });
   }
+}
+
+/**
+ * Record how `job`'s run ended (committed before any file is touched), then keep or
+ * remove its files by the rules of its final state. Returns the final record.
+ */
+export async function finishJob(
+  store: JobStore,
+  job: RunningJob,
+  outcome: JobOutcome,
+  settings: WorkerSettings,
+  log: Logger,
+): Promise<JobRecord> {
+  const { id, inputDir, outputDir, logPath } = job.record;
+  const now = (settings.now ?? Date.now)();
+  const marker = runningMarkerPath(logPath);
+  if (outcome.ok) {
+    const resultsExpireAt = now + settings.resultRetention * 1000;
+    store.markSucceeded(id, {
+      exitCode: 0,
+      stderrTail: outcome.stderrTail,
+      outputs: outcome.results.map((result) => ({
+        name: result.name,
+        size: result.size,
+        sha256: result.sha256,
+        dev: result.identity?.dev,
+        ino: result.identity?.ino,
+      })),
+      skipped: outcome.skipped,
+      resultsExpireAt,
+    });
+    await Deno.remove(marker).catch(() => {});
+    if (await removeQuietly(inputDir, log)) store.setInputsRemoved(id);
+    const bytes = outcome.results.reduce((sum, result) => sum + result.size, 0);
+    log.info(
+      `job ${id}: succeeded with ${outcome.results.length} result file(s), ${bytes} bytes, kept in ${outputDir} until ${
+        utc(resultsExpireAt)
+      } (RESULT_RETENTION)`,
+    );
+    return store.get(id)!;
+  }
+  if (job.stop?.kind === "cancel") {
+    const { reason, by } = job.stop;
+    store.markCancelled(id, { reason, by });
+    if (await removeQuietly(inputDir, log)) store.setInputsRemoved(id);
+    if (await removeQuietly(outputDir, log)) await Deno.remove(marker).catch(() => {});
+    log.info(`job ${id}: cancelled while running by ${by}: ${reason}`);
+    return store.get(id)!;
+  }
+  const inputsExpireAt = now + settings.failedInputRetention * 1000;
+  store.markFailed(id, {
+    reason: outcome.reason,
+    exitCode: outcome.exitCode,
+    stderrTail: outcome.stderrTail,
+    inputsExpireAt,
+  });
+  // The marker stays while the output is still there: the next start removes it.
+  if (await removeQuietly(outputDir, log)) await Deno.remove(marker).catch(() => {});
+  log.warn(`job ${id}: failed: ${outcome.reason} (log: ${logPath})`);
+  return store.get(id)!;
+}
+
+/** Remove the partial output of a run a shutdown stopped (the job is queued again). */
+export async function discardRun(job: RunningJob, log: Logger): Promise<void> {
+  const { outputDir, logPath } = job.record;
+  if (await removeQuietly(outputDir, log)) {
+    await Deno.remove(runningMarkerPath(logPath)).catch(() => {});
+  }
+}
+
+/** The executor that runs scripts on this machine, for the {@link Scheduler}. */
+export function localExecutor(store: JobStore, settings: WorkerSettings, log: Logger): Executor {
+  return {
+    execute: (job) => executeJob(job, settings, log),
+    finish: (job, outcome) => finishJob(store, job, outcome, settings, log),
+    discard: (job) => discardRun(job, log),
+  };
 }

@@ -568,7 +568,7 @@ Deno.test("ReconServer refuses a client not in TRUSTEDIPS before any handshake",
   // The server said nothing at all, not even a refusal: the connection just closes.
   const conn = await s.connectRaw();
   assert.equal(await readUntilClosed(conn, 3000), "closed");
-  assert.equal(s.server.queue.jobs().length, 0);
+  assert.equal(s.server.store.list({ limit: 10 }).length, 0);
   assert.ok(await isEmptyDir(s.config.RECON_FILEPATH));
   assert.ok(await isEmptyDir(s.config.RECON_DICOM_DIR));
 });

@@ -1,17 +1,115 @@
 /**
- * Tests for lib/server/recovery.ts: what a crashed server left behind is cleaned up
- * at the next start, and nothing that is not ours is touched.
+ * Tests for lib/server/recovery.ts: what a stopped server left behind is put right at
+ * the next start from a real job store: leftover scripts stopped, jobs that were
+ * running queued again or failed after their last attempt, partial output removed,
+ * cut-off uploads kept resumable, directories the store says are gone removed, and
+ * nothing the store does not know touched.
  */
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import * as path from "node:path";
-import { log, type Logger } from "../../lib/log.ts";
-import { isScriptOfJob, OWNER_FILE, recoverAfterCrash } from "../../lib/server/recovery.ts";
+import { JobStore } from "../../lib/server/job_store.ts";
+import { JobLeases } from "../../lib/server/job_leases.ts";
+import {
+  isScriptOfJob,
+  OWNER_FILE,
+  recoverAfterCrash,
+  type RecoveryOptions,
+} from "../../lib/server/recovery.ts";
+import { memoryLog } from "../support/memory_log.ts";
 
-const logger = log("recon-test", "recovery");
-
-async function tempDir(): Promise<{ dir: string } & AsyncDisposable> {
-  const dir = await Deno.makeTempDir({ prefix: "recon-recovery-" });
-  return { dir, [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }) };
+/**
+ * A temporary site: `dir` is RECON_FILEPATH, `dicoms` RECON_DICOM_DIR (inside it, as
+ * some tests had it), a job store beside them, and the options of recoverAfterCrash.
+ */
+async function tempDir(): Promise<
+  {
+    dir: string;
+    store: JobStore;
+    leases: JobLeases;
+    lines: string[];
+    options: (overrides?: Partial<RecoveryOptions>) => RecoveryOptions;
+    /** A job in `state` with its input directory (and output for running/succeeded). */
+    job: (
+      state: "receiving" | "queued" | "running" | "succeeded" | "failed" | "cancelled",
+    ) => Promise<string>;
+  } & AsyncDisposable
+> {
+  const root = await Deno.makeTempDir({ prefix: "recon-recovery-" });
+  const dir = path.join(root, "pfiles");
+  const dicoms = path.join(root, "dicoms");
+  await Deno.mkdir(dir);
+  await Deno.mkdir(dicoms);
+  const store = JobStore.open(path.join(root, "state"));
+  const leases = new JobLeases();
+  const { lines, log } = memoryLog();
+  const options = (overrides: Partial<RecoveryOptions> = {}): RecoveryOptions => ({
+    reconFilePath: dir,
+    reconDicomDir: dicoms,
+    store,
+    leases,
+    jobMaxAttempts: 2,
+    failedInputRetention: 3600,
+    uploadResumeWindow: 600,
+    log,
+    ...overrides,
+  });
+  const job = async (state: string) => {
+    const id = crypto.randomUUID();
+    const inputDir = path.join(dir, `job_${id}_input`);
+    const outputDir = path.join(dicoms, `job_${id}_output`);
+    await Deno.mkdir(inputDir);
+    await Deno.writeTextFile(path.join(inputDir, "P00001.7"), "raw");
+    store.createReceiving({
+      id,
+      priority: "normal",
+      client: "k",
+      peer: "127.0.0.1:1",
+      keyId: "k",
+      options: {},
+      inputDir,
+      outputDir,
+      logPath: path.join(dir, `job_${id}.log`),
+      files: [{ name: "P00001.7", size: 3 }],
+      uploadExpiresAt: Date.now() + 60_000,
+    });
+    if (state === "receiving") return id;
+    store.inputVerified(id, 0, createHash("sha256").update("raw").digest("hex"));
+    store.markQueued(id);
+    if (state === "queued") return id;
+    if (state === "cancelled") {
+      store.markCancelled(id, { reason: "x", by: "y" });
+      return id;
+    }
+    store.markRunning(id);
+    await Deno.mkdir(outputDir);
+    await Deno.writeTextFile(path.join(outputDir, "image.dcm"), "half an image");
+    if (state === "succeeded") {
+      store.markSucceeded(id, {
+        exitCode: 0,
+        stderrTail: [],
+        outputs: [{ name: "image.dcm", size: 13, sha256: "0".repeat(64) }],
+        skipped: 0,
+        resultsExpireAt: Date.now() + 60_000,
+      });
+    } else if (state === "failed") {
+      store.markFailed(id, { reason: "exit 3", exitCode: 3, stderrTail: [] });
+      await Deno.remove(outputDir, { recursive: true });
+    }
+    return id;
+  };
+  return {
+    dir,
+    store,
+    leases,
+    lines,
+    options,
+    job,
+    [Symbol.asyncDispose]: async () => {
+      store.close();
+      await Deno.remove(root, { recursive: true });
+    },
+  };
 }
 
 /** A `sleep` in its own process group, optionally with RECON_JOB_ID set. */
@@ -34,7 +132,7 @@ function alive(pid: number): boolean {
   }
 }
 
-Deno.test("recoverAfterCrash() stops a leftover script's group and removes leftover input dirs", async () => {
+Deno.test("recoverAfterCrash() stops a leftover script's group and leaves an input dir the store does not know", async () => {
   await using tmp = await tempDir();
   const jobId = crypto.randomUUID();
   const child = sleeper({ RECON_JOB_ID: jobId });
@@ -46,14 +144,21 @@ Deno.test("recoverAfterCrash() stops a leftover script's group and removes lefto
     await Deno.mkdir(path.join(tmp.dir, "not_a_job_dir"));
     assert.equal(await isScriptOfJob(child.pid, jobId), true);
 
-    const report = await recoverAfterCrash(tmp.dir, logger);
+    const report = await recoverAfterCrash(tmp.options());
 
     assert.deepEqual(report.stoppedScripts, [child.pid]);
-    assert.deepEqual(report.removedInputDirs, [inputDir]);
+    assert.deepEqual(report.removedInputDirs, []);
+    assert.deepEqual(report.unknownDirs, [inputDir]);
     const status = await child.status;
     assert.equal(status.signal, "SIGKILL");
     const left = (await Array.fromAsync(Deno.readDir(tmp.dir))).map((e) => e.name).sort();
-    assert.deepEqual(left, [OWNER_FILE, "not_a_job_dir"]);
+    assert.deepEqual(left, [OWNER_FILE, `job_${jobId}_input`, "not_a_job_dir"]);
+    assert.ok(
+      tmp.lines.some((line) =>
+        line.startsWith(`warn ${inputDir}: left in place: the job store has no job ${jobId}`)
+      ),
+      tmp.lines.join("\n"),
+    );
   } finally {
     try {
       child.kill("SIGKILL");
@@ -67,7 +172,7 @@ Deno.test("recoverAfterCrash() never signals a process whose pid was reused by s
   const stranger = sleeper({ RECON_JOB_ID: crypto.randomUUID() });
   try {
     await Deno.writeTextFile(path.join(tmp.dir, `job_${jobId}.pid`), `${stranger.pid}\n`);
-    const report = await recoverAfterCrash(tmp.dir, logger);
+    const report = await recoverAfterCrash(tmp.options());
     assert.deepEqual(report.stoppedScripts, []);
     assert.equal(alive(stranger.pid), true, "the unrelated process still runs");
   } finally {
@@ -90,7 +195,7 @@ Deno.test("recoverAfterCrash() leaves the directory alone while another live ser
     await Deno.writeTextFile(path.join(tmp.dir, OWNER_FILE), `${other.pid}\n`);
     const inputDir = path.join(tmp.dir, `job_${crypto.randomUUID()}_input`);
     await Deno.mkdir(inputDir);
-    const report = await recoverAfterCrash(tmp.dir, logger);
+    const report = await recoverAfterCrash(tmp.options());
     assert.deepEqual(report.removedInputDirs, []);
     assert.ok((await Deno.stat(inputDir)).isDirectory, "the other server's upload is untouched");
   } finally {
@@ -100,33 +205,39 @@ Deno.test("recoverAfterCrash() leaves the directory alone while another live ser
 });
 
 Deno.test("recoverAfterCrash() is a no-op for a directory that does not exist yet", async () => {
-  const report = await recoverAfterCrash(`/tmp/recon-missing-${crypto.randomUUID()}`, logger);
-  assert.deepEqual(report, { removedInputDirs: [], stoppedScripts: [], removedOutputDirs: [] });
+  await using tmp = await tempDir();
+  const report = await recoverAfterCrash(
+    tmp.options({ reconFilePath: `/tmp/recon-missing-${crypto.randomUUID()}` }),
+  );
+  assert.deepEqual(report, {
+    removedInputDirs: [],
+    stoppedScripts: [],
+    removedOutputDirs: [],
+    requeued: [],
+    failed: [],
+    unknownDirs: [],
+  });
 });
 
-Deno.test("recoverAfterCrash() removes the partial output of a job that never finished, and keeps finished results", async () => {
+Deno.test("recoverAfterCrash() removes the partial output a marker names, and leaves results the store does not know", async () => {
   await using tmp = await tempDir();
-  const reconFilePath = path.join(tmp.dir, "pfiles");
-  const dicomDir = path.join(tmp.dir, "dicoms");
-  await Deno.mkdir(reconFilePath);
-  await Deno.mkdir(dicomDir);
+  const { reconFilePath, reconDicomDir: dicomDir } = tmp.options();
   // Killed halfway: its marker is still there.
   const partialId = crypto.randomUUID();
   const partial = path.join(dicomDir, `job_${partialId}_output`);
   await Deno.mkdir(partial);
   await Deno.writeTextFile(path.join(partial, "partial.dcm"), "half an image");
   await Deno.writeTextFile(path.join(reconFilePath, `job_${partialId}.running`), `${partial}\n`);
-  // Finished, its client gone: results kept for the operator, no marker.
+  // Finished under an older server, its client gone: results kept for the operator.
   const doneId = crypto.randomUUID();
   const done = path.join(dicomDir, `job_${doneId}_output`);
   await Deno.mkdir(done);
   await Deno.writeTextFile(path.join(done, "image.dcm"), "a whole image");
-  const lines: string[] = [];
-  const capture = { info: () => {}, warn: (message: string) => lines.push(message) };
 
-  const report = await recoverAfterCrash(reconFilePath, capture as unknown as Logger);
+  const report = await recoverAfterCrash(tmp.options());
 
   assert.deepEqual(report.removedOutputDirs, [partial]);
+  assert.deepEqual(report.unknownDirs, [done]);
   assert.deepEqual(await Array.fromAsync(Deno.readDir(dicomDir), (e) => e.name), [
     `job_${doneId}_output`,
   ]);
@@ -134,12 +245,96 @@ Deno.test("recoverAfterCrash() removes the partial output of a job that never fi
     OWNER_FILE,
   ]);
   assert.ok(
-    lines.some((line) =>
-      line === `job ${partialId}: removed ${partial}, partial output of a job that never ` +
+    tmp.lines.some((line) =>
+      line === `warn job ${partialId}: removed ${partial}, partial output of a job that never ` +
           "finished (the server stopped during it)"
     ),
-    lines.join("\n"),
+    tmp.lines.join("\n"),
   );
+});
+
+Deno.test("recoverAfterCrash() queues a job that was running again, and fails it after JOB_MAX_ATTEMPTS, keeping its inputs", async () => {
+  await using tmp = await tempDir();
+  const once = await tmp.job("running");
+  const twice = await tmp.job("running");
+  // The second was started twice: a restart put it back once already.
+  tmp.store.requeue(twice, { refundAttempt: false });
+  tmp.store.markRunning(twice);
+  const queued = await tmp.job("queued");
+  const before = Date.now();
+
+  const report = await recoverAfterCrash(tmp.options({ jobMaxAttempts: 2 }));
+
+  assert.deepEqual(report.requeued, [once]);
+  assert.deepEqual(report.failed, [twice]);
+  const requeued = tmp.store.get(once)!;
+  assert.equal(requeued.state, "queued");
+  assert.equal(requeued.attempts, 1, "the attempt stays counted");
+  const failed = tmp.store.get(twice)!;
+  assert.equal(failed.state, "failed");
+  assert.equal(failed.reason, "the server stopped while it was running");
+  assert.equal(failed.exitCode, undefined);
+  assert.ok(failed.inputsExpireAt! >= before + 3600_000, "kept FAILED_INPUT_RETENTION");
+  assert.ok((await Deno.stat(failed.inputDir)).isDirectory, "for a re-run");
+  for (const id of [once, twice]) {
+    await assert.rejects(Deno.lstat(tmp.store.get(id)!.outputDir), Deno.errors.NotFound);
+  }
+  assert.equal(report.removedOutputDirs.length, 2, "partial output is never results");
+  assert.deepEqual(tmp.store.queued().map((job) => job.id), [once, queued], "in their order");
+  assert.ok(tmp.lines.includes("info 2 queued job(s) resume in their order"), tmp.lines.join("\n"));
+});
+
+Deno.test("recoverAfterCrash() keeps cut-off uploads resumable for UPLOAD_RESUME_WINDOW from the start, and counts their verified bytes", async () => {
+  await using tmp = await tempDir();
+  const id = await tmp.job("receiving");
+  const inputDir = tmp.store.get(id)!.inputDir;
+  await Deno.remove(path.join(inputDir, "P00001.7"));
+  await Deno.writeTextFile(path.join(inputDir, "-partial-0"), "ra");
+  const now = Date.now();
+  await recoverAfterCrash(tmp.options({ uploadResumeWindow: 600, now: () => now }));
+  assert.equal(tmp.store.get(id)!.state, "receiving");
+  assert.equal(tmp.leases.resumeUntil.get(id), now + 600_000);
+  assert.equal(tmp.leases.heldBytes.get(id), 2);
+  assert.deepEqual(await Array.fromAsync(Deno.readDir(inputDir), (e) => e.name), ["-partial-0"]);
+});
+
+Deno.test("recoverAfterCrash() removes directories the store says are gone and keeps those a job needs", async () => {
+  await using tmp = await tempDir();
+  const cancelled = await tmp.job("cancelled"); // its input removal never finished
+  const succeeded = await tmp.job("succeeded"); // inputs gone, results kept
+  const failed = await tmp.job("failed"); // inputs kept for a re-run
+  const queued = await tmp.job("queued");
+  const expired = await tmp.job("succeeded");
+  tmp.store.markExpired(expired); // its results' removal never finished
+
+  const report = await recoverAfterCrash(tmp.options());
+
+  const inputOf = (id: string) => tmp.store.get(id)!.inputDir;
+  const outputOf = (id: string) => tmp.store.get(id)!.outputDir;
+  assert.deepEqual(
+    report.removedInputDirs.sort(),
+    [inputOf(cancelled), inputOf(succeeded), inputOf(expired)].sort(),
+  );
+  assert.deepEqual(report.removedOutputDirs, [outputOf(expired)]);
+  assert.deepEqual(report.unknownDirs, []);
+  for (const id of [cancelled, succeeded, expired]) {
+    assert.equal(tmp.store.get(id)!.inputsRemoved, true, "the store hears they are gone");
+  }
+  assert.equal(tmp.store.get(expired)!.resultsRemoved, true);
+  assert.ok((await Deno.stat(inputOf(failed))).isDirectory);
+  assert.ok((await Deno.stat(inputOf(queued))).isDirectory);
+  assert.ok((await Deno.stat(path.join(outputOf(succeeded), "image.dcm"))).isFile);
+});
+
+Deno.test("recoverAfterCrash() keeps the results of a job that succeeded but left its marker", async () => {
+  await using tmp = await tempDir();
+  const id = await tmp.job("succeeded");
+  const record = tmp.store.get(id)!;
+  await Deno.writeTextFile(path.join(tmp.dir, `job_${id}.running`), `${record.outputDir}\n`);
+  const report = await recoverAfterCrash(tmp.options());
+  assert.deepEqual(report.removedOutputDirs.filter((dir) => dir === record.outputDir), []);
+  assert.ok((await Deno.stat(path.join(record.outputDir, "image.dcm"))).isFile);
+  await assert.rejects(Deno.lstat(path.join(tmp.dir, `job_${id}.running`)), Deno.errors.NotFound);
 });
 
 Deno.test("recoverAfterCrash() removes a link left in place of a partial output directory, not what it points to", async () => {
@@ -152,7 +347,7 @@ Deno.test("recoverAfterCrash() removes a link left in place of a partial output 
   await Deno.symlink(secret, output);
   await Deno.writeTextFile(path.join(tmp.dir, `job_${jobId}.running`), `${output}\n`);
 
-  const report = await recoverAfterCrash(tmp.dir, logger);
+  const report = await recoverAfterCrash(tmp.options());
 
   assert.deepEqual(report.removedOutputDirs, [output]);
   await assert.rejects(Deno.lstat(output), Deno.errors.NotFound);
@@ -171,7 +366,7 @@ Deno.test("recoverAfterCrash() touches nothing but the job's own output director
     await Deno.writeTextFile(marker, `${named}\n`);
   }
 
-  const report = await recoverAfterCrash(tmp.dir, logger);
+  const report = await recoverAfterCrash(tmp.options());
 
   assert.deepEqual(report.removedOutputDirs, []);
   const left = (await Array.fromAsync(Deno.readDir(tmp.dir), (e) => e.name)).sort();

@@ -85,15 +85,17 @@ async function startServer(
     port,
     outputDir: (jobId: string) => path.join(config.RECON_DICOM_DIR, `job_${jobId}_output`),
     inputDir: (jobId: string) => path.join(config.RECON_FILEPATH, `job_${jobId}_input`),
-    /** A session built on Channel.connect, to drive by hand. */
-    async connect(): Promise<Channel> {
+    /** A session built on Channel.connect, to drive by hand (`version`: an older client). */
+    async connect(version?: number): Promise<Channel> {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port });
       conn.setNoDelay(true); // as connectToServer does: no Nagle delay per small record
-      return await Channel.connect(conn, { sharedKey: key.raw, keyId: key.id });
+      return await Channel.connect(conn, { sharedKey: key.raw, keyId: key.id, version });
     },
     /** A session of hand-written records. */
-    async raw() {
-      return await rawClient(await Deno.connect({ hostname: "127.0.0.1", port }), key);
+    async raw(version?: number) {
+      return await rawClient(await Deno.connect({ hostname: "127.0.0.1", port }), key, {
+        version,
+      });
     },
     /** What a normal client sees: the status, in a session of its own. */
     async status() {
@@ -254,8 +256,8 @@ for (const [what, misbehave, logged] of MISBEHAVIOURS) {
       `image of ${jobId}\n`,
       "the job ran to completion",
     );
-    assert.equal(s.server.queue.completed, 1);
-    assert.equal(s.server.queue.failed, 0, "the job was not cancelled");
+    assert.equal(s.server.scheduler.counts.succeeded, 1);
+    assert.equal(s.server.scheduler.counts.failed, 0, "the job was not cancelled");
     assert.equal(await exists(s.inputDir(jobId)), false, "the input directory is removed");
     const status = await s.status();
     assert.equal(status.jobs_completed, 1);
@@ -272,7 +274,10 @@ Deno.test("a client that sends cancel_job for its own job still cancels it", asy
     const failed = await expectMessage(channel, "job_failed");
     assert.equal(failed.reason, "the job was cancelled by its client");
     await channel.close();
-    await waitFor("the job to be counted", () => s.server.queue.jobs().length === 0);
+    await waitFor(
+      "the job to be counted",
+      () => s.server.scheduler.activeWorkers === 0 && s.server.store.queued().length === 0,
+    );
     assert.equal(await exists(s.outputDir(jobId)), false);
   } finally {
     channel.abort();
@@ -345,7 +350,7 @@ for (const [what, instead] of UNCONFIRMED) {
   });
 }
 
-Deno.test("submitJob() confirms the results and only then does the server remove them", async () => {
+Deno.test("submitJob() confirms the results; the server records the delivery and keeps them until RESULT_RETENTION", async () => {
   await using s = await startServer({ script: SLEEPY_SCRIPT.replace("sleep 0.5", "") });
   const file = path.join(s.dir, "P00001.7");
   await Deno.writeFile(file, SCAN);
@@ -364,9 +369,38 @@ Deno.test("submitJob() confirms the results and only then does the server remove
       `image of ${result.jobId}\n`,
     );
     await s.logLine(new RegExp(`job ${result.jobId}: delivered 1 result file\\(s\\)`));
-    assert.equal(await exists(s.outputDir(result.jobId)), false, "the output dir is removed");
-    assert.deepEqual(await listDir(s.config.RECON_DICOM_DIR), []);
+    const record = s.server.store.get(result.jobId)!;
+    assert.equal(record.state, "succeeded");
+    assert.ok(record.deliveredAt !== undefined, "the delivery is recorded");
+    assert.equal(record.resultsExpireAt! - record.finishedAt!, s.config.RESULT_RETENTION * 1000);
+    assert.deepEqual(
+      await listDir(s.outputDir(result.jobId)),
+      ["result.dcm"],
+      "kept to fetch again",
+    );
     assert.deepEqual(await listDir(s.config.RECON_FILEPATH), [`job_${result.jobId}.log`]);
+  } finally {
+    channel.abort();
+  }
+});
+
+Deno.test("a version 2 client's results_received removes the results, as before version 3", async () => {
+  await using s = await startServer({ script: SLEEPY_SCRIPT.replace("sleep 0.5", "") });
+  const channel = await s.connect(2);
+  try {
+    const { jobId } = await takeResults(channel);
+    await channel.send({ type: "results_received", job_id: jobId });
+    await s.logLine(new RegExp(`job ${jobId}: delivered 1 result file\\(s\\)`));
+    await waitFor("the results to be removed", async () => !await exists(s.outputDir(jobId)));
+    const record = s.server.store.get(jobId)!;
+    assert.equal(record.state, "expired");
+    assert.ok(record.deliveredAt !== undefined);
+    await waitFor(
+      "the store to hear they are gone",
+      () => s.server.store.get(jobId)!.resultsRemoved,
+    );
+    assert.deepEqual(await listDir(s.config.RECON_DICOM_DIR), []);
+    await channel.close();
   } finally {
     channel.abort();
   }
@@ -417,9 +451,9 @@ const BAD_UPLOADS: [string, Uint8Array, Uint8Array | undefined, RegExp][] = [
 ];
 
 for (const [what, data, end, reason] of BAD_UPLOADS) {
-  Deno.test(`an upload of ${what} is answered with a transfer error and leaves no input directory`, async () => {
+  Deno.test(`a version 2 upload of ${what} is answered with a transfer error, fails the job and leaves no input directory`, async () => {
     await using s = await startServer();
-    await using client = await s.raw();
+    await using client = await s.raw(2);
     await announce((message) => client.sendMessage(message), [{
       name: "P00001.7",
       size: SCAN.length,
@@ -428,6 +462,7 @@ for (const [what, data, end, reason] of BAD_UPLOADS) {
     assert.equal(request?.type, "request_file");
     const jobId = request.job_id as string;
     assert.ok(await exists(s.inputDir(jobId)), "the server made the input directory");
+    assert.equal(s.server.store.get(jobId)?.state, "receiving", "recorded before request_file");
     await client.send(RecordType.DATA, data);
     if (end) await client.send(RecordType.FILE_END, end);
     const answer = await client.nextMessage();
@@ -438,14 +473,41 @@ for (const [what, data, end, reason] of BAD_UPLOADS) {
     assert.equal(await exists(s.inputDir(jobId)), false, "the input directory is removed");
     await s.logLine(new RegExp(`job ${jobId}: upload failed, removed `));
     assert.deepEqual(await listDir(s.config.RECON_FILEPATH), []);
-    assert.equal(s.server.queue.jobs().length, 0, "nothing was queued");
+    const record = s.server.store.get(jobId)!;
+    assert.equal(record.state, "failed");
+    assert.match(record.reason!, /^the upload failed: /);
+    assert.equal(record.inputsRemoved, true);
+    assert.equal(s.server.store.queued().length, 0, "nothing was queued");
     assert.equal((await s.status()).type, "server_status_response");
+  });
+
+  Deno.test(`a version 3 upload of ${what} is answered with a transfer error and stays resumable`, async () => {
+    await using s = await startServer();
+    await using client = await s.raw();
+    await announce((message) => client.sendMessage(message), [{
+      name: "P00001.7",
+      size: SCAN.length,
+    }]);
+    const request = await client.nextMessage();
+    const jobId = request?.job_id as string;
+    await client.send(RecordType.DATA, data);
+    if (end) await client.send(RecordType.FILE_END, end);
+    const answer = await client.nextMessage();
+    assert.equal(answer?.type, "error", JSON.stringify(answer));
+    assert.equal(answer.kind, "transfer");
+    assert.match(answer.reason as string, reason);
+    assert.equal(await client.next(), null, "then the server hangs up");
+    await s.logLine(new RegExp(`job ${jobId}: upload cut off with \\d+ of ${SCAN.length} bytes`));
+    assert.equal(s.server.store.get(jobId)?.state, "receiving");
+    assert.ok(await exists(s.inputDir(jobId)), "the verified bytes are kept");
+    const names = await listDir(s.inputDir(jobId));
+    assert.ok(names.every((name) => name === "-partial-0"), names.join(", "));
   });
 }
 
 Deno.test("an upload the client abandons with an error message is answered with a transfer error", async () => {
   await using s = await startServer();
-  await using client = await s.raw();
+  await using client = await s.raw(2);
   await announce((message) => client.sendMessage(message), [{
     name: "P00001.7",
     size: SCAN.length,
@@ -494,9 +556,10 @@ Deno.test("concurrent uploads book disk space: the second is refused while the f
     config: { DISK_FREE_MARGIN: 5 * unit, MAX_JOB_BYTES: 20 * unit },
     diskFree: () => Promise.resolve(15 * unit),
   });
-  const first = await s.connect();
-  const second = await s.connect();
-  const third = await s.connect();
+  // Version 2: an upload cut off is gone at once (version 3 keeps it, see below).
+  const first = await s.connect(2);
+  const second = await s.connect(2);
+  const third = await s.connect(2);
   try {
     await submitOf(6 * unit)(first);
     assert.equal((await nextMessage(first)).type, "request_file", "the first upload may start");
@@ -508,6 +571,40 @@ Deno.test("concurrent uploads book disk space: the second is refused while the f
     // The first upload ends (the client goes away): its booking is released.
     first.abort();
     await s.logLine(/upload failed, removed/);
+    await submitOf(6 * unit)(third);
+    assert.equal((await nextMessage(third)).type, "request_file", "the space is free again");
+  } finally {
+    for (const channel of [first, second, third]) channel.abort();
+  }
+});
+
+Deno.test("a cut-off version 3 upload keeps its disk booking until it is cancelled", async () => {
+  const unit = 1024 ** 3;
+  await using s = await startServer({
+    config: { DISK_FREE_MARGIN: 5 * unit, MAX_JOB_BYTES: 20 * unit },
+    diskFree: () => Promise.resolve(15 * unit),
+  });
+  const first = await s.connect();
+  const second = await s.connect();
+  const third = await s.connect();
+  try {
+    await submitOf(6 * unit)(first);
+    const request = await nextMessage(first);
+    assert.equal(request.type, "request_file");
+    first.abort();
+    await s.logLine(/upload cut off with 0 of 6442450944 bytes verified/);
+    // Its resume may still bring 6 units: a second job of 6 does not fit.
+    await submitOf(6 * unit)(second);
+    const refusal = await nextMessage(second);
+    assert.equal(refusal.kind, "refused", JSON.stringify(refusal));
+    assert.match(
+      refusal.reason as string,
+      /not enough disk space on the server for 12884901888 bytes/,
+    );
+    await second.send({ type: "cancel_job", job_id: request.job_id, reason: "not needed" });
+    const cancelled = await nextMessage(second);
+    assert.equal(cancelled.type, "job_status");
+    assert.equal((cancelled.job as { state: string }).state, "cancelled");
     await submitOf(6 * unit)(third);
     assert.equal((await nextMessage(third)).type, "request_file", "the space is free again");
   } finally {

@@ -1,14 +1,19 @@
 /**
- * Tests for lib/server/worker.ts: a job's run from its script to an outcome. Only the
- * output directory the server created is collected (a script that swaps it for a link
- * fails its job and nothing of the link's target is touched); RECON_DICOM_DIR itself
- * only in the LEGACY_SHARED_OUTPUT mode, after the job's processes were stopped; and
- * the `job_<id>.running` marker exists exactly while the job's output is not final.
+ * Tests for lib/server/worker.ts: a job's run from its script to an outcome, and its
+ * final state recorded in a real job store before its files are kept or removed. Only
+ * the output directory the server created is collected (a script that swaps it for a
+ * link fails its job and nothing of the link's target is touched); RECON_DICOM_DIR
+ * itself only in the LEGACY_SHARED_OUTPUT mode, after the job's processes were
+ * stopped; the `job_<id>.running` marker exists exactly while the job's output is not
+ * final; results are recorded with their SHA-256 and kept, a failed job's inputs are
+ * kept for a re-run, a cancelled job leaves nothing.
  */
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import * as path from "node:path";
-import { Job } from "../../lib/server/jobs.ts";
-import { executeJob, type WorkerSettings } from "../../lib/server/worker.ts";
+import { JobStore } from "../../lib/server/job_store.ts";
+import { RunningJob } from "../../lib/server/scheduler.ts";
+import { discardRun, executeJob, finishJob, type WorkerSettings } from "../../lib/server/worker.ts";
 import { memoryLog } from "../support/memory_log.ts";
 
 /** RECON_FILEPATH, RECON_DICOM_DIR, a script and one job, removed on dispose. */
@@ -24,14 +29,23 @@ async function site(scriptBody: string) {
   const inputDir = path.join(reconFilePath, `job_${id}_input`);
   await Deno.mkdir(inputDir);
   await Deno.writeTextFile(path.join(inputDir, "P00001.7"), "raw");
-  const job = new Job({
+  const store = JobStore.open(path.join(root, "state"));
+  store.createReceiving({
     id,
-    files: [{ name: "P00001.7", size: 3 }],
+    priority: "normal",
+    client: "k",
+    peer: "127.0.0.1:1",
+    keyId: "k",
     options: {},
     inputDir,
     outputDir: path.join(dicomDir, `job_${id}_output`),
     logPath: path.join(reconFilePath, `job_${id}.log`),
+    files: [{ name: "P00001.7", size: 3 }],
+    uploadExpiresAt: Date.now() + 60_000,
   });
+  store.inputVerified(id, 0, createHash("sha256").update("raw").digest("hex"));
+  store.markQueued(id);
+  const job = new RunningJob(store.markRunning(id), () => {});
   const settings = (legacySharedOutput = false): WorkerSettings => ({
     reconScript: script,
     reconDicomDir: dicomDir,
@@ -39,6 +53,8 @@ async function site(scriptBody: string) {
     jobTimeout: 30,
     legacySharedOutput,
     killGraceMs: 200,
+    resultRetention: 3600,
+    failedInputRetention: 7200,
   });
   const marker = path.join(reconFilePath, `job_${id}.running`);
   return {
@@ -48,7 +64,12 @@ async function site(scriptBody: string) {
     job,
     marker,
     settings,
-    [Symbol.asyncDispose]: () => Deno.remove(root, { recursive: true }),
+    store,
+    inputDir,
+    [Symbol.asyncDispose]: () => {
+      store.close();
+      return Deno.remove(root, { recursive: true });
+    },
   };
 }
 
@@ -73,13 +94,18 @@ Deno.test("executeJob() fails a job whose script replaced RECON_OUTPUT_DIR with 
     /^RECON_OUTPUT_DIR is not the directory the server created \(it is now a symbolic link to ".*etc"\); no results are sent$/,
   );
   assert.equal(outcome.exitCode, 0, "the script itself exited 0");
+  await finishJob(s.store, s.job, outcome, s.settings(), log);
   // The link is gone, never followed: what it pointed to is untouched.
   assert.deepEqual(await names(s.dicomDir), []);
   assert.deepEqual(await names(secret), ["shadow"]);
-  assert.deepEqual(await names(s.reconFilePath), [`job_${s.job.id}.log`], "marker removed");
+  assert.deepEqual(
+    await names(s.reconFilePath),
+    [`job_${s.job.id}.log`, `job_${s.job.id}_input`],
+    "marker removed, inputs kept for a re-run",
+  );
 });
 
-Deno.test("executeJob() keeps the running marker exactly while the job's output is not final", async () => {
+Deno.test("the running marker exists exactly while the job's output is not final", async () => {
   await using s = await site("");
   await Deno.writeTextFile(
     s.settings().reconScript,
@@ -92,21 +118,114 @@ Deno.test("executeJob() keeps the running marker exactly while the job's output 
   assert.ok(outcome.ok, JSON.stringify(outcome));
   assert.deepEqual(outcome.results.map((r) => r.name), ["marker.txt"]);
   assert.equal(
-    await Deno.readTextFile(path.join(s.job.outputDir, "marker.txt")),
-    `${s.job.outputDir}\n`,
+    await Deno.readTextFile(path.join(s.job.record.outputDir, "marker.txt")),
+    `${s.job.record.outputDir}\n`,
     "the marker existed while the script ran and names the output directory",
   );
+  assert.ok((await names(s.reconFilePath)).includes(`job_${s.job.id}.running`), "not final yet");
+  await finishJob(s.store, s.job, outcome, s.settings(), log);
   assert.deepEqual(await names(s.reconFilePath), [`job_${s.job.id}.log`], "and is gone after");
 });
 
-Deno.test("executeJob() of a failed script removes its output and the marker", async () => {
-  await using s = await site(`echo partial > "$RECON_OUTPUT_DIR/partial.dcm"\nexit 3\n`);
-  const { log } = memoryLog();
+Deno.test("finishJob() of a succeeded run records each result with its size, SHA-256 and inode, keeps them and removes the inputs", async () => {
+  await using s = await site(
+    `printf 'one' >"$RECON_OUTPUT_DIR/a.dcm"\nmkdir "$RECON_OUTPUT_DIR/sub"\nprintf 'two!' >"$RECON_OUTPUT_DIR/sub/b.dcm"\n`,
+  );
+  const { lines, log } = memoryLog();
+  const outcome = await executeJob(s.job, s.settings(), log);
+  assert.ok(outcome.ok, JSON.stringify(outcome));
+  const before = Date.now();
+  const record = await finishJob(s.store, s.job, outcome, s.settings(), log);
+  assert.equal(record.state, "succeeded");
+  assert.equal(record.exitCode, 0);
+  assert.equal(record.resultCount, 2);
+  assert.equal(record.resultBytes, 7);
+  assert.ok(record.resultsExpireAt! >= before + 3600_000, "RESULT_RETENTION after it finished");
+  assert.equal(record.inputsRemoved, true);
+  await assert.rejects(Deno.stat(s.inputDir), Deno.errors.NotFound);
+  const outputs = s.store.outputs(s.job.id);
+  assert.deepEqual(outputs.map(({ name, size, sha256 }) => ({ name, size, sha256 })), [
+    { name: "a.dcm", size: 3, sha256: createHash("sha256").update("one").digest("hex") },
+    { name: "sub/b.dcm", size: 4, sha256: createHash("sha256").update("two!").digest("hex") },
+  ]);
+  const info = await Deno.lstat(path.join(s.job.record.outputDir, "a.dcm"));
+  assert.equal(outputs[0].ino, info.ino);
+  assert.equal(outputs[0].dev, info.dev);
+  assert.deepEqual(await names(s.job.record.outputDir), ["a.dcm", "sub"], "the results stay");
+  assert.ok(
+    lines.some((line) => /succeeded with 2 result file\(s\), 7 bytes, kept in /.test(line)),
+  );
+});
+
+Deno.test("finishJob() of a failed script removes its output and the marker and keeps the inputs until FAILED_INPUT_RETENTION", async () => {
+  await using s = await site(
+    `echo partial > "$RECON_OUTPUT_DIR/partial.dcm"\necho oops >&2\nexit 3\n`,
+  );
+  const { lines, log } = memoryLog();
   const outcome = await executeJob(s.job, s.settings(), log);
   assert.ok(!outcome.ok);
   assert.equal(outcome.reason, "the reconstruction script exited with code 3");
+  const before = Date.now();
+  const record = await finishJob(s.store, s.job, outcome, s.settings(), log);
+  assert.equal(record.state, "failed");
+  assert.equal(record.exitCode, 3);
+  assert.deepEqual(record.stderrTail, ["oops"]);
+  assert.equal(record.inputsRemoved, false);
+  assert.ok(record.inputsExpireAt! >= before + 7200_000);
+  assert.deepEqual(await names(s.dicomDir), []);
+  assert.deepEqual(await names(s.inputDir), ["P00001.7"], "kept for a re-run");
+  assert.deepEqual(await names(s.reconFilePath), [`job_${s.job.id}.log`, `job_${s.job.id}_input`]);
+  assert.ok(
+    lines.some((line) =>
+      line.includes(`job ${s.job.id}: failed: the reconstruction script exited with code 3 (log: `)
+    ),
+  );
+});
+
+Deno.test("finishJob() of a cancelled run records who cancelled it and removes its inputs and output", async () => {
+  await using s = await site(`echo partial > "$RECON_OUTPUT_DIR/partial.dcm"\nsleep 30\n`);
+  const { log } = memoryLog();
+  const running = executeJob(s.job, s.settings(), log);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  s.job.stop = { kind: "cancel", reason: "wrong patient", by: "127.0.0.1:9 (key id k)" };
+  s.job.abort.abort("wrong patient");
+  const outcome = await running;
+  assert.ok(!outcome.ok);
+  assert.equal(outcome.reason, "wrong patient");
+  const record = await finishJob(s.store, s.job, outcome, s.settings(), log);
+  assert.equal(record.state, "cancelled");
+  assert.equal(record.reason, "wrong patient");
+  assert.equal(record.cancelledBy, "127.0.0.1:9 (key id k)");
+  assert.equal(record.inputsRemoved, true);
   assert.deepEqual(await names(s.dicomDir), []);
   assert.deepEqual(await names(s.reconFilePath), [`job_${s.job.id}.log`]);
+});
+
+Deno.test("discardRun() removes what a run stopped by a shutdown wrote, and its marker", async () => {
+  await using s = await site(`echo partial > "$RECON_OUTPUT_DIR/partial.dcm"\nsleep 30\n`);
+  const { log } = memoryLog();
+  const running = executeJob(s.job, s.settings(), log);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  s.job.stop = { kind: "shutdown", reason: "the server is shutting down" };
+  s.job.abort.abort("the server is shutting down");
+  await running;
+  await discardRun(s.job, log);
+  assert.deepEqual(await names(s.dicomDir), []);
+  assert.deepEqual(await names(s.reconFilePath), [`job_${s.job.id}.log`, `job_${s.job.id}_input`]);
+});
+
+Deno.test("executeJob() removes what an earlier attempt of the job left in its output directory", async () => {
+  await using s = await site(`ls "$RECON_OUTPUT_DIR" >"$RECON_OUTPUT_DIR/seen.txt"\n`);
+  await Deno.mkdir(s.job.record.outputDir);
+  await Deno.writeTextFile(path.join(s.job.record.outputDir, "half.dcm"), "from the last attempt");
+  const { log } = memoryLog();
+  const outcome = await executeJob(s.job, s.settings(), log);
+  assert.ok(outcome.ok, JSON.stringify(outcome));
+  assert.deepEqual(outcome.results.map((r) => r.name), ["seen.txt"]);
+  assert.equal(
+    await Deno.readTextFile(path.join(s.job.record.outputDir, "seen.txt")),
+    "seen.txt\n",
+  );
 });
 
 Deno.test("executeJob() without LEGACY_SHARED_OUTPUT never collects from RECON_DICOM_DIR itself", async () => {
@@ -141,5 +260,5 @@ Deno.test("executeJob() with LEGACY_SHARED_OUTPUT adopts the job's new files, af
     ["before.dcm", `job_${s.job.id}_output`],
     "the late writer never wrote",
   );
-  assert.deepEqual(await names(s.job.outputDir), ["image.dcm"]);
+  assert.deepEqual(await names(s.job.record.outputDir), ["image.dcm"]);
 });

@@ -103,10 +103,14 @@ export interface RawClient extends AsyncDisposable {
   nextMessage(): Promise<Record<string, unknown> | null>;
 }
 
-/** Run the client handshake on `conn` with `key` and hand over a {@link RawClient}. */
+/**
+ * Run the client handshake on `conn` with `key` and hand over a {@link RawClient};
+ * `version` makes it offer an older protocol version (default: the current one).
+ */
 export async function rawClient(
   conn: Deno.TcpConn,
   key: { raw: Uint8Array<ArrayBuffer>; id: string },
+  options: { version?: number } = {},
 ): Promise<RawClient> {
   const reader = new FrameReader(conn, { maxFrameSize: MAX_HANDSHAKE_FRAME_SIZE });
   const keys = await clientHandshake(
@@ -116,6 +120,7 @@ export async function rawClient(
     },
     key.raw,
     key.id,
+    { version: options.version },
   );
   reader.maxFrameSize = 64 * 1024 * 1024;
   const sendKeys = new KeySchedule(keys.sendKey, 1_000_000);
