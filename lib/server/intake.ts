@@ -38,6 +38,7 @@ import type { Subscription } from "./job_events.ts";
 import { checkScript } from "./worker.ts";
 import { heldBytes, partialPath, removeQuietly } from "./job_files.ts";
 import { Refusal, unknownJob, utc } from "./refusal.ts";
+import { UPLOAD_WINDOW_OVER } from "./sweeper.ts";
 import type { SessionContext } from "./session_context.ts";
 
 export { Refusal } from "./refusal.ts";
@@ -215,7 +216,7 @@ export async function resumeUpload(
   if (!found) throw unknownJob(id);
   const record = context.sweeper.settle(found);
   if (record.state !== "receiving") {
-    if (record.state === "failed" && record.queuedAt === undefined && record.inputsRemoved) {
+    if (record.state === "failed" && record.reason?.startsWith(UPLOAD_WINDOW_OVER)) {
       throw new Refusal(
         `the upload of job ${id} was not resumed in time and was removed on ${
           utc(record.finishedAt ?? context.now())

@@ -50,6 +50,9 @@ export function sweepInterval(retentionsSeconds: number[]): number {
   return Math.max(500, Math.round(shortest * 1000));
 }
 
+/** The start of the reason of an upload whose UPLOAD_RESUME_WINDOW ran out. */
+export const UPLOAD_WINDOW_OVER = "the upload was not completed within UPLOAD_RESUME_WINDOW";
+
 /** A retention in the words of recon.opts' comments: "3600 s". */
 function seconds(value: number): string {
   return `${value} s`;
@@ -122,9 +125,7 @@ export class Sweeper {
         );
         if (until > now || leases.uploading(record.id)) return record;
         const failed = store.markFailed(record.id, {
-          reason: `the upload was not completed within UPLOAD_RESUME_WINDOW (${
-            seconds(this.#options.uploadResumeWindow)
-          })`,
+          reason: `${UPLOAD_WINDOW_OVER} (${seconds(this.#options.uploadResumeWindow)})`,
           exitCode: null,
           stderrTail: [],
         });
