@@ -26,7 +26,14 @@ import type { Channel } from "../wire/channel.ts";
 import { errorMessage, ReconError, TransferError } from "../errors.ts";
 import { resolveInside, resultPathProblem } from "../wire/file_names.ts";
 import { partialLength, receiveFileResumable } from "../wire/transfer.ts";
-import type { DownloadedFile } from "./job.ts";
+
+/** A downloaded (and verified) result. */
+export interface DownloadedFile {
+  name: string;
+  path: string;
+  size: number;
+  sha256: string;
+}
 
 /** What `dicom_transfer_start` announced. */
 export interface Announcement {

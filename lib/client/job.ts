@@ -1,14 +1,20 @@
 /**
  * What every way of seeing a job through shares (submit, resume, fetch, rerun; see
- * lib/client/run_job.ts): the events a display hears, the finished job, and the errors
- * a caller tells apart: the job failed, our interrupt cancelled it, or the server
- * cannot give it to us (`error` of kind not_found, expired or refused, PROTOCOL.md §6.6).
+ * lib/client/run_job.ts): how a session opens, the options of a job's sessions, what
+ * this client knows of the job across them ({@link ClientJob}), the events a display
+ * hears, the finished job, and the errors a caller tells apart: the job failed, our
+ * interrupt cancelled it, or the server cannot give it to us (`error` of kind
+ * not_found, expired or refused, PROTOCOL.md §6.6).
  *
  * @module
  */
 import { statfs } from "node:fs/promises";
 import { InterruptedError, JobError } from "../errors.ts";
-import type { FileEntry, JobInfo } from "../wire/protocol.ts";
+import type { FileEntry, JobInfo, Priority, ReconOptions } from "../wire/protocol.ts";
+import type { DownloadedFile, ResultDownload } from "./download.ts";
+import type { LocalFile } from "./files.ts";
+
+export type { DownloadedFile };
 
 /** What the caller hears while the job runs (for the progress display). */
 export type SubmitEvent =
@@ -19,14 +25,6 @@ export type SubmitEvent =
   | { kind: "progress"; text?: string; percent?: number }
   | { kind: "notice"; text: string }
   | { kind: "download"; name: string; bytes: number; total: number };
-
-/** A downloaded (and verified) result. */
-export interface DownloadedFile {
-  name: string;
-  path: string;
-  size: number;
-  sha256: string;
-}
 
 /** The finished job, its results in the download directory. */
 export interface SubmitResult {
@@ -103,4 +101,76 @@ export class JobUnavailableError extends JobError {
 /** The kinds of {@link JobUnavailableError}, or undefined for any other `error.kind`. */
 export function unavailableKind(kind: string | undefined): UnavailableKind | undefined {
   return kind === "not_found" || kind === "expired" || kind === "refused" ? kind : undefined;
+}
+
+/** How a session begins. */
+export type Opening =
+  | { kind: "submit"; options: ReconOptions; priority?: Priority }
+  | { kind: "resume" }
+  | { kind: "follow" }
+  | { kind: "rerun"; jobId: string; options?: ReconOptions; priority?: Priority };
+
+/** What a job's sessions need besides the channel. */
+export interface JobOptions {
+  /** The inputs (for a submission or a resumed upload; none otherwise). */
+  files?: LocalFile[];
+  /** CLIENT_DOWNLOAD_DIR; results go to `<downloadDir>/<job_id>/`. */
+  downloadDir: string;
+  /** Stop once the job is queued (`--detach`) instead of waiting for its results. */
+  until?: "queued" | "results";
+  /** CLIENT_MAX_RESULT_BYTES: refuse results whose announced total is larger; 0 = no cap. */
+  maxResultBytes?: number;
+  /** Free bytes on the file system that holds `dir` (default statfs; a test can pretend). */
+  diskFree?: (dir: string) => Promise<number>;
+  onEvent?: (event: SubmitEvent) => void;
+  /**
+   * Told the job id as soon as the server names it (the first `request_file` of a
+   * submission, `job_queued` of a rerun), before the job is queued.
+   */
+  onJobId?: (jobId: string) => void;
+  /** Logs hostile server behaviour. */
+  onHostile?: (message: string) => void;
+  /**
+   * What an interrupt means while the job waits or runs: cancel it on the server (a
+   * submission, as Ctrl-C always did), or only stop following it (`fetch`, `wait`).
+   * Default true.
+   */
+  cancelOnInterrupt?: boolean;
+  /**
+   * The command line of `recon-client fetch ID` or `cancel ID` for hints, with the
+   * options this one was given (`--opts`, `--host`, …); see {@link defaultCommand}.
+   */
+  command?: (subcommand: "fetch" | "cancel", jobId: string) => string;
+}
+
+/** How a job's sessions ended. */
+export type JobOutcome =
+  | { kind: "queued"; jobId: string; uploaded: FileEntry[] }
+  | { kind: "results"; result: SubmitResult };
+
+/** Where a job is, as far as this client knows. */
+export type JobPhase = "upload" | "wait" | "download";
+
+/** What this client knows of one job, across its sessions. */
+export class ClientJob {
+  jobId?: string;
+  phase: JobPhase;
+  /** Inputs whose upload ended with a FILE_END the server verified, by name. */
+  readonly uploaded = new Map<string, FileEntry>();
+  download?: ResultDownload;
+  skipped = 0;
+  /** Ctrl-C came: set before the session learns how to act on it. */
+  interrupted = false;
+  /** The interrupt came during an upload: cancel the job in a session of its own. */
+  cancelWanted = false;
+
+  constructor(phase: JobPhase, jobId?: string) {
+    this.phase = phase;
+    this.jobId = jobId;
+  }
+}
+
+/** The default for {@link JobOptions.command}. */
+export function defaultCommand(subcommand: "fetch" | "cancel", jobId: string): string {
+  return `recon-client ${subcommand} ${jobId}`;
 }

@@ -14,114 +14,48 @@
  *
  * @module
  */
-import * as path from "node:path";
 import type { Channel } from "../wire/channel.ts";
 import {
   ConnectionError,
-  errorMessage,
   InterruptedError,
   JobError,
   ProtocolError,
   ReconError,
   TransferError,
 } from "../errors.ts";
-import { resultPathProblem } from "../wire/file_names.ts";
 import { printable } from "../printable.ts";
 import {
-  type FileEntry,
   FINAL_STATES,
   type MessageOf,
   parseServerMessage,
-  type Priority,
-  type ReconOptions,
   type ServerMessage,
 } from "../wire/protocol.ts";
 import { sendFileFrom } from "../wire/transfer.ts";
-import { type Announcement, ResultDownload } from "./download.ts";
+import { ResultDelivery } from "./delivery.ts";
 import type { LocalFile } from "./files.ts";
 import {
-  diskFree,
+  type ClientJob,
+  defaultCommand,
   JobCancelledError,
   JobFailedError,
+  type JobOptions,
+  type JobOutcome,
   JobUnavailableError,
+  type Opening,
   type SubmitEvent,
-  type SubmitResult,
   unavailableKind,
 } from "./job.ts";
 
-/** How a session begins. */
-export type Opening =
-  | { kind: "submit"; options: ReconOptions; priority?: Priority }
-  | { kind: "resume" }
-  | { kind: "follow" }
-  | { kind: "rerun"; jobId: string; options?: ReconOptions; priority?: Priority };
-
-/** What a job's sessions need besides the channel. */
-export interface JobOptions {
-  /** The inputs (for a submission or a resumed upload; none otherwise). */
-  files?: LocalFile[];
-  /** CLIENT_DOWNLOAD_DIR; results go to `<downloadDir>/<job_id>/`. */
-  downloadDir: string;
-  /** Stop once the job is queued (`--detach`) instead of waiting for its results. */
-  until?: "queued" | "results";
-  /** CLIENT_MAX_RESULT_BYTES: refuse results whose announced total is larger; 0 = no cap. */
-  maxResultBytes?: number;
-  /** Free bytes on the file system that holds `dir` (default statfs; a test can pretend). */
-  diskFree?: (dir: string) => Promise<number>;
-  onEvent?: (event: SubmitEvent) => void;
-  /**
-   * Told the job id as soon as the server names it (the first `request_file` of a
-   * submission, `job_queued` of a rerun), before the job is queued.
-   */
-  onJobId?: (jobId: string) => void;
-  /** Logs hostile server behaviour. */
-  onHostile?: (message: string) => void;
-  /**
-   * What an interrupt means while the job waits or runs: cancel it on the server (a
-   * submission, as Ctrl-C always did), or only stop following it (`fetch`, `wait`).
-   * Default true.
-   */
-  cancelOnInterrupt?: boolean;
-  /**
-   * The command line of `recon-client fetch ID` or `cancel ID` for hints, with the
-   * options this one was given (`--opts`, `--host`, …); see {@link defaultCommand}.
-   */
-  command?: (subcommand: "fetch" | "cancel", jobId: string) => string;
-}
-
-/** How a job's sessions ended. */
-export type JobOutcome =
-  | { kind: "queued"; jobId: string; uploaded: FileEntry[] }
-  | { kind: "results"; result: SubmitResult };
-
-/** Where a job is, as far as this client knows. */
-export type JobPhase = "upload" | "wait" | "download";
-
-/** What this client knows of one job, across its sessions. */
-export class ClientJob {
-  jobId?: string;
-  phase: JobPhase;
-  /** Inputs whose upload ended with a FILE_END the server verified, by name. */
-  readonly uploaded = new Map<string, FileEntry>();
-  download?: ResultDownload;
-  skipped = 0;
-  /** Ctrl-C came: set before the session learns how to act on it. */
-  interrupted = false;
-  /** The interrupt came during an upload: cancel the job in a session of its own. */
-  cancelWanted = false;
-
-  constructor(phase: JobPhase, jobId?: string) {
-    this.phase = phase;
-    this.jobId = jobId;
-  }
-}
+export {
+  ClientJob,
+  defaultCommand,
+  type JobOptions,
+  type JobOutcome,
+  type JobPhase,
+  type Opening,
+} from "./job.ts";
 
 type ServerMessageOf<T extends ServerMessage["type"]> = MessageOf<ServerMessage, T>;
-
-/** The default for {@link JobOptions.command}. */
-export function defaultCommand(subcommand: "fetch" | "cancel", jobId: string): string {
-  return `recon-client ${subcommand} ${jobId}`;
-}
 
 /**
  * One session's conversation. Each server message is handled by the step it belongs
@@ -141,11 +75,13 @@ export class JobSession {
   #heard = false;
   /** Every file of a submission sent, job_queued not yet read. */
   #uploadComplete = false;
-  /** This session's result announcement, and where it asked the server to start. */
-  #announced?: Announcement & { skipped: number; start: { index: number; offset: number } };
-  /** Results received in this session, and their bytes. */
-  #sessionResults = 0;
-  #downloading = false;
+  /** A file is being sent: an interrupt stops it at the next record (see interrupt()). */
+  #sending = false;
+  /** Set by an interrupt during a file: the next progress report throws it. */
+  #stopSending?: InterruptedError;
+  #stallTimer?: ReturnType<typeof setTimeout>;
+  /** The results' side of the session. */
+  readonly #delivery: ResultDelivery;
   /** A resume_upload the server refused: follow the job instead (it may be queued). */
   #fellBack = false;
 
@@ -162,6 +98,15 @@ export class JobSession {
     this.#options = options;
     this.#onHeard = onHeard;
     this.#byName = new Map((options.files ?? []).map((file) => [file.name, file]));
+    this.#delivery = new ResultDelivery({
+      channel,
+      job,
+      options,
+      hostile: (text) => this.#hostile(text),
+      heard: () => this.#heardFrom(),
+      event: (event) => this.#event(event),
+      fetchCommand: (jobId) => this.#fetchCommand(jobId),
+    });
   }
 
   get #files(): LocalFile[] {
@@ -257,7 +202,7 @@ export class JobSession {
     job.interrupted = true;
     const jobId = job.jobId;
     const cancel = this.#options.cancelOnInterrupt ?? true;
-    if (this.#downloading) {
+    if (this.#delivery.downloading) {
       // The job is done; stop receiving. The server keeps the results (no results_received).
       this.#channel.abort(
         new InterruptedError(`interrupted while downloading the results of job ${jobId}`, {
@@ -280,7 +225,12 @@ export class JobSession {
       // job_queued is on its way; its handler calls interrupt() again.
     } else if (jobId) {
       job.cancelWanted = cancel;
-      this.#channel.abort(new InterruptedError(`interrupted during the upload of job ${jobId}`));
+      const stop = new InterruptedError(`interrupted during the upload of job ${jobId}`);
+      if (!this.#sending) return this.#channel.abort(stop);
+      // Stop between two records, so the records in flight settle before the session
+      // is cut; a send stalled for a second is cut where it is.
+      this.#stopSending = stop;
+      this.#stallTimer = setTimeout(() => this.#channel.abort(stop), 1000);
     } else {
       this.#channel.abort(
         new InterruptedError("interrupted during upload; the server drops the job"),
@@ -355,11 +305,11 @@ export class JobSession {
       case "job_failed":
         throw this.#failure(message);
       case "dicom_transfer_start":
-        return await this.#acceptResults(message);
+        return await this.#delivery.accept(message);
       case "result_file":
-        return await this.#receiveResult(message);
+        return await this.#delivery.receive(message);
       case "recon_complete":
-        return await this.#complete(message);
+        return await this.#delivery.complete(message);
       default:
         this.#hostile(`server sent ${message.type} during a job`);
     }
@@ -391,12 +341,17 @@ export class JobSession {
     this.#learnId(request.job_id);
     this.#heardFrom();
     this.#requested.add(file.name);
+    this.#sending = true;
     try {
       const digest = await sendFileFrom(this.#channel, file.path, file.size, {
         offset,
-        onProgress: (bytes) =>
-          this.#event({ kind: "upload", name: file.name, bytes, total: file.size }),
+        onProgress: (bytes) => {
+          if (this.#stopSending) throw this.#stopSending;
+          this.#event({ kind: "upload", name: file.name, bytes, total: file.size });
+        },
       });
+      // Sent whole before the interrupt was noticed: cut the session all the same.
+      if (this.#stopSending) throw this.#stopSending;
       // The server verifies this SHA-256 of the whole file at FILE_END (§5).
       this.#job.uploaded.set(file.name, {
         name: file.name,
@@ -411,6 +366,9 @@ export class JobSession {
         await this.#channel.send({ type: "error", reason: error.message }).catch(() => {});
       }
       throw error;
+    } finally {
+      this.#sending = false;
+      clearTimeout(this.#stallTimer);
     }
   }
 
@@ -521,202 +479,5 @@ export class JobSession {
       message.exit_code,
       message.stderr_tail,
     );
-  }
-
-  /**
-   * Receive results: they must fit CLIENT_MAX_RESULT_BYTES and the free space of the
-   * download directory; then open the download (taking over what an earlier session
-   * verified) and say ready, with where to start. Otherwise answer `refused`, and the
-   * results stay on the server.
-   */
-  async #acceptResults(message: ServerMessageOf<"dicom_transfer_start">): Promise<undefined> {
-    const job = this.#job;
-    const jobId = job.jobId;
-    if (!jobId || message.job_id !== jobId || job.phase === "upload") {
-      this.#hostile("results announced for another job");
-    }
-    if (this.#announced) this.#hostile("results announced twice");
-    const { count, total_size: totalSize, skipped = 0 } = message;
-    if (
-      job.download &&
-      (job.download.announced.count !== count || job.download.announced.totalSize !== totalSize)
-    ) {
-      this.#hostile(
-        `server announced ${count} result(s) of ${totalSize} bytes, ` +
-          `${job.download.announced.count} of ${job.download.announced.totalSize} before`,
-      );
-    }
-    this.#heardFrom();
-    job.phase = "download";
-    job.skipped = skipped;
-    const { maxResultBytes = 0 } = this.#options;
-    const kept = `they stay on the server in RECON_DICOM_DIR/job_${jobId}_output`;
-    const later = `${this.#fetchCommand(jobId)} fetches them`;
-    const refuse = async (reason: string, hint: string): Promise<never> => {
-      await this.#channel.send({ type: "dicom_transfer_ack", job_id: jobId, status: "refused" })
-        .catch(() => {});
-      throw new TransferError(`${reason}; ${kept}`, { hint: `${hint}; then ${later}` });
-    };
-    const what = `the ${count} result file(s) of job ${jobId} (${totalSize} bytes)`;
-    if (maxResultBytes > 0 && totalSize > maxResultBytes) {
-      await refuse(
-        `${what} exceed CLIENT_MAX_RESULT_BYTES (${maxResultBytes})`,
-        "raise CLIENT_MAX_RESULT_BYTES in recon.opts (0 = no cap) for jobs this large",
-      );
-    }
-    const download = await this.#openDownload(jobId, { count, totalSize }, what, refuse);
-    job.download = download;
-    const start = await download.resumePoint();
-    this.#announced = { count, totalSize, skipped, start };
-    this.#downloading = true;
-    if (start.index === count && count > 0) {
-      this.#event({
-        kind: "notice",
-        text: `the ${count} result file(s) of job ${jobId} are already in ` +
-          `${download.resultDir}, verified`,
-      });
-    } else if (start.index > 0 || start.offset > 0) {
-      const partly = start.offset > 0 ? ` and ${start.offset} bytes of the next` : "";
-      this.#event({
-        kind: "notice",
-        text: `resuming the results of job ${jobId}: ${start.index} of ${count} file(s) ` +
-          `already here${partly}`,
-      });
-    }
-    await this.#channel.send({
-      type: "dicom_transfer_ack",
-      job_id: jobId,
-      status: "ready",
-      ...(start.index > 0 ? { resume_index: start.index } : {}),
-      ...(start.offset > 0 ? { resume_offset: start.offset } : {}),
-    });
-  }
-
-  /**
-   * The download of the announced results, taking over what an earlier session or
-   * process verified, once the rest fits the free space; `refuse` otherwise.
-   */
-  async #openDownload(
-    jobId: string,
-    announced: Announcement,
-    what: string,
-    refuse: (reason: string, hint: string) => Promise<never>,
-  ): Promise<ResultDownload> {
-    const { downloadDir } = this.#options;
-    const cannot = (error: unknown) =>
-      refuse(
-        `cannot save the results in ${path.join(downloadDir, jobId)}: ${errorMessage(error)}`,
-        error instanceof ReconError && error.hint ? error.hint : "check CLIENT_DOWNLOAD_DIR",
-      );
-    let download: ResultDownload;
-    let free: number;
-    try {
-      await Deno.mkdir(downloadDir, { recursive: true });
-      download = this.#job.download ??
-        await ResultDownload.open(downloadDir, jobId, announced);
-      free = await (this.#options.diskFree ?? diskFree)(downloadDir);
-    } catch (error) {
-      return await cannot(error);
-    }
-    if (announced.totalSize - download.verifiedBytes > free) {
-      return await refuse(
-        `${what} do not fit in ${downloadDir} (${free} bytes free)`,
-        "free space in CLIENT_DOWNLOAD_DIR, or point it at a larger disk",
-      );
-    }
-    await download.prepare().catch(cannot);
-    return download;
-  }
-
-  /**
-   * Receive one result: its name must be safe (§6.2) and new, it must fit the announced
-   * count and total size, and only the first of the session may start at the offset we
-   * asked for, of the file we hold a part of.
-   */
-  async #receiveResult(message: ServerMessageOf<"result_file">): Promise<undefined> {
-    const announced = this.#announced;
-    const download = this.#job.download;
-    if (!announced || !download || !this.#downloading) {
-      this.#hostile(`server sent result ${JSON.stringify(message.name)} before announcing any`);
-    }
-    const problem = resultPathProblem(message.name);
-    if (problem) {
-      this.#hostile(
-        `server sent an unsafe result name ${JSON.stringify(message.name)}: ${problem}`,
-      );
-    }
-    if (download.has(message.name)) {
-      this.#hostile(`server sent result ${JSON.stringify(message.name)} twice`);
-    }
-    if (download.files.length >= announced.count) {
-      this.#hostile(`server sent more than the ${announced.count} result(s) it announced`);
-    }
-    if (download.verifiedBytes + message.size > announced.totalSize) {
-      this.#hostile(`server sent more than the ${announced.totalSize} bytes it announced`);
-    }
-    const offset = message.offset ?? 0;
-    if (offset > 0) {
-      const { start } = announced;
-      const partial = download.partial;
-      if (
-        this.#sessionResults > 0 || offset !== start.offset || partial?.name !== message.name ||
-        offset > message.size
-      ) {
-        this.#hostile(
-          `server resumed ${JSON.stringify(message.name)} at byte ${offset}, ` +
-            `which is not what this client holds`,
-        );
-      }
-    }
-    this.#sessionResults++;
-    await download.receive(
-      this.#channel,
-      { name: message.name, size: message.size, offset },
-      (bytes) => this.#event({ kind: "download", name: message.name, bytes, total: message.size }),
-    ).catch((error) => {
-      // The server said goodbye in the middle of a file (a restart): the connection
-      // is gone as surely as when it breaks, and the verified part is kept.
-      if (
-        error instanceof TransferError && /ended the session in the middle/.test(error.message)
-      ) {
-        throw new ConnectionError(error.message, { cause: error });
-      }
-      throw error;
-    });
-    return undefined;
-  }
-
-  /**
-   * `recon_complete`: every announced result arrived, each verified by the SHA-256 of
-   * its FILE_END; only now may the server count them delivered.
-   */
-  async #complete(message: ServerMessageOf<"recon_complete">): Promise<JobOutcome> {
-    const job = this.#job;
-    const jobId = job.jobId;
-    const announced = this.#announced;
-    const download = job.download;
-    if (!jobId || !announced || !download) this.#hostile("recon_complete before any result");
-    const received = download.files.length;
-    if (
-      received !== announced.count || message.count !== announced.count ||
-      download.verifiedBytes !== announced.totalSize
-    ) {
-      throw new TransferError(
-        `job finished with ${received} of ${announced.count} result file(s) ` +
-          `(${download.verifiedBytes} of ${announced.totalSize} bytes)`,
-      );
-    }
-    this.#downloading = false;
-    await this.#channel.send({ type: "results_received", job_id: jobId });
-    return {
-      kind: "results",
-      result: {
-        jobId,
-        uploaded: [...job.uploaded.values()],
-        resultDir: download.resultDir,
-        files: [...download.files],
-        skipped: announced.skipped,
-      },
-    };
   }
 }
