@@ -7,17 +7,24 @@ import {
   failureDetails,
   failureJson,
   formatUptime,
+  formatUtc,
+  jobLine,
+  jobsJson,
+  jobsText,
+  queuedText,
   queueJson,
   queueText,
   resultJson,
   resultText,
   skippedWarning,
   statusJson,
+  statusNotice,
   statusText,
 } from "../../lib/client/format.ts";
+import type { JobInfo } from "../../lib/wire/protocol.ts";
 import type { QueueDetails, ServerStatus } from "../../lib/client/query.ts";
 import { JobCancelledError, JobFailedError, type SubmitResult } from "../../lib/client/submit.ts";
-import { ConnectionError, ExitCode, JobError } from "../../lib/errors.ts";
+import { ConnectionError, ExitCode, JobError, LostContactError } from "../../lib/errors.ts";
 
 const JOB_A = "0b7f0f2e-3c1a-4b5e-9d2f-6a7b8c9d0e1f";
 const JOB_B = "5d0c7e8f-1a2b-4c3d-8e9f-0a1b2c3d4e5f";
@@ -187,4 +194,170 @@ Deno.test("failureJson() reports any other failure as an error with its exit cod
     JSON.parse(failureJson(new JobError("refused"), ExitCode.JOB_FAILED)).status,
     "failed",
   );
+});
+
+Deno.test("statusText() adds a version 3 server's figures: queue by priority, kept bytes, free disk", () => {
+  const text = statusText(
+    {
+      ...STATUS,
+      jobs_cancelled: 1,
+      queued_high: 1,
+      queued_normal: 2,
+      queued_low: 0,
+      kept_input_bytes: 1_200_000_000,
+      kept_result_bytes: 340_000_000,
+      disk_free_bytes: 9_000_000_000,
+      disk_free_margin: 10_000_000_000,
+    },
+    "recon.example:9000",
+  );
+  assert.equal(
+    text.split("\n").slice(4).join("\n"),
+    [
+      "queued jobs:         3 (high 1, normal 2, low 0)",
+      "jobs completed:      40",
+      "jobs failed:         2",
+      "jobs cancelled:      1",
+      "kept inputs:         1.20 GB",
+      "kept results:        340 MB",
+      "disk free:           9.00 GB (DISK_FREE_MARGIN 10.0 GB; below it, new jobs are refused)",
+      "",
+    ].join("\n"),
+  );
+});
+
+Deno.test("queueText() shows a version 3 server's priority and queue position columns", () => {
+  const lines = queueText([
+    { ...JOBS[0], priority: "normal" },
+    { ...JOBS[1], priority: "high", queue_position: 1 },
+  ]).split("\n");
+  assert.match(lines[0], /^JOB ID {32}STATUS {10}PRIORITY  POS  PRIMARY FILE/);
+  assert.ok(lines[1].startsWith(`${JOB_A}  processing 42%  normal    -    P00001.7 `));
+  assert.ok(lines[2].startsWith(`${JOB_B}  queued          high      1    a_much`));
+});
+
+const INFO: JobInfo[] = [
+  {
+    job_id: JOB_A,
+    state: "succeeded",
+    priority: "normal",
+    submitted_at: "2026-12-01T10:00:00.000Z",
+    started_at: "2026-12-01T10:00:01.000Z",
+    finished_at: "2026-12-01T10:05:00.500Z",
+    file_count: 2,
+    input_bytes: 300_000_000,
+    attempts: 1,
+    exit_code: 0,
+    result_count: 12,
+    result_bytes: 30_000_000,
+    results_expire_at: "2026-12-08T10:05:00.500Z",
+  },
+  {
+    job_id: JOB_B,
+    state: "failed",
+    priority: "low",
+    submitted_at: "2026-12-01T11:00:00.000Z",
+    finished_at: "2026-12-01T11:00:03.000Z",
+    file_count: 1,
+    input_bytes: 512,
+    attempts: 1,
+    exit_code: 3,
+    reason: "the reconstruction script exited with code 3\u001b[2J",
+    inputs_expire_at: "2026-12-04T11:00:03.000Z",
+  },
+];
+
+Deno.test("jobsText() lists every figure of each job, times in UTC, text from the server made printable", () => {
+  const lines = jobsText(INFO).split("\n");
+  assert.equal(lines.pop(), "");
+  assert.match(
+    lines[0],
+    /^JOB ID +STATE +PRIORITY +POS +SUBMITTED \(UTC\) +STARTED \(UTC\) +FINISHED \(UTC\) +INPUTS +EXIT +RESULTS +EXPIRES \(UTC\) +REASON$/,
+  );
+  assert.deepEqual(lines[1].split(/ {2,}/), [
+    JOB_A,
+    "succeeded",
+    "normal",
+    "-",
+    "2026-12-01 10:00:00",
+    "2026-12-01 10:00:01",
+    "2026-12-01 10:05:00",
+    "2 / 300 MB",
+    "0",
+    "12 / 30.0 MB",
+    "2026-12-08 10:05:00",
+  ]);
+  assert.deepEqual(lines[2].split(/ {2,}/), [
+    JOB_B,
+    "failed",
+    "low",
+    "-",
+    "2026-12-01 11:00:00",
+    "-",
+    "2026-12-01 11:00:03",
+    "1 / 512 B",
+    "3",
+    "-",
+    "2026-12-04 11:00:03 inputs",
+    "the reconstruction script exited with code 3?",
+  ]);
+  assert.equal(jobsText([]), "the server holds no jobs\n");
+  assert.equal(jobsText([], "queued"), "no job on the server is queued\n");
+  assert.deepEqual(JSON.parse(jobsJson(INFO)), { jobs: INFO });
+});
+
+Deno.test("jobLine() says how a job ended in one line; statusNotice() where a followed job is", () => {
+  assert.equal(
+    jobLine(INFO[0]),
+    `${JOB_A} succeeded at 2026-12-01 10:05:00 UTC: 12 result file(s), 30.0 MB, ` +
+      "kept until 2026-12-08 10:05:00 UTC",
+  );
+  assert.equal(
+    jobLine({
+      ...INFO[1],
+      state: "cancelled",
+      reason: "not needed",
+      cancelled_by: "10.0.0.9 key ab",
+    }),
+    `${JOB_B} cancelled at 2026-12-01 11:00:03 UTC: not needed (by 10.0.0.9 key ab)`,
+  );
+  assert.equal(
+    jobLine({ ...INFO[0], state: "expired" }),
+    `${JOB_A} expired at 2026-12-01 10:05:00 UTC; its results were removed`,
+  );
+  assert.equal(
+    statusNotice({ ...INFO[1], state: "queued", queue_position: 2 }),
+    `job ${JOB_B} queued (position 2 in the queue, priority low)`,
+  );
+  assert.equal(
+    statusNotice({ ...INFO[0], state: "running", attempts: 2 }),
+    `job ${JOB_A} running (attempt 2)`,
+  );
+  assert.match(statusNotice(INFO[0]), new RegExp(`^job ${JOB_A} succeeded at `));
+});
+
+Deno.test("formatUtc() shows an ISO time as UTC to the second; queuedText() is the id alone", () => {
+  assert.equal(formatUtc("2026-12-01T10:05:00.999Z"), "2026-12-01 10:05:00");
+  assert.equal(formatUtc("2026-12-01T11:05:00+01:00"), "2026-12-01 10:05:00");
+  assert.equal(formatUtc(undefined), "-");
+  assert.equal(formatUtc("soon\u001b"), "soon?");
+  assert.equal(queuedText({ jobId: JOB_A, uploaded: [] }, false), `${JOB_A}\n`);
+  assert.deepEqual(JSON.parse(queuedText({ jobId: JOB_A, uploaded: [] }, true)), {
+    job_id: JOB_A,
+    status: "queued",
+    uploaded: [],
+  });
+});
+
+Deno.test("failureJson() of a lost contact names the job and the command that fetches it", () => {
+  const error = new LostContactError(JOB_A, "lost the connection", {
+    fetchCommand: `recon-client fetch ${JOB_A}`,
+  });
+  assert.deepEqual(JSON.parse(failureJson(error, ExitCode.LOST_CONTACT)), {
+    status: "error",
+    error: "lost the connection",
+    exit_code: 5,
+    job_id: JOB_A,
+    fetch_command: `recon-client fetch ${JOB_A}`,
+  });
 });

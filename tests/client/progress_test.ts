@@ -150,3 +150,29 @@ Deno.test("ProgressDisplay without a terminal prints no bar, and with --quiet no
   quiet.shown.line("done");
   assert.equal(quiet.output, "");
 });
+
+Deno.test("ProgressDisplay shows a followed job's state through its statusLine, on its own line", () => {
+  const written: string[] = [];
+  const job = {
+    job_id: "0b7f0f2e-3c1a-4b5e-9d2f-6a7b8c9d0e1f",
+    state: "queued" as const,
+    priority: "high" as const,
+    queue_position: 2,
+    submitted_at: "2026-12-01T10:00:00.000Z",
+    file_count: 1,
+    input_bytes: 3,
+    attempts: 0,
+  };
+  new ProgressDisplay({
+    write: (text) => written.push(text),
+    tty: false,
+    quiet: false,
+    statusLine: (info) => `job ${info.job_id} is ${info.state} at ${info.queue_position}`,
+  }).show({ kind: "status", job });
+  new ProgressDisplay({ write: (text) => written.push(text), tty: false, quiet: false })
+    .show({ kind: "status", job });
+  assert.deepEqual(written, [
+    `job ${job.job_id} is queued at 2\n`,
+    `job ${job.job_id} queued\n`,
+  ]);
+});
