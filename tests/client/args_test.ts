@@ -149,10 +149,10 @@ Deno.test("each job command has its own --help", () => {
     assert.equal(command.kind, "help");
     const text = (command as { text: string }).text;
     assert.ok(text.startsWith(`recon-client ${name}: `), text);
-    assert.match(text, /^  --opts PATH/m);
+    assert.match(text, /^ {2}--opts PATH/m);
   }
   const main = parse("-h");
-  assert.match((main as { text: string }).text, /^  5 {4}the job is on the server/m);
+  assert.match((main as { text: string }).text, /^ {2}5 {4}the job is on the server/m);
 });
 
 Deno.test("parseJobId() accepts any case and spaces around, and gives the server's form", () => {

@@ -231,7 +231,7 @@ Deno.test("queueText() shows a version 3 server's priority and queue position co
     { ...JOBS[0], priority: "normal" },
     { ...JOBS[1], priority: "high", queue_position: 1 },
   ]).split("\n");
-  assert.match(lines[0], /^JOB ID {32}STATUS {10}PRIORITY  POS  PRIMARY FILE/);
+  assert.match(lines[0], /^JOB ID {32}STATUS {10}PRIORITY {2}POS {2}PRIMARY FILE/);
   assert.ok(lines[1].startsWith(`${JOB_A}  processing 42%  normal    -    P00001.7 `));
   assert.ok(lines[2].startsWith(`${JOB_B}  queued          high      1    a_much`));
 });
