@@ -23,6 +23,7 @@ import {
   sha256File,
   sha256Hex,
   SlowRelay,
+  type StatusDocument,
   waitFor,
   WatcherProcess,
   WatchServer,
@@ -41,6 +42,35 @@ async function sendMarker(site: WatchSite, name = "marker.7"): Promise<Run[]> {
   const runs = await site.runs();
   assert.deepEqual(runs.slice(before).map((run) => run.names), [[name]], "only the marker");
   return runs.slice(0, -1);
+}
+
+/** The job phase of a file in `--status --json` (null unless submitted). */
+function phaseOf(entry: StatusDocument["files"][number]): string | null {
+  return (entry as { phase?: string | null }).phase ?? null;
+}
+
+/** A CLIENT_DAEMON_ON_COMPLETE that appends `JOB_ID RESULT_DIR` to hook.log in the site. */
+async function writeHook(site: WatchSite): Promise<string> {
+  const hook = path.join(site.dir, "on_complete.sh");
+  await Deno.writeTextFile(
+    hook,
+    `#!/bin/sh\nprintf '%s %s\\n' "$1" "$2" >> "$(dirname "$0")/hook.log"\n`,
+    { mode: 0o755 },
+  );
+  await Deno.writeTextFile(site.optsPath, `CLIENT_DAEMON_ON_COMPLETE = ${hook}\n`, {
+    append: true,
+  });
+  return hook;
+}
+
+/** The lines hook.log holds so far. */
+async function hookLines(site: WatchSite): Promise<string[]> {
+  try {
+    return (await Deno.readTextFile(path.join(site.dir, "hook.log"))).split("\n").filter(Boolean);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return [];
+    throw error;
+  }
 }
 
 Deno.test("watch sends a slowly written file once, only after it is stable, complete", async () => {
@@ -210,7 +240,7 @@ Deno.test("watch records a job that fails on the server as failed, does not rese
   assert.match(unknown.stderr, /no recorded file or job matches "no_such_scan\.7"/);
 });
 
-Deno.test("watch stops within seconds on SIGTERM during an upload; the next start sends the file once", async () => {
+Deno.test("watch stopped (SIGTERM) during an upload resumes it at the next start: the rest goes, one job", async () => {
   await using site = await WatchSite.create();
   await using server = await WatchServer.start(site);
   await using relay = new SlowRelay(server.port, 1024 * 1024); // ~1 MiB/s up
@@ -223,28 +253,39 @@ Deno.test("watch stops within seconds on SIGTERM during an upload; the next star
   await waitFor("the upload to be under way", () => relay.uploaded > 1024 * 1024, {
     timeoutMs: 60_000,
   });
+  const named = await site.waitForStatus(file, "submitted");
+  const id = named.job_id!;
+  assert.equal(phaseOf(named), "uploading");
   const { status, ms } = await watcher.stop();
   assert.equal(status.code, 0, watcher.stderr);
   assert.ok(ms < 5000, `the watcher took ${ms} ms to stop`);
-  assert.match(watcher.stderr, /stopped while sending P00004\.7/);
-  // The server saw the connection go and removed the partial job.
-  await server.waitForStderr(/upload failed, removed/);
-  await waitFor(
-    "no job input directory on the server",
-    async () => (await site.serverInputDirs()).length === 0,
+  assert.match(
+    watcher.stderr,
+    new RegExp(`the watcher stopped during the upload of job ${id}; the server keeps what arrived`),
   );
+  // The server keeps the job and what arrived, for the watcher to come back.
+  await server.waitForStderr(new RegExp(`job ${id}: upload cut off with \\d+ of 6291456 bytes`));
+  const left = (await site.status()).files[0];
+  assert.deepEqual([left.status, left.job_id, phaseOf(left)], ["submitted", id, "uploading"]);
   assert.equal((await site.runs()).length, 0);
-  assert.equal((await site.status()).files[0].status, "pending");
 
   await using again = await WatcherProcess.start(site, server.port);
-  await site.waitForStatus(file, "done");
+  const done = await site.waitForStatus(file, "done");
+  assert.equal(done.job_id, id, "the same job, not a new one");
+  const resumed = await server.waitForStderr(
+    new RegExp(
+      `job ${id}: resuming its upload: 1 of 1 file\\(s\\) to go, (\\d+) of 6291456 bytes held`,
+    ),
+  );
+  assert.ok(Number(resumed[1]) > 0, "only the rest was sent");
+  assert.equal(server.count(/: receiving 1 file\(s\)/), 1, "one submission");
   const runs = await sendMarker(site);
-  assert.equal(runs.length, 1);
-  assert.equal((await site.resultSums(runs[0].jobId)).get("P00004.7"), expected);
-  assert.match(again.stderr, /from an earlier run are still to be sent: P00004\.7/);
+  assert.deepEqual(runs.map((run) => run.jobId), [id]);
+  assert.equal((await site.resultSums(id)).get("P00004.7"), expected);
+  assert.match(again.stderr, new RegExp(`job ${id}: resuming its upload \\(P00004\\.7\\)`));
 });
 
-Deno.test("watch: a file truncated and deleted during its upload is abandoned on both ends and skipped", async () => {
+Deno.test("watch: a file truncated and deleted during its upload: its job is cancelled on the server, the file skipped", async () => {
   await using site = await WatchSite.create();
   await using server = await WatchServer.start(site);
   // Socket buffers hold several MiB: the file must be much bigger than that for the
@@ -256,11 +297,13 @@ Deno.test("watch: a file truncated and deleted during its upload is abandoned on
   await waitFor("the upload to be under way", () => relay.uploaded > 1024 * 1024, {
     timeoutMs: 60_000,
   });
+  const id = (await site.waitForStatus(file, "submitted")).job_id!;
   await Deno.truncate(file, 1000);
   await Deno.remove(file);
   await watcher.waitForStderr(/sending P00007\.7 failed: .*changed while it was being sent/);
-  await server.waitForStderr(/upload failed, removed/);
-  await site.waitForStatus(file, "skipped");
+  await server.waitForStderr(new RegExp(`job ${id}: cancelled while receiving by `));
+  const skipped = await site.waitForStatus(file, "skipped");
+  assert.equal(skipped.job_id, null);
   await waitFor(
     "no job input directory on the server",
     async () => (await site.serverInputDirs()).length === 0,
@@ -269,27 +312,115 @@ Deno.test("watch: a file truncated and deleted during its upload is abandoned on
   assert.match(watcher.stderr, /P00007\.7 was deleted before it was sent; skipped/);
 });
 
-Deno.test("watch cancels a running job on SIGTERM and sends it again at the next start", async () => {
+Deno.test("watch leaves a running job on the server at SIGTERM; the next start fetches its results, not running it again", async () => {
   await using site = await WatchSite.create();
   await using server = await WatchServer.start(site);
-  await Deno.writeTextFile(path.join(site.dir, "slow_job"), "30");
+  await Deno.writeTextFile(path.join(site.dir, "slow_job"), "3");
   const file = site.watched("P00005.7");
   await Deno.writeFile(file, randomBytes(10_000));
   await using watcher = await WatcherProcess.start(site, server.port, ["--submit-existing"]);
-  await site.waitForStatus(file, "submitted");
-  await site.waitForRuns(1); // the script runs (and sleeps)
+  const [run] = await site.waitForRuns(1); // the script runs (and sleeps)
+  await waitFor(
+    "the running phase",
+    async () => phaseOf((await site.status()).files[0]) === "running",
+  );
   const { status, ms } = await watcher.stop();
   assert.equal(status.code, 0, watcher.stderr);
-  assert.ok(ms < 7000, `the watcher took ${ms} ms to stop`);
-  assert.match(watcher.stderr, /cancelled on the server because the watcher is stopping/);
-  assert.equal((await site.status()).files[0].status, "pending");
-  await server.waitForStderr(/cancelled by the client/);
+  assert.ok(ms < 5000, `the watcher took ${ms} ms to stop`);
+  assert.match(
+    watcher.stderr,
+    new RegExp(`the watcher stopped while job ${run.jobId} was running; it goes on on the server`),
+  );
+  const left = (await site.status()).files[0];
+  assert.deepEqual([left.status, left.job_id], ["submitted", run.jobId]);
+  assert.equal(server.count(/cancel/), 0, server.stderr);
 
-  await Deno.remove(path.join(site.dir, "slow_job"));
   await using again = await WatcherProcess.start(site, server.port);
-  await site.waitForStatus(file, "done");
-  assert.equal((await site.runs()).length, 2, "the cancelled run and the complete one");
-  assert.match(again.stderr, /P00005\.7/);
+  const done = await site.waitForStatus(file, "done");
+  assert.equal(done.job_id, run.jobId);
+  assert.deepEqual((await sendMarker(site)).map((entry) => entry.jobId), [run.jobId], "run once");
+  assert.match(
+    again.stderr,
+    new RegExp(`job ${run.jobId}: following it again \\(P00005\\.7; it was running\\)`),
+  );
+});
+
+Deno.test("watch SIGKILLed while the script runs: the restarted watcher fetches the job, never resubmits; results and hook once", async () => {
+  await using site = await WatchSite.create();
+  const hook = await writeHook(site);
+  await using server = await WatchServer.start(site);
+  await Deno.writeTextFile(path.join(site.dir, "slow_job"), "3");
+  const file = site.watched("P00010.7");
+  const bytes = randomBytes(50_000);
+  await Deno.writeFile(file, bytes);
+  let watcher = await WatcherProcess.start(site, server.port, ["--submit-existing"]);
+  try {
+    const [run] = await site.waitForRuns(1);
+    await watcher.waitForStderr(new RegExp(`job ${run.jobId}: queued on the server`));
+    const killed = await watcher.stop("SIGKILL");
+    assert.equal(killed.status.signal, "SIGKILL");
+    const left = (await site.status()).files[0];
+    assert.equal(left.status, "submitted");
+    assert.equal(left.job_id, run.jobId);
+
+    watcher = await WatcherProcess.start(site, server.port);
+    const done = await site.waitForStatus(file, "done");
+    assert.equal(done.job_id, run.jobId);
+    assert.equal((await site.resultSums(run.jobId)).get("P00010.7"), sha256Hex(bytes));
+    assert.match(
+      watcher.stderr,
+      /1 job\(s\) of an earlier run are on the server; taking them up again/,
+    );
+    await waitFor("the hook to run", async () => (await hookLines(site)).length > 0);
+    await Deno.remove(path.join(site.dir, "slow_job"));
+    const runs = await sendMarker(site);
+    assert.deepEqual(runs.map((entry) => entry.jobId), [run.jobId], "the script ran once");
+    assert.equal(server.count(/: receiving 1 file\(s\)/), 2, "the scan and the marker, once each");
+    const marker = (await site.status()).files.find((entry) => entry.path.endsWith("marker.7"));
+    await waitFor("the marker's hook", async () => (await hookLines(site)).length === 2);
+    assert.deepEqual(await hookLines(site), [
+      `${run.jobId} ${path.join(site.downloadDir, run.jobId)}`,
+      `${marker!.job_id} ${path.join(site.downloadDir, marker!.job_id!)}`,
+    ], `${hook} ran once per job`);
+  } finally {
+    await watcher.stop();
+  }
+});
+
+Deno.test("watch waits through a server restart (SIGKILL, started again on the same port): it reconnects and gets the results", async () => {
+  await using site = await WatchSite.create();
+  let server = await WatchServer.start(site);
+  const port = server.port;
+  await Deno.writeTextFile(path.join(site.dir, "slow_job"), "3");
+  const file = site.watched("P00011.7");
+  const bytes = randomBytes(50_000);
+  await Deno.writeFile(file, bytes);
+  await using watcher = await WatcherProcess.start(site, port, ["--submit-existing"]);
+  try {
+    const [run] = await site.waitForRuns(1);
+    await waitFor(
+      "the running phase",
+      async () => phaseOf((await site.status()).files[0]) === "running",
+    );
+    const killed = await server.stop("SIGKILL");
+    assert.equal(killed.status.signal, "SIGKILL");
+    await Deno.remove(path.join(site.dir, "slow_job"));
+    server = await WatchServer.start(site, port);
+    const done = await site.waitForStatus(file, "done");
+    assert.equal(done.job_id, run.jobId, "the same job");
+    assert.equal((await site.resultSums(run.jobId)).get("P00011.7"), sha256Hex(bytes));
+    assert.match(watcher.stderr, new RegExp(`job ${run.jobId}: connection lost`));
+    assert.match(
+      server.stderr,
+      new RegExp(`job ${run.jobId}: was running when the server stopped; queued again`),
+    );
+    assert.equal(server.count(/: receiving \d+ file\(s\)/), 0, "not submitted again");
+    // The server ran the script again after its restart (the job's second attempt).
+    assert.deepEqual((await site.runs()).map((entry) => entry.jobId), [run.jobId, run.jobId]);
+    assert.equal(watcher.count(/sending P00011\.7/), 1);
+  } finally {
+    await server.stop();
+  }
 });
 
 Deno.test("watch runs CLIENT_DAEMON_ON_COMPLETE with the job id and result directory", async () => {

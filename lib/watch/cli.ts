@@ -34,6 +34,8 @@ function help(program: string): string {
   return `${program} watch: scanner watch mode. Watches CLIENT_WATCH_DIRECTORY, sends every
 finished file matching CLIENT_WATCH_PATTERN exactly once, and saves the results in
 CLIENT_DOWNLOAD_DIR/<job_id>/. Runs in the foreground until SIGTERM or Ctrl-C.
+Stopping it leaves its jobs on the server: the next start takes each up again
+(resumes its upload, or fetches its results) instead of sending its files again.
 
 The first start (no state file yet) records the files already in the directory as
 "baseline" and does not send them; only files that appear (or change) afterwards are
@@ -62,14 +64,15 @@ State:
   --state PATH            the state file (default CLIENT_DAEMON_STATE_FILE, else
                           recon-watch.sqlite next to recon.opts)
   --status                list the recorded files and their state: pending,
-                          submitted, done, failed, skipped (baseline files are
-                          counted), the files being written, and why the watcher
-                          stopped if it stopped by itself
-  --retry FILE|JOB_ID     make a failed (or orphaned submitted) file and the rest of
-                          its job pending again, or send a baseline file (baseline
-                          files named in one command go as one job); a running
-                          watcher sends it at its next scan, otherwise the next
-                          start does
+                          submitted (with the job's phase: uploading, queued,
+                          running, downloading), done, failed, skipped (baseline
+                          files are counted), the files being written, and why
+                          the watcher stopped if it stopped by itself
+  --retry FILE|JOB_ID     make a failed (or, with no watcher running, submitted)
+                          file and the rest of its job pending again, to be sent
+                          as a new job, or send a baseline file (baseline files
+                          named in one command go as one job); a running watcher
+                          sends it at its next scan, otherwise the next start does
   --json                  --status/--retry output as JSON
 
 General:
@@ -243,7 +246,6 @@ async function retry(
   try {
     const plan = await planRetry(store, args.retry, {
       watcherRunning: running,
-      watcherRunId: store.getMeta("run_id"),
       cwd: Deno.cwd(),
     });
     // A baseline file has a group of its own; those named together go as one job.
@@ -345,6 +347,7 @@ async function watch(
         reconOptions,
         downloadDir: config.CLIENT_DOWNLOAD_DIR,
         maxResultBytes: config.CLIENT_MAX_RESULT_BYTES,
+        reconnectTimeoutMs: config.CLIENT_RECONNECT_TIMEOUT * 1000,
         onComplete: config.CLIENT_DAEMON_ON_COMPLETE,
         store,
         runId,

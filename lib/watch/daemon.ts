@@ -12,8 +12,9 @@
  * runs, the files it waits on are mirrored into the state file for `--status`. When
  * the server refuses our key the watcher stops (records why) instead of retrying.
  *
- * What happens to a job, and on stop, is in sender.ts; the rules for failures in
- * outcome.ts.
+ * Which job goes next, and what a stop does, is in sender.ts; how one job is seen
+ * through, also one an earlier run left with the server (taken up again instead of
+ * sent again), in job_run.ts; the rules for failures in outcome.ts.
  *
  * @module
  */
@@ -26,11 +27,11 @@ import type { ReconOptions } from "../wire/protocol.ts";
 import { Backoff } from "./backoff.ts";
 import { denoProbe, describeFsError, type FileProbe, type WatchLog } from "./probe.ts";
 import { type FileStat, Grouper, sameStat, StabilityTracker } from "./scanner.ts";
-import { Sender } from "./sender.ts";
+import { Sender, type SenderOptions } from "./sender.ts";
 import { type FirstStart, type StateStore, type StopNote, STOPPED_KEY } from "./state.ts";
 import { names, seconds } from "./words.ts";
 
-export { MAX_JOBS_IN_FLIGHT, STOP_GRACE_MS } from "./sender.ts";
+export { MAX_JOBS_IN_FLIGHT, RECONNECT_TIMEOUT_MS, STOP_GRACE_MS } from "./sender.ts";
 
 /** The loop never spins faster than this, however many file events arrive (ms). */
 const MIN_TICK_MS = 100;
@@ -92,6 +93,10 @@ export interface WatchDaemonOptions {
   /** Use Deno.watchFs besides the scan (default true). */
   fileEvents?: boolean;
   stopGraceMs?: number;
+  /** CLIENT_RECONNECT_TIMEOUT (ms) for one job's reconnections (see sender.ts). */
+  reconnectTimeoutMs?: number;
+  /** Test hooks for a job's reconnections. */
+  reconnect?: SenderOptions["reconnect"];
   backoff?: Backoff;
   now?: () => number;
   /**
@@ -248,12 +253,15 @@ class WatchDaemon {
         `${pending.length} file(s) from an earlier run are still to be sent: ${names(pending)}`,
       );
     }
-    const orphaned = rows.filter((row) => row.status === "submitted" && row.runId !== o.runId);
-    if (orphaned.length > 0) {
-      this.#log.warn(
-        `${orphaned.length} file(s) were submitted by an earlier run that stopped before their ` +
-          `results arrived (${names(orphaned)}); they are not sent again automatically ` +
-          `(see 'recon-client watch --status'; '--retry FILE' sends one again)`,
+    const jobs = o.store.submittedJobs();
+    if (jobs.length > 0) {
+      const list = jobs.slice(0, 4).map((job) =>
+        `${job.jobId} (${job.phase}: ${names(job.files)})`
+      );
+      if (jobs.length > 4) list.push(`${jobs.length - 4} more`);
+      this.#log.info(
+        `${jobs.length} job(s) of an earlier run are on the server; taking them up again, ` +
+          `not sending their files again: ${list.join(", ")}`,
       );
     }
   }

@@ -1,23 +1,35 @@
 /**
- * What a failed submission means for its files (docs/WATCH.md §5–§7): one pure
- * decision from the error and from whether the server had queued the job, so the
- * exactly-once rules can be read (and tested) in one place.
+ * What a failed job means for its files (docs/WATCH.md §5–§7): pure decisions from the
+ * error and from where the job stood, so that the exactly-once rules can be read (and
+ * tested) in one place.
  *
- * | queued? | error                                   | outcome         | files become              |
- * | ------- | --------------------------------------- | --------------- | ------------------------- |
- * | no      | any, while stopping / InterruptedError  | `abandoned`     | pending (next start)      |
- * | no      | refusal: shutting down, disk space      | `unreachable`   | pending, backoff          |
- * | no      | other JobError (refused)                | `refused`       | failed                    |
- * | no      | TransferError (file changed or gone)    | `upload-failed` | re-checked, short backoff |
- * | no      | anything else (connection, protocol)    | `unreachable`   | pending, backoff          |
- * | yes     | JobCancelledError (confirmed cancel)    | `cancelled`     | pending (next start)      |
- * | yes     | JobError (the job failed on the server) | `job-failed`    | failed                    |
- * | yes     | ProtocolError (hostile server)          | `results-lost`  | failed                    |
- * | yes     | Interrupted or ConnectionError          | `orphaned`      | stay submitted, noted     |
- * | yes     | anything else (e.g. results not stored) | `results-lost`  | failed                    |
+ * Before the server named a job (its first `request_file`) nothing of ours is on the
+ * server, and the files stay `pending` unless the server refused them:
  *
- * Once the server has queued a job, no outcome makes its files pending again except a
- * cancellation the server confirmed: that is the "never twice" rule.
+ * | error                                   | outcome         | files become              |
+ * | --------------------------------------- | --------------- | ------------------------- |
+ * | any, while stopping / InterruptedError  | `abandoned`     | pending (next start)      |
+ * | refusal: shutting down, disk space      | `unreachable`   | pending, backoff          |
+ * | other JobError (refused)                | `refused`       | failed                    |
+ * | TransferError (file changed or gone)    | `upload-failed` | re-checked, short backoff |
+ * | anything else (connection, protocol)    | `unreachable`   | pending, backoff          |
+ *
+ * Once the server named the job, the files are `submitted` to that job, and the
+ * watcher only ever reattaches to it; they become pending (a new job) only when the
+ * server says it does not hold the job and never queued it:
+ *
+ * | phase     | error                                        | outcome          | files become                |
+ * | --------- | -------------------------------------------- | ---------------- | --------------------------- |
+ * | any       | InterruptedError, or anything while stopping | `left`           | submitted (reattached)      |
+ * | uploading | TransferError (our file changed or gone)     | `upload-failed`  | pending, job cancelled      |
+ * | uploading | JobUnavailableError not_found                | `gone`           | pending (sent as a new job) |
+ * | uploading | JobUnavailableError expired                  | `upload-expired` | see {@link neverRan}        |
+ * | any       | other JobUnavailableError (unknown, expired) | `unavailable`    | failed, the server's line   |
+ * | any       | other JobError (the job failed, cancelled)   | `job-failed`     | failed                      |
+ * | any       | KeyRejectedError (also as a cause)           | `key-rejected`   | submitted; watcher stops    |
+ * | any       | ProtocolError (hostile server)               | `results-lost`   | failed                      |
+ * | any       | connection lost, could not reconnect in time | `lost-contact`   | submitted, backoff          |
+ * | any       | anything else (results not stored)           | `results-lost`   | failed                      |
  *
  * @module
  */
@@ -25,21 +37,38 @@ import {
   ConnectionError,
   InterruptedError,
   JobError,
+  KeyRejectedError,
+  LostContactError,
   ProtocolError,
   TransferError,
 } from "../errors.ts";
-import { JobCancelledError, JobFailedError } from "../client/submit.ts";
+import { JobFailedError, JobUnavailableError } from "../client/job.ts";
+import { isConnectionLoss } from "../client/reconnect.ts";
+import type { JobInfo } from "../wire/protocol.ts";
+import type { JobPhase } from "./state.ts";
 
-/** See the table in the module documentation. */
+/** See the tables in the module documentation. */
 export type FailureOutcome =
   | "abandoned"
   | "unreachable"
   | "refused"
   | "upload-failed"
-  | "cancelled"
+  | "left"
+  | "gone"
+  | "upload-expired"
+  | "unavailable"
   | "job-failed"
-  | "orphaned"
+  | "key-rejected"
+  | "lost-contact"
   | "results-lost";
+
+/** Where the job stood when it failed. */
+export interface FailureState {
+  /** Null until the server named the job. */
+  phase: JobPhase | null;
+  /** The watcher is stopping. */
+  stopping: boolean;
+}
 
 /**
  * A refusal that says nothing about the job itself: the server is going down or is
@@ -47,24 +76,51 @@ export type FailureOutcome =
  */
 export function isTransientRefusal(error: unknown): boolean {
   return error instanceof JobError && !(error instanceof JobFailedError) &&
-    /shutting down|disk space/i.test(error.message);
+    !(error instanceof JobUnavailableError) && /shutting down|disk space/i.test(error.message);
 }
 
-/** Classify a failed submission. */
-export function classifyFailure(
-  error: unknown,
-  state: { queued: boolean; stopping: boolean },
-): FailureOutcome {
-  if (!state.queued) {
+/** The server refused our key, directly or as the reason reconnecting gave up. */
+export function keyRejected(error: unknown): KeyRejectedError | undefined {
+  if (error instanceof KeyRejectedError) return error;
+  if (error instanceof Error && error.cause instanceof KeyRejectedError) return error.cause;
+  return undefined;
+}
+
+/** Classify a failed job. */
+export function classifyFailure(error: unknown, state: FailureState): FailureOutcome {
+  if (state.phase === null) {
     if (state.stopping || error instanceof InterruptedError) return "abandoned";
     if (isTransientRefusal(error)) return "unreachable";
     if (error instanceof JobError) return "refused";
     if (error instanceof TransferError) return "upload-failed";
     return "unreachable";
   }
-  if (error instanceof JobCancelledError) return "cancelled";
-  if (error instanceof JobError) return "job-failed";
+  if (error instanceof JobError) {
+    if (error instanceof JobUnavailableError) {
+      if (state.phase === "uploading" && error.kind === "not_found") return "gone";
+      if (state.phase === "uploading" && error.kind === "expired") return "upload-expired";
+      return "unavailable";
+    }
+    return "job-failed";
+  }
+  if (error instanceof InterruptedError || state.stopping) return "left";
+  if (error instanceof TransferError && state.phase === "uploading") return "upload-failed";
+  if (keyRejected(error)) return "key-rejected";
   if (error instanceof ProtocolError) return "results-lost";
-  if (error instanceof InterruptedError || error instanceof ConnectionError) return "orphaned";
+  if (error instanceof LostContactError) return "lost-contact";
+  if (error instanceof ConnectionError && isConnectionLoss(error)) return "lost-contact";
   return "results-lost";
+}
+
+/**
+ * After a resumed upload was answered `expired`, the job as `follow_job` shows it
+ * (undefined when the server refused to show it, e.g. expired too): true when the
+ * server gave up the upload and the job never started, so sending the files again
+ * as a new job cannot run them twice. `expired` alone cannot tell: a job whose
+ * `job_queued` was lost with the connection, run and kept until its results expired,
+ * is refused the same way once the client falls back to following it.
+ */
+export function neverRan(job: JobInfo | undefined): boolean {
+  return job !== undefined && job.state === "failed" && job.attempts === 0 &&
+    job.started_at === undefined;
 }

@@ -1,34 +1,33 @@
 /**
- * Sending the watch mode's pending groups (docs/WATCH.md §2, §5–§9): each group
- * becomes one job through {@link connectToServer}-style `connect` and
- * {@link submitJob}, followed to its results. One group uploads at a time; up to
- * {@link MAX_JOBS_IN_FLIGHT} wait for their results at once.
+ * Sending the watch mode's files (docs/WATCH.md §2, §5–§9): which job goes next, and
+ * whether the server can be reached. Each pending group becomes one job, and each job
+ * the server named (a `submitted` row, also one an earlier run left) is taken up again
+ * instead of being sent as a new one; {@link JobRun} sees each through. One group
+ * uploads at a time; up to {@link MAX_JOBS_IN_FLIGHT} jobs are followed at once.
  *
- * The state file changes at each step: `submitted` with the job id the moment the
- * server queues the job (inside submitJob's event callback, before the next message
- * is read), then `done` or `failed`; what a failure means is decided by
- * {@link classifyFailure}. An unreachable server is retried with {@link Backoff}, with
- * one log line per change of state; a server that refuses our key is not retried at
- * all: `keyRejected` stops the watcher.
+ * An unreachable server is retried with {@link Backoff}, with one log line per change
+ * of state, for new jobs and for jobs to follow again alike; a server that refuses our
+ * key is not retried at all: `keyRejected` stops the watcher. On stop nothing is
+ * cancelled: the jobs stay on the server and the next run takes them up again.
  *
  * @module
  */
-import * as path from "node:path";
 import type { Channel } from "../wire/channel.ts";
-import { errorMessage, KeyRejectedError, ReconError } from "../errors.ts";
+import { errorMessage, type KeyRejectedError, ReconError } from "../errors.ts";
 import type { ReconOptions } from "../wire/protocol.ts";
-import { describeFiles, type LocalFile } from "../client/files.ts";
-import { skippedWarning } from "../client/format.ts";
-import { JobFailedError, submitJob, type SubmitResult } from "../client/submit.ts";
+import type { RunJobOptions } from "../client/run_job.ts";
 import type { Backoff } from "./backoff.ts";
 import { runCompletionHook } from "./hook.ts";
-import { classifyFailure } from "./outcome.ts";
+import { JobRun, type JobRunContext, type Way } from "./job_run.ts";
+import { keyRejected } from "./outcome.ts";
 import { describeFsError, type FileProbe, type WatchLog } from "./probe.ts";
 import { sameStat, type StabilityTracker } from "./scanner.ts";
 import type { FileRecord, StateStore } from "./state.ts";
 import { names, seconds } from "./words.ts";
 
-/** After a stop request, running jobs get this long to confirm their cancellation (ms). */
+export { RECONNECT_TIMEOUT_MS } from "./job_run.ts";
+
+/** After a stop request, completion hooks and jobs in flight get this long (ms). */
 export const STOP_GRACE_MS = 5_000;
 /** Jobs followed at the same time (one uploads; the others wait for their results). */
 export const MAX_JOBS_IN_FLIGHT = 8;
@@ -53,6 +52,13 @@ export interface SenderOptions {
   stabilityMs: number;
   pollMs: number;
   stopGraceMs?: number;
+  /**
+   * CLIENT_RECONNECT_TIMEOUT (ms): how long one job's connection is made again before
+   * the sender's backoff takes over (the job is never given up).
+   */
+  reconnectTimeoutMs?: number;
+  /** Test hooks for runJob's reconnecting (delays, sleep). */
+  reconnect?: RunJobOptions["reconnect"];
   now: () => number;
   /** A file could not be read: the loop logs it once and looks again later. */
   cannotRead: (file: string, message: string) => void;
@@ -67,7 +73,7 @@ interface Submission {
   channel?: Channel;
 }
 
-/** Starts and follows the submissions of pending groups. */
+/** Starts the jobs of pending groups and follows the jobs the server named. */
 export class Sender {
   readonly #o: SenderOptions;
   readonly #inFlight = new Map<string, Submission>();
@@ -83,26 +89,77 @@ export class Sender {
     this.#o = options;
   }
 
-  /** Start sending the oldest pending group that may go, if nothing is uploading. */
+  /**
+   * Reattach to the jobs the server named that nothing follows yet, then start sending
+   * the oldest pending group that may go, if nothing is uploading.
+   */
   startNext(isOpen: (groupId: string) => boolean): void {
     const { signal, store, now } = this.#o;
-    if (signal.aborted || this.#uploader !== undefined) return;
-    if (this.#inFlight.size >= MAX_JOBS_IN_FLIGHT || now() < this.#notBefore) return;
+    if (signal.aborted || now() < this.#notBefore) return;
+    for (const job of store.submittedJobs()) {
+      if (this.#inFlight.size >= MAX_JOBS_IN_FLIGHT) return;
+      if (this.#inFlight.has(job.groupId)) continue;
+      if (job.phase === "uploading") {
+        if (this.#uploader !== undefined) continue;
+        this.#start(job.groupId, job.files, { kind: "resume", jobId: job.jobId });
+      } else {
+        this.#start(job.groupId, job.files, { kind: "follow", jobId: job.jobId, phase: job.phase });
+      }
+    }
+    if (this.#uploader !== undefined || this.#inFlight.size >= MAX_JOBS_IN_FLIGHT) return;
     for (const { groupId, files } of store.pendingGroups()) {
       if (this.#inFlight.has(groupId) || isOpen(groupId)) continue;
       if ((this.#deferred.get(groupId) ?? 0) > now()) continue;
       this.#deferred.delete(groupId);
-      this.#uploader = groupId;
-      const submission: Submission = { done: Promise.resolve() };
-      submission.done = this.#submit(groupId, files, submission).catch((error) => {
-        // Only a broken state file gets here; the next start finds the files pending.
-        this.#o.log.error(
-          `unexpected error while sending ${names(files)}: ${errorMessage(error)}`,
-        );
-      });
-      this.#inFlight.set(groupId, submission);
+      this.#start(groupId, files, { kind: "submit" });
       return;
     }
+  }
+
+  #start(groupId: string, rows: FileRecord[], way: Way): void {
+    if (way.kind !== "follow") this.#uploader = groupId;
+    const submission: Submission = { done: Promise.resolve() };
+    const job = new JobRun(this.#context, groupId, rows, way);
+    submission.done = (async () => {
+      // Let startNext() register the submission before anything can finish.
+      await Promise.resolve();
+      try {
+        await job.run((channel) => submission.channel = channel);
+      } catch (error) {
+        // Only a broken state file gets here; the next start finds the files as they were.
+        this.#o.log.error(
+          `unexpected error while sending ${names(rows)}: ${errorMessage(error)}`,
+        );
+      } finally {
+        submission.channel?.abort();
+        if (this.#uploader === groupId) this.#uploader = undefined;
+        this.#inFlight.delete(groupId);
+        this.#o.wake();
+      }
+    })();
+    this.#inFlight.set(groupId, submission);
+  }
+
+  /** What each {@link JobRun} needs of the sender. */
+  get #context(): JobRunContext {
+    const o = this.#o;
+    return {
+      ...o,
+      open: () => this.#connect(),
+      sendable: (groupId, rows) => this.#sendable(groupId, rows),
+      serverDown: (error, jobId, note) => this.#serverDown(error, jobId, note),
+      serverUp: () => this.#serverUp(),
+      uploadFailed: () => this.#notBefore = o.now() + o.backoff.fail(),
+      uploadDone: (groupId) => {
+        if (this.#uploader !== groupId) return;
+        this.#uploader = undefined;
+        o.wake();
+      },
+      completed: (jobId, resultDir) => {
+        if (o.onComplete) this.#runHook(jobId, resultDir);
+      },
+      keyRejected: (error) => o.keyRejected(error),
+    };
   }
 
   /** The earliest time (ms) the sender may have something new to start. */
@@ -162,7 +219,8 @@ export class Sender {
     try {
       channel = await this.#connect();
     } catch (error) {
-      if (error instanceof KeyRejectedError) this.#o.keyRejected(error);
+      const rejected = keyRejected(error);
+      if (rejected) this.#o.keyRejected(rejected);
       else this.#o.log.debug(`start-up check of the server: ${errorMessage(error)}`);
       return;
     }
@@ -190,196 +248,27 @@ export class Sender {
     }
   }
 
-  async #submit(groupId: string, pending: FileRecord[], submission: Submission): Promise<void> {
-    // Let startNext() register the submission before anything can finish.
-    await Promise.resolve();
-    const { store, log } = this.#o;
-    let rows: FileRecord[] = [];
-    let jobId: string | undefined;
-    try {
-      const sendable = await this.#sendable(groupId, pending);
-      if (!sendable || sendable.length === 0) return;
-      rows = sendable;
-      const ids = rows.map((row) => row.id);
-      let files: LocalFile[];
-      try {
-        files = await describeFiles(rows.map((row) => row.path));
-      } catch (error) {
-        const reason = errorMessage(error);
-        store.markFailed(ids, reason, null);
-        log.error(`cannot send ${names(rows)}: ${reason}; not sent`);
-        return;
-      }
-      store.countAttempt(ids);
-      let channel: Channel | undefined;
-      try {
-        channel = await this.#connect();
-      } catch (error) {
-        if (error instanceof KeyRejectedError) {
-          store.notePending(ids, `not sent: ${error.message}`);
-          this.#o.keyRejected(error);
-        } else {
-          this.#serverDown(error, ids);
-        }
-        return;
-      }
-      if (!channel) return;
-      submission.channel = channel;
-      this.#serverUp();
-      log.info(`sending ${names(rows)} as one job (${files.length} file(s))`);
-      const result = await submitJob({
-        channel,
-        files,
-        options: this.#o.reconOptions,
-        downloadDir: this.#o.downloadDir,
-        maxResultBytes: this.#o.maxResultBytes,
-        signal: this.#o.signal,
-        onEvent: (event) => {
-          if (event.kind === "queued") {
-            jobId = event.jobId;
-            store.markSubmitted(ids, event.jobId, this.#o.runId);
-            log.info(`job ${event.jobId}: queued on the server (${names(rows)})`);
-            if (this.#uploader === groupId) this.#uploader = undefined;
-            this.#o.wake();
-          } else if (event.kind === "started") {
-            log.debug(`job ${event.jobId}: running`);
-          }
-        },
-        onHostile: (message) => log.error(`hostile server behaviour: ${message}`),
-      });
-      await channel.close().catch(() => {});
-      this.#done(rows, result);
-    } catch (error) {
-      await this.#failed(error, groupId, rows, jobId);
-    } finally {
-      submission.channel?.abort();
-      if (this.#uploader === groupId) this.#uploader = undefined;
-      this.#inFlight.delete(groupId);
-      this.#o.wake();
-    }
-  }
-
-  #done(rows: FileRecord[], result: SubmitResult): void {
-    const { store, log } = this.#o;
-    // The server's SHA-256 of each upload against ours from when the file was found
-    // finished: a difference means the file changed after it looked complete.
-    const changed = rows.filter((row) => {
-      const sent = result.uploaded.find((entry) => entry.name === path.basename(row.path));
-      // A baseline file sent by --retry was never hashed: nothing to compare with.
-      return sent?.sha256 !== undefined && row.sha256 !== null && sent.sha256 !== row.sha256;
-    });
-    let note: string | undefined;
-    if (changed.length > 0) {
-      note = `${names(changed)} changed after it was found complete: the server got ` +
-        "different content than recorded (raise CLIENT_DAEMON_STABILITY_DELAY?)";
-      log.warn(`job ${result.jobId}: ${note}`);
-    }
-    const skipped = skippedWarning(result.skipped);
-    if (skipped) log.warn(`job ${result.jobId}: ${skipped}`);
-    store.markDone(rows.map((row) => row.id), result.jobId, result.resultDir, note);
-    log.info(
-      `job ${result.jobId}: done, ${result.files.length} result file(s) in ${result.resultDir}`,
-    );
-    if (this.#o.onComplete) this.#runHook(result.jobId, result.resultDir);
-  }
-
-  async #failed(
-    error: unknown,
-    groupId: string,
-    rows: FileRecord[],
-    jobId: string | undefined,
-  ): Promise<void> {
-    const { store, log } = this.#o;
-    const ids = rows.map((row) => row.id);
-    const message = errorMessage(error);
-    const retry = `recon-client watch --retry ${jobId ?? rows[0]?.path ?? "FILE"}`;
-    const outcome = classifyFailure(error, {
-      queued: jobId !== undefined,
-      stopping: this.#o.signal.aborted,
-    });
-    switch (outcome) {
-      case "abandoned":
-        store.notePending(ids, "upload abandoned when the watcher stopped");
-        log.info(
-          `stopped while sending ${names(rows)}; the server drops the partial upload; ` +
-            "sent again at the next start",
-        );
-        return;
-      case "unreachable":
-        this.#serverDown(error, ids);
-        return;
-      case "refused":
-        store.markFailed(ids, message, null);
-        log.error(
-          `${message} (${names(rows)}); not sent again automatically; after fixing the ` +
-            `cause: ${retry}`,
-        );
-        return;
-      case "upload-failed":
-        log.warn(`sending ${names(rows)} failed: ${message}`);
-        await this.#sendable(groupId, rows); // skips what vanished, defers what changed
-        this.#notBefore = this.#o.now() + this.#o.backoff.fail();
-        return;
-      case "cancelled":
-        if (
-          store.markPendingAgain(
-            ids,
-            jobId!,
-            `job ${jobId} was cancelled when the watcher stopped; sent again at the next start`,
-          ) > 0
-        ) {
-          log.info(
-            `job ${jobId}: cancelled on the server because the watcher is stopping; ` +
-              `${names(rows)} will be sent again at the next start`,
-          );
-        }
-        return;
-      case "job-failed": {
-        let reason = message;
-        if (error instanceof JobFailedError && error.stderrTail.length > 0) {
-          reason += ` (script stderr: ${error.stderrTail.at(-1)})`;
-        }
-        store.markFailed(ids, reason, jobId!);
-        log.error(`${reason}; not sent again automatically; after fixing the cause: ${retry}`);
-        return;
-      }
-      case "orphaned": {
-        const what = this.#o.signal.aborted
-          ? `the watcher stopped before job ${jobId} finished and its cancellation was not ` +
-            "confirmed"
-          : `the connection was lost while job ${jobId} ran (${message})`;
-        const note = `${what}; the server may still run it and keeps its results there; ` +
-          "not sent again automatically";
-        store.noteSubmitted(ids, jobId!, note);
-        log.warn(`${note} ('${retry}' sends it again)`);
-        return;
-      }
-      case "results-lost": {
-        const reason = `results not received: ${message}`;
-        store.markFailed(ids, reason, jobId!);
-        log.error(
-          `job ${jobId}: ${reason}; not sent again automatically ('${retry}' sends it again)`,
-        );
-        return;
-      }
-    }
-  }
-
-  /** The server could not be reached (or is going down): back off; `ids` wait, noted. */
-  #serverDown(error: unknown, ids: readonly number[]): void {
+  /**
+   * The server could not be reached (or is going down): back off. `note` records on
+   * the job's files why they wait; a job the server named is followed again later.
+   */
+  #serverDown(error: unknown, jobId: string | undefined, note: (reason: string) => void): void {
     const { backoff, log } = this.#o;
     const delay = backoff.fail();
     this.#notBefore = this.#o.now() + delay;
     const message = errorMessage(error);
-    this.#o.store.notePending(ids, `waiting for the server: ${message}`);
+    note(`waiting for the server: ${message}`);
     if (this.#serverProblem === message) {
       log.debug(`still failing (${message}); next attempt in ${seconds(delay)}`);
       return;
     }
     this.#serverProblem = message;
     const hint = error instanceof ReconError && error.hint ? ` (hint: ${error.hint})` : "";
+    const what = jobId
+      ? `job ${jobId} stays on the server and is followed again`
+      : "files wait and are retried";
     log.warn(
-      `${message}${hint}; files wait and are retried with backoff ` +
+      `${message}${hint}; ${what} with backoff ` +
         `(${seconds(backoff.baseMs)} doubling up to ${seconds(backoff.capMs)})`,
     );
   }
@@ -410,16 +299,17 @@ export class Sender {
   }
 
   /**
-   * After the stop signal: give submissions (cancelling their jobs) and hooks
-   * {@link STOP_GRACE_MS}, then close what is left.
+   * After the stop signal: jobs in flight end at once (the stop interrupts them; they
+   * stay on the server); completion hooks get {@link STOP_GRACE_MS}, then are stopped.
    */
   async stop(): Promise<void> {
     const active = [...this.#inFlight.values()];
     const busy = [...active.map((submission) => submission.done), ...this.#hooks];
     if (busy.length === 0) return;
     this.#o.log.info(
-      `stopping: ${active.length} job(s) in progress are cancelled or abandoned` +
-        (this.#hooks.size > 0 ? `, ${this.#hooks.size} completion hook(s) still run` : ""),
+      `stopping: ${active.length} job(s) in progress stay on the server and are taken up ` +
+        "again at the next start" +
+        (this.#hooks.size > 0 ? `; ${this.#hooks.size} completion hook(s) still run` : ""),
     );
     const settled = Promise.allSettled(busy);
     let timer: ReturnType<typeof setTimeout> | undefined;

@@ -7,9 +7,13 @@
  * was deleted or changed before it could be sent; `baseline` is for a file that was
  * already there at the first start and is never sent by itself (its content is not
  * hashed: a baseline row has no SHA-256). The `watching` table mirrors the files
- * the running watcher is waiting on (still being written), for `--status`. A row becomes `submitted` the
- * moment the server reports `job_queued`, in the same synchronous call, so a crash
- * afterwards can never make the watcher send that file again.
+ * the running watcher is waiting on (still being written), for `--status`.
+ *
+ * A row becomes `submitted`, with the job id, the moment the server names the job
+ * (its first `request_file`), in the same synchronous call: from then on the watcher
+ * only ever reattaches to that job (resumes its upload, follows it, fetches its
+ * results), so a crash can never make it send the file as a second job. Its `phase`
+ * (`uploading`, `queued`, `running`, `downloading`) says how to reattach.
  *
  * Writes are synchronous and the database runs in WAL mode with `synchronous=FULL`:
  * a committed status survives a crash or a power cut. `recon-client watch --status`
@@ -34,8 +38,17 @@ export const FILE_STATUSES: readonly FileStatus[] = [
   "baseline",
 ];
 
-/** Schema version kept in `PRAGMA user_version`. */
-export const STATE_SCHEMA_VERSION = 2;
+/** Where a submitted job stands, as far as the watcher knows (null when not submitted). */
+export type JobPhase = "uploading" | "queued" | "running" | "downloading";
+
+/** Every phase, in the order a job goes through them. */
+export const JOB_PHASES: readonly JobPhase[] = ["uploading", "queued", "running", "downloading"];
+
+/**
+ * Schema version kept in `PRAGMA user_version`: 1 the first, 2 added baselines and
+ * the `watching` table, 3 the job's `phase`.
+ */
+export const STATE_SCHEMA_VERSION = 3;
 
 /** One scan file as recorded. */
 export interface FileRecord {
@@ -50,8 +63,10 @@ export interface FileRecord {
   status: FileStatus;
   /** Files with the same group id are sent as one job. */
   groupId: string;
-  /** Set from `job_queued` on. */
+  /** The server's job id, from its first `request_file` on. */
   jobId: string | null;
+  /** Where the submitted job stands; null unless `submitted`. */
+  phase: JobPhase | null;
   /** Why it failed or was skipped, or a note on a submitted job. */
   reason: string | null;
   /** Where the results went (done). */
@@ -90,6 +105,10 @@ export interface StateStoreOptions {
   readOnly?: boolean;
 }
 
+/** The `phase` column (schema 3), as created and as added to an older file. */
+const PHASE_COLUMN =
+  "TEXT CHECK (phase IS NULL OR phase IN ('uploading', 'queued', 'running', 'downloading'))";
+
 const FILES_TABLE = (name: string) => `
 CREATE TABLE ${name} (
   id          INTEGER PRIMARY KEY,
@@ -107,7 +126,8 @@ CREATE TABLE ${name} (
   run_id      TEXT,
   attempts    INTEGER NOT NULL DEFAULT 0,
   first_seen  TEXT    NOT NULL,
-  updated_at  TEXT    NOT NULL
+  updated_at  TEXT    NOT NULL,
+  phase       ${PHASE_COLUMN}
 );`;
 
 const INDEXES = `
@@ -127,7 +147,8 @@ CREATE TABLE IF NOT EXISTS watching (
 );
 `;
 
-const COLUMNS = "id, path, size, mtime_ms, ino, sha256, status, group_id, job_id, reason, " +
+/** The columns of schema 1 and 2 (schema 3 adds `phase`). */
+const V2_COLUMNS = "id, path, size, mtime_ms, ino, sha256, status, group_id, job_id, reason, " +
   "result_dir, run_id, attempts, first_seen, updated_at";
 
 /**
@@ -157,7 +178,14 @@ export interface StopNote {
   hint: string;
 }
 
-/** Create the v2 schema, or move a v1 state file to it (keeping every row). */
+/**
+ * Create the current schema, or move an older state file to it, keeping every row:
+ * 1 → 2 rebuilds the files table (v1 had sha256 NOT NULL and no 'baseline' status:
+ * SQLite cannot alter a CHECK) and notes that a watcher already ran; 2 → 3 adds the
+ * `phase` column. A row an older watcher left `submitted` had been queued by the
+ * server (older watchers recorded the job id at `job_queued`): its phase is `queued`,
+ * so the new watcher follows the job instead of forgetting it.
+ */
 function migrate(db: DatabaseSync): void {
   db.exec("BEGIN IMMEDIATE");
   try {
@@ -169,13 +197,17 @@ function migrate(db: DatabaseSync): void {
     }
     if (version === 0) {
       db.exec(FILES_TABLE("files"));
-    } else {
-      // v1 had sha256 NOT NULL and no 'baseline' status: SQLite cannot alter a CHECK.
-      db.exec(FILES_TABLE("files_v2"));
-      db.exec(`INSERT INTO files_v2 (${COLUMNS}) SELECT ${COLUMNS} FROM files`);
+    } else if (version === 1) {
+      db.exec(FILES_TABLE("files_v3"));
+      db.exec(`INSERT INTO files_v3 (${V2_COLUMNS}) SELECT ${V2_COLUMNS} FROM files`);
       db.exec("DROP TABLE files");
-      db.exec("ALTER TABLE files_v2 RENAME TO files");
+      db.exec("ALTER TABLE files_v3 RENAME TO files");
+    } else {
+      db.exec(`ALTER TABLE files ADD COLUMN phase ${PHASE_COLUMN}`);
     }
+    db.exec(
+      "UPDATE files SET phase = 'queued' WHERE status = 'submitted' AND job_id IS NOT NULL",
+    );
     db.exec(INDEXES);
     db.exec(OTHER_TABLES);
     if (version === 1) {
@@ -213,6 +245,8 @@ function toRecord(row: Row): FileRecord {
     status: row.status as FileStatus,
     groupId: String(row.group_id),
     jobId: row.job_id === null ? null : String(row.job_id),
+    // Absent in a schema 1 or 2 file that --status reads as it is.
+    phase: row.phase === undefined || row.phase === null ? null : row.phase as JobPhase,
     reason: row.reason === null ? null : String(row.reason),
     resultDir: row.result_dir === null ? null : String(row.result_dir),
     runId: row.run_id === null ? null : String(row.run_id),
@@ -403,16 +437,74 @@ export class StateStore {
     });
   }
 
-  /** The server queued the job: from now on these files are never sent again by themselves. */
-  markSubmitted(ids: readonly number[], jobId: string, runId: string): void {
+  /**
+   * The server named the job (its first `request_file`; `job_queued` for a server that
+   * names it only then): from now on these files are never sent as another job by
+   * themselves, only reattached to this one.
+   */
+  markSubmitted(
+    ids: readonly number[],
+    jobId: string,
+    runId: string,
+    phase: JobPhase = "uploading",
+  ): void {
     this.#each(
       ids,
-      `UPDATE files SET status = 'submitted', job_id = ?, run_id = ?, reason = NULL, updated_at = ?
-       WHERE status = 'pending' AND id = ?`,
+      `UPDATE files SET status = 'submitted', job_id = ?, run_id = ?, phase = ?, reason = NULL,
+       updated_at = ? WHERE status = 'pending' AND id = ?`,
       jobId,
       runId,
+      phase,
       this.#stamp(),
     );
+  }
+
+  /**
+   * The submitted job moved on (queued, running, its results arriving); a note from
+   * a lost connection no longer applies. Only rows still submitted under `jobId`.
+   */
+  setPhase(ids: readonly number[], jobId: string, phase: JobPhase): number {
+    return this.#each(
+      ids,
+      `UPDATE files SET phase = ?, reason = NULL, updated_at = ?
+       WHERE status = 'submitted' AND job_id = ? AND id = ?`,
+      phase,
+      this.#stamp(),
+      jobId,
+    );
+  }
+
+  /** This run follows the submitted job now (it reattached to it after a restart). */
+  adopt(ids: readonly number[], jobId: string, runId: string): void {
+    this.#each(
+      ids,
+      "UPDATE files SET run_id = ? WHERE status = 'submitted' AND job_id = ? AND id = ?",
+      runId,
+      jobId,
+    );
+  }
+
+  /** Submitted jobs, each with its rows, oldest job first. */
+  submittedJobs(): { jobId: string; groupId: string; phase: JobPhase; files: FileRecord[] }[] {
+    const jobs = new Map<string, FileRecord[]>();
+    for (
+      const row of this.#rows(
+        "SELECT * FROM files WHERE status = 'submitted' AND job_id IS NOT NULL ORDER BY id",
+      )
+    ) {
+      const files = jobs.get(row.jobId!) ?? [];
+      files.push(row);
+      jobs.set(row.jobId!, files);
+    }
+    return [...jobs].map(([jobId, files]) => ({
+      jobId,
+      groupId: files[0].groupId,
+      // The least advanced phase of its rows (they move together; a crash between
+      // two rows' commits is impossible, each change is one transaction).
+      phase: JOB_PHASES.find((phase) => files.some((file) => file.phase === phase)) ??
+        "queued",
+      files,
+    }));
   }
 
   /**
@@ -422,7 +514,7 @@ export class StateStore {
   markDone(ids: readonly number[], jobId: string, resultDir: string, note?: string): number {
     return this.#each(
       ids,
-      `UPDATE files SET status = 'done', result_dir = ?, reason = ?, updated_at = ?
+      `UPDATE files SET status = 'done', phase = NULL, result_dir = ?, reason = ?, updated_at = ?
        WHERE status = 'submitted' AND job_id = ? AND id = ?`,
       resultDir,
       note ?? null,
@@ -431,11 +523,12 @@ export class StateStore {
     );
   }
 
-  /** The job failed or was refused (`jobId` null: refused before it was queued). */
+  /** The job failed or was refused (`jobId` null: refused before the server named a job). */
   markFailed(ids: readonly number[], reason: string, jobId: string | null): number {
     return this.#each(
       ids,
-      `UPDATE files SET status = 'failed', reason = ?, job_id = COALESCE(?, job_id), updated_at = ?
+      `UPDATE files SET status = 'failed', phase = NULL, reason = ?, job_id = COALESCE(?, job_id),
+       updated_at = ?
        WHERE (status = 'pending' OR (status = 'submitted' AND job_id = ?)) AND id = ?`,
       reason,
       jobId,
@@ -444,11 +537,16 @@ export class StateStore {
     );
   }
 
-  /** The job was cancelled on the server (confirmed): send the files again later. */
+  /**
+   * The server does not hold the job and never queued it (it does not know the job,
+   * or the upload was dropped or cancelled before it was complete): the files are to
+   * be sent again, as a new job.
+   */
   markPendingAgain(ids: readonly number[], jobId: string, reason: string): number {
     return this.#each(
       ids,
-      `UPDATE files SET status = 'pending', job_id = NULL, run_id = NULL, reason = ?, updated_at = ?
+      `UPDATE files SET status = 'pending', job_id = NULL, run_id = NULL, phase = NULL, reason = ?,
+       updated_at = ?
        WHERE status = 'submitted' AND job_id = ? AND id = ?`,
       reason,
       this.#stamp(),
@@ -511,8 +609,9 @@ export class StateStore {
   retry(ids: readonly number[], groupId?: string): number {
     return this.#each(
       ids,
-      `UPDATE files SET status = 'pending', job_id = NULL, run_id = NULL, result_dir = NULL,
-       group_id = COALESCE(?, group_id), reason = 'retry requested', updated_at = ?
+      `UPDATE files SET status = 'pending', job_id = NULL, run_id = NULL, phase = NULL,
+       result_dir = NULL, group_id = COALESCE(?, group_id), reason = 'retry requested',
+       updated_at = ?
        WHERE status != 'pending' AND id = ?`,
       groupId ?? null,
       this.#stamp(),

@@ -3,9 +3,11 @@
  * the state file shown as a table or JSON, and choosing which recorded files a
  * `--retry FILE|JOB_ID` makes pending again. Returns text; prints nothing.
  *
- * Besides the recorded files it shows what the first start did (how many files it
- * recorded as baseline), the files the running watcher waits on ("being written,
- * stable in N s"), and why the watcher stopped by itself (a key the server refused).
+ * Besides the recorded files (a submitted one with its job id and the job's phase:
+ * uploading, queued, running, downloading) it shows what the first start did (how
+ * many files it recorded as baseline), the files the running watcher waits on
+ * ("being written, stable in N s"), and why the watcher stopped by itself (a key the
+ * server refused).
  *
  * @module
  */
@@ -19,6 +21,7 @@ import {
   type FileRecord,
   type FileStatus,
   type FirstStart,
+  type JobPhase,
   type StateStore,
   type StopNote,
   type WatchingRecord,
@@ -92,6 +95,7 @@ export function statusJson(report: StatusReport): string {
         sha256: file.sha256,
         status: file.status,
         job_id: file.jobId,
+        phase: file.phase,
         group_id: file.groupId,
         reason: file.reason,
         result_dir: file.resultDir,
@@ -105,9 +109,19 @@ export function statusJson(report: StatusReport): string {
   );
 }
 
+/** What a submitted job's phase means, for the NOTE column. */
+const PHASE_NOTES: Record<JobPhase, string> = {
+  uploading: "being uploaded (the server named the job)",
+  queued: "queued on the server",
+  running: "running on the server",
+  downloading: "results being downloaded",
+};
+
 function note(file: FileRecord): string {
   if (file.status === "done") return file.resultDir ? `results in ${file.resultDir}` : "";
-  if (file.status === "submitted" && !file.reason) return "job queued or running on the server";
+  if (file.status === "submitted" && !file.reason) {
+    return file.phase ? PHASE_NOTES[file.phase] : "job on the server";
+  }
   return file.reason ?? "";
 }
 
@@ -138,10 +152,11 @@ export function statusText(report: StatusReport): string {
     lines.push("no files recorded yet");
     return `${lines.join("\n")}\n`;
   }
-  const header = ["STATUS", "UPDATED (UTC)", "JOB ID", "SIZE", "FILE", "NOTE"];
+  const header = ["STATUS", "PHASE", "UPDATED (UTC)", "JOB ID", "SIZE", "FILE", "NOTE"];
   const rows = [
     ...report.files.filter((file) => file.status !== "baseline").map((file) => [
       file.status,
+      file.phase ?? "-",
       shortTime(file.updatedAt),
       file.jobId ?? "-",
       formatBytes(file.size),
@@ -150,6 +165,7 @@ export function statusText(report: StatusReport): string {
     ]),
     ...writing.map((file) => [
       "writing",
+      "-",
       shortTime(file.seenAt),
       "-",
       formatBytes(file.size),
@@ -179,8 +195,6 @@ export function statusText(report: StatusReport): string {
 export interface RetryOptions {
   /** Whether a watcher holds the state file's lock. */
   watcherRunning: boolean;
-  /** The run id the running watcher recorded (meta `run_id`). */
-  watcherRunId?: string;
   /** Relative FILE arguments are resolved against this. */
   cwd: string;
   probe?: FileProbe;
@@ -242,13 +256,16 @@ export async function planRetry(
   }
   const rows = [...chosen.values()].sort((a, b) => a.id - b.id);
   for (const row of rows) {
-    if (
-      row.status === "submitted" && options.watcherRunning && row.runId !== null &&
-      row.runId === options.watcherRunId
-    ) {
+    if (row.status === "submitted" && options.watcherRunning) {
+      // The running watcher takes up every job the server named, also one an earlier
+      // run submitted: retrying it now would send the files twice.
       throw new UsageError(
-        `job ${row.jobId} (${row.path}) is still followed by the running watcher`,
-        { hint: "wait for it to finish or fail, or stop the watcher first" },
+        `job ${row.jobId} (${row.path}) is ${row.phase ?? "submitted"} and followed by ` +
+          "the running watcher",
+        {
+          hint: "wait for it to finish or fail; to send the files as a new job anyway, " +
+            "stop the watcher first",
+        },
       );
     }
     if (row.status === "pending") continue;

@@ -1,7 +1,8 @@
 /**
  * The watch mode's state file (SQLite) and its lock: statuses move only the ways the
- * exactly-once rules allow, everything survives reopening, a foreign or newer file is
- * refused with a clear message, and one watcher holds the lock at a time.
+ * exactly-once rules allow, a submitted job's phase follows it, everything survives
+ * reopening, older schemas are moved forward keeping every row, a foreign or newer
+ * file is refused with a clear message, and one watcher holds the lock at a time.
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
@@ -9,6 +10,7 @@ import { ConfigError } from "../../lib/errors.ts";
 import { lockPathFor, WatcherLock, watcherRunning } from "../../lib/watch/lock.ts";
 import {
   FIRST_START_KEY,
+  JOB_PHASES,
   type NewFile,
   STATE_SCHEMA_VERSION,
   StateStore,
@@ -415,7 +417,7 @@ Deno.test("StateStore.setWatching() replaces the files being written; watching()
   });
 });
 
-Deno.test("StateStore moves a version 1 state file to version 2, keeping every row, and notes it is no first start", async () => {
+Deno.test("StateStore moves a version 1 state file to the current schema, keeping every row, and notes it is no first start", async () => {
   await withDir((dir) => {
     const statePath = path.join(dir, "v1.sqlite");
     const db = new DatabaseSync(statePath);
@@ -468,6 +470,213 @@ Deno.test("StateStore moves a version 1 state file to version 2, keeping every r
       assert.ok(meta);
     } finally {
       again.close();
+    }
+  });
+});
+
+Deno.test("StateStore: submitted from the job id on, with the phase moving uploading → queued → running → downloading", async () => {
+  await withDir((dir) => {
+    const statePath = path.join(dir, "s.sqlite");
+    const store = StateStore.open(statePath);
+    try {
+      const ids = [store.addPending(file("a.7"), "g").id, store.addPending(file("b.7"), "g").id];
+      assert.equal(store.byIds(ids)[0].phase, null);
+      store.markSubmitted(ids, "job-1", "run-1");
+      assert.deepEqual(store.byIds(ids).map((r) => [r.status, r.jobId, r.phase]), [
+        ["submitted", "job-1", "uploading"],
+        ["submitted", "job-1", "uploading"],
+      ]);
+      assert.deepEqual(store.pendingGroups(), [], "never sent as another job");
+      store.noteSubmitted(ids, "job-1", "waiting for the server: connection refused");
+      for (const phase of JOB_PHASES.slice(1)) {
+        assert.equal(store.setPhase(ids, "job-1", phase), 2);
+        assert.deepEqual(store.byIds(ids).map((r) => [r.phase, r.reason]), [
+          [phase, null],
+          [phase, null],
+        ], "a new phase clears the note");
+      }
+      assert.equal(store.setPhase(ids, "job-2", "queued"), 0, "another job's news");
+      assert.equal(store.markDone(ids, "job-1", "/dl/job-1"), 2);
+      assert.deepEqual(store.byIds(ids).map((r) => [r.status, r.phase]), [
+        ["done", null],
+        ["done", null],
+      ]);
+      assert.equal(store.setPhase(ids, "job-1", "running"), 0, "a done file has no phase");
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("StateStore.submittedJobs() lists each job with its rows and phase; adopt() records the run that follows it", async () => {
+  await withDir((dir) => {
+    const store = StateStore.open(path.join(dir, "s.sqlite"));
+    try {
+      const a = store.addPending(file("a.7"), "g1").id;
+      const cal = store.addPending(file("cal.7"), "g1").id;
+      const b = store.addPending(file("b.7"), "g2").id;
+      const c = store.addPending(file("c.7"), "g3").id;
+      store.markSubmitted([a, cal], "job-1", "run-1");
+      store.markSubmitted([b], "job-2", "run-1");
+      store.setPhase([b], "job-2", "downloading");
+      store.markSubmitted([c], "job-3", "run-1");
+      store.markFailed([c], "broken", "job-3");
+      assert.deepEqual(
+        store.submittedJobs().map((job) => [
+          job.jobId,
+          job.groupId,
+          job.phase,
+          job.files.map((f) => f.id),
+        ]),
+        [["job-1", "g1", "uploading", [a, cal]], ["job-2", "g2", "downloading", [b]]],
+      );
+      store.adopt([a, cal], "job-1", "run-2");
+      store.adopt([c], "job-3", "run-2");
+      assert.deepEqual(store.byIds([a, cal, b, c]).map((r) => r.runId), [
+        "run-2",
+        "run-2",
+        "run-1",
+        "run-1",
+      ], "only rows still submitted under that job");
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("StateStore: the server no longer holding an upload makes its files pending again, without job or phase", async () => {
+  await withDir((dir) => {
+    const store = StateStore.open(path.join(dir, "s.sqlite"));
+    try {
+      const ids = [store.addPending(file("a.7"), "g").id];
+      store.markSubmitted(ids, "job-1", "run");
+      assert.equal(store.markPendingAgain(ids, "job-1", "the server no longer has it"), 1);
+      const [row] = store.byIds(ids);
+      assert.deepEqual([row.status, row.jobId, row.phase, row.runId], [
+        "pending",
+        null,
+        null,
+        null,
+      ]);
+      store.markSubmitted(ids, "job-2", "run");
+      store.setPhase(ids, "job-2", "queued");
+      store.markFailed(ids, "no job job-2 on this server", "job-2");
+      assert.deepEqual(
+        store.byIds(ids).map((r) => [r.status, r.jobId, r.phase, r.reason]),
+        [["failed", "job-2", null, "no job job-2 on this server"]],
+      );
+      assert.equal(store.retry(ids), 1);
+      assert.deepEqual(store.byIds(ids).map((r) => [r.status, r.jobId, r.phase]), [
+        ["pending", null, null],
+      ]);
+    } finally {
+      store.close();
+    }
+  });
+});
+
+/** A state file as a schema 2 watcher left it: one file of each kind it knew. */
+function writeVersion2(statePath: string): void {
+  const db = new DatabaseSync(statePath);
+  db.exec(`
+    CREATE TABLE files (
+      id INTEGER PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL,
+      mtime_ms INTEGER NOT NULL, ino INTEGER, sha256 TEXT,
+      status TEXT NOT NULL
+        CHECK (status IN ('pending', 'submitted', 'done', 'failed', 'skipped', 'baseline')),
+      group_id TEXT NOT NULL, job_id TEXT, reason TEXT, result_dir TEXT, run_id TEXT,
+      attempts INTEGER NOT NULL DEFAULT 0, first_seen TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE INDEX files_by_path ON files (path, id);
+    CREATE INDEX files_by_status ON files (status, group_id);
+    CREATE INDEX files_by_job ON files (job_id);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE watching (path TEXT PRIMARY KEY, size INTEGER NOT NULL,
+      mtime_ms INTEGER NOT NULL, seen_at TEXT NOT NULL, stable_at TEXT NOT NULL);
+    INSERT INTO meta VALUES ('first_start', '{"at":"2026-11-20T08:00:00.000Z","mode":"baseline","baseline":1,"sent":0}');
+    PRAGMA user_version = 2;
+  `);
+  const insert = db.prepare(
+    `INSERT INTO files (path, size, mtime_ms, ino, sha256, status, group_id, job_id, reason,
+       result_dir, run_id, attempts, first_seen, updated_at)
+     VALUES (?, 7, 1, 2, ?, ?, ?, ?, ?, ?, ?, ?, '2026-11-21T00:00:00.000Z', '2026-11-21T00:00:01.000Z')`,
+  );
+  const sum = "ab".repeat(32);
+  insert.run("/scans/done.7", sum, "done", "g1", "job-1", null, "/dl/job-1", "old", 1);
+  insert.run("/scans/queued.7", sum, "submitted", "g2", "job-2", null, null, "old", 1);
+  insert.run("/scans/pending.7", sum, "pending", "g3", null, "waiting", null, null, 1);
+  insert.run("/scans/old.7", null, "baseline", "g4", null, null, null, null, 0);
+  db.close();
+}
+
+Deno.test("StateStore moves a version 2 state file to version 3: every row kept, a submitted job is queued (followed, not sent again)", async () => {
+  await withDir((dir) => {
+    const statePath = path.join(dir, "v2.sqlite");
+    writeVersion2(statePath);
+    const readOnly = StateStore.open(statePath, { readOnly: true });
+    try {
+      assert.deepEqual(
+        readOnly.list().map((r) => [r.status, r.phase]),
+        [["done", null], ["submitted", null], ["pending", null], ["baseline", null]],
+        "--status reads a version 2 file as it is (an older watcher may run)",
+      );
+    } finally {
+      readOnly.close();
+    }
+    const store = StateStore.open(statePath);
+    try {
+      assert.deepEqual(
+        store.list().map((r) => [r.path, r.status, r.jobId, r.phase, r.reason, r.resultDir]),
+        [
+          ["/scans/done.7", "done", "job-1", null, null, "/dl/job-1"],
+          ["/scans/queued.7", "submitted", "job-2", "queued", null, null],
+          ["/scans/pending.7", "pending", null, null, "waiting", null],
+          ["/scans/old.7", "baseline", null, null, null, null],
+        ],
+      );
+      assert.deepEqual(store.submittedJobs().map((job) => [job.jobId, job.phase]), [
+        ["job-2", "queued"],
+      ]);
+      assert.equal(store.firstStart()?.mode, "baseline", "the first start stays done");
+      assert.deepEqual(store.pendingGroups().map((g) => g.groupId), ["g3"]);
+    } finally {
+      store.close();
+    }
+    const db = new DatabaseSync(statePath);
+    try {
+      const { user_version: version } = db.prepare("PRAGMA user_version").get() as {
+        user_version: number;
+      };
+      assert.equal(version, 3);
+      assert.throws(
+        () => db.exec("UPDATE files SET phase = 'lost' WHERE id = 1"),
+        /CHECK constraint failed/,
+        "the phase column keeps its CHECK",
+      );
+    } finally {
+      db.close();
+    }
+    // Opening again changes nothing more.
+    const again = StateStore.open(statePath);
+    try {
+      assert.equal(again.list().length, 4);
+    } finally {
+      again.close();
+    }
+  });
+});
+
+Deno.test("StateStore: two processes opening a version 2 file at once migrate it once", async () => {
+  await withDir((dir) => {
+    const statePath = path.join(dir, "v2.sqlite");
+    writeVersion2(statePath);
+    const first = StateStore.open(statePath);
+    const second = StateStore.open(statePath);
+    try {
+      assert.equal(first.list().length, 4);
+      assert.deepEqual(second.list().map((r) => r.phase), [null, "queued", null, null]);
+    } finally {
+      first.close();
+      second.close();
     }
   });
 });

@@ -2,7 +2,8 @@
  * `watch --status` output (baseline counted, files being written, a watcher that
  * stopped on a refused key) and what `watch --retry FILE|JOB_ID` selects: a file brings
  * its whole job along, a job id may be a unique prefix, and a retry is refused for a
- * file that changed since or a job the running watcher still follows.
+ * file that changed since or a job the running watcher follows (it takes up every job
+ * the server named). A submitted file shows its job's phase.
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
@@ -141,21 +142,22 @@ Deno.test("planRetry() refuses a file that changed or vanished since it was reco
   });
 });
 
-Deno.test("planRetry() refuses a job the running watcher still follows, not an orphaned one", async () => {
+Deno.test("planRetry() refuses a submitted job while a watcher runs, whichever run submitted it", async () => {
   await withStore(async (store) => {
     const p3 = populate(store).p3;
-    store.markSubmitted([p3.id], "cccccccc-0000-4000-8000-000000000003", "live-run");
-    const live = { watcherRunning: true, watcherRunId: "live-run" };
+    const job = "cccccccc-0000-4000-8000-000000000003";
+    store.markSubmitted([p3.id], job, "an-earlier-run");
+    store.setPhase([p3.id], job, "running");
     await assert.rejects(
-      planRetry(store, ["/scans/P3.7"], options(store, live)),
-      /still followed by the running watcher/,
+      planRetry(store, ["/scans/P3.7"], options(store, { watcherRunning: true })),
+      (error: Error) =>
+        error instanceof UsageError &&
+        error.message ===
+          `job ${job} (/scans/P3.7) is running and followed by the running watcher` &&
+        /stop the watcher first/.test(error.hint ?? ""),
     );
-    // The same job left over from a run that is gone may be retried.
-    const plan = await planRetry(
-      store,
-      ["/scans/P3.7"],
-      options(store, { watcherRunning: true, watcherRunId: "another-run" }),
-    );
+    // With no watcher running a person may send the files as a new job.
+    const plan = await planRetry(store, [job], options(store));
     assert.deepEqual(plan.retry.map((r) => r.id), [p3.id]);
   });
 });
@@ -175,11 +177,11 @@ Deno.test("statusText() lists status, job, size, file and note, with a summary",
     const text = statusText(report(store.list()));
     assert.match(text, /^state file: \/etc\/recon\/recon-watch\.sqlite$/m);
     assert.match(text, /^watcher: +running$/m);
-    assert.match(text, /^STATUS +UPDATED \(UTC\) +JOB ID +SIZE +FILE +NOTE$/m);
+    assert.match(text, /^STATUS +PHASE +UPDATED \(UTC\) +JOB ID +SIZE +FILE +NOTE$/m);
     assert.match(
       text,
       new RegExp(
-        `^failed +2026-11-23 12:00:00 +${JOB_A} +1\\.00 kB +/scans/P1\\.7 +the reconstruction script exited with code 3$`,
+        `^failed +- +2026-11-23 12:00:00 +${JOB_A} +1\\.00 kB +/scans/P1\\.7 +the reconstruction script exited with code 3$`,
         "m",
       ),
     );
@@ -220,6 +222,7 @@ Deno.test("statusJson() gives every field with snake_case names and counts", asy
       "job_id",
       "mtime",
       "path",
+      "phase",
       "reason",
       "result_dir",
       "sha256",
@@ -274,6 +277,7 @@ Deno.test("statusText() counts baseline files instead of listing them, and shows
     status: "baseline" as const,
     groupId: `g${i}`,
     jobId: null,
+    phase: null,
     reason: null,
     resultDir: null,
     runId: null,
@@ -294,7 +298,7 @@ Deno.test("statusText() counts baseline files instead of listing them, and shows
   assert.doesNotMatch(text, /old1\.7/);
   assert.match(
     text,
-    /^writing +2026-11-23 12:00:00 +- +3\.15 MB +\/scans\/P9\.7 +being written, stable in 3 s if it stays unchanged$/m,
+    /^writing +- +2026-11-23 12:00:00 +- +3\.15 MB +\/scans\/P9\.7 +being written, stable in 3 s if it stays unchanged$/m,
   );
   assert.match(text, /^1234 file\(s\): 1234 baseline; 1 being written$/m);
   assert.doesNotMatch(text, /no files recorded/);
@@ -349,5 +353,46 @@ Deno.test("planRetry() takes a baseline file alone (its group is its own)", asyn
     assert.deepEqual(plan.retry.map((row) => [row.path, row.status]), [
       ["/scans/old1.7", "baseline"],
     ]);
+  });
+});
+
+Deno.test("statusText() and statusJson() show the job id and phase of each file in flight", async () => {
+  await withStore((store) => {
+    const add = (name: string, group: string) =>
+      store.addPending({
+        path: `/scans/${name}`,
+        size: 1000,
+        mtimeMs: 1_700_000_000_000,
+        ino: 1,
+        sha256: "cd".repeat(32),
+      }, group).id;
+    const phases = ["uploading", "queued", "running", "downloading"] as const;
+    phases.forEach((phase, i) => {
+      const id = add(`P${i}.7`, `g${i}`);
+      const job = `${i}aaaaaaa-0000-4000-8000-00000000000${i}`;
+      store.markSubmitted([id], job, "run");
+      if (phase !== "uploading") store.setPhase([id], job, phase);
+    });
+    const text = statusText(report(store.list()));
+    assert.match(
+      text,
+      /^submitted +uploading +2026-11-23 12:00:00 +0aaaaaaa-\S+ +1\.00 kB +\/scans\/P0\.7 +being uploaded \(the server named the job\)$/m,
+    );
+    assert.match(text, /^submitted +queued .* \/scans\/P1\.7 +queued on the server$/m);
+    assert.match(text, /^submitted +running .* \/scans\/P2\.7 +running on the server$/m);
+    assert.match(text, /^submitted +downloading .* \/scans\/P3\.7 +results being downloaded$/m);
+    // A note (e.g. a lost connection) says more than the phase.
+    const [first] = store.list();
+    store.noteSubmitted([first.id], first.jobId!, "waiting for the server: connection refused");
+    assert.match(
+      statusText(report(store.list())),
+      /^submitted +uploading .* \/scans\/P0\.7 +waiting for the server: connection refused$/m,
+    );
+    const document = JSON.parse(statusJson(report(store.list())));
+    assert.deepEqual(
+      document.files.map((file: { job_id: string; phase: string }) => [file.job_id, file.phase]),
+      store.list().map((row, i) => [row.jobId, phases[i]]),
+    );
+    return Promise.resolve();
   });
 });
