@@ -62,10 +62,15 @@ export interface ReconnectOptions {
  * not accept, a version it does not speak, or a server that cannot prove the key.
  */
 export function isConnectionLoss(error: unknown): boolean {
-  if (!(error instanceof ConnectionError)) return false;
-  if (error instanceof ProtocolError || error instanceof KeyRejectedError) return false;
+  if (!(error instanceof ConnectionError) || error instanceof KeyRejectedError) return false;
+  // A connection that ends inside a frame is a protocol error to the framing (a peer
+  // never closes there, §1), but a cable pulled or a proxy cut looks just like that.
+  if (error instanceof ProtocolError) return TRUNCATED.test(error.message);
   return !/version mismatch|could not prove it holds SHARED_KEY/.test(error.message);
 }
+
+/** lib/wire/frame.ts's words for a connection that ended inside a frame. */
+const TRUNCATED = /^connection closed in the middle of a frame/;
 
 /** The wait before attempt `attempt` (1, 2, …): half to all of min(cap, base·2^(n-1)). */
 export function reconnectDelay(
