@@ -42,18 +42,22 @@ function json(document: unknown): string {
  */
 export function statusText(status: ServerStatus, server: string): string {
   const { queued_high: high, queued_normal: normal, queued_low: low } = status;
-  const byPriority = high !== undefined || normal !== undefined || low !== undefined
-    ? ` (high ${high ?? 0}, normal ${normal ?? 0}, low ${low ?? 0})`
-    : "";
   const lines = [
     `server:              ${server} (recon ${status.version})`,
     `uptime:              ${formatUptime(status.uptime_seconds)}`,
     `max concurrent jobs: ${status.max_concurrent_jobs}`,
     `active workers:      ${status.active_workers}`,
-    `queued jobs:         ${status.queue_length}${byPriority}`,
+    `queued jobs:         ${status.queue_length}`,
     `jobs completed:      ${status.jobs_completed}`,
     `jobs failed:         ${status.jobs_failed}`,
   ];
+  if (high !== undefined || normal !== undefined || low !== undefined) {
+    lines.splice(
+      5,
+      0,
+      `queued by priority:  high ${high ?? 0}, normal ${normal ?? 0}, low ${low ?? 0}`,
+    );
+  }
   if (status.jobs_cancelled !== undefined) {
     lines.push(`jobs cancelled:      ${status.jobs_cancelled}`);
   }

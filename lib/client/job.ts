@@ -60,8 +60,8 @@ export class JobFailedError extends JobError {
   constructor(jobId: string, reason: string, exitCode: number | null, stderrTail: string[]) {
     super(`job ${jobId} failed: ${reason}`, {
       hint: stderrTail.length > 0
-        ? `the script's last stderr lines are below; its whole output is in ` +
-          `RECON_FILEPATH/job_${jobId}.log on the server (recon-client logs ${jobId}):\n  ` +
+        ? `the script's last stderr lines are below ('recon-client logs ${jobId}' prints ` +
+          `the rest); its whole output is in RECON_FILEPATH/job_${jobId}.log on the server:\n  ` +
           stderrTail.join("\n  ")
         : undefined,
     });

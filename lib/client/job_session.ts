@@ -206,7 +206,8 @@ export class JobSession {
       // The job is done; stop receiving. The server keeps the results (no results_received).
       this.#channel.abort(
         new InterruptedError(`interrupted while downloading the results of job ${jobId}`, {
-          hint: `the server keeps them; ${this.#fetchCommand(jobId!)} resumes the download`,
+          hint: `the server keeps them in RECON_DICOM_DIR/job_${jobId}_output; ` +
+            `${this.#fetchCommand(jobId!)} resumes the download`,
         }),
       );
     } else if (job.phase !== "upload" && jobId) {

@@ -214,7 +214,8 @@ Deno.test("statusText() adds a version 3 server's figures: queue by priority, ke
   assert.equal(
     text.split("\n").slice(4).join("\n"),
     [
-      "queued jobs:         3 (high 1, normal 2, low 0)",
+      "queued jobs:         3",
+      "queued by priority:  high 1, normal 2, low 0",
       "jobs completed:      40",
       "jobs failed:         2",
       "jobs cancelled:      1",
