@@ -103,7 +103,8 @@ function display(global: GlobalArgs, context: ClientContext, waiting?: string): 
   return new ProgressDisplay({
     write: context.writeStderr,
     tty: context.stderrIsTerminal,
-    quiet: global.quiet || global.json,
+    quiet: global.quiet,
+    alertsOnly: global.json,
     statusLine: (job) => {
       const line = statusNotice(job);
       return waiting && (job.state === "queued" || job.state === "running")
@@ -290,7 +291,7 @@ async function wait(
           reconnector,
           session: (channel, heard) =>
             waitForJob(channel, jobId, { onHeard: heard, onEvent: (event) => view.show(event) }),
-          notice: (text) => view.line(text),
+          notice: (text) => view.reconnect(text),
           signal: context.signal,
           interrupted: () =>
             new InterruptedError(`stopped waiting for job ${jobId}; it goes on on the server`),
@@ -386,7 +387,7 @@ async function logs(
     reconnector: args.follow
       ? new Reconnector({ ...context.reconnect, connect: setup.connect, timeoutMs })
       : undefined,
-    notice: (text) => view.line(text),
+    notice: (text) => view.reconnect(text),
     signal: context.signal,
     interrupted: () => new InterruptedError(`stopped following the log of job ${args.jobId}`),
     gaveUp: (failure) =>

@@ -24,6 +24,8 @@ export type SubmitEvent =
   | { kind: "started"; jobId: string }
   | { kind: "progress"; text?: string; percent?: number }
   | { kind: "notice"; text: string }
+  /** The connection was lost, or made again: shown even with `--json` (not `--quiet`). */
+  | { kind: "reconnect"; text: string }
   | { kind: "download"; name: string; bytes: number; total: number };
 
 /** The finished job, its results in the download directory. */

@@ -13,6 +13,11 @@ export interface DisplayOptions {
   write: (text: string) => void;
   tty: boolean;
   quiet: boolean;
+  /**
+   * Show nothing but lost and regained connections (`--json`: stdout is the document,
+   * and a client that waits to reconnect must still say why it waits).
+   */
+  alertsOnly?: boolean;
   /** Clock in ms, for rates. */
   now?: () => number;
   /** The line for a followed job's state (format.ts statusNotice). */
@@ -108,9 +113,21 @@ export class ProgressDisplay {
 
   /** Print a full line (closing any bar first). */
   line(text: string): void {
+    if (this.#options.quiet || this.#options.alertsOnly) return;
+    this.finish();
+    this.#options.write(`${printable(text)}\n`);
+  }
+
+  /** A line that only --quiet silences. */
+  #alert(text: string): void {
     if (this.#options.quiet) return;
     this.finish();
     this.#options.write(`${printable(text)}\n`);
+  }
+
+  /** Say a lost or regained connection (see {@link DisplayOptions.alertsOnly}). */
+  reconnect(text: string): void {
+    this.show({ kind: "reconnect", text });
   }
 
   #draw(text: string, force = false): void {
@@ -146,6 +163,8 @@ export class ProgressDisplay {
   /** Show one event. */
   show(event: SubmitEvent): void {
     if (this.#options.quiet) return;
+    if (event.kind === "reconnect") return this.#alert(event.text);
+    if (this.#options.alertsOnly) return;
     switch (event.kind) {
       case "upload":
         this.#transfer("uploading", event.name, event.bytes, event.total);

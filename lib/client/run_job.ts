@@ -89,7 +89,7 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
       timeoutMs: options.reconnectTimeoutMs,
     })
     : undefined;
-  const notice = (text: string) => options.onEvent?.({ kind: "notice", text });
+  const notice = (text: string) => options.onEvent?.({ kind: "reconnect", text });
   let channel = options.channel ?? await options.connect!();
   let opening = options.opening;
   while (true) {
@@ -146,7 +146,7 @@ async function reconnectAfter(
   try {
     return await reconnector.lost(
       error,
-      (text) => options.onEvent?.({ kind: "notice", text }),
+      (text) => options.onEvent?.({ kind: "reconnect", text }),
       options.signal,
     );
   } catch (failure) {

@@ -1,11 +1,13 @@
 /**
  * recon-client's command line end to end (bin/recon-client against a real server):
  * which options a one-off submission uses, global options before `watch`, and the
- * messages for common slips, each in our words with what to do next.
+ * messages for common slips, each in our words with what to do next; the job commands
+ * by id (`--detach`, `wait`, `jobs`, `logs`, `fetch` twice, `cancel`), refusals in one
+ * line, and exit code 5 with a fetch command that works once the server is back.
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
-import { CLIENT_BIN, E2EServer, run, testdata } from "../support/e2e.ts";
+import { CLIENT_BIN, E2EServer, listDir, run, testdata } from "../support/e2e.ts";
 
 /** The `recon-client: error: …` line of a failed run (there must be exactly one). */
 function errorLine(stderr: string): string {
@@ -170,4 +172,156 @@ Deno.test("global options may come before the watch command as well as after it"
     "recon-client: error: unknown option --stauts (did you mean --status?)",
   );
   assert.match(typo.stderr, /^hint: see 'recon-client watch --help'$/m);
+});
+
+const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+Deno.test("--detach prints the job id alone; wait, jobs, logs and fetch (twice) find it by that id", async () => {
+  await using server = await E2EServer.start({ script: testdata("e2e_recon.sh") });
+  const file = path.join(server.dir, "P00001.7");
+  await Deno.writeTextFile(file, "raw");
+  const detached = await server.client([
+    "--files",
+    file,
+    "--detach",
+    "--priority",
+    "low",
+    "--recon-options",
+    '{"progress": 50}',
+  ]);
+  assert.equal(detached.code, 0, detached.stderr);
+  const jobId = detached.stdout.trim();
+  assert.match(jobId, UUID_TEXT);
+  assert.equal(detached.stdout, `${jobId}\n`, "only the id on stdout");
+  assert.deepEqual(await listDir(server.downloadDir), [], "nothing downloaded");
+
+  const waited = await server.client(["wait", jobId]);
+  assert.equal(waited.code, 0, waited.stderr);
+  assert.match(
+    waited.stdout,
+    new RegExp(
+      `^${jobId} succeeded at \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d UTC: 2 result file\\(s\\), `,
+    ),
+  );
+
+  const listed = await server.client(["jobs", "--json"]);
+  assert.equal(listed.code, 0, listed.stderr);
+  const [job] = JSON.parse(listed.stdout).jobs;
+  assert.equal(job.job_id, jobId);
+  assert.equal(job.state, "succeeded");
+  assert.equal(job.priority, "low");
+  const table = await server.client(["jobs", "--state", "succeeded"]);
+  assert.match(table.stdout, /^JOB ID +STATE +PRIORITY +POS +SUBMITTED \(UTC\)/);
+  assert.match(table.stdout, new RegExp(`^${jobId} +succeeded +low +- +`, "m"));
+
+  const logs = await server.client(["logs", jobId]);
+  assert.equal(logs.code, 0, logs.stderr);
+  assert.match(logs.stdout, /PROGRESS 50/);
+
+  const fetched = await server.client(["fetch", jobId]);
+  assert.equal(fetched.code, 0, fetched.stderr);
+  const paths = fetched.stdout.trimEnd().split("\n");
+  assert.deepEqual(
+    paths.map((p) => path.relative(path.join(server.downloadDir, jobId), p)).sort(),
+    ["derived/P00001.7.copy", "manifest.txt"],
+  );
+  const again = await server.client(["fetch", jobId, "--json"]);
+  assert.equal(again.code, 0, again.stderr);
+  const document = JSON.parse(again.stdout);
+  assert.equal(document.status, "completed");
+  assert.deepEqual(document.files.map((f: { path: string }) => f.path).sort(), paths.sort());
+  assert.match(server.log, /delivered/);
+});
+
+Deno.test("requests about a job by id: one line in the server's words and exit 1; a malformed id is exit 2", async () => {
+  await using server = await E2EServer.start({ script: testdata("e2e_recon.sh") });
+  const unknown = "0b7f0f2e-3c1a-4b5e-9d2f-6a7b8c9d0e1f";
+  for (const args of [["fetch", unknown], ["cancel", unknown], ["logs", unknown]]) {
+    const result = await server.client(args);
+    assert.equal(result.code, 1, `${args[0]}: ${result.stderr}`);
+    assert.match(errorLine(result.stderr), new RegExp(`${unknown}`));
+  }
+  const waited = await server.client(["wait", unknown]);
+  assert.equal(waited.code, 1, waited.stderr);
+  assert.match(waited.stdout, new RegExp(`^${unknown} `));
+
+  const file = path.join(server.dir, "P00001.7");
+  await Deno.writeTextFile(file, "raw");
+  const done = await server.client(["--files", file, "--json"]);
+  assert.equal(done.code, 0, done.stderr);
+  const { job_id: jobId } = JSON.parse(done.stdout);
+  const cancel = await server.client(["cancel", jobId]);
+  assert.equal(cancel.code, 1, cancel.stderr);
+  assert.match(errorLine(cancel.stderr), new RegExp(`job ${jobId} .*succeeded`));
+  assert.equal(cancel.stdout, "");
+
+  const malformed = await server.client(["fetch", "not-a-job"]);
+  assert.equal(malformed.code, 2, malformed.stderr);
+  assert.equal(errorLine(malformed.stderr), 'recon-client: error: "not-a-job" is not a job id');
+});
+
+Deno.test("a server gone for longer than CLIENT_RECONNECT_TIMEOUT: exit 5, the job id and a fetch command that works once it is back", async () => {
+  await using server = await E2EServer.start({
+    script: testdata("e2e_recon.sh"),
+    expectCleanJobDirs: false,
+  });
+  const optsPath = await server.writeClientOpts("impatient.opts", { CLIENT_RECONNECT_TIMEOUT: 2 });
+  const file = path.join(server.dir, "P00001.7");
+  await Deno.writeTextFile(file, "raw");
+  const downloads = path.join(server.dir, "elsewhere");
+  const flag = path.join(server.dir, "go");
+  await using client = server.spawnClient([
+    "--files",
+    file,
+    "--download-dir",
+    downloads,
+    "--json",
+    "--recon-options",
+    JSON.stringify({ wait_for: flag }),
+  ], { optsPath });
+  await server.waitForLog(/job \S+: running|started/);
+  await server.stop("SIGTERM");
+  const result = await client.result(30_000);
+  assert.equal(result.code, 5, result.stderr);
+  const document = JSON.parse(result.stdout);
+  assert.equal(document.exit_code, 5);
+  assert.match(document.job_id, UUID_TEXT);
+  const expected =
+    `recon-client --opts ${optsPath} --port ${server.port} fetch ${document.job_id} ` +
+    `--download-dir ${downloads}`;
+  assert.equal(document.fetch_command, expected);
+  assert.match(
+    errorLine(result.stderr),
+    new RegExp(
+      `^recon-client: error: lost the connection while following job ${document.job_id} and ` +
+        "could not reconnect within CLIENT_RECONNECT_TIMEOUT \\(2 s\\): ",
+    ),
+  );
+  assert.match(result.stderr, new RegExp(`^hint: .*fetch its results later: ${expected}$`, "m"));
+  assert.match(result.stderr, /^connection lost \(.*\); reconnecting in [\d.]+ s…$/m);
+
+  await server.restart();
+  await Deno.writeTextFile(flag, "");
+  const fetched = await run(CLIENT_BIN, document.fetch_command.split(" ").slice(1));
+  assert.equal(fetched.code, 0, fetched.stderr);
+  assert.ok(
+    fetched.stdout.split("\n").some((line) =>
+      line === path.join(downloads, document.job_id, "manifest.txt")
+    ),
+    fetched.stdout,
+  );
+});
+
+Deno.test("--help names every job command and exit code 5; each command has its own help", async () => {
+  const help = await run(CLIENT_BIN, ["--help"]);
+  assert.equal(help.code, 0);
+  for (const command of ["jobs", "wait", "fetch", "cancel", "logs", "rerun"]) {
+    assert.match(help.stdout, new RegExp(`^  ${command} `, "m"), command);
+    const own = await run(CLIENT_BIN, [command, "--help"]);
+    assert.equal(own.code, 0, own.stderr);
+    assert.ok(own.stdout.startsWith(`recon-client ${command}: `), own.stdout);
+  }
+  assert.match(help.stdout, /^ {2}5 {4}the job is on the server/m);
+  assert.match(help.stdout, /--detach/);
+  assert.match(help.stdout, /--priority P/);
 });

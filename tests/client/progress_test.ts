@@ -176,3 +176,19 @@ Deno.test("ProgressDisplay shows a followed job's state through its statusLine, 
     `job ${job.job_id} queued\n`,
   ]);
 });
+
+Deno.test("ProgressDisplay with alertsOnly (--json) still says when the connection is lost; --quiet not even that", () => {
+  const written: string[] = [];
+  const json = new ProgressDisplay({
+    write: (text) => written.push(text),
+    tty: false,
+    quiet: false,
+    alertsOnly: true,
+  });
+  json.show({ kind: "queued", jobId: "x" });
+  json.line("job x complete");
+  json.reconnect("connection lost (reset); reconnecting in 1 s…");
+  new ProgressDisplay({ write: (text) => written.push(text), tty: false, quiet: true })
+    .reconnect("connection lost (reset); reconnecting in 1 s…");
+  assert.deepEqual(written, ["connection lost (reset); reconnecting in 1 s…\n"]);
+});

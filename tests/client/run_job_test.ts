@@ -112,7 +112,10 @@ function recorder() {
   return {
     events,
     onEvent: (event: SubmitEvent) => events.push(event),
-    notices: () => events.flatMap((event) => event.kind === "notice" ? [event.text] : []),
+    notices: () =>
+      events.flatMap((event) =>
+        event.kind === "notice" || event.kind === "reconnect" ? [event.text] : []
+      ),
   };
 }
 
@@ -217,8 +220,8 @@ Deno.test("a connection lost while the job runs is followed again (follow_job de
   const kinds = record.events.map((event) => event.kind);
   assert.deepEqual(kinds.filter((kind) => kind !== "upload" && kind !== "download"), [
     "queued",
-    "notice",
-    "notice",
+    "reconnect",
+    "reconnect",
     "status",
     "progress",
   ]);
