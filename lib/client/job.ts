@@ -59,17 +59,30 @@ export class JobFailedError extends JobError {
   readonly jobId: string;
   readonly scriptExitCode: number | null;
   readonly stderrTail: string[];
-  constructor(jobId: string, reason: string, exitCode: number | null, stderrTail: string[]) {
-    super(`job ${jobId} failed: ${reason}`, {
-      hint: stderrTail.length > 0
-        ? `the script's last stderr lines are below ('recon-client logs ${jobId}' prints ` +
-          `the rest); its whole output is in RECON_FILEPATH/job_${jobId}.log on the server:\n  ` +
-          stderrTail.join("\n  ")
-        : undefined,
-    });
+  /** Set when the job was cancelled (by someone else: our own cancel is JobCancelledError). */
+  readonly cancelledBy?: string;
+  constructor(
+    jobId: string,
+    reason: string,
+    exitCode: number | null,
+    stderrTail: string[],
+    cancel?: { cancelledBy: string },
+  ) {
+    const by = cancel?.cancelledBy ? ` by ${cancel.cancelledBy}` : "";
+    super(
+      cancel ? `job ${jobId} was cancelled${by}: ${reason}` : `job ${jobId} failed: ${reason}`,
+      {
+        hint: stderrTail.length > 0
+          ? `the script's last stderr lines are below ('recon-client logs ${jobId}' prints ` +
+            `the rest); its whole output is in RECON_FILEPATH/job_${jobId}.log on the server:\n  ` +
+            stderrTail.join("\n  ")
+          : undefined,
+      },
+    );
     this.jobId = jobId;
     this.scriptExitCode = exitCode;
     this.stderrTail = stderrTail;
+    this.cancelledBy = cancel?.cancelledBy;
   }
 }
 

@@ -26,6 +26,7 @@ import {
 import { printable } from "../printable.ts";
 import {
   FINAL_STATES,
+  type JobInfo,
   type MessageOf,
   parseServerMessage,
   type ServerMessage,
@@ -80,6 +81,8 @@ export class JobSession {
   /** Set by an interrupt during a file: the next progress report throws it. */
   #stopSending?: InterruptedError;
   #stallTimer?: ReturnType<typeof setTimeout>;
+  /** The job as the last `job_status` described it. */
+  #lastState?: JobInfo;
   /** The results' side of the session. */
   readonly #delivery: ResultDelivery;
   /** A resume_upload the server refused: follow the job instead (it may be queued). */
@@ -407,7 +410,11 @@ export class JobSession {
     }
     if (this.#fellBack) job.phase = "wait";
     this.#heardFrom();
-    this.#event({ kind: "status", job: info });
+    this.#lastState = info;
+    // A failed or cancelled job's job_failed follows at once and says it all.
+    if (info.state !== "failed" && info.state !== "cancelled") {
+      this.#event({ kind: "status", job: info });
+    }
     if (info.state === "receiving") {
       this.#hostile(`server says job ${info.job_id} is still being uploaded while we follow it`);
     }
@@ -474,11 +481,14 @@ export class JobSession {
     if (this.#job.interrupted && (this.#options.cancelOnInterrupt ?? true)) {
       return new JobCancelledError(message.job_id);
     }
+    const last = this.#lastState;
+    const cancelled = last?.job_id === message.job_id && last.state === "cancelled";
     return new JobFailedError(
       message.job_id,
       message.reason,
       message.exit_code,
       message.stderr_tail,
+      cancelled ? { cancelledBy: last.cancelled_by ?? "" } : undefined,
     );
   }
 }

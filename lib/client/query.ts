@@ -189,7 +189,10 @@ export async function waitForJob(
       }
       first = message.job;
       options.onHeard?.();
-      options.onEvent?.({ kind: "status", job: first });
+      // A job that has ended is told by the final job_status that follows.
+      if (first.state === "queued" || first.state === "running") {
+        options.onEvent?.({ kind: "status", job: first });
+      }
     } else if (!first) {
       throw new ProtocolError(`${message.type} before job_status while following job ${jobId}`);
     } else if (message.type === "job_started") {

@@ -815,3 +815,47 @@ for (
     assert.match(hostile[0], /resumed "y\.dcm" at byte 4, which is not what this client holds/);
   });
 }
+
+Deno.test("fetching a job someone cancelled says so, with who and why (exit 1)", async () => {
+  await using dir = await tempDir();
+  const record = recorder();
+  await using server = await ScriptedServer.start([
+    async (peer) => {
+      await peer.expect("follow_job");
+      await peer.send({
+        type: "job_status",
+        job: {
+          job_id: JOB,
+          state: "cancelled",
+          priority: "normal",
+          submitted_at: "2026-12-01T10:00:00.000Z",
+          finished_at: "2026-12-01T10:00:05.000Z",
+          file_count: 1,
+          input_bytes: 10,
+          attempts: 1,
+          reason: "wrong protocol",
+          cancelled_by: "10.0.0.9 (key id ab)",
+        },
+      });
+      await peer.send({
+        type: "job_failed",
+        job_id: JOB,
+        reason: "wrong protocol",
+        exit_code: null,
+        stderr_tail: [],
+      });
+    },
+  ]);
+  const error = await followAndFetch({
+    connect: server.connect,
+    jobId: JOB,
+    downloadDir: dir.path,
+    onEvent: record.onEvent,
+  }).catch((caught) => caught);
+  await server.done;
+  assert.ok(error instanceof JobFailedError, String(error));
+  assert.equal(error.message, `job ${JOB} was cancelled by 10.0.0.9 (key id ab): wrong protocol`);
+  assert.equal(error.cancelledBy, "10.0.0.9 (key id ab)");
+  assert.equal(error.exitCode, ExitCode.JOB_FAILED);
+  assert.deepEqual(record.events, [], "the failure says it once");
+});
