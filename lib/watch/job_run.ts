@@ -239,18 +239,26 @@ export class JobRun {
       case "download":
         this.#enter("downloading");
         return;
-      case "notice":
-        if (!/^connection lost/.test(event.text)) {
-          log.info(`job ${this.#jobId}: ${event.text}`);
-        } else if (this.#lostNoted) {
-          log.debug(`job ${this.#jobId}: ${event.text}`);
-        } else {
-          this.#lostNoted = true;
-          log.warn(`job ${this.#jobId}: ${event.text}`);
-        }
+      case "upload":
+      case "progress":
         return;
       default:
+        // The client's own lines: notices, and those about reconnecting.
+        if ("text" in event && typeof event.text === "string") this.#notice(event.text);
         return;
+    }
+  }
+
+  /** A line of the client's; one "connection lost" per phase (the rest are debug). */
+  #notice(text: string): void {
+    const { log } = this.#c;
+    if (!/^connection lost/.test(text)) {
+      log.info(`job ${this.#jobId}: ${text}`);
+    } else if (this.#lostNoted) {
+      log.debug(`job ${this.#jobId}: ${text}`);
+    } else {
+      this.#lostNoted = true;
+      log.warn(`job ${this.#jobId}: ${text}`);
     }
   }
 

@@ -27,8 +27,8 @@
  * | any       | other JobUnavailableError (unknown, expired) | `unavailable`    | failed, the server's line   |
  * | any       | other JobError (the job failed, cancelled)   | `job-failed`     | failed                      |
  * | any       | KeyRejectedError (also as a cause)           | `key-rejected`   | submitted; watcher stops    |
- * | any       | ProtocolError (hostile server)               | `results-lost`   | failed                      |
  * | any       | connection lost, could not reconnect in time | `lost-contact`   | submitted, backoff          |
+ * | any       | ProtocolError (hostile server)               | `results-lost`   | failed                      |
  * | any       | anything else (results not stored)           | `results-lost`   | failed                      |
  *
  * @module
@@ -39,7 +39,6 @@ import {
   JobError,
   KeyRejectedError,
   LostContactError,
-  ProtocolError,
   TransferError,
 } from "../errors.ts";
 import { JobFailedError, JobUnavailableError } from "../client/job.ts";
@@ -106,8 +105,8 @@ export function classifyFailure(error: unknown, state: FailureState): FailureOut
   if (error instanceof InterruptedError || state.stopping) return "left";
   if (error instanceof TransferError && state.phase === "uploading") return "upload-failed";
   if (keyRejected(error)) return "key-rejected";
-  if (error instanceof ProtocolError) return "results-lost";
   if (error instanceof LostContactError) return "lost-contact";
+  // Before ProtocolError: a connection cut inside a frame is a lost connection too.
   if (error instanceof ConnectionError && isConnectionLoss(error)) return "lost-contact";
   return "results-lost";
 }

@@ -141,6 +141,10 @@ Deno.test("classifyFailure() after the upload never sends the files again by its
     [new TimeoutError("idle timeout"), "lost-contact"],
     [new ConnectionError("version mismatch: server speaks 4, client speaks 3"), "results-lost"],
     [new ProtocolError("server offered an unsafe result name"), "results-lost"],
+    [
+      new ProtocolError("connection closed in the middle of a frame (12 of 40 bytes)"),
+      "lost-contact",
+    ],
     [new TransferError("result x: SHA-256 does not match"), "results-lost"],
     [new Error("disk full"), "results-lost"],
   ];
