@@ -375,11 +375,13 @@ async function logs(
   const pollMs = context.logPollMs ?? 500;
   const view = display(args.global, context);
   const timeoutMs = config.CLIENT_RECONNECT_TIMEOUT * 1000;
+  const collected: string[] = [];
+  // On a terminal the script's output cannot drive it (control characters become ?);
+  // into a pipe or file it goes as the server keeps it.
   const write = (text: string) => {
     if (args.global.json) collected.push(text);
     else context.writeStdout(context.stdoutIsTerminal ? printable(text) : text);
   };
-  const collected: string[] = [];
   let offset = 0;
   let final = false;
   await withReconnect({

@@ -89,6 +89,9 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
       timeoutMs: options.reconnectTimeoutMs,
     })
     : undefined;
+  if (!options.channel && !options.connect) {
+    throw new TypeError("runJob(): give a channel, a connect function, or both");
+  }
   const notice = (text: string) => options.onEvent?.({ kind: "reconnect", text });
   let channel = options.channel ?? await options.connect!();
   let opening = options.opening;
