@@ -1,23 +1,16 @@
 /**
  * End to end, processes going away: a client killed in the middle of a large upload
- * (the server drops the partial job and carries on), a server killed during a job
- * (the client says so in one line and exits 3; the next server start stops the orphaned
- * script and removes the unfinished job's input dir), and the server's graceful SIGTERM,
- * idle and with a job running.
+ * (the server keeps the verified part for a resume, `cancel` drops it, and the server
+ * carries on), a server killed during a job (the client gives up after
+ * CLIENT_RECONNECT_TIMEOUT in one line with the job id, exit 5; the next server start
+ * stops the orphaned script and settles the job from the job store), and the server's
+ * graceful SIGTERM, idle and with a job running.
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
-import {
-  E2EServer,
-  listDir,
-  pgrep,
-  SERVER_BIN,
-  StreamText,
-  testdata,
-  waitFor,
-} from "./support/e2e.ts";
+import { E2EServer, listDir, pgrep, testdata, UUID, waitFor } from "./support/e2e.ts";
 
-Deno.test("a client killed during a 300 MB upload leaves no partial job on the server", async () => {
+Deno.test("a client killed during a 300 MB upload leaves a resumable partial job, which cancel removes; the server goes on", async () => {
   await using server = await E2EServer.start({ script: testdata("e2e_recon.sh") });
   const big = path.join(server.dir, "P99999.7");
   // Sparse: the content does not matter here, only that the upload takes a while.
@@ -41,8 +34,12 @@ Deno.test("a client killed during a 300 MB upload leaves no partial job on the s
   assert.doesNotMatch(killed.stderr, /queued/, "the client was killed before the upload ended");
   assert.ok(partial.size < 300 * 1024 * 1024, `the upload was partial (${partial.size} bytes)`);
 
-  await server.waitForNoJobDirs(10_000);
-  await server.waitForLog(/upload failed, removed .*job_.*_input/);
+  const cut = await server.waitForLog(
+    new RegExp(`job (${UUID.source}): upload cut off with \\d+ of 314572800 bytes verified`),
+  );
+  const jobId = cut[1];
+  assert.deepEqual(await server.jobDirs(), [path.join(server.reconFilePath, `job_${jobId}_input`)]);
+  await server.waitForNoJobDirs(10_000); // what is left is the job's, kept for a resume
   const status = await server.client(["--server-status", "--json"]);
   assert.equal(status.code, 0, status.stderr);
   const fields = JSON.parse(status.stdout);
@@ -50,12 +47,16 @@ Deno.test("a client killed during a 300 MB upload leaves no partial job on the s
   assert.equal(fields.active_workers, 0);
   const queue = await server.client(["--view-queue"]);
   assert.equal(queue.stdout, "the queue is empty\n", "no stuck queue entry");
+  const cancel = await server.client(["cancel", jobId]);
+  assert.equal(cancel.code, 0, cancel.stderr);
+  assert.deepEqual(await server.jobDirs(), [], "the partial input is gone");
   assert.ok(server.running);
 });
 
-Deno.test("a server killed during a job: the client exits 3 with a one-line reason", async () => {
+Deno.test("a server killed during a job: the client gives up after CLIENT_RECONNECT_TIMEOUT with the job id (exit 5); the next start stops the orphaned script", async () => {
   await using server = await E2EServer.start({
     script: testdata("e2e_recon.sh"),
+    options: { CLIENT_RECONNECT_TIMEOUT: 2, JOB_MAX_ATTEMPTS: 1 },
     expectCleanJobDirs: false,
   });
   const file = path.join(server.dir, "P00001.7");
@@ -68,7 +69,7 @@ Deno.test("a server killed during a job: the client exits 3 with a one-line reas
       "--recon-options",
       JSON.stringify({ hang: marker }),
     ]);
-    await client.waitForStderr(/job \S+ running/);
+    const jobId = (await client.waitForStderr(new RegExp(`job (${UUID.source}) running`)))[1];
     // The script has started once its pid file exists (written right after the spawn).
     await waitFor(
       "the script's pid file",
@@ -77,41 +78,33 @@ Deno.test("a server killed during a job: the client exits 3 with a one-line reas
     const { status } = await server.stop("SIGKILL");
     assert.equal(status.signal, "SIGKILL");
     const result = await client.result(30_000);
-    assert.equal(result.code, 3, result.stderr);
+    assert.equal(result.code, 5, result.stderr);
     assert.equal(result.stdout, "");
     const errors = result.stderr.split("\n").filter((line) => line.includes("error"));
     assert.equal(errors.length, 1, `one error line:\n${result.stderr}`);
     assert.match(
       errors[0],
-      /^recon-client: error: .*(connection|closed|ended|lost)/i,
-      "the line says the connection to the server was lost",
+      new RegExp(`^recon-client: error: lost the connection while following job ${jobId}`),
+      "the line says the connection to the server was lost, and which job",
     );
     assert.ok((await pgrep(marker)).length > 0, "the script outlived the killed server");
 
-    // The next start of the server stops the orphaned script and removes the input dir.
-    const restarted = new Deno.Command(SERVER_BIN, {
-      args: ["--opts", server.optsPath, "--port", "0", "--host", "127.0.0.1"],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    const log = new StreamText(restarted.stderr);
-    try {
-      await log.waitFor(/listening on 127\.0\.0\.1:\d+/, 20_000);
-      assert.match(log.text, /stopped its script \(process group \d+\)/);
-      assert.match(log.text, /removed .*job_[0-9a-f-]{36}_input, left by a server that did not/);
-      await waitFor(
-        "the orphaned script to be stopped",
-        async () => (await pgrep(marker)).length === 0,
-        { timeoutMs: 5_000 },
-      );
-      const left = await listDir(server.reconFilePath);
-      assert.deepEqual(left.filter((name) => name.endsWith("_input")), []);
-    } finally {
-      restarted.kill("SIGTERM");
-      await restarted.status;
-      await log.done;
-    }
+    // The next start stops the orphaned script; its one attempt used, the job fails
+    // and keeps its inputs for a re-run.
+    await server.restart();
+    assert.match(server.log, /stopped its script \(process group \d+\)/);
+    assert.match(
+      server.log,
+      new RegExp(`job ${jobId}: failed: the server stopped while it was running \\(attempt 1 of 1`),
+    );
+    await waitFor(
+      "the orphaned script to be stopped",
+      async () => (await pgrep(marker)).length === 0,
+      { timeoutMs: 5_000 },
+    );
+    assert.deepEqual(await server.jobDirs(), [
+      path.join(server.reconFilePath, `job_${jobId}_input`),
+    ]);
   } finally {
     // A SIGKILLed server cannot stop its script; end the orphaned test processes.
     for (const pid of await pgrep(marker)) {

@@ -88,7 +88,7 @@ Deno.test("MAX_CONCURRENT_JOBS = 2 runs four jobs two at a time; status and queu
     });
 
     await t.step(
-      "--view-queue lists the jobs: processing first, with primary file and count",
+      "--view-queue lists the jobs: running first, with primary file and count",
       async () => {
         const [human, json] = await Promise.all([
           server.client(["--view-queue"]),
@@ -99,7 +99,7 @@ Deno.test("MAX_CONCURRENT_JOBS = 2 runs four jobs two at a time; status and queu
         assert.equal(jobs.length, 4);
         assert.deepEqual(
           jobs.map((job: { status: string }) => job.status),
-          ["processing", "processing", "queued", "queued"],
+          ["running", "running", "queued", "queued"],
         );
         assert.deepEqual(
           jobs.map((job: { job_id: string }) => job.job_id).sort(),
@@ -118,7 +118,7 @@ Deno.test("MAX_CONCURRENT_JOBS = 2 runs four jobs two at a time; status and queu
         const [header, ...rows] = human.stdout.trimEnd().split("\n");
         assert.match(
           header,
-          /^JOB ID\s+STATUS\s+PRIMARY FILE\s+FILES\s+SUBMITTED \(UTC\)\s+INPUT DIR$/,
+          /^JOB ID\s+STATUS\s+PRIORITY\s+POS\s+PRIMARY FILE\s+FILES\s+SUBMITTED \(UTC\)\s+INPUT DIR$/,
         );
         assert.equal(rows.length, 4);
         for (const job of jobs) {
@@ -126,9 +126,11 @@ Deno.test("MAX_CONCURRENT_JOBS = 2 runs four jobs two at a time; status and queu
           assert.ok(row, `a row for ${job.job_id}`);
           const cells = row.split(/\s{2,}/);
           assert.equal(cells[1].split(" ")[0], job.status);
-          assert.equal(cells[2], job.primary_file);
-          assert.equal(cells[3], "2");
-          assert.equal(cells[5], `job_${job.job_id}_input`);
+          assert.equal(cells[2], "normal");
+          assert.equal(cells[3], job.status === "queued" ? String(job.queue_position) : "-");
+          assert.equal(cells[4], job.primary_file);
+          assert.equal(cells[5], "2");
+          assert.equal(cells[7], `job_${job.job_id}_input`);
         }
       },
     );

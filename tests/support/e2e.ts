@@ -22,6 +22,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import * as path from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { fileURLToPath } from "node:url";
 import { generateKey } from "../../lib/crypto/keys.ts";
 import { OWNER_FILE } from "../../lib/server/recovery.ts";
@@ -342,8 +343,9 @@ export interface E2EServerOptions {
   /** How long to wait for "listening on". Default 20 s. */
   startTimeoutMs?: number;
   /**
-   * On dispose, fail when a job input or output directory is left behind.
-   * Default true; tests that kill the server on purpose turn it off.
+   * On dispose, fail when a job input or output directory is left that the job store
+   * does not keep (see {@link E2EServer.strayJobDirs}). Default true; tests that kill
+   * the server on purpose turn it off.
    */
   expectCleanJobDirs?: boolean;
 }
@@ -374,8 +376,8 @@ export class E2EServer implements AsyncDisposable {
   readonly dir: string;
   readonly optsPath: string;
   readonly port: number;
-  /** PID of the server's deno process (bin/recon-server execs it). */
-  readonly pid: number;
+  /** PID of the server's deno process (bin/recon-server execs it); a restart changes it. */
+  pid: number;
   /** RECON_FILEPATH: job input directories and job logs. */
   readonly reconFilePath: string;
   /** RECON_DICOM_DIR: job output directories. */
@@ -385,7 +387,10 @@ export class E2EServer implements AsyncDisposable {
   /** SHARED_KEY. */
   readonly key: string;
   expectCleanJobDirs: boolean;
-  readonly #process: Spawned;
+  #process: Spawned;
+  /** The log of the processes before a {@link restart}. */
+  #earlierLog = "";
+  #env?: Record<string, string>;
   readonly #options: Record<string, string | number>;
   readonly #script: string;
 
@@ -397,6 +402,7 @@ export class E2EServer implements AsyncDisposable {
     process: Spawned;
     port: number;
     expectCleanJobDirs: boolean;
+    env?: Record<string, string>;
   }) {
     this.dir = init.dir;
     this.key = init.key;
@@ -410,6 +416,7 @@ export class E2EServer implements AsyncDisposable {
     this.#options = init.options;
     this.#script = init.script;
     this.expectCleanJobDirs = init.expectCleanJobDirs;
+    this.#env = init.env;
   }
 
   /** Write recon.opts, start the server on a free port and wait until it listens. */
@@ -454,17 +461,44 @@ export class E2EServer implements AsyncDisposable {
       process,
       port,
       expectCleanJobDirs: options.expectCleanJobDirs ?? true,
+      env: options.env,
     });
   }
 
   /** Everything the server wrote to stderr so far (its log). */
   get log(): string {
-    return this.#process.stderr;
+    return this.#earlierLog + this.#process.stderr;
   }
 
-  /** Wait until the server log matches `pattern`. */
+  /** Wait until the server log (of the current process) matches `pattern`. */
   waitForLog(pattern: RegExp, timeoutMs?: number): Promise<RegExpExecArray> {
     return this.#process.waitForStderr(pattern, timeoutMs);
+  }
+
+  /**
+   * Start the server again on the same recon.opts, directories and port, after it was
+   * stopped ({@link stop}, SIGTERM or SIGKILL; a running one is stopped with SIGTERM
+   * first), and wait until it listens. {@link log} keeps the earlier processes' output.
+   */
+  async restart(timeoutMs = 20_000): Promise<void> {
+    if (this.#process.running) await this.#process.stop("SIGTERM");
+    this.#earlierLog += this.#process.stderr;
+    const process = new Spawned(
+      SERVER_BIN,
+      ["--opts", this.optsPath, "--port", String(this.port), "--host", "127.0.0.1"],
+      { env: this.#env, disposeSignal: "SIGTERM" },
+    );
+    this.#process = process;
+    this.pid = process.pid;
+    try {
+      await process.waitForStderr(
+        new RegExp(`listening on 127\\.0\\.0\\.1:${this.port}\\b`),
+        timeoutMs,
+      );
+    } catch (error) {
+      await process.stop("SIGKILL");
+      throw error;
+    }
   }
 
   /** True while the server process runs. */
@@ -521,6 +555,11 @@ export class E2EServer implements AsyncDisposable {
     return Number(match[1]);
   }
 
+  /** RECON_STATE_DIR as the server resolves it (`state` beside RECON_FILEPATH). */
+  get stateDir(): string {
+    return path.join(this.dir, "state");
+  }
+
   /** Job input directories (job_*_input) and job output directories (job_*_output) now. */
   async jobDirs(): Promise<string[]> {
     const found: string[] = [];
@@ -537,12 +576,38 @@ export class E2EServer implements AsyncDisposable {
     return found.sort();
   }
 
-  /** Wait until no job input or output directory is left (the server cleans up async). */
+  /**
+   * Job directories the job store does not keep (issue 13 lifetimes): an input
+   * directory is kept while its job is receiving, queued or running, and for a failed
+   * job until its inputs expire (FAILED_INPUT_RETENTION); an output directory while its
+   * job runs and, once it succeeded, until its results expire (RESULT_RETENTION). Any
+   * other one, or one of a job the store does not know, is a leftover. The store is
+   * read without its lock (read-only), so this works while the server runs.
+   */
+  async strayJobDirs(): Promise<string[]> {
+    const jobs = readStoreJobs(path.join(this.stateDir, "jobs.sqlite"));
+    return (await this.jobDirs()).filter((dir) => {
+      const match = /job_([0-9a-f-]{36})_(input|output)$/.exec(dir);
+      const job = match ? jobs.get(match[1]) : undefined;
+      if (!job) return true;
+      if (match![2] === "input") {
+        return !(["receiving", "queued", "running"].includes(job.state) ||
+          (job.state === "failed" && !job.inputsRemoved));
+      }
+      return !(job.state === "running" || (job.state === "succeeded" && !job.resultsRemoved));
+    });
+  }
+
+  /**
+   * Wait until no job directory is left beyond what the job store keeps (the server
+   * cleans up asynchronously): no stray one ({@link strayJobDirs}). A succeeded job's
+   * results and a failed job's inputs stay until they expire.
+   */
   async waitForNoJobDirs(timeoutMs = 10_000): Promise<void> {
     let left: string[] = [];
     try {
       await waitFor("the job directories to be removed", async () => {
-        left = await this.jobDirs();
+        left = await this.strayJobDirs();
         return left.length === 0;
       }, { timeoutMs });
     } catch {
@@ -566,17 +631,54 @@ export class E2EServer implements AsyncDisposable {
     return this.#process.stop(signal, timeoutMs);
   }
 
-  /** Stop the server, check that no job directory is left, remove the temporary directory. */
+  /**
+   * Stop the server, check that no job directory is left that the job store does not
+   * keep, remove the temporary directory.
+   */
   async [Symbol.asyncDispose](): Promise<void> {
     let left: string[] = [];
     try {
       await this.stop("SIGTERM");
-      if (this.expectCleanJobDirs) left = await this.jobDirs();
+      if (this.expectCleanJobDirs) left = await this.strayJobDirs();
     } finally {
       await Deno.remove(this.dir, { recursive: true }).catch(() => {});
     }
     assert.deepEqual(left, [], "no job directory is left behind when the server stops");
   }
+}
+
+/** What {@link E2EServer.strayJobDirs} reads of each job in the store. */
+interface StoredJob {
+  state: string;
+  inputsRemoved: boolean;
+  resultsRemoved: boolean;
+}
+
+/**
+ * The jobs in the store file `file` by id, read-only (the server may be running: it
+ * locks a file of its own, not the database); none when there is no store yet.
+ */
+function readStoreJobs(file: string): Map<string, StoredJob> {
+  const jobs = new Map<string, StoredJob>();
+  try {
+    Deno.statSync(file);
+  } catch {
+    return jobs;
+  }
+  const db = new DatabaseSync(file, { readOnly: true });
+  try {
+    const rows = db.prepare("SELECT id, state, inputs_removed, results_removed FROM jobs").all();
+    for (const row of rows) {
+      jobs.set(String(row.id), {
+        state: String(row.state),
+        inputsRemoved: Number(row.inputs_removed) === 1,
+        resultsRemoved: Number(row.results_removed) === 1,
+      });
+    }
+  } finally {
+    db.close();
+  }
+  return jobs;
 }
 
 /** A temporary directory removed with `await using`. */
