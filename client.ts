@@ -23,7 +23,7 @@ import {
   warningText,
 } from "./lib/cli/entry.ts";
 import { loadConfig } from "./lib/cli/support.ts";
-import { ConnectionError, ExitCode, InterruptedError } from "./lib/errors.ts";
+import { ExitCode } from "./lib/errors.ts";
 import { watchMain } from "./lib/watch/cli.ts";
 
 const PROGRAM = "recon-client";
@@ -80,15 +80,6 @@ async function main(argv: string[], interrupt: AbortController): Promise<number>
 }
 
 if (import.meta.main) {
-  // A channel that fails rejects every record still in a send window at once, and the
-  // sender awaits only one of them (lib/wire/transfer.ts sendStream): the same failure
-  // reaches the code that reconnects, so its unobserved copies must not end the
-  // process. Anything else unhandled is a bug and still does.
-  globalThis.addEventListener("unhandledrejection", (event) => {
-    if (event.reason instanceof ConnectionError || event.reason instanceof InterruptedError) {
-      event.preventDefault();
-    }
-  });
   const interrupt = new AbortController();
   let interrupts = 0;
   const onInterrupt = () => {

@@ -68,10 +68,14 @@ export async function sendStream(
         );
       }
       const written = record;
-      window.push(
-        channel.sendData(record.subarray(0, RECORD_HEADER_SIZE + filled), { reuse: true })
-          .then(() => void free.push(written)),
-      );
+      const sending = channel.sendData(record.subarray(0, RECORD_HEADER_SIZE + filled), {
+        reuse: true,
+      }).then(() => void free.push(written));
+      // A failed channel rejects every record in the window at once, while this loop
+      // awaits only the oldest (or a read): the others must not count as unhandled
+      // (Deno ends the process on one). Their failure still reaches the caller.
+      sending.catch(() => {});
+      window.push(sending);
       if (window.length >= channel.cryptoDepth) await window.shift();
       onProgress?.(sent);
       if (filled < chunkSize) break;
