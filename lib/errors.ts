@@ -71,6 +71,13 @@ export class KeyRejectedError extends HandshakeError {}
 /** The peer broke the protocol (bad frame, out-of-sequence record, invalid message). */
 export class ProtocolError extends ConnectionError {}
 
+/**
+ * The connection ended inside a frame. To the framing that is a protocol error (a peer
+ * never closes there), but a pulled cable or a cutting proxy looks just like it, so a
+ * client that reconnects treats it as a lost connection.
+ */
+export class TruncatedFrameError extends ProtocolError {}
+
 /** A read or handshake deadline passed. */
 export class TimeoutError extends ConnectionError {}
 

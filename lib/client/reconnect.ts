@@ -15,6 +15,7 @@ import {
   InterruptedError,
   KeyRejectedError,
   ProtocolError,
+  TruncatedFrameError,
 } from "../errors.ts";
 
 /** First wait after a lost connection (ms). */
@@ -65,12 +66,9 @@ export function isConnectionLoss(error: unknown): boolean {
   if (!(error instanceof ConnectionError) || error instanceof KeyRejectedError) return false;
   // A connection that ends inside a frame is a protocol error to the framing (a peer
   // never closes there, §1), but a cable pulled or a proxy cut looks just like that.
-  if (error instanceof ProtocolError) return TRUNCATED.test(error.message);
+  if (error instanceof ProtocolError) return error instanceof TruncatedFrameError;
   return !/version mismatch|could not prove it holds SHARED_KEY/.test(error.message);
 }
-
-/** lib/wire/frame.ts's words for a connection that ended inside a frame. */
-const TRUNCATED = /^connection closed in the middle of a frame/;
 
 /** The wait before attempt `attempt` (1, 2, …): half to all of min(cap, base·2^(n-1)). */
 export function reconnectDelay(

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { ProtocolError } from "../errors.ts";
+import { ProtocolError, TruncatedFrameError } from "../errors.ts";
 
 /** Size of the length prefix. */
 export const FRAME_HEADER_SIZE = 4;
@@ -89,7 +89,7 @@ export class FrameReader {
       const n = await this.#fill();
       if (n === null) {
         if (this.#end === this.#start) return null;
-        throw new ProtocolError("connection closed in the middle of a frame header");
+        throw new TruncatedFrameError("connection closed in the middle of a frame header");
       }
     }
     const view = new DataView(this.#buffer.buffer, this.#start, FRAME_HEADER_SIZE);
@@ -114,7 +114,7 @@ export class FrameReader {
     while (filled < length) {
       const n = await this.#source.read(frame.subarray(filled));
       if (n === null) {
-        throw new ProtocolError(
+        throw new TruncatedFrameError(
           `connection closed in the middle of a frame (${filled} of ${length} bytes)`,
         );
       }

@@ -13,6 +13,7 @@ import {
   ProtocolError,
   TimeoutError,
   TransferError,
+  TruncatedFrameError,
 } from "../../lib/errors.ts";
 import type { Channel } from "../../lib/wire/channel.ts";
 import {
@@ -61,8 +62,10 @@ Deno.test("isConnectionLoss() is true for a lost connection and false for what n
     new TimeoutError("no data from the server for 300 s"),
     new HandshakeError("the server is busy: too many connections"),
     new HandshakeError("the server closed the connection without answering"),
-    new ProtocolError("connection closed in the middle of a frame (1045354 of 1048649 bytes)"),
-    new ProtocolError("connection closed in the middle of a frame header"),
+    new TruncatedFrameError(
+      "connection closed in the middle of a frame (1045354 of 1048649 bytes)",
+    ),
+    new TruncatedFrameError("connection closed in the middle of a frame header"),
   ];
   const final = [
     new ProtocolError("server sent an unknown message type"),
