@@ -2,8 +2,8 @@
  * `rerun_job` (docs/PROTOCOL.md §6.9): a failed job whose inputs are still kept
  * (FAILED_INPUT_RETENTION) runs again as a new job, with a new id and `rerun_of`
  * naming the failed one, with the same options unless new ones are given. No byte is
- * uploaded: the inputs move to the new job, in the store first and then on disk (one
- * rename of the input directory), so the failed job no longer has them.
+ * uploaded: the inputs move to the new job (one rename of the input directory, then
+ * the store), so the failed job no longer has them.
  *
  * @module
  */
@@ -73,13 +73,20 @@ export async function rerunJob(
     uploadExpiresAt: context.now() + context.uploadResumeWindow * 1000,
     rerunOf: old.id,
   });
-  store.takeInputs(old.id, id);
+  // The directory first: if it cannot move, the failed job keeps its inputs as they
+  // were; if the store then refuses, it moves back.
   try {
     await Deno.rename(old.inputDir, record.inputDir);
+    try {
+      store.takeInputs(old.id, id);
+    } catch (error) {
+      await Deno.rename(record.inputDir, old.inputDir);
+      throw error;
+    }
   } catch (error) {
     const reason = `cannot move the inputs of job ${old.id} to the re-run: ${errorMessage(error)}`;
     store.markFailed(id, { reason, exitCode: null, stderrTail: [] });
-    log.error(`job ${id}: ${reason} (they stay in ${old.inputDir})`);
+    log.error(`job ${id}: ${reason}`);
     throw new Refusal(reason);
   }
   // Subscribed before the job can start, so its job_started is never missed.

@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import type { Channel } from "../../lib/wire/channel.ts";
+import { RecordType } from "../../lib/wire/record.ts";
 import { findJobProcesses } from "../../lib/server/job_processes.ts";
 import { listDir, waitFor } from "../support/e2e.ts";
 import {
@@ -358,4 +359,27 @@ Deno.test("queue_details_response: version 3 sees states, priorities and queue p
       channel.abort();
     }
   }
+});
+
+Deno.test("cancel_job of a job being uploaded stops the upload session and removes the partial input", async () => {
+  await using s = await startTestServer();
+  await using uploader = await s.raw();
+  await uploader.sendMessage({
+    type: "submit_recon_job",
+    file_count: 1,
+    client_recon_options_json: "{}",
+  });
+  await uploader.sendMessage({ type: "input_file", name: "P00001.7", size: 1000 });
+  const request = await uploader.nextMessage();
+  const jobId = request?.job_id as string;
+  await uploader.send(RecordType.DATA, new Uint8Array(100)); // part of the file
+  await waitFor(
+    "the partial input",
+    async () => (await listDir(s.inputDir(jobId))).includes("-partial-0"),
+  );
+  const answer = await ask(s, { type: "cancel_job", job_id: jobId, reason: "wrong scan" });
+  assert.equal((answer.job as { state: string }).state, "cancelled");
+  assert.equal(await uploader.next(), null, "the upload session was closed");
+  assert.deepEqual(await listDir(s.config.RECON_FILEPATH), []);
+  assert.equal(s.server.store.get(jobId)!.inputsRemoved, true);
 });

@@ -6,11 +6,14 @@
  *   a valid message that does not belong there, file data) is cut off without taking
  *   the server down; its job runs to completion and the results stay in
  *   RECON_DICOM_DIR/job_<id>_output with a log line saying where;
- * - the results leave the server only after the client's `results_received`;
+ * - a delivery counts only with the client's `results_received`, which the job store
+ *   records; version 3 keeps the results until RESULT_RETENTION, versions 1 and 2
+ *   remove them then, as before;
  * - an upload that does not match its announcement is answered with `error` of kind
- *   "transfer" and leaves no job input directory;
+ *   "transfer"; in version 2 it fails the job and leaves no input directory, in
+ *   version 3 the job stays resumable (tests/server/upload_resume_test.ts);
  * - concurrent uploads book disk space, so together they cannot overbook it, even when
- *   their free-space checks overlap;
+ *   their free-space checks overlap; a cut-off version 3 upload keeps its booking;
  * - result names the client would refuse are skipped with a reason, the rest delivered,
  *   and the client is told how many were skipped (never which); a job whose every
  *   result was skipped fails with a reason that counts them;
