@@ -196,13 +196,11 @@ export class Scheduler {
       this.#finished(cancelled);
       return this.#store.get(id) ?? cancelled;
     }
-    const when = record.finishedAt ?? record.expiredAt;
-    const verb = record.state === "expired" ? "expired" : `already ${record.state}`;
-    throw new Refusal(
-      `job ${id} ${verb}${
-        when ? ` (${record.state === "expired" ? "on" : "finished"} ${utc(when)})` : ""
-      }; there is nothing to cancel`,
-    );
+    const expired = record.state === "expired";
+    const when = expired ? record.expiredAt : record.finishedAt;
+    const what = expired ? "expired" : `already ${record.state}`;
+    const time = when === undefined ? "" : ` (${expired ? "on" : "finished"} ${utc(when)})`;
+    throw new Refusal(`job ${id} ${what}${time}; there is nothing to cancel`);
   }
 
   /** Resolves when no job runs. */

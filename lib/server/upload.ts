@@ -89,7 +89,7 @@ export async function pullInputs(
   release();
   leases.forgetUpload(id);
   context.scheduler.wake();
-  log.info(`${peer}: job ${id}: queued (${store.queued().length} waiting)`);
+  log.info(`${peer}: job ${id}: queued (${store.counts().byState.queued} waiting)`);
   try {
     await channel.send(jobQueued(channel.version, id, store.inputs(id)));
   } catch (error) {

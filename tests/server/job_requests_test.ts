@@ -383,3 +383,16 @@ Deno.test("cancel_job of a job being uploaded stops the upload session and remov
   assert.deepEqual(await listDir(s.config.RECON_FILEPATH), []);
   assert.equal(s.server.store.get(jobId)!.inputsRemoved, true);
 });
+
+Deno.test("get_job_log of a job whose log was removed (LOG_RETENTION) is answered expired", async () => {
+  await using s = await startTestServer();
+  const jobId = await submit(s);
+  await waitFor("the job to succeed", () => s.server.store.get(jobId)?.state === "succeeded");
+  await Deno.remove(s.server.store.get(jobId)!.logPath);
+  const answer = await ask(s, { type: "get_job_log", job_id: jobId });
+  assert.deepEqual(answer, {
+    type: "error",
+    kind: "expired",
+    reason: `the log of job ${jobId} was removed (LOG_RETENTION) or never written`,
+  });
+});
