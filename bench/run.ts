@@ -12,8 +12,9 @@
  *   --tiny-repeat N     tiny-job round trips per tool (default 20)
  *   --status-clients N  concurrent --server-status clients (default 50)
  *   --knob-mib N        bytes per channel-knob run (default min(size, 512))
- *   --cases LIST        comma list of: upload,download,tiny,concurrent,status,startup,knobs
- *                       (default all)
+ *   --cases LIST        comma list of: upload,download,tiny,concurrent,status,startup,knobs,
+ *                       store (default all)
+ *   --store-jobs N      jobs queued behind a blocked one in the store case (default 1000)
  *   --no-record         do not append to bench/results/
  *
  * Every case runs recon and its peers interleaved (recon, scp, …, recon, scp, …) so
@@ -28,6 +29,9 @@ import { parseArgs } from "node:util";
 import { connectToServer } from "../lib/client/connect.ts";
 import { getServerStatus } from "../lib/client/query.ts";
 import { decodeKey, generateKey, keyId } from "../lib/crypto/keys.ts";
+import type { Channel } from "../lib/wire/channel.ts";
+import { type JobInfo, parseServerMessage, type ServerMessage } from "../lib/wire/protocol.ts";
+import { sendFileFrom } from "../lib/wire/transfer.ts";
 import {
   BENCH_DIR,
   type CommandUsage,
@@ -42,6 +46,7 @@ import {
   peakRssKiB,
   percentile,
   ROOT,
+  rssKiB,
   runMeasured,
   sleep,
   snapshotProcesses,
@@ -54,7 +59,16 @@ import { type Sshd, startSshd } from "./sshd.ts";
 
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
-const ALL_CASES = ["upload", "download", "tiny", "concurrent", "status", "startup", "knobs"];
+const ALL_CASES = [
+  "upload",
+  "download",
+  "tiny",
+  "concurrent",
+  "status",
+  "startup",
+  "knobs",
+  "store",
+];
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -65,6 +79,7 @@ const { values } = parseArgs({
     "tiny-repeat": { type: "string", default: "20" },
     "status-clients": { type: "string", default: "50" },
     "knob-mib": { type: "string" },
+    "store-jobs": { type: "string", default: "1000" },
     cases: { type: "string", default: ALL_CASES.join(",") },
     "no-record": { type: "boolean", default: false },
   },
@@ -76,6 +91,7 @@ const REPEAT = Number(values.repeat);
 const TINY_REPEAT = Number(values["tiny-repeat"]);
 const STATUS_CLIENTS = Number(values["status-clients"]);
 const KNOB_SIZE = Number(values["knob-mib"] ?? Math.min(sizeMiB, 512)) * MIB;
+const STORE_JOBS = Number(values["store-jobs"]);
 await ensureProcAccess();
 const CASES = new Set(values.cases.split(",").map((c) => c.trim()));
 for (const c of CASES) if (!ALL_CASES.includes(c)) throw new Error(`unknown case ${c}`);
@@ -992,6 +1008,245 @@ async function caseKnobs(): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------
+// The durable job store (issue 13): what it adds to a tiny job, and a long queue.
+
+/** The shared key and key id of a bench server's recon.opts, for in-process sessions. */
+async function serverKey(server: ReconServerProcess) {
+  const opts = await Deno.readTextFile(server.opts);
+  const raw = decodeKey(/^SHARED_KEY = (\S+)$/m.exec(opts)![1]);
+  return { sharedKey: raw, keyId: await keyId(raw) };
+}
+
+/** The next message of a session, validated; `error` from the server is thrown. */
+async function nextMessage(channel: Channel): Promise<ServerMessage> {
+  const incoming = await channel.receive();
+  if (incoming.type !== "message") throw new Error(`the server sent ${incoming.type}`);
+  const message = parseServerMessage(incoming.message);
+  if (message.type === "error") throw new Error(`the server refused: ${message.reason}`);
+  return message;
+}
+
+/**
+ * Submit `file` as a job and leave it queued, as `recon-client --detach` does, over one
+ * in-process session (no deno start per job): submit, answer request_file, read
+ * job_queued, end the session. Returns the job id.
+ */
+async function submitDetached(
+  server: ReconServerProcess,
+  key: { sharedKey: Uint8Array<ArrayBuffer>; keyId: string },
+  file: string,
+  size: number,
+): Promise<string> {
+  const channel = await connectToServer({ host: "127.0.0.1", port: server.port, ...key });
+  try {
+    await channel.send({
+      type: "submit_recon_job",
+      file_count: 1,
+      client_recon_options_json: "{}",
+      priority: "normal",
+    });
+    await channel.send({ type: "input_file", name: path.basename(file), size });
+    while (true) {
+      const message = await nextMessage(channel);
+      if (message.type === "request_file") {
+        await sendFileFrom(channel, file, size, { offset: message.offset ?? 0 });
+      } else if (message.type === "job_queued") {
+        return message.job_id;
+      } else throw new Error(`unexpected ${message.type} before job_queued`);
+    }
+  } finally {
+    await channel.close().catch(() => {});
+  }
+}
+
+/** Every job the server holds, page by page (list_jobs), over one in-process session. */
+async function listAllJobs(
+  server: ReconServerProcess,
+  key: { sharedKey: Uint8Array<ArrayBuffer>; keyId: string },
+): Promise<{ jobs: JobInfo[]; pages: number; answerMs: number }> {
+  const channel = await connectToServer({ host: "127.0.0.1", port: server.port, ...key });
+  try {
+    const jobs: JobInfo[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    const start = performance.now();
+    do {
+      await channel.send({ type: "list_jobs", ...(cursor ? { cursor } : {}) });
+      const message = await nextMessage(channel);
+      if (message.type !== "job_list") throw new Error(`expected job_list, got ${message.type}`);
+      jobs.push(...message.jobs);
+      cursor = message.cursor;
+      pages++;
+    } while (cursor);
+    return { jobs, pages, answerMs: performance.now() - start };
+  } finally {
+    await channel.close().catch(() => {});
+  }
+}
+
+/**
+ * Bytes of the results recon-client put in `dl`: the files of its job directories
+ * (`dl/<job_id>/`), not the download journals it keeps beside them
+ * (`.recon-<job_id>.journal`, lib/client/download.ts).
+ */
+async function resultBytes(dl: string): Promise<number> {
+  let total = 0;
+  for await (const entry of Deno.readDir(dl)) {
+    if (entry.isDirectory) total += await treeBytes(path.join(dl, entry.name));
+  }
+  return total;
+}
+
+/** RECON_SCRIPT of the queue part: waits (at most 10 min) until $BENCH_RELEASE exists. */
+const BLOCKING_SCRIPT = `#!/bin/sh
+i=0
+while [ ! -e "$BENCH_RELEASE" ] && [ "$i" -lt 12000 ]; do
+	i=$((i + 1))
+	sleep 0.05
+done
+echo "PROGRESS 100"
+`;
+
+async function caseStore(): Promise<void> {
+  // (i) The tiny job round trip, measured exactly as the tiny case does: with the store,
+  // every job's state changes are committed (synchronous=FULL) before they are acted on.
+  const tinyCase = "tiny job round trip, durable store";
+  const tinyServer = await startServer("store_tiny", path.join(BENCH_DIR, "tiny_recon.sh"));
+  const tiny = new Series("recon 1 KB in, 1 KB out", async () => {
+    const dl = await freshDir("dl");
+    const meter = new DaemonMeter(tinyServer.pid);
+    meter.start();
+    const client = await runClient(work, tinyServer, [
+      "--files",
+      TINY,
+      "--download-dir",
+      dl,
+      "--quiet",
+    ]);
+    await meter.settle(2000);
+    const usage = meter.stop();
+    if (await resultBytes(dl) !== 1000) throw new Error("tiny job did not return 1 KB");
+    return sample(client, usage);
+  }, "as the tiny case; compare with bench/results/HISTORY.md");
+  await tiny.once();
+  tiny.samples.length = 0;
+  await runSeries(tinyCase, 1000, [tiny], TINY_REPEAT);
+  for (const row of rows.filter((r) => r.case === tinyCase && r.reps > 0)) {
+    const walls = row.extra!.wall_s_runs as number[];
+    row.note = `${row.note ?? ""}; p50 ${(median(walls) * 1000).toFixed(0)} ms, p90 ${
+      (percentile(walls, 90) * 1000).toFixed(0)
+    } ms`;
+    row.mbPerS = undefined;
+    row.cpuSPerGiB = undefined;
+  }
+  await stopServer(tinyServer);
+
+  // (ii) STORE_JOBS jobs queued behind one that blocks: how long `jobs --json` takes and
+  // how much memory the server holds for them.
+  const queueCase = `${STORE_JOBS} queued jobs`;
+  const release = path.join(work, "store_release");
+  const script = path.join(work, "blocking_recon.sh");
+  await Deno.writeTextFile(script, BLOCKING_SCRIPT, { mode: 0o755 });
+  const server = await startServer(
+    "store_queue",
+    script,
+    {
+      MAX_CONCURRENT_JOBS: 1,
+      SHUTDOWN_GRACE: 1,
+      MAX_UNAUTHENTICATED_PER_IP: 32,
+      MAX_UNAUTHENTICATED: 32,
+    },
+    { ...Deno.env.toObject(), BENCH_RELEASE: release },
+  );
+  try {
+    const key = await serverKey(server);
+    const blocker = await submitDetached(server, key, TINY, 1000);
+    log(`${queueCase}: job ${blocker} holds the only worker; submitting ${STORE_JOBS} more`);
+    const submitMeter = new DaemonMeter(server.pid);
+    submitMeter.start();
+    const submitStart = performance.now();
+    let next = 0;
+    const lanes = 8;
+    await Promise.all(Array.from({ length: lanes }, async () => {
+      while (next < STORE_JOBS) {
+        next++;
+        await submitDetached(server, key, TINY, 1000);
+      }
+    }));
+    const submitS = (performance.now() - submitStart) / 1000;
+    await submitMeter.settle(3000);
+    const submitUsage = submitMeter.stop();
+    const settledRss = rssKiB(server.pid) ?? NaN;
+    log(`${queueCase}: submitted in ${submitS.toFixed(1)} s; timing jobs --json`);
+    const listMeter = new DaemonMeter(server.pid);
+    listMeter.start();
+
+    // Server side: the list_jobs round trips alone, on a session already open.
+    const inProcess: number[] = [];
+    let listed: JobInfo[] = [];
+    let pages = 0;
+    for (let i = 0; i < 5; i++) {
+      const answer = await listAllJobs(server, key);
+      inProcess.push(answer.answerMs / 1000);
+      listed = answer.jobs;
+      pages = answer.pages;
+    }
+    const queued = listed.filter((job) => job.state === "queued").length;
+    if (listed.length !== STORE_JOBS + 1 || queued !== STORE_JOBS) {
+      throw new Error(
+        `the server lists ${listed.length} jobs, ${queued} queued; expected ${
+          STORE_JOBS + 1
+        }, ${STORE_JOBS} queued`,
+      );
+    }
+    // The whole command, as a person runs it (deno start, handshake, every page, JSON out).
+    const processes: CommandUsage[] = [];
+    await runClient(work, server, ["jobs", "--json"]); // warm-up
+    for (let i = 0; i < 5; i++) {
+      processes.push(await runClient(work, server, ["jobs", "--json"], { label: "jobs --json" }));
+    }
+    const listUsage = listMeter.stop();
+    // VmHWM since the server started: its largest footprint over the whole case.
+    const hwm = Math.max(peakRssKiB(server.pid) ?? NaN, submitUsage.rootPeakRssKiB);
+    const walls = processes.map((p) => p.wallSeconds);
+    rows.push({
+      case: queueCase,
+      tool: "recon-client jobs --json",
+      reps: processes.length,
+      wallS: median(walls),
+      clientCpuS: median(processes.map((p) => p.cpuSeconds)),
+      clientRssMB: mb(max(processes.map((p) => p.peakRssKiB))),
+      serverRssMB: mb(hwm),
+      note:
+        `whole process p50 ${(median(walls) * 1000).toFixed(0)} ms, max ${
+          (max(walls) * 1000).toFixed(0)
+        } ms; list_jobs answered in ${(median(inProcess) * 1000).toFixed(0)} ms (${pages} pages, ` +
+        `in process); server peak RSS ${mb(submitUsage.rootPeakRssKiB).toFixed(0)} MB while ` +
+        `8 sessions submitted, ${mb(settledRss).toFixed(0)} MB after, ` +
+        `${mb(listUsage.rootPeakRssKiB).toFixed(0)} MB peak while listing`,
+      extra: {
+        wall_s_runs: walls.map((w) => round(w, 4)),
+        list_jobs_s_runs: inProcess.map((w) => round(w, 4)),
+        list_jobs_pages: pages,
+        jobs_listed: listed.length,
+        submit_s: round(submitS, 2),
+        submit_jobs_per_s: round(STORE_JOBS / submitS, 1),
+        server_peak_rss_mb: round(mb(hwm), 1),
+        server_peak_rss_submitting_mb: round(mb(submitUsage.rootPeakRssKiB), 1),
+        server_rss_queued_mb: round(mb(settledRss), 1),
+        server_peak_rss_listing_mb: round(mb(listUsage.rootPeakRssKiB), 1),
+        server_cpu_s_submitting: round(submitUsage.cpuSeconds, 2),
+      },
+    });
+  } finally {
+    // Stop the server first (the queue stays in its store, nothing runs); the release
+    // file ends a blocking script that outlived it; cleanup() removes the directories.
+    await stopServer(server).catch(() => {});
+    await Deno.writeTextFile(release, "");
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Output.
 
 function fmt(value: number | undefined, digits = 0): string {
@@ -1093,6 +1348,29 @@ function printTargets(): void {
       `tiny job: ≥ 5× faster than scp+ssh+scp (${
         fmt(tinyScp?.wallS && tinyScp.wallS * 1000)
       } ms → ${tinyScp ? (tinyScp.wallS! / tiny.wallS!).toFixed(1) : "?"}×)`,
+    );
+  }
+  const storeTiny = find("tiny job round trip, durable store", "recon");
+  if (storeTiny) {
+    check(
+      undefined,
+      `tiny job with the durable store: ${fmt(storeTiny.wallS! * 1000)} ms p50; issue 13 allows ` +
+        `+10 ms over the code before the store (bench/results/HISTORY.md, or that tree's ` +
+        `tiny case run back to back)`,
+    );
+  }
+  const queue = rows.find((r) => / queued jobs$/.test(r.case) && r.reps > 0);
+  if (queue) {
+    const listMs = median(queue.extra!.list_jobs_s_runs as number[]) * 1000;
+    check(
+      queue.wallS! < 0.2,
+      `${queue.case}: jobs --json ${fmt(queue.wallS! * 1000)} ms (whole process; list_jobs ${
+        fmt(listMs)
+      } ms of it) < 200 ms (issue 13)`,
+    );
+    check(
+      queue.serverRssMB! < 150,
+      `${queue.case}: server peak RSS ${fmt(queue.serverRssMB)} MB < 150 MB (issue 13)`,
     );
   }
   for (const row of rows.filter((r) => r.case.includes("--server-status"))) {
@@ -1221,6 +1499,7 @@ try {
     ["concurrent", caseConcurrent],
     ["status", caseStatus],
     ["knobs", caseKnobs],
+    ["store", caseStore],
   ];
   for (const [name, run] of cases) {
     if (!CASES.has(name) || interrupted) continue;
