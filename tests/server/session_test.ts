@@ -375,7 +375,9 @@ Deno.test("submitJob() confirms the results; the server records the delivery and
     const record = s.server.store.get(result.jobId)!;
     assert.equal(record.state, "succeeded");
     assert.ok(record.deliveredAt !== undefined, "the delivery is recorded");
-    assert.equal(record.resultsExpireAt! - record.finishedAt!, s.config.RESULT_RETENTION * 1000);
+    // RESULT_RETENTION after it finished (the two times are taken a moment apart).
+    const kept = record.resultsExpireAt! - record.finishedAt!;
+    assert.ok(Math.abs(kept - s.config.RESULT_RETENTION * 1000) < 1000, `${kept} ms`);
     assert.deepEqual(
       await listDir(s.outputDir(result.jobId)),
       ["result.dcm"],
