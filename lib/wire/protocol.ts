@@ -242,8 +242,8 @@ const TO_CLIENT_V3 = {
 
 type Schema = Record<string, Record<string, FieldSpec>>;
 
-type FieldType<S extends FieldSpec> = S extends "string" ? string
-  : S extends "string?" ? string | undefined
+type FieldType<S extends FieldSpec> = S extends "string" | "job_id" ? string
+  : S extends "string?" | "job_id?" ? string | undefined
   : S extends "integer" | "file_count" | "result_count" ? number
   : S extends "integer?" | "number?" ? number | undefined
   : S extends "boolean?" ? boolean | undefined
