@@ -611,6 +611,11 @@ export class JobStore {
     return this.#rows("SELECT * FROM jobs WHERE id = ?", id)[0];
   }
 
+  /** The latest re-run of job `id` (the job its inputs moved to), if any. */
+  rerunOf(id: string): JobRecord | undefined {
+    return this.#rows("SELECT * FROM jobs WHERE rerun_of = ? ORDER BY seq DESC LIMIT 1", id)[0];
+  }
+
   /** The job's input files, in announcement order. */
   inputs(id: string): InputRecord[] {
     return (this.#sql("SELECT * FROM inputs WHERE job_id = ? ORDER BY idx").all(id) as Row[])

@@ -33,6 +33,13 @@ export async function rerunJob(
   if (old.state !== "failed") {
     throw new Refusal(`job ${old.id} is ${old.state}; only a failed job can be re-run`);
   }
+  const rerun = old.inputsRemoved ? store.rerunOf(old.id) : undefined;
+  if (rerun) {
+    throw new Refusal(
+      `the inputs of job ${old.id} went to its re-run ${rerun.id} (${rerun.state}); ` +
+        `re-run that job if it failed`,
+    );
+  }
   if (old.inputsRemoved || (old.inputsExpireAt ?? 0) <= context.now()) {
     const when = old.inputsExpireAt ?? old.finishedAt;
     throw new Refusal(

@@ -247,7 +247,11 @@ cp -- "$1"/P00001.7 "$RECON_OUTPUT_DIR/copy.dcm"
     // The old job cannot be re-run again: its inputs went to the new one.
     await channel.send({ type: "rerun_job", job_id: failed });
     const refusal = await nextMessage(channel);
-    assert.equal(refusal.kind, "expired");
+    assert.equal(refusal.kind, "refused");
+    assert.equal(
+      refusal.reason,
+      `the inputs of job ${failed} went to its re-run ${rerun} (succeeded); re-run that job if it failed`,
+    );
     // Nor can a job that did not fail.
     await channel.send({ type: "rerun_job", job_id: rerun });
     const notFailed = await nextMessage(channel);
