@@ -14,6 +14,7 @@ import {
   ProtocolError,
   TimeoutError,
   TransferError,
+  TruncatedFrameError,
 } from "../../lib/errors.ts";
 import { JobCancelledError, JobFailedError, JobUnavailableError } from "../../lib/client/job.ts";
 import {
@@ -142,7 +143,7 @@ Deno.test("classifyFailure() after the upload never sends the files again by its
     [new ConnectionError("version mismatch: server speaks 4, client speaks 3"), "results-lost"],
     [new ProtocolError("server offered an unsafe result name"), "results-lost"],
     [
-      new ProtocolError("connection closed in the middle of a frame (12 of 40 bytes)"),
+      new TruncatedFrameError("connection closed in the middle of a frame (12 of 40 bytes)"),
       "lost-contact",
     ],
     [new TransferError("result x: SHA-256 does not match"), "results-lost"],
