@@ -7,7 +7,7 @@
  * A session follows the job its submission, resumed upload or re-run queued, or any
  * job by id (`follow_job`). Several sessions may follow one job; each has its own
  * subscription (lib/server/job_events.ts). A client that leaves or breaks the
- * protocol here is cut off, but its job runs on.
+ * protocol here is cut off, and the session ends at once, but its job runs on.
  *
  * @module
  */
@@ -109,12 +109,16 @@ export async function followJob(
     incoming: channel.receive(),
     ended: false,
   };
-  let final: JobRecord | { stopped: string };
+  let final: JobRecord | { stopped: string } | { left: true };
   try {
     final = await relayUntilFinal(following);
   } finally {
     subscription.close();
   }
+  // The client is gone: the session ends now and the job runs on in the scheduler (its
+  // outcome and where its results are kept are logged there). Holding the session
+  // until the job ends would keep its channel, keys and buffers for every queued job.
+  if ("left" in final) return { ended: true };
   if ("stopped" in final) return await stopFollowing(following, final.stopped);
   return await reportOutcome(following, final, options);
 }
@@ -141,13 +145,17 @@ async function stopFollowing(following: Following, reason: string): Promise<Afte
   return { ended: true };
 }
 
-/** Relay job events and answer the client's records until the job is final. */
+/**
+ * Relay job events and answer the client's records until the job is final, or until
+ * the client is gone (`left`).
+ */
 async function relayUntilFinal(
   following: Following,
-): Promise<JobRecord | { stopped: string }> {
+): Promise<JobRecord | { stopped: string } | { left: true }> {
   const { subscription } = following;
   let event = subscription.next();
   while (true) {
+    if (following.clientGone) return { left: true };
     const { incoming } = following;
     const winner = await Promise.race([
       event.then((value) => ({ from: "job" as const, value })),
@@ -259,10 +267,7 @@ async function reportOutcome(
     }
     return { next: incoming, ended };
   }
-  if (clientGone || !incoming) {
-    context.log.warn(`job ${id}: finished but its client is gone; results kept in ${outputDir}`);
-    return { ended };
-  }
+  if (clientGone || !incoming) return { ended: true };
   // Held from here on: the sweeper leaves them until this delivery ends.
   const release = context.leases.holdResults(id);
   try {
