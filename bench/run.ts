@@ -326,7 +326,7 @@ async function reconDownload(server: ReconServerProcess, bytes: number) {
   ], { timeoutMs: TIMEOUT_MS });
   await meter.settle();
   const usage = meter.stop();
-  const got = await treeBytes(dl);
+  const got = await resultBytes(dl);
   await Deno.remove(dl, { recursive: true });
   if (got !== bytes) throw new Error(`recon download delivered ${got} bytes, expected ${bytes}`);
   const [start, end] = (await Deno.readTextFile(timing)).trim().split(" ").map(Number);
@@ -627,7 +627,7 @@ async function caseTiny(): Promise<void> {
     ]);
     await meter.settle(2000);
     const usage = meter.stop();
-    if (await treeBytes(dl) !== 1000) throw new Error("tiny job did not return 1 KB");
+    if (await resultBytes(dl) !== 1000) throw new Error("tiny job did not return 1 KB");
     return sample(client, usage);
   }, "cold client start + handshake + job + result");
   const series = [recon];
