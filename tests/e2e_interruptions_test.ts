@@ -157,7 +157,7 @@ Deno.test("SIGTERM during a short job lets it finish and deliver, then exits 0",
   assert.match(server.log, /shutdown complete/);
 });
 
-Deno.test("Ctrl-C while the results download: exit 130, the server keeps the results", async () => {
+Deno.test("Ctrl-C while the results download: exit 130, the server keeps the results, and fetch resumes the download", async () => {
   await using server = await E2EServer.start({
     script: testdata("e2e_recon.sh"),
     expectCleanJobDirs: false,
@@ -187,11 +187,26 @@ Deno.test("Ctrl-C while the results download: exit 130, the server keeps the res
   const result = await client.result(30_000);
   assert.equal(result.code, 130, result.stderr);
   assert.match(result.stderr, /interrupted while downloading the results of job/);
-  assert.match(result.stderr, /hint: the server keeps them in RECON_DICOM_DIR\/job_\S+_output/);
-  assert.deepEqual(await partFiles(server.downloadDir), [], "no partial download is left");
+  assert.match(
+    result.stderr,
+    /hint: the server keeps them in RECON_DICOM_DIR\/job_\S+_output; recon-client .*fetch (\S+) resumes the download/,
+  );
+  const jobId = /fetch ([0-9a-f-]{36}) resumes/.exec(result.stderr)![1];
+  // The verified part stays beside the results (never inside them) for the resumed fetch.
+  const parts = await partFiles(server.downloadDir);
+  assert.deepEqual(parts, [path.join(server.downloadDir, `.recon-${jobId}.part`)]);
+  const held = (await Deno.stat(parts[0])).size;
   await server.waitForLog(/delivery failed .*results kept in \S+job_\S+_output/);
   assert.ok(
     (await server.jobDirs()).some((name) => name.endsWith("_output")),
     "the results are still on the server",
   );
+  const fetched = await server.client(["fetch", jobId]);
+  assert.equal(fetched.code, 0, fetched.stderr);
+  assert.deepEqual(await partFiles(server.downloadDir), [], "the part file became a result");
+  await server.waitForLog(
+    new RegExp(`job ${jobId}: the client holds \\d+ result\\(s\\) and ${held} bytes of the next`),
+  );
+  const copy = path.join(server.downloadDir, jobId, "derived", "P00002.7.copy");
+  assert.equal((await Deno.stat(copy)).size, 400 * 1024 * 1024);
 });
