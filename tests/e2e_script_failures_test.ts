@@ -11,7 +11,9 @@ import { delay, E2EServer, listDir, pgrep, testdata, UUID, waitFor } from "./sup
 Deno.test("RECON_SCRIPT failures reach the client as job_failed, and the server cleans up", async (t) => {
   await using server = await E2EServer.start({
     script: testdata("e2e_recon.sh"),
-    options: { JOB_TIMEOUT: 2 },
+    // Long enough for the 38 MB output flood below on a loaded 2-core machine (it takes
+    // ~0.5 s alone), short enough for the hang step.
+    options: { JOB_TIMEOUT: 6 },
   });
   const file = path.join(server.dir, "P00042.7");
   await Deno.writeTextFile(file, "raw data");
@@ -70,7 +72,7 @@ Deno.test("RECON_SCRIPT failures reach the client as job_failed, and the server 
       assert.equal(result.code, 1, result.stderr);
       assert.match(
         result.stderr,
-        /failed: the script did not finish within JOB_TIMEOUT \(2 s\) and was stopped/,
+        /failed: the script did not finish within JOB_TIMEOUT \(6 s\) and was stopped/,
       );
       assert.ok(elapsed < 15_000, `the job was stopped soon after JOB_TIMEOUT (${elapsed} ms)`);
       // The client has exited, so only the script group could still hold the marker.
