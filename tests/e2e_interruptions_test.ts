@@ -176,13 +176,16 @@ Deno.test("Ctrl-C while the results download: exit 130, the server keeps the res
     }
     return found;
   };
-  await waitFor(
-    "a result to start arriving",
-    async () =>
-      (await listDir(server.downloadDir)).length > 0 &&
-      (await partFiles(server.downloadDir)).length > 0,
-    { timeoutMs: 60_000, intervalMs: 10 },
-  );
+  const partBytes = async () => {
+    let bytes = 0;
+    const parts = await partFiles(server.downloadDir).catch(() => []);
+    for (const part of parts) bytes += (await Deno.stat(part).catch(() => ({ size: 0 }))).size;
+    return bytes;
+  };
+  await waitFor("a result to start arriving", async () => await partBytes() > 0, {
+    timeoutMs: 60_000,
+    intervalMs: 10,
+  });
   client.kill("SIGINT");
   const result = await client.result(30_000);
   assert.equal(result.code, 130, result.stderr);
