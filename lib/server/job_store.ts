@@ -524,13 +524,27 @@ export class JobStore {
     });
   }
 
-  /** receiving, queued or running → cancelled, recording why and by whom. */
-  markCancelled(id: string, r: { reason: string; by: string }): JobRecord {
+  /**
+   * receiving, queued or running → cancelled, recording why and by whom, and for a
+   * running job how its stopped script ended (exit code, stderr tail).
+   */
+  markCancelled(
+    id: string,
+    r: { reason: string; by: string; exitCode?: number | null; stderrTail?: string[] },
+  ): JobRecord {
     return this.#transition(id, NOT_FINAL, "it cannot be cancelled", (_job, now) => {
       this.#sql(
-        `UPDATE jobs SET state = 'cancelled', finished_at = ?, reason = ?, cancelled_by = ?
+        `UPDATE jobs SET state = 'cancelled', finished_at = ?, reason = ?, cancelled_by = ?,
+           exit_code = COALESCE(?, exit_code), stderr_tail_json = COALESCE(?, stderr_tail_json)
          WHERE id = ?`,
-      ).run(now, r.reason, r.by, id);
+      ).run(
+        now,
+        r.reason,
+        r.by,
+        r.exitCode ?? null,
+        r.stderrTail === undefined ? null : JSON.stringify(r.stderrTail),
+        id,
+      );
     });
   }
 

@@ -255,7 +255,8 @@ export async function finishJob(
   }
   if (job.stop?.kind === "cancel") {
     const { reason, by } = job.stop;
-    store.markCancelled(id, { reason, by });
+    const ended = outcome.ok ? { exitCode: 0, stderrTail: [] } : outcome;
+    store.markCancelled(id, { reason, by, exitCode: ended.exitCode, stderrTail: ended.stderrTail });
     if (await removeQuietly(inputDir, log)) store.setInputsRemoved(id);
     if (await removeQuietly(outputDir, log)) await Deno.remove(marker).catch(() => {});
     log.info(`job ${id}: cancelled while running by ${by}: ${reason}`);

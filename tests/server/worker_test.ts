@@ -201,6 +201,22 @@ Deno.test("finishJob() of a cancelled run records who cancelled it and removes i
   assert.deepEqual(await names(s.reconFilePath), [`job_${s.job.id}.log`]);
 });
 
+Deno.test("finishJob() of a cancelled run keeps how the stopped script ended: its exit code and last stderr lines", async () => {
+  await using s = await site(
+    `trap 'echo "stopping at slice 7" >&2; exit 7' TERM\nsleep 30 &\nwait\n`,
+  );
+  const { log } = memoryLog();
+  const running = executeJob(s.job, s.settings(), log);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  s.job.stop = { kind: "cancel", reason: "wrong patient", by: "127.0.0.1:9 (key id k)" };
+  s.job.abort.abort("wrong patient");
+  const outcome = await running;
+  const record = await finishJob(s.store, s.job, outcome, s.settings(), log);
+  assert.equal(record.state, "cancelled");
+  assert.equal(record.exitCode, 7);
+  assert.deepEqual(record.stderrTail, ["stopping at slice 7"]);
+});
+
 Deno.test("discardRun() removes what a run stopped by a shutdown wrote, and its marker", async () => {
   await using s = await site(`echo partial > "$RECON_OUTPUT_DIR/partial.dcm"\nsleep 30\n`);
   const { log } = memoryLog();
