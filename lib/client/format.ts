@@ -235,6 +235,7 @@ function expiryOf(job: JobInfo): string {
 
 const JOBS_HEADER = [
   "JOB ID",
+  "FILE",
   "STATE",
   "PRIORITY",
   "POS",
@@ -261,6 +262,8 @@ export function jobsText(jobs: readonly JobInfo[], state?: string): string {
     JOBS_HEADER,
     jobs.map((job) => [
       job.job_id,
+      // The primary file: which scan this is, as --view-queue shows it.
+      job.primary_file ? printable(job.primary_file) : "-",
       stateOf(job),
       job.priority,
       job.queue_position?.toString() ?? "-",

@@ -155,8 +155,8 @@ and the reason it ended as it did (and who cancelled it).
 Usage:
   ${program} wait JOB_ID... [options]
 
-Prints one line per job as it ends: its final state, when, and its results or the
-reason it failed. A lost connection is made again, as for a submission.
+Waits for the jobs in the order given and prints one line for each once it has
+ended: its final state, when, and its results or the reason it failed. A lost connection is made again, as for a submission.
 Ctrl-C stops waiting; the jobs go on.
 
 Exit codes: 0 when every job succeeded; 1 when any failed, was cancelled, expired or
@@ -216,12 +216,12 @@ Usage:
   ${program} rerun JOB_ID [--recon-options JSON] [--priority P] [--detach] [options]
 
 The server keeps a failed job's inputs for FAILED_INPUT_RETENTION; rerun starts a new
-job from them (the failed one gives them up) with the old options unless new ones
-are given, then waits and downloads its results like a submission (Ctrl-C cancels
+job from them (the failed one gives them up) with the old options and priority
+unless new ones are given, then waits and downloads its results like a submission (Ctrl-C cancels
 the new job).
 
   --recon-options JSON    new options for the script (default: the failed job's)
-  --priority P            high, normal (default) or low
+  --priority P            high, normal or low (default: the failed job's)
   --detach                return once the new job is queued; print its id
   --download-dir DIR      where results go (default CLIENT_DOWNLOAD_DIR)
   --json                  the new job's results as one JSON document

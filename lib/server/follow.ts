@@ -75,7 +75,7 @@ export async function followJobById(
 /** `error {kind: "expired"}` for a job whose results were removed. */
 export function expiredRefusal(record: JobRecord): Refusal {
   return new Refusal(
-    `job ${record.id} expired on ${utc(record.expiredAt ?? record.resultsExpireAt ?? 0)}, ` +
+    `job ${record.id} expired on ${utc(record.resultsExpireAt ?? record.expiredAt ?? 0)}, ` +
       "its results were removed",
     "expired",
   );
@@ -255,6 +255,11 @@ async function reportOutcome(
   }
   if (final.state !== "succeeded") {
     if (!clientGone) {
+      // Cancelled: the job_status first says by whom, so the client does not report
+      // a failure (a version 3 client reads it; job_failed ends the follow as before).
+      if (final.state === "cancelled" && channel.version >= 3) {
+        await channel.send({ type: "job_status", job: jobInfo(final, context) });
+      }
       await channel.send({
         type: "job_failed",
         job_id: id,

@@ -548,6 +548,34 @@ export class JobStore {
     });
   }
 
+  /**
+   * Apply the retentions of this start to the jobs already finished: a succeeded job's
+   * results expire `resultsMs` after it finished, a failed job's kept inputs
+   * `failedInputsMs` after, whatever the retentions were when it finished (an admin who
+   * lowers RESULT_RETENTION to free the disk gets the space back now, not a week later).
+   * One transaction; returns how many jobs got a new time.
+   */
+  applyRetention(r: { resultsMs: number; failedInputsMs: number }): number {
+    this.#db.exec("BEGIN IMMEDIATE");
+    try {
+      const results = this.#sql(
+        `UPDATE jobs SET results_expire_at = finished_at + ?
+         WHERE state = 'succeeded' AND results_removed = 0 AND finished_at IS NOT NULL
+           AND results_expire_at IS NOT finished_at + ?`,
+      ).run(r.resultsMs, r.resultsMs);
+      const inputs = this.#sql(
+        `UPDATE jobs SET inputs_expire_at = finished_at + ?
+         WHERE state = 'failed' AND inputs_removed = 0 AND finished_at IS NOT NULL
+           AND inputs_expire_at IS NOT finished_at + ?`,
+      ).run(r.failedInputsMs, r.failedInputsMs);
+      this.#db.exec("COMMIT");
+      return Number(results.changes) + Number(inputs.changes);
+    } catch (error) {
+      this.#db.exec("ROLLBACK");
+      throw error;
+    }
+  }
+
   /** The submitting client confirmed every result: sets `deliveredAt` the first time only. */
   markDelivered(id: string): JobRecord {
     return this.#transition(id, ["succeeded"], "it has no results to deliver", (_job, now) => {

@@ -16,6 +16,7 @@ import {
   parseReconOptions,
   type ReconOptions,
 } from "../wire/protocol.ts";
+import type { JobRecord } from "./job_store.ts";
 import type { Intake } from "./intake.ts";
 import { checkScript } from "./worker.ts";
 import { Refusal, unknownJob, utc } from "./refusal.ts";
@@ -31,7 +32,7 @@ export async function rerunJob(
   const old = store.get(message.job_id);
   if (!old) throw unknownJob(message.job_id);
   if (old.state !== "failed") {
-    throw new Refusal(`job ${old.id} is ${old.state}; only a failed job can be re-run`);
+    throw new Refusal(`job ${old.id} ${stateWords(old.state)}; only a failed job can be re-run`);
   }
   const rerun = old.inputsRemoved ? store.rerunOf(old.id) : undefined;
   if (rerun) {
@@ -64,7 +65,8 @@ export async function rerunJob(
   const inputs = store.inputs(old.id);
   const record = store.createReceiving({
     id,
-    priority: message.priority ?? "normal",
+    // The failed job's priority and options, unless the re-run names others.
+    priority: message.priority ?? old.priority,
     client: channel.keyId,
     peer,
     keyId: channel.keyId,
@@ -110,4 +112,11 @@ export async function rerunJob(
     throw error;
   }
   return { id, subscription };
+}
+
+/** A job's state as the end of "job X …": "has succeeded", "is queued". */
+function stateWords(state: JobRecord["state"]): string {
+  return ["succeeded", "failed", "cancelled", "expired"].includes(state)
+    ? `has ${state === "expired" ? "expired" : state}`
+    : `is ${state}`;
 }

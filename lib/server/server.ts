@@ -183,6 +183,16 @@ export class ReconServer {
           });
         }
       }
+      // The retentions of this start hold for jobs that finished before it too.
+      const retimed = store.applyRetention({
+        resultsMs: config.RESULT_RETENTION * 1000,
+        failedInputsMs: config.FAILED_INPUT_RETENTION * 1000,
+      });
+      if (retimed > 0) {
+        log.info(
+          `${retimed} finished job(s) now expire by RESULT_RETENTION ${config.RESULT_RETENTION} s / FAILED_INPUT_RETENTION ${config.FAILED_INPUT_RETENTION} s`,
+        );
+      }
       const leases = new JobLeases();
       try {
         await recoverAfterCrash({

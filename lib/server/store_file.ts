@@ -153,9 +153,12 @@ function takeLock(stateDir: string, store: string): Deno.FsFile {
 
 /** The store's words for a file SQLite cannot use as a job store. */
 function damaged(file: string, reason: string, cause?: unknown): StoreError {
-  return new StoreError(`the job store ${file} is damaged: ${reason}`, {
-    hint: `stop recon-server, copy a backup made with 'recon-server backup FILE' over ${file} ` +
-      `and remove ${file}-wal and ${file}-shm`,
+  // One line: SQLite's own report spans several.
+  const words = reason.split(/\s*\n\s*/).filter((part) => part !== "").join("; ");
+  return new StoreError(`the job store ${file} is damaged: ${words}`, {
+    hint: `copy a backup made with 'recon-server backup FILE' over ${file} and remove ` +
+      `${file}-wal and ${file}-shm; or move the three aside to start with an empty store ` +
+      "(job directories it does not know are then left in place, docs/DEPLOY.md §7)",
     cause,
   });
 }

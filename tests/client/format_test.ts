@@ -240,6 +240,7 @@ Deno.test("queueText() shows a version 3 server's priority and queue position co
 const INFO: JobInfo[] = [
   {
     job_id: JOB_A,
+    primary_file: "P00001.7",
     state: "succeeded",
     priority: "normal",
     submitted_at: "2026-12-01T10:00:00.000Z",
@@ -273,10 +274,11 @@ Deno.test("jobsText() lists every figure of each job, times in UTC, text from th
   assert.equal(lines.pop(), "");
   assert.match(
     lines[0],
-    /^JOB ID +STATE +PRIORITY +POS +SUBMITTED \(UTC\) +STARTED \(UTC\) +FINISHED \(UTC\) +INPUTS +EXIT +RESULTS +EXPIRES \(UTC\) +REASON$/,
+    /^JOB ID +FILE +STATE +PRIORITY +POS +SUBMITTED \(UTC\) +STARTED \(UTC\) +FINISHED \(UTC\) +INPUTS +EXIT +RESULTS +EXPIRES \(UTC\) +REASON$/,
   );
   assert.deepEqual(lines[1].split(/ {2,}/), [
     JOB_A,
+    "P00001.7",
     "succeeded",
     "normal",
     "-",
@@ -290,6 +292,7 @@ Deno.test("jobsText() lists every figure of each job, times in UTC, text from th
   ]);
   assert.deepEqual(lines[2].split(/ {2,}/), [
     JOB_B,
+    "-",
     "failed",
     "low",
     "-",

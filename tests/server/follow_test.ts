@@ -255,7 +255,7 @@ Deno.test("a follow of a job past RESULT_RETENTION expires it on the spot: error
       type: "error",
       kind: "expired",
       reason: `job ${jobId} expired on ${
-        new Date(record.expiredAt!).toISOString()
+        new Date(record.resultsExpireAt!).toISOString()
       }, its results were removed`,
     });
     await s.logLine(

@@ -256,7 +256,7 @@ cp -- "$1"/P00001.7 "$RECON_OUTPUT_DIR/copy.dcm"
     await channel.send({ type: "rerun_job", job_id: rerun });
     const notFailed = await nextMessage(channel);
     assert.equal(notFailed.kind, "refused");
-    assert.equal(notFailed.reason, `job ${rerun} is succeeded; only a failed job can be re-run`);
+    assert.equal(notFailed.reason, `job ${rerun} has succeeded; only a failed job can be re-run`);
     await channel.close();
   } finally {
     channel.abort();

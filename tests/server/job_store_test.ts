@@ -941,6 +941,27 @@ Deno.test("a store reopened after close() holds every job, input and output as c
   assert.equal(next.seq, before.length + 1, "seq keeps counting");
 });
 
+Deno.test("applyRetention() re-times finished jobs by the retentions of this start, shorter or longer, and leaves the rest", async () => {
+  await using tmp = await stateDir();
+  using store = openStore(tmp.dir);
+  const succeeded = jobIn(store, "succeeded"); // finished at T0, results until T0 + 7 d
+  const failed = store.markFailed(jobIn(store, "running").id, failure(T0 + 3 * 86_400_000));
+  const removed = jobIn(store, "succeeded");
+  store.markExpired(removed.id);
+  store.setResultsRemoved(removed.id);
+  const queued = jobIn(store, "queued");
+  assert.equal(store.applyRetention({ resultsMs: 5_000, failedInputsMs: 86_400_000 }), 2);
+  assert.equal(store.get(succeeded.id)!.resultsExpireAt, T0 + 5_000);
+  assert.equal(store.get(failed.id)!.inputsExpireAt, T0 + 86_400_000);
+  assert.equal(store.get(removed.id)!.resultsExpireAt, T0 + 7 * 86_400_000, "expired: untouched");
+  assert.equal(store.get(queued.id)!.resultsExpireAt, undefined);
+  // Due now for the sweeper; applying the same retentions again changes nothing.
+  assert.deepEqual(store.due(T0 + 5_000).results.map((job) => job.id), [succeeded.id]);
+  assert.equal(store.applyRetention({ resultsMs: 5_000, failedInputsMs: 86_400_000 }), 0);
+  assert.equal(store.applyRetention({ resultsMs: 30 * 86_400_000, failedInputsMs: 86_400_000 }), 1);
+  assert.equal(store.get(succeeded.id)!.resultsExpireAt, T0 + 30 * 86_400_000);
+});
+
 Deno.test("backup() copies the open store to a new 0600 file that opens as a store, and refuses to overwrite", async () => {
   await using tmp = await stateDir();
   using store = openStore(tmp.dir);
