@@ -211,8 +211,8 @@ Deno.test("--detach prints the job id alone; wait, jobs, logs and fetch (twice) 
   assert.equal(job.state, "succeeded");
   assert.equal(job.priority, "low");
   const table = await server.client(["jobs", "--state", "succeeded"]);
-  assert.match(table.stdout, /^JOB ID +STATE +PRIORITY +POS +SUBMITTED \(UTC\)/);
-  assert.match(table.stdout, new RegExp(`^${jobId} +succeeded +low +- +`, "m"));
+  assert.match(table.stdout, /^JOB ID +FILE +STATE +PRIORITY +POS +SUBMITTED \(UTC\)/);
+  assert.match(table.stdout, new RegExp(`^${jobId} +P00001\\.7 +succeeded +low +- +`, "m"));
 
   const logs = await server.client(["logs", jobId]);
   assert.equal(logs.code, 0, logs.stderr);

@@ -274,6 +274,9 @@ Deno.test("a client that sends cancel_job for its own job still cancels it", asy
   try {
     const jobId = await uploadJob(channel);
     await channel.send({ type: "cancel_job", job_id: jobId, reason: "test" });
+    // Version 3: the cancelled job's status (who cancelled it) comes right before job_failed.
+    const status = await expectMessage(channel, "job_status");
+    assert.equal((status.job as { state: string }).state, "cancelled");
     const failed = await expectMessage(channel, "job_failed");
     assert.equal(failed.reason, "the job was cancelled by its client");
     await channel.close();
