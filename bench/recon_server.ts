@@ -67,7 +67,8 @@ export class ReconServerProcess {
       RECON_SCRIPT: setup.script,
       RECON_FILEPATH: path.join(setup.dir, "server_in"),
       RECON_DICOM_DIR: path.join(setup.dir, "server_out"),
-      LOG_FILEPATH: "",
+      // Inside the work directory: an empty value means the default, /var/log/recon.
+      LOG_FILEPATH: path.join(setup.dir, "recon.log"),
       DISK_FREE_MARGIN: "64M",
       ...setup.extra,
     };
