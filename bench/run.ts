@@ -1108,40 +1108,9 @@ echo "PROGRESS 100"
 `;
 
 async function caseStore(): Promise<void> {
-  // (i) The tiny job round trip, measured exactly as the tiny case does: with the store,
-  // every job's state changes are committed (synchronous=FULL) before they are acted on.
-  const tinyCase = "tiny job round trip, durable store";
-  const tinyServer = await startServer("store_tiny", path.join(BENCH_DIR, "tiny_recon.sh"));
-  const tiny = new Series("recon 1 KB in, 1 KB out", async () => {
-    const dl = await freshDir("dl");
-    const meter = new DaemonMeter(tinyServer.pid);
-    meter.start();
-    const client = await runClient(work, tinyServer, [
-      "--files",
-      TINY,
-      "--download-dir",
-      dl,
-      "--quiet",
-    ]);
-    await meter.settle(2000);
-    const usage = meter.stop();
-    if (await resultBytes(dl) !== 1000) throw new Error("tiny job did not return 1 KB");
-    return sample(client, usage);
-  }, "as the tiny case; compare with bench/results/HISTORY.md");
-  await tiny.once();
-  tiny.samples.length = 0;
-  await runSeries(tinyCase, 1000, [tiny], TINY_REPEAT);
-  for (const row of rows.filter((r) => r.case === tinyCase && r.reps > 0)) {
-    const walls = row.extra!.wall_s_runs as number[];
-    row.note = `${row.note ?? ""}; p50 ${(median(walls) * 1000).toFixed(0)} ms, p90 ${
-      (percentile(walls, 90) * 1000).toFixed(0)
-    } ms`;
-    row.mbPerS = undefined;
-    row.cpuSPerGiB = undefined;
-  }
-  await stopServer(tinyServer);
-
-  // (ii) STORE_JOBS jobs queued behind one that blocks: how long `jobs --json` takes and
+  // The tiny job's cost of the store is the `tiny` case itself (it runs the code with the
+  // store; compare it with an older tree's run back to back, docs/PERFORMANCE.md).
+  // STORE_JOBS jobs queued behind one that blocks: how long `jobs --json` takes and
   // how much memory the server holds for them.
   const queueCase = `${STORE_JOBS} queued jobs`;
   const release = path.join(work, "store_release");
@@ -1348,15 +1317,6 @@ function printTargets(): void {
       `tiny job: ≥ 5× faster than scp+ssh+scp (${
         fmt(tinyScp?.wallS && tinyScp.wallS * 1000)
       } ms → ${tinyScp ? (tinyScp.wallS! / tiny.wallS!).toFixed(1) : "?"}×)`,
-    );
-  }
-  const storeTiny = find("tiny job round trip, durable store", "recon");
-  if (storeTiny) {
-    check(
-      undefined,
-      `tiny job with the durable store: ${fmt(storeTiny.wallS! * 1000)} ms p50; issue 13 allows ` +
-        `+10 ms over the code before the store (bench/results/HISTORY.md, or that tree's ` +
-        `tiny case run back to back)`,
     );
   }
   const queue = rows.find((r) => / queued jobs$/.test(r.case) && r.reps > 0);
