@@ -505,8 +505,11 @@ Deno.test("hostile length prefixes before authentication are refused and cost no
       }
     }
   }
+  // A reader that trusted the prefix would allocate 2 GiB and 4 GiB here; what the
+  // sessions themselves leave for the garbage collector varies with the load of the
+  // machine (up to ~100 MB seen under the full parallel suite), so the bound sits between.
   const growth = Deno.memoryUsage().rss - before;
-  assert.ok(growth < 64 * 1024 * 1024, `rss grew by ${growth} bytes`);
+  assert.ok(growth < 512 * 1024 * 1024, `rss grew by ${growth} bytes`);
 });
 
 Deno.test("hostile length prefixes after authentication are ProtocolErrors and cost no memory", async () => {
@@ -524,8 +527,11 @@ Deno.test("hostile length prefixes after authentication are ProtocolErrors and c
       }
     }
   }
+  // A reader that trusted the prefix would allocate 2 GiB and 4 GiB here; what the
+  // sessions themselves leave for the garbage collector varies with the load of the
+  // machine (up to ~100 MB seen under the full parallel suite), so the bound sits between.
   const growth = Deno.memoryUsage().rss - before;
-  assert.ok(growth < 64 * 1024 * 1024, `rss grew by ${growth} bytes`);
+  assert.ok(growth < 512 * 1024 * 1024, `rss grew by ${growth} bytes`);
 });
 
 Deno.test("a wrong-key client through the proxy never sees a single record", async () => {
