@@ -57,6 +57,12 @@ export interface ParsedOpts extends OptsReading {
 /** File name given to the watch mode's state database when CLIENT_DAEMON_STATE_FILE is empty. */
 export const DEFAULT_STATE_FILE_NAME = "recon-watch.sqlite";
 
+/** The server's client file when CLIENT_KEYS_FILE is empty: beside recon.opts. */
+export const DEFAULT_CLIENT_KEYS_FILE_NAME = "recon-clients";
+
+/** The audit log when AUDIT_LOG is empty: in RECON_STATE_DIR. */
+export const DEFAULT_AUDIT_LOG_NAME = "audit.jsonl";
+
 /**
  * How messages show an unknown option: its name quoted and the suggestion. Only
  * the name, never the value. The name matches `KEY_PATTERN` (upper case, digits,
@@ -186,7 +192,9 @@ export const PATH_OPTIONS: readonly OptionName[] = Object.freeze(
  * absolute against `baseDir`, the directory holding recon.opts: programs started
  * by cron or a service manager have no meaningful working directory. An empty
  * CLIENT_DAEMON_STATE_FILE becomes `baseDir/recon-watch.sqlite`, an empty
- * RECON_STATE_DIR `state` beside RECON_FILEPATH; other empty paths stay empty.
+ * RECON_STATE_DIR `state` beside RECON_FILEPATH, an empty CLIENT_KEYS_FILE
+ * `baseDir/recon-clients`, an empty AUDIT_LOG `audit.jsonl` in RECON_STATE_DIR; other
+ * empty paths stay empty.
  * @throws {TypeError} if `baseDir` is not absolute.
  */
 export function resolveConfigPaths(config: ReconConfig, baseDir: string): ReconConfig {
@@ -201,6 +209,12 @@ export function resolveConfigPaths(config: ReconConfig, baseDir: string): ReconC
   }
   if (resolved.RECON_STATE_DIR === "" && resolved.RECON_FILEPATH !== "") {
     resolved.RECON_STATE_DIR = resolve(dirname(resolved.RECON_FILEPATH), "state");
+  }
+  if (resolved.CLIENT_KEYS_FILE === "") {
+    resolved.CLIENT_KEYS_FILE = resolve(baseDir, DEFAULT_CLIENT_KEYS_FILE_NAME);
+  }
+  if (resolved.AUDIT_LOG === "" && resolved.RECON_STATE_DIR !== "") {
+    resolved.AUDIT_LOG = resolve(resolved.RECON_STATE_DIR, DEFAULT_AUDIT_LOG_NAME);
   }
   return resolved;
 }

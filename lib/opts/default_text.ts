@@ -99,6 +99,15 @@ MAX_CONCURRENT_JOBS = 1
 # UPLOAD_RESUME_WINDOW = 1h
 # JOB_MAX_ATTEMPTS: Times a job is started in all when the server stops while it runs.
 # JOB_MAX_ATTEMPTS = 2
+# --- Identities and Audit (server) ---
+# CLIENT_KEYS_FILE: One key per client ('recon-server clients add NAME'). Empty: recon-clients here.
+# CLIENT_KEYS_FILE =
+# KEY_ROTATION_GRACE: How long an old key works after 'recon-server clients rotate'.
+# KEY_ROTATION_GRACE = 7d
+# AUDIT_LOG: Append-only, hash-chained audit log. Empty: audit.jsonl in RECON_STATE_DIR.
+# AUDIT_LOG =
+# AUDIT_ROTATE_BYTES: Size at which the audit log starts a new file (0 = never).
+# AUDIT_ROTATE_BYTES = 64M
 # --- Connection Limits (server; IDLE_TIMEOUT and HANDSHAKE_TIMEOUT also client) ---
 # IDLE_TIMEOUT: Seconds a connection may stay silent before it is closed.
 # IDLE_TIMEOUT = 300

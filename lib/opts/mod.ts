@@ -60,6 +60,8 @@ export {
 } from "./document.ts";
 export {
   configFromDocument,
+  DEFAULT_AUDIT_LOG_NAME,
+  DEFAULT_CLIENT_KEYS_FILE_NAME,
   DEFAULT_STATE_FILE_NAME,
   describeUnknownOption,
   type OptsReading,

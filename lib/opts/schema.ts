@@ -84,6 +84,10 @@ export interface ReconConfig {
   UPLOAD_RESUME_WINDOW: number;
   JOB_MAX_ATTEMPTS: number;
   CLIENT_RECONNECT_TIMEOUT: number;
+  CLIENT_KEYS_FILE: string;
+  KEY_ROTATION_GRACE: number;
+  AUDIT_LOG: string;
+  AUDIT_ROTATE_BYTES: number;
 }
 
 /** A recon.opts option name. */
@@ -449,6 +453,40 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
       "connection broke (seconds, or 90s, 30m, 12h, 7d); then it exits with code 5 and " +
       "prints the command that fetches the results later.",
   },
+  CLIENT_KEYS_FILE: {
+    type: path,
+    default: "(empty: recon-clients beside recon.opts)",
+    readBy: "server",
+    description: "The server's client file: one line per client key (name, key id, key, " +
+      "created, flags), managed with `recon-server clients add|list|revoke|rotate`. A " +
+      "running server reads it again within a second of a change. SHARED_KEY, when set, " +
+      "stays a client named default with admin rights.",
+  },
+  KEY_ROTATION_GRACE: {
+    type: duration(0),
+    default: "7d",
+    readBy: "server",
+    description: "How long a client's old key keeps working after `recon-server clients " +
+      "rotate`, so its machines can be given the new key one by one (seconds, or 90s, " +
+      "30m, 12h, 7d).",
+  },
+  AUDIT_LOG: {
+    type: path,
+    default: "(empty: audit.jsonl in RECON_STATE_DIR)",
+    readBy: "server",
+    description: "The audit log: append-only JSON Lines, each line fsync'd and chained to " +
+      "the one before by its SHA-256 (who connected, which job came with which inputs, " +
+      "what came back, who cancelled what, client keys added, rotated, revoked). Read it " +
+      "with `recon-server audit`; check it with `recon-server audit --verify`.",
+  },
+  AUDIT_ROTATE_BYTES: {
+    type: { kind: "bytes", min: 0 },
+    default: "64M",
+    readBy: "server",
+    description: "Size at which the audit log is renamed to audit.jsonl.<time> and a new " +
+      "one started, the chain carried over (bytes, or K/M/G; 0 = never). recon never " +
+      "removes old audit files.",
+  },
 });
 
 /** Every option name, in table order. */
@@ -549,6 +587,10 @@ export const DEFAULTS: Readonly<ReconConfig> = deepFreeze({
   UPLOAD_RESUME_WINDOW: 3600,
   JOB_MAX_ATTEMPTS: 2,
   CLIENT_RECONNECT_TIMEOUT: 3600,
+  CLIENT_KEYS_FILE: "",
+  KEY_ROTATION_GRACE: 7 * 86400,
+  AUDIT_LOG: "",
+  AUDIT_ROTATE_BYTES: 64 * 1024 * 1024,
 });
 
 /** A fresh, mutable copy of {@link DEFAULTS}. */
