@@ -71,6 +71,7 @@ const JOB_FIELDS: Record<string, FieldSpec> = {
   percent: "number?",
   priority: "priority?",
   queue_position: "integer?",
+  client: "string?",
 };
 
 /** Job priorities, highest first (PROTOCOL.md §6.3). */
@@ -116,6 +117,7 @@ const JOB_INFO_FIELDS: Record<string, FieldSpec> = {
   inputs_expire_at: "string?",
   rerun_of: "job_id?",
   percent: "number?",
+  client: "string?",
 };
 
 /** Messages the client sends in protocol version 1. */
@@ -202,7 +204,7 @@ const TO_SERVER_V3 = {
     resume_index: "integer?",
     resume_offset: "integer?",
   },
-  list_jobs: { state: "state?", cursor: "string?", limit: "integer?" },
+  list_jobs: { state: "state?", cursor: "string?", limit: "integer?", all_clients: "boolean?" },
   cancel_job: { job_id: "job_id?", reason: "string?" },
   get_job_log: { job_id: "job_id", offset: "integer?" },
   rerun_job: { job_id: "job_id", client_recon_options_json: "string?", priority: "priority?" },
@@ -237,6 +239,8 @@ const TO_CLIENT_V3 = {
     kept_result_bytes: "integer?",
     disk_free_bytes: "integer?",
     disk_free_margin: "integer?",
+    client: "string?",
+    admin: "boolean?",
   },
 } as const satisfies Record<string, Record<string, FieldSpec>>;
 
@@ -291,6 +295,8 @@ export interface JobSummary {
   /** Version 3: the job's priority and its place in the queue (1 = next). */
   priority?: Priority;
   queue_position?: number;
+  /** The submitting client's name (PROTOCOL.md §6.10). */
+  client?: string;
 }
 
 /** One job in `job_status` and `job_list` (version 3, PROTOCOL.md §4.1). */
@@ -316,6 +322,8 @@ export interface JobInfo {
   inputs_expire_at?: string;
   rerun_of?: string;
   percent?: number;
+  /** The submitting client's name (PROTOCOL.md §6.10). */
+  client?: string;
 }
 
 /** Any message the client may send (protocol version 3, the current one). */
