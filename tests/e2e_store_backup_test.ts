@@ -124,7 +124,7 @@ Deno.test("recon-server backup FILE copies what a SIGKILLed owner committed, its
   const file = path.join(site.path, "backup.sqlite");
   const result = await run(SERVER_BIN, ["backup", "--opts", optsPath, file]);
   assert.equal(result.code, 0, result.stderr);
-  assert.equal(result.stdout, `backed up 40 jobs to ${file} (schema 1)\n`);
+  assert.equal(result.stdout, `backed up 40 jobs to ${file} (schema 2)\n`);
   // The backup only read: the store opens for the next server as it was.
   const store = JobStore.open(stateDir);
   try {

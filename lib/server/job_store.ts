@@ -45,9 +45,12 @@ import {
   type ReconOptions,
 } from "../wire/protocol.ts";
 import { copyDatabase, openStoreFile, releaseLock } from "./store_file.ts";
+import { type AuditHead, auditHeadIn, setAuditHeadIn } from "./audit_head.ts";
+import { ClientRecords } from "./client_activity.ts";
 import { schemaVersionOf } from "./store_schema.ts";
 
 export { backupJobStore, type BackupReport, LOCK_FILE, STORE_FILE } from "./store_file.ts";
+export { type AuditHead, readAuditHead } from "./audit_head.ts";
 
 /** A job as {@link JobStore.createReceiving} records it. */
 export interface NewJob {
@@ -112,6 +115,17 @@ export interface JobRecord {
   /** What runs the job: `local` (a process group here); `slurm` later (issue 15). */
   executor: string;
   executorRef?: string;
+}
+
+/**
+ * A committed change of a job, as {@link JobStore.onChange} reports it: `state` (a new
+ * job has `from` undefined), `inputs_removed`, `results_removed`, or `delivered` (each
+ * confirmed delivery; `job.deliveredAt` keeps the first).
+ */
+export interface StoreChange {
+  job: JobRecord;
+  from: JobState | undefined;
+  what: "state" | "inputs_removed" | "results_removed" | "delivered";
 }
 
 /** One input file of a job. */
@@ -296,12 +310,31 @@ export class JobStore {
   #lock: Deno.FsFile;
   #now: () => number;
   #statements = new Map<string, StatementSync>();
+  #listeners = new Set<(change: StoreChange) => void>();
+  /** The client tables: last seen, the known client keys (lib/server/client_activity.ts). */
+  readonly clients: ClientRecords;
 
   private constructor(file: string, db: DatabaseSync, lock: Deno.FsFile, now: () => number) {
     this.path = file;
     this.#db = db;
     this.#lock = lock;
     this.#now = now;
+    this.clients = new ClientRecords(db);
+  }
+
+  /** `client` completed a handshake with `keyId` from `address` (now). */
+  clientSeen(client: string, keyId: string, address: string): void {
+    this.clients.seen(client, keyId, address, this.#now());
+  }
+
+  /** Where the audit log ends, as last recorded (lib/server/audit_head.ts). */
+  auditHead(): AuditHead | undefined {
+    return auditHeadIn(this.#db);
+  }
+
+  /** Record where the audit log ends now. */
+  setAuditHead(head: AuditHead): void {
+    setAuditHeadIn(this.#db, head);
   }
 
   /**
@@ -370,13 +403,39 @@ export class JobStore {
     from: readonly JobState[],
     refusal: string,
     apply: (job: JobRecord, now: number) => void,
+    what: StoreChange["what"] = "state",
   ): JobRecord {
-    return this.#transaction(() => {
+    let before: JobState | undefined;
+    const job = this.#transaction(() => {
       const job = this.#require(id);
       if (!from.includes(job.state)) throw new StoreError(`job ${id} is ${job.state}; ${refusal}`);
+      before = job.state;
       apply(job, this.#now());
       return this.#require(id);
     });
+    if (what !== "state" || before !== job.state) this.#announce({ job, from: before, what });
+    return job;
+  }
+
+  /**
+   * Call `listener` after each committed change of a job: a new job (`from`
+   * undefined), a state change, its inputs or results removed, its first delivery.
+   * Returns the function that stops it. A listener's error is not the store's: it is
+   * reported on stderr and the change stands.
+   */
+  onChange(listener: (change: StoreChange) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #announce(change: StoreChange): void {
+    for (const listener of this.#listeners) {
+      try {
+        listener(change);
+      } catch (error) {
+        console.error(`job store listener failed: ${(error as Error)?.message ?? error}`);
+      }
+    }
   }
 
   /** Record a new job whose upload begins (state receiving), with its announced inputs. */
@@ -388,7 +447,7 @@ export class JobStore {
     if (job.files.length === 0) throw new TypeError(`job ${job.id} has no input files`);
     for (const file of job.files) checkSize(`the size of ${file.name}`, file.size);
     const inputBytes = job.files.reduce((sum, file) => sum + file.size, 0);
-    return this.#transaction(() => {
+    const created = this.#transaction(() => {
       if (this.get(job.id)) throw new StoreError(`job ${job.id} is already in the job store`);
       this.#sql(
         `INSERT INTO jobs (id, state, priority, client, peer, key_id, options_json, submitted_at,
@@ -420,6 +479,8 @@ export class JobStore {
       );
       return this.#require(job.id);
     });
+    this.#announce({ job: created, from: undefined, what: "state" });
+    return created;
   }
 
   /** Input `index` of a receiving job arrived whole and matched `sha256`. */
@@ -583,7 +644,7 @@ export class JobStore {
         now,
         id,
       );
-    });
+    }, "delivered");
   }
 
   /**
@@ -600,14 +661,14 @@ export class JobStore {
   setInputsRemoved(id: string): void {
     this.#transition(id, AFTER_FINAL, "its inputs are still needed", () => {
       this.#sql("UPDATE jobs SET inputs_removed = 1 WHERE id = ?").run(id);
-    });
+    }, "inputs_removed");
   }
 
   /** The job's results (or partial output) are gone from disk (only once it is final). */
   setResultsRemoved(id: string): void {
     this.#transition(id, AFTER_FINAL, "its output is still needed", () => {
       this.#sql("UPDATE jobs SET results_removed = 1 WHERE id = ?").run(id);
-    });
+    }, "results_removed");
   }
 
   /**

@@ -303,20 +303,49 @@ export async function backupJobStore(stateDir: string, file: string): Promise<Ba
       { hint: "e.g. sudo -u <the server's user> recon-server backup FILE" },
     );
   }
-  let db: DatabaseSync;
+  return await readStoreFile(store, (db) => copyDatabase(db, file));
+}
+
+/**
+ * Read the job store file `store` from a process that is not the server (a backup,
+ * `clients list`, `audit --verify`): read-only, without the lock file, waiting for an
+ * instant of the server's write lock. When the store has no -wal file (no server has it
+ * open, so the main file holds everything) a temporary copy is read instead: SQLite
+ * would create -wal and -shm files beside a WAL database it opens, and a reader running
+ * as another user (root) would leave files the server could not use.
+ * @throws {StoreError} when it is no recon job store.
+ */
+export async function readStoreFile<T>(
+  store: string,
+  read: (db: DatabaseSync) => T | Promise<T>,
+): Promise<T> {
+  let walExists = true;
   try {
-    db = new DatabaseSync(store, { readOnly: true });
-    // This is not the server: wait for an instant of the server's lock, never fail on it.
-    db.exec("PRAGMA busy_timeout = 5000");
-    const version = schemaVersionOf(db);
-    if (version === 0) throw new Error("it is not a recon job store (no schema version)");
-  } catch (error) {
-    throw damaged(store, errorMessage(error), error);
+    Deno.statSync(`${store}-wal`);
+  } catch {
+    walExists = false;
   }
+  let copyDir: string | undefined;
+  let db: DatabaseSync | undefined;
   try {
-    return await copyDatabase(db, file);
+    try {
+      let file = store;
+      if (!walExists) {
+        copyDir = await Deno.makeTempDir({ prefix: "recon-store-read-" });
+        file = path.join(copyDir, STORE_FILE);
+        await Deno.copyFile(store, file);
+      }
+      db = new DatabaseSync(file, { readOnly: true });
+      db.exec("PRAGMA busy_timeout = 5000");
+      const version = schemaVersionOf(db);
+      if (version === 0) throw new Error("it is not a recon job store (no schema version)");
+    } catch (error) {
+      throw damaged(store, errorMessage(error), error);
+    }
+    return await read(db);
   } finally {
-    db.close();
+    db?.close();
+    if (copyDir) await Deno.remove(copyDir, { recursive: true }).catch(() => {});
   }
 }
 

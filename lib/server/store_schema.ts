@@ -5,12 +5,12 @@
  * steps in one transaction (a crash half-way leaves the old version, intact); a store
  * at a newer version than this build knows is refused, never written.
  *
- * Layout (version 1):
+ * Layout (version 1; version 2 adds the identity tables, see {@link V2}):
  * - `jobs`: one row per job, every JobRecord field; times are INTEGER ms since the
  *   epoch, `options_json` and `stderr_tail_json` JSON text. `seq` (AUTOINCREMENT, never
  *   reused) is the submission order that paging and FIFO use; `priority_rank` is
  *   derived from `priority` (high 0, normal 1, low 2) for the queue index. `client`
- *   names the submitter (the peer's key id until per-client identities exist),
+ *   names the submitter (a client of the client file, or `default` for SHARED_KEY),
  *   `executor`/`executor_ref` say what runs the job (`local`; a Slurm job id later).
  * - `inputs` and `outputs`: one row per file of a job, by position (`idx`).
  * - Later work adds tables beside these (e.g. per-destination deliveries keyed by
@@ -95,8 +95,39 @@ CREATE INDEX jobs_inputs_due ON jobs (state, inputs_removed, inputs_expire_at);
 CREATE INDEX jobs_results_due ON jobs (state, results_removed, results_expire_at);
 `;
 
+/**
+ * Version 2 (identities, issue 14): every job recorded before it came through
+ * SHARED_KEY, the client now named `default`; `client_seen` (when and from where each
+ * client last completed a handshake), `client_snapshot` (the client keys the server
+ * last knew, to audit what changed in the client file while it was down) and
+ * `audit_head` (the audit log's last line: its file, seq and SHA-256, so that a cut or
+ * edited tail is detected).
+ */
+const V2 = `
+UPDATE jobs SET client = 'default';
+CREATE INDEX jobs_by_client ON jobs (client, seq);
+CREATE TABLE client_seen (
+  client  TEXT    PRIMARY KEY,
+  key_id  TEXT    NOT NULL,
+  address TEXT    NOT NULL,
+  seen_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE client_snapshot (
+  key_id  TEXT PRIMARY KEY,
+  client  TEXT NOT NULL,
+  flags   TEXT NOT NULL,
+  expires TEXT
+) WITHOUT ROWID;
+CREATE TABLE audit_head (
+  id   INTEGER PRIMARY KEY CHECK (id = 1),
+  file TEXT    NOT NULL,
+  seq  INTEGER NOT NULL CHECK (seq >= 0),
+  hash TEXT    NOT NULL
+);
+`;
+
 /** Every migration this build knows, oldest first. */
-export const MIGRATIONS: readonly Migration[] = [V1];
+export const MIGRATIONS: readonly Migration[] = [V1, V2];
 
 /** The schema version this build writes: the number of migrations it knows. */
 export const STORE_SCHEMA_VERSION = MIGRATIONS.length;

@@ -361,7 +361,68 @@ Deno.test("migrate() runs the pending steps in one transaction and keeps every r
     db.close();
   }
   // This build now meets a newer store.
-  refuses(() => JobStore.open(tmp.dir), /has schema version 2, newer than this recon-server \(1\)/);
+  refuses(
+    () => JobStore.open(tmp.dir),
+    new RegExp(
+      `has schema version ${
+        STORE_SCHEMA_VERSION + 1
+      }, newer than this recon-server \\(${STORE_SCHEMA_VERSION}\\)`,
+    ),
+  );
+});
+
+Deno.test("version 2: jobs of a version 1 store become client default's; the client tables start empty", async () => {
+  await using tmp = await stateDir();
+  let id: string;
+  {
+    using store = openStore(tmp.dir);
+    id = jobIn(store, "succeeded").id;
+  }
+  const file = path.join(tmp.dir, STORE_FILE);
+  {
+    // Back to what a version 1 server left: the client was the key id.
+    const db = new DatabaseSync(file);
+    db.exec(`DROP INDEX jobs_by_client; DROP TABLE client_seen; DROP TABLE client_snapshot;
+             DROP TABLE audit_head; UPDATE jobs SET client = '0011223344556677';
+             PRAGMA user_version = 1`);
+    db.close();
+  }
+  using store = openStore(tmp.dir);
+  assert.equal(store.schemaVersion(), 2);
+  assert.equal(store.get(id)!.client, "default");
+  assert.equal(store.auditHead(), undefined);
+  assert.deepEqual([...store.clients.snapshot()], []);
+  store.clientSeen("mr1", "00112233aabbccdd", "10.0.0.5");
+  store.setAuditHead({ file: "audit.jsonl", seq: 3, hash: "ab".repeat(32) });
+  assert.deepEqual(store.auditHead(), { file: "audit.jsonl", seq: 3, hash: "ab".repeat(32) });
+  const activity = store.clients.activity();
+  assert.equal(activity.get("default")!.jobs, 1);
+  assert.equal(activity.get("mr1")!.lastAddress, "10.0.0.5");
+  assert.equal(activity.get("mr1")!.jobs, 0);
+});
+
+Deno.test("onChange reports each committed change after its commit, and a failing listener changes nothing", async () => {
+  await using tmp = await stateDir();
+  using store = openStore(tmp.dir);
+  const seen: string[] = [];
+  store.onChange(() => {
+    throw new Error("listener bug");
+  });
+  const stop = store.onChange(({ job, from, what }) => {
+    // Committed: a fresh read sees the same state.
+    assert.equal(store.get(job.id)!.state, job.state);
+    seen.push(`${from ?? "-"}>${job.state}:${what}`);
+  });
+  const job = jobIn(store, "succeeded");
+  store.markDelivered(job.id);
+  stop();
+  store.markExpired(job.id);
+  assert.equal(seen[0], "->receiving:state");
+  assert.ok(seen.includes("receiving>queued:state"));
+  assert.ok(seen.includes("queued>running:state"));
+  assert.ok(seen.includes("running>succeeded:state"));
+  assert.equal(seen.at(-1), "succeeded>succeeded:delivered");
+  assert.equal(store.get(job.id)!.state, "expired");
 });
 
 // --- one server per store --------------------------------------------------------------
