@@ -81,7 +81,7 @@ Deno.test("recon-server backup FILE copies the job store while its owner writes,
   const result = await run(SERVER_BIN, ["backup", "--opts", optsPath, file]);
   assert.equal(result.code, 0, result.stderr);
   assert.equal(result.stderr, "");
-  const line = /^backed up (\d+) jobs to (.*) \(schema 1\)\n$/.exec(result.stdout);
+  const line = /^backed up (\d+) jobs to (.*) \(schema 2\)\n$/.exec(result.stdout);
   assert.ok(line, result.stdout);
   assert.equal(line[2], file);
   const copied = Number(line[1]);
