@@ -12,6 +12,7 @@ import {
   parsePort,
   runMain,
   showConfigText,
+  splitCommand,
   textWriter,
   versionText,
   warningText,
@@ -21,6 +22,7 @@ import { generateKey } from "./lib/crypto/keys.ts";
 import { ConfigError, errorMessage, ExitCode, UsageError } from "./lib/errors.ts";
 import { log, type Logger, setupLogging } from "./lib/log.ts";
 import { type LoadedOpts, loadOpts, type ReconConfig } from "./lib/opts/mod.ts";
+import { clientsMain } from "./lib/server/clients_cli.ts";
 import { backupJobStore } from "./lib/server/job_store.ts";
 import { startLogSweeper } from "./lib/server/log_retention.ts";
 import { releaseOwnerFile } from "./lib/server/recovery.ts";
@@ -40,6 +42,7 @@ Usage:
   ${PROGRAM} --show-config [--opts PATH]
   ${PROGRAM} keygen
   ${PROGRAM} backup [--opts PATH] FILE
+  ${PROGRAM} clients add|list|revoke|rotate ... [--opts PATH]
 
 Options:
   --opts PATH     recon.opts to use (default ./recon.opts). When it is missing a
@@ -64,6 +67,10 @@ Commands:
                   Prints "backed up N jobs to FILE (schema V)". To restore: stop the
                   server, copy FILE over jobs.sqlite, remove jobs.sqlite-wal and
                   jobs.sqlite-shm, start the server.
+  clients ...     one key per client (scanner): add NAME, list, revoke NAME,
+                  rotate NAME, in CLIENT_KEYS_FILE (recon-clients beside
+                  recon.opts); a running server picks a change up within a
+                  second. See '${PROGRAM} clients --help'.
 
 Signals: SIGINT or SIGTERM stop accepting connections, let running jobs finish
 within SHUTDOWN_GRACE seconds (then stop them and queue them again, without using
@@ -92,6 +99,10 @@ function print(text: string): number {
 }
 
 async function main(argv: string[]): Promise<number> {
+  const split = splitCommand(argv, ["clients"], { opts: true });
+  if (split.command === "clients") {
+    return await clientsMain(split.argv, { program: PROGRAM, writeStdout, writeStderr });
+  }
   const { values, positionals } = parseCommandLine(PROGRAM, argv, {
     opts: { type: "string" },
     host: { type: "string" },

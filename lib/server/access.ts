@@ -1,6 +1,7 @@
 /**
  * Who may talk to the server, before any handshake (docs/PROTOCOL.md §8.3, §9.4):
- * TRUSTEDIPS matching (IPv4, IPv6, IPv4-mapped IPv6, link-local IPv6 with its zone),
+ * TRUSTEDIPS matching (IPv4, IPv6, IPv4-mapped IPv6, link-local IPv6 with its zone; a
+ * client's `from=` in the client file also takes CIDR blocks),
  * caps on unauthenticated connections overall and per address, and slowing down (never
  * refusing) an address whose handshakes keep costing a key derivation for nothing.
  *
@@ -109,24 +110,48 @@ export function arrivalZone(
   return { name: holders[0].name, index: holders[0].scopeid ?? 0 };
 }
 
+/** Options of {@link TrustedAddresses}. */
+export interface TrustedAddressesOptions {
+  /**
+   * Also take CIDR blocks (`10.0.1.0/24`, `2001:db8::/32`), as a client's `from=` does
+   * (lib/server/client_keys.ts). TRUSTEDIPS takes single addresses only.
+   */
+  networks?: boolean;
+  /** What an entry is called in messages; default `TRUSTEDIPS entry`. */
+  label?: string;
+}
+
+/** A CIDR block: the network's address bytes (4 or 16) and its prefix length. */
+interface Network {
+  bytes: Uint8Array;
+  bits: number;
+}
+
 /**
  * A TRUSTEDIPS list. Empty means every address may connect. A link-local entry with a
  * zone (`fe80::1%eth0` or `fe80::1%4`) matches that address only on that interface; one
- * without a zone matches the address on every interface.
+ * without a zone matches the address on every interface. With `networks`, a CIDR block
+ * matches every address in it (an IPv4-mapped IPv6 address as its IPv4 address).
  */
 export class TrustedAddresses {
   #allowed = new Set<string>();
   /** Link-local address (canonical, no zone) → the zones it is allowed on. */
   #zoned = new Map<string, Set<string>>();
+  #networks: Network[] = [];
 
   /** Throws TypeError naming an entry that is not an IP address, or a zone off link-local. */
-  constructor(entries: readonly string[]) {
+  constructor(entries: readonly string[], options: TrustedAddressesOptions = {}) {
+    const label = options.label ?? "TRUSTEDIPS entry";
     for (const entry of entries) {
+      if (options.networks && entry.includes("/")) {
+        this.#networks.push(parseNetwork(entry, label));
+        continue;
+      }
       const canonical = canonicalAddress(entry);
       const at = canonical.indexOf("%");
       const address = at >= 0 ? canonical.slice(0, at) : canonical;
       if (isIP(address) === 0) {
-        throw new TypeError(`TRUSTEDIPS entry ${JSON.stringify(entry)} is not an IP address`);
+        throw new TypeError(`${label} ${JSON.stringify(entry)} is not an IP address`);
       }
       if (at < 0) {
         this.#allowed.add(address);
@@ -135,7 +160,7 @@ export class TrustedAddresses {
       const zone = canonical.slice(at + 1);
       if (!isLinkLocal(address) || !/^[A-Za-z0-9_.-]{1,15}$/.test(zone)) {
         throw new TypeError(
-          `TRUSTEDIPS entry ${
+          `${label} ${
             JSON.stringify(entry)
           }: a zone (%interface) is only allowed on a link-local fe80:: address`,
         );
@@ -147,7 +172,7 @@ export class TrustedAddresses {
   }
 
   get restricted(): boolean {
-    return this.#allowed.size > 0 || this.#zoned.size > 0;
+    return this.#allowed.size > 0 || this.#zoned.size > 0 || this.#networks.length > 0;
   }
 
   /** Link-local entries without a zone (they match on every interface). */
@@ -170,6 +195,10 @@ export class TrustedAddresses {
     const at = canonical.indexOf("%");
     const bare = at >= 0 ? canonical.slice(0, at) : canonical;
     if (this.#allowed.has(bare)) return true;
+    if (this.#networks.length > 0) {
+      const bytes = addressBytes(bare);
+      if (bytes && this.#networks.some((network) => inNetwork(bytes, network))) return true;
+    }
     const zones = this.#zoned.get(bare);
     if (!zones) return false;
     const candidates = at >= 0
@@ -179,6 +208,62 @@ export class TrustedAddresses {
       : [];
     return candidates.some((zone) => zones.has(zone));
   }
+}
+
+/** A CIDR block `ADDRESS/BITS` (no zone); TypeError naming the entry otherwise. */
+function parseNetwork(entry: string, label: string): Network {
+  const quoted = JSON.stringify(entry);
+  const slash = entry.lastIndexOf("/");
+  const written = entry.slice(0, slash).trim();
+  const canonical = canonicalAddress(written);
+  const bytes = canonical.includes("%") ? undefined : addressBytes(canonical);
+  const digits = entry.slice(slash + 1).trim();
+  if (!bytes || !/^\d{1,3}$/.test(digits)) {
+    throw new TypeError(`${label} ${quoted} is not an IP address or CIDR block (ADDRESS/BITS)`);
+  }
+  // An IPv4-mapped network (::ffff:10.0.0.0/104) is the IPv4 network it maps.
+  const mapped = isIP(written.replace(/^\[|\]$/g, "")) === 6 && bytes.length === 4;
+  const bits = Number(digits) - (mapped ? 96 : 0);
+  if (bits < 0 || bits > bytes.length * 8) {
+    throw new TypeError(
+      `${label} ${quoted}: the prefix length must be at most ${bytes.length * 8} for IPv${
+        bytes.length === 4 ? 4 : 6
+      }`,
+    );
+  }
+  if (maskBytes(bytes, bits).some((byte, i) => byte !== bytes[i])) {
+    throw new TypeError(`${label} ${quoted} has address bits set beyond its /${digits}`);
+  }
+  return { bytes, bits };
+}
+
+/** The 4 or 16 bytes of a canonical address without zone, or undefined. */
+function addressBytes(canonical: string): Uint8Array | undefined {
+  switch (isIP(canonical)) {
+    case 4:
+      return Uint8Array.from(canonical.split(".").map(Number));
+    case 6: {
+      const words = canonical.split(":").map((word) => parseInt(word, 16));
+      if (words.length !== 8) return undefined;
+      return Uint8Array.from(words.flatMap((word) => [word >> 8, word & 255]));
+    }
+  }
+  return undefined;
+}
+
+/** `bytes` with every bit after the first `bits` cleared. */
+function maskBytes(bytes: Uint8Array, bits: number): Uint8Array {
+  return bytes.map((byte, i) => {
+    const keep = Math.max(0, Math.min(8, bits - i * 8));
+    return byte & ((0xff << (8 - keep)) & 0xff);
+  });
+}
+
+/** Whether an address's bytes fall in `network` (same family, same first `bits` bits). */
+function inNetwork(bytes: Uint8Array, network: Network): boolean {
+  if (bytes.length !== network.bytes.length) return false;
+  const masked = maskBytes(bytes, network.bits);
+  return masked.every((byte, i) => byte === network.bytes[i]);
 }
 
 /** Limits for {@link AdmissionControl}. */

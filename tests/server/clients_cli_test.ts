@@ -1,0 +1,543 @@
+/**
+ * `recon-server clients add|list|revoke|rotate` through bin/recon-server (issue 14),
+ * against a site in a temporary directory: what each command prints and writes, the
+ * retiring line a rotation leaves (until now + KEY_ROTATION_GRACE), the refusals (an
+ * existing or reserved name, a malformed client file named by file and line, a
+ * symbolic link), concurrent edits that all land, and a file that keeps its mode,
+ * owner and group through root's edits (a new one: 0600 and recon.opts's owner). No
+ * output but add's and rotate's SHARED_KEY line ever shows a key.
+ */
+import assert from "node:assert/strict";
+import * as path from "node:path";
+import { decodeKey, generateKey, keyId } from "../../lib/crypto/keys.ts";
+import { type ClientKey, parseClientFile } from "../../lib/server/client_keys.ts";
+import { JobStore } from "../../lib/server/job_store.ts";
+import { keygen, run, type RunResult, SERVER_BIN, tempDir } from "../support/e2e.ts";
+
+const NOBODY = 65534;
+const NOGROUP = 65533;
+
+/** A server's site: recon.opts (with SHARED_KEY) in a temporary directory. */
+async function site(extra: string[] = []) {
+  const dir = await tempDir("recon_clients_");
+  const optsPath = path.join(dir.path, "recon.opts");
+  const stateDir = path.join(dir.path, "state");
+  const sharedKey = await keygen();
+  await Deno.writeTextFile(
+    optsPath,
+    [
+      `SHARED_KEY = ${sharedKey}`,
+      `RECON_FILEPATH = ${path.join(dir.path, "jobs")}`,
+      `RECON_DICOM_DIR = ${path.join(dir.path, "results")}`,
+      `RECON_STATE_DIR = ${stateDir}`,
+      "SERVER_HOST = 0.0.0.0",
+      "SERVER_PORT = 8765",
+      ...extra,
+    ].join("\n") + "\n",
+    { mode: 0o600 },
+  );
+  return {
+    dir: dir.path,
+    optsPath,
+    stateDir,
+    sharedKey,
+    sharedKeyId: await keyId(decodeKey(sharedKey)),
+    file: path.join(dir.path, "recon-clients"),
+    clients: (...args: string[]) => run(SERVER_BIN, ["clients", ...args, "--opts", optsPath]),
+    [Symbol.asyncDispose]: dir[Symbol.asyncDispose],
+  };
+}
+
+/** What `add` or `rotate` printed: the key and its id, checked against each other. */
+async function printedKey(result: RunResult, name: string): Promise<{ key: string; id: string }> {
+  assert.equal(result.code, 0, result.stderr);
+  const lines = result.stdout.split("\n");
+  const header = new RegExp(
+    `^# recon\\.opts lines for client ${name} \\(key id ([0-9a-f]{16})\\), made ` +
+      `(\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ) on ${Deno.hostname()}$`,
+  ).exec(lines[0]);
+  assert.ok(header, result.stdout);
+  const key = /^SHARED_KEY = ([A-Za-z0-9_-]{43}=)$/.exec(lines[1])?.[1];
+  assert.ok(key, result.stdout);
+  assert.equal(await keyId(decodeKey(key)), header[1], "the key id printed is the key's");
+  assert.deepEqual(lines.slice(2, 5), [
+    "# and, unless its recon.opts has them already, where this server listens:",
+    `# SERVER_HOST = ${Deno.hostname()}`,
+    "# SERVER_PORT = 8765",
+  ]);
+  return { key, id: header[1] };
+}
+
+async function readKeys(file: string): Promise<ClientKey[]> {
+  return await parseClientFile(await Deno.readTextFile(file), file);
+}
+
+/** Whether `text` holds 8 or more consecutive characters of any of `keys`. */
+function showsKey(text: string, keys: readonly string[]): boolean {
+  return keys.some((key) => {
+    for (let i = 0; i + 8 <= key.length; i++) if (text.includes(key.slice(i, i + 8))) return true;
+    return false;
+  });
+}
+
+Deno.test("clients add prints the client's recon.opts lines and writes a 0600 file owned like recon.opts", async () => {
+  await using s = await site();
+  await Deno.chown(s.optsPath, NOBODY, NOGROUP);
+  const before = Date.now();
+  const result = await s.clients("add", "mr1", "--admin", "--high-priority");
+  const { key, id } = await printedKey(result, "mr1");
+  assert.equal(result.stdout.split("\n").length, 6, "five lines and the final newline");
+  assert.equal(
+    result.stderr,
+    `recon-server: wrote ${s.file} (client mr1 added); a running recon-server picks it up within a second\n`,
+  );
+
+  const stat = await Deno.stat(s.file);
+  assert.equal(stat.mode! & 0o777, 0o600);
+  assert.equal(stat.uid, NOBODY);
+  assert.equal(stat.gid, NOGROUP);
+  const text = await Deno.readTextFile(s.file);
+  assert.match(text, /^# recon-clients: the client keys recon-server accepts/);
+  const [added, ...rest] = await readKeys(s.file);
+  assert.deepEqual(rest, []);
+  assert.equal(added.name, "mr1");
+  assert.equal(added.key, key);
+  assert.equal(added.keyId, id);
+  assert.equal(added.admin, true);
+  assert.equal(added.highPriority, true);
+  assert.equal(added.expires, undefined);
+  const created = Date.parse(added.created);
+  assert.ok(created >= Math.floor(before / 1000) * 1000 && created <= Date.now(), added.created);
+  assert.match(result.stdout, new RegExp(`made ${added.created} on`));
+});
+
+Deno.test("clients list shows default and each client with last seen and jobs; --json the same, never a key", async () => {
+  await using s = await site();
+  const mr1 = await printedKey(await s.clients("add", "mr1", "--admin"), "mr1");
+  const mr2 = await printedKey(
+    await s.clients("add", "mr2", "--from", "10.0.0.5, 10.0.1.0/24", "--deliver", "pacs,Research"),
+    "mr2",
+  );
+  const [key1, key2] = await readKeys(s.file);
+  const seenAt = Date.parse("2026-12-02T08:00:01Z");
+  const store = JobStore.open(s.stateDir, { now: () => seenAt });
+  try {
+    for (const client of ["mr1", "mr1", "default"]) {
+      const id = crypto.randomUUID();
+      store.createReceiving({
+        id,
+        priority: "normal",
+        client,
+        peer: "10.0.0.5:4000",
+        keyId: mr1.id,
+        options: {},
+        inputDir: `/i/${id}`,
+        outputDir: `/o/${id}`,
+        logPath: `/l/${id}`,
+        files: [{ name: "P1.7", size: 100 }],
+        uploadExpiresAt: seenAt + 3600_000,
+      });
+    }
+    store.clientSeen("mr1", mr1.id, "10.0.0.5");
+  } finally {
+    store.close();
+  }
+
+  const text = await s.clients("list");
+  assert.equal(text.code, 0, text.stderr);
+  assert.equal(text.stderr, "");
+  const lines = text.stdout.trimEnd().split("\n");
+  assert.equal(lines.length, 4, text.stdout);
+  assert.match(lines[0], /^NAME +KEY ID +CREATED +LAST SEEN +JOBS +FLAGS$/);
+  assert.match(
+    lines[1],
+    new RegExp(`^default +${s.sharedKeyId} +- +never +1 +admin,high-priority$`),
+  );
+  assert.match(
+    lines[2],
+    new RegExp(
+      `^mr1 +${mr1.id} +${key1.created} +2026-12-02T08:00:01Z from 10\\.0\\.0\\.5 +2 +admin$`,
+    ),
+  );
+  assert.match(
+    lines[3],
+    new RegExp(
+      `^mr2 +${mr2.id} +${key2.created} +never +0 +` +
+        `from="10\\.0\\.0\\.5,10\\.0\\.1\\.0/24",deliver="PACS,RESEARCH"$`,
+    ),
+  );
+  // The columns line up.
+  for (const column of ["KEY ID", "CREATED", "LAST SEEN", "JOBS", "FLAGS"]) {
+    const at = lines[0].indexOf(column);
+    for (const row of lines.slice(1)) assert.notEqual(row[at - 1], undefined);
+    for (const row of lines.slice(1)) assert.match(row.slice(at - 2, at), /^ {2}$/, column);
+  }
+
+  const json = await s.clients("list", "--json");
+  assert.equal(json.code, 0, json.stderr);
+  assert.deepEqual(JSON.parse(json.stdout), [
+    {
+      name: "default",
+      key_id: s.sharedKeyId,
+      created: null,
+      jobs: 1,
+      admin: true,
+      high_priority: true,
+      from: [],
+      deliver: [],
+      retiring: [],
+    },
+    {
+      name: "mr1",
+      key_id: mr1.id,
+      created: key1.created,
+      last_seen: "2026-12-02T08:00:01Z",
+      last_address: "10.0.0.5",
+      jobs: 2,
+      admin: true,
+      high_priority: false,
+      from: [],
+      deliver: [],
+      retiring: [],
+    },
+    {
+      name: "mr2",
+      key_id: mr2.id,
+      created: key2.created,
+      jobs: 0,
+      admin: false,
+      high_priority: false,
+      from: ["10.0.0.5", "10.0.1.0/24"],
+      deliver: ["PACS", "RESEARCH"],
+      retiring: [],
+    },
+  ]);
+  const keys = [s.sharedKey, mr1.key, mr2.key];
+  for (const output of [text.stdout, json.stdout]) assert.equal(showsKey(output, keys), false);
+});
+
+Deno.test("clients list without SHARED_KEY and without clients says so; without a store shows no activity", async () => {
+  await using s = await site();
+  const opts = await Deno.readTextFile(s.optsPath);
+  await Deno.writeTextFile(s.optsPath, opts.replace(/^SHARED_KEY = .*$/m, "SHARED_KEY ="));
+  const none = await s.clients("list");
+  assert.equal(none.code, 0, none.stderr);
+  assert.equal(
+    none.stdout,
+    "no clients: SHARED_KEY is not set and the client file has none " +
+      "(add one with 'recon-server clients add NAME')\n",
+  );
+  assert.equal((await s.clients("list", "--json")).stdout, "[]\n");
+  await assert.rejects(Deno.lstat(s.file), Deno.errors.NotFound, "list creates nothing");
+  await assert.rejects(Deno.lstat(s.stateDir), Deno.errors.NotFound, "nor a job store");
+});
+
+Deno.test("clients rotate keeps the flags, and the old key as a retiring line until now + KEY_ROTATION_GRACE", async () => {
+  await using s = await site(["KEY_ROTATION_GRACE = 2h"]);
+  const old = await printedKey(
+    await s.clients("add", "mr1", "--high-priority", "--from", "10.0.0.5"),
+    "mr1",
+  );
+  await printedKey(await s.clients("add", "mr2"), "mr2");
+  const rotated = await s.clients("rotate", "mr1");
+  const fresh = await printedKey(rotated, "mr1");
+  assert.notEqual(fresh.key, old.key);
+  assert.equal(
+    rotated.stderr,
+    `recon-server: wrote ${s.file} (client mr1: new key id ${fresh.id}); a running recon-server ` +
+      "picks it up within a second\n",
+  );
+
+  const [current, retiring, mr2] = await readKeys(s.file);
+  assert.equal(mr2.name, "mr2");
+  assert.deepEqual(
+    [current.name, current.keyId, current.key, current.expires],
+    ["mr1", fresh.id, fresh.key, undefined],
+  );
+  assert.deepEqual(
+    [retiring.name, retiring.keyId, retiring.key],
+    ["mr1", old.id, old.key],
+  );
+  for (const key of [current, retiring]) {
+    assert.equal(key.highPriority, true);
+    assert.equal(key.admin, false);
+    assert.deepEqual(key.from, ["10.0.0.5"]);
+  }
+  assert.equal(Date.parse(retiring.expires!) - Date.parse(current.created), 2 * 3600_000);
+  assert.match(
+    rotated.stdout,
+    new RegExp(
+      `\n# the old key \\(key id ${old.id}\\) works until ${retiring.expires} ` +
+        `\\(KEY_ROTATION_GRACE 2h\\)\n$`,
+    ),
+  );
+
+  const list = await s.clients("list");
+  assert.match(list.stdout, new RegExp(`\n {9}${old.id} +expires ${retiring.expires}\nmr2 `));
+  const json = JSON.parse((await s.clients("list", "--json")).stdout);
+  assert.deepEqual(json[1].retiring, [{ key_id: old.id, expires: retiring.expires }]);
+  assert.equal(json[1].key_id, fresh.id);
+
+  // A second rotation: the older key keeps its own time.
+  const again = await printedKey(await s.clients("rotate", "mr1"), "mr1");
+  const after = await readKeys(s.file);
+  assert.deepEqual(after.map((key) => key.keyId), [again.id, fresh.id, old.id, mr2.keyId]);
+  assert.equal(after[2].expires, retiring.expires);
+});
+
+Deno.test("clients rotate with KEY_ROTATION_GRACE 0 drops the old key, and every edit drops expired ones", async () => {
+  await using s = await site(["KEY_ROTATION_GRACE = 0"]);
+  const old = await printedKey(await s.clients("add", "mr1"), "mr1");
+  const rotated = await s.clients("rotate", "mr1");
+  const fresh = await printedKey(rotated, "mr1");
+  assert.match(
+    rotated.stdout,
+    new RegExp(
+      `\n# the old key \\(key id ${old.id}\\) no longer works \\(KEY_ROTATION_GRACE 0s\\)\n$`,
+    ),
+  );
+  assert.deepEqual((await readKeys(s.file)).map((key) => key.keyId), [fresh.id]);
+
+  // A retiring line whose time is up, written by an older edit: the next edit drops it.
+  const otherText = generateKey();
+  const otherId = await keyId(decodeKey(otherText));
+  const text = await Deno.readTextFile(s.file);
+  await Deno.writeTextFile(
+    s.file,
+    `${text}mr1 ${otherId} ${otherText} 2020-01-01T00:00:00Z expires=2020-01-08T00:00:00Z\n`,
+  );
+  assert.equal((await readKeys(s.file)).length, 2);
+  const list = JSON.parse((await s.clients("list", "--json")).stdout);
+  assert.deepEqual(list[1].retiring, [], "an expired key is not listed as working");
+  await printedKey(await s.clients("add", "mr2"), "mr2");
+  assert.deepEqual((await readKeys(s.file)).map((key) => key.name), ["mr1", "mr2"]);
+  assert.ok(!(await Deno.readTextFile(s.file)).includes(otherId));
+});
+
+Deno.test("clients revoke removes every key of the client and says which; then it is unknown", async () => {
+  await using s = await site();
+  const old = await printedKey(await s.clients("add", "mr1"), "mr1");
+  const fresh = await printedKey(await s.clients("rotate", "mr1"), "mr1");
+  const mr2 = await printedKey(await s.clients("add", "mr2"), "mr2");
+  const expires = (await readKeys(s.file))[1].expires;
+
+  const revoked = await s.clients("revoke", "mr1");
+  assert.equal(revoked.code, 0, revoked.stderr);
+  assert.equal(
+    revoked.stdout,
+    `revoked client mr1: removed key id ${fresh.id} (current), key id ${old.id} (retiring, until ${expires})\n`,
+  );
+  assert.equal(
+    revoked.stderr,
+    `recon-server: wrote ${s.file}; a running recon-server refuses mr1 and closes its sessions ` +
+      "within a second (its queued jobs stay)\n",
+  );
+  assert.deepEqual((await readKeys(s.file)).map((key) => key.keyId), [mr2.id]);
+  assert.equal(showsKey(revoked.stdout + revoked.stderr, [old.key, fresh.key, mr2.key]), false);
+
+  for (const args of [["revoke", "mr1"], ["rotate", "mr1"]]) {
+    const again = await s.clients(...args);
+    assert.equal(again.code, 2);
+    assert.equal(
+      again.stderr,
+      `recon-server: error: there is no client mr1 in ${s.file}\n` +
+        "hint: 'recon-server clients list' shows the clients\n",
+    );
+  }
+  const shared = await s.clients("revoke", "default");
+  assert.equal(shared.code, 2);
+  assert.equal(
+    shared.stderr,
+    `recon-server: error: default is the SHARED_KEY in recon.opts, not a client in ${s.file}\n` +
+      "hint: to retire it, give every client its own key, then remove SHARED_KEY from recon.opts\n",
+  );
+});
+
+Deno.test("clients add refuses an existing, reserved or bad name and bad --from/--deliver, changing nothing", async () => {
+  await using s = await site();
+  await printedKey(await s.clients("add", "mr1"), "mr1");
+  const before = await Deno.readTextFile(s.file);
+  const refusals: [string[], string[]][] = [
+    [["add", "mr1", "--admin"], [
+      `recon-server: error: client mr1 already exists (${s.file}:3)`,
+      "hint: give it a new key with 'recon-server clients rotate mr1', or pick another name",
+    ]],
+    [["add", "default"], [
+      "recon-server: error: the name default is reserved for SHARED_KEY in recon.opts",
+      "hint: pick another name",
+    ]],
+    [["add", "MR2"], [
+      `recon-server: error: client name "MR2" is not valid: 1 to 63 characters of a-z, 0-9, ` +
+      `'.', '_' and '-', starting with a letter or digit`,
+      "hint: see 'recon-server clients --help'",
+    ]],
+    [["add", "mr2", "--from", "10.0.0.5,scanner.local"], [
+      'recon-server: error: from= entry "scanner.local" is not an IP address',
+    ]],
+    [["add", "mr2", "--from", ""], ["recon-server: error: from= needs at least one address"]],
+    [["add", "mr2", "--deliver", "PACS-1"], [
+      'recon-server: error: deliver= destination "PACS-1" is not valid: 1 to 32 letters and digits',
+    ]],
+    [["add"], [
+      "recon-server: error: clients add takes one NAME",
+      "hint: recon-server clients add NAME [--opts PATH]",
+    ]],
+    [["list", "--admin"], [
+      "recon-server: error: --admin only goes with 'clients add'",
+      "hint: see 'recon-server clients --help'",
+    ]],
+    [["rotate", "mr1", "--json"], [
+      "recon-server: error: --json only goes with 'clients list'",
+      "hint: see 'recon-server clients --help'",
+    ]],
+    [["remove", "mr1"], [
+      'recon-server: error: unknown clients command "remove" (known: add, list, revoke, rotate)',
+      "hint: see 'recon-server clients --help'",
+    ]],
+    [["add", "mr2", "--admn"], [
+      "recon-server: error: unknown option --admn (did you mean --admin?)",
+      "hint: see 'recon-server clients --help'",
+    ]],
+  ];
+  for (const [args, expected] of refusals) {
+    const result = await s.clients(...args);
+    assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+    assert.deepEqual(result.stderr.trimEnd().split("\n"), expected, args.join(" "));
+    assert.equal(result.stdout, "");
+  }
+  assert.equal(await Deno.readTextFile(s.file), before);
+});
+
+Deno.test("every clients command refuses a malformed client file, naming file and line, and changes nothing", async () => {
+  await using s = await site();
+  const mr1 = await printedKey(await s.clients("add", "mr1"), "mr1");
+  const text = await Deno.readTextFile(s.file);
+  const badFiles: [string, string][] = [
+    // The key of mr1 under another key's id.
+    [
+      `${text}mr2 0123456789abcdef ${mr1.key} 2026-12-01T19:42:00Z\n`,
+      `${s.file}:4: key id 0123456789abcdef does not match the key on this line`,
+    ],
+    [
+      `${text}mr2 ${mr1.id} ${mr1.key} 2026-12-01T19:42:00Z\n`,
+      `${s.file}:4: key id ${mr1.id} is already on line 3`,
+    ],
+    [
+      `${text}mr2 ${mr1.id} ${mr1.key} 2026-12-01T19:42:00Z admin,${mr1.key}\n`,
+      `${s.file}:4: unknown flag a flag of 43 characters (not shown) (known: admin, high-priority, ` +
+      'from="…", deliver="…", expires=…)',
+    ],
+  ];
+  // SHARED_KEY's own key in the client file.
+  const sharedLine = `mr3 ${s.sharedKeyId} ${s.sharedKey} 2026-12-01T19:42:00Z\n`;
+  badFiles.push([
+    `${text}${sharedLine}`,
+    `${s.file}:4: key id ${s.sharedKeyId} is SHARED_KEY's in recon.opts (the client default); ` +
+    "give each client its own key",
+  ]);
+  for (const [bad, message] of badFiles) {
+    await Deno.writeTextFile(s.file, bad);
+    for (const args of [["list"], ["add", "mr9"], ["rotate", "mr1"], ["revoke", "mr1"]]) {
+      const result = await s.clients(...args);
+      assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+      assert.equal(result.stderr.split("\n")[0], `recon-server: error: ${message}`, args.join(" "));
+      assert.equal(result.stdout, "");
+      assert.equal(showsKey(result.stderr, [mr1.key, s.sharedKey]), false, result.stderr);
+      assert.equal(await Deno.readTextFile(s.file), bad, `${args.join(" ")} changed nothing`);
+    }
+  }
+});
+
+Deno.test("clients edits keep the file's mode, owner and group, and leave no temporary file", async () => {
+  await using s = await site();
+  await printedKey(await s.clients("add", "mr1"), "mr1");
+  await Deno.chmod(s.file, 0o640);
+  await Deno.chown(s.file, NOBODY, NOGROUP);
+  for (const args of [["rotate", "mr1"], ["add", "mr2", "--admin"], ["revoke", "mr2"]]) {
+    const result = await s.clients(...args);
+    assert.equal(result.code, 0, `${args.join(" ")}: ${result.stderr}`);
+    const stat = await Deno.stat(s.file);
+    assert.equal(stat.mode! & 0o7777, 0o640, args.join(" "));
+    assert.equal(stat.uid, NOBODY, args.join(" "));
+    assert.equal(stat.gid, NOGROUP, args.join(" "));
+  }
+  const names = [];
+  for await (const entry of Deno.readDir(s.dir)) names.push(entry.name);
+  assert.deepEqual(names.sort(), ["recon-clients", "recon.opts"]);
+});
+
+Deno.test("clients add run eight times at once: the lock keeps every client", async () => {
+  await using s = await site();
+  const names = Array.from({ length: 8 }, (_, i) => `mr${i + 1}`);
+  const results = await Promise.all(names.map((name) => s.clients("add", name)));
+  for (const result of results) assert.equal(result.code, 0, result.stderr);
+  const keys = await readKeys(s.file);
+  assert.deepEqual(keys.map((key) => key.name).sort(), names);
+  for (const [i, result] of results.entries()) {
+    const printed = await printedKey(result, names[i]);
+    assert.equal(keys.find((key) => key.name === names[i])!.key, printed.key);
+  }
+});
+
+Deno.test("clients edits refuse a client file that is a symbolic link, and a missing recon.opts", async () => {
+  await using s = await site();
+  const target = path.join(s.dir, "elsewhere");
+  await Deno.writeTextFile(target, "", { mode: 0o600 });
+  await Deno.symlink(target, s.file);
+  const result = await s.clients("add", "mr1");
+  assert.equal(result.code, 2);
+  assert.equal(
+    result.stderr,
+    `recon-server: error: ${s.file} is a symbolic link; an edit would replace the link\n` +
+      "hint: set CLIENT_KEYS_FILE in recon.opts to the file it points to\n",
+  );
+  assert.equal(await Deno.readTextFile(target), "");
+
+  const missing = path.join(s.dir, "other", "recon.opts");
+  const noOpts = await run(SERVER_BIN, ["clients", "add", "mr1", "--opts", missing]);
+  assert.equal(noOpts.code, 2);
+  assert.match(noOpts.stderr, /^recon-server: error: recon\.opts .* does not exist$/m);
+  await assert.rejects(Deno.lstat(path.join(s.dir, "other")), Deno.errors.NotFound);
+});
+
+Deno.test("CLIENT_KEYS_FILE names the client file, and the options may come before 'clients'", async () => {
+  await using s = await site();
+  const file = path.join(s.dir, "keys", "scanners");
+  await Deno.mkdir(path.dirname(file), { mode: 0o700 });
+  await Deno.writeTextFile(s.optsPath, `CLIENT_KEYS_FILE = keys/scanners\n`, { append: true });
+  const result = await run(SERVER_BIN, ["--opts", s.optsPath, "clients", "add", "mr1"]);
+  const printed = await printedKey(result, "mr1");
+  assert.match(result.stderr, new RegExp(`wrote ${file} \\(client mr1 added\\)`));
+  assert.equal((await readKeys(file))[0].keyId, printed.id);
+  await assert.rejects(Deno.lstat(s.file), Deno.errors.NotFound);
+});
+
+Deno.test("recon-server clients --help describes every command; recon-server --help names it", async () => {
+  const help = await run(SERVER_BIN, ["clients", "--help"]);
+  assert.equal(help.code, 0, help.stderr);
+  for (
+    const usage of [
+      /^ {2}recon-server clients add NAME \[--admin\] \[--high-priority\] \[--from LIST\]$/m,
+      /^ {2}recon-server clients list \[--json\] \[--opts PATH\]$/m,
+      /^ {2}recon-server clients revoke NAME \[--opts PATH\]$/m,
+      /^ {2}recon-server clients rotate NAME \[--opts PATH\]$/m,
+      /KEY_ROTATION_GRACE \(default 7d\)/,
+      /CLIENT_KEYS_FILE/,
+    ]
+  ) {
+    assert.match(help.stdout, usage);
+  }
+  const main = await run(SERVER_BIN, ["--help"]);
+  assert.match(
+    main.stdout,
+    /^ {2}recon-server clients add\|list\|revoke\|rotate \.\.\. \[--opts PATH\]$/m,
+  );
+  assert.match(main.stdout, /See 'recon-server clients --help'/);
+  const bare = await run(SERVER_BIN, ["clients"]);
+  assert.equal(bare.code, 2);
+  assert.equal(
+    bare.stderr,
+    "recon-server: error: clients needs a command: add, list, revoke, rotate\n" +
+      "hint: see 'recon-server clients --help'\n",
+  );
+});
