@@ -22,6 +22,7 @@ import { generateKey } from "./lib/crypto/keys.ts";
 import { ConfigError, errorMessage, ExitCode, UsageError } from "./lib/errors.ts";
 import { log, type Logger, setupLogging } from "./lib/log.ts";
 import { type LoadedOpts, loadOpts, type ReconConfig } from "./lib/opts/mod.ts";
+import { auditCommand } from "./lib/server/audit_cli.ts";
 import { clientsMain } from "./lib/server/clients_cli.ts";
 import { backupJobStore } from "./lib/server/job_store.ts";
 import { startLogSweeper } from "./lib/server/log_retention.ts";
@@ -43,6 +44,8 @@ Usage:
   ${PROGRAM} keygen
   ${PROGRAM} backup [--opts PATH] FILE
   ${PROGRAM} clients add|list|revoke|rotate ... [--opts PATH]
+  ${PROGRAM} audit [--opts PATH] [--job ID] [--client NAME] [--since TIME] [--json]
+  ${PROGRAM} audit --verify [--opts PATH]
 
 Options:
   --opts PATH     recon.opts to use (default ./recon.opts). When it is missing a
@@ -71,6 +74,11 @@ Commands:
                   rotate NAME, in CLIENT_KEYS_FILE (recon-clients beside
                   recon.opts); a running server picks a change up within a
                   second. See '${PROGRAM} clients --help'.
+  audit           print the audit log (AUDIT_LOG: who connected, which job came with
+                  which inputs, what came back, client keys changed), filtered by
+                  job, client or time; --verify checks its SHA-256 chain and its end
+                  against the job store and says where it breaks (exit 1). See
+                  '${PROGRAM} audit --help'.
 
 Signals: SIGINT or SIGTERM stop accepting connections, let running jobs finish
 within SHUTDOWN_GRACE seconds (then stop them and queue them again, without using
@@ -81,7 +89,8 @@ up an attempt), then exit 0. Queued jobs and cut-off uploads stay in the job sto
 Exit codes: 0 clean shutdown (or a command done), 1 stopped by a second signal,
 2 usage or configuration error (including RECON_FILEPATH, RECON_DICOM_DIR or the
 directory of LOG_FILEPATH not writable, or writable by another user, and a job store
-that cannot be used or backed up), 3 cannot listen.
+that cannot be used or backed up), 3 cannot listen; audit --verify: 1 the audit log
+is broken.
 
 Example:
   ${PROGRAM} keygen              # put the key in recon.opts on both machines
@@ -102,6 +111,10 @@ async function main(argv: string[]): Promise<number> {
   const split = splitCommand(argv, ["clients"], { opts: true });
   if (split.command === "clients") {
     return await clientsMain(split.argv, { program: PROGRAM, writeStdout, writeStderr });
+  }
+  const audit = splitCommand(argv, ["audit"], { opts: true });
+  if (audit.command === "audit") {
+    return await auditCommand(audit.argv, { stdout: writeStdout, stderr: writeStderr });
   }
   const { values, positionals } = parseCommandLine(PROGRAM, argv, {
     opts: { type: "string" },
