@@ -298,6 +298,59 @@ Deno.test("every event of a job's life and of a client's key has its audit line;
   assert.equal(verified.code, 0, verified.stdout + verified.stderr);
 });
 
+Deno.test("client changes made by hand and while the server was down have their audit lines; a hand-given admin flag holds at once", async () => {
+  await using files = await tempDir();
+  const script = await writeDurableScript(files.path);
+  await using server = await E2EServer.start({ script });
+  const mr1 = await addClient(server, "mr1");
+  const mr2 = await addClient(server, "mr2");
+  await untilAccepted(server, mr1, mr2);
+  const refused = await server.client(["jobs", "--all-clients"], { optsPath: mr1.optsPath });
+  assert.notEqual(refused.code, 0, "not an admin yet");
+
+  // A flag added by hand: client_changed, and the flag holds without a restart.
+  const clientFile = path.join(server.dir, "recon-clients");
+  const text = await Deno.readTextFile(clientFile);
+  const line = new RegExp(`^(mr1 ${mr1.keyId} \\S+ \\S+)$`, "m");
+  assert.match(text, line);
+  await Deno.writeTextFile(clientFile, text.replace(line, "$1 admin"));
+  const changed = await waitForAudit(
+    server,
+    "client_changed",
+    (e) => e.event === "client_changed" && e.client === "mr1",
+  );
+  assert.equal(changed.key_id, mr1.keyId);
+  assert.equal(changed.flags, "admin");
+  const all = await server.client(["jobs", "--all-clients", "--json"], {
+    optsPath: mr1.optsPath,
+  });
+  assert.equal(all.code, 0, all.stderr);
+
+  // Added and revoked while the server was down: recorded at its next start.
+  await server.stop("SIGTERM");
+  const mr9 = await addClient(server, "mr9", ["--high-priority"]);
+  await revokeClient(server, "mr2");
+  await server.restart();
+  const added = await waitForAudit(
+    server,
+    "client_added mr9",
+    (e) => e.event === "client_added" && e.client === "mr9",
+  );
+  assert.equal(added.key_id, mr9.keyId);
+  assert.equal(added.flags, "high-priority");
+  const revoked = await waitForAudit(
+    server,
+    "client_revoked mr2",
+    (e) => e.event === "client_revoked" && e.client === "mr2",
+  );
+  assert.deepEqual(revoked.key_ids, [mr2.keyId]);
+  await untilAccepted(server, mr9);
+  assert.equal((await probe(server.port, mr2.key)).accepted, false);
+  const log = await readAudit(server);
+  assert.equal(events(log, "client_added").filter((e) => e.client === "mr9").length, 1);
+  assert.equal(events(log, "client_added").filter((e) => e.client === "mr1").length, 1, "once");
+});
+
 /** A line of `audit --verify` saying where the chain breaks. */
 const BROKEN = /audit log broken at (\S+):(\d+)(?: \(seq (\d+)\))?: (.+)/;
 

@@ -45,6 +45,7 @@ import {
   revokeClient,
   rotateClient,
   type TestClient,
+  waitForAudit,
   waitForProbe,
 } from "./support/identity.ts";
 
@@ -408,6 +409,7 @@ Deno.test("rotation: the old and the new key both work within KEY_ROTATION_GRACE
 
   // Inside the grace period: both keys, as the same client.
   await untilAccepted(server, fresh);
+  const oldSession = await openSession(server.port, old.key);
   const oldProbe = await probe(server.port, old.key);
   assert.ok(Date.now() < expires, "still inside the grace period (a slow machine?)");
   assert.deepEqual(oldProbe, { accepted: true, client: "mr1", admin: false });
@@ -422,6 +424,19 @@ Deno.test("rotation: the old and the new key both work within KEY_ROTATION_GRACE
 
   // After it: the old key is refused like a wrong key, the new one goes on.
   const { at } = await waitForProbe(server.port, old.key, false, grace * 1000 + 3000);
+  // A session still open under the old key ends with it; the audit log says the key retired.
+  const ending = await Promise.race([
+    oldSession.receive(),
+    delay(NOTICE_MS + 2000).then(() => "still open" as const),
+  ]);
+  oldSession.abort();
+  assert.equal((ending as { type?: string }).type, "goodbye", JSON.stringify(ending));
+  const retired = await waitForAudit(
+    server,
+    "client_key_retired",
+    (e) => e.event === "client_key_retired" && e.key_id === old.keyId,
+  );
+  assert.equal(retired.client, "mr1");
   assert.ok(at >= expires - 50, `the old key was refused before it expired`);
   assert.ok(at <= expires + NOTICE_MS + 500, `the old key still worked ${at - expires} ms after`);
   const refused = await as(server, old, ["--server-status"]);
