@@ -183,17 +183,19 @@ async function serve(loaded: LoadedOpts, debug: boolean): Promise<number> {
   // Before the log file is opened: its directory is one of those checked.
   await prepareServerPaths(config);
   const logger = await startLogging(loaded, debug);
-  const key = await sharedKeyMaterial(loaded);
+  const key = await serverSharedKey(loaded);
   const server = await listen(config, key, logger);
   if (!server) return ExitCode.CONNECTION;
   // Handle signals before announcing "listening": whoever waits for that line may
   // send SIGTERM at once, and it must get the graceful shutdown, not the default exit.
   const stopped = stopSignal(logger);
   logger.info(
-    `${PROGRAM} ${VERSION} listening on ${server.addr.hostname}:${server.addr.port} (key id ${key.id}, MAX_CONCURRENT_JOBS ${config.MAX_CONCURRENT_JOBS}, RECON_SCRIPT ${config.RECON_SCRIPT})`,
+    `${PROGRAM} ${VERSION} listening on ${server.addr.hostname}:${server.addr.port} (${
+      clientsText(key, server.clients.clientCount)
+    }, MAX_CONCURRENT_JOBS ${config.MAX_CONCURRENT_JOBS}, RECON_SCRIPT ${config.RECON_SCRIPT})`,
   );
   if (config.TRUSTEDIPS.length === 0) {
-    logger.info("TRUSTEDIPS is empty: any address that holds SHARED_KEY may connect");
+    logger.info("TRUSTEDIPS is empty: any address that holds a client key may connect");
   }
   const sweeper = startLogSweeper({
     dir: config.RECON_FILEPATH,
@@ -230,16 +232,43 @@ async function startLogging(loaded: LoadedOpts, debug: boolean): Promise<Logger>
   return logger;
 }
 
+type SharedKey = { raw: Uint8Array<ArrayBuffer>; id: string };
+
+/**
+ * SHARED_KEY of the server's recon.opts: the client `default`. It may be left out once
+ * CLIENT_KEYS_FILE holds the clients; without either, the error is the one a site that
+ * never added a client has always seen (set SHARED_KEY).
+ */
+async function serverSharedKey(loaded: LoadedOpts): Promise<SharedKey | undefined> {
+  const { config } = loaded;
+  if (config.SHARED_KEY === "" && config.CLIENT_KEYS_FILE !== "") {
+    try {
+      await Deno.stat(config.CLIENT_KEYS_FILE);
+      return undefined; // The registry says so if the file holds no client either.
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+  }
+  return await sharedKeyMaterial(loaded);
+}
+
+/** "key id X" with SHARED_KEY alone, else how many clients and SHARED_KEY's id. */
+function clientsText(key: SharedKey | undefined, clients: number): string {
+  if (key && clients === 1) return `key id ${key.id}`;
+  const shared = key ? `, SHARED_KEY as client default (key id ${key.id})` : "";
+  return `${clients} client${clients === 1 ? "" : "s"}${shared}`;
+}
+
 /** Start listening; a listen failure is logged and gives undefined (exit 3). */
 async function listen(
   config: ReconConfig,
-  key: { raw: Uint8Array<ArrayBuffer>; id: string },
+  key: SharedKey | undefined,
   logger: Logger,
 ): Promise<ReconServer | undefined> {
   try {
     return await ReconServer.start({
       config,
-      keys: new Map([[key.id, key.raw]]),
+      sharedKey: key,
       log: logger,
     });
   } catch (error) {

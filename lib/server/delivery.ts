@@ -30,6 +30,7 @@ import {
 } from "../wire/protocol.ts";
 import { sendFileFrom } from "../wire/transfer.ts";
 import type { JobRecord, OutputRecord } from "./job_store.ts";
+import { peerAddress } from "./audit_jobs.ts";
 import { removeQuietly, type SessionContext } from "./session_context.ts";
 
 /** What {@link deliveryProblem} looks at of each result. */
@@ -177,6 +178,7 @@ export async function deliverResults(
     await expectFromClient("results_received");
     store.markDelivered(job.id);
     log.info(`${peer}: job ${job.id}: delivered ${outputs.length} result file(s)`);
+    auditDelivery(job, outputs, context);
   } catch (error) {
     log.warn(
       `job ${job.id}: delivery failed (${errorMessage(error)}); results kept in ${job.outputDir}`,
@@ -223,4 +225,27 @@ async function removeDelivered(job: JobRecord, context: SessionContext): Promise
     return;
   }
   if (await removeQuietly(job.outputDir, log)) store.setResultsRemoved(job.id);
+}
+
+/**
+ * The audit line of a confirmed delivery: `job_delivered` to the session that submitted
+ * the job, `job_fetched` to a later one (`recon-client fetch`, `wait`, the watch mode).
+ * Who received the results is known only here.
+ */
+function auditDelivery(
+  job: JobRecord,
+  outputs: readonly OutputRecord[],
+  context: SessionContext,
+): void {
+  const event = job.peer === context.peer ? "job_delivered" : "job_fetched";
+  context.audit.record(event, {
+    job: job.id,
+    client: job.client,
+    to: context.client.name,
+    address: peerAddress(context.peer),
+    files: outputs.length,
+    bytes: outputs.reduce((sum, output) => sum + output.size, 0),
+  }).catch((error) =>
+    context.log.error(`audit log: cannot record ${event} of job ${job.id}: ${errorMessage(error)}`)
+  );
 }

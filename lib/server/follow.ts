@@ -18,8 +18,8 @@ import { type ClientMessage, parseClientMessage } from "../wire/protocol.ts";
 import { type JobRecord, toJobInfo } from "./job_store.ts";
 import type { JobEvent, Subscription } from "./job_events.ts";
 import { deliverResults, deliveryProblem } from "./delivery.ts";
-import { Refusal, unknownJob, utc } from "./refusal.ts";
-import { keptResultsHint, type SessionContext } from "./session_context.ts";
+import { Refusal, utc } from "./refusal.ts";
+import { findJob, keptResultsHint, type SessionContext } from "./session_context.ts";
 
 /** A session following a job (see {@link followJob}). */
 interface Following {
@@ -55,8 +55,7 @@ export async function followJobById(
   deliver: boolean,
   context: SessionContext,
 ): Promise<AfterJob> {
-  const found = context.store.get(id);
-  if (!found) throw unknownJob(id);
+  const found = findJob(context, id);
   const record = context.sweeper.settle(found);
   if (record.state === "receiving") {
     throw new Refusal(`job ${id} is still being uploaded; its client resumes it`);

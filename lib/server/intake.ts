@@ -30,9 +30,9 @@ import type { JobRecord } from "./job_store.ts";
 import { checkScript } from "./worker.ts";
 import { heldBytes } from "./job_files.ts";
 import { failUpload, type Intake, pullInputs } from "./upload.ts";
-import { Refusal, unknownJob, utc } from "./refusal.ts";
+import { Refusal, utc } from "./refusal.ts";
 import { UPLOAD_WINDOW_OVER } from "./sweeper.ts";
-import type { SessionContext } from "./session_context.ts";
+import { checkPriority, findJob, type SessionContext } from "./session_context.ts";
 
 export { Refusal } from "./refusal.ts";
 export type { Intake } from "./upload.ts";
@@ -158,11 +158,12 @@ export async function receiveJob(
   await Deno.mkdir(context.reconFilePath, { recursive: true });
   const id = crypto.randomUUID();
   const priority: Priority = ("priority" in message ? message.priority : undefined) ?? "normal";
+  checkPriority(priority, context);
   const record = await admit(context, total, () =>
     context.store.createReceiving({
       id,
       priority,
-      client: channel.keyId,
+      client: context.client.name,
       peer: context.peer,
       keyId: channel.keyId,
       options,
@@ -198,8 +199,7 @@ export async function resumeUpload(
   id: string,
   context: SessionContext,
 ): Promise<Intake> {
-  const found = context.store.get(id);
-  if (!found) throw unknownJob(id);
+  const found = findJob(context, id);
   const record = context.sweeper.settle(found);
   if (record.state !== "receiving") {
     if (record.state === "failed" && record.reason?.startsWith(UPLOAD_WINDOW_OVER)) {

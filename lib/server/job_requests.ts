@@ -10,8 +10,8 @@
 import { FINAL_STATES, type JobInfo, type JobState } from "../wire/protocol.ts";
 import type { JobRecord } from "./job_store.ts";
 import { jobInfo } from "./follow.ts";
-import { Refusal, unknownJob } from "./refusal.ts";
-import type { SessionContext } from "./session_context.ts";
+import { Refusal } from "./refusal.ts";
+import { findJob, type SessionContext } from "./session_context.ts";
 
 /** Most jobs in one `job_list` (and the default). */
 export const MAX_LIST_LIMIT = 500;
@@ -32,18 +32,25 @@ function decodeCursor(cursor: string): number {
 }
 
 /**
- * `list_jobs`: at most `limit` jobs (1–500, default 500) in submission order after
- * `cursor`, in `state` when given; `cursor` in the answer when more follow. Jobs past
+ * `list_jobs`: at most `limit` jobs (1–500, default 500) of the session's client (every
+ * client's with `all_clients`, admin only) in submission order after `cursor`, in
+ * `state` when given; `cursor` in the answer when more follow. Jobs past
  * their retention are settled first (lib/server/sweeper.ts).
  */
 export function listJobs(
-  request: { state?: JobState; cursor?: string; limit?: number },
+  request: { state?: JobState; cursor?: string; limit?: number; all_clients?: boolean },
   context: SessionContext,
 ): { jobs: JobInfo[]; cursor?: string } {
+  if (request.all_clients && !context.client.admin) {
+    throw new Refusal(
+      `listing every client's jobs needs an admin client; ${context.client.name} is not one`,
+    );
+  }
+  const client = request.all_clients ? undefined : context.client.name;
   const limit = Math.min(Math.max(request.limit ?? MAX_LIST_LIMIT, 1), MAX_LIST_LIMIT);
   const afterSeq = request.cursor === undefined ? undefined : decodeCursor(request.cursor);
   const { store, sweeper } = context;
-  const page = store.list({ state: request.state, afterSeq, limit: limit + 1 });
+  const page = store.list({ state: request.state, afterSeq, limit: limit + 1, client });
   const more = page.length > limit;
   const records = page.slice(0, limit).map((record) => sweeper.settle(record));
   const positions = new Map(store.queued().map((job, index) => [job.id, index + 1]));
@@ -63,8 +70,7 @@ export async function cancelJobById(
   reason: string | undefined,
   context: SessionContext,
 ): Promise<JobRecord> {
-  const found = context.store.get(id);
-  if (!found) throw unknownJob(id);
+  const found = findJob(context, id);
   context.sweeper.settle(found);
   context.log.info(`${context.peer}: job ${id}: cancel asked by ${context.by}`);
   return await context.scheduler.cancel(id, reason ?? "the job was cancelled", context.by);
@@ -80,8 +86,7 @@ export async function readJobLog(
   offset: number,
   context: SessionContext,
 ): Promise<{ job_id: string; offset: number; next_offset: number; text: string; final?: boolean }> {
-  const record = context.store.get(id);
-  if (!record) throw unknownJob(id);
+  const record = findJob(context, id);
   const final = FINAL_STATES.includes(record.state) || record.state === "expired";
   let file: Deno.FsFile;
   try {

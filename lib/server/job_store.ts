@@ -283,6 +283,7 @@ export function toJobInfo(job: JobRecord, queuePosition?: number, percent?: numb
     inputs_expire_at: iso(job.inputsExpireAt),
     rerun_of: job.rerunOf,
     percent,
+    client: job.client,
   });
 }
 
@@ -758,20 +759,29 @@ export class JobStore {
     return this.#rows("SELECT * FROM jobs WHERE state = ? ORDER BY seq", state);
   }
 
-  /** A page of jobs in submission order: at most `limit`, after `afterSeq`, in `state`. */
-  list(q: { state?: JobState; afterSeq?: number; limit: number }): JobRecord[] {
+  /**
+   * A page of jobs in submission order: at most `limit`, after `afterSeq`, in `state`,
+   * of `client` (each when given).
+   */
+  list(q: { state?: JobState; afterSeq?: number; limit: number; client?: string }): JobRecord[] {
     if (!Number.isSafeInteger(q.limit) || q.limit < 1) {
       throw new TypeError(`limit must be a positive whole number, got ${q.limit}`);
     }
-    const after = q.afterSeq ?? 0;
-    return q.state === undefined
-      ? this.#rows("SELECT * FROM jobs WHERE seq > ? ORDER BY seq LIMIT ?", after, q.limit)
-      : this.#rows(
-        "SELECT * FROM jobs WHERE state = ? AND seq > ? ORDER BY seq LIMIT ?",
-        q.state,
-        after,
-        q.limit,
-      );
+    const where = ["seq > ?"];
+    const params: SQLInputValue[] = [q.afterSeq ?? 0];
+    if (q.state !== undefined) {
+      where.push("state = ?");
+      params.push(q.state);
+    }
+    if (q.client !== undefined) {
+      where.push("client = ?");
+      params.push(q.client);
+    }
+    return this.#rows(
+      `SELECT * FROM jobs WHERE ${where.join(" AND ")} ORDER BY seq LIMIT ?`,
+      ...params,
+      q.limit,
+    );
   }
 
   /** The jobs whose retention ran out at `now`, for the sweeper. */

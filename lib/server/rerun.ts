@@ -19,8 +19,8 @@ import {
 import type { JobRecord } from "./job_store.ts";
 import type { Intake } from "./intake.ts";
 import { checkScript } from "./worker.ts";
-import { Refusal, unknownJob, utc } from "./refusal.ts";
-import type { SessionContext } from "./session_context.ts";
+import { Refusal, utc } from "./refusal.ts";
+import { checkPriority, findJob, type SessionContext } from "./session_context.ts";
 
 /** Re-run the failed job `message.job_id` as a new job; sends `job_queued` for it. */
 export async function rerunJob(
@@ -29,8 +29,7 @@ export async function rerunJob(
   context: SessionContext,
 ): Promise<Intake> {
   const { store, log, peer } = context;
-  const old = store.get(message.job_id);
-  if (!old) throw unknownJob(message.job_id);
+  const old = findJob(context, message.job_id);
   if (old.state !== "failed") {
     throw new Refusal(`job ${old.id} ${stateWords(old.state)}; only a failed job can be re-run`);
   }
@@ -66,8 +65,8 @@ export async function rerunJob(
   const record = store.createReceiving({
     id,
     // The failed job's priority and options, unless the re-run names others.
-    priority: message.priority ?? old.priority,
-    client: channel.keyId,
+    priority: checkPriority(message.priority ?? old.priority, context),
+    client: context.client.name,
     peer,
     keyId: channel.keyId,
     options,

@@ -26,6 +26,11 @@ import {
   type Zone,
 } from "./access.ts";
 import { JobStore } from "./job_store.ts";
+import { AuditLog } from "./audit_log.ts";
+import { auditLogPath } from "./audit_read.ts";
+import { auditJobChanges } from "./audit_jobs.ts";
+import { type ClientEvent, type ClientIdentity, ClientRegistry } from "./client_registry.ts";
+import { VERSION } from "../version.ts";
 import { JobLeases } from "./job_leases.ts";
 import { recoverAfterCrash } from "./recovery.ts";
 import { Scheduler } from "./scheduler.ts";
@@ -36,8 +41,11 @@ import { checkScript, localExecutor } from "./worker.ts";
 /** Inputs of {@link ReconServer.start}. */
 export interface ServerOptions {
   config: ReconConfig;
-  /** Accepted SHARED_KEYs: key id → raw bytes. */
-  keys: ReadonlyMap<string, Uint8Array<ArrayBuffer>>;
+  /**
+   * SHARED_KEY of recon.opts, when set: the client `default`. The other clients come
+   * from CLIENT_KEYS_FILE (lib/server/client_registry.ts).
+   */
+  sharedKey?: { raw: Uint8Array<ArrayBuffer>; id: string };
   log: Logger;
   /** SIGTERM → SIGKILL grace for scripts (ms). */
   killGraceMs?: number;
@@ -56,23 +64,12 @@ export function stateDirOf(config: ReconConfig): string {
 
 interface Tracked {
   channel?: Channel;
+  /** The client the session authenticated as, and from where. */
+  client?: ClientIdentity;
+  address?: string;
   busy?: boolean;
   conn: Deno.Conn;
   done: Promise<void>;
-}
-
-/**
- * The accepted keys, remembering which key id the handshake looked up successfully:
- * after such a hit the handshake derives session keys (X25519, HKDF), the one costly
- * step before the client is authenticated (lib/wire/handshake.ts serverHandshake).
- */
-class WatchedKeys extends Map<string, Uint8Array<ArrayBuffer>> {
-  named?: string;
-  override get(id: string): Uint8Array<ArrayBuffer> | undefined {
-    const key = super.get(id);
-    if (key) this.named = id;
-    return key;
-  }
 }
 
 /** A running server. */
@@ -82,6 +79,8 @@ export class ReconServer {
   readonly scheduler: Scheduler;
   readonly sweeper: Sweeper;
   readonly leases: JobLeases;
+  readonly audit: AuditLog;
+  readonly clients: ClientRegistry;
   #listener: Deno.Listener;
   #options: ServerOptions;
   #trusted: TrustedAddresses;
@@ -94,18 +93,28 @@ export class ReconServer {
   /** Refusals and failed handshakes: one line per address a minute, 100 a minute overall. */
   #throttle = new LogThrottle({ windowMs: 60_000, maxLines: 100 });
   #stopping = new AbortController();
+  #stopAuditingJobs: () => void;
 
   private constructor(
     listener: Deno.Listener,
     options: ServerOptions,
-    store: JobStore,
-    leases: JobLeases,
+    parts: {
+      store: JobStore;
+      leases: JobLeases;
+      audit: AuditLog;
+      clients: ClientRegistry;
+      stopAuditingJobs: () => void;
+    },
   ) {
     const { config, log } = options;
+    const { store, leases } = parts;
     this.#listener = listener;
     this.#options = options;
     this.store = store;
     this.leases = leases;
+    this.audit = parts.audit;
+    this.clients = parts.clients;
+    this.#stopAuditingJobs = parts.stopAuditingJobs;
     this.addr = listener.addr as Deno.NetAddr;
     this.#trusted = new TrustedAddresses(config.TRUSTEDIPS);
     this.#admission = new AdmissionControl({
@@ -168,7 +177,39 @@ export class ReconServer {
     // First: a store that is damaged, newer or in use stops the start before any
     // directory is touched (lib/server/store_file.ts says which file and why).
     const store = JobStore.open(stateDirOf(config), { now: options.now });
+    let audit: AuditLog | undefined;
+    let clients: ClientRegistry | undefined;
+    let stopAuditingJobs = () => {};
     try {
+      audit = await AuditLog.open({
+        path: auditLogPath(config, stateDirOf(config)),
+        rotateBytes: config.AUDIT_ROTATE_BYTES,
+        head: store,
+        log,
+        now: options.now,
+      });
+      // From here on every job change is audited, those of the recovery below included.
+      stopAuditingJobs = auditJobChanges(store, audit, log);
+      const auditLog = audit;
+      // The sessions to close on a change exist once the server does.
+      const started: { server?: ReconServer } = {};
+      clients = await ClientRegistry.open({
+        sharedKey: options.sharedKey,
+        file: config.CLIENT_KEYS_FILE,
+        log,
+        known: store.clients.snapshot(),
+        now: options.now,
+        onChange: (events, current) => {
+          store.clients.setSnapshot(current);
+          for (const event of events) {
+            log.info(`clients: ${describeClientEvent(event)}`);
+            auditLog.record(event.event, event.fields).catch((error) =>
+              log.error(`audit log: cannot record ${event.event}: ${errorMessage(error)}`)
+            );
+          }
+          started.server?.closeRefusedSessions();
+        },
+      });
       for (
         const [option, dir] of [
           ["RECON_FILEPATH", config.RECON_FILEPATH],
@@ -216,10 +257,44 @@ export class ReconServer {
         log.error(`${scriptProblem}: every job will be refused until it is fixed`);
       }
       const listener = Deno.listen({ hostname: config.SERVER_HOST, port: config.SERVER_PORT });
-      return new ReconServer(listener, options, store, leases);
+      const server = new ReconServer(listener, options, {
+        store,
+        leases,
+        audit,
+        clients,
+        stopAuditingJobs,
+      });
+      started.server = server;
+      await audit.record("server_started", {
+        version: VERSION,
+        host: hostName(),
+        pid: Deno.pid,
+        address: `${server.addr.hostname}:${server.addr.port}`,
+        clients: clients.clientCount,
+      });
+      return server;
     } catch (error) {
+      clients?.close();
+      stopAuditingJobs();
+      await audit?.close().catch(() => {});
       store.close();
       throw error;
+    }
+  }
+
+  /**
+   * Close the sessions whose key is no longer accepted from their address (revoked,
+   * retired after a rotation, or a `from=` that no longer lists it); their jobs stay.
+   */
+  closeRefusedSessions(): void {
+    for (const tracked of this.#connections) {
+      const { channel, client, address } = tracked;
+      if (!channel || !client || address === undefined) continue;
+      if (this.clients.identify(client.keyId, address)) continue;
+      this.#options.log.warn(
+        `${address}: closing the session of client ${client.name}: its key ${client.keyId} is no longer accepted`,
+      );
+      channel.close("this client's key was revoked").catch(() => {});
     }
   }
 
@@ -304,12 +379,14 @@ export class ReconServer {
         remote.hostname,
         `${peer}: refused: ${remote.hostname} is not in TRUSTEDIPS`,
       );
+      this.audit.refused(remote.hostname, "not in TRUSTEDIPS");
       conn.close();
       return;
     }
     const refusal = this.#shuttingDown ? "busy" : this.#admission.admit(remote.hostname);
     if (refusal) {
       this.#logThrottled(remote.hostname, `${peer}: refused: ${refusal}`);
+      this.audit.refused(remote.hostname, refusal);
       await refuseBusy();
       return;
     }
@@ -323,9 +400,10 @@ export class ReconServer {
       await refuseBusy();
       return;
     }
-    // The handshake looks the client's key id up in `keys`; a hit means it goes on to
-    // derive session keys (X25519, HKDF), the only costly step before authentication.
-    const keys = new WatchedKeys(this.#options.keys);
+    // The handshake looks the client's key id up in `keys`, which holds only the keys
+    // accepted from this address now; a hit means it goes on to derive session keys
+    // (X25519, HKDF), the only costly step before authentication.
+    const keys = this.clients.keysFor(remote.hostname);
     let channel: Channel;
     try {
       channel = await SecureChannel.accept(conn, {
@@ -344,15 +422,21 @@ export class ReconServer {
           !error.message.includes(error.keyId)
         ? ` key id ${error.keyId}`
         : "";
-      const why = error instanceof TimeoutError || error instanceof HandshakeError
-        ? error.message
-        : `bad frame: ${errorMessage(error)}`;
+      const why = keys.refusal ??
+        (error instanceof TimeoutError || error instanceof HandshakeError
+          ? error.message
+          : `bad frame: ${errorMessage(error)}`);
       this.#logThrottled(remote.hostname, `${peer}: handshake failed at ${stage}:${keyId} ${why}`);
+      this.audit.handshakeFailed(
+        remote.hostname,
+        `${stage}: ${why}`,
+        error instanceof HandshakeRefused ? error.keyId : undefined,
+      );
       // Only a handshake that made us derive keys counts: a wrong key (an unknown key id),
       // a port scanner or garbage cost nothing, and never slow anyone down.
       if (keys.named !== undefined && this.#admission.recordKeyFailure(remote.hostname)) {
         log.warn(
-          `${remote.hostname}: ${config.LOCKOUT_FAILURES} handshakes named our key id ${keys.named} but failed; slowing its handshakes to one per ${SLOW_HANDSHAKE_INTERVAL_MS} ms for ${config.LOCKOUT_SECONDS} s (a client that holds SHARED_KEY is still served)`,
+          `${remote.hostname}: ${config.LOCKOUT_FAILURES} handshakes named our key id ${keys.named} but failed; slowing its handshakes to one per ${SLOW_HANDSHAKE_INTERVAL_MS} ms for ${config.LOCKOUT_SECONDS} s (a client that holds its key is still served)`,
         );
       }
       try {
@@ -361,8 +445,27 @@ export class ReconServer {
       return;
     }
     this.#admission.release(remote.hostname);
+    // Revoked between its key lookup and now: not served.
+    const client = this.clients.identify(channel.keyId, remote.hostname);
+    if (!client) {
+      this.audit.handshakeFailed(
+        remote.hostname,
+        "key revoked during the handshake",
+        channel.keyId,
+      );
+      await channel.close("this client's key was revoked");
+      return;
+    }
     tracked.channel = channel;
-    log.debug(`${peer}: session started (key id ${channel.keyId})`);
+    tracked.client = client;
+    tracked.address = remote.hostname;
+    this.store.clientSeen(client.name, client.keyId, remote.hostname);
+    this.audit.record("handshake_ok", {
+      client: client.name,
+      key_id: client.keyId,
+      address: remote.hostname,
+    }).catch((error) => log.error(`audit log: cannot record handshake_ok: ${errorMessage(error)}`));
+    log.debug(`${peer}: session started (client ${client.name}, key id ${channel.keyId})`);
     try {
       await serveSession(channel, {
         store: this.store,
@@ -377,7 +480,9 @@ export class ReconServer {
         startedAt: this.#startedAt,
         log,
         peer,
-        by: `${peer} (key id ${channel.keyId})`,
+        by: `client ${client.name} at ${peer}`,
+        client,
+        audit: this.audit,
         shuttingDown: () => this.#shuttingDown,
         diskFree: this.#options.diskFree ?? diskFree,
         now: this.#options.now ?? Date.now,
@@ -460,6 +565,30 @@ export class ReconServer {
     }
     await sessions;
     await this.sweeper.stop();
+    this.clients.close();
+    await this.audit.record("server_stopped", { reason }).catch((error) =>
+      log.error(`audit log: cannot record server_stopped: ${errorMessage(error)}`)
+    );
+    this.#stopAuditingJobs();
+    await this.audit.close().catch((error) =>
+      log.error(`audit log: cannot close it: ${errorMessage(error)}`)
+    );
     this.store.close();
+  }
+}
+
+/** One line for the server log about a change of the client keys. */
+function describeClientEvent({ event, fields }: ClientEvent): string {
+  const what = event.replace(/^client_/, "").replace(/_/g, " ");
+  const keys = fields.key_id ?? (fields.key_ids as string[] | undefined)?.join(", ");
+  return `${fields.client}: ${what}${keys ? ` (key id ${keys})` : ""}`;
+}
+
+/** This host's name for the audit log, or "unknown" without --allow-sys. */
+function hostName(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return "unknown";
   }
 }

@@ -23,7 +23,7 @@ import { type AfterJob, followJob, followJobById, jobInfo } from "./follow.ts";
 import { cancelJobById, listJobs, readJobLog } from "./job_requests.ts";
 import { rerunJob } from "./rerun.ts";
 import { Refusal } from "./refusal.ts";
-import type { SessionContext } from "./session_context.ts";
+import { mayActOn, type SessionContext } from "./session_context.ts";
 
 export type { SessionContext } from "./session_context.ts";
 
@@ -161,6 +161,8 @@ async function serverStatus(
     jobs_failed: scheduler.counts.failed,
   };
   if (version < 3) return status;
+  status.client = context.client.name;
+  status.admin = context.client.admin;
   const kept = store.keptBytes();
   // A receiving job's verified bytes are on disk too; the store counts only whole inputs.
   let partial = 0;
@@ -182,18 +184,22 @@ async function serverStatus(
 /**
  * `queue_details_response`: running jobs first, then queued ones in queue order.
  * Versions 1 and 2 see the words they always saw (`processing`, `queued`); version 3
- * the job's state, priority and queue position.
+ * the job's state, priority, queue position and client. Another client's job shows
+ * no file name and no input directory (they may carry patient data), unless this
+ * session's client is an admin.
  */
 function queueDetails(version: number, context: SessionContext): JobSummary[] {
   const v3 = version >= 3;
   const summary = (record: JobRecord, percent?: number, position?: number): JobSummary => {
+    const named = mayActOn(context, record);
     const job: JobSummary = {
       job_id: record.id,
       status: record.state === "running" ? (v3 ? "running" : "processing") : record.state,
-      primary_file: record.primaryFile,
+      primary_file: named ? record.primaryFile : "",
       file_count: record.fileCount,
       submitted_at: new Date(record.submittedAt).toISOString(),
-      input_dir: path.basename(record.inputDir),
+      input_dir: named ? path.basename(record.inputDir) : "",
+      client: record.client,
     };
     if (record.startedAt !== undefined) job.started_at = new Date(record.startedAt).toISOString();
     if (percent !== undefined) job.percent = percent;

@@ -8,6 +8,11 @@
  * @module
  */
 import type { Logger } from "../log.ts";
+import type { AuditSink } from "./audit_jobs.ts";
+import type { ClientIdentity } from "./client_registry.ts";
+import type { JobRecord } from "./job_store.ts";
+import type { Priority } from "../wire/protocol.ts";
+import { Refusal, unknownJob } from "./refusal.ts";
 import type { JobStore } from "./job_store.ts";
 import type { JobLeases } from "./job_leases.ts";
 import type { Scheduler } from "./scheduler.ts";
@@ -31,8 +36,12 @@ export interface SessionContext {
   log: Logger;
   /** Session label for logs, e.g. `127.0.0.1:51234`. */
   peer: string;
-  /** Who this session is, as a cancelled job records it: peer and key id. */
+  /** Who this session is, as a cancelled job records it: `client NAME at HOST:PORT`. */
   by: string;
+  /** The client this session authenticated as (lib/server/client_registry.ts). */
+  client: ClientIdentity;
+  /** The audit log: sessions record what only they know (who received results). */
+  audit: AuditSink;
   /** Set when the server is shutting down. */
   shuttingDown: () => boolean;
   /** RECON_SCRIPT: checked before an upload starts, so a missing script costs no upload. */
@@ -43,6 +52,39 @@ export interface SessionContext {
   now: () => number;
   /** Told when the session starts and stops being in the middle of a job. */
   setBusy?: (busy: boolean) => void;
+}
+
+/**
+ * Whether the session's client may see and act on `job`: its own, or any job for an
+ * admin client (docs/PROTOCOL.md §6.10).
+ */
+export function mayActOn(context: SessionContext, job: JobRecord): boolean {
+  return context.client.admin || job.client === context.client.name;
+}
+
+/**
+ * Job `id` as the store holds it, if this session's client may act on it; another
+ * client's job is `not_found` exactly like a job that does not exist, so that a client
+ * learns nothing of others' jobs.
+ */
+export function findJob(context: SessionContext, id: string): JobRecord {
+  const job = context.store.get(id);
+  if (!job || !mayActOn(context, job)) throw unknownJob(id);
+  return job;
+}
+
+/**
+ * `priority`, if the session's client may use it: `high` needs the client file's
+ * `high-priority` flag (SHARED_KEY's client `default` has it).
+ */
+export function checkPriority(priority: Priority, context: SessionContext): Priority {
+  if (priority === "high" && !context.client.highPriority) {
+    throw new Refusal(
+      `client ${context.client.name} may not use priority high (its line in the server's ` +
+        "client file has no high-priority flag); submit with normal or low",
+    );
+  }
+  return priority;
 }
 
 /** Where a job's results stay on the server, as a client is told (RECON_DICOM_DIR relative). */

@@ -375,7 +375,7 @@ async function startServer(overrides: Partial<ReconConfig> = {}) {
   };
   const server = await ReconServer.start({
     config,
-    keys: new Map([[key.id, key.raw]]),
+    sharedKey: key,
     log: logged.log,
   });
   const port = server.addr.port;

@@ -219,12 +219,20 @@ Deno.test("after a server stopped without a shutdown, a running job runs again; 
     const [again, exhausted] = await killedWhileRunning(dir, [1, 2]);
     const { key, config } = await siteConfig(dir);
     const { lines, log } = memoryLog();
-    const server = await ReconServer.start({ config, keys: new Map([[key.id, key.raw]]), log });
+    const server = await ReconServer.start({ config, sharedKey: key, log });
     try {
       await waitFor("the job to run again", () => server.store.get(again)?.state === "succeeded");
       assert.equal(server.store.get(again)!.attempts, 2);
-      const outputs = await listDir(server.store.get(again)!.outputDir);
-      assert.deepEqual(outputs, ["result.dcm"], "the partial output of the first run is gone");
+      const { outputDir } = server.store.get(again)!;
+      assert.deepEqual(
+        await listDir(outputDir),
+        ["provenance.json", "result.dcm"],
+        "the partial output of the first run is gone",
+      );
+      const provenance = JSON.parse(
+        await Deno.readTextFile(path.join(outputDir, "provenance.json")),
+      );
+      assert.equal(provenance.attempts, 2, "the provenance counts the run the server lost");
       const failed = server.store.get(exhausted)!;
       assert.equal(failed.state, "failed");
       assert.equal(failed.reason, "the server stopped while it was running");
@@ -265,7 +273,7 @@ Deno.test("a job store that cannot be opened stops the start, naming the file, b
     const pidFile = path.join(config.RECON_FILEPATH, `job_${id}.pid`);
     await Deno.writeTextFile(pidFile, "1\n");
     const { lines, log } = memoryLog();
-    const error = await ReconServer.start({ config, keys: new Map([[key.id, key.raw]]), log })
+    const error = await ReconServer.start({ config, sharedKey: key, log })
       .then((server) => server.shutdown().then(() => undefined), (e) => e);
     assert.ok(error instanceof StoreError, String(error));
     assert.ok(error.message.includes(file), error.message);

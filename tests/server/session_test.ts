@@ -74,7 +74,7 @@ async function startServer(
   const { lines, log } = memoryLog();
   const server = await ReconServer.start({
     config,
-    keys: new Map([[key.id, key.raw]]),
+    sharedKey: key,
     log,
     diskFree: options.diskFree,
   });

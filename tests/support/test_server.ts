@@ -90,7 +90,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const start = (port: number) =>
     ReconServer.start({
       config: { ...config, SERVER_PORT: port },
-      keys: new Map([[key.id, key.raw]]),
+      sharedKey: key,
       log,
       diskFree: options.diskFree,
       now: options.clock?.now,
