@@ -273,11 +273,21 @@ Deno.test("--view-queue shows another client's queued and running jobs without t
   const after = parseJobs(await as(server, mr1, ["jobs", "--json"]));
   assert.deepEqual(after.map((job) => job.state), ["cancelled", "cancelled"]);
   for (const job of after) {
-    assert.match(job.cancelled_by ?? "", /^ops\b/, "the owner sees which client cancelled");
+    assert.match(
+      job.cancelled_by ?? "",
+      /^client ops at 127\.0\.0\.1:\d+$/,
+      "the owner sees which client cancelled",
+    );
     assert.equal(job.reason, "wrong patient");
   }
   const waited = await as(server, mr1, ["wait", queued]);
-  assert.match(waited.stdout, new RegExp(`^${queued} cancelled.*wrong patient.*by ops`, "m"));
+  assert.match(
+    waited.stdout,
+    new RegExp(
+      `^${queued} cancelled.*wrong patient.*by client ops at 127\\.0\\.0\\.1:\\d+\\)`,
+      "m",
+    ),
+  );
 });
 
 Deno.test("a revoked client is refused within a second without a restart; its idle session, its wait and its upload are closed; its running job stays; the other client keeps working", async () => {
