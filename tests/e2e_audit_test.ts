@@ -215,7 +215,7 @@ Deno.test("every event of a job's life and of a client's key has its audit line;
     (e) => e.event === "job_cancelled" && e.job === held,
   );
   assert.equal(cancelled.client, "mr1");
-  assert.match(String(cancelled.by), /^client ops at 127\.0\.0\.1:\d+$/, "by which client");
+  assert.match(String(cancelled.by), /^ops at 127\.0\.0\.1:\d+$/, "by which client");
   assert.equal(cancelled.reason, "wrong patient");
 
   // A burst of connections under a key nobody has: counted, not one line each.

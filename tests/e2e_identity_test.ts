@@ -275,7 +275,7 @@ Deno.test("--view-queue shows another client's queued and running jobs without t
   for (const job of after) {
     assert.match(
       job.cancelled_by ?? "",
-      /^client ops at 127\.0\.0\.1:\d+$/,
+      /^ops at 127\.0\.0\.1:\d+$/,
       "the owner sees which client cancelled",
     );
     assert.equal(job.reason, "wrong patient");
@@ -284,7 +284,7 @@ Deno.test("--view-queue shows another client's queued and running jobs without t
   assert.match(
     waited.stdout,
     new RegExp(
-      `^${queued} cancelled.*wrong patient.*by client ops at 127\\.0\\.0\\.1:\\d+\\)`,
+      `^${queued} cancelled.*wrong patient.*by ops at 127\\.0\\.0\\.1:\\d+\\)`,
       "m",
     ),
   );

@@ -8,7 +8,8 @@
  * and group, and renamed over the old one: a running server (which re-reads the file
  * when it changes) sees the old file or the new one, never half of one, and a root
  * edit leaves the file readable by the server's user only, as it was. A new file gets
- * mode 0600 and the owner and group of recon.opts. Another edit may have renamed a new
+ * the owner and group of recon.opts and its mode without any bit for others or
+ * execution (0640 for a `0640 root:recon` recon.opts, 0600 for a 0600 one). Another edit may have renamed a new
  * file into place while this one waited for the lock: the lock is then taken again on
  * the file now at the path. A malformed file is refused, not repaired: it is fixed by
  * hand first. Every edit drops the retiring keys whose expires= has passed.
@@ -39,6 +40,12 @@ export const MAX_CLIENT_FILE_BYTES = 4 * 1024 * 1024;
 export interface FileOwner {
   uid: number;
   gid: number;
+  /**
+   * Mode of a new file; default 0600. recon.opts' mode masked with 0640, so that a
+   * server that reads a `0640 root:recon` recon.opts through its group reads the
+   * client file the same way (and nobody else does).
+   */
+  mode?: number;
 }
 
 /** What every edit takes. */
@@ -306,8 +313,9 @@ async function lockClientFile(
       }
       created = true;
       try {
-        await Deno.chmod(file, 0o600);
         await chownIfNeeded(file, await handle.stat(), create);
+        // After chown, which may clear mode bits.
+        await Deno.chmod(file, (create.mode ?? 0o600) & 0o640);
       } catch (error) {
         await Deno.remove(file).catch(() => {});
         handle.close();

@@ -262,9 +262,9 @@ async function siteOf(loaded: LoadedOpts): Promise<{ file: string; sharedKeyId?:
 }
 
 /** Owner and group of recon.opts, given to a new client file. */
-async function ownerOf(file: string): Promise<{ uid: number; gid: number }> {
+async function ownerOf(file: string): Promise<{ uid: number; gid: number; mode: number }> {
   const stat = await Deno.stat(file);
-  return { uid: stat.uid ?? 0, gid: stat.gid ?? 0 };
+  return { uid: stat.uid ?? 0, gid: stat.gid ?? 0, mode: (stat.mode ?? 0o600) & 0o640 };
 }
 
 /** Seconds in the largest unit that divides them: 604800 → `7d`, 90 → `90s`. */

@@ -480,7 +480,7 @@ export class ReconServer {
         startedAt: this.#startedAt,
         log,
         peer,
-        by: `client ${client.name} at ${peer}`,
+        by: `${client.name} at ${peer}`,
         client,
         audit: this.audit,
         shuttingDown: () => this.#shuttingDown,

@@ -36,7 +36,7 @@ export interface SessionContext {
   log: Logger;
   /** Session label for logs, e.g. `127.0.0.1:51234`. */
   peer: string;
-  /** Who this session is, as a cancelled job records it: `client NAME at HOST:PORT`. */
+  /** Who this session is, as a cancelled job records it: `NAME at HOST:PORT`. */
   by: string;
   /** The client this session authenticated as (lib/server/client_registry.ts). */
   client: ClientIdentity;

@@ -4,8 +4,9 @@
  * retiring line a rotation leaves (until now + KEY_ROTATION_GRACE), the refusals (an
  * existing or reserved name, a malformed client file named by file and line, a
  * symbolic link), concurrent edits that all land, and a file that keeps its mode,
- * owner and group through root's edits (a new one: 0600 and recon.opts's owner). No
- * output but add's and rotate's SHARED_KEY line ever shows a key.
+ * owner and group through root's edits (a new one: recon.opts's owner and group, its
+ * mode masked with 0640). No output but add's and rotate's SHARED_KEY line ever shows a
+ * key.
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
@@ -79,6 +80,22 @@ function showsKey(text: string, keys: readonly string[]): boolean {
     return false;
   });
 }
+
+Deno.test("a new client file of a 0640 root:recon recon.opts is 0640 root:recon too, so the server reads it through its group", async () => {
+  await using s = await site();
+  await Deno.chown(s.optsPath, 0, NOGROUP);
+  await Deno.chmod(s.optsPath, 0o644);
+  await printedKey(await s.clients("add", "mr1"), "mr1");
+  const stat = await Deno.stat(s.file);
+  // Group read like recon.opts; others never, whatever recon.opts grants them.
+  assert.equal(stat.mode! & 0o777, 0o640);
+  assert.equal(stat.uid, 0);
+  assert.equal(stat.gid, NOGROUP);
+  // An edit keeps what it found.
+  await printedKey(await s.clients("rotate", "mr1"), "mr1");
+  assert.equal((await Deno.stat(s.file)).mode! & 0o777, 0o640);
+  assert.equal((await Deno.stat(s.file)).gid, NOGROUP);
+});
 
 Deno.test("clients add prints the client's recon.opts lines and writes a 0600 file owned like recon.opts", async () => {
   await using s = await site();

@@ -102,7 +102,7 @@ Deno.test("cancel_job at top level cancels a queued job: its input goes, the rea
   assert.equal(job.reason, "wrong protocol");
   assert.match(
     job.cancelled_by as string,
-    /^client default at 127\.0\.0\.1:\d+$/,
+    /^default at 127\.0\.0\.1:\d+$/,
   );
   assert.equal(await listDir(s.inputDir(queued)).then((names) => names.length), 0);
   assert.deepEqual(
