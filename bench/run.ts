@@ -28,6 +28,7 @@ import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import { connectToServer } from "../lib/client/connect.ts";
 import { getServerStatus } from "../lib/client/query.ts";
+import { PROVENANCE_FILE } from "../lib/server/provenance.ts";
 import { decodeKey, generateKey, keyId } from "../lib/crypto/keys.ts";
 import type { Channel } from "../lib/wire/channel.ts";
 import { type JobInfo, parseServerMessage, type ServerMessage } from "../lib/wire/protocol.ts";
@@ -1085,14 +1086,21 @@ async function listAllJobs(
 }
 
 /**
- * Bytes of the results recon-client put in `dl`: the files of its job directories
- * (`dl/<job_id>/`), not the download journals it keeps beside them
- * (`.recon-<job_id>.journal`, lib/client/download.ts).
+ * Bytes of the script's results recon-client put in `dl`: the files of its job
+ * directories (`dl/<job_id>/`), not the download journals it keeps beside them
+ * (`.recon-<job_id>.journal`, lib/client/download.ts), nor the provenance.json the
+ * server adds to every job's results (lib/server/provenance.ts; under 1 KB, it is part
+ * of each job's cost, not of what the script sent back).
  */
 async function resultBytes(dl: string): Promise<number> {
   let total = 0;
   for await (const entry of Deno.readDir(dl)) {
-    if (entry.isDirectory) total += await treeBytes(path.join(dl, entry.name));
+    if (!entry.isDirectory) continue;
+    const job = path.join(dl, entry.name);
+    total += await treeBytes(job);
+    const provenance = await Deno.lstat(path.join(job, PROVENANCE_FILE)).catch(() => undefined);
+    if (!provenance?.isFile) throw new Error(`${job} has no ${PROVENANCE_FILE}`);
+    total -= provenance.size;
   }
   return total;
 }

@@ -44,10 +44,13 @@ Deno.test(`a script writing ${RESULTS} result files has every one delivered and 
   const report = JSON.parse(result.stdout);
   assert.equal(report.status, "completed");
   assert.match(report.job_id, UUID);
-  assert.equal(report.files.length, RESULTS);
+  assert.equal(report.files.length, RESULTS + 1, "every slice and the server's provenance.json");
   const names = await listDir(report.result_dir);
-  assert.equal(names.length, RESULTS, "every result is in the job's download directory");
-  assert.deepEqual(names, Array.from({ length: RESULTS }, (_, i) => sliceName(i)));
+  assert.equal(names.length, RESULTS + 1, "every result is in the job's download directory");
+  assert.deepEqual(names, [
+    ...Array.from({ length: RESULTS }, (_, i) => sliceName(i)),
+    "provenance.json",
+  ]);
   for (const i of [0, 1, 9_999, 10_000, 12_345, RESULTS - 1]) {
     const file = path.join(report.result_dir, sliceName(i));
     const expected = sha256Hex(new TextEncoder().encode(`slice ${i}`));
@@ -56,7 +59,9 @@ Deno.test(`a script writing ${RESULTS} result files has every one delivered and 
     assert.equal(listed.sha256, expected);
   }
   // Confirmed with results_received: the server removed them.
-  await server.waitForLog(new RegExp(`job ${report.job_id}: delivered ${RESULTS} result file`));
+  await server.waitForLog(
+    new RegExp(`job ${report.job_id}: delivered ${RESULTS + 1} result file`),
+  );
   await server.waitForNoJobDirs();
 });
 
@@ -115,8 +120,9 @@ Deno.test("recon-client refuses results over CLIENT_MAX_RESULT_BYTES and says wh
   await Deno.writeTextFile(input, "raw k-space");
   const result = await server.client(["--files", input], { optsPath: opts });
   assert.equal(result.code, 4, result.stderr);
+  // image.dcm and the server's provenance.json.
   const match = new RegExp(
-    `^recon-client: error: the 1 result file\\(s\\) of job (${UUID.source}) \\(8 bytes\\) ` +
+    `^recon-client: error: the 2 result file\\(s\\) of job (${UUID.source}) \\((\\d+) bytes\\) ` +
       "exceed CLIENT_MAX_RESULT_BYTES \\(5\\); they stay on the server in " +
       "RECON_DICOM_DIR/job_\\1_output$",
     "m",
@@ -124,5 +130,11 @@ Deno.test("recon-client refuses results over CLIENT_MAX_RESULT_BYTES and says wh
   assert.ok(match, result.stderr);
   const outputDir = path.join(server.dicomDir, `job_${match[1]}_output`);
   await server.waitForLog(/delivery failed/);
-  assert.deepEqual(await listDir(outputDir), ["image.dcm"], "the server keeps the results");
+  assert.deepEqual(
+    await listDir(outputDir),
+    ["image.dcm", "provenance.json"],
+    "the server keeps the results",
+  );
+  const provenance = await Deno.stat(path.join(outputDir, "provenance.json"));
+  assert.equal(Number(match[2]), 8 + provenance.size);
 });

@@ -100,7 +100,11 @@ Deno.test("a server SIGKILLed while a job runs runs it again at its next start; 
   assert.equal(await sha256File(path.join(jobDir, "copy_P00001.7")), inputSum);
   assert.deepEqual(
     result.stdout.trim().split("\n").sort(),
-    [path.join(jobDir, "copy_P00001.7"), path.join(jobDir, "sums.txt")],
+    [
+      path.join(jobDir, "copy_P00001.7"),
+      path.join(jobDir, "provenance.json"),
+      path.join(jobDir, "sums.txt"),
+    ],
     "stdout lists the downloaded files",
   );
   assert.deepEqual(await startedJobs(files.path), [id, id], "the script ran twice, no more");
@@ -176,7 +180,10 @@ Deno.test("--detach prints the job id; after a restart fetch gets the results, a
     const fetched = await server.client(["fetch", id, "--download-dir", dir]);
     assert.equal(fetched.code, 0, `fetch into ${name}:\n${fetched.stderr}`);
     assert.equal(await Deno.readTextFile(path.join(dir, id, "sums.txt")), expected);
-    assert.equal(fetched.stdout, `${path.join(dir, id, "sums.txt")}\n`);
+    assert.equal(
+      fetched.stdout,
+      `${path.join(dir, id, "provenance.json")}\n${path.join(dir, id, "sums.txt")}\n`,
+    );
   }
   // Into a directory that already holds the results: checked in place, not sent again.
   const firstDir = path.join(files.path, "first");
@@ -184,9 +191,9 @@ Deno.test("--detach prints the job id; after a restart fetch gets the results, a
   const again = await server.client(["fetch", id, "--download-dir", firstDir]);
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stderr, new RegExp(`already in .*${id}, verified`));
-  assert.equal(again.stdout, `${first}\n`);
+  assert.equal(again.stdout, `${path.join(firstDir, id, "provenance.json")}\n${first}\n`);
   assert.equal(await Deno.readTextFile(first), expected);
-  assert.deepEqual(await listDir(path.join(firstDir, id)), ["sums.txt"]);
+  assert.deepEqual(await listDir(path.join(firstDir, id)), ["provenance.json", "sums.txt"]);
   // A file there that differs from the server's result is never overwritten.
   await Deno.writeTextFile(first, "edited by hand\n");
   const differs = await server.client(["fetch", id, "--download-dir", firstDir]);

@@ -74,7 +74,7 @@ Deno.test("recon-server keeps serving, and finishes the jobs, when clients break
         `job ${jobId}: succeeded with \\d+ result file\\(s\\), \\d+ bytes, kept in ${outputDir} until `,
       ),
     );
-    assert.deepEqual(await listDir(outputDir), ["derived", "manifest.txt"]);
+    assert.deepEqual(await listDir(outputDir), ["derived", "manifest.txt", "provenance.json"]);
     await Deno.remove(outputDir, { recursive: true });
   }
   assert.ok(server.running, "recon-server is still running");

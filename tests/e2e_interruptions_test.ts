@@ -153,7 +153,7 @@ Deno.test("SIGTERM during a short job lets it finish and deliver, then exits 0",
   assert.match(await Deno.readTextFile(manifest), /^arg --sleep$/m);
   const status = await server.exited();
   assert.equal(status.code, 0, server.log);
-  assert.match(server.log, /delivered 2 result file\(s\)/);
+  assert.match(server.log, /delivered 3 result file\(s\)/, "manifest, copy and provenance");
   assert.match(server.log, /shutdown complete/);
 });
 

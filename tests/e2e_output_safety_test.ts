@@ -130,8 +130,8 @@ fi
   assert.equal(b.code, 0, b.stderr);
   assert.deepEqual(
     b.stdout.trimEnd().split("\n").map((file) => path.basename(file)),
-    ["b.dcm"],
-    "job B received only its own image",
+    ["b.dcm", "provenance.json"],
+    "job B received only its own image (and the server's provenance.json)",
   );
   // The stray file did land in the shared directory, and stays there.
   assert.equal(
@@ -161,11 +161,11 @@ Deno.test("result files the server skips are counted by the client: a warning, s
 
   const text = await server.client(["--files", input]);
   assert.equal(text.code, 0, `${text.stderr}\n--- server ---\n${server.log}`);
-  assert.match(text.stderr, /complete: 2 file\(s\)/);
+  assert.match(text.stderr, /complete: 3 file\(s\)/, "ok.dcm, -rf.dcm and provenance.json");
   assert.ok(text.stderr.includes(warning), text.stderr);
   assert.equal(text.stderr.includes("passwd"), false, "no skipped name reaches the client");
   const paths = text.stdout.trimEnd().split("\n");
-  assert.deepEqual(paths.map((p) => path.basename(p)), ["-rf.dcm", "ok.dcm"]);
+  assert.deepEqual(paths.map((p) => path.basename(p)), ["-rf.dcm", "ok.dcm", "provenance.json"]);
 
   const json = await server.client(["--files", input, "--json"]);
   assert.equal(json.code, 0, json.stderr);
@@ -173,7 +173,11 @@ Deno.test("result files the server skips are counted by the client: a warning, s
   const report = JSON.parse(json.stdout);
   assert.equal(report.status, "completed");
   assert.equal(report.skipped, 4);
-  assert.deepEqual(report.files.map((f: { name: string }) => f.name), ["-rf.dcm", "ok.dcm"]);
+  assert.deepEqual(report.files.map((f: { name: string }) => f.name), [
+    "-rf.dcm",
+    "ok.dcm",
+    "provenance.json",
+  ]);
 
   await server.waitForLog(/not sending passwd \(symbolic link\)/);
   await server.waitForLog(/not sending "a\\nb\.dcm" \(.*control character/);

@@ -146,9 +146,13 @@ Deno.test("RECON_SCRIPT failures reach the client as job_failed, and the server 
     const report = JSON.parse(result.stdout);
     assert.deepEqual(
       report.files.map((f: { name: string }) => f.name),
-      ["derived/P00042.7.copy", "manifest.txt"],
+      ["derived/P00042.7.copy", "manifest.txt", "provenance.json"],
     );
-    assert.deepEqual(await listDir(report.result_dir), ["derived", "manifest.txt"]);
+    assert.deepEqual(await listDir(report.result_dir), [
+      "derived",
+      "manifest.txt",
+      "provenance.json",
+    ]);
     await server.waitForLog(/not sending link \(symbolic link\)/);
     await server.waitForNoJobDirs();
   });

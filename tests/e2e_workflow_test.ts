@@ -80,9 +80,10 @@ Deno.test("a job with a 50 MB and a small file runs RECON_SCRIPT and brings its 
         path.join(jobDir, "derived", "P12345.7.copy"),
         path.join(jobDir, "derived", "calibration.dat.copy"),
         path.join(jobDir, "manifest.txt"),
+        path.join(jobDir, "provenance.json"),
       ].sort(),
     );
-    assert.deepEqual(await listDir(jobDir), ["derived", "manifest.txt"]);
+    assert.deepEqual(await listDir(jobDir), ["derived", "manifest.txt", "provenance.json"]);
 
     const manifest = parseManifest(await Deno.readTextFile(path.join(jobDir, "manifest.txt")));
     const inputDir = path.join(server.reconFilePath, `job_${jobId}_input`);
@@ -130,7 +131,7 @@ Deno.test("a job with a 50 MB and a small file runs RECON_SCRIPT and brings its 
       assert.equal(report.uploaded[0].sha256, await sha256File(file));
       assert.deepEqual(
         report.files.map((f: { name: string }) => f.name),
-        ["derived/P00001.7.copy", "manifest.txt"],
+        ["derived/P00001.7.copy", "manifest.txt", "provenance.json"],
       );
       for (const f of report.files) assert.equal(await sha256File(f.path), f.sha256);
     },
@@ -190,7 +191,10 @@ Deno.test("a .m RECON_SCRIPT runs through MATLAB_COMMAND as name('input_dir','ke
   const options = { quote: "it's a 'test'", n: 3, on: false };
   const result = await server.client(["--files", file, "--recon-options", JSON.stringify(options)]);
   const { jobId, jobDir, paths } = downloadedPaths(result, server.downloadDir);
-  assert.deepEqual(paths, [path.join(jobDir, "matlab_call.txt")]);
+  assert.deepEqual(paths, [
+    path.join(jobDir, "matlab_call.txt"),
+    path.join(jobDir, "provenance.json"),
+  ]);
   const lines = (await Deno.readTextFile(paths[0])).trimEnd().split("\n");
   const inputDir = path.join(server.reconFilePath, `job_${jobId}_input`);
   assert.deepEqual(lines, [
@@ -198,5 +202,9 @@ Deno.test("a .m RECON_SCRIPT runs through MATLAB_COMMAND as name('input_dir','ke
     "arg -batch",
     `arg e2e_recon('${inputDir}','quote','it''s a ''test''','n','3','on','false')`,
   ], "one argument after MATLAB_COMMAND's own: the call, single quotes doubled");
+  // The provenance names the .m file that ran, not MATLAB_COMMAND.
+  const provenance = JSON.parse(await Deno.readTextFile(paths[1]));
+  assert.deepEqual(provenance.script, { path: script, sha256: await sha256File(script) });
+  assert.deepEqual(provenance.options, options);
   await server.waitForNoJobDirs();
 });

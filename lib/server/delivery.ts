@@ -56,7 +56,7 @@ export function deliveryProblem(results: readonly Result[], version: number): st
   const count = results.length;
   if (version !== 1) {
     return count > MAX_RESULT_FILES
-      ? `the script wrote ${count} result files, more than MAX_RESULT_FILES (${MAX_RESULT_FILES})`
+      ? `the job has ${count} result files, more than MAX_RESULT_FILES (${MAX_RESULT_FILES})`
       : undefined;
   }
   const tooMany = count > MAX_FILES_PER_JOB;
@@ -67,7 +67,7 @@ export function deliveryProblem(results: readonly Result[], version: number): st
         files: results.map(({ name, size }) => ({ name, size, sha256: SHA256_PLACEHOLDER })),
       }) > MAX_MESSAGE_SIZE
   ) {
-    return `the script wrote ${count} result files, more than a protocol version 1 client can receive; upgrade recon-client`;
+    return `the job has ${count} result files, more than a protocol version 1 client can receive; upgrade recon-client`;
   }
   return undefined;
 }

@@ -1,8 +1,9 @@
 /**
  * One worker's job run (docs/PROTOCOL.md §6.4): prepare the job's output directory,
  * run RECON_SCRIPT with the job's options, turn how it ended into an outcome with a
- * plain reason, collect the result files with their SHA-256; then record the job's
- * final state in the job store and only then keep or remove its files (§6.6):
+ * plain reason, write the job's provenance.json (lib/server/provenance.ts) and collect
+ * the result files with their SHA-256; then record the job's final state in the job
+ * store and only then keep or remove its files (§6.6):
  *
  * - succeeded: the results stay until RESULT_RETENTION after it finished (the sweeper,
  *   lib/server/sweeper.ts, removes them then); the inputs are removed;
@@ -24,7 +25,8 @@
 import * as path from "node:path";
 import type { Logger } from "../log.ts";
 import { JobError } from "../errors.ts";
-import { writeFileNoFollow } from "../fs_safety.ts";
+import { openAppendNoFollow, writeFileNoFollow } from "../fs_safety.ts";
+import { VERSION } from "../version.ts";
 import {
   adoptLegacyResults,
   collectResults,
@@ -38,6 +40,13 @@ import type { JobRecord, JobStore } from "./job_store.ts";
 import type { Executor, JobOutcome, RunningJob, RunResult } from "./scheduler.ts";
 import { buildScriptCommand, runScript } from "./runner.ts";
 import { removeQuietly, runningMarkerPath } from "./job_files.ts";
+import {
+  buildProvenance,
+  hashScript,
+  type Provenance,
+  PROVENANCE_FILE,
+  writeProvenance,
+} from "./provenance.ts";
 import { utc } from "./refusal.ts";
 
 /** What the worker needs from the server's configuration. */
@@ -69,17 +78,31 @@ function failure(
   return { ok: false, reason, exitCode, stderrTail };
 }
 
+/** Append a note (`# …`) to the job's log, as runScript writes its own; best effort. */
+async function noteInJobLog(logPath: string, text: string): Promise<void> {
+  try {
+    const handle = await openAppendNoFollow(logPath);
+    try {
+      await handle.writeFile(`# ${new Date().toISOString()} ${text}\n`);
+    } finally {
+      await handle.close();
+    }
+  } catch { /* the log is best effort; the job goes on */ }
+}
+
 /**
  * The results of a script that exited 0: in the LEGACY_SHARED_OUTPUT mode the files
  * new in RECON_DICOM_DIR are moved into the output directory first (runScript has
  * stopped every process carrying the job's RECON_JOB_ID by now, so none of them adds
- * a file after this snapshot); then the output directory is walked.
+ * a file after this snapshot); then the job's provenance.json is written (a script's
+ * own is renamed, and the job's log says so); then the output directory is walked.
  */
 async function gatherResults(
   job: RunningJob,
   settings: WorkerSettings,
   before: Set<string> | undefined,
   identity: DirectoryIdentity,
+  provenance: Provenance,
   log: Logger,
 ): Promise<ResultScan> {
   if (before) {
@@ -94,6 +117,13 @@ async function gatherResults(
         `job ${job.id}: took ${adopted.length} new file(s) from RECON_DICOM_DIR ${settings.reconDicomDir} as its results (LEGACY_SHARED_OUTPUT)`,
       );
     }
+  }
+  const moved = await writeProvenance(job.record.outputDir, identity, provenance);
+  if (moved) {
+    const note =
+      `the script's own ${PROVENANCE_FILE} was renamed to ${moved}: ${PROVENANCE_FILE} is the server's`;
+    await noteInJobLog(job.record.logPath, note);
+    log.info(`job ${job.id}: ${note}`);
   }
   return await collectResults(job.record.outputDir, identity);
 }
@@ -131,18 +161,31 @@ export async function checkScript(script: string): Promise<string | undefined> {
 /**
  * Run `job`'s script to an outcome. Never throws for script problems; they become the
  * reason. Commits nothing and removes nothing but a leftover output directory of the
- * job (partial output of an earlier attempt): {@link finishJob} does the rest.
+ * job (partial output of an earlier attempt): {@link finishJob} does the rest. Reads
+ * the job's verified inputs from `store` for its provenance.
  */
 export async function executeJob(
+  store: JobStore,
   job: RunningJob,
   settings: WorkerSettings,
   log: Logger,
 ): Promise<JobOutcome> {
   const { id, options, inputDir, outputDir, logPath } = job.record;
   const marker = runningMarkerPath(logPath);
+  const now = settings.now ?? Date.now;
   try {
     const problem = await checkScript(settings.reconScript);
     if (problem) return failure(problem);
+    // What runs is what the provenance names: hashed now, not when the job ends.
+    const scriptPath = path.resolve(settings.reconScript);
+    let scriptSha256: string;
+    try {
+      scriptSha256 = await hashScript(scriptPath);
+    } catch (error) {
+      return failure(
+        `RECON_SCRIPT ${settings.reconScript} cannot be read: ${(error as Error).message}`,
+      );
+    }
     // Never through a link planted at its name (an earlier attempt's marker is replaced).
     await writeFileNoFollow(marker, `${outputDir}\n`, 0o640);
     await Deno.mkdir(path.dirname(outputDir), { recursive: true });
@@ -192,10 +235,17 @@ export async function executeJob(
       const how = run.signal ? `was killed by ${run.signal}` : `exited with code ${run.exitCode}`;
       return failure(`the reconstruction script ${how}`, run.exitCode, run.stderrTail);
     }
+    const provenance = buildProvenance({
+      job: job.record,
+      inputs: store.inputs(id),
+      script: { path: scriptPath, sha256: scriptSha256 },
+      server: { version: VERSION, host: Deno.hostname() },
+      finishedAt: now(),
+    });
     let scan: ResultScan;
     let results: RunResult[];
     try {
-      scan = await gatherResults(job, settings, before, identity, log);
+      scan = await gatherResults(job, settings, before, identity, provenance, log);
       results = [];
       for (const file of scan.files) results.push({ ...file, sha256: await hashResult(file) });
     } catch (error) {
@@ -207,7 +257,10 @@ export async function executeJob(
     // Which entries and why stays here: their names come from the script and may hold
     // patient data. The client hears only how many (PROTOCOL.md §6.5).
     for (const skipped of scan.skipped) log.warn(`job ${id}: not sending ${skipped}`);
-    if (results.length === 0) return failure(noResultsReason(scan), 0, run.stderrTail);
+    // provenance.json alone is no result: it describes images the script did not write.
+    if (!results.some((result) => result.name !== PROVENANCE_FILE)) {
+      return failure(noResultsReason(scan), 0, run.stderrTail);
+    }
     return { ok: true, results, skipped: scan.skipped.length, stderrTail: run.stderrTail };
   } catch (error) {
     return failure((error as Error).message);
@@ -286,7 +339,7 @@ export async function discardRun(job: RunningJob, log: Logger): Promise<void> {
 /** The executor that runs scripts on this machine, for the {@link Scheduler}. */
 export function localExecutor(store: JobStore, settings: WorkerSettings, log: Logger): Executor {
   return {
-    execute: (job) => executeJob(job, settings, log),
+    execute: (job) => executeJob(store, job, settings, log),
     finish: (job, outcome) => finishJob(store, job, outcome, settings, log),
     discard: (job) => discardRun(job, log),
   };

@@ -200,7 +200,7 @@ Deno.test("--detach prints the job id alone; wait, jobs, logs and fetch (twice) 
   assert.match(
     waited.stdout,
     new RegExp(
-      `^${jobId} succeeded at \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d UTC: 2 result file\\(s\\), `,
+      `^${jobId} succeeded at \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d UTC: 3 result file\\(s\\), `,
     ),
   );
 
@@ -223,7 +223,7 @@ Deno.test("--detach prints the job id alone; wait, jobs, logs and fetch (twice) 
   const paths = fetched.stdout.trimEnd().split("\n");
   assert.deepEqual(
     paths.map((p) => path.relative(path.join(server.downloadDir, jobId), p)).sort(),
-    ["derived/P00001.7.copy", "manifest.txt"],
+    ["derived/P00001.7.copy", "manifest.txt", "provenance.json"],
   );
   const again = await server.client(["fetch", jobId, "--json"]);
   assert.equal(again.code, 0, again.stderr);

@@ -32,6 +32,16 @@ function sha256(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("hex");
 }
 
+/** The size of the provenance.json the server added to `jobId`'s results. */
+function provenanceSize(
+  s: { server: { store: { outputs(id: string): { name: string; size: number }[] } } },
+  jobId: string,
+): number {
+  const output = s.server.store.outputs(jobId).find((file) => file.name === "provenance.json");
+  assert.ok(output, `job ${jobId} has a provenance.json among its results`);
+  return output.size;
+}
+
 /** Submit SCAN and leave: returns the job id once it is queued. */
 async function submitAndLeave(s: { connect(): Promise<Channel> }): Promise<string> {
   const channel = await s.connect();
@@ -107,8 +117,9 @@ Deno.test("follow_job without deliver sends the job's status, its events, then i
     }
     const final = message.job as Record<string, unknown>;
     assert.equal(final.state, "succeeded");
-    assert.equal(final.result_count, 1);
-    assert.equal(final.result_bytes, 1);
+    // r.dcm and the server's provenance.json.
+    assert.equal(final.result_count, 2);
+    assert.equal(final.result_bytes, 1 + provenanceSize(s, jobId));
     assert.ok(typeof final.results_expire_at === "string");
     if (job.state === "queued") assert.equal(seen[0], "job_started");
     // Back at top level: nothing was delivered, the results stay.
@@ -134,10 +145,10 @@ Deno.test("two sessions follow one job and both receive its results; a fetch can
     }
     const fetched = await Promise.all(followers.map((channel) => fetchResults(channel, jobId)));
     for (const { files } of fetched) {
-      assert.deepEqual([...files.keys()], ["result.dcm"]);
+      assert.deepEqual([...files.keys()].sort(), ["provenance.json", "result.dcm"]);
       assert.equal(new TextDecoder().decode(files.get("result.dcm")), "image");
     }
-    await s.logLine(new RegExp(`job ${jobId}: delivered 1 result file`));
+    await s.logLine(new RegExp(`job ${jobId}: delivered 2 result file`));
     const delivered = s.server.store.get(jobId)!.deliveredAt;
     assert.ok(delivered !== undefined);
     // And once more, after the job finished: the results are still there.
@@ -155,7 +166,7 @@ Deno.test("two sessions follow one job and both receive its results; a fetch can
     await waitFor(
       "the third delivery to be logged",
       () =>
-        s.lines.filter((line) => line.includes(`job ${jobId}: delivered 1 result file`))
+        s.lines.filter((line) => line.includes(`job ${jobId}: delivered 2 result file`))
           .length === 3,
     );
     assert.equal(s.server.store.get(jobId)!.deliveredAt, delivered, "the first delivery counts");
@@ -173,8 +184,9 @@ Deno.test("a resumed delivery skips the results the client holds and sends the n
     await channel.send({ type: "follow_job", job_id: jobId, deliver: true });
     assert.equal((await nextMessage(channel)).type, "job_status");
     const start = await expectMessage(channel, "dicom_transfer_start");
-    assert.equal(start.count, 3);
-    assert.equal(start.total_size, 300000 + 5 + 1048577);
+    const provenance = provenanceSize(s, jobId);
+    assert.equal(start.count, 4, "a.dcm, b.dcm, c.dcm and the server's provenance.json");
+    assert.equal(start.total_size, 300000 + 5 + 1048577 + provenance);
     // Holds a.dcm whole and 2 bytes of b.dcm.
     await channel.send({
       type: "dicom_transfer_ack",
@@ -202,13 +214,28 @@ Deno.test("a resumed delivery skips the results the client holds and sends the n
     }
     assert.equal(received, 1048577);
     assert.deepEqual(await nextMessage(channel), {
+      type: "result_file",
+      job_id: jobId,
+      name: "provenance.json",
+      size: provenance,
+    });
+    received = 0;
+    for (
+      let record = await channel.receive();
+      record.type === "data";
+      record = await channel.receive()
+    ) {
+      received += record.bytes.length;
+    }
+    assert.equal(received, provenance);
+    assert.deepEqual(await nextMessage(channel), {
       type: "recon_complete",
       job_id: jobId,
-      count: 3,
+      count: 4,
     });
     await channel.send({ type: "results_received", job_id: jobId });
     await s.logLine(/the client holds 1 result\(s\) and 2 bytes of the next; sending the rest/);
-    await s.logLine(new RegExp(`job ${jobId}: delivered 3 result file`));
+    await s.logLine(new RegExp(`job ${jobId}: delivered 4 result file`));
     await channel.close();
   } finally {
     channel.abort();
@@ -228,10 +255,11 @@ Deno.test("a resume_index beyond the results ends the session; the results stay"
       type: "dicom_transfer_ack",
       job_id: jobId,
       status: "ready",
-      resume_index: 2,
+      resume_index: 3,
     });
     await assert.rejects(channel.receive());
-    await s.logLine(/says it holds 2 results of 1 \(resume_index\)/);
+    // The script's one result and the server's provenance.json.
+    await s.logLine(/says it holds 3 results of 2 \(resume_index\)/);
     assert.equal(s.server.store.get(jobId)!.state, "succeeded");
   } finally {
     channel.abort();

@@ -253,7 +253,7 @@ for (const [what, misbehave, logged] of MISBEHAVIOURS) {
     const line = await s.logLine(/succeeded with \d+ result file\(s\), \d+ bytes, kept in /);
     assert.ok(line.includes(`job ${jobId}: `), line);
     assert.ok(line.includes(`kept in ${outputDir} until `), line);
-    assert.deepEqual(await listDir(outputDir), ["result.dcm"]);
+    assert.deepEqual(await listDir(outputDir), ["provenance.json", "result.dcm"]);
     assert.equal(
       await Deno.readTextFile(path.join(outputDir, "result.dcm")),
       `image of ${jobId}\n`,
@@ -342,7 +342,10 @@ for (const [what, instead] of UNCONFIRMED) {
     try {
       const taken = await takeResults(channel);
       jobId = taken.jobId;
-      assert.deepEqual(taken.received, [`image of ${jobId}\n`]);
+      // provenance.json (sorted first), then the script's image.
+      assert.equal(taken.received.length, 2);
+      assert.equal(JSON.parse(taken.received[0]).job_id, jobId);
+      assert.equal(taken.received[1], `image of ${jobId}\n`);
       await instead(channel, jobId);
       const line = await s.logLine(/delivery failed/);
       assert.ok(line.includes(`job ${jobId}: `), line);
@@ -350,7 +353,7 @@ for (const [what, instead] of UNCONFIRMED) {
     } finally {
       channel.abort();
     }
-    assert.deepEqual(await listDir(s.outputDir(jobId)), ["result.dcm"]);
+    assert.deepEqual(await listDir(s.outputDir(jobId)), ["provenance.json", "result.dcm"]);
     assert.ok(!s.lines.some((l) => /delivered \d+ result/.test(l)), s.lines.join("\n"));
     assert.equal((await s.status()).type, "server_status_response");
   });
@@ -374,7 +377,7 @@ Deno.test("submitJob() confirms the results; the server records the delivery and
       await Deno.readTextFile(path.join(result.resultDir, "result.dcm")),
       `image of ${result.jobId}\n`,
     );
-    await s.logLine(new RegExp(`job ${result.jobId}: delivered 1 result file\\(s\\)`));
+    await s.logLine(new RegExp(`job ${result.jobId}: delivered 2 result file\\(s\\)`));
     const record = s.server.store.get(result.jobId)!;
     assert.equal(record.state, "succeeded");
     assert.ok(record.deliveredAt !== undefined, "the delivery is recorded");
@@ -383,7 +386,7 @@ Deno.test("submitJob() confirms the results; the server records the delivery and
     assert.ok(Math.abs(kept - s.config.RESULT_RETENTION * 1000) < 1000, `${kept} ms`);
     assert.deepEqual(
       await listDir(s.outputDir(result.jobId)),
-      ["result.dcm"],
+      ["provenance.json", "result.dcm"],
       "kept to fetch again",
     );
     assert.deepEqual(await listDir(s.config.RECON_FILEPATH), [`job_${result.jobId}.log`]);
@@ -398,7 +401,7 @@ Deno.test("a version 2 client's results_received removes the results, as before 
   try {
     const { jobId } = await takeResults(channel);
     await channel.send({ type: "results_received", job_id: jobId });
-    await s.logLine(new RegExp(`job ${jobId}: delivered 1 result file\\(s\\)`));
+    await s.logLine(new RegExp(`job ${jobId}: delivered 2 result file\\(s\\)`));
     await waitFor("the results to be removed", async () => !await exists(s.outputDir(jobId)));
     const record = s.server.store.get(jobId)!;
     assert.equal(record.state, "expired");
@@ -680,8 +683,8 @@ printf 'bad' >"$RECON_OUTPUT_DIR/$(printf 'esc\\033dir')/inner.dcm"
       downloadDir: path.join(s.dir, "downloads"),
     });
     await channel.close();
-    assert.deepEqual(result.files.map((f) => f.name), ["good.dcm"]);
-    assert.deepEqual(await listDir(result.resultDir), ["good.dcm"]);
+    assert.deepEqual(result.files.map((f) => f.name), ["good.dcm", "provenance.json"]);
+    assert.deepEqual(await listDir(result.resultDir), ["good.dcm", "provenance.json"]);
     assert.equal(result.skipped, 3, "the client hears how many were not sent");
     const skipped = s.lines.filter((line) => line.includes(`job ${result.jobId}: not sending`));
     assert.equal(skipped.length, 3, skipped.join("\n"));
@@ -690,7 +693,7 @@ printf 'bad' >"$RECON_OUTPUT_DIR/$(printf 'esc\\033dir')/inner.dcm"
     assert.ok(skipped.some((l) => l.includes(`"esc\\u001bdir/inner.dcm"`)));
     // deno-lint-ignore no-control-regex
     assert.ok(skipped.every((l) => !/[\u0000-\u001f]/.test(l)), "the log line is printable");
-    await s.logLine(new RegExp(`job ${result.jobId}: delivered 1 result file`));
+    await s.logLine(new RegExp(`job ${result.jobId}: delivered 2 result file`));
   } finally {
     channel.abort();
   }
@@ -711,7 +714,7 @@ Deno.test("dicom_transfer_start says how many results were skipped, and names no
   try {
     const jobId = await uploadJob(channel);
     const start = await expectMessage(channel, "dicom_transfer_start");
-    assert.equal(start.count, 2);
+    assert.equal(start.count, 3, "ok.dcm, -rf.dcm and the server's provenance.json");
     assert.equal(start.skipped, 3);
     assert.deepEqual(Object.keys(start).sort(), [
       "count",
@@ -734,7 +737,7 @@ Deno.test("dicom_transfer_start has no skipped member when nothing was skipped",
   try {
     await uploadJob(channel);
     const start = await expectMessage(channel, "dicom_transfer_start");
-    assert.equal(start.count, 1);
+    assert.equal(start.count, 2, "result.dcm and the server's provenance.json");
     assert.equal("skipped" in start, false, JSON.stringify(start));
   } finally {
     channel.abort();
@@ -754,7 +757,7 @@ Deno.test("submitJob() returns the skipped count with the results that did arriv
       downloadDir: path.join(s.dir, "downloads"),
     });
     await channel.close();
-    assert.deepEqual(result.files.map((f) => f.name), ["-rf.dcm", "ok.dcm"]);
+    assert.deepEqual(result.files.map((f) => f.name), ["-rf.dcm", "ok.dcm", "provenance.json"]);
     assert.equal(result.skipped, 3);
   } finally {
     channel.abort();
@@ -810,8 +813,13 @@ Deno.test("a result replaced by a symbolic link after collection is not sent", a
   for (let record = await client.next(); record; record = await client.next()) {
     types.push(record.type);
   }
-  // result_file (the announcement), then the server hangs up: no byte of the secret.
-  assert.deepEqual(types, [RecordType.MESSAGE], "no file data is sent");
+  // provenance.json (sorted first) goes whole; then result.dcm's result_file (the
+  // announcement), and the server hangs up: no byte of the secret.
+  assert.deepEqual(
+    types,
+    [RecordType.MESSAGE, RecordType.DATA, RecordType.FILE_END, RecordType.MESSAGE],
+    "no file data of result.dcm is sent",
+  );
   const line = await s.logLine(/delivery failed/);
   assert.match(line, /is not a regular file \(it is or became a symbolic link\)/);
   assert.ok(line.endsWith(`results kept in ${s.outputDir(jobId)}`), line);
@@ -835,9 +843,13 @@ Deno.test("a job whose input and result names are 254 bytes of UTF-8 goes throug
       downloadDir: path.join(s.dir, "downloads"),
     });
     await channel.close();
-    assert.deepEqual(result.files.map((f) => f.name), [name]);
+    assert.deepEqual(result.files.map((f) => f.name), ["provenance.json", name]);
     assert.deepEqual(await Deno.readFile(path.join(result.resultDir, name)), SCAN);
-    assert.deepEqual(await listDir(result.resultDir), [name], "no temporary file is left");
+    assert.deepEqual(
+      await listDir(result.resultDir),
+      ["provenance.json", name],
+      "no temporary file is left",
+    );
   } finally {
     channel.abort();
   }
@@ -906,30 +918,40 @@ Deno.test("a version 1 client still submits, follows, receives and queries as be
     });
     const start = await expectMessage(channel, "dicom_transfer_start");
     const content = encoder.encode(`image of ${jobId}\n`);
+    const provenance = await Deno.readFile(path.join(s.outputDir(jobId), "provenance.json"));
+    // The server's provenance.json comes first (sorted by name), a result like any other.
     assert.deepEqual(start, {
       type: "dicom_transfer_start",
       job_id: jobId,
-      count: 1,
-      files: [{ name: "result.dcm", size: content.length }],
+      count: 2,
+      files: [
+        { name: "provenance.json", size: provenance.length },
+        { name: "result.dcm", size: content.length },
+      ],
     });
     await channel.send({ type: "dicom_transfer_ack", job_id: jobId, status: "ready" });
-    assert.equal((await nextMessage(channel)).type, "result_file");
-    await receiveStream(
-      channel,
-      { write: (chunk) => Promise.resolve(chunk.length) },
-      0 + content.length,
-    );
+    for (const size of [provenance.length, content.length]) {
+      assert.equal((await nextMessage(channel)).type, "result_file");
+      await receiveStream(channel, { write: (chunk) => Promise.resolve(chunk.length) }, size);
+    }
     assert.deepEqual(await nextMessage(channel), {
       type: "recon_complete",
       job_id: jobId,
-      files: [{
-        name: "result.dcm",
-        size: content.length,
-        sha256: createHash("sha256").update(content).digest("hex"),
-      }],
+      files: [
+        {
+          name: "provenance.json",
+          size: provenance.length,
+          sha256: createHash("sha256").update(provenance).digest("hex"),
+        },
+        {
+          name: "result.dcm",
+          size: content.length,
+          sha256: createHash("sha256").update(content).digest("hex"),
+        },
+      ],
     });
     await channel.send({ type: "results_received", job_id: jobId });
-    await s.logLine(new RegExp(`job ${jobId}: delivered 1 result file`));
+    await s.logLine(new RegExp(`job ${jobId}: delivered 2 result file`));
     await channel.close();
   } finally {
     channel.abort();
@@ -957,15 +979,16 @@ Deno.test("results a version 1 client cannot receive fail with a reason and stay
     const failed = await expectMessage(channel, "job_failed");
     assert.equal(
       failed.reason,
-      "the script wrote 9000 result files, more than a protocol version 1 client can receive; " +
+      // 9,000 slices and the server's provenance.json.
+      "the job has 9001 result files, more than a protocol version 1 client can receive; " +
         `upgrade recon-client; they are kept on the server in RECON_DICOM_DIR/job_${jobId}_output`,
     );
     assert.equal(failed.exit_code, 0);
     // The session goes on at top level.
     assert.equal((await getServerStatus(channel)).type, "server_status_response");
     await channel.close();
-    assert.equal((await listDir(s.outputDir(jobId))).length, 9000, "the results are kept");
-    await s.logLine(new RegExp(`job ${jobId}: the script wrote 9000 .*results kept in `));
+    assert.equal((await listDir(s.outputDir(jobId))).length, 9001, "the results are kept");
+    await s.logLine(new RegExp(`job ${jobId}: the job has 9001 .*results kept in `));
   } finally {
     channel.abort();
   }
@@ -993,7 +1016,7 @@ Deno.test("a submission of MAX_FILES_PER_JOB files gets past job_queued (version
     await channel.close();
     assert.equal(result.uploaded.length, MAX_FILES_PER_JOB);
     assert.equal(result.uploaded[9999].sha256, createHash("sha256").update("x").digest("hex"));
-    assert.deepEqual(result.files.map((f) => f.name), ["out.dcm"]);
+    assert.deepEqual(result.files.map((f) => f.name), ["out.dcm", "provenance.json"]);
   } finally {
     channel.abort();
   }
@@ -1006,12 +1029,12 @@ const CANNOT_TAKE: [string, Partial<Parameters<typeof submitJob>[0]>, RegExp][] 
   [
     "more than CLIENT_MAX_RESULT_BYTES",
     { maxResultBytes: 5 },
-    /^the 1 result file\(s\) of job \S+ \(\d+ bytes\) exceed CLIENT_MAX_RESULT_BYTES \(5\); they stay on the server in RECON_DICOM_DIR\/job_\S+_output$/,
+    /^the 2 result file\(s\) of job \S+ \(\d+ bytes\) exceed CLIENT_MAX_RESULT_BYTES \(5\); they stay on the server in RECON_DICOM_DIR\/job_\S+_output$/,
   ],
   [
     "more than the free space of the download directory",
     { diskFree: () => Promise.resolve(10) },
-    /^the 1 result file\(s\) of job \S+ \(\d+ bytes\) do not fit in \S+ \(10 bytes free\); they stay on the server in RECON_DICOM_DIR\/job_\S+_output$/,
+    /^the 2 result file\(s\) of job \S+ \(\d+ bytes\) do not fit in \S+ \(10 bytes free\); they stay on the server in RECON_DICOM_DIR\/job_\S+_output$/,
   ],
 ];
 
@@ -1036,7 +1059,11 @@ for (const [what, limits, message] of CANNOT_TAKE) {
       assert.ok(error.message.endsWith(`RECON_DICOM_DIR/job_${jobId}_output`));
       const line = await s.logLine(/delivery failed/);
       assert.match(line, /the client refused the results \(status "refused"\)/);
-      assert.deepEqual(await listDir(s.outputDir(jobId)), ["result.dcm"], "kept on the server");
+      assert.deepEqual(
+        await listDir(s.outputDir(jobId)),
+        ["provenance.json", "result.dcm"],
+        "kept on the server",
+      );
       assert.deepEqual(await listDir(downloadDir), [], "nothing was written");
     } finally {
       channel.abort();
