@@ -60,7 +60,7 @@ export type Command =
   | { kind: "status"; global: GlobalArgs }
   | { kind: "queue"; global: GlobalArgs }
   | SubmitArgs
-  | { kind: "jobs"; global: GlobalArgs; state?: JobState }
+  | { kind: "jobs"; global: GlobalArgs; state?: JobState; allClients: boolean }
   | { kind: "wait"; global: GlobalArgs; jobIds: string[] }
   | { kind: "fetch"; global: GlobalArgs; jobId: string; downloadDir?: string }
   | { kind: "cancel"; global: GlobalArgs; jobIds: string[]; reason?: string }
@@ -120,7 +120,7 @@ const CLIENT_OPTIONS = {
 
 /** Each job command's own options, besides the global ones. */
 const COMMAND_OPTIONS = {
-  jobs: { state: { type: "string" } },
+  jobs: { state: { type: "string" }, "all-clients": { type: "boolean" } },
   wait: {},
   fetch: { "download-dir": { type: "string" } },
   cancel: { reason: { type: "string" } },
@@ -310,7 +310,12 @@ function parseJobCommand(name: JobCommand, argv: string[], program: string): Com
           hint: `'${program} jobs' lists every job; --state narrows it`,
         });
       }
-      return { kind: "jobs", global, state: parseState(text("state")) };
+      return {
+        kind: "jobs",
+        global,
+        state: parseState(text("state")),
+        allClients: values["all-clients"] === true,
+      };
     case "wait":
       return { kind: "wait", global, jobIds: some() };
     case "fetch":

@@ -334,8 +334,13 @@ async function showJobs(
   args: Extract<Command, { kind: "jobs" }>,
   context: ClientContext,
 ): Promise<number> {
-  const jobs = await ask(setup, (channel) => listJobs(channel, { state: args.state }));
-  context.writeStdout(args.global.json ? jobsJson(jobs) : jobsText(jobs, args.state));
+  const jobs = await ask(
+    setup,
+    (channel) => listJobs(channel, { state: args.state, allClients: args.allClients }),
+  );
+  context.writeStdout(
+    args.global.json ? jobsJson(jobs) : jobsText(jobs, args.state, { allClients: args.allClients }),
+  );
   return ExitCode.OK;
 }
 

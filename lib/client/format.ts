@@ -38,7 +38,9 @@ function json(document: unknown): string {
 /**
  * `--server-status`: one aligned line per figure; `server` is the HOST:PORT asked.
  * A version 3 server's figures (queued by priority, cancelled jobs, the disk space
- * kept inputs and results take, free space against DISK_FREE_MARGIN) when it sent them.
+ * kept inputs and results take, free space against DISK_FREE_MARGIN) when it sent them,
+ * and which client the server took this one for (and whether it is an admin) when it
+ * said.
  */
 export function statusText(status: ServerStatus, server: string): string {
   const { queued_high: high, queued_normal: normal, queued_low: low } = status;
@@ -77,6 +79,13 @@ export function statusText(status: ServerStatus, server: string): string {
         (margin !== undefined ? ` (DISK_FREE_MARGIN ${formatBytes(margin)}${low})` : ""),
     );
   }
+  if (status.client !== undefined) {
+    lines.splice(
+      1,
+      0,
+      `client:              ${printable(status.client)}${status.admin ? " (admin)" : ""}`,
+    );
+  }
   return lines.join("\n") + "\n";
 }
 
@@ -99,7 +108,9 @@ const QUEUE_HEADER = ["JOB ID", "STATUS", "PRIMARY FILE", "FILES", "SUBMITTED (U
 /**
  * `--view-queue`: a table with one row per job (running first), or a line saying it is
  * empty. A version 3 server names each job's priority and queue position: two more
- * columns after the status.
+ * columns after the status. Another client's job comes without its file names (the
+ * server keeps them from a client that is not an admin): `(client mr2)` stands in the
+ * primary file's place, and "-" in the input directory's.
  */
 export function queueText(jobs: QueueDetails["jobs"]): string {
   if (jobs.length === 0) return "the queue is empty\n";
@@ -108,10 +119,12 @@ export function queueText(jobs: QueueDetails["jobs"]): string {
     const row = [
       job.job_id,
       job.status + (job.percent !== undefined ? ` ${job.percent.toFixed(0)}%` : ""),
-      job.primary_file,
+      job.primary_file === "" && job.client !== undefined
+        ? `(client ${job.client})`
+        : job.primary_file || "-",
       String(job.file_count),
       job.submitted_at,
-      job.input_dir,
+      job.input_dir || "-",
     ].map(printable);
     if (v3) row.splice(2, 0, job.priority ?? "-", job.queue_position?.toString() ?? "-");
     return row;
@@ -252,16 +265,29 @@ const JOBS_HEADER = [
 /**
  * `jobs`: one row per job in submission order: state, priority, queue position, times
  * (UTC), input files and bytes, the script's exit code, result files and bytes, when
- * the results (a failed job: its inputs) expire, and the reason.
+ * the results (a failed job: its inputs) expire, and the reason. A CLIENT column (who
+ * submitted each job) after the id when the jobs are more than one client's, or when
+ * every client's were asked for (`allClients`, `jobs --all-clients`).
  */
-export function jobsText(jobs: readonly JobInfo[], state?: string): string {
+export function jobsText(
+  jobs: readonly JobInfo[],
+  state?: string,
+  options: { allClients?: boolean } = {},
+): string {
   if (jobs.length === 0) {
-    return state ? `no job on the server is ${state}\n` : "the server holds no jobs\n";
+    const whose = options.allClients ? "" : " of this client";
+    return state
+      ? `no job${whose} on the server is ${state}\n`
+      : `the server holds no jobs${whose}\n`;
   }
+  const clients = new Set(jobs.map((job) => job.client));
+  const withClient = options.allClients === true || clients.size > 1;
+  const header = withClient ? [JOBS_HEADER[0], "CLIENT", ...JOBS_HEADER.slice(1)] : JOBS_HEADER;
   return table(
-    JOBS_HEADER,
+    header,
     jobs.map((job) => [
       job.job_id,
+      ...(withClient ? [job.client !== undefined ? printable(job.client) : "-"] : []),
       // The primary file: which scan this is, as --view-queue shows it.
       job.primary_file ? printable(job.primary_file) : "-",
       stateOf(job),

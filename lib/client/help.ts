@@ -33,7 +33,7 @@ Usage:
              [--recon-options JSON] [--priority P] [--detach] [options]
   ${program} --server-status [--json]
   ${program} --view-queue [--json]
-  ${program} jobs [--state STATE] [--json]
+  ${program} jobs [--state STATE] [--all-clients] [--json]
   ${program} wait JOB_ID...
   ${program} fetch JOB_ID [--download-dir DIR]
   ${program} cancel JOB_ID... [--reason TEXT]
@@ -67,8 +67,9 @@ After CLIENT_RECONNECT_TIMEOUT (recon.opts, default 1 h) it gives up with exit c
 and prints the command that fetches the results later. Ctrl-C cancels the job.
 
 Jobs on the server (see '${program} COMMAND --help'):
-  jobs                    list the server's jobs: state, priority, queue position,
-                          times, sizes, exit code and reason, when results expire
+  jobs                    list this client's jobs on the server: state, priority,
+                          queue position, times, sizes, exit code and reason, when
+                          results expire (--all-clients: every client's, admin only)
   wait JOB_ID...          wait until the jobs end; one line per job
   fetch JOB_ID            wait for a job if need be and download its results,
                           verified; again later resumes or finds them in place
@@ -78,8 +79,10 @@ Jobs on the server (see '${program} COMMAND --help'):
 
 Querying:
   --server-status         uptime, version, workers, queue by priority, jobs
-                          done/failed, disk kept for inputs and results, free disk
+                          done/failed, disk kept for inputs and results, free disk,
+                          and which client the server takes this one for
   --view-queue            running and queued jobs, with priority and position
+                          (another client's without its file names: "(client NAME)")
 
 General (the ones marked * may also come before a command, as in
 ${program} --opts /etc/recon/recon.opts watch --status):
@@ -135,19 +138,24 @@ Examples:
 
 const COMMAND_HELP: Record<JobCommand, (program: string) => string> = {
   jobs: (program) =>
-    `${program} jobs: the jobs the server holds, oldest first.
+    `${program} jobs: this client's jobs on the server, oldest first.
 
 Usage:
-  ${program} jobs [--state STATE] [--json] [options]
+  ${program} jobs [--state STATE] [--all-clients] [--json] [options]
 
 For each job: id, state (receiving, queued, running, succeeded, failed, cancelled,
 expired), priority, position in the queue, when it was submitted, started and
 finished (UTC), input files and bytes, the script's exit code, result files and
 bytes, when its results expire (a failed job: until when it can be rerun, "inputs"),
-and the reason it ended as it did (and who cancelled it).
+and the reason it ended as it did (and who cancelled it). The server lists the jobs
+of the client whose key this is (the client named "default" for SHARED_KEY); a
+CLIENT column names who submitted each job when they are more than one client's.
 
   --state STATE           only jobs in STATE
+  --all-clients           every client's jobs, with a CLIENT column; only an admin
+                          client may ask (the server refuses anyone else: exit 1)
   --json                  {"jobs": [...]}, every job as the server describes it
+                          (with its "client")
 `,
   wait: (program) =>
     `${program} wait: wait until jobs end, without taking their results.

@@ -79,10 +79,15 @@ export function getQueueDetails(channel: Channel): Promise<QueueDetails> {
 /** Most pages {@link listJobs} reads: far beyond any store (500 jobs a page). */
 const MAX_PAGES = 100_000;
 
-/** Every job the server holds (in `state`, if given), in submission order: all pages. */
+/**
+ * Every job the server shows this client (in `state`, if given), in submission order:
+ * all pages. The server lists only this client's own jobs; `allClients` asks for every
+ * client's, which only an admin client gets (anyone else: a JobUnavailableError of kind
+ * refused, in the server's words).
+ */
 export async function listJobs(
   channel: Channel,
-  options: { state?: JobState; limit?: number } = {},
+  options: { state?: JobState; limit?: number; allClients?: boolean } = {},
 ): Promise<JobInfo[]> {
   const jobs: JobInfo[] = [];
   const seen = new Set<string>();
@@ -93,6 +98,7 @@ export async function listJobs(
       ...(options.state ? { state: options.state } : {}),
       ...(cursor !== undefined ? { cursor } : {}),
       ...(options.limit !== undefined ? { limit: options.limit } : {}),
+      ...(options.allClients ? { all_clients: true } : {}),
     });
     const message = await nextMessage(channel);
     if (message.type === "error") throw refusal(message);

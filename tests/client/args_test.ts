@@ -48,6 +48,13 @@ Deno.test("parseClientArgs() reads each job command with its own options", () =>
     kind: "jobs",
     global: { ...DEFAULTS, json: true },
     state: "failed",
+    allClients: false,
+  });
+  assert.deepEqual(parse("--json", "jobs", "--all-clients"), {
+    kind: "jobs",
+    global: { ...DEFAULTS, json: true },
+    state: undefined,
+    allClients: true,
   });
   assert.deepEqual(parse("wait", ID, ID2.toUpperCase(), ID), {
     kind: "wait",

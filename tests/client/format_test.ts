@@ -1,6 +1,8 @@
 /**
  * Tests for lib/client/format.ts: what recon-client prints on stdout for
- * `--server-status`, `--view-queue`, a finished job and a failure, as text and JSON.
+ * `--server-status`, `--view-queue`, a finished job and a failure, as text and JSON;
+ * which client the server names (a CLIENT column, another client's job without its
+ * file names, the client line of the status).
  */
 import assert from "node:assert/strict";
 import {
@@ -305,8 +307,13 @@ Deno.test("jobsText() lists every figure of each job, times in UTC, text from th
     "2026-12-04 11:00:03 inputs",
     "the reconstruction script exited with code 3?",
   ]);
-  assert.equal(jobsText([]), "the server holds no jobs\n");
-  assert.equal(jobsText([], "queued"), "no job on the server is queued\n");
+  assert.equal(jobsText([]), "the server holds no jobs of this client\n");
+  assert.equal(jobsText([], "queued"), "no job of this client on the server is queued\n");
+  assert.equal(jobsText([], undefined, { allClients: true }), "the server holds no jobs\n");
+  assert.equal(
+    jobsText([], "queued", { allClients: true }),
+    "no job on the server is queued\n",
+  );
   assert.deepEqual(JSON.parse(jobsJson(INFO)), { jobs: INFO });
 });
 
@@ -363,5 +370,79 @@ Deno.test("failureJson() of a lost contact names the job and the command that fe
     exit_code: 5,
     job_id: JOB_A,
     fetch_command: `recon-client fetch ${JOB_A}`,
+  });
+});
+
+Deno.test("jobsText() adds a CLIENT column when the jobs are more than one client's, or every client's were asked for", () => {
+  const header = (text: string) => text.split("\n")[0].split(/ {2,}/);
+  const mine = INFO.map((job) => ({ ...job, client: "mr1" }));
+  assert.ok(!header(jobsText(mine)).includes("CLIENT"), "one client's jobs: no column");
+  assert.ok(!header(jobsText(INFO)).includes("CLIENT"), "a server that names no client");
+
+  const mixed = [mine[0], { ...INFO[1], client: "mr2\u001b[2J" }];
+  const lines = jobsText(mixed).split("\n");
+  assert.deepEqual(header(lines.join("\n")).slice(0, 3), ["JOB ID", "CLIENT", "FILE"]);
+  assert.deepEqual(lines[1].split(/ {2,}/).slice(0, 4), [JOB_A, "mr1", "P00001.7", "succeeded"]);
+  assert.deepEqual(lines[2].split(/ {2,}/).slice(0, 4), [JOB_B, "mr2?", "-", "failed"]);
+
+  const all = jobsText(mine.slice(0, 1), undefined, { allClients: true }).split("\n");
+  assert.deepEqual(all[0].split(/ {2,}/).slice(0, 2), ["JOB ID", "CLIENT"]);
+  assert.deepEqual(all[1].split(/ {2,}/).slice(0, 3), [JOB_A, "mr1", "P00001.7"]);
+  const unnamed = jobsText(INFO.slice(1), undefined, { allClients: true }).split("\n");
+  assert.deepEqual(unnamed[1].split(/ {2,}/).slice(0, 3), [JOB_B, "-", "-"]);
+  assert.deepEqual(JSON.parse(jobsJson(mixed)), { jobs: mixed }, "--json passes client through");
+});
+
+Deno.test("queueText() shows another client's job as (client NAME) without file names", () => {
+  const lines = queueText([
+    { ...JOBS[0], priority: "normal", client: "mr1" },
+    {
+      ...JOBS[1],
+      priority: "high",
+      queue_position: 1,
+      client: "mr2",
+      primary_file: "",
+      input_dir: "",
+    },
+  ]).split("\n");
+  assert.deepEqual(lines[1].split(/ {2,}/), [
+    JOB_A,
+    "processing 42%",
+    "normal",
+    "-",
+    "P00001.7",
+    "2",
+    "2024-05-01T10:00:00.000Z",
+    `job_${JOB_A}_input`,
+  ]);
+  assert.deepEqual(lines[2].split(/ {2,}/), [
+    JOB_B,
+    "queued",
+    "high",
+    "1",
+    "(client mr2)",
+    "12",
+    "2024-05-01T10:00:02.000Z",
+    "-",
+  ]);
+  const other = { ...JOBS[1], client: "mr2", primary_file: "", input_dir: "" };
+  assert.deepEqual(JSON.parse(queueJson([other])), { jobs: [other] }, "--json as sent");
+});
+
+Deno.test("statusText() names the client the server took this one for, and whether it is an admin", () => {
+  const second = (status: ServerStatus) => statusText(status, "recon.example:9000").split("\n")[1];
+  assert.equal(
+    second({ ...STATUS, client: "mr1", admin: true }),
+    "client:              mr1 (admin)",
+  );
+  assert.equal(second({ ...STATUS, client: "mr2", admin: false }), "client:              mr2");
+  assert.equal(second({ ...STATUS, client: "mr2" }), "client:              mr2");
+  assert.equal(second(STATUS), "uptime:              1d 2h 3m 4s", "an older server says nothing");
+  const text = statusText({ ...STATUS, client: "mr1", admin: true, queued_high: 1 }, "h:1");
+  assert.equal(text.split("\n").length, 10, "each figure once, the client line among them");
+  assert.deepEqual(JSON.parse(statusJson({ ...STATUS, client: "mr1", admin: true })), {
+    ...Object.fromEntries(Object.entries(STATUS).filter(([key]) => key !== "type")),
+    client: "mr1",
+    admin: true,
   });
 });

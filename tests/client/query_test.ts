@@ -1,6 +1,7 @@
 /**
  * Tests for lib/client/query.ts's version 3 requests against a scripted server end of
- * a real channel pair: every page of list_jobs (and a cursor that repeats), cancel_job
+ * a real channel pair: every page of list_jobs (every client's for an admin, a refusal
+ * for anyone else; and a cursor that repeats), cancel_job
  * with its final job_status or a refusal in the server's words, get_job_log's offsets,
  * and follow_job without deliver (the first job_status, events, the final one).
  */
@@ -49,6 +50,38 @@ Deno.test("listJobs() reads every page, sending each cursor back, with the state
   const jobs = await listJobs(pair.client, { state: "failed" });
   await server;
   assert.deepEqual(jobs.map((entry) => entry.job_id), [idOf(1), idOf(2), idOf(3)]);
+});
+
+Deno.test("listJobs() with allClients asks for every client's jobs on each page; a non-admin's refusal is one line in the server's words", async () => {
+  await using pair = await channelPair();
+  const peer = new Peer(pair.server);
+  const refusal = "listing every client's jobs needs an admin client; mr2 is not one";
+  const server = (async () => {
+    assert.deepEqual(await peer.message(), { type: "list_jobs", all_clients: true });
+    await peer.send({
+      type: "job_list",
+      jobs: [job(idOf(1), "queued", { client: "mr1" })],
+      cursor: "p2",
+    });
+    assert.deepEqual(await peer.message(), { type: "list_jobs", cursor: "p2", all_clients: true });
+    await peer.send({ type: "job_list", jobs: [job(idOf(2), "running", { client: "mr2" })] });
+    // Without it, nothing is asked beyond the client's own jobs.
+    assert.deepEqual(await peer.message(), { type: "list_jobs" });
+    await peer.send({ type: "job_list", jobs: [] });
+    assert.deepEqual(await peer.message(), { type: "list_jobs", all_clients: true });
+    await peer.send({ type: "error", kind: "refused", reason: refusal });
+  })();
+  const jobs = await listJobs(pair.client, { allClients: true });
+  assert.deepEqual(jobs.map((entry) => [entry.job_id, entry.client]), [
+    [idOf(1), "mr1"],
+    [idOf(2), "mr2"],
+  ]);
+  assert.deepEqual(await listJobs(pair.client, { allClients: false }), []);
+  const error = await listJobs(pair.client, { allClients: true }).catch((caught) => caught);
+  await server;
+  assert.ok(error instanceof JobUnavailableError, String(error));
+  assert.equal(error.kind, "refused");
+  assert.equal(error.message, refusal);
 });
 
 Deno.test("listJobs() refuses a server whose cursor repeats (it would never end)", async () => {

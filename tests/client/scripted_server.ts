@@ -129,7 +129,8 @@ export type Script = (peer: Peer) => Promise<void>;
 /** A fake server that runs `scripts`, one per connection. */
 export class ScriptedServer implements AsyncDisposable {
   readonly port: number;
-  readonly key: { raw: Uint8Array<ArrayBuffer>; id: string };
+  /** The key, also as text (SHARED_KEY) for a recon-client process. */
+  readonly key: { text: string; raw: Uint8Array<ArrayBuffer>; id: string };
   /** Resolves when every script ran; rejects with the first script's failure. */
   readonly done: Promise<void>;
   /** Connections accepted so far. */
@@ -139,7 +140,7 @@ export class ScriptedServer implements AsyncDisposable {
 
   private constructor(
     listener: Deno.TcpListener,
-    key: { raw: Uint8Array<ArrayBuffer>; id: string },
+    key: { text: string; raw: Uint8Array<ArrayBuffer>; id: string },
     scripts: Script[],
   ) {
     this.#listener = listener;
@@ -152,7 +153,7 @@ export class ScriptedServer implements AsyncDisposable {
   static async start(scripts: Script[]): Promise<ScriptedServer> {
     const key = await testKey();
     const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    return new ScriptedServer(listener, { raw: key.raw, id: key.id }, scripts);
+    return new ScriptedServer(listener, key, scripts);
   }
 
   async #serve(scripts: Script[]): Promise<void> {
