@@ -284,6 +284,15 @@ export class AuditLog {
     this.#count("handshake_failed", address, reason, keyId);
   }
 
+  /**
+   * Write what was counted so far now, not at the end of the minute (before a last line
+   * such as `server_stopped`).
+   */
+  flushCounts(): void {
+    if (this.#closing || this.#failed) return;
+    this.#flushAggregates();
+  }
+
   /** Write what was counted, wait for the writes, close the file. Idempotent. */
   close(): Promise<void> {
     if (this.#closing) return this.#closing;

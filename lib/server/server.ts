@@ -566,6 +566,7 @@ export class ReconServer {
     await sessions;
     await this.sweeper.stop();
     this.clients.close();
+    this.audit.flushCounts();
     await this.audit.record("server_stopped", { reason }).catch((error) =>
       log.error(`audit log: cannot record server_stopped: ${errorMessage(error)}`)
     );
