@@ -944,6 +944,7 @@ Deno.test("toJobInfo() gives the protocol's JobInfo with UTC times, which job_st
     input_bytes: 1024,
     primary_file: "P12345.7",
     attempts: 0,
+    client: "k1d",
   });
   const rerun = store.createReceiving(newJob({ rerunOf: queued.id }));
   const job = store.get(rerun.id)!;
@@ -968,6 +969,7 @@ Deno.test("toJobInfo() gives the protocol's JobInfo with UTC times, which job_st
     delivered_at: "2026-12-01T09:01:30.000Z",
     results_expire_at: "2026-12-08T09:00:00.000Z",
     percent: 100,
+    client: "k1d",
   });
   const cancelled = toJobInfo(store.markCancelled(job.id, { reason: "typo", by: "10.0.0.7:4000" }));
   assert.equal(cancelled.rerun_of, queued.id);
