@@ -17,7 +17,7 @@ import {
   versionText,
   warningText,
 } from "./lib/cli/entry.ts";
-import { loadConfig, sharedKeyMaterial } from "./lib/cli/support.ts";
+import { clientsWithoutSharedKey, loadConfig, sharedKeyMaterial } from "./lib/cli/support.ts";
 import { generateKey } from "./lib/crypto/keys.ts";
 import { ConfigError, errorMessage, ExitCode, UsageError } from "./lib/errors.ts";
 import { log, type Logger, setupLogging } from "./lib/log.ts";
@@ -240,16 +240,16 @@ type SharedKey = { raw: Uint8Array<ArrayBuffer>; id: string };
  * never added a client has always seen (set SHARED_KEY).
  */
 async function serverSharedKey(loaded: LoadedOpts): Promise<SharedKey | undefined> {
-  const { config } = loaded;
-  if (config.SHARED_KEY === "" && config.CLIENT_KEYS_FILE !== "") {
-    try {
-      await Deno.stat(config.CLIENT_KEYS_FILE);
-      return undefined; // The registry says so if the file holds no client either.
-    } catch (error) {
-      if (!(error instanceof Deno.errors.NotFound)) throw error;
-    }
+  // The registry says so if the client file holds no client either.
+  if (await clientsWithoutSharedKey(loaded)) return undefined;
+  try {
+    return await sharedKeyMaterial(loaded);
+  } catch (error) {
+    if (!(error instanceof ConfigError) || loaded.config.SHARED_KEY !== "") throw error;
+    throw new ConfigError(error.message, {
+      hint: `${error.hint}; or give each client its own key with 'recon-server clients add NAME'`,
+    });
   }
-  return await sharedKeyMaterial(loaded);
 }
 
 /** "key id X" with SHARED_KEY alone, else how many clients and SHARED_KEY's id. */

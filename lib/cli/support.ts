@@ -76,7 +76,7 @@ export async function loadConfig(
     allowUnknownOptions: (options.allowUnknownOptions ?? false) || showConfig,
     createIfMissing: !showConfig,
   });
-  if (showConfig) {
+  if (showConfig && !(role === "server" && await clientsWithoutSharedKey(loaded))) {
     try {
       requireSharedKey(loaded.config, loaded.path);
     } catch (error) {
@@ -85,6 +85,23 @@ export async function loadConfig(
     }
   }
   return loaded;
+}
+
+/**
+ * Whether a server's recon.opts leaves SHARED_KEY empty because the clients have their
+ * own keys in CLIENT_KEYS_FILE (the file exists; the server checks that it holds a
+ * client). Then there is no client `default`.
+ */
+export async function clientsWithoutSharedKey(loaded: LoadedOpts): Promise<boolean> {
+  const { config } = loaded;
+  if (config.SHARED_KEY !== "" || config.CLIENT_KEYS_FILE === "") return false;
+  try {
+    await Deno.stat(config.CLIENT_KEYS_FILE);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
 }
 
 /** The SHARED_KEY bytes and key id, or a ConfigError naming SHARED_KEY. */

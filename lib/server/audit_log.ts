@@ -74,6 +74,7 @@ interface Aggregate {
   address: string;
   reason: string;
   keyId?: string;
+  client?: string;
   count: number;
   first: number;
   last: number;
@@ -279,9 +280,12 @@ export class AuditLog {
     this.#count("connection_refused", address, reason);
   }
 
-  /** A handshake that failed, with the key id the client named if any (counted likewise). */
-  handshakeFailed(address: string, reason: string, keyId?: string): void {
-    this.#count("handshake_failed", address, reason, keyId);
+  /**
+   * A handshake that failed, with the key id the client named if any and the client
+   * that key is (or was) known as, e.g. a revoked one (counted likewise).
+   */
+  handshakeFailed(address: string, reason: string, keyId?: string, client?: string): void {
+    this.#count("handshake_failed", address, reason, keyId, client);
   }
 
   /**
@@ -305,7 +309,13 @@ export class AuditLog {
     return this.#closing;
   }
 
-  #count(event: Aggregate["event"], address: string, reason: string, keyId?: string): void {
+  #count(
+    event: Aggregate["event"],
+    address: string,
+    reason: string,
+    keyId?: string,
+    client?: string,
+  ): void {
     if (this.#closing || this.#failed) return;
     const now = this.#now();
     const minute = Math.floor(now / MINUTE_MS);
@@ -313,7 +323,7 @@ export class AuditLog {
       this.#flushAggregates();
       this.#aggregateMinute = minute;
     }
-    let key = JSON.stringify([event, address, reason, keyId ?? null]);
+    let key = JSON.stringify([event, address, reason, keyId ?? null, client ?? null]);
     let entry = this.#aggregates.get(key);
     if (!entry && this.#aggregates.size >= MAX_AGGREGATES) {
       // A flood from many addresses: one line for all the rest of this minute.
@@ -325,7 +335,7 @@ export class AuditLog {
       }
     }
     if (!entry) {
-      entry = { event, address, reason, keyId, count: 0, first: now, last: now };
+      entry = { event, address, reason, keyId, client, count: 0, first: now, last: now };
       this.#aggregates.set(key, entry);
     }
     entry.count++;
@@ -354,6 +364,7 @@ export class AuditLog {
     this.#timer = undefined;
     for (const entry of this.#aggregates.values()) {
       this.record(entry.event, {
+        client: entry.client,
         address: entry.address,
         reason: entry.reason,
         key_id: entry.keyId,

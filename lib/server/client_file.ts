@@ -96,6 +96,46 @@ export function clientKeysPath(config: ReconConfig, optsPath: string): string {
  * edits replace the file by rename, so a reader sees a whole file.
  * @throws {ClientFileError} for a malformed file, ConfigError when it cannot be read.
  */
+/**
+ * Whether the client file `info` describes may be trusted by a server running as
+ * `user`: every key in it is a way in, an `admin` one to every client's jobs. Refused
+ * (`refuse`): a file other users can write (group or others write bit), or owned by
+ * anyone but root or the server's user, since they could add a key of their own.
+ * Warned (`warn`): a file others can read, or the group of another user than the
+ * server can read (0600, or 0640 with the server's group, is quiet).
+ */
+export function clientFileAccess(
+  file: string,
+  info: Pick<Deno.FileInfo, "mode" | "uid" | "gid">,
+  user: { uid: number | null; gid: number | null },
+): { refuse?: string; warn?: string } {
+  if (info.mode === null || Deno.build.os === "windows") return {};
+  const mode = info.mode & 0o777;
+  const octal = mode.toString(8).padStart(4, "0");
+  if ((mode & 0o022) !== 0) {
+    return {
+      refuse: `${file} can be written by other users (mode ${octal}): anyone who can write ` +
+        `it can give themselves an admin key; run chmod go-w ${file}`,
+    };
+  }
+  if (info.uid !== null && user.uid !== null && info.uid !== 0 && info.uid !== user.uid) {
+    return {
+      refuse: `${file} belongs to uid ${info.uid}, neither root nor the server's user ` +
+        `(uid ${user.uid}), who could give themselves an admin key; run chown root ${file}`,
+    };
+  }
+  const othersRead = (mode & 0o004) !== 0;
+  const foreignGroupRead = (mode & 0o040) !== 0 && info.gid !== null && info.gid !== user.gid;
+  if (othersRead || foreignGroupRead) {
+    return {
+      warn: `${file} holds every client's key but other users can read it (mode ${octal}, ` +
+        `group ${info.gid}); run chmod 600 ${file}, or chmod 640 with the group of the ` +
+        "user recon-server runs as",
+    };
+  }
+  return {};
+}
+
 export async function readClientFile(
   file: string,
   options: ParseClientFileOptions = {},

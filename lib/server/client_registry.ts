@@ -19,6 +19,7 @@
 import type { Logger } from "../log.ts";
 import { ConfigError, errorMessage } from "../errors.ts";
 import { TrustedAddresses } from "./access.ts";
+import { clientFileAccess } from "./client_file.ts";
 import type { KnownKey } from "./client_activity.ts";
 import {
   type ClientKey,
@@ -52,6 +53,9 @@ interface Entry {
   known: KnownKey;
 }
 
+/** What a key id is now from an address: accepted (its entry), or why not. */
+type Lookup = { entry: Entry } | { refusal?: string; client?: string };
+
 /** An audit event about the client keys: `client_added`, `client_rotated`, … */
 export interface ClientEvent {
   event: string;
@@ -84,6 +88,8 @@ export class ClientRegistry {
   #polling = false;
   /** The retiring keys already reported as retired. */
   #retired = new Set<string>();
+  /** Keys revoked since this start (key id → client), so that their use is named. */
+  #revoked = new Map<string, string>();
 
   private constructor(options: ClientRegistryOptions) {
     this.#options = options;
@@ -141,15 +147,26 @@ export class ClientRegistry {
     return "entry" in found ? found.entry.identity : undefined;
   }
 
-  #lookup(keyId: string, address: string): { entry: Entry } | { refusal?: string } {
+  #lookup(keyId: string, address: string): Lookup {
     const entry = this.#entries.get(keyId);
-    if (!entry) return {};
+    if (!entry) {
+      const revoked = this.#revoked.get(keyId);
+      return revoked === undefined
+        ? {}
+        : { refusal: `client ${revoked}'s key ${keyId} was revoked`, client: revoked };
+    }
     const { name } = entry.identity;
     if (entry.expiresAt !== undefined && entry.expiresAt <= this.#now()) {
-      return { refusal: `client ${name}'s old key ${keyId} retired after its rotation` };
+      return {
+        refusal: `client ${name}'s old key ${keyId} retired after its rotation`,
+        client: name,
+      };
     }
     if (entry.from && !entry.from.allows(address)) {
-      return { refusal: `client ${name}'s key ${keyId} is not accepted from ${address} (from=)` };
+      return {
+        refusal: `client ${name}'s key ${keyId} is not accepted from ${address} (from=)`,
+        client: name,
+      };
     }
     return { entry };
   }
@@ -170,44 +187,55 @@ export class ClientRegistry {
   /** The file's keys when it changed since the last read; undefined when it did not or is malformed. */
   async #read(): Promise<ClientKey[] | undefined> {
     const { file, log } = this.#options;
+    const first = this.#stamp === "";
     if (file === "") {
       // No client file configured (a test's bare config): SHARED_KEY only.
-      if (this.#stamp !== "") return undefined;
+      if (!first) return undefined;
       this.#stamp = "none";
       return [];
     }
+    const keep = `keeping the ${this.clientCount} client(s) read before`;
     let stamp = "missing";
     let text = "";
     try {
       const info = await Deno.stat(file);
-      stamp = `${info.ino}:${info.size}:${info.mtime?.getTime()}`;
+      stamp = `${info.ino}:${info.size}:${info.mtime?.getTime()}:${info.mode}:${info.uid}`;
       if (stamp === this.#stamp) return undefined;
+      this.#stamp = stamp;
+      const access = clientFileAccess(file, info, { uid: Deno.uid(), gid: Deno.gid() });
+      if (access.refuse) {
+        if (first) throw new ConfigError(`CLIENT_KEYS_FILE ${access.refuse}`);
+        log.error(`CLIENT_KEYS_FILE ${access.refuse}; ${keep} until it is fixed`);
+        return undefined;
+      }
+      if (access.warn) log.warn(`CLIENT_KEYS_FILE ${access.warn}`);
       text = await Deno.readTextFile(file);
     } catch (error) {
+      if (error instanceof ConfigError) throw error;
       if (!(error instanceof Deno.errors.NotFound)) {
-        if (this.#stamp === "") {
-          throw new ConfigError(`cannot read CLIENT_KEYS_FILE ${file}: ${errorMessage(error)}`);
-        }
-        log.error(
-          `cannot read CLIENT_KEYS_FILE ${file}: ${
-            errorMessage(error)
-          }; keeping the clients read before`,
-        );
+        const problem = `cannot read CLIENT_KEYS_FILE ${file}: ${errorMessage(error)}`;
+        if (first) throw new ConfigError(problem);
+        log.error(`${problem}; ${keep}`);
         return undefined;
       }
       if (stamp === this.#stamp) return undefined;
+      const wasThere = !first && this.#stamp !== "missing";
+      this.#stamp = stamp;
+      if (wasThere) {
+        // A file that vanished (a backup tool, a wrong mv) revokes nobody: emptying it does.
+        log.error(
+          `CLIENT_KEYS_FILE ${file} is gone; ${keep} until it is back (to revoke every client, leave the file empty)`,
+        );
+        return undefined;
+      }
     }
-    const first = this.#stamp === "";
-    this.#stamp = stamp;
     try {
-      return await parseClientFile(text, file, { sharedKeyId: this.#options.sharedKey?.id });
+      const keys = await parseClientFile(text, file, { sharedKeyId: this.#options.sharedKey?.id });
+      if (!first) log.info(`read CLIENT_KEYS_FILE ${file} again: ${keys.length} key(s)`);
+      return keys;
     } catch (error) {
       if (first) throw error;
-      log.error(
-        `${
-          errorMessage(error)
-        }; keeping the ${this.clientCount} client(s) read before until it is fixed`,
-      );
+      log.error(`${errorMessage(error)}; ${keep} until it is fixed`);
       return undefined;
     }
   }
@@ -254,13 +282,17 @@ export class ClientRegistry {
     }
     this.#entries = entries;
     const current = [...entries.values()].map((entry) => entry.known);
-    const events = diffClients(this.#known, current);
+    const events = diffClients(this.#known, current, this.#now());
     this.#known = new Map(current.map((key) => [key.keyId, key]));
     for (const event of events) {
       if (event.event === "client_revoked") {
-        for (const id of event.fields.key_ids as string[]) this.#retired.delete(id);
+        for (const id of event.fields.key_ids as string[]) {
+          this.#retired.delete(id);
+          this.#revoked.set(id, String(event.fields.client));
+        }
       }
     }
+    for (const id of entries.keys()) this.#revoked.delete(id);
     this.#options.onChange([...events, ...this.#retiredNow()], current);
   }
 
@@ -291,11 +323,13 @@ export class ClientRegistry {
  * id): a new name is added; a name whose current key changed while its old key stays
  * as a retiring one is rotated (a new current key without that is a rotation with no
  * grace); a name that is gone is revoked, as is a retiring key removed before its
- * time; a current key whose flags changed is changed.
+ * time (one removed after it had retired is no event: its retirement was); a current
+ * key whose flags changed is changed.
  */
 export function diffClients(
   before: ReadonlyMap<string, KnownKey>,
   after: readonly KnownKey[],
+  now: number,
 ): ClientEvent[] {
   const events: ClientEvent[] = [];
   const byName = (keys: Iterable<KnownKey>) => {
@@ -304,9 +338,9 @@ export function diffClients(
     return names;
   };
   const old = byName(before.values());
-  const now = byName(after);
+  const fresh = byName(after);
   const currentOf = (keys: KnownKey[] | undefined) => keys?.find((key) => !key.expires);
-  for (const [name, keys] of now) {
+  for (const [name, keys] of fresh) {
     const current = currentOf(keys)!;
     const previous = old.get(name);
     if (!previous) {
@@ -336,8 +370,9 @@ export function diffClients(
       });
     }
     const stillThere = new Set(keys.map((key) => key.keyId));
+    const retired = (key: KnownKey) => key.expires !== undefined && Date.parse(key.expires) <= now;
     const removed = previous.filter((key) =>
-      !stillThere.has(key.keyId) && key.keyId !== previousCurrent?.keyId
+      !stillThere.has(key.keyId) && key.keyId !== previousCurrent?.keyId && !retired(key)
     );
     if (removed.length > 0) {
       events.push({
@@ -347,7 +382,7 @@ export function diffClients(
     }
   }
   for (const [name, keys] of old) {
-    if (now.has(name)) continue;
+    if (fresh.has(name)) continue;
     events.push({
       event: "client_revoked",
       fields: { client: name, key_ids: keys.map((key) => key.keyId) },
@@ -367,9 +402,11 @@ export class ConnectionKeys extends Map<string, Uint8Array<ArrayBuffer>> {
   named?: string;
   /** Why an existing key id was not accepted, for the log and the audit. */
   refusal?: string;
-  #lookup: (id: string) => { entry: Entry } | { refusal?: string };
+  /** The client whose key that was. */
+  refusedClient?: string;
+  #lookup: (id: string) => Lookup;
 
-  constructor(lookup: (id: string) => { entry: Entry } | { refusal?: string }) {
+  constructor(lookup: (id: string) => Lookup) {
     super();
     this.#lookup = lookup;
   }
@@ -381,6 +418,7 @@ export class ConnectionKeys extends Map<string, Uint8Array<ArrayBuffer>> {
       return found.entry.raw;
     }
     this.refusal = found.refusal;
+    this.refusedClient = found.client;
     return undefined;
   }
 

@@ -431,6 +431,7 @@ export class ReconServer {
         remote.hostname,
         `${stage}: ${why}`,
         error instanceof HandshakeRefused ? error.keyId : undefined,
+        keys.refusedClient,
       );
       // Only a handshake that made us derive keys counts: a wrong key (an unknown key id),
       // a port scanner or garbage cost nothing, and never slow anyone down.

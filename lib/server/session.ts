@@ -23,6 +23,7 @@ import { type AfterJob, followJob, followJobById, jobInfo } from "./follow.ts";
 import { cancelJobById, listJobs, readJobLog } from "./job_requests.ts";
 import { rerunJob } from "./rerun.ts";
 import { Refusal } from "./refusal.ts";
+import { peerAddress } from "./audit_jobs.ts";
 import { mayActOn, type SessionContext } from "./session_context.ts";
 
 export type { SessionContext } from "./session_context.ts";
@@ -54,6 +55,7 @@ export async function serveSession(channel: Channel, context: SessionContext): P
       context.setBusy?.(false);
       const what = message.type === "submit_recon_job" ? "job" : message.type;
       context.log.warn(`${context.peer}: ${what} refused: ${error.message}`);
+      auditRefusal(message, error, context);
       await channel.send({ type: "error", kind: error.kind, reason: error.message });
       continue;
     }
@@ -63,6 +65,25 @@ export async function serveSession(channel: Channel, context: SessionContext): P
       context.setBusy?.(false);
     }
   }
+}
+
+/**
+ * The audit line of a refused request (`request_refused`): a client asking for another
+ * client's job, for every client's jobs or for priority high without the right, and
+ * every other refusal, with the job it named.
+ */
+function auditRefusal(message: ClientMessage, refusal: Refusal, context: SessionContext): void {
+  const jobId: unknown = "job_id" in message ? message.job_id : undefined;
+  context.audit.record("request_refused", {
+    client: context.client.name,
+    address: peerAddress(context.peer),
+    request: message.type,
+    ...(typeof jobId === "string" ? { job: jobId } : {}),
+    kind: refusal.kind,
+    reason: refusal.message,
+  }).catch((error) =>
+    context.log.error(`audit log: cannot record request_refused: ${(error as Error).message}`)
+  );
 }
 
 /** Answer one top-level request; a job request returns what comes after the job. */
