@@ -620,3 +620,77 @@ Deno.test("results past RESULT_RETENTION have their job_expired line", async () 
   const jobs = parseJobs(await server.client(["jobs", "--json"], { optsPath: mr1.optsPath }));
   assert.equal(jobs[0].state, "expired");
 });
+
+Deno.test("refused requests have their request_refused line; a revoked key that tries again is named; a client file others can write, or that vanishes, keeps the last good set", async () => {
+  await using files = await tempDir();
+  const script = await writeDurableScript(files.path);
+  await using server = await E2EServer.start({ script });
+  const mr1 = await addClient(server, "mr1");
+  const ops = await addClient(server, "ops", ["--admin"]);
+  await untilAccepted(server, mr1, ops);
+  const input = path.join(files.path, "P00001.7");
+  await writeRandomFile(input, 3);
+  const job = await submitDetached(server, ops, [input]);
+
+  // Another client's job, every client's jobs, priority high: refused and audited.
+  const fetch = await server.client(["fetch", job], { optsPath: mr1.optsPath });
+  assert.notEqual(fetch.code, 0);
+  const all = await server.client(["jobs", "--all-clients"], { optsPath: mr1.optsPath });
+  assert.notEqual(all.code, 0);
+  const high = await server.client(["--files", input, "--priority", "high", "--detach"], {
+    optsPath: mr1.optsPath,
+  });
+  assert.notEqual(high.code, 0);
+  const refusals = await waitFor("three request_refused lines", async () => {
+    const found = events(await readAudit(server), "request_refused");
+    return found.length >= 3 ? found : undefined;
+  }, { timeoutMs: 5000 });
+  assert.deepEqual(
+    refusals.map((e) => [e.client, e.request, e.kind, e.job ?? null]),
+    [
+      ["mr1", "follow_job", "not_found", job],
+      ["mr1", "list_jobs", "refused", null],
+      ["mr1", "submit_recon_job", "refused", null],
+    ],
+  );
+  assert.match(String(refusals[2].reason), /high-priority/);
+  assert.ok(refusals.every((e) => e.address === "127.0.0.1"));
+
+  // A revoked key that comes back is named in its handshake_failed line.
+  await revokeClient(server, "mr1");
+  await waitForProbe(server.port, mr1.key, false, 2500);
+  assert.equal((await probe(server.port, mr1.key)).accepted, false);
+  await server.stop("SIGTERM"); // writes the counted lines
+  // (Before the server read mr1's line, its key was unknown: those attempts name nobody.)
+  const failed = events(await readAudit(server), "handshake_failed")
+    .filter((e) => e.key_id === mr1.keyId && !/unknown key id/.test(String(e.reason)));
+  assert.ok(failed.length >= 1, "the revoked key's attempts are counted");
+  assert.ok(failed.every((e) => e.client === "mr1"), JSON.stringify(failed));
+  assert.ok(
+    failed.some((e) => /client mr1's key \w+ was revoked/.test(String(e.reason))),
+    JSON.stringify(failed),
+  );
+  await server.restart();
+
+  // A client file other users can write: the server keeps what it had and says why.
+  const clientFile = path.join(server.dir, "recon-clients");
+  const mr2 = await addClient(server, "mr2");
+  await untilAccepted(server, mr2);
+  await Deno.chmod(clientFile, 0o666);
+  const evil = await addClient(server, "evil", ["--admin"]);
+  await server.waitForLog(/can be written by other users \(mode 0666\)/, 5000);
+  await delay(1200);
+  assert.equal((await probe(server.port, evil.key)).accepted, false, "no key from a 0666 file");
+  assert.equal((await probe(server.port, mr2.key)).accepted, true, "the last good set stays");
+  await Deno.chmod(clientFile, 0o600);
+  await waitForProbe(server.port, evil.key, true, 2500);
+
+  // A file that vanishes revokes nobody; emptying it revokes everyone but SHARED_KEY's default.
+  await Deno.rename(clientFile, `${clientFile}.moved`);
+  await server.waitForLog(/recon-clients is gone; keeping the \d+ client\(s\)/, 5000);
+  assert.equal((await probe(server.port, mr2.key)).accepted, true);
+  await Deno.rename(`${clientFile}.moved`, clientFile);
+  await Deno.writeTextFile(clientFile, "");
+  await waitForProbe(server.port, mr2.key, false, 2500);
+  assert.equal((await probe(server.port, server.key)).accepted, true);
+});

@@ -141,6 +141,11 @@ export class ClientRegistry {
     return new ConnectionKeys((id) => this.#lookup(id, address));
   }
 
+  /** The client `keyId` belongs to, or belonged to when it was revoked since this start. */
+  clientOf(keyId: string): string | undefined {
+    return this.#entries.get(keyId)?.identity.name ?? this.#revoked.get(keyId);
+  }
+
   /** The identity behind `keyId` if that key is accepted now from `address`. */
   identify(keyId: string, address: string): ClientIdentity | undefined {
     const found = this.#lookup(keyId, address);

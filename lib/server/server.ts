@@ -453,6 +453,7 @@ export class ReconServer {
         remote.hostname,
         "key revoked during the handshake",
         channel.keyId,
+        this.clients.clientOf(channel.keyId),
       );
       await channel.close("this client's key was revoked");
       return;
