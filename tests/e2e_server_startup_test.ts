@@ -203,7 +203,7 @@ Deno.test("--show-config only reads: a missing recon.opts is an error and is not
   }
 });
 
-Deno.test("--show-config says an empty SHARED_KEY is not set, and a start's hint says where the key goes", async () => {
+Deno.test("--show-config says an empty SHARED_KEY is not set, and a start's hint says where the key goes (or that clients can have their own); beside a client file it is no warning", async () => {
   await using site = await tempDir("recon_startup_");
   const optsPath = await writeOpts(site.path, ["SHARED_KEY ="]);
   // writeOpts put a key first; the later empty line wins, with a warning about the repeat.
@@ -229,6 +229,14 @@ Deno.test("--show-config says an empty SHARED_KEY is not set, and a start's hint
   assert.equal(
     hint,
     `hint: put it in ${optsPath} as the line "SHARED_KEY = <key>"; the server and every client ` +
-      "need the same key in their recon.opts",
+      "need the same key in their recon.opts; or give each client its own key with " +
+      "'recon-server clients add NAME'",
   );
+
+  // With a client file beside it, an empty SHARED_KEY is a site of per-client keys.
+  const added = await run(SERVER_BIN, ["clients", "add", "mr1", "--opts", optsPath]);
+  assert.equal(added.code, 0, added.stderr);
+  const shown = await run(SERVER_BIN, ["--opts", optsPath, "--show-config"]);
+  assert.equal(shown.code, 0, shown.stderr);
+  assert.doesNotMatch(shown.stderr, /not set/, "no warning: the clients have their keys");
 });
