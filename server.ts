@@ -17,11 +17,15 @@ import {
   versionText,
   warningText,
 } from "./lib/cli/entry.ts";
-import { clientsWithoutSharedKey, loadConfig, sharedKeyMaterial } from "./lib/cli/support.ts";
-import { generateKey } from "./lib/crypto/keys.ts";
+import {
+  clientsWithoutSharedKey,
+  loadConfig,
+  loadServerOpts,
+  sharedKeyMaterial,
+} from "./lib/cli/support.ts";
 import { ConfigError, errorMessage, ExitCode, UsageError } from "./lib/errors.ts";
 import { log, type Logger, setupLogging } from "./lib/log.ts";
-import { type LoadedOpts, loadOpts, type ReconConfig } from "./lib/opts/mod.ts";
+import type { LoadedOpts, ReconConfig } from "./lib/opts/mod.ts";
 import { auditCommand } from "./lib/server/audit_cli.ts";
 import { clientsMain } from "./lib/server/clients_cli.ts";
 import { backupJobStore } from "./lib/server/job_store.ts";
@@ -45,7 +49,7 @@ Usage:
   ${PROGRAM} backup [--opts PATH] FILE
   ${PROGRAM} clients add|list|revoke|rotate ... [--opts PATH]
   ${PROGRAM} audit [--opts PATH] [--job ID] [--client NAME] [--since TIME] [--json]
-  ${PROGRAM} audit --verify [--opts PATH]
+  ${PROGRAM} audit --verify [--from-seq N] [--opts PATH] [--json]
 
 Options:
   --opts PATH     recon.opts to use (default ./recon.opts). When it is missing a
@@ -90,7 +94,7 @@ Exit codes: 0 clean shutdown (or a command done), 1 stopped by a second signal,
 2 usage or configuration error (including RECON_FILEPATH, RECON_DICOM_DIR or the
 directory of LOG_FILEPATH not writable, or writable by another user, and a job store
 that cannot be used or backed up), 3 cannot listen; audit --verify: 1 the audit log
-is broken.
+is broken (2 when it or the job store cannot be read).
 
 Example:
   ${PROGRAM} keygen              # put the key in recon.opts on both machines
@@ -165,12 +169,7 @@ async function main(argv: string[]): Promise<number> {
  * one is an error, an option neither program knows a warning.
  */
 async function backup(optsPath: string, file: string): Promise<number> {
-  const loaded = await loadOpts(optsPath, {
-    role: "server",
-    createIfMissing: false,
-    allowUnknownOptions: true,
-    generateKey,
-  });
+  const loaded = await loadServerOpts(optsPath);
   writeStderr(warningText(PROGRAM, loaded.warnings));
   const report = await backupJobStore(loaded.config.RECON_STATE_DIR, file);
   const jobs = `${report.jobs} job${report.jobs === 1 ? "" : "s"}`;

@@ -45,6 +45,7 @@ import {
   waitForProbe,
 } from "./support/identity.ts";
 import { generateKey } from "../lib/crypto/keys.ts";
+import { formatClientLine, formatTime, makeClientKey } from "../lib/server/client_keys.ts";
 
 /** Wait until the server accepts each client's key (it reads the file within a second). */
 async function untilAccepted(server: E2EServer, ...clients: TestClient[]): Promise<void> {
@@ -677,7 +678,16 @@ Deno.test("refused requests have their request_refused line; a revoked key that 
   const mr2 = await addClient(server, "mr2");
   await untilAccepted(server, mr2);
   await Deno.chmod(clientFile, 0o666);
-  const evil = await addClient(server, "evil", ["--admin"]);
+  // What another user can then do (recon-server clients refuses to edit such a file).
+  const evil = await makeClientKey(generateKey(), {
+    name: "evil",
+    created: formatTime(new Date()),
+    admin: true,
+    highPriority: false,
+    from: [],
+    deliver: [],
+  });
+  await Deno.writeTextFile(clientFile, `${formatClientLine(evil)}\n`, { append: true });
   await server.waitForLog(/can be written by other users \(mode 0666\)/, 5000);
   await delay(1200);
   assert.equal((await probe(server.port, evil.key)).accepted, false, "no key from a 0666 file");

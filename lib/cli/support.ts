@@ -88,6 +88,22 @@ export async function loadConfig(
 }
 
 /**
+ * The server's recon.opts for a command that only reads it (`backup`, `clients`,
+ * `audit`): nothing is created, an option neither program knows is a warning. A
+ * missing file's hint asks for the server's file: `recon-server --opts PATH` there would
+ * start a server with a fresh key in the wrong place.
+ */
+export async function loadServerOpts(optsPath: string): Promise<LoadedOpts> {
+  return await loadOpts(optsPath, {
+    role: "server",
+    createIfMissing: false,
+    missingHint: "pass --opts with the server's recon.opts, e.g. --opts /etc/recon/recon.opts",
+    allowUnknownOptions: true,
+    generateKey,
+  });
+}
+
+/**
  * Whether a server's recon.opts leaves SHARED_KEY empty because the clients have their
  * own keys in CLIENT_KEYS_FILE (the file exists; the server checks that it holds a
  * client). Then there is no client `default`.

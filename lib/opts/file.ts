@@ -25,6 +25,12 @@ export interface LoadOptsOptions {
    * error. `--show-config` only reads.
    */
   createIfMissing?: boolean;
+  /**
+   * The hint when the file is missing and `createIfMissing` is false; default: how to
+   * create it. A command that only reads the server's file says where that file is
+   * instead: creating one in the wrong place starts a server with a key nobody has.
+   */
+  missingHint?: string;
   /** A new random key, e.g. `generateKey` from lib/crypto/keys.ts. */
   generateKey: () => string;
   /** Accept unknown options with a warning instead of a ConfigError (`--allow-unknown-options`). */
@@ -166,8 +172,9 @@ export async function loadOpts(path: string, options: LoadOptsOptions): Promise<
     if (options.createIfMissing === false) {
       const program = `recon-${options.role}`;
       throw new ConfigError(`recon.opts ${absolute} does not exist`, {
-        hint: `run ${program} --opts ${absolute} once to create it, or copy recon.opts.example` +
-          (options.role === "client" ? "; either way it needs the server's SHARED_KEY" : ""),
+        hint: options.missingHint ??
+          `run ${program} --opts ${absolute} once to create it, or copy recon.opts.example` +
+            (options.role === "client" ? "; either way it needs the server's SHARED_KEY" : ""),
       });
     }
     const fresh = parseOpts(DEFAULT_OPTS_TEXT).document;

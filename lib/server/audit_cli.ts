@@ -1,8 +1,9 @@
 /**
  * `recon-server audit`: print the audit log (lib/server/audit_read.ts), all files
  * oldest first, filtered by job, client or time, as text or JSON; and `audit --verify`,
- * which checks the chain, the rotation links and the end against the job store's head.
- * Only reads: recon.opts (a missing one is an error), the log, and the job store
+ * which checks the chain, the rotation links and the end against the job store's head
+ * (`--from-seq N`: from seq N on, once older files are archived or a break is dealt
+ * with). Only reads: recon.opts (a missing one is an error), the log, and the job store
  * without its lock, so it runs beside a running server. Run it as the server's user.
  *
  * The entrypoint (server.ts) passes the writers in; nothing here touches stdout.
@@ -11,12 +12,12 @@
  */
 import * as path from "node:path";
 import { parseCommandLine, warningText } from "../cli/entry.ts";
-import { generateKey } from "../crypto/keys.ts";
+import { loadServerOpts } from "../cli/support.ts";
 import { ConfigError, ExitCode, UsageError } from "../errors.ts";
-import { loadOpts } from "../opts/mod.ts";
 import { parseDuration } from "../opts/values.ts";
 import { escapeControls } from "../printable.ts";
-import { readAuditHead } from "./audit_head.ts";
+import { JOB_ID_PATTERN } from "../wire/protocol.ts";
+import { type AuditHead, readAuditHead } from "./audit_head.ts";
 import {
   auditLogPath,
   type AuditProblem,
@@ -25,6 +26,7 @@ import {
   readAuditLog,
   verifyAuditLog,
 } from "./audit_read.ts";
+import { clientNameProblem, DEFAULT_CLIENT } from "./client_keys.ts";
 import { stateDirOf } from "./server.ts";
 
 const COMMAND = "recon-server audit";
@@ -32,7 +34,7 @@ const COMMAND = "recon-server audit";
 /** `recon-server audit --help`. */
 export const AUDIT_HELP = `Usage:
   ${COMMAND} [--opts PATH] [--job ID] [--client NAME] [--since TIME] [--json]
-  ${COMMAND} --verify [--opts PATH] [--json]
+  ${COMMAND} --verify [--from-seq N] [--opts PATH] [--json]
 
 Prints the audit log (AUDIT_LOG, default audit.jsonl in RECON_STATE_DIR): every file,
 the rotated ones first, one event a line: TIME EVENT key=value ...
@@ -50,9 +52,15 @@ Options:
                    job store keeps (which catches a cut or edited end). Prints
                    "audit log intact: ..." (exit 0) or one "audit log broken at
                    FILE:LINE (seq N): ..." line per place (exit 1)
+  --from-seq N     with --verify: check from the line of seq N on. The files before it
+                   may be archived, and a break before it (an audit_mismatch line
+                   already dealt with) is no longer reported; the end is still
+                   checked against the job store
   -h, --help       this help
 
-Run it as the server's user; it works while the server runs.
+Run it as the server's user; it works while the server runs. Exit codes: 0 printed,
+or the log is intact; 1 --verify found it broken; 2 usage or configuration error
+(recon.opts missing, the log or job store not readable).
 `;
 
 /** Where {@link auditCommand} writes. */
@@ -72,6 +80,7 @@ export async function auditCommand(argv: string[], io: AuditCommandIo): Promise<
     since: { type: "string" },
     json: { type: "boolean" },
     verify: { type: "boolean" },
+    "from-seq": { type: "string" },
     help: { type: "boolean", short: "h" },
   }, { command: COMMAND, allowPositionals: false });
   if (values.help) {
@@ -81,27 +90,34 @@ export async function auditCommand(argv: string[], io: AuditCommandIo): Promise<
   const filtered = ["job", "client", "since"].filter((name) => name in values);
   if (values.verify && filtered.length > 0) {
     throw new UsageError(`--verify checks the whole log; it takes no --${filtered[0]}`, {
-      hint: `${COMMAND} --verify [--opts PATH]`,
+      hint: `${COMMAND} --verify [--from-seq N] [--opts PATH]`,
     });
   }
+  if (values["from-seq"] !== undefined && !values.verify) {
+    throw new UsageError("--from-seq only goes with --verify", {
+      hint: `${COMMAND} --verify --from-seq N [--opts PATH]; to print from a time, --since`,
+    });
+  }
+  const fromSeq = values["from-seq"] === undefined ? undefined : parseSeq(values["from-seq"]);
+  const job = values.job === undefined ? undefined : parseJob(values.job);
+  const client = values.client === undefined ? undefined : parseClient(values.client);
   const since = values.since === undefined
     ? undefined
     : parseSince(values.since, (io.now ?? Date.now)());
-  const loaded = await loadOpts(values.opts ?? "recon.opts", {
-    role: "server",
-    createIfMissing: false,
-    allowUnknownOptions: true,
-    generateKey,
-  });
+  const loaded = await loadServerOpts(values.opts ?? "recon.opts");
   io.stderr(warningText("recon-server", loaded.warnings));
   const stateDir = stateDirOf(loaded.config);
   const logPath = path.resolve(auditLogPath(loaded.config, stateDir));
   return await readable(logPath, async () => {
-    if (values.verify) return await verify(logPath, stateDir, values.json ?? false, io);
-    if ((await listAuditFiles(logPath)).length === 0) {
-      io.stderr(`recon-server: there is no audit log at ${logPath} yet\n`);
+    if (values.verify) {
+      // The head first: lines a running server writes meanwhile are then past it, never short.
+      const head = await readAuditHead(stateDir);
+      return await verify(logPath, head, fromSeq, values.json ?? false, io);
     }
-    const filter = { job: values.job, client: values.client, since };
+    if ((await listAuditFiles(logPath)).length === 0) {
+      io.stderr(noLogText(logPath, await readAuditHead(stateDir)));
+    }
+    const filter = { job, client, since };
     const onBadLine = (file: string, line: number, what: string) =>
       io.stderr(
         `recon-server: warning: ${path.join(path.dirname(logPath), file)}:${line}: ${what}; ` +
@@ -124,6 +140,48 @@ export async function auditCommand(argv: string[], io: AuditCommandIo): Promise<
     io.stdout(out);
     return ExitCode.OK;
   });
+}
+
+/**
+ * What `audit` says on stderr when it finds no log file: a server that has written no
+ * line yet, or one whose lines the job store remembers (moved, archived, deleted).
+ */
+function noLogText(logPath: string, head: AuditHead | undefined): string {
+  if (!head || head.seq === 0) return `recon-server: there is no audit log at ${logPath} yet\n`;
+  return `recon-server: warning: there is no audit log at ${logPath}, but the job store ` +
+    `records ${head.seq} line(s) written to ${head.file}; were its files moved or deleted? ` +
+    `See '${COMMAND} --verify'\n`;
+}
+
+/** `--from-seq`: a seq, 1 or more. */
+function parseSeq(text: string): number {
+  const seq = /^[1-9]\d{0,14}$/.test(text) ? Number(text) : undefined;
+  if (seq === undefined) {
+    throw new UsageError(
+      `--from-seq needs the seq of a line, 1 or more, got "${escapeControls(text)}"`,
+      { hint: "--verify names the seq of each place it finds broken; --json shows every line's" },
+    );
+  }
+  return seq;
+}
+
+/** `--job`: a job id (any case), as recon-client takes it. */
+function parseJob(text: string): string {
+  const id = text.trim().toLowerCase();
+  if (!JOB_ID_PATTERN.test(id)) {
+    throw new UsageError(`"${escapeControls(text)}" is not a job id`, {
+      hint: "a job id is a UUID like 0b7f0f2e-3c1a-4b5e-9d2f-6a7b8c9d0e1f; " +
+        "'recon-client jobs --all-clients' lists the server's jobs",
+    });
+  }
+  return id;
+}
+
+/** `--client`: a client name, or `default` (SHARED_KEY). */
+function parseClient(text: string): string {
+  const problem = text === DEFAULT_CLIENT ? undefined : clientNameProblem(text);
+  if (problem) throw new UsageError(problem, { hint: "'recon-server clients list' names them" });
+  return text;
 }
 
 /** The time `--since` names, in ms since the epoch. */
@@ -161,13 +219,12 @@ async function readable(logPath: string, work: () => Promise<number>): Promise<n
 
 async function verify(
   logPath: string,
-  stateDir: string,
+  head: AuditHead | undefined,
+  fromSeq: number | undefined,
   json: boolean,
   io: AuditCommandIo,
 ): Promise<number> {
-  // The head first: lines a running server writes meanwhile are then past it, never short.
-  const head = await readAuditHead(stateDir);
-  const result = await verifyAuditLog(logPath, head);
+  const result = await verifyAuditLog(logPath, head, { fromSeq });
   const intact = result.problemCount === 0;
   const where = (problem: AuditProblem) => path.join(path.dirname(logPath), problem.file);
   if (json) {
@@ -176,6 +233,7 @@ async function verify(
         {
           intact,
           log: logPath,
+          ...(fromSeq === undefined ? {} : { from_seq: fromSeq }),
           lines: result.lines,
           files: result.files,
           last_seq: result.last?.seq,
@@ -196,7 +254,8 @@ async function verify(
     const past = result.pastHead > 0
       ? ` (${result.pastHead} line(s) after the job store's head: written while this ran)`
       : "";
-    io.stdout(`audit log intact: ${result.lines} lines in ${files}${last}${past}\n`);
+    const from = fromSeq === undefined ? "" : ` from seq ${fromSeq}`;
+    io.stdout(`audit log intact${from}: ${result.lines} lines in ${files}${last}${past}\n`);
     return ExitCode.OK;
   }
   for (const problem of result.problems) {

@@ -5,7 +5,8 @@
  * each line's `seq` and `prev` (the SHA-256 of the line before), the `audit_rotated`
  * link at the top of each later file, any `audit_mismatch` the server recorded, and the
  * last line against the head the job store keeps (lib/server/audit_head.ts), which is
- * what catches a cut or rewritten tail: the chain alone cannot.
+ * what catches a cut or rewritten tail: the chain alone cannot. Verifying may start at
+ * a later seq, once older files are archived or a recorded break is dealt with.
  *
  * @module
  */
@@ -218,9 +219,24 @@ export interface AuditProblem {
   what: string;
 }
 
+/** Options of {@link verifyAuditLog}. */
+export interface VerifyAuditOptions {
+  /**
+   * Check from the line of this seq on (default 1, the whole log). The lines before it
+   * may be missing (archived files) or broken (a break found and dealt with, such as an
+   * `audit_mismatch` line); the line of this seq is taken as it is (its link to the one
+   * before is not checked), every later one must chain to it, and the end must match
+   * the head as always.
+   */
+  fromSeq?: number;
+}
+
 /** The outcome of {@link verifyAuditLog}. */
 export interface AuditVerification {
-  /** Lines read, in {@link files} files. */
+  /**
+   * Lines checked, in {@link files} files: every line and file of the log, or with
+   * `fromSeq` those from that seq on.
+   */
   lines: number;
   files: number;
   /** The last line's seq and time, when there is one. */
@@ -248,12 +264,14 @@ export const MAX_AUDIT_PROBLEMS = 1000;
 export async function verifyAuditLog(
   logPath: string,
   head: AuditHead | undefined,
+  options: VerifyAuditOptions = {},
 ): Promise<AuditVerification> {
   const files = await listAuditFiles(logPath);
+  const fromSeq = options.fromSeq ?? 1;
   const problems: AuditProblem[] = [];
   const result: AuditVerification = {
     lines: 0,
-    files: files.length,
+    files: fromSeq > 1 ? 0 : files.length,
     pastHead: 0,
     problems,
     problemCount: 0,
@@ -265,44 +283,57 @@ export async function verifyAuditLog(
   let lastSeq = 0;
   let lastPlace = { file: path.basename(logPath), line: 0 };
   const headSeq = head && head.seq > 0 ? head.seq : 0;
+  // With fromSeq, nothing is checked until the first line at or after it.
+  let checking = fromSeq <= 1;
+  let read = 0;
   for (const [index, file] of files.entries()) {
     const name = path.basename(file);
     const previousName = index > 0 ? path.basename(files[index - 1]) : undefined;
     let count = 0;
+    let counted = false;
     try {
       for await (const { bytes, line, terminated } of readLines(file)) {
         count++;
-        result.lines++;
-        const problem = (what: string, seq?: number) => report({ file: name, line, seq, what });
+        read++;
         const hash = sha256Hex(bytes);
         const record = parseAuditLine(bytes);
         lastPlace = { file: name, line };
+        // A line that is no record stands for the seq after the one before.
+        const seq = typeof record === "string" ? lastSeq + 1 : record.seq;
+        const first = !checking && seq >= fromSeq;
+        if (first) checking = true;
+        if (!checking) {
+          // Archived or acknowledged: only followed, so the chain goes on from it.
+          prevHash = hash;
+          lastSeq = seq;
+          if (typeof record !== "string") result.last = { seq, time: record.time };
+          continue;
+        }
+        result.lines++;
+        if (!counted && fromSeq > 1) result.files++;
+        counted = true;
+        const problem = (what: string, seq?: number) => report({ file: name, line, seq, what });
         if (typeof record === "string") {
           problem(`${record}: the line was changed`);
           prevHash = hash;
           lastSeq++;
           continue;
         }
-        const { seq } = record;
-        const broken = rotationProblem(record, count, previousName, lastSeq) ??
-          (seq !== lastSeq + 1
-            ? result.lines === 1
-              ? `the log starts at seq ${seq}, not 1: the lines or files before it are missing`
-              : seq > lastSeq + 1
-              ? `seq ${seq} follows seq ${lastSeq}: ${
-                seq - lastSeq - 1
-              } line(s) before it were removed`
-              : `seq ${seq} follows seq ${lastSeq}: lines were reordered or repeated`
-            : record.prev !== prevHash
-            ? `its prev is not the SHA-256 of the line before: ${
-              count === 1 ? `the last line of ${previousName}` : `line ${line - 1}`
-            } or this one was changed`
-            : undefined);
+        const broken = first
+          ? startProblem(fromSeq, seq)
+          : rotationProblem(record, count, previousName, lastSeq) ??
+            chainProblem(record, {
+              lastSeq,
+              prevHash,
+              startOfLog: result.lines === 1,
+              before: count === 1 ? `the last line of ${previousName}` : `line ${line - 1}`,
+            });
         if (broken) problem(broken, seq);
         if (!terminated) problem("the line has no newline at its end (a write cut off)", seq);
         if (record.event === "audit_mismatch") {
           problem(
-            `the server found the log did not match its job store: ${String(record.problem)}`,
+            `the server found the log did not match its job store: ${String(record.problem)} ` +
+              `(once that is dealt with, check from the line after it: --from-seq ${seq + 1})`,
             seq,
           );
         }
@@ -319,11 +350,18 @@ export async function verifyAuditLog(
       }
     } catch (error) {
       if (!(error instanceof RangeError)) throw error;
-      report({ file: name, line: count + 1, what: error.message });
+      if (checking) report({ file: name, line: count + 1, what: error.message });
     }
-    if (count === 0 && index < files.length - 1) {
+    if (checking && count === 0 && index < files.length - 1) {
       report({ file: name, line: 0, what: "the rotated file is empty" });
     }
+  }
+  if (!checking && read > 0) {
+    report({
+      ...lastPlace,
+      seq: lastSeq,
+      what: `the log ends at seq ${lastSeq}, before seq ${fromSeq} where the check was to start`,
+    });
   }
   const ends = `the job store's audit head is at seq ${headSeq}`;
   if (!head || headSeq === 0) {
@@ -340,7 +378,7 @@ export async function verifyAuditLog(
       ...lastPlace,
       what: `the job store's audit head is for ${head.file}, not ${path.basename(logPath)}`,
     });
-  } else if (result.lines === 0) {
+  } else if (read === 0) {
     report({ ...lastPlace, what: `there is no audit log, but ${ends}` });
   } else if (lastSeq < headSeq) {
     report({
@@ -351,6 +389,35 @@ export async function verifyAuditLog(
     });
   }
   return result;
+}
+
+/** What is wrong with the first line checked from `fromSeq` on, if anything. */
+function startProblem(fromSeq: number, seq: number): string | undefined {
+  if (seq === fromSeq) return undefined;
+  const missing = seq - fromSeq === 1
+    ? `the line of seq ${fromSeq} is missing`
+    : `the lines of seq ${fromSeq} to ${seq - 1} are missing`;
+  return `the first line from seq ${fromSeq} on is seq ${seq}: ${missing}`;
+}
+
+/** What is wrong with the link from the line before (`before`) to `record`, if anything. */
+function chainProblem(
+  record: AuditRecord,
+  at: { lastSeq: number; prevHash: string; startOfLog: boolean; before: string },
+): string | undefined {
+  const { seq } = record;
+  const { lastSeq } = at;
+  if (seq === lastSeq + 1) {
+    return record.prev === at.prevHash
+      ? undefined
+      : `its prev is not the SHA-256 of the line before: ${at.before} or this one was changed`;
+  }
+  if (at.startOfLog) {
+    return `the log starts at seq ${seq}, not 1: the lines or files before it are missing`;
+  }
+  return seq > lastSeq + 1
+    ? `seq ${seq} follows seq ${lastSeq}: ${seq - lastSeq - 1} line(s) before it were removed`
+    : `seq ${seq} follows seq ${lastSeq}: lines were reordered or repeated`;
 }
 
 /** What is wrong with the link from one file to the next, if anything. */
@@ -365,7 +432,8 @@ function rotationProblem(
   if (previousName === undefined) {
     return rotated
       ? `the log starts with a rotation from ${String(record.previous_file)} ` +
-        `(seq ${String(record.previous_seq)}), which is missing`
+        `(seq ${String(record.previous_seq)}), which is missing (if it was archived, ` +
+        `check from this line on: --from-seq ${record.seq})`
       : undefined;
   }
   if (!rotated) {

@@ -9,10 +9,12 @@
  * when it changes) sees the old file or the new one, never half of one, and a root
  * edit leaves the file readable by the server's user only, as it was. A new file gets
  * the owner and group of recon.opts and its mode without any bit for others or
- * execution (0640 for a `0640 root:recon` recon.opts, 0600 for a 0600 one). Another edit may have renamed a new
- * file into place while this one waited for the lock: the lock is then taken again on
- * the file now at the path. A malformed file is refused, not repaired: it is fixed by
- * hand first. Every edit drops the retiring keys whose expires= has passed.
+ * execution (0640 for a `0640 root:recon` recon.opts, 0600 for a 0600 one). Another
+ * edit may have renamed a new file into place while this one waited for the lock: the
+ * lock is then taken again on the file now at the path. A malformed file is refused,
+ * not repaired: it is fixed by hand first; so is, with a `check`, a file the server
+ * refuses (others can write it, or it belongs to another user: {@link
+ * clientFileProblem}). Every edit drops the retiring keys whose expires= has passed.
  *
  * @module
  */
@@ -54,6 +56,8 @@ export interface EditOptions {
   now: Date;
   /** SHARED_KEY's key id, when recon.opts sets one: no client key may have it. */
   sharedKeyId?: string;
+  /** Refuse a file a server would refuse (and warn) before changing it; default: no check. */
+  check?: ClientFileCheck;
 }
 
 /** Options of {@link addClient}. */
@@ -71,7 +75,10 @@ export interface AddClientOptions extends EditOptions {
 
 /** Options of {@link rotateClient}. */
 export interface RotateClientOptions extends EditOptions {
-  /** KEY_ROTATION_GRACE: how long the old key keeps working, in seconds. */
+  /**
+   * How long the old keys keep working, in seconds (KEY_ROTATION_GRACE, or `--grace`):
+   * the one replaced, and at most as long every older one still retiring.
+   */
   graceSeconds: number;
 }
 
@@ -83,6 +90,10 @@ export interface Rotation {
   previous: ClientKey;
   /** Its keys that still work until their expires=, the one just replaced among them. */
   retiring: ClientKey[];
+  /** Older retiring keys whose expires= the grace brought forward: key id → the time they had. */
+  shortened: Map<string, string>;
+  /** Its keys that stopped working with this rotation (a grace of 0), `previous` among them. */
+  stopped: ClientKey[];
 }
 
 /** The client file named by recon.opts: CLIENT_KEYS_FILE, else `recon-clients` beside it. */
@@ -91,54 +102,129 @@ export function clientKeysPath(config: ReconConfig, optsPath: string): string {
   return path.join(path.dirname(path.resolve(optsPath)), DEFAULT_CLIENT_KEYS_FILE_NAME);
 }
 
-/**
- * The keys in the client file, validated; a missing file has none. Takes no lock:
- * edits replace the file by rename, so a reader sees a whole file.
- * @throws {ClientFileError} for a malformed file, ConfigError when it cannot be read.
- */
+/** The user a client file must belong to, and whose group may read it. */
+export interface ClientFileUser {
+  uid: number | null;
+  gid: number | null;
+  /** How messages name this user; default "the server's user". */
+  name?: string;
+}
+
+/** What is wrong with a client file's owner or mode ({@link clientFileProblem}). */
+export interface ClientFileProblem {
+  /** True: the server does not use the file (a way in for others); false: a warning. */
+  refuse: boolean;
+  /** What is wrong, naming the file. */
+  what: string;
+  /** The command that fixes it: `run chmod go-w FILE`. */
+  fix: string;
+}
+
 /**
  * Whether the client file `info` describes may be trusted by a server running as
  * `user`: every key in it is a way in, an `admin` one to every client's jobs. Refused
- * (`refuse`): a file other users can write (group or others write bit), or owned by
- * anyone but root or the server's user, since they could add a key of their own.
- * Warned (`warn`): a file others can read, or the group of another user than the
- * server can read (0600, or 0640 with the server's group, is quiet).
+ * (`refuse: true`): a file other users can write (group or others write bit), or owned
+ * by anyone but root or the server's user, since they could add a key of their own.
+ * Warned: a file others can read, or the group of another user than the server can
+ * read (0600, or 0640 with the server's group, is quiet).
  */
-export function clientFileAccess(
+export function clientFileProblem(
   file: string,
   info: Pick<Deno.FileInfo, "mode" | "uid" | "gid">,
-  user: { uid: number | null; gid: number | null },
-): { refuse?: string; warn?: string } {
-  if (info.mode === null || Deno.build.os === "windows") return {};
+  user: ClientFileUser,
+): ClientFileProblem | undefined {
+  if (info.mode === null || Deno.build.os === "windows") return undefined;
   const mode = info.mode & 0o777;
   const octal = mode.toString(8).padStart(4, "0");
   if ((mode & 0o022) !== 0) {
     return {
-      refuse: `${file} can be written by other users (mode ${octal}): anyone who can write ` +
-        `it can give themselves an admin key; run chmod go-w ${file}`,
+      refuse: true,
+      what: `${file} can be written by other users (mode ${octal}): anyone who can write ` +
+        "it can give themselves an admin key",
+      fix: `run chmod go-w ${file}`,
     };
   }
   if (info.uid !== null && user.uid !== null && info.uid !== 0 && info.uid !== user.uid) {
     return {
-      refuse: `${file} belongs to uid ${info.uid}, neither root nor the server's user ` +
-        `(uid ${user.uid}), who could give themselves an admin key; run chown root ${file}`,
+      refuse: true,
+      what: `${file} belongs to uid ${info.uid}, neither root nor ${
+        user.name ?? "the server's user"
+      } (uid ${user.uid}), who could give themselves an admin key`,
+      fix: `run chown root ${file}`,
     };
   }
   const othersRead = (mode & 0o004) !== 0;
   const foreignGroupRead = (mode & 0o040) !== 0 && info.gid !== null && info.gid !== user.gid;
   if (othersRead || foreignGroupRead) {
     return {
-      warn: `${file} holds every client's key but other users can read it (mode ${octal}, ` +
-        `group ${info.gid}); run chmod 600 ${file}, or chmod 640 with the group of the ` +
-        "user recon-server runs as",
+      refuse: false,
+      what: `${file} holds every client's key but other users can read it (mode ${octal}, ` +
+        `group ${info.gid})`,
+      fix: `run chmod 600 ${file}, or chmod 640 with the group of the user recon-server runs as`,
     };
   }
-  return {};
+  return undefined;
 }
 
+/**
+ * {@link clientFileProblem} as one line each, for the server's log: `refuse` (the file is
+ * not used) or `warn`, the fix included.
+ */
+export function clientFileAccess(
+  file: string,
+  info: Pick<Deno.FileInfo, "mode" | "uid" | "gid">,
+  user: ClientFileUser,
+): { refuse?: string; warn?: string } {
+  const problem = clientFileProblem(file, info, user);
+  if (!problem) return {};
+  const text = `${problem.what}; ${problem.fix}`;
+  return problem.refuse ? { refuse: text } : { warn: text };
+}
+
+/**
+ * What the command line checks of the file it reads or edits, as a running server
+ * would: whose it must be (the CLI runs as root: the owner of recon.opts stands for
+ * the server's user), and where a warning goes.
+ */
+export interface ClientFileCheck {
+  user: ClientFileUser;
+  /** Told of a file others can read, in one line with its fix. */
+  warn: (text: string) => void;
+}
+
+/**
+ * Apply `check` to the open file `file` whose stat is `info`.
+ * @throws {ConfigError} for a file a server refuses, its fix as the hint.
+ */
+function checkClientFile(file: string, info: Deno.FileInfo, check?: ClientFileCheck): void {
+  if (!check) return;
+  const problem = clientFileProblem(file, info, check.user);
+  if (!problem) return;
+  if (!problem.refuse) {
+    check.warn(`${problem.what}; ${problem.fix}`);
+    return;
+  }
+  throw new ConfigError(problem.what, {
+    hint: `${problem.fix} (until then a running recon-server ignores the file and keeps ` +
+      "the keys it read before)",
+  });
+}
+
+/** Options of {@link readClientFile}. */
+export interface ReadClientFileOptions extends ParseClientFileOptions {
+  /** Refuse (and warn) as a server would; default: no check. */
+  check?: ClientFileCheck;
+}
+
+/**
+ * The keys in the client file, validated; a missing file has none. Takes no lock:
+ * edits replace the file by rename, so a reader sees a whole file.
+ * @throws {ClientFileError} for a malformed file, ConfigError when it cannot be read
+ * or (with `check`) a server would refuse it.
+ */
 export async function readClientFile(
   file: string,
-  options: ParseClientFileOptions = {},
+  options: ReadClientFileOptions = {},
 ): Promise<ClientKey[]> {
   let handle: Deno.FsFile;
   try {
@@ -148,6 +234,7 @@ export async function readClientFile(
     throw fileError("read", file, error);
   }
   try {
+    checkClientFile(file, await handle.stat(), options.check);
     return await parseClientFile(await readText(handle, file), file, options);
   } finally {
     handle.close();
@@ -200,7 +287,7 @@ export async function revokeClient(
   name: string,
   options: Partial<EditOptions> = {},
 ): Promise<ClientKey[]> {
-  const edit = { now: options.now ?? new Date(), sharedKeyId: options.sharedKeyId };
+  const edit = { ...options, now: options.now ?? new Date() };
   const removed = await editClientFile(file, edit, undefined, (keys) => {
     const removed = keys.filter((key) => key.name === name);
     if (removed.length === 0) throw unknownClient(name, file);
@@ -212,7 +299,9 @@ export async function revokeClient(
 
 /**
  * Give client `name` a new key, same flags; its current key becomes a retiring one that
- * works for `graceSeconds` more (0: it stops at once, and is dropped).
+ * works for `graceSeconds` more (0: it stops at once, and is dropped). Its older
+ * retiring keys work no longer than that either: a rotation after a leak, with a short
+ * grace, must not leave an older key working for days.
  * @throws {UsageError} when there is no such client; ConfigError for a key id in use.
  */
 export async function rotateClient(
@@ -220,7 +309,8 @@ export async function rotateClient(
   name: string,
   options: RotateClientOptions,
 ): Promise<Rotation> {
-  const expires = formatTime(new Date(options.now.getTime() + options.graceSeconds * 1000));
+  const end = options.now.getTime() + options.graceSeconds * 1000;
+  const expires = formatTime(new Date(end));
   const rotation = await editClientFile(file, options, undefined, async (keys) => {
     const old = keys.find((key) => key.name === name && key.expires === undefined);
     if (!old) throw unknownClient(name, file);
@@ -231,7 +321,15 @@ export async function rotateClient(
     });
     checkNewKeyId(current, keys, options.sharedKeyId, file);
     const retired = { ...old, expires };
-    const next = keys.flatMap((key) => key === old ? [current, retired] : [key]);
+    const shortened = new Map<string, string>();
+    const next = keys.flatMap((key) => {
+      if (key === old) return [current, retired];
+      if (key.name !== name || key.expires === undefined || Date.parse(key.expires) <= end) {
+        return [key];
+      }
+      shortened.set(key.keyId, key.expires);
+      return [{ ...key, expires }];
+    });
     const kept = withoutExpired(next, options.now);
     return {
       keys: kept,
@@ -239,6 +337,8 @@ export async function rotateClient(
         current,
         previous: retired,
         retiring: kept.filter((key) => key.name === name && key !== current),
+        shortened,
+        stopped: next.filter((key) => key.name === name && !kept.includes(key)),
       },
     };
   });
@@ -315,6 +415,7 @@ async function editClientFile<T>(
   if (!locked) return undefined;
   let replaced = false;
   try {
+    checkClientFile(file, locked.stat, options.check);
     const text = await readText(locked.handle, file);
     const keys = await parseClientFile(text, file, { sharedKeyId: options.sharedKeyId });
     const { keys: next, result } = await change(withoutExpired(keys, options.now));

@@ -20,7 +20,7 @@
  * @module
  */
 import { decodeKey, keyId } from "../crypto/keys.ts";
-import { ConfigError } from "../errors.ts";
+import { ConfigError, type ReconErrorOptions } from "../errors.ts";
 import { MAX_QUOTED_LENGTH, quoteFromOpts } from "../opts/mod.ts";
 import { TrustedAddresses } from "./access.ts";
 
@@ -75,7 +75,14 @@ export type ClientKeyFields = Omit<ClientKey, "keyId" | "key" | "raw" | "line"> 
 };
 
 /** A malformed client file; the message starts with `<file>:<line>: `. */
-export class ClientFileError extends ConfigError {}
+export class ClientFileError extends ConfigError {
+  /** The line at fault, 1-based. */
+  readonly line: number;
+  constructor(message: string, options: ReconErrorOptions & { line: number }) {
+    super(message, options);
+    this.line = options.line;
+  }
+}
 
 /** Options of {@link parseClientFile}. */
 export interface ParseClientFileOptions {
@@ -94,27 +101,37 @@ export function clientNameProblem(name: string): string | undefined {
     return `the name ${DEFAULT_CLIENT} is reserved for SHARED_KEY in recon.opts`;
   }
   if (!CLIENT_NAME_PATTERN.test(name)) {
-    return `client name ${quoteFromOpts(name, "name")} is not valid: 1 to 63 characters ` +
+    return `${named("client name", name)} is not valid: 1 to 63 characters ` +
       `of a-z, 0-9, '.', '_' and '-', starting with a letter or digit`;
   }
   return undefined;
 }
 
 /**
+ * `noun "text"` for a short text, else `a noun of N characters (not shown)`: a long one
+ * may be a key pasted in the wrong place.
+ */
+function named(noun: string, text: string): string {
+  if (text.length <= MAX_QUOTED_LENGTH) return `${noun} ${quoteFromOpts(text)}`;
+  return `${/^[aeiou]/.test(noun) ? "an" : "a"} ${noun} of ${text.length} characters (not shown)`;
+}
+
+/**
  * Check `from=` entries: IP addresses (a link-local one may carry its zone) or CIDR
- * blocks. Returns them as written, without duplicates.
+ * blocks. Returns them as written, without duplicates. `option` is how messages name
+ * the list: `from=` in the file, `--from` on the command line.
  * @throws {TypeError} naming the first bad entry (quoted only if short).
  */
-export function checkFromPatterns(patterns: readonly string[]): string[] {
-  if (patterns.length === 0) throw new TypeError("from= needs at least one address");
+export function checkFromPatterns(patterns: readonly string[], option = "from="): string[] {
+  if (patterns.length === 0) throw new TypeError(`${option} needs at least one address`);
   for (const pattern of patterns) {
     try {
-      new TrustedAddresses([pattern], { networks: true, label: "from= entry" });
+      new TrustedAddresses([pattern], { networks: true, label: `${option} entry` });
     } catch (error) {
       // Its message quotes the entry, which must not show a key pasted in the wrong place.
       if (pattern.length <= MAX_QUOTED_LENGTH) throw error;
       throw new TypeError(
-        `a from= entry of ${pattern.length} characters (not shown) is not an IP address or CIDR block`,
+        `${named(`${option} entry`, pattern)} is not an IP address or CIDR block`,
       );
     }
   }
@@ -122,17 +139,16 @@ export function checkFromPatterns(patterns: readonly string[]): string[] {
 }
 
 /**
- * Check `deliver=` destination names; returns them upper case, without duplicates.
+ * Check `deliver=` destination names (`option`: `--deliver` on the command line);
+ * returns them upper case, without duplicates.
  * @throws {TypeError} naming the first bad one.
  */
-export function checkDestinations(names: readonly string[]): string[] {
-  if (names.length === 0) throw new TypeError("deliver= needs at least one destination");
+export function checkDestinations(names: readonly string[], option = "deliver="): string[] {
+  if (names.length === 0) throw new TypeError(`${option} needs at least one destination`);
   for (const name of names) {
     if (!DESTINATION_PATTERN.test(name)) {
       throw new TypeError(
-        `deliver= destination ${
-          quoteFromOpts(name, "name")
-        } is not valid: 1 to 32 letters and digits`,
+        `${named(`${option} destination`, name)} is not valid: 1 to 32 letters and digits`,
       );
     }
   }
@@ -166,7 +182,7 @@ export async function parseClientFile(
     const content = lines[i].replace(/\r$/, "").trim();
     if (content === "" || content.startsWith("#")) continue;
     const line = i + 1;
-    const fail = (what: string) => new ClientFileError(`${file}:${line}: ${what}`);
+    const fail = (what: string) => new ClientFileError(`${file}:${line}: ${what}`, { line });
     let key: ClientKey;
     try {
       key = await parseLine(content, line);
@@ -200,6 +216,7 @@ export async function parseClientFile(
       throw new ClientFileError(
         `${file}:${key.line}: client ${key.name} has no current key (each of its lines has ` +
           "expires=); remove its lines, or the expires= of the key it uses now",
+        { line: key.line },
       );
     }
   }
@@ -254,7 +271,7 @@ function parseFlags(
     const value = eq >= 0 ? flag.slice(eq + 1) : undefined;
     if (!KNOWN_FLAGS.includes(name)) {
       throw new TypeError(
-        `unknown flag ${quoteFromOpts(name, "flag")} (known: admin, high-priority, ` +
+        `${named("unknown flag", name)} (known: admin, high-priority, ` +
           'from="…", deliver="…", expires=…)',
       );
     }

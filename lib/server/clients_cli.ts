@@ -2,35 +2,45 @@
  * `recon-server clients add|list|revoke|rotate`: the client file (lib/server/
  * client_file.ts) from the command line. Reads the server's recon.opts only (a missing
  * one is an error, nothing is created) for CLIENT_KEYS_FILE, KEY_ROTATION_GRACE, the
- * job store's directory (`list`: last seen, jobs) and SHARED_KEY, which is the client
- * `default` and whose key id no client key may share.
+ * job store's directory (`list`: last seen, jobs; `add`: jobs a name had before) and
+ * SHARED_KEY, which is the client `default` and whose key id no client key may share.
  *
  * The edits take effect in a running server without a restart: it re-reads the file
  * within a second of a change. Only `add` and `rotate` print a key, on stdout, as the
- * lines to put in the client's recon.opts; `list` never shows one.
+ * lines to put in the client's recon.opts; `list` never shows one. Every command
+ * refuses a client file the server would refuse (others can write it, or it belongs to
+ * neither root nor the owner of recon.opts, who stands for the server's user since the
+ * command usually runs as root) and warns of one others can read.
  *
  * @module
  */
 import { parseCommandLine, warningText } from "../cli/entry.ts";
-import { sharedKeyMaterial } from "../cli/support.ts";
-import { generateKey, isPlaceholderKey } from "../crypto/keys.ts";
-import { ExitCode, UsageError } from "../errors.ts";
-import { type LoadedOpts, loadOpts } from "../opts/mod.ts";
+import { loadServerOpts, sharedKeyMaterial } from "../cli/support.ts";
+import { isPlaceholderKey } from "../crypto/keys.ts";
+import { errorMessage, ExitCode, UsageError } from "../errors.ts";
+import type { LoadedOpts } from "../opts/mod.ts";
+import { parseDuration } from "../opts/values.ts";
+import { escapeControls } from "../printable.ts";
 import { type ClientActivity, readClientActivity } from "./client_activity.ts";
 import {
   addClient,
+  type ClientFileCheck,
   clientKeysPath,
   readClientFile,
   revokeClient,
   rotateClient,
+  type Rotation,
 } from "./client_file.ts";
 import {
+  checkDestinations,
+  checkFromPatterns,
+  ClientFileError,
   type ClientKey,
   clientNameProblem,
   DEFAULT_CLIENT,
-  formatClientFlags,
   formatTime,
 } from "./client_keys.ts";
+import { listEntries, listText } from "./clients_list.ts";
 import { stateDirOf } from "./server.ts";
 
 /** What the entrypoint lends the clients command. */
@@ -40,26 +50,6 @@ export interface ClientsContext {
   writeStderr: (text: string) => void;
   /** The time of an edit; default now. */
   now?: () => Date;
-}
-
-/** One client in `clients list --json`. Never a key. */
-export interface ClientListEntry {
-  name: string;
-  /** The current key's id. */
-  key_id: string;
-  /** When the current key was made; null for `default` (SHARED_KEY). */
-  created: string | null;
-  /** Its last completed handshake (ISO), if any. */
-  last_seen?: string;
-  last_address?: string;
-  /** Jobs of it that the job store holds. */
-  jobs: number;
-  admin: boolean;
-  high_priority: boolean;
-  from: string[];
-  deliver: string[];
-  /** Its old keys that still work, each until `expires`. */
-  retiring: { key_id: string; expires: string }[];
 }
 
 /** `recon-server clients --help`. */
@@ -74,14 +64,16 @@ Usage:
                        [--deliver LIST] [--opts PATH]
   ${program} clients list [--json] [--opts PATH]
   ${program} clients revoke NAME [--opts PATH]
-  ${program} clients rotate NAME [--opts PATH]
+  ${program} clients rotate NAME [--grace DURATION] [--opts PATH]
 
 Commands:
   add NAME         make a key for client NAME (1 to 63 characters: a-z, 0-9, '.',
                    '_', '-'), add it to the client file and print the lines for
-                   that client's recon.opts (its SHARED_KEY)
+                   that client's recon.opts (its SHARED_KEY). A name owns its jobs:
+                   a NAME revoked before gets its old jobs back (add warns)
   list             every client: NAME, KEY ID, CREATED, LAST SEEN, JOBS, FLAGS, and
-                   a line per old key that still works; never a key
+                   a line per old key that still works; never a key. LAST SEEN
+                   names the key when it was not the current one
   revoke NAME      remove every key of NAME: a running server refuses it and closes
                    its sessions within a second; its queued jobs stay (an admin
                    client can cancel them)
@@ -96,6 +88,11 @@ Options of add:
                    the key may connect from; default any (TRUSTEDIPS still applies)
   --deliver LIST   comma-separated destinations it may deliver to (PACS,RESEARCH)
 
+Options of rotate:
+  --grace DURATION how long the old keys keep working instead of KEY_ROTATION_GRACE:
+                   90s, 30m, 12h, 7d; 0 stops them at once (a leaked key). Every
+                   older key still retiring is cut to it too
+
 Other options:
   --json           list: a JSON array, one object per client
   --opts PATH      the server's recon.opts (default ./recon.opts). CLIENT_KEYS_FILE
@@ -108,15 +105,18 @@ keys: add a client per scanner, put each one's SHARED_KEY in its recon.opts, the
 remove SHARED_KEY from the server's recon.opts.
 
 Run it as root or as the server's user: the file keeps its owner, group and mode
-(a new one gets mode 0600 and the owner and group of recon.opts). A malformed file
-is refused, naming its line; fix it by hand first.
+(a new one gets mode 0600 and the owner and group of recon.opts). A file the server
+refuses is refused here too: one others can write, or owned by neither root nor the
+owner of recon.opts. A malformed file is refused, naming its line; fix it by hand
+first (a running server keeps the keys it read before meanwhile).
 
 Exit codes: 0 done; 2 usage or configuration error (unknown or existing client,
-malformed client file, recon.opts missing).
+malformed or unsafe client file, recon.opts missing).
 
 Examples:
   ${program} clients add mr1 --high-priority --opts /etc/recon/recon.opts
   ${program} clients rotate mr1 --opts /etc/recon/recon.opts
+  ${program} clients rotate mr1 --grace 0 --opts /etc/recon/recon.opts
   ${program} clients list --json --opts /etc/recon/recon.opts
 `;
 }
@@ -133,6 +133,7 @@ export async function clientsMain(argv: string[], context: ClientsContext): Prom
     "high-priority": { type: "boolean" },
     from: { type: "string" },
     deliver: { type: "string" },
+    grace: { type: "string" },
     json: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   }, { command });
@@ -166,92 +167,168 @@ export async function clientsMain(argv: string[], context: ClientsContext): Prom
   if (values.json && verb !== "list") {
     throw new UsageError("--json only goes with 'clients list'", { hint });
   }
+  if (values.grace !== undefined && verb !== "rotate") {
+    throw new UsageError("--grace only goes with 'clients rotate'", { hint });
+  }
   const name = names[0];
   if (name !== undefined && name !== DEFAULT_CLIENT) {
     const problem = clientNameProblem(name);
     if (problem) throw new UsageError(problem, { hint });
   }
+  // In the options' own names (the file's are from= and deliver=).
+  const from = values.from === undefined
+    ? undefined
+    : usage(() => checkFromPatterns(list(values.from!), "--from"));
+  const deliver = values.deliver === undefined
+    ? undefined
+    : usage(() => checkDestinations(list(values.deliver!), "--deliver"));
+  const grace = values.grace === undefined ? undefined : parseGrace(values.grace);
 
-  const loaded = await loadOpts(values.opts ?? "recon.opts", {
-    role: "server",
-    createIfMissing: false,
-    allowUnknownOptions: true,
-    generateKey,
-  });
+  const loaded = await loadServerOpts(values.opts ?? "recon.opts");
   context.writeStderr(warningText(program, loaded.warnings));
   const site = await siteOf(loaded);
   const now = context.now?.() ?? new Date();
-  switch (verb) {
-    case "add": {
-      if (name === DEFAULT_CLIENT) {
-        throw new UsageError(clientNameProblem(name)!, { hint: "pick another name" });
+  const optsOwner = await ownerOf(loaded.path);
+  const check: ClientFileCheck = {
+    user: { uid: optsOwner.uid, gid: optsOwner.gid, name: "the owner of recon.opts" },
+    warn: (text) => context.writeStderr(warningText(program, [text])),
+  };
+  const edit = { now, sharedKeyId: site.sharedKeyId, check };
+  try {
+    switch (verb) {
+      case "add": {
+        if (name === DEFAULT_CLIENT) {
+          throw new UsageError(clientNameProblem(name)!, { hint: "pick another name" });
+        }
+        const key = await addClient(site.file, {
+          ...edit,
+          name,
+          admin: values.admin,
+          highPriority: values["high-priority"],
+          from,
+          deliver,
+          newFileOwner: optsOwner,
+        });
+        context.writeStdout(optsLines(key, loaded));
+        context.writeStderr(
+          `${program}: wrote ${site.file} (client ${name} added); a running ${program} ` +
+            "picks it up within a second\n",
+        );
+        context.writeStderr(warningText(program, await earlierJobs(name, loaded)));
+        return ExitCode.OK;
       }
-      const key = await addClient(site.file, {
-        name,
-        admin: values.admin,
-        highPriority: values["high-priority"],
-        from: values.from === undefined ? undefined : list(values.from),
-        deliver: values.deliver === undefined ? undefined : list(values.deliver),
-        now,
-        sharedKeyId: site.sharedKeyId,
-        newFileOwner: await ownerOf(loaded.path),
-      });
-      context.writeStdout(optsLines(key, loaded));
-      context.writeStderr(
-        `${program}: wrote ${site.file} (client ${name} added); a running ${program} ` +
-          "picks it up within a second\n",
-      );
-      return ExitCode.OK;
-    }
-    case "rotate": {
-      const grace = loaded.config.KEY_ROTATION_GRACE;
-      const { current, previous, retiring } = await rotateClient(site.file, name, {
-        graceSeconds: grace,
-        now,
-        sharedKeyId: site.sharedKeyId,
-      });
-      const graceText = `KEY_ROTATION_GRACE ${durationText(grace)}`;
-      const works = retiring.map((key) =>
-        `# the ${key.keyId === previous.keyId ? "old" : "older"} key (key id ${key.keyId}) ` +
-        `works until ${key.expires}${key.keyId === previous.keyId ? ` (${graceText})` : ""}\n`
-      );
-      if (!retiring.some((key) => key.keyId === previous.keyId)) {
-        works.unshift(`# the old key (key id ${previous.keyId}) no longer works (${graceText})\n`);
+      case "rotate": {
+        const seconds = grace ?? loaded.config.KEY_ROTATION_GRACE;
+        const rotation = await rotateClient(site.file, name, { ...edit, graceSeconds: seconds });
+        const graceText = grace === undefined
+          ? `KEY_ROTATION_GRACE ${durationText(seconds)}`
+          : `--grace ${durationText(seconds)}`;
+        context.writeStdout(optsLines(rotation.current, loaded) + oldKeyLines(rotation, graceText));
+        context.writeStderr(
+          `${program}: wrote ${site.file} (client ${name}: new key id ${rotation.current.keyId}); ` +
+            `a running ${program} picks it up within a second\n`,
+        );
+        return ExitCode.OK;
       }
-      context.writeStdout(optsLines(current, loaded) + works.join(""));
-      context.writeStderr(
-        `${program}: wrote ${site.file} (client ${name}: new key id ${current.keyId}); ` +
-          `a running ${program} picks it up within a second\n`,
-      );
-      return ExitCode.OK;
+      case "revoke": {
+        const removed = await revokeClient(site.file, name, edit);
+        const ids = removed.map((key) =>
+          `key id ${key.keyId} (${
+            key.expires === undefined ? "current" : `retiring, until ${key.expires}`
+          })`
+        );
+        context.writeStdout(`revoked client ${name}: removed ${ids.join(", ")}\n`);
+        context.writeStderr(
+          `${program}: wrote ${site.file}; a running ${program} refuses ${name} and closes its ` +
+            "sessions within a second (its queued jobs stay)\n",
+        );
+        return ExitCode.OK;
+      }
+      default: {
+        const keys = await readClientFile(site.file, { sharedKeyId: site.sharedKeyId, check });
+        const activity = await readClientActivity(stateDirOf(loaded.config));
+        const entries = listEntries(keys, site.sharedKeyId, activity, now);
+        context.writeStdout(
+          values.json ? `${JSON.stringify(entries, null, 2)}\n` : listText(entries),
+        );
+        return ExitCode.OK;
+      }
     }
-    case "revoke": {
-      const removed = await revokeClient(site.file, name, {
-        now,
-        sharedKeyId: site.sharedKeyId,
-      });
-      const ids = removed.map((key) =>
-        `key id ${key.keyId} (${
-          key.expires === undefined ? "current" : `retiring, until ${key.expires}`
-        })`
-      );
-      context.writeStdout(`revoked client ${name}: removed ${ids.join(", ")}\n`);
-      context.writeStderr(
-        `${program}: wrote ${site.file}; a running ${program} refuses ${name} and closes its ` +
-          "sessions within a second (its queued jobs stay)\n",
-      );
-      return ExitCode.OK;
-    }
-    default: {
-      const keys = await readClientFile(site.file, { sharedKeyId: site.sharedKeyId });
-      const activity = await readClientActivity(stateDirOf(loaded.config));
-      const entries = listEntries(keys, site.sharedKeyId, activity, now);
-      context.writeStdout(
-        values.json ? `${JSON.stringify(entries, null, 2)}\n` : listText(entries),
-      );
-      return ExitCode.OK;
-    }
+  } catch (error) {
+    if (!(error instanceof ClientFileError)) throw error;
+    // Even an emergency revoke waits for the hand fix: an edit never guesses at a line.
+    throw new ClientFileError(error.message, {
+      line: error.line,
+      hint: `fix or remove line ${error.line} by hand, then run this again; until then a ` +
+        `running ${program} keeps the keys it last read`,
+      cause: error,
+    });
   }
+}
+
+/** `--grace`: a duration in seconds. */
+function parseGrace(text: string): number {
+  const seconds = parseDuration(text);
+  if (seconds === undefined) {
+    throw new UsageError(
+      `--grace needs a duration like 90s, 30m, 12h, 7d or 0, got "${escapeControls(text)}"`,
+      { hint: "0 stops the old keys at once" },
+    );
+  }
+  return seconds;
+}
+
+/** A TypeError of a check as a UsageError. */
+function usage<T>(check: () => T): T {
+  try {
+    return check();
+  } catch (error) {
+    if (error instanceof TypeError) throw new UsageError(error.message);
+    throw error;
+  }
+}
+
+/**
+ * A warning when the job store holds jobs of `name` from before this `add`: the client
+ * owns its jobs by name, so a new machine given a revoked machine's name could list and
+ * fetch that machine's jobs and results.
+ */
+async function earlierJobs(name: string, loaded: LoadedOpts): Promise<string[]> {
+  let known: ClientActivity | undefined;
+  try {
+    known = (await readClientActivity(stateDirOf(loaded.config))).get(name);
+  } catch (error) {
+    return [`could not look for earlier jobs of ${name} in the job store: ${errorMessage(error)}`];
+  }
+  if (!known || known.jobs === 0) return [];
+  const seen = known.lastSeenAt === undefined
+    ? ""
+    : ` (last seen ${formatTime(new Date(known.lastSeenAt))}${
+      known.lastAddress ? ` from ${known.lastAddress}` : ""
+    }${known.lastKeyId ? ` with key id ${known.lastKeyId}` : ""})`;
+  const jobs = `${known.jobs} job${known.jobs === 1 ? "" : "s"}`;
+  return [
+    `${name} had ${jobs} in the job store${seen}; the new key owns them and can list, fetch ` +
+    `and cancel them: for a new machine, revoke ${name} and pick another name`,
+  ];
+}
+
+/** What `rotate` prints after the key: until when each old key of the client works. */
+function oldKeyLines(rotation: Rotation, graceText: string): string {
+  const { previous, retiring, stopped, shortened } = rotation;
+  const line = (key: ClientKey) => {
+    const which = key.keyId === previous.keyId ? "old" : "older";
+    const had = shortened.get(key.keyId);
+    const works = stopped.includes(key) ? "no longer works" : `works until ${key.expires}`;
+    const why = key.keyId === previous.keyId
+      ? ` (${graceText})`
+      : had === undefined
+      ? ""
+      : ` (${graceText}; it had until ${had})`;
+    return `# the ${which} key (key id ${key.keyId}) ${works}${why}\n`;
+  };
+  const others = [...retiring, ...stopped].filter((key) => key.keyId !== previous.keyId);
+  return [previous, ...others].map(line).join("");
 }
 
 /** The client file and SHARED_KEY's key id (when recon.opts sets one). */
@@ -284,105 +361,12 @@ function list(text: string): string[] {
 function optsLines(key: ClientKey, loaded: LoadedOpts): string {
   const host = Deno.hostname();
   const listen = loaded.config.SERVER_HOST;
-  // Listening on every address (or only on loopback): the client needs a name.
-  const anyOrLoopback = ["", "0.0.0.0", "::", "[::]", "localhost", "127.0.0.1", "::1"];
-  const serverHost = anyOrLoopback.includes(listen) ? host : listen;
+  // Listening on every address: the client needs one of them, the host name may do. Any
+  // other address (loopback too, for a client on the box or through a tunnel) as is.
+  const serverHost = ["", "0.0.0.0", "::", "[::]"].includes(listen) ? host : listen;
   return `# recon.opts lines for client ${key.name} (key id ${key.keyId}), made ${key.created} on ${host}\n` +
     `SHARED_KEY = ${key.key}\n` +
     "# and, unless its recon.opts has them already, where this server listens:\n" +
     `# SERVER_HOST = ${serverHost}\n` +
     `# SERVER_PORT = ${loaded.config.SERVER_PORT}\n`;
-}
-
-/** `list`: `default` first (when SHARED_KEY is set), then the file's clients in order. */
-function listEntries(
-  keys: readonly ClientKey[],
-  sharedKeyId: string | undefined,
-  activity: ReadonlyMap<string, ClientActivity>,
-  now: Date,
-): ClientListEntry[] {
-  const entries: ClientListEntry[] = [];
-  const seen = (name: string) => {
-    const known = activity.get(name);
-    return {
-      ...(known?.lastSeenAt === undefined
-        ? {}
-        : { last_seen: formatTime(new Date(known.lastSeenAt)) }),
-      ...(known?.lastAddress === undefined ? {} : { last_address: known.lastAddress }),
-      jobs: known?.jobs ?? 0,
-    };
-  };
-  if (sharedKeyId !== undefined) {
-    entries.push({
-      name: DEFAULT_CLIENT,
-      key_id: sharedKeyId,
-      created: null,
-      ...seen(DEFAULT_CLIENT),
-      admin: true,
-      high_priority: true,
-      from: [],
-      deliver: [],
-      retiring: [],
-    });
-  }
-  for (const key of keys) {
-    if (key.expires !== undefined) continue;
-    entries.push({
-      name: key.name,
-      key_id: key.keyId,
-      created: key.created,
-      ...seen(key.name),
-      admin: key.admin,
-      high_priority: key.highPriority,
-      from: key.from,
-      deliver: key.deliver,
-      retiring: keys
-        .filter((old) =>
-          old.name === key.name && old.expires !== undefined &&
-          Date.parse(old.expires) > now.getTime()
-        )
-        .map((old) => ({ key_id: old.keyId, expires: old.expires! })),
-    });
-  }
-  return entries;
-}
-
-/** `list` as a table, a line under a client per old key that still works. */
-function listText(entries: readonly ClientListEntry[]): string {
-  if (entries.length === 0) {
-    return "no clients: SHARED_KEY is not set and the client file has none " +
-      "(add one with 'recon-server clients add NAME')\n";
-  }
-  const rows: string[][] = [];
-  for (const entry of entries) {
-    const lastSeen = entry.last_seen === undefined
-      ? "never"
-      : `${entry.last_seen}${entry.last_address ? ` from ${entry.last_address}` : ""}`;
-    const flags = formatClientFlags({
-      admin: entry.admin,
-      highPriority: entry.high_priority,
-      from: entry.from,
-      deliver: entry.deliver,
-    });
-    rows.push([
-      entry.name,
-      entry.key_id,
-      entry.created ?? "-",
-      lastSeen,
-      String(entry.jobs),
-      flags || "-",
-    ]);
-    for (const old of entry.retiring) {
-      rows.push(["", old.key_id, `expires ${old.expires}`, "", "", ""]);
-    }
-  }
-  return table(["NAME", "KEY ID", "CREATED", "LAST SEEN", "JOBS", "FLAGS"], rows);
-}
-
-/** Rows of cells as a table whose columns line up, with no trailing spaces. */
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  return [header, ...rows]
-    .map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd() + "\n")
-    .join("");
 }

@@ -3,9 +3,10 @@
  * rotated files, and on each kind of tampering (an edited or deleted middle line, a cut
  * tail, an edited last line, a deleted rotated file, the oldest one gone, a cut-off
  * last line, a recorded audit_mismatch, no head, every single flipped byte), each named
- * by file and line; the files' order; the filters of `readAuditLog`. Then
- * `bin/recon-server audit` as a subprocess on a state directory prepared through a real
- * JobStore: `--verify` intact and broken, `--json --job`, the text form, bad arguments.
+ * by file and line; the files' order; the filters of `readAuditLog`; `fromSeq` after
+ * archived files and an acknowledged break. Then `bin/recon-server audit` as a subprocess
+ * on a state directory prepared through a real JobStore: `--verify` intact and broken,
+ * `--verify --from-seq`, `--json --job`, the text form, bad arguments, a log moved away.
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
@@ -296,6 +297,115 @@ Deno.test("verifyAuditLog() fails for a flipped bit at every offset of the oldes
   assert.equal((await verifyAuditLog(log.logPath, log.head.head)).problemCount, 0);
 });
 
+/** The seq of the first line of `file`. */
+async function firstSeq(file: string): Promise<number> {
+  return JSON.parse((await lines(file))[0]).seq;
+}
+
+Deno.test("verifyAuditLog() with fromSeq passes once the oldest files are archived, and still checks the rest", async () => {
+  await using log = await sampleLog();
+  await Deno.remove(log.files[0]);
+  await Deno.remove(log.files[1]);
+  const start = await firstSeq(log.files[2]);
+  const whole = await verifyAuditLog(log.logPath, log.head.head);
+  assert.equal(whole.problems.length, 1, JSON.stringify(whole.problems));
+  assert.match(
+    whole.problems[0].what,
+    new RegExp(
+      `which is missing \\(if it was archived, check from this line on: --from-seq ${start}\\)$`,
+    ),
+  );
+
+  const from = await verifyAuditLog(log.logPath, log.head.head, { fromSeq: start });
+  assert.deepEqual(from.problems, []);
+  assert.equal(from.files, log.files.length - 2);
+  assert.equal(from.lines, log.head.head!.seq - start + 1);
+  assert.equal(from.last?.seq, log.head.head!.seq);
+
+  // A seq that was in the archived files: the lines up to the kept ones are missing.
+  const early = await verifyAuditLog(log.logPath, log.head.head, { fromSeq: start - 2 });
+  assert.deepEqual(early.problems.map((problem) => problem.what), [
+    `the first line from seq ${start - 2} on is seq ${start}: the lines of seq ${start - 2} to ${
+      start - 1
+    } are missing`,
+  ]);
+  const one = await verifyAuditLog(log.logPath, log.head.head, { fromSeq: start - 1 });
+  assert.equal(
+    one.problems[0].what,
+    `the first line from seq ${start - 1} on is seq ${start}: the line of seq ${
+      start - 1
+    } is missing`,
+  );
+
+  // After the start, an edit is found as before; the end is held by the head as before.
+  const kept = await middleFile(log.files.slice(2));
+  const original = await lines(kept);
+  const edited = original.slice();
+  edited[1] = edited[1].replace(/"client":"mr\d"/, '"client":"mr9"');
+  await writeLines(kept, edited);
+  const broken = await verifyAuditLog(log.logPath, log.head.head, { fromSeq: start });
+  assert.deepEqual(broken.problems.map(where), [`${path.basename(kept)}:3`]);
+  await writeLines(kept, original);
+  const file = log.files.at(-1)!;
+  const content = await lines(file);
+  await writeLines(file, content.slice(0, -1));
+  const cut = await verifyAuditLog(log.logPath, log.head.head, { fromSeq: start });
+  assert.deepEqual(cut.problems.map(where), [`audit.jsonl:${content.length - 1}`]);
+  assert.match(cut.problems[0].what, /1 line\(s\) were cut from its end/);
+
+  // A start past the log's end checks nothing, and says so.
+  const past = await verifyAuditLog(log.logPath, log.head.head, {
+    fromSeq: log.head.head!.seq + 5,
+  });
+  assert.ok(
+    past.problems.some((problem) =>
+      problem.what ===
+        `the log ends at seq ${log.head.head!.seq - 1}, before seq ${
+          log.head.head!.seq + 5
+        } where the check was to start`
+    ),
+    JSON.stringify(past.problems),
+  );
+});
+
+Deno.test("verifyAuditLog() with fromSeq after a recorded audit_mismatch or an edited line no longer reports them", async () => {
+  await using log = await sampleLog();
+  // An edited middle line of the oldest file breaks the link to the line after it.
+  const oldest = log.files[0];
+  const content = await lines(oldest);
+  content[0] = content[0].replace('"host":"box"', '"host":"bux"');
+  await writeLines(oldest, content);
+  // The tail cut, found by the server at its next start and recorded.
+  const file = log.files.at(-1)!;
+  await writeLines(file, (await lines(file)).slice(0, -1));
+  const audit = await AuditLog.open({
+    path: log.logPath,
+    rotateBytes: 0,
+    head: log.head,
+    log: memoryLog().log,
+  });
+  await audit.record("server_stopped", { reason: "SIGTERM" });
+  await audit.close();
+  const whole = await verifyAuditLog(log.logPath, log.head.head);
+  assert.equal(whole.problems.length, 2, JSON.stringify(whole.problems));
+  assert.equal(where(whole.problems[0]), `${path.basename(oldest)}:2`);
+  const mismatch = whole.problems[1];
+  assert.match(
+    mismatch.what,
+    new RegExp(
+      `did not match its job store: .* \\(once that is dealt with, check from the line after ` +
+        `it: --from-seq ${mismatch.seq! + 1}\\)$`,
+    ),
+  );
+
+  const after = await verifyAuditLog(log.logPath, log.head.head, { fromSeq: mismatch.seq! + 1 });
+  assert.deepEqual(after.problems, []);
+  assert.equal(after.lines, 1, "the server_stopped line");
+  // The mismatch line itself, checked, is still reported.
+  const at = await verifyAuditLog(log.logPath, log.head.head, { fromSeq: mismatch.seq! });
+  assert.deepEqual(at.problems.map((problem) => problem.seq), [mismatch.seq]);
+});
+
 Deno.test("listAuditFiles() orders rotated files by stamp, then number, the current file last", async () => {
   const dir = await Deno.makeTempDir({ prefix: "recon-audit-files-" });
   try {
@@ -545,4 +655,107 @@ Deno.test("recon-server audit: --verify, --json --job, the text form and bad arg
   );
   const nothing = await run(SERVER_BIN, ["audit", "--verify", "--opts", fresh]);
   assert.deepEqual([nothing.code, nothing.stdout], [0, "audit log intact: 0 lines in 0 files\n"]);
+});
+
+Deno.test("recon-server audit --verify --from-seq: archived files, exit 0 with 'from seq N'; bad values are usage errors", async () => {
+  await using site = await preparedSite();
+  const files = await listAuditFiles(site.logPath);
+  const audit = (...args: string[]) => run(SERVER_BIN, ["audit", "--opts", site.optsPath, ...args]);
+  // Archived, as DEPLOY.md §9 says: the oldest file moved elsewhere.
+  await Deno.rename(files[0], path.join(site.dir, path.basename(files[0])));
+  const start = await firstSeq(files[1]);
+  const broken = await audit("--verify");
+  assert.equal(broken.code, 1);
+  assert.match(broken.stdout, new RegExp(`--from-seq ${start}\\)\n$`));
+
+  let kept = 0;
+  for (const file of files.slice(1)) kept += (await lines(file)).length;
+  const intact = await audit("--verify", "--from-seq", String(start));
+  assert.equal(intact.code, 0, intact.stdout + intact.stderr);
+  assert.equal(
+    intact.stdout,
+    `audit log intact from seq ${start}: ${kept} lines in ${files.length - 1} files, ` +
+      "last 2026-12-01T09:10:00.000Z\n",
+  );
+  const json = await audit("--verify", "--json", "--from-seq", String(start));
+  assert.equal(json.code, 0);
+  assert.deepEqual(
+    [JSON.parse(json.stdout).intact, JSON.parse(json.stdout).from_seq],
+    [true, start],
+  );
+
+  const usage: [string[], string[]][] = [
+    [["--from-seq", "3"], [
+      "recon-server: error: --from-seq only goes with --verify",
+      "hint: recon-server audit --verify --from-seq N [--opts PATH]; to print from a time, --since",
+    ]],
+    ...["0", "-1", "x", "1.5", ""].map((
+      bad,
+    ): [string[], string[]] => [["--verify", `--from-seq=${bad}`], [
+      `recon-server: error: --from-seq needs the seq of a line, 1 or more, got "${bad}"`,
+      "hint: --verify names the seq of each place it finds broken; --json shows every line's",
+    ]]),
+    [["--job", "nonsense"], [
+      'recon-server: error: "nonsense" is not a job id',
+      "hint: a job id is a UUID like 0b7f0f2e-3c1a-4b5e-9d2f-6a7b8c9d0e1f; " +
+      "'recon-client jobs --all-clients' lists the server's jobs",
+    ]],
+    [["--client", "MR1"], [
+      `recon-server: error: client name "MR1" is not valid: 1 to 63 characters of a-z, 0-9, '.', ` +
+      "'_' and '-', starting with a letter or digit",
+      "hint: 'recon-server clients list' names them",
+    ]],
+  ];
+  for (const [args, expected] of usage) {
+    const result = await audit(...args);
+    assert.equal(result.code, 2, args.join(" "));
+    assert.deepEqual(result.stderr.trimEnd().split("\n"), expected, args.join(" "));
+    assert.equal(result.stdout, "");
+  }
+  // A job id in capitals is the same job; --client default is SHARED_KEY's.
+  const upper = await audit("--job", JOB_A.toUpperCase());
+  assert.equal(upper.code, 0, upper.stderr);
+  assert.equal(upper.stdout.trimEnd().split("\n").length, 4);
+  assert.equal((await audit("--client", "default")).code, 0);
+});
+
+Deno.test("recon-server audit warns when the log is gone but the job store records lines of it", async () => {
+  await using site = await preparedSite();
+  const files = await listAuditFiles(site.logPath);
+  const moved = path.join(site.dir, "moved");
+  await Deno.mkdir(moved);
+  for (const file of files) await Deno.rename(file, path.join(moved, path.basename(file)));
+  const head = JSON.parse(
+    (await run(SERVER_BIN, ["audit", "--verify", "--json", "--opts", site.optsPath])).stdout,
+  );
+  assert.equal(head.intact, false);
+  const printed = await run(SERVER_BIN, ["audit", "--opts", site.optsPath]);
+  assert.deepEqual([printed.code, printed.stdout], [0, ""]);
+  let total = 0;
+  for (const file of files) total += (await lines(path.join(moved, path.basename(file)))).length;
+  assert.equal(
+    printed.stderr,
+    `recon-server: warning: there is no audit log at ${site.logPath}, but the job store records ` +
+      `${total} line(s) written to audit.jsonl; were its files moved or deleted? See ` +
+      "'recon-server audit --verify'\n",
+  );
+});
+
+Deno.test("recon-server --help and audit --help show every option of audit --verify and its exit codes", async () => {
+  const main = await run(SERVER_BIN, ["--help"]);
+  assert.match(
+    main.stdout,
+    /^ {2}recon-server audit --verify \[--from-seq N\] \[--opts PATH\] \[--json\]$/m,
+  );
+  assert.match(
+    main.stdout,
+    /audit --verify: 1 the audit log\nis broken \(2 when it or the job store cannot be read\)/,
+  );
+  const help = await run(SERVER_BIN, ["audit", "--help"]);
+  assert.match(
+    help.stdout,
+    /^ {2}recon-server audit --verify \[--from-seq N\] \[--opts PATH\] \[--json\]$/m,
+  );
+  assert.match(help.stdout, /^ {2}--from-seq N {5}with --verify: check from the line of seq N on/m);
+  assert.match(help.stdout, /1 --verify found it broken; 2 usage or configuration error/);
 });

@@ -232,7 +232,7 @@ const REJECTED: { rule: string; lines: string[]; line?: number; message: string 
   {
     rule: "a name of 64 characters",
     lines: [line("m".repeat(64), 1)],
-    message: "client name a name of 64 characters (not shown) is not valid: 1 to 63 characters " +
+    message: "a client name of 64 characters (not shown) is not valid: 1 to 63 characters " +
       "of a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
   },
   {
@@ -383,6 +383,7 @@ for (const { rule, lines, line: at, message } of REJECTED) {
   Deno.test(`parseClientFile() refuses ${rule}, naming file and line`, async () => {
     const error = await parseError(["# clients", GOOD, ...lines, line("mr3", 3)].join("\n"));
     assert.equal(error.message, `${FILE}:${at ?? 3}: ${message}`);
+    assert.equal(error.line, at ?? 3, "the line, for the command line's hint");
     assert.equal(showsKey(error.message), false);
   });
 }
@@ -484,6 +485,41 @@ Deno.test("checkFromPatterns() and checkDestinations() refuse empty lists and ne
   const long = "0000:0000:0000:0000:0000:ffff:10.0.0.0/104";
   assert.ok(long.length > 40);
   assert.deepEqual(checkFromPatterns([long]), [long]);
+});
+
+Deno.test("checkFromPatterns() and checkDestinations() name the option as given, in whole sentences", () => {
+  const refusals: [() => unknown, string][] = [
+    [() => checkFromPatterns(["10.0.0.300"]), 'from= entry "10.0.0.300" is not an IP address'],
+    [
+      () => checkFromPatterns(["10.0.0.300"], "--from"),
+      '--from entry "10.0.0.300" is not an IP address',
+    ],
+    [() => checkFromPatterns([], "--from"), "--from needs at least one address"],
+    [
+      () => checkFromPatterns([KEYS[0]], "--from"),
+      "a --from entry of 44 characters (not shown) is not an IP address or CIDR block",
+    ],
+    [
+      () => checkDestinations(["PACS-1"], "--deliver"),
+      '--deliver destination "PACS-1" is not valid: 1 to 32 letters and digits',
+    ],
+    [
+      () => checkDestinations([KEYS[0]]),
+      "a deliver= destination of 44 characters (not shown) is not valid: 1 to 32 letters and digits",
+    ],
+    [() => checkDestinations([], "--deliver"), "--deliver needs at least one destination"],
+  ];
+  for (const [check, message] of refusals) {
+    assert.throws(
+      check,
+      (error: unknown) => error instanceof TypeError && error.message === message,
+    );
+  }
+  assert.equal(
+    clientNameProblem("m".repeat(64)),
+    "a client name of 64 characters (not shown) is not valid: 1 to 63 characters of a-z, 0-9, " +
+      "'.', '_' and '-', starting with a letter or digit",
+  );
 });
 
 Deno.test("formatTime() writes UTC to the second", () => {

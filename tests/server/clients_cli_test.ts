@@ -6,14 +6,18 @@
  * symbolic link), concurrent edits that all land, and a file that keeps its mode,
  * owner and group through root's edits (a new one: recon.opts's owner and group, its
  * mode masked with 0640). No output but add's and rotate's SHARED_KEY line ever shows a
- * key.
+ * key. Also: a name given again after a revocation (the warning, LAST SEEN's former
+ * key), `rotate --grace` capping every older key, a client file the server would refuse
+ * (others can write it, another owner than root or recon.opts'), the SERVER_HOST
+ * suggested and DEPLOY.md's sample of it, and a missing recon.opts for clients, audit
+ * and backup.
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
 import { decodeKey, generateKey, keyId } from "../../lib/crypto/keys.ts";
 import { type ClientKey, parseClientFile } from "../../lib/server/client_keys.ts";
 import { JobStore } from "../../lib/server/job_store.ts";
-import { keygen, run, type RunResult, SERVER_BIN, tempDir } from "../support/e2e.ts";
+import { keygen, ROOT, run, type RunResult, SERVER_BIN, tempDir } from "../support/e2e.ts";
 
 const NOBODY = 65534;
 const NOGROUP = 65533;
@@ -210,6 +214,7 @@ Deno.test("clients list shows default and each client with last seen and jobs; -
       created: key1.created,
       last_seen: "2026-12-02T08:00:01Z",
       last_address: "10.0.0.5",
+      last_key_id: mr1.id,
       jobs: 2,
       admin: true,
       high_priority: false,
@@ -388,12 +393,28 @@ Deno.test("clients add refuses an existing, reserved or bad name and bad --from/
       `'.', '_' and '-', starting with a letter or digit`,
       "hint: see 'recon-server clients --help'",
     ]],
-    [["add", "mr2", "--from", "10.0.0.5,scanner.local"], [
-      'recon-server: error: from= entry "scanner.local" is not an IP address',
+    [["add", "m".repeat(64)], [
+      "recon-server: error: a client name of 64 characters (not shown) is not valid: 1 to 63 " +
+      "characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+      "hint: see 'recon-server clients --help'",
     ]],
-    [["add", "mr2", "--from", ""], ["recon-server: error: from= needs at least one address"]],
+    [["add", "mr2", "--from", "10.0.0.5,scanner.local"], [
+      'recon-server: error: --from entry "scanner.local" is not an IP address',
+    ]],
+    [["add", "mr2", "--from", "10.0.0.300"], [
+      'recon-server: error: --from entry "10.0.0.300" is not an IP address',
+    ]],
+    [["add", "mr2", "--from", ""], ["recon-server: error: --from needs at least one address"]],
     [["add", "mr2", "--deliver", "PACS-1"], [
-      'recon-server: error: deliver= destination "PACS-1" is not valid: 1 to 32 letters and digits',
+      'recon-server: error: --deliver destination "PACS-1" is not valid: 1 to 32 letters and digits',
+    ]],
+    [["add", "mr2", "--grace", "0"], [
+      "recon-server: error: --grace only goes with 'clients rotate'",
+      "hint: see 'recon-server clients --help'",
+    ]],
+    [["rotate", "mr1", "--grace", "soon"], [
+      'recon-server: error: --grace needs a duration like 90s, 30m, 12h, 7d or 0, got "soon"',
+      "hint: 0 stops the old keys at once",
     ]],
     [["add"], [
       "recon-server: error: clients add takes one NAME",
@@ -441,7 +462,7 @@ Deno.test("every clients command refuses a malformed client file, naming file an
     ],
     [
       `${text}mr2 ${mr1.id} ${mr1.key} 2026-12-01T19:42:00Z admin,${mr1.key}\n`,
-      `${s.file}:4: unknown flag a flag of 43 characters (not shown) (known: admin, high-priority, ` +
+      `${s.file}:4: an unknown flag of 43 characters (not shown) (known: admin, high-priority, ` +
       'from="…", deliver="…", expires=…)',
     ],
   ];
@@ -457,7 +478,12 @@ Deno.test("every clients command refuses a malformed client file, naming file an
     for (const args of [["list"], ["add", "mr9"], ["rotate", "mr1"], ["revoke", "mr1"]]) {
       const result = await s.clients(...args);
       assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
-      assert.equal(result.stderr.split("\n")[0], `recon-server: error: ${message}`, args.join(" "));
+      assert.deepEqual(result.stderr.split("\n"), [
+        `recon-server: error: ${message}`,
+        "hint: fix or remove line 4 by hand, then run this again; until then a running " +
+        "recon-server keeps the keys it last read",
+        "",
+      ], args.join(" "));
       assert.equal(result.stdout, "");
       assert.equal(showsKey(result.stderr, [mr1.key, s.sharedKey]), false, result.stderr);
       assert.equal(await Deno.readTextFile(s.file), bad, `${args.join(" ")} changed nothing`);
@@ -468,6 +494,8 @@ Deno.test("every clients command refuses a malformed client file, naming file an
 Deno.test("clients edits keep the file's mode, owner and group, and leave no temporary file", async () => {
   await using s = await site();
   await printedKey(await s.clients("add", "mr1"), "mr1");
+  // A server that runs as nobody:nogroup, as recon.opts' owner says.
+  await Deno.chown(s.optsPath, NOBODY, NOGROUP);
   await Deno.chmod(s.file, 0o640);
   await Deno.chown(s.file, NOBODY, NOGROUP);
   for (const args of [["rotate", "mr1"], ["add", "mr2", "--admin"], ["revoke", "mr2"]]) {
@@ -537,7 +565,8 @@ Deno.test("recon-server clients --help describes every command; recon-server --h
       /^ {2}recon-server clients add NAME \[--admin\] \[--high-priority\] \[--from LIST\]$/m,
       /^ {2}recon-server clients list \[--json\] \[--opts PATH\]$/m,
       /^ {2}recon-server clients revoke NAME \[--opts PATH\]$/m,
-      /^ {2}recon-server clients rotate NAME \[--opts PATH\]$/m,
+      /^ {2}recon-server clients rotate NAME \[--grace DURATION\] \[--opts PATH\]$/m,
+      /^ {2}--grace DURATION how long the old keys keep working instead of KEY_ROTATION_GRACE:$/m,
       /KEY_ROTATION_GRACE \(default 7d\)/,
       /CLIENT_KEYS_FILE/,
     ]
@@ -557,4 +586,235 @@ Deno.test("recon-server clients --help describes every command; recon-server --h
     "recon-server: error: clients needs a command: add, list, revoke, rotate\n" +
       "hint: see 'recon-server clients --help'\n",
   );
+});
+
+/** Jobs of `client` submitted with `keyId`, and its last handshake, in the site's job store. */
+function recordActivity(
+  stateDir: string,
+  at: number,
+  activity: { client: string; keyId: string; jobs?: number; address?: string },
+): void {
+  const store = JobStore.open(stateDir, { now: () => at });
+  try {
+    for (let i = 0; i < (activity.jobs ?? 0); i++) {
+      const id = crypto.randomUUID();
+      store.createReceiving({
+        id,
+        priority: "normal",
+        client: activity.client,
+        peer: "10.0.0.5:4000",
+        keyId: activity.keyId,
+        options: {},
+        inputDir: `/i/${id}`,
+        outputDir: `/o/${id}`,
+        logPath: `/l/${id}`,
+        files: [{ name: "P1.7", size: 100 }],
+        uploadExpiresAt: at + 3600_000,
+      });
+    }
+    if (activity.address) store.clientSeen(activity.client, activity.keyId, activity.address);
+  } finally {
+    store.close();
+  }
+}
+
+Deno.test("clients add of a revoked name warns that the new key owns the old jobs; list names the key LAST SEEN was with", async () => {
+  await using s = await site();
+  const stolen = await printedKey(await s.clients("add", "mr1"), "mr1");
+  const seenAt = Date.parse("2026-12-02T08:00:01Z");
+  recordActivity(s.stateDir, seenAt, {
+    client: "mr1",
+    keyId: stolen.id,
+    jobs: 3,
+    address: "10.0.0.5",
+  });
+  assert.equal((await s.clients("revoke", "mr1")).code, 0);
+
+  const again = await s.clients("add", "mr1");
+  const fresh = await printedKey(again, "mr1");
+  assert.equal(
+    again.stderr,
+    `recon-server: wrote ${s.file} (client mr1 added); a running recon-server picks it up within a second\n` +
+      "recon-server: warning: mr1 had 3 jobs in the job store (last seen 2026-12-02T08:00:01Z " +
+      `from 10.0.0.5 with key id ${stolen.id}); the new key owns them and can list, fetch and ` +
+      "cancel them: for a new machine, revoke mr1 and pick another name\n",
+  );
+  const [current] = await readKeys(s.file);
+  const list = await s.clients("list");
+  assert.equal(list.code, 0, list.stderr);
+  assert.match(
+    list.stdout,
+    new RegExp(
+      `\nmr1 +${fresh.id} +${current.created} +2026-12-02T08:00:01Z from 10\\.0\\.0\\.5 ` +
+        `\\(former key ${stolen.id}\\) +3 +-\n`,
+    ),
+  );
+  const json = JSON.parse((await s.clients("list", "--json")).stdout);
+  assert.equal(json[1].key_id, fresh.id);
+  assert.equal(json[1].last_key_id, stolen.id);
+
+  // A name nobody had: no warning. Seen with its old key during a rotation: says so.
+  const mr2 = await s.clients("add", "mr2");
+  const old = await printedKey(mr2, "mr2");
+  assert.doesNotMatch(mr2.stderr, /warning/);
+  const rotated = await printedKey(await s.clients("rotate", "mr2"), "mr2");
+  recordActivity(s.stateDir, seenAt, { client: "mr2", keyId: old.id, address: "10.0.1.7" });
+  assert.match(
+    (await s.clients("list")).stdout,
+    new RegExp(
+      `\nmr2 +${rotated.id} +\\S+ +2026-12-02T08:00:01Z from 10\\.0\\.1\\.7 ` +
+        `\\(retiring key ${old.id}\\) +0 +-\n`,
+    ),
+  );
+});
+
+Deno.test("clients rotate --grace cuts every retiring key of the client to the new grace; --grace 0 stops them at once", async () => {
+  await using s = await site(); // KEY_ROTATION_GRACE: the default 7d
+  const first = await printedKey(await s.clients("add", "mr1"), "mr1");
+  await printedKey(await s.clients("add", "mr2"), "mr2");
+  const mr2Old = (await readKeys(s.file))[1].keyId;
+  await printedKey(await s.clients("rotate", "mr2"), "mr2");
+  const second = await printedKey(await s.clients("rotate", "mr1"), "mr1");
+  const weekLater = (await readKeys(s.file)).find((key) => key.keyId === first.id)!.expires!;
+
+  const short = await s.clients("rotate", "mr1", "--grace", "10s");
+  const third = await printedKey(short, "mr1");
+  const keys = await readKeys(s.file);
+  const byId = (id: string) => keys.find((key) => key.keyId === id)!;
+  const soon = byId(second.id).expires!;
+  assert.equal(Date.parse(soon) - Date.parse(byId(third.id).created), 10_000);
+  assert.equal(byId(first.id).expires, soon, "the older key no longer works until +7d");
+  assert.equal(byId(mr2Old).expires, weekLater.replace(/.*/, byId(mr2Old).expires!));
+  assert.ok(Date.parse(byId(mr2Old).expires!) > Date.now() + 6 * 86400_000, "mr2 is untouched");
+  assert.deepEqual(short.stdout.split("\n").slice(5), [
+    `# the old key (key id ${second.id}) works until ${soon} (--grace 10s)`,
+    `# the older key (key id ${first.id}) works until ${soon} (--grace 10s; it had until ${weekLater})`,
+    "",
+  ]);
+
+  const now = await s.clients("rotate", "mr1", "--grace", "0");
+  const fourth = await printedKey(now, "mr1");
+  assert.deepEqual(now.stdout.split("\n").slice(5), [
+    `# the old key (key id ${third.id}) no longer works (--grace 0s)`,
+    `# the older key (key id ${second.id}) no longer works (--grace 0s; it had until ${soon})`,
+    `# the older key (key id ${first.id}) no longer works (--grace 0s; it had until ${soon})`,
+    "",
+  ]);
+  assert.deepEqual(
+    (await readKeys(s.file)).filter((key) => key.name === "mr1").map((key) => key.keyId),
+    [fourth.id],
+  );
+  assert.deepEqual(JSON.parse((await s.clients("list", "--json")).stdout)[1].retiring, []);
+});
+
+Deno.test("clients refuses a client file the server would refuse, the fix as hint, and warns of one others can read", async () => {
+  await using s = await site();
+  await printedKey(await s.clients("add", "mr1"), "mr1");
+  const before = await Deno.readTextFile(s.file);
+  const refused = async (expected: string[]) => {
+    for (const args of [["list"], ["add", "mr2"], ["rotate", "mr1"], ["revoke", "mr1"]]) {
+      const result = await s.clients(...args);
+      assert.equal(result.code, 2, `${args.join(" ")}: ${result.stderr}`);
+      assert.deepEqual(result.stderr.trimEnd().split("\n"), expected, args.join(" "));
+      assert.equal(result.stdout, "");
+      assert.equal(await Deno.readTextFile(s.file), before, `${args.join(" ")} changed nothing`);
+    }
+  };
+  const until =
+    " (until then a running recon-server ignores the file and keeps the keys it read before)";
+  await Deno.chmod(s.file, 0o620);
+  await refused([
+    `recon-server: error: ${s.file} can be written by other users (mode 0620): anyone who can ` +
+    "write it can give themselves an admin key",
+    `hint: run chmod go-w ${s.file}${until}`,
+  ]);
+  // Owned by neither root nor the owner of recon.opts (the server's user).
+  await Deno.chmod(s.file, 0o600);
+  await Deno.chown(s.file, NOBODY, NOGROUP);
+  await refused([
+    `recon-server: error: ${s.file} belongs to uid ${NOBODY}, neither root nor the owner of ` +
+    "recon.opts (uid 0), who could give themselves an admin key",
+    `hint: run chown root ${s.file}${until}`,
+  ]);
+  // The owner of recon.opts: the server's user, accepted.
+  await Deno.chown(s.optsPath, NOBODY, NOGROUP);
+  const quiet = await s.clients("list");
+  assert.deepEqual([quiet.code, quiet.stderr], [0, ""]);
+
+  await Deno.chmod(s.file, 0o604);
+  const warning = `recon-server: warning: ${s.file} holds every client's key but other users ` +
+    `can read it (mode 0604, group ${NOGROUP}); run chmod 600 ${s.file}, or chmod 640 with ` +
+    "the group of the user recon-server runs as\n";
+  const list = await s.clients("list");
+  assert.equal(list.code, 0, list.stderr);
+  assert.equal(list.stderr, warning);
+  const rotate = await s.clients("rotate", "mr1");
+  assert.equal(rotate.code, 0, rotate.stderr);
+  assert.ok(rotate.stderr.startsWith(warning), rotate.stderr);
+});
+
+Deno.test("clients add suggests SERVER_HOST as the server listens: as configured, the host name for every address", async () => {
+  await using s = await site();
+  const opts = await Deno.readTextFile(s.optsPath);
+  for (
+    const [listen, suggested] of [
+      ["127.0.0.1", "127.0.0.1"],
+      ["10.0.0.2", "10.0.0.2"],
+      ["::", Deno.hostname()],
+      ["0.0.0.0", Deno.hostname()],
+    ]
+  ) {
+    await Deno.writeTextFile(
+      s.optsPath,
+      opts.replace("SERVER_HOST = 0.0.0.0", `SERVER_HOST = ${listen}`),
+    );
+    const name = `mr-${listen.replace(/[:.]/g, "x")}`;
+    const result = await s.clients("add", name);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout.split("\n")[3], `# SERVER_HOST = ${suggested}`, listen);
+  }
+});
+
+Deno.test("docs/DEPLOY.md §9 shows what clients add really prints", async () => {
+  const doc = await Deno.readTextFile(path.join(ROOT, "docs", "DEPLOY.md"));
+  const start = doc.indexOf("   # recon.opts lines for client mr1");
+  assert.ok(start > 0, "the sample is in DEPLOY.md");
+  const sample = doc.slice(start, doc.indexOf("   ```", start)).replace(/^ {3}/gm, "");
+  await using s = await site();
+  const result = await s.clients("add", "mr1", "--high-priority");
+  await printedKey(result, "mr1");
+  const general = (text: string) =>
+    text
+      .replace(/\(key id [0-9a-f]{16}\)/, "(key id ID)")
+      .replace(/made \S+ on \S+/, "made TIME on HOST")
+      .replace(/^SHARED_KEY = .*$/m, "SHARED_KEY = KEY")
+      .replace(/^# SERVER_HOST = .*$/m, "# SERVER_HOST = HOST");
+  assert.equal(general(sample), general(result.stdout));
+});
+
+Deno.test("clients, audit and backup without the server's recon.opts ask for --opts, and create nothing", async () => {
+  await using dir = await tempDir("recon_no_opts_");
+  const missing = path.join(dir.path, "recon.opts");
+  for (
+    const args of [
+      ["clients", "list"],
+      ["clients", "add", "mr1"],
+      ["audit"],
+      ["audit", "--verify"],
+      [
+        "backup",
+        "copy.sqlite",
+      ],
+    ]
+  ) {
+    const result = await run(SERVER_BIN, args, { cwd: dir.path });
+    assert.equal(result.code, 2, args.join(" "));
+    assert.equal(
+      result.stderr,
+      `recon-server: error: recon.opts ${missing} does not exist\n` +
+        "hint: pass --opts with the server's recon.opts, e.g. --opts /etc/recon/recon.opts\n",
+      args.join(" "),
+    );
+    assert.deepEqual([...Deno.readDirSync(dir.path)], [], `${args.join(" ")} created nothing`);
+  }
 });
