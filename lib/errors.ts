@@ -63,8 +63,9 @@ export class ConnectionError extends ReconError {
 export class HandshakeError extends ConnectionError {}
 
 /**
- * The server refused the handshake because it does not accept our SHARED_KEY: trying
- * again cannot help until someone changes a key (the watcher stops on it).
+ * The server refused the handshake because it does not accept our SHARED_KEY, or
+ * ended a session because it no longer does (PROTOCOL.md §6.10): trying again cannot
+ * help until someone changes a key (the watcher stops on it).
  */
 export class KeyRejectedError extends HandshakeError {}
 

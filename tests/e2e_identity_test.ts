@@ -8,8 +8,10 @@
  *   an admin client sees every job with `jobs --all-clients`, a non-admin is refused;
  *   `--view-queue` shows another client's job without its file name;
  * - a revoked client is refused within a second without a restart, its open sessions
- *   (an idle one, a `wait`, an upload) are closed, its running job stays, the other
- *   client goes on working;
+ *   (an idle one, a `wait`, a foreground submission waiting for its job, an upload) are
+ *   closed, each client ends in one line that names the revocation or the refused key,
+ *   exit 3, with no hint to wait again, fetch or cancel; its running job stays, the
+ *   other client goes on working;
  * - rotation: the old and the new key both work within KEY_ROTATION_GRACE, only the
  *   new one after it;
  * - a key used from an address its `from=` does not allow reads like a wrong key;
@@ -48,6 +50,24 @@ import {
   waitForAudit,
   waitForProbe,
 } from "./support/identity.ts";
+
+/** The hint of a client whose key the server stopped accepting mid-run. */
+const NEW_KEY_HINT = "hint: the server no longer accepts this key: ask the recon box's " +
+  "administrator for a new one (recon-server clients add or rotate) and put it in recon.opts; " +
+  "the server's log says why";
+
+/**
+ * A revoked client's ending: exit 3, one error line (the last but one) matching
+ * `error`, the new-key hint, and nothing suggesting to wait again, fetch or cancel.
+ */
+function assertRevokedEnding(what: string, result: RunResult, error: RegExp): void {
+  assert.equal(result.code, 3, `${what}:\n${result.stderr}`);
+  const lines = result.stderr.trimEnd().split("\n");
+  assert.match(lines.at(-2) ?? "", error, `${what}:\n${result.stderr}`);
+  assert.equal(lines.at(-1), NEW_KEY_HINT, what);
+  assert.equal(lines.filter((line) => line.includes(": error: ")).length, 1, result.stderr);
+  assert.doesNotMatch(result.stderr, /wait again|fetch|cancel|send the files again/, what);
+}
 
 /** A job id nobody submitted, for comparing refusals. */
 const NO_SUCH_JOB = "00000000-0000-4000-8000-000000000000";
@@ -152,7 +172,8 @@ Deno.test("two clients each see only their own jobs; the other's job is 'no job 
   const waited = await as(server, mr2, ["wait", id1]);
   assert.equal(waited.code, 1, waited.stderr);
   assert.equal(waited.stdout, `${id1} no job ${id1} on this server\n`);
-  await assert.rejects(Deno.stat(path.join(files.path, "mr2", id1)), Deno.errors.NotFound);
+  // Refused every time: the download directory was never created.
+  await assert.rejects(Deno.stat(path.join(files.path, "mr2")), Deno.errors.NotFound);
 
   // mr1's job is untouched by mr2's attempts.
   const own = parseJobs(await as(server, mr1, ["jobs", "--json"]));
@@ -290,28 +311,35 @@ Deno.test("--view-queue shows another client's queued and running jobs without t
   );
 });
 
-Deno.test("a revoked client is refused within a second without a restart; its idle session, its wait and its upload are closed; its running job stays; the other client keeps working", async () => {
+Deno.test("a revoked client is refused within a second without a restart; its idle session, its wait, its foreground submission and its upload are closed, each client ending in one line, exit 3; its running job stays; the other client keeps working", async () => {
   await using files = await tempDir();
   const script = await writeDurableScript(files.path);
   await using server = await E2EServer.start({
     script,
-    options: { MAX_CONCURRENT_JOBS: 2, CLIENT_RECONNECT_TIMEOUT: 30 },
+    options: { MAX_CONCURRENT_JOBS: 3, CLIENT_RECONNECT_TIMEOUT: 30 },
   });
   const mr1 = await addClient(server, "mr1");
   const mr2 = await addClient(server, "mr2");
   await untilAccepted(server, mr1, mr2);
   const wrongKey = await wrongKeyRefusal(server);
 
-  // mr1: a job that runs until told, a `wait` on it, an idle session, a slow upload.
+  // mr1: a job that runs until told, a `wait` on it, a foreground submission waiting for
+  // its job, an idle session, a slow upload.
   const go = path.join(files.path, "go");
   const small = path.join(files.path, "P_small.7");
   await Deno.writeTextFile(small, "raw");
-  const job = await submitDetached(server, mr1, small, [
-    "--recon-options",
-    JSON.stringify({ wait_for: go }),
-  ]);
+  const held = ["--recon-options", JSON.stringify({ wait_for: go })];
+  const job = await submitDetached(server, mr1, small, held);
   await using waiting = server.spawnClient(["wait", job], { optsPath: mr1.optsPath });
   await waiting.waitForStderr(new RegExp(`job ${job} running`));
+  await using foreground = server.spawnClient([
+    "--files",
+    small,
+    "--download-dir",
+    path.join(files.path, "mr1"),
+    ...held,
+  ], { optsPath: mr1.optsPath });
+  await foreground.waitForStderr(new RegExp(`job ${UUID.source} queued`));
   const idle = await openSession(server.port, mr1.key);
   const big = path.join(files.path, "P_big.7");
   await writeRandomFile(big, 8 * 1024 * 1024);
@@ -347,11 +375,40 @@ Deno.test("a revoked client is refused within a second without a restart; its id
     ]);
     assert.notEqual(ending, "still open", "the idle session of a revoked client is closed");
     assert.deepEqual(ending, { type: "goodbye", reason: "this client's key was revoked" });
+    // wait and the foreground submission read the GOODBYE and end there, not trying again.
     const waitResult = await waiting.result(10_000);
-    assert.notEqual(waitResult.code, 0, "wait ends when its client is revoked");
-    assert.match(waitResult.stderr, /revoked|does not accept key id/);
+    assertRevokedEnding(
+      "wait",
+      waitResult,
+      new RegExp(
+        `^recon-client: error: the server ended the session while waiting for job ${job}: ` +
+          "this client's key was revoked$",
+      ),
+    );
+    assert.doesNotMatch(waitResult.stderr, /reconnecting/);
+    const foregroundResult = await foreground.result(10_000);
+    assertRevokedEnding(
+      "a foreground submission",
+      foregroundResult,
+      new RegExp(
+        `^recon-client: error: the server ended the session before job ${UUID.source} ` +
+          "finished: this client's key was revoked$",
+      ),
+    );
+    assert.doesNotMatch(foregroundResult.stderr, /reconnecting/);
+    // The upload's send fails on the closed connection: the GOODBYE read ahead says why,
+    // or else the resume meets the refused key.
     const uploadResult = await uploading.result(10_000);
-    assert.notEqual(uploadResult.code, 0, "the upload ends when its client is revoked");
+    assertRevokedEnding(
+      "the upload",
+      uploadResult,
+      new RegExp(
+        `^recon-client: error: (the server ended the session before job ${UUID.source} ` +
+          "finished: this client's key was revoked|lost the connection during the upload of " +
+          `job ${UUID.source} and could not reconnect: handshake with 127\\.0\\.0\\.1:` +
+          `${relay.port} failed: the server does not accept key id ${mr1.keyId})$`,
+      ),
+    );
     assert.ok(relay.uploaded < 8 * 1024 * 1024, "the upload did not finish");
 
     // A new connection reads exactly like a wrong key.

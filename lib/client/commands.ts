@@ -43,7 +43,13 @@ import {
   listJobs,
   waitForJob,
 } from "./query.ts";
-import { formatTimeout, type ReconnectOptions, Reconnector, withReconnect } from "./reconnect.ts";
+import {
+  formatTimeout,
+  keyRefusedAfter,
+  type ReconnectOptions,
+  Reconnector,
+  withReconnect,
+} from "./reconnect.ts";
 import type { RunJobOptions } from "./run_job.ts";
 import { ask, checkDownloadDir, inputFiles, reconOptionsFrom, type Setup } from "./setup.ts";
 import { followAndFetch, queueJob, rerunJob, submitJob } from "./submit.ts";
@@ -295,22 +301,23 @@ async function wait(
           signal: context.signal,
           interrupted: () =>
             new InterruptedError(`stopped waiting for job ${jobId}; it goes on on the server`),
-          gaveUp: (failure) =>
-            new LostContactError(
+          gaveUp: (failure) => {
+            const lost = `lost the connection while waiting for job ${jobId}`;
+            return keyRefusedAfter(lost, failure) ?? new LostContactError(
               jobId,
-              `lost the connection while waiting for job ${jobId} and could not reconnect` +
-                `${
-                  failure.timedOut
-                    ? ` within CLIENT_RECONNECT_TIMEOUT (${formatTimeout(timeoutMs)})`
-                    : ""
-                }: ${failure.message}`,
+              `${lost} and could not reconnect${
+                failure.timedOut
+                  ? ` within CLIENT_RECONNECT_TIMEOUT (${formatTimeout(timeoutMs)})`
+                  : ""
+              }: ${failure.message}`,
               {
                 hint: `the jobs stay on the server; wait again: ${
                   commandLine(program, global, ["wait", ...jobIds])
                 }`,
                 cause: failure.last,
               },
-            ),
+            );
+          },
         });
       } catch (error) {
         if (!(error instanceof JobUnavailableError)) throw error;
@@ -398,11 +405,15 @@ async function logs(
     signal: context.signal,
     interrupted: () => new InterruptedError(`stopped following the log of job ${args.jobId}`),
     gaveUp: (failure) =>
-      new LostContactError(
-        args.jobId,
-        `lost the connection while following the log of job ${args.jobId}: ${failure.message}`,
-        { cause: failure.last },
-      ),
+      keyRefusedAfter(
+        `lost the connection while following the log of job ${args.jobId}`,
+        failure,
+      ) ??
+        new LostContactError(
+          args.jobId,
+          `lost the connection while following the log of job ${args.jobId}: ${failure.message}`,
+          { cause: failure.last },
+        ),
     session: async (channel, heard) => {
       while (true) {
         const piece = await getJobLog(channel, args.jobId, offset);

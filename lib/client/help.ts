@@ -64,7 +64,8 @@ If the connection breaks once the server has named the job, the client connects
 again (waits of 1 s doubling to 30 s) and goes on: the upload resumes with the bytes
 the server lacks, the waiting resumes, and so does a download cut off in the middle.
 After CLIENT_RECONNECT_TIMEOUT (recon.opts, default 1 h) it gives up with exit code 5
-and prints the command that fetches the results later. Ctrl-C cancels the job.
+and prints the command that fetches the results later. A key the server stopped
+accepting (revoked) ends it at once with exit code 3. Ctrl-C cancels the job.
 
 Jobs on the server (see '${program} COMMAND --help'):
   jobs                    list this client's jobs on the server: state, priority,
@@ -114,7 +115,8 @@ Exit codes:
        expired, or refused: one line in the server's words)
   2    usage or configuration error (bad flag, bad recon.opts, missing file)
   3    connection or handshake error (server down, wrong SHARED_KEY, refused),
-       also an upload that could not be resumed within CLIENT_RECONNECT_TIMEOUT
+       also an upload that could not be resumed within CLIENT_RECONNECT_TIMEOUT,
+       and a key the server stopped accepting while a job was under way (revoked)
   4    transfer error (size or SHA-256 mismatch, disk full, file changed)
   5    the job is on the server but the connection was lost and could not be
        made again within CLIENT_RECONNECT_TIMEOUT; the job id and the command
@@ -168,8 +170,8 @@ ended: its final state, when, and its results or the reason it failed. A lost co
 Ctrl-C stops waiting; the jobs go on.
 
 Exit codes: 0 when every job succeeded; 1 when any failed, was cancelled, expired or
-is unknown; 5 when the server could not be reached again within
-CLIENT_RECONNECT_TIMEOUT.
+is unknown; 3 when the server stopped accepting this client's key; 5 when the server
+could not be reached again within CLIENT_RECONNECT_TIMEOUT.
 
   --json                  {"jobs": [...]}, each job as it ended
 `,

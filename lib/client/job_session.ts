@@ -33,6 +33,7 @@ import {
 } from "../wire/protocol.ts";
 import { sendFileFrom } from "../wire/transfer.ts";
 import { ResultDelivery } from "./delivery.ts";
+import { goodbyeError } from "./reconnect.ts";
 import type { LocalFile } from "./files.ts";
 import {
   type ClientJob,
@@ -258,13 +259,7 @@ export class JobSession {
   /** The server's next message, checked to be about our job once we know its id. */
   async #next(): Promise<ServerMessage> {
     const incoming = await this.#channel.receive();
-    if (incoming.type === "goodbye") {
-      throw new ConnectionError(
-        `the server ended the session before the job finished${
-          incoming.reason ? ` (${incoming.reason})` : ""
-        }`,
-      );
-    }
+    if (incoming.type === "goodbye") throw this.#goodbye(incoming.reason);
     if (incoming.type !== "message") this.#hostile(`server sent unexpected ${incoming.type} data`);
     const message = parseServerMessage(incoming.message);
     const about = message.type === "job_status"
@@ -275,6 +270,30 @@ export class JobSession {
       this.#hostile(`server sent ${message.type} for job ${about}, not ours (${jobId})`);
     }
     return message;
+  }
+
+  /** The error for the server's GOODBYE: a lost connection, or a revoked key. */
+  #goodbye(reason: string, cause?: unknown): ConnectionError {
+    const jobId = this.#job.jobId;
+    return goodbyeError(reason, ` before ${jobId ? `job ${jobId}` : "the job"} finished`, cause);
+  }
+
+  /**
+   * A send that failed because the server closed the connection: the server may have
+   * said why first (a GOODBYE, e.g. for a revoked key, §6.10), and the channel may
+   * already have read it ahead. Nothing is waited for: a failed channel is closed, and
+   * hands out only the records it read before it failed.
+   */
+  async #whySendFailed(error: unknown): Promise<unknown> {
+    if (!(error instanceof ConnectionError) || !this.#channel.closed) return error;
+    try {
+      while (true) {
+        const incoming = await this.#channel.receive();
+        if (incoming.type === "goodbye") return this.#goodbye(incoming.reason, error);
+      }
+    } catch {
+      return error; // nothing more was read: the send's failure says it all
+    }
   }
 
   /** The server answered about our job in this session. */
@@ -369,7 +388,7 @@ export class JobSession {
       if (error instanceof TransferError) {
         await this.#channel.send({ type: "error", reason: error.message }).catch(() => {});
       }
-      throw error;
+      throw await this.#whySendFailed(error);
     } finally {
       this.#sending = false;
       clearTimeout(this.#stallTimer);

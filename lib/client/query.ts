@@ -9,7 +9,7 @@
  * @module
  */
 import type { Channel } from "../wire/channel.ts";
-import { ConnectionError, JobError, ProtocolError } from "../errors.ts";
+import { JobError, ProtocolError } from "../errors.ts";
 import {
   FINAL_STATES,
   type JobInfo,
@@ -20,6 +20,7 @@ import {
 } from "../wire/protocol.ts";
 import { printable } from "../printable.ts";
 import { JobUnavailableError, type SubmitEvent, unavailableKind } from "./job.ts";
+import { goodbyeError } from "./reconnect.ts";
 
 /** The server's `server_status_response`. */
 export type ServerStatus = MessageOf<ServerMessage, "server_status_response">;
@@ -28,14 +29,13 @@ export type QueueDetails = MessageOf<ServerMessage, "queue_details_response">;
 /** The server's `job_log`. */
 export type JobLog = MessageOf<ServerMessage, "job_log">;
 
-/** The server's next message, validated; a goodbye is a lost connection. */
-async function nextMessage(channel: Channel): Promise<ServerMessage> {
+/**
+ * The server's next message, validated; a goodbye is a lost connection, or the end of
+ * a revoked key ({@link goodbyeError}), the more so `during` what (" while …").
+ */
+async function nextMessage(channel: Channel, during = ""): Promise<ServerMessage> {
   const incoming = await channel.receive();
-  if (incoming.type === "goodbye") {
-    throw new ConnectionError(
-      `the server ended the session${incoming.reason ? ` (${incoming.reason})` : ""}`,
-    );
-  }
+  if (incoming.type === "goodbye") throw goodbyeError(incoming.reason, during);
   if (incoming.type !== "message") {
     throw new ProtocolError(`expected a message, got ${incoming.type}`);
   }
@@ -129,7 +129,7 @@ export async function cancelJob(
 ): Promise<JobInfo> {
   await channel.send({ type: "cancel_job", job_id: jobId, ...(reason ? { reason } : {}) });
   while (true) {
-    const message = await nextMessage(channel);
+    const message = await nextMessage(channel, ` while cancelling job ${jobId}`);
     if (message.type === "error") throw refusal(message);
     if (message.type === "server_shutting_down") continue;
     if (message.type !== "job_status" || message.job.job_id !== jobId) {
@@ -144,7 +144,7 @@ export async function cancelJob(
 /** One piece of a job's log, from byte `offset` of it. */
 export async function getJobLog(channel: Channel, jobId: string, offset = 0): Promise<JobLog> {
   await channel.send({ type: "get_job_log", job_id: jobId, ...(offset > 0 ? { offset } : {}) });
-  const message = await nextMessage(channel);
+  const message = await nextMessage(channel, ` while reading the log of job ${jobId}`);
   if (message.type === "error") throw refusal(message);
   if (message.type !== "job_log" || message.job_id !== jobId) {
     throw new ProtocolError(`expected job_log for job ${jobId}, got ${message.type}`);
@@ -173,7 +173,7 @@ export async function waitForJob(
   await channel.send({ type: "follow_job", job_id: jobId });
   let first: JobInfo | undefined;
   while (true) {
-    const message = await nextMessage(channel);
+    const message = await nextMessage(channel, ` while waiting for job ${jobId}`);
     if (message.type === "error") throw refusal(message);
     if (message.type === "server_shutting_down") {
       options.onEvent?.({ kind: "notice", text: `server: ${message.reason}` });

@@ -6,9 +6,15 @@
  * lost until a new session hears from the server about the job again. Clock and sleep
  * are injectable, so tests run an hour of outage in no time.
  *
+ * A key the server no longer accepts ends it all at once (exit 3): the server said so
+ * in its GOODBYE (PROTOCOL.md §6.10), or refused the key when reconnecting (§2.9).
+ * The key was good when the work began, so it was revoked or replaced, or may no longer
+ * come from this address: no retry, later fetch or cancel can work with it.
+ *
  * @module
  */
 import type { Channel } from "../wire/channel.ts";
+import { KEY_REVOKED_REASON } from "../wire/protocol.ts";
 import {
   ConnectionError,
   errorMessage,
@@ -22,6 +28,24 @@ import {
 export const RECONNECT_BASE_MS = 1_000;
 /** Longest wait between two attempts (ms). */
 export const RECONNECT_CAP_MS = 30_000;
+
+/** The hint once the server no longer accepts this client's key: only a new key helps. */
+export const NEW_KEY_HINT = "the server no longer accepts this key: ask the recon box's " +
+  "administrator for a new one (recon-server clients add or rotate) and put it in " +
+  "recon.opts; the server's log says why";
+
+/**
+ * The server's GOODBYE in the middle of something (`during`: " while waiting for job
+ * …"), as the error that ends the session: a lost connection, made again, unless the
+ * server said it no longer accepts this client's key. Then this key cannot open
+ * another session, and the error is a KeyRejectedError, which is not retried.
+ */
+export function goodbyeError(reason: string, during = "", cause?: unknown): ConnectionError {
+  const message = `the server ended the session${during}${reason ? `: ${reason}` : ""}`;
+  return reason === KEY_REVOKED_REASON
+    ? new KeyRejectedError(message, { hint: NEW_KEY_HINT, cause })
+    : new ConnectionError(message, { cause });
+}
 
 /** Sleeps `ms`, or rejects with InterruptedError when `signal` aborts first. */
 export type Sleep = (ms: number, signal?: AbortSignal) => Promise<void>;
@@ -109,6 +133,20 @@ export class GaveUp extends Error {
 }
 
 /**
+ * The error to end with when reconnecting gave up at a refused key, or undefined when
+ * it gave up for another reason. `lost` says what was under way ("lost the connection
+ * while waiting for job …"). A ConnectionError (exit 3) whose cause is the refusal:
+ * no hint to wait again, fetch or cancel, since none can work with this key.
+ */
+export function keyRefusedAfter(lost: string, gaveUp: GaveUp): ConnectionError | undefined {
+  if (!(gaveUp.last instanceof KeyRejectedError)) return undefined;
+  return new ConnectionError(`${lost} and could not reconnect: ${gaveUp.message}`, {
+    hint: NEW_KEY_HINT,
+    cause: gaveUp.last,
+  });
+}
+
+/**
  * One job's reconnections: {@link lost} starts the clock at the first lost connection,
  * {@link heard} stops it once a new session has heard from the server about the job
  * (an outage that ended no longer counts against the next one).
@@ -157,7 +195,7 @@ export class Reconnector {
       if (left <= 0) throw new GaveUp(last, true);
       this.#attempts++;
       const wait = Math.min(reconnectDelay(this.#attempts, this.#options), left);
-      notice(`connection lost (${errorMessage(last)}); reconnecting in ${formatWait(wait)}…`);
+      notice(`connection lost: ${errorMessage(last)}; reconnecting in ${formatWait(wait)}…`);
       await this.#sleep(wait, signal);
       if (signal?.aborted) throw new InterruptedError("interrupted while reconnecting");
       try {

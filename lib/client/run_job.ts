@@ -9,7 +9,9 @@
  * When reconnecting takes longer than CLIENT_RECONNECT_TIMEOUT the job goes on without
  * us: LostContactError (exit code 5) names the command that fetches its results later;
  * an upload that cannot be completed is a ConnectionError (exit code 3), since there is
- * nothing to fetch. Ctrl-C during an upload cuts the session and cancels the job in a
+ * nothing to fetch. A key the server no longer accepts (lib/client/reconnect.ts) ends
+ * the run at once, exit code 3, with no command to fetch or cancel: neither can work
+ * with this key. Ctrl-C during an upload cuts the session and cancels the job in a
  * session of its own.
  *
  * @module
@@ -37,6 +39,7 @@ import {
   formatTimeout,
   GaveUp,
   isConnectionLoss,
+  keyRefusedAfter,
   type ReconnectOptions,
   Reconnector,
 } from "./reconnect.ts";
@@ -184,14 +187,21 @@ function lostContact(
   options: RunJobOptions,
 ): ReconError {
   const jobId = job.jobId!;
+  const where = job.phase === "upload"
+    ? "during the upload of"
+    : job.phase === "download"
+    ? "while downloading the results of"
+    : "while following";
+  const lost = `lost the connection ${where} job ${jobId}`;
+  const refused = keyRefusedAfter(lost, gaveUp);
+  if (refused) return refused;
   const within = gaveUp.timedOut
     ? ` within CLIENT_RECONNECT_TIMEOUT (${formatTimeout(reconnector.timeoutMs)})`
     : "";
   const last = errorMessage(gaveUp.last);
   if (job.phase === "upload") {
     return new ConnectionError(
-      `lost the connection during the upload of job ${jobId} and could not reconnect` +
-        `${within}: ${last}`,
+      `${lost} and could not reconnect${within}: ${last}`,
       {
         hint: "the server keeps what arrived for UPLOAD_RESUME_WINDOW, then fails the job; " +
           `send the files again (and ${cancelCommand(options, jobId)} drops the partial job now)`,
@@ -199,10 +209,9 @@ function lostContact(
       },
     );
   }
-  const where = job.phase === "download" ? "while downloading the results of" : "while following";
   return new LostContactError(
     jobId,
-    `lost the connection ${where} job ${jobId} and could not reconnect${within}: ${last}`,
+    `${lost} and could not reconnect${within}: ${last}`,
     {
       hint: `job ${jobId} stays on the server; fetch its results later: ${
         fetchCommand(options, jobId)

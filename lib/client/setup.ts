@@ -155,26 +155,49 @@ export function reconOptionsFrom(text: string | undefined): ReconOptions | undef
 
 /**
  * Make sure results can be saved before anything is sent: finding out after a long
- * upload and reconstruction would strand the results on the server.
+ * upload and reconstruction would strand the results on the server. Nothing is
+ * created here, so that a job or fetch the server refuses leaves no directory behind:
+ * a directory still missing must be one we can create (its nearest existing ancestor
+ * takes a file), and the results' side creates it when they come (delivery.ts).
  */
 export async function checkDownloadDir(
   dir: string,
   given: string | undefined,
   optsPath: string,
 ): Promise<void> {
+  let reason: string | undefined;
+  let cause: unknown;
   try {
-    await Deno.mkdir(dir, { recursive: true });
-    const probe = await Deno.makeTempFile({ dir, prefix: ".recon-write-test-" });
-    await Deno.remove(probe);
+    let existing = path.resolve(dir);
+    let info: Deno.FileInfo | undefined;
+    while (!info) {
+      try {
+        info = await Deno.stat(existing);
+      } catch (error) {
+        const parent = path.dirname(existing);
+        if (!(error instanceof Deno.errors.NotFound) || parent === existing) throw error;
+        existing = parent;
+      }
+    }
+    // Below a regular file stat says NotADirectory, not NotFound: only `dir` gets here.
+    if (!info.isDirectory) reason = "not a directory";
+    else {
+      const probe = await Deno.makeTempFile({ dir: existing, prefix: ".recon-write-test-" });
+      await Deno.remove(probe);
+    }
   } catch (error) {
+    reason = fileErrorReason(error);
+    cause = error;
+  }
+  if (reason !== undefined) {
     const what = given === undefined
       ? `CLIENT_DOWNLOAD_DIR ${dir} (from ${optsPath})`
       : `--download-dir ${given}`;
-    throw new UsageError(`cannot write results to ${what}: ${fileErrorReason(error)}`, {
+    throw new UsageError(`cannot write results to ${what}: ${reason}`, {
       hint: given === undefined
         ? `set CLIENT_DOWNLOAD_DIR in ${optsPath}, or pass --download-dir, to a directory you can write`
         : "choose a directory you can write",
-      cause: error,
+      cause,
     });
   }
 }

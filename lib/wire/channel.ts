@@ -415,7 +415,7 @@ export class Channel {
         releaseBuffer(sealed);
       } catch (error) {
         const failure = this.#failure ?? new ConnectionError(
-          `connection lost while sending (${(error as Error).message})`,
+          `sending to the ${this.#peer} failed: ${(error as Error).message}`,
           { cause: error },
         );
         this.#fail(failure);
@@ -487,7 +487,7 @@ export class Channel {
       idle.disarm();
       // A raw socket error (reset, broken pipe) is a lost connection: say so, typed.
       const failure = error instanceof ConnectionError ? error : new ConnectionError(
-        `connection to the ${this.#peer} lost (${(error as Error).message})`,
+        `connection to the ${this.#peer} lost: ${(error as Error).message}`,
         { cause: error },
       );
       this.#push({ end: this.#failure ?? failure });

@@ -134,7 +134,10 @@ function refusalError(
   const text = new TextDecoder().decode(frame.subarray(HEADER + 1));
   if (code === RefusalCode.KEY_NOT_ACCEPTED) {
     return new KeyRejectedError(`the server does not accept key id ${keyId}`, {
-      hint: "does SHARED_KEY in recon.opts match the server's?",
+      // Refusal 2 is the same for every reason (§2.7), so the hint names them all.
+      hint: "check SHARED_KEY in recon.opts: the server does not know this key, or it was " +
+        "revoked or replaced, or it may not be used from this address; the server's log " +
+        "says which",
     });
   }
   if (code === RefusalCode.UNSUPPORTED_VERSION) {

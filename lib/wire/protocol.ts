@@ -94,6 +94,13 @@ export type JobState = (typeof JOB_STATES)[number];
 /** The states a job ends in (before it expires). */
 export const FINAL_STATES: readonly JobState[] = ["succeeded", "failed", "cancelled"];
 
+/**
+ * GOODBYE's reason when the server closes a session because it no longer accepts the
+ * session's key: its client was revoked, its grace period after a rotation ended, or
+ * its client may no longer connect from this address (PROTOCOL.md §6.10).
+ */
+export const KEY_REVOKED_REASON = "this client's key was revoked";
+
 /** One job as `job_status` and `job_list` describe it (version 3). */
 const JOB_INFO_FIELDS: Record<string, FieldSpec> = {
   job_id: "job_id",

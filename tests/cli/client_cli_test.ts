@@ -298,7 +298,7 @@ Deno.test("a server gone for longer than CLIENT_RECONNECT_TIMEOUT: exit 5, the j
     ),
   );
   assert.match(result.stderr, new RegExp(`^hint: .*fetch its results later: ${expected}$`, "m"));
-  assert.match(result.stderr, /^connection lost \(.*\); reconnecting in [\d.]+ s…$/m);
+  assert.match(result.stderr, /^connection lost: .*; reconnecting in [\d.]+ s…$/m);
 
   await server.restart();
   await Deno.writeTextFile(flag, "");

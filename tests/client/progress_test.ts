@@ -187,8 +187,8 @@ Deno.test("ProgressDisplay with alertsOnly (--json) still says when the connecti
   });
   json.show({ kind: "queued", jobId: "x" });
   json.line("job x complete");
-  json.reconnect("connection lost (reset); reconnecting in 1 s…");
+  json.reconnect("connection lost: reset; reconnecting in 1 s…");
   new ProgressDisplay({ write: (text) => written.push(text), tty: false, quiet: true })
-    .reconnect("connection lost (reset); reconnecting in 1 s…");
-  assert.deepEqual(written, ["connection lost (reset); reconnecting in 1 s…\n"]);
+    .reconnect("connection lost: reset; reconnecting in 1 s…");
+  assert.deepEqual(written, ["connection lost: reset; reconnecting in 1 s…\n"]);
 });

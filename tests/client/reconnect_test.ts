@@ -1,8 +1,9 @@
 /**
  * Tests for lib/client/reconnect.ts: the waits (1 s doubling to 30 s, jitter), which
  * failures are worth a new connection, the bound CLIENT_RECONNECT_TIMEOUT sets from
- * the lost connection until the server is heard again, and withReconnect() for the
- * commands that follow a job without a transfer. A fake clock: no test sleeps.
+ * the lost connection until the server is heard again, withReconnect() for the
+ * commands that follow a job without a transfer, and a key the server no longer
+ * accepts (its GOODBYE, its refusal when reconnecting). A fake clock: no test sleeps.
  */
 import assert from "node:assert/strict";
 import {
@@ -20,7 +21,10 @@ import {
   formatTimeout,
   formatWait,
   GaveUp,
+  goodbyeError,
   isConnectionLoss,
+  keyRefusedAfter,
+  NEW_KEY_HINT,
   reconnectDelay,
   Reconnector,
   withReconnect,
@@ -112,9 +116,9 @@ Deno.test("Reconnector.lost() waits, connects again until a session opens, and s
   assert.equal(channel, pair.client);
   assert.equal(attempts.calls(), 3);
   assert.deepEqual(notices, [
-    "connection lost (the server closed the connection without ending the session); reconnecting in 0.8 s…",
-    "connection lost (cannot connect to h:1: connection refused); reconnecting in 1.5 s…",
-    "connection lost (the server is busy: try later); reconnecting in 3 s…",
+    "connection lost: the server closed the connection without ending the session; reconnecting in 0.8 s…",
+    "connection lost: cannot connect to h:1: connection refused; reconnecting in 1.5 s…",
+    "connection lost: the server is busy: try later; reconnecting in 3 s…",
   ]);
   assert.deepEqual(hooks.slept, [750, 1500, 3000]);
 });
@@ -142,6 +146,48 @@ Deno.test("Reconnector with a timeout of 0 gives up at once, without connecting"
   assert.ok(error instanceof GaveUp && error.timedOut);
   assert.equal(error.message, "lost");
   assert.equal(attempts.calls(), 0);
+});
+
+Deno.test("goodbyeError() is a lost connection, unless the server said the key was revoked", () => {
+  const revoked = goodbyeError("this client's key was revoked", " while waiting for job J");
+  assert.ok(revoked instanceof KeyRejectedError);
+  assert.equal(isConnectionLoss(revoked), false, "a revoked key is not tried again");
+  assert.equal(
+    revoked.message,
+    "the server ended the session while waiting for job J: this client's key was revoked",
+  );
+  assert.equal(revoked.hint, NEW_KEY_HINT);
+  for (const reason of ["", "the server restarts (maintenance)", "This client's key was revoked"]) {
+    const lost = goodbyeError(reason);
+    assert.ok(!(lost instanceof KeyRejectedError), reason);
+    assert.equal(isConnectionLoss(lost), true, `${reason}: made again`);
+    assert.equal(lost.hint, undefined);
+  }
+  assert.equal(goodbyeError("").message, "the server ended the session");
+  assert.equal(goodbyeError("bye").message, "the server ended the session: bye");
+});
+
+Deno.test("keyRefusedAfter() ends with the refusal, exit 3 and the new-key hint; other failures are not its business", () => {
+  const refusal = new KeyRejectedError(
+    "handshake with h:1 failed: the server does not accept key id x",
+  );
+  const error = keyRefusedAfter(
+    "lost the connection while following job J",
+    new GaveUp(refusal, false),
+  );
+  assert.ok(error instanceof ConnectionError);
+  assert.equal(error.exitCode, 3);
+  assert.equal(
+    error.message,
+    "lost the connection while following job J and could not reconnect: handshake with h:1 " +
+      "failed: the server does not accept key id x",
+  );
+  assert.equal(error.hint, NEW_KEY_HINT);
+  assert.equal(error.cause, refusal, "a watcher finds the refusal as the cause");
+  assert.equal(
+    keyRefusedAfter("lost", new GaveUp(new ConnectionError("refused"), true)),
+    undefined,
+  );
 });
 
 Deno.test("Reconnector stops at a failure no retry can change (a refused key)", async () => {
@@ -218,7 +264,7 @@ Deno.test("withReconnect() runs the session again on a new connection after a lo
   });
   assert.equal(result, "done");
   assert.equal(runs, 2);
-  assert.deepEqual(notices, ["connection lost (reset); reconnecting in 0.8 s…", "reconnected"]);
+  assert.deepEqual(notices, ["connection lost: reset; reconnecting in 0.8 s…", "reconnected"]);
   assert.equal(first.client.closed, true);
   assert.equal(second.client.closed, true, "closed after the session");
 });

@@ -168,7 +168,7 @@ Deno.test("an upload cut in the middle resumes from the server's offset: only th
   assert.deepEqual(result.files.map((file) => file.name), ["a/image1.dcm", "image2.dcm"]);
   await assertResults(downloadDir);
   const notices = record.notices();
-  assert.match(notices[0], /^connection lost \(.+\); reconnecting in 0\.8 s…$/);
+  assert.match(notices[0], /^connection lost: .+; reconnecting in 0\.8 s…$/);
   assert.equal(notices[1], `reconnected; resuming the upload of job ${JOB}`);
   assert.deepEqual(hooks.slept, [750]);
 });

@@ -1,15 +1,17 @@
 /**
  * Test support for the client's job sessions: a fake recon-server on 127.0.0.1 whose
  * sessions are scripts, one per accepted connection, in order, built on the real
- * Channel. Once the scripts run out the listener closes, so a client that reconnects
- * again finds the port refused. Whatever a script throws (a failed assertion) fails the
- * test through {@link ScriptedServer.done}.
+ * Channel; {@link REFUSE_KEY} in their place refuses that connection's key, as a server
+ * that revoked it does. Once the scripts run out the listener closes, so a client that
+ * reconnects again finds the port refused. Whatever a script throws (a failed
+ * assertion) fails the test through {@link ScriptedServer.done}.
  *
  * @module
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { Channel } from "../../lib/wire/channel.ts";
+import { HandshakeRefused } from "../../lib/wire/handshake.ts";
 import { connectToServer } from "../../lib/client/connect.ts";
 import { sendStream } from "../../lib/wire/transfer.ts";
 import { testKey } from "../support/channel_pair.ts";
@@ -126,6 +128,12 @@ function concat(chunks: Uint8Array[]): Uint8Array {
 /** One session's script. */
 export type Script = (peer: Peer) => Promise<void>;
 
+/**
+ * In place of a script: refuse the connection's handshake with Refusal 2 (`key not
+ * accepted`, PROTOCOL.md §2.9), as the server does once it revoked the client's key.
+ */
+export const REFUSE_KEY: unique symbol = Symbol("refuse the key");
+
 /** A fake server that runs `scripts`, one per connection. */
 export class ScriptedServer implements AsyncDisposable {
   readonly port: number;
@@ -137,11 +145,12 @@ export class ScriptedServer implements AsyncDisposable {
   accepted = 0;
   readonly #listener: Deno.TcpListener;
   readonly #channels: Channel[] = [];
+  #finishing = false;
 
   private constructor(
     listener: Deno.TcpListener,
     key: { text: string; raw: Uint8Array<ArrayBuffer>; id: string },
-    scripts: Script[],
+    scripts: (Script | typeof REFUSE_KEY)[],
   ) {
     this.#listener = listener;
     this.port = listener.addr.port;
@@ -150,17 +159,27 @@ export class ScriptedServer implements AsyncDisposable {
     this.done.catch(() => {});
   }
 
-  static async start(scripts: Script[]): Promise<ScriptedServer> {
+  static async start(scripts: (Script | typeof REFUSE_KEY)[]): Promise<ScriptedServer> {
     const key = await testKey();
     const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     return new ScriptedServer(listener, key, scripts);
   }
 
-  async #serve(scripts: Script[]): Promise<void> {
+  async #serve(scripts: (Script | typeof REFUSE_KEY)[]): Promise<void> {
     try {
       for (const script of scripts) {
-        const conn = await this.#listener.accept();
+        let conn: Deno.TcpConn;
+        try {
+          conn = await this.#listener.accept();
+        } catch (error) {
+          if (this.#finishing) return; // the client is done: the scripts left are not needed
+          throw error;
+        }
         this.accepted++;
+        if (script === REFUSE_KEY) {
+          await this.#refuseKey(conn);
+          continue;
+        }
         const channel = await Channel.accept(conn, {
           keys: new Map([[this.key.id, this.key.raw]]),
         });
@@ -177,6 +196,35 @@ export class ScriptedServer implements AsyncDisposable {
         this.#listener.close();
       } catch { /* closed */ }
     }
+  }
+
+  /** The handshake with no key accepted: Refusal 2, and the client must have offered ours. */
+  async #refuseKey(conn: Deno.TcpConn): Promise<void> {
+    try {
+      const channel = await Channel.accept(conn, { keys: new Map() });
+      channel.abort();
+      throw new Error("the handshake succeeded without a key");
+    } catch (error) {
+      if (!(error instanceof HandshakeRefused)) throw error;
+      assert.equal(error.keyId, this.key.id, "the client offered its key");
+    } finally {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    }
+  }
+
+  /**
+   * The client is done: the session under way ends as its script says, and the
+   * scripts no connection came for are dropped (for a client that may or may not
+   * connect again). Rejects with a script's failure, as {@link done}.
+   */
+  async finish(): Promise<void> {
+    this.#finishing = true;
+    try {
+      this.#listener.close();
+    } catch { /* closed */ }
+    await this.done;
   }
 
   /** Opens a session as recon-client does. */
