@@ -115,7 +115,15 @@ export async function rerunJob(
 
 /** A job's state as the end of "job X …": "has succeeded", "is queued". */
 function stateWords(state: JobRecord["state"]): string {
-  return ["succeeded", "failed", "cancelled", "expired"].includes(state)
-    ? `has ${state === "expired" ? "expired" : state}`
-    : `is ${state}`;
+  switch (state) {
+    case "succeeded":
+    case "expired":
+      return `has ${state}`;
+    case "cancelled":
+      return "was cancelled";
+    case "receiving":
+      return "is still being uploaded";
+    default:
+      return `is ${state}`;
+  }
 }

@@ -31,6 +31,7 @@ import { auditLogPath } from "./audit_read.ts";
 import { auditJobChanges } from "./audit_jobs.ts";
 import { type ClientEvent, type ClientIdentity, ClientRegistry } from "./client_registry.ts";
 import { VERSION } from "../version.ts";
+import { KEY_REVOKED_REASON } from "../wire/protocol.ts";
 import { JobLeases } from "./job_leases.ts";
 import { recoverAfterCrash } from "./recovery.ts";
 import { Scheduler } from "./scheduler.ts";
@@ -294,7 +295,7 @@ export class ReconServer {
       this.#options.log.warn(
         `${address}: closing the session of client ${client.name}: its key ${client.keyId} is no longer accepted`,
       );
-      channel.close("this client's key was revoked").catch(() => {});
+      channel.close(KEY_REVOKED_REASON).catch(() => {});
     }
   }
 
@@ -455,7 +456,7 @@ export class ReconServer {
         channel.keyId,
         this.clients.clientOf(channel.keyId),
       );
-      await channel.close("this client's key was revoked");
+      await channel.close(KEY_REVOKED_REASON);
       return;
     }
     tracked.channel = channel;
