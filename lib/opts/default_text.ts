@@ -108,6 +108,13 @@ MAX_CONCURRENT_JOBS = 1
 # AUDIT_LOG =
 # AUDIT_ROTATE_BYTES: Size at which the audit log starts a new file (0 = never).
 # AUDIT_ROTATE_BYTES = 64M
+# --- Slurm (server) ---
+# EXECUTOR: local, or slurm to submit each job with sbatch (RECON_FILEPATH, RECON_DICOM_DIR shared).
+# EXECUTOR = local
+# SLURM_SBATCH_ARGS: Extra sbatch arguments, e.g. --partition=gpu --gres=gpu:1
+# SLURM_SBATCH_ARGS =
+# SLURM_POLL_INTERVAL: How often the server asks Slurm about its jobs.
+# SLURM_POLL_INTERVAL = 1s
 # --- Connection Limits (server; IDLE_TIMEOUT and HANDSHAKE_TIMEOUT also client) ---
 # IDLE_TIMEOUT: Seconds a connection may stay silent before it is closed.
 # IDLE_TIMEOUT = 300

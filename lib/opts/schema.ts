@@ -88,6 +88,9 @@ export interface ReconConfig {
   KEY_ROTATION_GRACE: number;
   AUDIT_LOG: string;
   AUDIT_ROTATE_BYTES: number;
+  EXECUTOR: string;
+  SLURM_SBATCH_ARGS: string[];
+  SLURM_POLL_INTERVAL: number;
 }
 
 /** A recon.opts option name. */
@@ -102,6 +105,7 @@ export type ReadBy = "server" | "client" | "both" | "watch" | "legacy";
 /** How an option's text becomes a value. `path` options are resolved against the opts directory. */
 export type OptionType =
   | { kind: "string" }
+  | { kind: "choice"; values: readonly string[] }
   | { kind: "path" }
   | { kind: "int"; min: number; max: number }
   | { kind: "seconds"; min: number; exclusive?: boolean }
@@ -487,6 +491,28 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
       "one started, the chain carried over (bytes, or K/M/G; 0 = never). recon never " +
       "removes old audit files.",
   },
+  EXECUTOR: {
+    type: { kind: "choice", values: ["local", "slurm"] },
+    default: "local",
+    readBy: "server",
+    description: "What runs RECON_SCRIPT: local (a process group on this box) or slurm " +
+      "(each job submitted with sbatch; RECON_FILEPATH and RECON_DICOM_DIR must then be on " +
+      "storage the compute nodes share). MAX_CONCURRENT_JOBS bounds the jobs in flight either way.",
+  },
+  SLURM_SBATCH_ARGS: {
+    type: { kind: "argv" },
+    default: "(empty)",
+    readBy: "server",
+    description: "Extra sbatch arguments for every job with EXECUTOR = slurm, e.g. " +
+      "--partition=gpu --gres=gpu:1 (split at spaces; no shell).",
+  },
+  SLURM_POLL_INTERVAL: {
+    type: duration(0.1),
+    default: "1s",
+    readBy: "server",
+    description: "How often the server asks Slurm about the jobs it submitted and reads " +
+      "their output (seconds, or with a unit: 0.5, 2s, 1m).",
+  },
 });
 
 /** Every option name, in table order. */
@@ -591,6 +617,9 @@ export const DEFAULTS: Readonly<ReconConfig> = deepFreeze({
   KEY_ROTATION_GRACE: 7 * 86400,
   AUDIT_LOG: "",
   AUDIT_ROTATE_BYTES: 64 * 1024 * 1024,
+  EXECUTOR: "local",
+  SLURM_SBATCH_ARGS: [],
+  SLURM_POLL_INTERVAL: 1,
 });
 
 /** A fresh, mutable copy of {@link DEFAULTS}. */

@@ -104,6 +104,15 @@ function convert(type: OptionType, text: string): unknown {
     case "string":
     case "path":
       return text;
+    case "choice": {
+      const value = text.toLowerCase();
+      if (!type.values.includes(value)) {
+        throw new OptionValueError(
+          `must be one of ${type.values.join(", ")}, got ${quote(text)}`,
+        );
+      }
+      return value;
+    }
     case "int": {
       const value = /^\d+$/.test(text) ? Number(text) : NaN;
       if (!(value >= type.min && value <= type.max)) {

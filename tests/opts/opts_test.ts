@@ -291,6 +291,18 @@ Deno.test("a positional value may contain = when it does not name a known option
   assert.equal(config.PASSWORD, "PW=secret");
 });
 
+Deno.test("EXECUTOR reads local or slurm in any case; SLURM_SBATCH_ARGS splits at spaces", () => {
+  const config = configOf(
+    seedWith(
+      "EXECUTOR = Slurm\nSLURM_SBATCH_ARGS = --partition=gpu  --gres=gpu:1\nSLURM_POLL_INTERVAL = 0.5",
+    ),
+  );
+  assert.equal(config.EXECUTOR, "slurm");
+  assert.deepEqual(config.SLURM_SBATCH_ARGS, ["--partition=gpu", "--gres=gpu:1"]);
+  assert.equal(config.SLURM_POLL_INTERVAL, 0.5);
+  assert.equal(configOf(seedWith("")).EXECUTOR, "local");
+});
+
 const ERROR_CASES: [string, string, string | RegExp][] = [
   [
     "SERVER_PORT that is not a number",
@@ -309,6 +321,13 @@ const ERROR_CASES: [string, string, string | RegExp][] = [
     "MAX_CONCURRENT_JOBS as a fraction",
     seedReplacing(31, "MAX_CONCURRENT_JOBS = 1.5"),
     /^recon.opts line 31: MAX_CONCURRENT_JOBS must be an integer/,
+  ],
+  [
+    "EXECUTOR that is neither local nor slurm",
+    seedWith("EXECUTOR = kubernetes"),
+    `recon.opts line ${
+      SEED_LINE_COUNT + 1
+    }: EXECUTOR must be one of local, slurm, got "kubernetes"`,
   ],
   [
     "a malformed line",
