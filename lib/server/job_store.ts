@@ -703,10 +703,15 @@ export class JobStore {
     });
   }
 
-  /** What the executor calls the running job (a Slurm job id). */
-  setExecutorRef(id: string, ref: string): void {
+  /**
+   * What the executor calls the running job (a Slurm job id), and which executor it is
+   * (`local`, `slurm`; unchanged when not given). Committed before the executor follows
+   * it, so that a restart finds it (lib/server/recovery.ts).
+   */
+  setExecutorRef(id: string, ref: string, executor?: string): void {
     this.#transition(id, ["running"], "it has no executor", () => {
-      this.#sql("UPDATE jobs SET executor_ref = ? WHERE id = ?").run(ref, id);
+      this.#sql("UPDATE jobs SET executor_ref = ?, executor = COALESCE(?, executor) WHERE id = ?")
+        .run(ref, executor ?? null, id);
     });
   }
 

@@ -150,6 +150,10 @@ export async function recoverAfterCrash(options: RecoveryOptions): Promise<Recov
     const marker = RUNNING_MARKER.exec(entry.name);
     if (!marker || !entry.isFile) continue;
     const job = options.store.get(marker[1]);
+    if (job && followedElsewhere(job)) {
+      // A Slurm job may run on without us: its output is kept for the reattach.
+      continue;
+    }
     if (job?.state === "succeeded" || job?.state === "expired") {
       // It finished after all: its output is its results (or already expired).
       await Deno.remove(path.join(reconFilePath, entry.name)).catch(() => {});
@@ -217,6 +221,15 @@ async function settleRunningJobs(options: RecoveryOptions, report: RecoveryRepor
   for (const job of store.inState("running")) {
     let settled: JobRecord;
     try {
+      if (followedElsewhere(job)) {
+        // Not a new attempt: the worker that takes it follows the same Slurm job.
+        store.requeue(job.id, { refundAttempt: true });
+        report.requeued.push(job.id);
+        log.info(
+          `job ${job.id}: was running as Slurm job ${job.executorRef} when the server stopped; the next free worker follows it again`,
+        );
+        continue;
+      }
       if (job.attempts >= jobMaxAttempts) {
         settled = store.markFailed(job.id, {
           reason: STOPPED_WHILE_RUNNING,
@@ -252,6 +265,17 @@ async function settleRunningJobs(options: RecoveryOptions, report: RecoveryRepor
     }
     await Deno.remove(runningMarkerPath(settled.logPath)).catch(() => {});
   }
+}
+
+/**
+ * Whether `job` was handed to an executor that runs it outside this server (a Slurm job
+ * with its id recorded): its run may go on, or have finished, while no server ran, so
+ * its output stays and the worker that takes it follows it again
+ * (lib/server/slurm_executor.ts decides whether it can).
+ */
+function followedElsewhere(job: JobRecord): boolean {
+  return job.executor === "slurm" && job.executorRef !== undefined &&
+    (job.state === "running" || job.state === "queued");
 }
 
 /** Cut-off uploads wait for their clients a whole UPLOAD_RESUME_WINDOW from this start. */

@@ -77,6 +77,16 @@ export class RunningJob {
   }
 }
 
+/**
+ * Thrown by an executor that cannot take a job now (Slurm does not answer): the job
+ * goes back to its place in the queue without using up an attempt, and the scheduler
+ * starts nothing for a while, doubling the wait each time (1 s up to 60 s).
+ */
+export class ExecutorUnavailable extends Error {}
+
+/** Longest pause of the queue while the executor is unavailable. */
+const MAX_EXECUTOR_BACKOFF_MS = 60_000;
+
 /** What runs a job (lib/server/worker.ts), injected so tests can stand in for scripts. */
 export interface Executor {
   /** Run the job's script to an outcome; never commits anything. */
@@ -104,6 +114,13 @@ export class Scheduler {
   #store: JobStore;
   #executor: Executor;
   #leases: JobLeases;
+  /** Why the executor cannot take jobs now, while it cannot. */
+  #unavailable?: {
+    reason: string;
+    since: number;
+    backoffMs: number;
+    timer?: ReturnType<typeof setTimeout>;
+  };
   #log: Logger;
   #running = new Map<string, RunningJob>();
   #followers = new Map<string, Set<Subscription>>();
@@ -140,6 +157,15 @@ export class Scheduler {
   start(): void {
     this.#dispatching = true;
     this.#dispatch();
+  }
+
+  /**
+   * Why jobs are not started now (the executor, e.g. Slurm, did not answer), with
+   * since when; undefined while they are.
+   */
+  get executorProblem(): { reason: string; since: number } | undefined {
+    const problem = this.#unavailable;
+    return problem && { reason: problem.reason, since: problem.since };
   }
 
   /** A job was queued: start it if a worker is free. */
@@ -212,6 +238,7 @@ export class Scheduler {
   /** Start no more jobs: what is queued stays queued in the store for the next start. */
   close(): void {
     this.#dispatching = false;
+    clearTimeout(this.#unavailable?.timer);
   }
 
   /**
@@ -258,7 +285,9 @@ export class Scheduler {
   }
 
   #dispatch(): void {
-    while (this.#dispatching && this.#running.size < this.maxWorkers) {
+    while (
+      this.#dispatching && this.#running.size < this.maxWorkers && !this.#unavailable?.timer
+    ) {
       const next = this.#store.queued()[0];
       if (!next) return;
       let record: JobRecord;
@@ -280,7 +309,12 @@ export class Scheduler {
     let outcome: JobOutcome;
     try {
       outcome = await this.#executor.execute(job);
+      if (this.#unavailable) {
+        this.#log.info(`the executor takes jobs again (${this.#unavailable.reason} is over)`);
+        this.#unavailable = undefined;
+      }
     } catch (error) {
+      if (error instanceof ExecutorUnavailable && !job.stop) return this.#backOff(job, error);
       outcome = { ok: false, reason: errorMessage(error), exitCode: null, stderrTail: [] };
     }
     let final: JobRecord | undefined;
@@ -308,6 +342,39 @@ export class Scheduler {
     this.#dispatch();
     if (this.#running.size === 0) { for (const resolve of this.#idle.splice(0)) resolve(); }
     return final;
+  }
+
+  /** The executor could not take `job`: queue it again and pause the queue a while. */
+  #backOff(job: RunningJob, error: ExecutorUnavailable): undefined {
+    try {
+      this.#store.requeue(job.id, { refundAttempt: true });
+    } catch (requeueError) {
+      this.#log.error(`job ${job.id}: cannot queue it again: ${errorMessage(requeueError)}`);
+    }
+    this.#running.delete(job.id);
+    const backoffMs = Math.min(
+      (this.#unavailable?.backoffMs ?? 500) * 2,
+      MAX_EXECUTOR_BACKOFF_MS,
+    );
+    const since = this.#unavailable?.since ?? Date.now();
+    if (!this.#unavailable?.timer) {
+      this.#log.warn(
+        `job ${job.id}: ${error.message}; it is queued again and no job starts for ${
+          backoffMs / 1000
+        } s`,
+      );
+      const timer = setTimeout(() => {
+        if (this.#unavailable) this.#unavailable.timer = undefined;
+        this.#dispatch();
+      }, backoffMs);
+      this.#unavailable = { reason: error.message, since, backoffMs, timer };
+    }
+    this.#publish(job.id, {
+      kind: "progress",
+      text: `waiting in the queue: ${error.message}; it starts when the executor answers again`,
+    });
+    if (this.#running.size === 0) { for (const resolve of this.#idle.splice(0)) resolve(); }
+    return undefined;
   }
 
   #count(record: JobRecord, job: RunningJob): void {

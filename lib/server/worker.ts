@@ -38,7 +38,12 @@ import {
 } from "./results.ts";
 import type { JobRecord, JobStore } from "./job_store.ts";
 import type { Executor, JobOutcome, RunningJob, RunResult } from "./scheduler.ts";
-import { buildScriptCommand, runScript } from "./runner.ts";
+import {
+  buildScriptCommand,
+  type RunOptions,
+  type RunResult as ScriptRun,
+  runScript,
+} from "./runner.ts";
 import { removeQuietly, runningMarkerPath } from "./job_files.ts";
 import {
   buildProvenance,
@@ -48,6 +53,29 @@ import {
   writeProvenance,
 } from "./provenance.ts";
 import { utc } from "./refusal.ts";
+
+/**
+ * What runs a job's command to its end: a process group on this box (the default,
+ * {@link localLauncher}) or a Slurm job (lib/server/slurm_executor.ts). The worker
+ * prepares the output directory before and collects the results after, the same for
+ * both.
+ */
+export interface Launcher {
+  /**
+   * Whether the job's run outlived the server that started it and can be followed on
+   * (a Slurm job still queued, running or finished with its exit file): then its
+   * output directory is kept and {@link run} follows it instead of starting another.
+   */
+  canReattach?(record: JobRecord): Promise<boolean>;
+  /** Run (or follow) the command to its end; `reason` explains an end the exit code does not. */
+  run(job: RunningJob, request: RunOptions): Promise<LaunchResult>;
+}
+
+/** How a launched command ended. */
+export type LaunchResult = ScriptRun & { reason?: string };
+
+/** Runs the command as a process group here (lib/server/runner.ts). */
+export const localLauncher: Launcher = { run: (_job, request) => runScript(request) };
 
 /** What the worker needs from the server's configuration. */
 export interface WorkerSettings {
@@ -63,6 +91,8 @@ export interface WorkerSettings {
   legacySharedOutput: boolean;
   /** SIGTERM → SIGKILL grace in ms. */
   killGraceMs?: number;
+  /** What runs the command; default {@link localLauncher}. */
+  launcher?: Launcher;
   /** RESULT_RETENTION and FAILED_INPUT_RETENTION, in seconds. */
   resultRetention: number;
   failedInputRetention: number;
@@ -186,15 +216,20 @@ export async function executeJob(
         `RECON_SCRIPT ${settings.reconScript} cannot be read: ${(error as Error).message}`,
       );
     }
-    // Never through a link planted at its name (an earlier attempt's marker is replaced).
-    await writeFileNoFollow(marker, `${outputDir}\n`, 0o640);
-    await Deno.mkdir(path.dirname(outputDir), { recursive: true });
-    // What an earlier attempt of this job wrote is partial output, never results.
-    await Deno.remove(outputDir, { recursive: true }).catch((error) => {
-      if (!(error instanceof Deno.errors.NotFound)) throw error;
-    });
-    // Created here, not found: its device and inode are what results are collected from.
-    await Deno.mkdir(outputDir, { mode: 0o750 });
+    const launcher = settings.launcher ?? localLauncher;
+    // A Slurm job that outlived the last server writes on into its output directory.
+    const reattach = await launcher.canReattach?.(job.record) ?? false;
+    if (!reattach) {
+      // Never through a link planted at its name (an earlier attempt's marker is replaced).
+      await writeFileNoFollow(marker, `${outputDir}\n`, 0o640);
+      await Deno.mkdir(path.dirname(outputDir), { recursive: true });
+      // What an earlier attempt of this job wrote is partial output, never results.
+      await Deno.remove(outputDir, { recursive: true }).catch((error) => {
+        if (!(error instanceof Deno.errors.NotFound)) throw error;
+      });
+      // Created here, not found: its device and inode are what results are collected from.
+      await Deno.mkdir(outputDir, { mode: 0o750 });
+    }
     const identity = await directoryIdentity(outputDir);
     const before = settings.legacySharedOutput
       ? await snapshotDirectory(settings.reconDicomDir)
@@ -205,8 +240,8 @@ export async function executeJob(
       options,
       settings.matlabCommand,
     );
-    log.info(`job ${id}: running ${command.program} ${command.args.join(" ")}`);
-    const run = await runScript({
+    if (!reattach) log.info(`job ${id}: running ${command.program} ${command.args.join(" ")}`);
+    const run = await launcher.run(job, {
       command,
       env: {
         RECON_JOB_ID: id,
@@ -224,6 +259,7 @@ export async function executeJob(
     if (run.cancelled) {
       return failure(job.stop?.reason ?? "the job was cancelled", run.exitCode, run.stderrTail);
     }
+    if (run.reason !== undefined) return failure(run.reason, run.exitCode, run.stderrTail);
     if (run.timedOut) {
       return failure(
         `the script did not finish within JOB_TIMEOUT (${settings.jobTimeout} s) and was stopped`,
