@@ -14,6 +14,7 @@ import { JobLeases } from "../../lib/server/job_leases.ts";
 import { MAX_PENDING_EVENTS } from "../../lib/server/job_events.ts";
 import {
   type Executor,
+  ExecutorUnavailable,
   type JobOutcome,
   type RunningJob,
   Scheduler,
@@ -330,4 +331,81 @@ Deno.test("Scheduler refuses MAX_CONCURRENT_JOBS below 1", async () => {
       }),
     RangeError,
   );
+});
+
+Deno.test("an executor that cannot take a job: it goes back to its place without an attempt, the queue pauses with backoff and starts again", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "recon-scheduler-test-" });
+  const store = JobStore.open(path.join(dir, "state"));
+  const { lines, log } = memoryLog();
+  let refuse = 2;
+  const tries: number[] = [];
+  const executor: Executor = {
+    execute(job: RunningJob) {
+      tries.push(Date.now());
+      if (refuse-- > 0) throw new ExecutorUnavailable("Slurm does not answer: sbatch timed out");
+      return Promise.resolve({ ok: true, results: [], skipped: 0, stderrTail: [] });
+    },
+    finish(job) {
+      return Promise.resolve(store.markSucceeded(job.id, {
+        exitCode: 0,
+        stderrTail: [],
+        outputs: [],
+        skipped: 0,
+        resultsExpireAt: Date.now() + 60_000,
+      }));
+    },
+    discard: () => Promise.resolve(),
+  };
+  const scheduler = new Scheduler({ store, maxWorkers: 1, executor, leases: new JobLeases(), log });
+  try {
+    const id = "00000000-0000-4000-8000-000000000001";
+    const inputDir = path.join(dir, `job_${id}_input`);
+    await Deno.mkdir(inputDir);
+    store.createReceiving({
+      id,
+      priority: "normal",
+      client: "k",
+      peer: "127.0.0.1:1",
+      keyId: "k",
+      options: {},
+      inputDir,
+      outputDir: path.join(dir, `job_${id}_output`),
+      logPath: path.join(dir, `job_${id}.log`),
+      files: [{ name: "a.7", size: 3 }],
+      uploadExpiresAt: Date.now() + 60_000,
+    });
+    store.inputVerified(id, 0, "0".repeat(64));
+    store.markQueued(id);
+    const followed = scheduler.subscribe(id);
+    scheduler.start();
+    await tick();
+    assert.equal(store.get(id)!.state, "queued", "back in the queue");
+    assert.equal(store.get(id)!.attempts, 0, "no attempt used");
+    assert.match(scheduler.executorProblem!.reason, /^Slurm does not answer: sbatch timed out$/);
+    assert.ok(
+      lines.some((line) => /queued again and no job starts for 1 s/.test(line)),
+      lines.join("\n"),
+    );
+    assert.deepEqual(await followed.events.next(), { kind: "started" });
+    assert.deepEqual(await followed.events.next(), {
+      kind: "progress",
+      text:
+        "waiting in the queue: Slurm does not answer: sbatch timed out; it starts when the executor answers again",
+    });
+    const deadline = Date.now() + 10_000;
+    while (store.get(id)!.state !== "succeeded" && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(store.get(id)!.state, "succeeded");
+    assert.equal(tries.length, 3);
+    // The waits double: about 1 s, then 2 s.
+    assert.ok(tries[1] - tries[0] >= 900, `${tries[1] - tries[0]} ms`);
+    assert.ok(tries[2] - tries[1] >= 1900, `${tries[2] - tries[1]} ms`);
+    assert.equal(scheduler.executorProblem, undefined, "it answers again");
+  } finally {
+    scheduler.close();
+    await scheduler.stopRunning("test over");
+    store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
