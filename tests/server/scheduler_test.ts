@@ -340,7 +340,7 @@ Deno.test("an executor that cannot take a job: it goes back to its place without
   let refuse = 2;
   const tries: number[] = [];
   const executor: Executor = {
-    execute(job: RunningJob) {
+    execute(_job: RunningJob) {
       tries.push(Date.now());
       if (refuse-- > 0) throw new ExecutorUnavailable("Slurm does not answer: sbatch timed out");
       return Promise.resolve({ ok: true, results: [], skipped: 0, stderrTail: [] });
