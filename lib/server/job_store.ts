@@ -284,6 +284,9 @@ export function toJobInfo(job: JobRecord, queuePosition?: number, percent?: numb
     rerun_of: job.rerunOf,
     percent,
     client: job.client,
+    // Absent for the local executor, the common case.
+    executor: job.executor === "local" ? undefined : job.executor,
+    executor_ref: job.executorRef,
   });
 }
 

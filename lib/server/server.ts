@@ -38,6 +38,8 @@ import { Scheduler } from "./scheduler.ts";
 import { diskFree, serveSession } from "./session.ts";
 import { Sweeper } from "./sweeper.ts";
 import { checkScript, localExecutor } from "./worker.ts";
+import { SlurmLauncher } from "./slurm_executor.ts";
+import { checkSlurm, type SlurmSettings } from "./slurm.ts";
 
 /** Inputs of {@link ReconServer.start}. */
 export interface ServerOptions {
@@ -136,7 +138,18 @@ export class ReconServer {
         `LEGACY_SHARED_OUTPUT = 1: jobs run one at a time (MAX_CONCURRENT_JOBS = ${config.MAX_CONCURRENT_JOBS} is not used)`,
       );
     }
+    // EXECUTOR = slurm: the same worker, its command submitted to Slurm and followed.
+    const slurm = config.EXECUTOR === "slurm"
+      ? new SlurmLauncher({
+        ...slurmSettings(config),
+        store,
+        reconFilePath: config.RECON_FILEPATH,
+        jobTimeout: config.JOB_TIMEOUT,
+        log,
+      })
+      : undefined;
     const executor = localExecutor(store, {
+      launcher: slurm,
       reconScript: config.RECON_SCRIPT,
       reconDicomDir: config.RECON_DICOM_DIR,
       matlabCommand: config.MATLAB_COMMAND,
@@ -147,6 +160,11 @@ export class ReconServer {
       failedInputRetention: config.FAILED_INPUT_RETENTION,
       now: options.now,
     }, log);
+    if (slurm) {
+      // A Slurm job a shutdown left running writes on into its output: keep it.
+      const discard = executor.discard;
+      executor.discard = (job) => slurm.detached(job) ? Promise.resolve() : discard(job);
+    }
     this.scheduler = new Scheduler({
       store,
       maxWorkers: legacySharedOutput ? 1 : config.MAX_CONCURRENT_JOBS,
@@ -253,6 +271,7 @@ export class ReconServer {
           `cannot clean up RECON_FILEPATH ${config.RECON_FILEPATH}: ${errorMessage(error)}`,
         );
       }
+      if (config.EXECUTOR === "slurm") await checkSlurmExecutor(config);
       const scriptProblem = await checkScript(config.RECON_SCRIPT);
       if (scriptProblem) {
         log.error(`${scriptProblem}: every job will be refused until it is fixed`);
@@ -486,6 +505,7 @@ export class ReconServer {
         by: `${client.name} at ${peer}`,
         client,
         audit: this.audit,
+        executor: config.EXECUTOR,
         shuttingDown: () => this.#shuttingDown,
         diskFree: this.#options.diskFree ?? diskFree,
         now: this.#options.now ?? Date.now,
@@ -594,5 +614,34 @@ function hostName(): string {
     return Deno.hostname();
   } catch {
     return "unknown";
+  }
+}
+
+/** The Slurm settings of recon.opts (EXECUTOR = slurm). */
+function slurmSettings(config: ReconConfig): SlurmSettings {
+  return {
+    sbatchArgs: config.SLURM_SBATCH_ARGS,
+    pollIntervalMs: config.SLURM_POLL_INTERVAL * 1000,
+  };
+}
+
+/**
+ * EXECUTOR = slurm starts only when Slurm can take jobs: sbatch runs and the partition
+ * exists (else one line says what is missing), and not with LEGACY_SHARED_OUTPUT (a job
+ * on a compute node cannot be told from another in a shared RECON_DICOM_DIR, and its
+ * snapshot does not survive a restart).
+ */
+async function checkSlurmExecutor(config: ReconConfig): Promise<void> {
+  if (config.LEGACY_SHARED_OUTPUT === 1) {
+    throw new ConfigError("EXECUTOR = slurm cannot be used with LEGACY_SHARED_OUTPUT = 1", {
+      hint: "let the script write into RECON_OUTPUT_DIR and set LEGACY_SHARED_OUTPUT = 0",
+    });
+  }
+  const problem = await checkSlurm(slurmSettings(config));
+  if (problem) {
+    throw new ConfigError(`EXECUTOR = slurm: ${problem}`, {
+      hint: "install Slurm's client commands on this box and point SLURM_CONF at the cluster, " +
+        "or set EXECUTOR = local",
+    });
   }
 }

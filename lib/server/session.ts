@@ -184,6 +184,11 @@ async function serverStatus(
   if (version < 3) return status;
   status.client = context.client.name;
   status.admin = context.client.admin;
+  status.executor = context.executor;
+  const problem = scheduler.executorProblem;
+  if (problem) {
+    status.executor_problem = `${problem.reason} (since ${new Date(problem.since).toISOString()})`;
+  }
   const kept = store.keptBytes();
   // A receiving job's verified bytes are on disk too; the store counts only whole inputs.
   let partial = 0;
@@ -223,6 +228,8 @@ function queueDetails(version: number, context: SessionContext): JobSummary[] {
       client: record.client,
     };
     if (record.startedAt !== undefined) job.started_at = new Date(record.startedAt).toISOString();
+    if (record.executor !== "local") job.executor = record.executor;
+    if (record.executorRef !== undefined) job.executor_ref = record.executorRef;
     if (percent !== undefined) job.percent = percent;
     if (v3) {
       job.priority = record.priority;
@@ -231,7 +238,10 @@ function queueDetails(version: number, context: SessionContext): JobSummary[] {
     return job;
   };
   return [
-    ...context.scheduler.running().map((job) => summary(job.record, job.percent)),
+    // From the store: the executor's id for the run (a Slurm job id) came after it started.
+    ...context.scheduler.running().map((job) =>
+      summary(context.store.get(job.id) ?? job.record, job.percent)
+    ),
     ...context.store.queued().map((record, index) => summary(record, undefined, index + 1)),
   ];
 }

@@ -42,6 +42,8 @@ export interface SessionContext {
   client: ClientIdentity;
   /** The audit log: sessions record what only they know (who received results). */
   audit: AuditSink;
+  /** EXECUTOR: `local` or `slurm`. */
+  executor: string;
   /** Set when the server is shutting down. */
   shuttingDown: () => boolean;
   /** RECON_SCRIPT: checked before an upload starts, so a missing script costs no upload. */

@@ -72,6 +72,8 @@ const JOB_FIELDS: Record<string, FieldSpec> = {
   priority: "priority?",
   queue_position: "integer?",
   client: "string?",
+  executor: "string?",
+  executor_ref: "string?",
 };
 
 /** Job priorities, highest first (PROTOCOL.md §6.3). */
@@ -125,6 +127,8 @@ const JOB_INFO_FIELDS: Record<string, FieldSpec> = {
   rerun_of: "job_id?",
   percent: "number?",
   client: "string?",
+  executor: "string?",
+  executor_ref: "string?",
 };
 
 /** Messages the client sends in protocol version 1. */
@@ -248,6 +252,8 @@ const TO_CLIENT_V3 = {
     disk_free_margin: "integer?",
     client: "string?",
     admin: "boolean?",
+    executor: "string?",
+    executor_problem: "string?",
   },
 } as const satisfies Record<string, Record<string, FieldSpec>>;
 
@@ -304,6 +310,10 @@ export interface JobSummary {
   queue_position?: number;
   /** The submitting client's name (PROTOCOL.md §6.10). */
   client?: string;
+  /** Where it runs when not on the server's host: `slurm` (PROTOCOL.md §6.4). */
+  executor?: string;
+  /** The executor's name for the run: the Slurm job id. */
+  executor_ref?: string;
 }
 
 /** One job in `job_status` and `job_list` (version 3, PROTOCOL.md §4.1). */
@@ -331,6 +341,10 @@ export interface JobInfo {
   percent?: number;
   /** The submitting client's name (PROTOCOL.md §6.10). */
   client?: string;
+  /** What ran or runs it when not this box: `slurm` (PROTOCOL.md §6.4); absent: local. */
+  executor?: string;
+  /** The executor's name for it: the Slurm job id. */
+  executor_ref?: string;
 }
 
 /** Any message the client may send (protocol version 3, the current one). */
