@@ -338,7 +338,7 @@ async function checkJobDirs(
     const needed = input
       ? ["receiving", "queued", "running"].includes(job.state) ||
         (job.state === "failed" && !job.inputsRemoved)
-      : job.state === "succeeded" && !job.resultsRemoved;
+      : (job.state === "succeeded" && !job.resultsRemoved) || followedElsewhere(job);
     if (needed || (input && dir !== job.inputDir) || (!input && dir !== job.outputDir)) continue;
     if (!await removeQuietly(dir, log)) continue;
     const final = !["receiving", "queued", "running"].includes(job.state);
