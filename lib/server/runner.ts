@@ -10,17 +10,18 @@
  * @module
  */
 import * as path from "node:path";
-import { openAppendNoFollowSync, writeFileNoFollow } from "../fs_safety.ts";
+import { writeFileNoFollow } from "../fs_safety.ts";
 import { JobError } from "../errors.ts";
 import type { ReconOptions } from "../wire/protocol.ts";
 import { findJobProcesses, stopJobProcesses } from "./job_processes.ts";
+import { type LineSplitter, openJobLog, type RunResult, ScriptOutput } from "./script_output.ts";
 
-/** Longest output line kept; the rest of a longer line is dropped. */
-export const MAX_LINE_LENGTH = 4096;
-/** Lines of stderr kept for the failure report. */
-export const STDERR_TAIL_LINES = 20;
-/** The per-job log stops growing here (a flooding script cannot fill the disk). */
-export const MAX_JOB_LOG_BYTES = 16 * 1024 * 1024;
+export {
+  MAX_JOB_LOG_BYTES,
+  MAX_LINE_LENGTH,
+  type RunResult,
+  STDERR_TAIL_LINES,
+} from "./script_output.ts";
 /** How long the output pipes are still read after the script and its processes ended. */
 export const DRAIN_MS = 2000;
 
@@ -93,26 +94,12 @@ export interface RunOptions {
   signal?: AbortSignal;
 }
 
-/** How the script ended. */
-export interface RunResult {
-  exitCode: number | null;
-  signal: string | null;
-  timedOut: boolean;
-  cancelled: boolean;
-  stderrTail: string[];
-}
-
-const PROGRESS_LINE = /^PROGRESS\s+(\d{1,3}(?:\.\d+)?)\s*%?\s*$/;
-
 /** Splits a byte stream into capped lines, until it ends or `stop` is aborted. */
 async function readLines(
   stream: ReadableStream<Uint8Array>,
-  onLine: (line: string) => void,
+  lines: LineSplitter,
   stop: AbortSignal,
 ): Promise<void> {
-  const decoder = new TextDecoder();
-  let pending = "";
-  let overflow = false;
   const reader = stream.getReader();
   const cancel = () => void reader.cancel().catch(() => {});
   stop.addEventListener("abort", cancel, { once: true });
@@ -122,24 +109,10 @@ async function readLines(
       done: true,
     }));
     if (done || !chunk) break;
-    let text = pending + decoder.decode(chunk, { stream: true });
-    let newline: number;
-    while ((newline = text.indexOf("\n")) >= 0) {
-      const line = text.slice(0, newline).replace(/\r$/, "");
-      if (!overflow) onLine(line.slice(0, MAX_LINE_LENGTH));
-      overflow = false;
-      text = text.slice(newline + 1);
-    }
-    if (text.length > MAX_LINE_LENGTH) {
-      if (!overflow) onLine(text.slice(0, MAX_LINE_LENGTH));
-      overflow = true;
-      text = "";
-    }
-    pending = text;
+    lines.push(chunk);
   }
   stop.removeEventListener("abort", cancel);
-  pending += decoder.decode();
-  if (pending && !overflow) onLine(pending.slice(0, MAX_LINE_LENGTH));
+  lines.end();
 }
 
 function killGroup(pid: number, signal: Deno.Signal): void {
@@ -170,21 +143,8 @@ async function terminateJobProcesses(jobId: string | undefined): Promise<void> {
 export async function runScript(options: RunOptions): Promise<RunResult> {
   const { command } = options;
   // Never through a symbolic link someone planted at the log's name.
-  const log = openAppendNoFollowSync(options.logPath);
-  const encoder = new TextEncoder();
-  let logBytes = 0;
-  const writeLog = (text: string) => {
-    if (logBytes > MAX_JOB_LOG_BYTES) return;
-    const bytes = encoder.encode(text);
-    logBytes += bytes.length;
-    try {
-      log.writeSync(
-        logBytes > MAX_JOB_LOG_BYTES
-          ? encoder.encode("[log truncated: output limit reached]\n")
-          : bytes,
-      );
-    } catch { /* the log is best effort; the job goes on */ }
-  };
+  const log = openJobLog(options.logPath);
+  const writeLog = log.write;
   writeLog(`# ${new Date().toISOString()} run: ${[command.program, ...command.args].join(" ")}\n`);
 
   let child: Deno.ChildProcess;
@@ -207,7 +167,7 @@ export async function runScript(options: RunOptions): Promise<RunResult> {
   if (options.pidPath) {
     await writeFileNoFollow(options.pidPath, `${child.pid}\n`, 0o640).catch(() => {});
   }
-  const stderrTail: string[] = [];
+  const output = new ScriptOutput(log, options);
   let timedOut = false;
   let cancelled = false;
   const jobId = options.jobId ?? options.env.RECON_JOB_ID;
@@ -232,25 +192,11 @@ export async function runScript(options: RunOptions): Promise<RunResult> {
   options.signal?.addEventListener("abort", onAbort, { once: true });
   if (options.signal?.aborted) onAbort();
 
-  const handle = (stream: "stdout" | "stderr") => (line: string) => {
-    writeLog(`${stream === "stderr" ? "! " : ""}${line}\n`);
-    const progress = PROGRESS_LINE.exec(line);
-    if (progress && stream === "stdout") {
-      options.onProgress?.(Math.min(100, Number(progress[1])));
-      return;
-    }
-    if (stream === "stderr") {
-      stderrTail.push(line);
-      if (stderrTail.length > STDERR_TAIL_LINES) stderrTail.shift();
-    }
-    options.onLine?.(line, stream);
-  };
-
   const stopReading = new AbortController();
   try {
     const readers = Promise.all([
-      readLines(child.stdout, handle("stdout"), stopReading.signal),
-      readLines(child.stderr, handle("stderr"), stopReading.signal),
+      readLines(child.stdout, output.splitter("stdout"), stopReading.signal),
+      readLines(child.stderr, output.splitter("stderr"), stopReading.signal),
     ]);
     const status = await child.status;
     // Nothing the script started outlives it (and nothing keeps its pipes open).
@@ -286,7 +232,7 @@ export async function runScript(options: RunOptions): Promise<RunResult> {
       signal: status.signal,
       timedOut,
       cancelled,
-      stderrTail,
+      stderrTail: output.stderrTail,
     };
   } finally {
     stopReading.abort();
