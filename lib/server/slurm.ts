@@ -228,7 +228,7 @@ export async function followSlurmJob(
       }
       // Once the end is near (an exit file, a scancel), Slurm is asked every tick.
       const now = Date.now();
-      if (now >= nextPoll || exit || stopping || exitProblem) {
+      if (now >= nextPoll || exit || stopping) {
         nextPoll = now + pollMs;
         try {
           const next = await slurmJobState(s, slurmId);

@@ -46,7 +46,8 @@ done < "$dir/env" || exit 120
 trap : TERM
 # The script's stderr is the job's; this shell's own notes ("Terminated") go nowhere.
 exec 3>&2 2>/dev/null
-"\${argv[@]}" 2>&3 3>&-
+# exec, in a subshell: a program from PATH or a path, never a shell builtin or function.
+(exec -- "\${argv[@]}") 2>&3 3>&-
 status=$?
 exec 2>&3 3>&-
 if [ "$status" -gt 128 ] && name=$(kill -l "$status" 2>/dev/null); then
