@@ -23,9 +23,14 @@ $(TOOLS_DENO):
 	@$(DENO) install --quiet --frozen
 	@touch $@
 
+# The Slurm tests run against the one-node test cluster of scripts/slurm-local (which
+# installs Slurm with apt-get when missing): up before the tests, down after them, even
+# when they fail or are interrupted. When it cannot start, the Slurm tests fail and say why.
 test: setup
 	@scripts/ensure-test-deps
-	@scripts/run-tests "$(DENO)" $(TEST_PERMISSIONS)
+	@scripts/slurm-local up || true
+	@trap 'scripts/slurm-local down >&2' EXIT; trap 'exit 130' INT TERM; \
+		scripts/run-tests "$(DENO)" $(TEST_PERMISSIONS)
 
 # Type-checks what ships and what tests it: deno run (bin/, the e2e tests) does not.
 check: setup
