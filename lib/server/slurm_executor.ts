@@ -9,7 +9,8 @@
  * - submit with `sbatch` (the job's argv and environment in files of its work directory
  *   `RECON_FILEPATH/job_<id>.slurm`, read by one fixed wrapper), with the job's priority
  *   as a `--nice` value (high 0, normal 100, low 200: lower levels yield, no privilege
- *   needed) and `--time` the minute after JOB_TIMEOUT as a backstop, then record the
+ *   needed) and `--time` a whole minute after JOB_TIMEOUT as a backstop (recon's own
+ *   timeout, which scancels, comes first and gives its own reason), then record the
  *   Slurm job id in the job store before anything else;
  * - follow it every SLURM_POLL_INTERVAL, its output streamed as the local run's;
  *   JOB_TIMEOUT is recon's own (scancel when it runs out), a cancel is scancel;
@@ -114,7 +115,8 @@ export class SlurmLauncher implements Launcher {
           argv: [request.command.program, ...request.command.args],
           env: request.env,
           cwd: request.command.cwd,
-          timeLimitMinutes: jobTimeout > 0 ? Math.floor(jobTimeout / 60) + 1 : undefined,
+          // A backstop at least a minute past recon's own JOB_TIMEOUT, which wins.
+          timeLimitMinutes: jobTimeout > 0 ? Math.ceil(jobTimeout / 60) + 1 : undefined,
           nice: SLURM_NICE[job.record.priority],
         });
       } catch (error) {
