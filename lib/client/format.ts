@@ -39,27 +39,37 @@ function json(document: unknown): string {
  * `--server-status`: one aligned line per figure; `server` is the HOST:PORT asked.
  * A version 3 server's figures (queued by priority, cancelled jobs, the disk space
  * kept inputs and results take, free space against DISK_FREE_MARGIN) when it sent them,
- * and which client the server took this one for (and whether it is an admin) when it
- * said.
+ * which client the server took this one for (and whether it is an admin), and where
+ * its jobs run (`executor: slurm`) with what keeps that from taking jobs (`executor
+ * problem: …`: queued jobs wait), when it said.
  */
 export function statusText(status: ServerStatus, server: string): string {
   const { queued_high: high, queued_normal: normal, queued_low: low } = status;
-  const lines = [
-    `server:              ${server} (recon ${status.version})`,
+  const lines = [`server:              ${server} (recon ${status.version})`];
+  if (status.client !== undefined) {
+    lines.push(`client:              ${printable(status.client)}${status.admin ? " (admin)" : ""}`);
+  }
+  lines.push(
     `uptime:              ${formatUptime(status.uptime_seconds)}`,
     `max concurrent jobs: ${status.max_concurrent_jobs}`,
+  );
+  if (status.executor !== undefined) {
+    lines.push(`executor:            ${oneLine(status.executor)}`);
+  }
+  if (status.executor_problem !== undefined) {
+    lines.push(`executor problem:    ${oneLine(status.executor_problem)}`);
+  }
+  lines.push(
     `active workers:      ${status.active_workers}`,
     `queued jobs:         ${status.queue_length}`,
+  );
+  if (high !== undefined || normal !== undefined || low !== undefined) {
+    lines.push(`queued by priority:  high ${high ?? 0}, normal ${normal ?? 0}, low ${low ?? 0}`);
+  }
+  lines.push(
     `jobs completed:      ${status.jobs_completed}`,
     `jobs failed:         ${status.jobs_failed}`,
-  ];
-  if (high !== undefined || normal !== undefined || low !== undefined) {
-    lines.splice(
-      5,
-      0,
-      `queued by priority:  high ${high ?? 0}, normal ${normal ?? 0}, low ${low ?? 0}`,
-    );
-  }
+  );
   if (status.jobs_cancelled !== undefined) {
     lines.push(`jobs cancelled:      ${status.jobs_cancelled}`);
   }
@@ -79,14 +89,40 @@ export function statusText(status: ServerStatus, server: string): string {
         (margin !== undefined ? ` (DISK_FREE_MARGIN ${formatBytes(margin)}${low})` : ""),
     );
   }
-  if (status.client !== undefined) {
-    lines.splice(
-      1,
-      0,
-      `client:              ${printable(status.client)}${status.admin ? " (admin)" : ""}`,
-    );
-  }
   return lines.join("\n") + "\n";
+}
+
+/** Text from the server as one line of a table or a status: printable, no line breaks. */
+function oneLine(text: string): string {
+  return printable(text).replace(/[\n\t]/g, " ");
+}
+
+/** What {@link executorColumn} reads of a job: where it ran, and that executor's name for it. */
+interface ExecutorRef {
+  executor?: string;
+  executor_ref?: string;
+}
+
+/**
+ * The column naming each job's run on the executor, when any listed job has one
+ * (`executor_ref`): `SLURM` with the Slurm job id; a job that ran here shows "-". Jobs
+ * of more than one executor (a server switched from one to another) get an `EXECUTOR`
+ * column whose cells name both, e.g. `slurm 4711`.
+ */
+function executorColumn(
+  jobs: readonly ExecutorRef[],
+): { header: string; cell: (job: ExecutorRef) => string } | undefined {
+  const refs = jobs.filter((job) => job.executor_ref !== undefined);
+  if (refs.length === 0) return undefined;
+  const executors = new Set(refs.map((job) => job.executor ?? "slurm"));
+  if (executors.size === 1 && executors.has("slurm")) {
+    return { header: "SLURM", cell: (job) => oneLine(job.executor_ref ?? "-") };
+  }
+  return {
+    header: "EXECUTOR",
+    cell: (job) =>
+      job.executor_ref === undefined ? "-" : oneLine(`${job.executor ?? "?"} ${job.executor_ref}`),
+  };
 }
 
 /** `--server-status --json`: the server's figures without the message type. */
@@ -110,11 +146,13 @@ const QUEUE_HEADER = ["JOB ID", "STATUS", "PRIMARY FILE", "FILES", "SUBMITTED (U
  * empty. A version 3 server names each job's priority and queue position: two more
  * columns after the status. Another client's job comes without its file names (the
  * server keeps them from a client that is not an admin): `(client mr2)` stands in the
- * primary file's place, and "-" in the input directory's.
+ * primary file's place, and "-" in the input directory's. A job run on Slurm names its
+ * Slurm job id in a SLURM column after the status, shown when any job has one.
  */
 export function queueText(jobs: QueueDetails["jobs"]): string {
   if (jobs.length === 0) return "the queue is empty\n";
   const v3 = jobs.some((job) => job.priority !== undefined || job.queue_position !== undefined);
+  const executor = executorColumn(jobs);
   const rows = jobs.map((job) => {
     const row = [
       job.job_id,
@@ -127,10 +165,12 @@ export function queueText(jobs: QueueDetails["jobs"]): string {
       job.input_dir || "-",
     ].map(printable);
     if (v3) row.splice(2, 0, job.priority ?? "-", job.queue_position?.toString() ?? "-");
+    if (executor) row.splice(2, 0, executor.cell(job));
     return row;
   });
   const header = [...QUEUE_HEADER];
   if (v3) header.splice(2, 0, "PRIORITY", "POS");
+  if (executor) header.splice(2, 0, executor.header);
   return table(header, rows);
 }
 
@@ -230,7 +270,7 @@ function stateOf(job: JobInfo): string {
 function reasonOf(job: JobInfo): string {
   const by = job.cancelled_by ? ` (by ${job.cancelled_by})` : "";
   const again = job.rerun_of ? `rerun of ${job.rerun_of}` : "";
-  const reason = job.reason ? printable(job.reason).replaceAll("\n", " ") + by : "";
+  const reason = job.reason ? oneLine(job.reason) + by : "";
   return [reason, again].filter(Boolean).join("; ");
 }
 
@@ -267,7 +307,8 @@ const JOBS_HEADER = [
  * (UTC), input files and bytes, the script's exit code, result files and bytes, when
  * the results (a failed job: its inputs) expire, and the reason. A CLIENT column (who
  * submitted each job) after the id when the jobs are more than one client's, or when
- * every client's were asked for (`allClients`, `jobs --all-clients`).
+ * every client's were asked for (`allClients`, `jobs --all-clients`); a SLURM column
+ * (the Slurm job id) after the state when any job ran on Slurm.
  */
 export function jobsText(
   jobs: readonly JobInfo[],
@@ -282,15 +323,24 @@ export function jobsText(
   }
   const clients = new Set(jobs.map((job) => job.client));
   const withClient = options.allClients === true || clients.size > 1;
-  const header = withClient ? [JOBS_HEADER[0], "CLIENT", ...JOBS_HEADER.slice(1)] : JOBS_HEADER;
+  const executor = executorColumn(jobs);
+  const [id, file, jobState, ...rest] = JOBS_HEADER;
   return table(
-    header,
+    [
+      id,
+      ...(withClient ? ["CLIENT"] : []),
+      file,
+      jobState,
+      ...(executor ? [executor.header] : []),
+      ...rest,
+    ],
     jobs.map((job) => [
       job.job_id,
       ...(withClient ? [job.client !== undefined ? printable(job.client) : "-"] : []),
       // The primary file: which scan this is, as --view-queue shows it.
       job.primary_file ? printable(job.primary_file) : "-",
       stateOf(job),
+      ...(executor ? [executor.cell(job)] : []),
       job.priority,
       job.queue_position?.toString() ?? "-",
       formatUtc(job.submitted_at),

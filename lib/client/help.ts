@@ -81,9 +81,12 @@ Jobs on the server (see '${program} COMMAND --help'):
 Querying:
   --server-status         uptime, version, workers, queue by priority, jobs
                           done/failed, disk kept for inputs and results, free disk,
-                          and which client the server takes this one for
+                          which client the server takes this one for, and where
+                          jobs run (executor: local or slurm, and what keeps it
+                          from taking jobs when something does)
   --view-queue            running and queued jobs, with priority and position
                           (another client's without its file names: "(client NAME)")
+                          and the Slurm job id of a job run on Slurm
 
 General (the ones marked * may also come before a command, as in
 ${program} --opts /etc/recon/recon.opts watch --status):
@@ -151,13 +154,14 @@ finished (UTC), input files and bytes, the script's exit code, result files and
 bytes, when its results expire (a failed job: until when it can be rerun, "inputs"),
 and the reason it ended as it did (and who cancelled it). The server lists the jobs
 of the client whose key this is (the client named "default" for SHARED_KEY); a
-CLIENT column names who submitted each job when they are more than one client's.
+CLIENT column names who submitted each job when they are more than one client's,
+and a SLURM column the Slurm job id of each job the server ran on Slurm.
 
   --state STATE           only jobs in STATE
   --all-clients           every client's jobs, with a CLIENT column; only an admin
                           client may ask (the server refuses anyone else: exit 1)
   --json                  {"jobs": [...]}, every job as the server describes it
-                          (with its "client")
+                          (with its "client", and "executor_ref": the Slurm job id)
 `,
   wait: (program) =>
     `${program} wait: wait until jobs end, without taking their results.

@@ -2,7 +2,8 @@
  * Tests for lib/client/format.ts: what recon-client prints on stdout for
  * `--server-status`, `--view-queue`, a finished job and a failure, as text and JSON;
  * which client the server names (a CLIENT column, another client's job without its
- * file names, the client line of the status).
+ * file names, the client line of the status); a job run on Slurm (a SLURM column with
+ * its Slurm job id) and the executor lines of the status.
  */
 import assert from "node:assert/strict";
 import {
@@ -445,4 +446,108 @@ Deno.test("statusText() names the client the server took this one for, and wheth
     client: "mr1",
     admin: true,
   });
+});
+
+Deno.test("statusText() names the executor after the workers' limit, and what keeps it from taking jobs", () => {
+  const text = statusText(
+    {
+      ...STATUS,
+      client: "mr1",
+      queued_normal: 3,
+      executor: "slurm",
+      executor_problem:
+        "Slurm does not answer: sbatch: error: \u001b[31mtimeout\nagain\t(since 2026-12-01T10:00:00.000Z)",
+    },
+    "h:1",
+  );
+  assert.deepEqual(text.split("\n").slice(3, 8), [
+    "max concurrent jobs: 2",
+    "executor:            slurm",
+    "executor problem:    Slurm does not answer: sbatch: error: ?timeout again (since 2026-12-01T10:00:00.000Z)",
+    "active workers:      1",
+    "queued jobs:         3",
+  ]);
+  const healthy = statusText({ ...STATUS, executor: "local" }, "h:1").split("\n");
+  assert.equal(healthy[3], "executor:            local");
+  assert.ok(!healthy.some((line) => line.startsWith("executor problem")), "no problem, no line");
+  assert.ok(
+    !statusText(STATUS, "h:1").includes("executor"),
+    "a server that names no executor: no line",
+  );
+  const status = { ...STATUS, executor: "slurm", executor_problem: "Slurm does not answer" };
+  assert.deepEqual(JSON.parse(statusJson(status)), {
+    ...Object.fromEntries(Object.entries(status).filter(([key]) => key !== "type")),
+  }, "--json passes executor and executor_problem through");
+});
+
+Deno.test("jobsText() adds a SLURM column after the state when any job ran on Slurm, '-' for one that did not", () => {
+  const slurm: JobInfo[] = [
+    { ...INFO[0], executor: "slurm", executor_ref: "4711" },
+    INFO[1],
+    { ...INFO[1], job_id: JOB_A, state: "running", executor: "slurm", executor_ref: "48\u001b" },
+  ];
+  const lines = jobsText(slurm).split("\n");
+  assert.deepEqual(lines[0].split(/ {2,}/).slice(0, 5), [
+    "JOB ID",
+    "FILE",
+    "STATE",
+    "SLURM",
+    "PRIORITY",
+  ]);
+  assert.deepEqual(lines[1].split(/ {2,}/).slice(0, 5), [
+    JOB_A,
+    "P00001.7",
+    "succeeded",
+    "4711",
+    "normal",
+  ]);
+  assert.deepEqual(lines[2].split(/ {2,}/).slice(0, 5), [JOB_B, "-", "failed", "-", "low"]);
+  assert.deepEqual(lines[3].split(/ {2,}/).slice(0, 5), [JOB_A, "-", "running", "48?", "low"]);
+  assert.ok(!jobsText(INFO).includes("SLURM"), "no job ran on Slurm: no column");
+  assert.ok(
+    !jobsText([{ ...INFO[0], executor: "slurm" }]).includes("SLURM"),
+    "a job not yet submitted to Slurm (no id): no column",
+  );
+  const both = jobsText([slurm[0], INFO[1]].map((job) => ({ ...job, client: job.job_id })));
+  assert.deepEqual(both.split("\n")[0].split(/ {2,}/).slice(0, 5), [
+    "JOB ID",
+    "CLIENT",
+    "FILE",
+    "STATE",
+    "SLURM",
+  ]);
+  const other = jobsText([{ ...slurm[0], executor: "pbs" }, slurm[0]]).split("\n");
+  assert.equal(other[0].split(/ {2,}/)[3], "EXECUTOR", "more than one executor: each named");
+  assert.deepEqual(other.slice(1, 3).map((line) => line.split(/ {2,}/)[3]), [
+    "pbs 4711",
+    "slurm 4711",
+  ]);
+  assert.deepEqual(JSON.parse(jobsJson(slurm)), { jobs: slurm }, "--json passes them through");
+});
+
+Deno.test("queueText() adds a SLURM column after the status when any job ran on Slurm", () => {
+  const jobs: QueueDetails["jobs"] = [
+    { ...JOBS[0], status: "running", priority: "normal", executor: "slurm", executor_ref: "4711" },
+    { ...JOBS[1], priority: "high", queue_position: 1 },
+  ];
+  const lines = queueText(jobs).split("\n");
+  assert.deepEqual(lines[0].split(/ {2,}/).slice(0, 5), [
+    "JOB ID",
+    "STATUS",
+    "SLURM",
+    "PRIORITY",
+    "POS",
+  ]);
+  assert.deepEqual(lines[1].split(/ {2,}/).slice(0, 5), [
+    JOB_A,
+    "running 42%",
+    "4711",
+    "normal",
+    "-",
+  ]);
+  assert.deepEqual(lines[2].split(/ {2,}/).slice(0, 5), [JOB_B, "queued", "-", "high", "1"]);
+  const v2 = queueText([{ ...JOBS[0], executor_ref: "12" }]).split("\n");
+  assert.deepEqual(v2[0].split(/ {2,}/).slice(0, 4), ["JOB ID", "STATUS", "SLURM", "PRIMARY FILE"]);
+  assert.ok(!queueText(JOBS).includes("SLURM"), "no job on Slurm: no column");
+  assert.deepEqual(JSON.parse(queueJson(jobs)), { jobs }, "--json passes them through");
 });
