@@ -37,7 +37,13 @@ import {
   snapshotDirectory,
 } from "./results.ts";
 import type { JobRecord, JobStore } from "./job_store.ts";
-import type { Executor, JobOutcome, RunningJob, RunResult } from "./scheduler.ts";
+import {
+  type Executor,
+  ExecutorUnavailable,
+  type JobOutcome,
+  type RunningJob,
+  type RunResult,
+} from "./scheduler.ts";
 import {
   buildScriptCommand,
   type RunOptions,
@@ -299,6 +305,9 @@ export async function executeJob(
     }
     return { ok: true, results, skipped: scan.skipped.length, stderrTail: run.stderrTail };
   } catch (error) {
+    // The executor cannot take the job now (Slurm does not answer): the scheduler
+    // queues it again; it has not failed.
+    if (error instanceof ExecutorUnavailable) throw error;
     return failure((error as Error).message);
   }
 }

@@ -14,8 +14,14 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import * as path from "node:path";
 import { JobStore } from "../../lib/server/job_store.ts";
-import { RunningJob } from "../../lib/server/scheduler.ts";
-import { discardRun, executeJob, finishJob, type WorkerSettings } from "../../lib/server/worker.ts";
+import { ExecutorUnavailable, RunningJob } from "../../lib/server/scheduler.ts";
+import {
+  discardRun,
+  executeJob,
+  finishJob,
+  type Launcher,
+  type WorkerSettings,
+} from "../../lib/server/worker.ts";
 import { VERSION } from "../../lib/version.ts";
 import { memoryLog } from "../support/memory_log.ts";
 
@@ -386,5 +392,41 @@ Deno.test("executeJob() with LEGACY_SHARED_OUTPUT writes provenance.json into th
   assert.equal(
     JSON.parse(await Deno.readTextFile(path.join(output, "provenance.json"))).job_id,
     s.job.id,
+  );
+});
+
+Deno.test("executeJob() through a launcher: its reason fails the job; a launcher that cannot take the job throws ExecutorUnavailable, no outcome", async () => {
+  await using s = await site("#!/bin/sh\nexit 0\n");
+  await Deno.chmod(s.settings().reconScript, 0o755);
+  const { log } = memoryLog();
+  const seen: string[][] = [];
+  const slurmLike: Launcher = {
+    run(_job, request) {
+      seen.push([request.command.program, ...request.command.args]);
+      return Promise.resolve({
+        exitCode: null,
+        signal: null,
+        timedOut: false,
+        cancelled: false,
+        stderrTail: ["slurmstepd: error: *** JOB 12 ON vm CANCELLED DUE TO TIME LIMIT ***"],
+        reason: "Slurm stopped the job at its time limit (TIMEOUT)",
+      });
+    },
+  };
+  const outcome = await executeJob(s.store, s.job, { ...s.settings(), launcher: slurmLike }, log);
+  assert.deepEqual(outcome, {
+    ok: false,
+    reason: "Slurm stopped the job at its time limit (TIMEOUT)",
+    exitCode: null,
+    stderrTail: ["slurmstepd: error: *** JOB 12 ON vm CANCELLED DUE TO TIME LIMIT ***"],
+  });
+  assert.equal(seen.length, 1);
+
+  const down: Launcher = {
+    run: () => Promise.reject(new ExecutorUnavailable("Slurm does not answer: sbatch failed")),
+  };
+  await assert.rejects(
+    () => executeJob(s.store, s.job, { ...s.settings(), launcher: down }, log),
+    ExecutorUnavailable,
   );
 });
