@@ -640,8 +640,8 @@ async function checkSlurmExecutor(config: ReconConfig): Promise<void> {
   const problem = await checkSlurm(slurmSettings(config));
   if (problem) {
     throw new ConfigError(`EXECUTOR = slurm: ${problem}`, {
-      hint: "install Slurm's client commands on this box and point SLURM_CONF at the cluster, " +
-        "or set EXECUTOR = local",
+      hint: "this box needs Slurm's client commands (sbatch, scontrol, scancel), munge, and " +
+        "SLURM_CONF naming the cluster; fix that or SLURM_SBATCH_ARGS, or set EXECUTOR = local",
     });
   }
 }
