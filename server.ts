@@ -84,6 +84,13 @@ Commands:
                   against the job store and says where it breaks (exit 1). See
                   '${PROGRAM} audit --help'.
 
+Executors: RECON_SCRIPT runs here (EXECUTOR = local, the default) or, with
+EXECUTOR = slurm, as one Slurm job per job (sbatch with SLURM_SBATCH_ARGS; Slurm's
+commands and SLURM_CONF as for any Slurm client). With slurm the server checks at
+start that sbatch runs and the partition exists, and refuses to start otherwise; a
+shutdown leaves running Slurm jobs running, and the next start follows them again
+(docs/DEPLOY.md §10).
+
 Signals: SIGINT or SIGTERM stop accepting connections, let running jobs finish
 within SHUTDOWN_GRACE seconds (then stop them and queue them again, without using
 up an attempt), then exit 0. Queued jobs and cut-off uploads stay in the job store
