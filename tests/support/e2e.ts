@@ -580,7 +580,8 @@ export class E2EServer implements AsyncDisposable {
    * Job directories the job store does not keep (issue 13 lifetimes): an input
    * directory is kept while its job is receiving, queued or running, and for a failed
    * job until its inputs expire (FAILED_INPUT_RETENTION); an output directory while its
-   * job runs and, once it succeeded, until its results expire (RESULT_RETENTION). Any
+   * job runs, while it waits to follow its Slurm job again (EXECUTOR = slurm, a stopped
+   * server), and, once it succeeded, until its results expire (RESULT_RETENTION). Any
    * other one, or one of a job the store does not know, is a leftover. The store is
    * read without its lock (read-only), so this works while the server runs.
    */
@@ -594,7 +595,11 @@ export class E2EServer implements AsyncDisposable {
         return !(["receiving", "queued", "running"].includes(job.state) ||
           (job.state === "failed" && !job.inputsRemoved));
       }
-      return !(job.state === "running" || (job.state === "succeeded" && !job.resultsRemoved));
+      // A Slurm job a stopped server left running writes on into it (issue 15): kept
+      // while its job waits to be followed again.
+      const followed = job.state === "queued" && job.slurm;
+      return !(job.state === "running" || followed ||
+        (job.state === "succeeded" && !job.resultsRemoved));
     });
   }
 
@@ -652,6 +657,8 @@ interface StoredJob {
   state: string;
   inputsRemoved: boolean;
   resultsRemoved: boolean;
+  /** Handed to Slurm (a Slurm job id recorded). */
+  slurm: boolean;
 }
 
 /**
@@ -667,12 +674,15 @@ function readStoreJobs(file: string): Map<string, StoredJob> {
   }
   const db = new DatabaseSync(file, { readOnly: true });
   try {
-    const rows = db.prepare("SELECT id, state, inputs_removed, results_removed FROM jobs").all();
+    const rows = db.prepare(
+      "SELECT id, state, inputs_removed, results_removed, executor, executor_ref FROM jobs",
+    ).all();
     for (const row of rows) {
       jobs.set(String(row.id), {
         state: String(row.state),
         inputsRemoved: Number(row.inputs_removed) === 1,
         resultsRemoved: Number(row.results_removed) === 1,
+        slurm: row.executor === "slurm" && row.executor_ref !== null,
       });
     }
   } finally {
