@@ -13,8 +13,9 @@
  *   --status-clients N  concurrent --server-status clients (default 50)
  *   --knob-mib N        bytes per channel-knob run (default min(size, 512))
  *   --cases LIST        comma list of: upload,download,tiny,concurrent,status,startup,knobs,
- *                       store (default all)
+ *                       store,slurm (default all)
  *   --store-jobs N      jobs queued behind a blocked one in the store case (default 1000)
+ *   --slurm-repeat N    tiny-job round trips per executor in the slurm case (default 20)
  *   --no-record         do not append to bench/results/
  *
  * Every case runs recon and its peers interleaved (recon, scp, …, recon, scp, …) so
@@ -69,6 +70,7 @@ const ALL_CASES = [
   "startup",
   "knobs",
   "store",
+  "slurm",
 ];
 
 const { values } = parseArgs({
@@ -81,6 +83,7 @@ const { values } = parseArgs({
     "status-clients": { type: "string", default: "50" },
     "knob-mib": { type: "string" },
     "store-jobs": { type: "string", default: "1000" },
+    "slurm-repeat": { type: "string", default: "20" },
     cases: { type: "string", default: ALL_CASES.join(",") },
     "no-record": { type: "boolean", default: false },
   },
@@ -93,6 +96,7 @@ const TINY_REPEAT = Number(values["tiny-repeat"]);
 const STATUS_CLIENTS = Number(values["status-clients"]);
 const KNOB_SIZE = Number(values["knob-mib"] ?? Math.min(sizeMiB, 512)) * MIB;
 const STORE_JOBS = Number(values["store-jobs"]);
+const SLURM_REPEAT = Number(values["slurm-repeat"]);
 await ensureProcAccess();
 const CASES = new Set(values.cases.split(",").map((c) => c.trim()));
 for (const c of CASES) if (!ALL_CASES.includes(c)) throw new Error(`unknown case ${c}`);
@@ -1224,6 +1228,262 @@ async function caseStore(): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------
+// EXECUTOR = slurm (issue 15): the tiny job through a one-node Slurm cluster on this
+// machine (scripts/slurm-local, a cluster of the bench's own in its work directory),
+// next to the local executor, interleaved.
+
+/**
+ * RECON_SCRIPT of the slurm case: the tiny job (1 KB in, the same 1 KB out, as
+ * tiny_recon.sh), which also appends "<job id> <start ns> <end ns>" of its own run to
+ * the file given as --timing, so its start and end can be set against the server's log.
+ */
+const TIMED_TINY_SCRIPT = `#!/bin/sh
+set -eu
+start=$(date +%s%N)
+indir=$1
+shift
+timing=
+while [ "$#" -ge 2 ]; do
+	[ "$1" != --timing ] || timing=$2
+	shift 2
+done
+for f in "$indir"/*; do
+	[ -f "$f" ] && cp "$f" "$RECON_OUTPUT_DIR/result_\${f##*/}"
+done
+echo "PROGRESS 100"
+[ -z "$timing" ] || echo "$RECON_JOB_ID $start $(date +%s%N)" >>"$timing"
+`;
+
+/**
+ * When the server logged `job ID: WHAT…` (ms since the epoch) and the line's text, from
+ * its LOG_FILEPATH (recon.opts beside it).
+ */
+async function loggedAt(
+  server: ReconServerProcess,
+  id: string,
+  what: RegExp,
+): Promise<{ at: number; text: string }> {
+  const file = path.join(path.dirname(server.opts), "recon.log");
+  for (const line of (await Deno.readTextFile(file)).split("\n")) {
+    const match = /^(\S+) +\S+ +recon-server: (.*)$/.exec(line);
+    const prefix = `job ${id}: `;
+    if (match && match[2].startsWith(prefix) && what.test(match[2].slice(prefix.length))) {
+      return { at: Date.parse(match[1]), text: match[2] };
+    }
+  }
+  throw new Error(`the server did not log ${what} for job ${id} in ${file}`);
+}
+
+/** Run `program` with the Slurm cluster's environment; its stdout, or an error. */
+async function slurmCommand(
+  env: Record<string, string>,
+  program: string,
+  args: string[],
+): Promise<string> {
+  const output = await new Deno.Command(program, { args, env, stdout: "piped", stderr: "piped" })
+    .output();
+  const text = new TextDecoder();
+  if (!output.success) {
+    throw new Error(`${program} ${args.join(" ")}: ${text.decode(output.stderr).trim()}`);
+  }
+  return text.decode(output.stdout);
+}
+
+/**
+ * One tiny job through `server`, timed: the client's wall time, and from the server's
+ * log (ms), the script's own timestamps (ns) and, for a Slurm job, `scontrol` (whole
+ * seconds): when the worker started it, when sbatch had taken it, when the script
+ * started and ended, when the job succeeded.
+ */
+async function timedTiny(
+  server: ReconServerProcess,
+  timing: string,
+  slurmEnv?: Record<string, string>,
+): Promise<Sample> {
+  if (slurmEnv) {
+    // The node as a site's next job finds it: idle, the last job's cleanup done (a job
+    // submitted while the node still completes one waits for Slurm's next scheduling
+    // pass, which would bill one series for the other's job).
+    const deadline = Date.now() + 10_000;
+    const idle = async () =>
+      (await slurmCommand(slurmEnv, "sinfo", ["-h", "-N", "-o", "%t"])).trim().split("\n")
+        .every((state) => state === "idle");
+    while (!await idle()) {
+      if (Date.now() > deadline) throw new Error("the Slurm node did not become idle in 10 s");
+      await sleep(50);
+    }
+    // Slurm starts jobs on its scheduler's tick (bf_interval, 1 s on the test cluster):
+    // a submission at a random phase of it, as a site's jobs arrive, so that neither
+    // series gets a fixed phase from the order the runs take.
+    await sleep(Math.random() * 1000);
+  }
+  const dl = await freshDir("dl");
+  const meter = new DaemonMeter(server.pid);
+  meter.start();
+  const client = await runClient(work, server, [
+    "--files",
+    TINY,
+    "--download-dir",
+    dl,
+    "--quiet",
+    "--recon-options",
+    JSON.stringify({ timing }),
+  ]);
+  await meter.settle(2000);
+  const usage = meter.stop();
+  if (await resultBytes(dl) !== 1000) throw new Error("the tiny job did not return 1 KB");
+  const id = path.basename(path.dirname(client.stdout.trim().split("\n")[0]));
+  const line = (await Deno.readTextFile(timing)).split("\n").find((l) => l.startsWith(`${id} `));
+  if (!line) throw new Error(`the script recorded no timing for job ${id}`);
+  const [startNs, endNs] = line.split(" ").slice(1).map(BigInt);
+  const scriptStart = Number(startNs / 1000n) / 1000;
+  const scriptEnd = Number(endNs / 1000n) / 1000;
+  const running = (await loggedAt(server, id, /^running /)).at;
+  const succeeded = (await loggedAt(server, id, /^succeeded with /)).at;
+  const s = sample(client, usage);
+  s.extra = {
+    // From the worker's start of the job to the script's first line, and from its last
+    // line to the job's success (the outcome read, the results listed and hashed).
+    to_script_s: (scriptStart - running) / 1000,
+    script_s: (scriptEnd - scriptStart) / 1000,
+    after_script_s: (succeeded - scriptEnd) / 1000,
+  };
+  if (slurmEnv) {
+    const line = await loggedAt(server, id, /^submitted as Slurm job \d+/);
+    const submitted = line.at;
+    const slurmId = /submitted as Slurm job (\d+)/.exec(line.text)![1];
+    const fields = Object.fromEntries(
+      [...(await slurmCommand(slurmEnv, "scontrol", ["show", "job", "-o", slurmId]))
+        .matchAll(/(\S+?)=(\S*)/g)].map((m) => [m[1], m[2]]),
+    );
+    // scontrol prints local times to the second, without a zone.
+    const queuedS = (Date.parse(fields.StartTime) - Date.parse(fields.SubmitTime)) / 1000;
+    if (fields.JobName !== `recon-${id}` || !Number.isFinite(queuedS)) {
+      throw new Error(`scontrol show job ${slurmId}: ${JSON.stringify(fields)}`);
+    }
+    s.extra.sbatch_s = (submitted - running) / 1000;
+    s.extra.submit_to_script_s = (scriptStart - submitted) / 1000;
+    s.extra.scontrol_submit_to_running_s = queuedS;
+  }
+  await Deno.remove(dl, { recursive: true });
+  return s;
+}
+
+async function caseSlurm(): Promise<void> {
+  const caseName = "Slurm: tiny job round trip";
+  // Not inside the work directory: munged wants every directory above its socket
+  // searchable by all, and the work directory is 0700.
+  const clusterDir = await Deno.makeTempDir({ prefix: "recon-bench-slurm-" });
+  const slurmLocal = path.join(ROOT, "scripts", "slurm-local");
+  log(`${caseName}: scripts/slurm-local up ${clusterDir}`);
+  const up = await new Deno.Command(slurmLocal, {
+    args: ["up", clusterDir],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!up.success) {
+    const why = new TextDecoder().decode(up.stderr).trim() || "scripts/slurm-local up failed";
+    rows.push(failedRow(caseName, "(case)", why));
+    await Deno.remove(clusterDir, { recursive: true }).catch(() => {});
+    return;
+  }
+  const slurmEnv = { ...Deno.env.toObject(), SLURM_CONF: path.join(clusterDir, "slurm.conf") };
+  const script = path.join(work, "timed_tiny_recon.sh");
+  await Deno.writeTextFile(script, TIMED_TINY_SCRIPT, { mode: 0o755 });
+  const timing = path.join(work, "slurm_timing.txt");
+  try {
+    const localServer = await startServer("slurm_local", script);
+    const series = [
+      new Series(
+        "recon, EXECUTOR = local",
+        () => timedTiny(localServer, timing),
+        "the same script as the Slurm rows, same run",
+      ),
+    ];
+    for (const [poll, label] of [["1s", " (the default)"], ["0.25s", ""]]) {
+      const server = await startServer(
+        `slurm_${poll}`,
+        script,
+        { EXECUTOR: "slurm", SLURM_POLL_INTERVAL: poll },
+        slurmEnv,
+      );
+      series.push(
+        new Series(
+          `recon, EXECUTOR = slurm, SLURM_POLL_INTERVAL ${poll}${label}`,
+          () => timedTiny(server, timing, slurmEnv),
+        ),
+      );
+    }
+    // One untimed round each (deno's first start, Slurm's first job).
+    for (const s of series) {
+      await s.once();
+      s.samples.length = 0;
+    }
+    await runSeries(caseName, 1000, series, SLURM_REPEAT);
+    // Each run split by its own timestamps, so that Slurm's scheduling, which varies
+    // from run to run by up to its scheduler's tick, is taken out run by run.
+    const local = series[0].samples;
+    const medianOf = (samples: Sample[], value: (x: Sample) => number) =>
+      median(samples.map(value));
+    const e = (x: Sample, key: string) => x.extra![key];
+    // The local executor: all but the script and what follows it (client, upload,
+    // queue, process start, delivery); the end: from its last line to the job's success.
+    const localRest = medianOf(local, (x) => x.wallS - e(x, "script_s") - e(x, "after_script_s"));
+    const localEnd = medianOf(local, (x) => e(x, "after_script_s"));
+    const ms = (seconds: number) => `${(seconds * 1000).toFixed(0)} ms`;
+    for (const [i, s] of series.entries()) {
+      const row = rows.find((r) => r.case === caseName && r.tool === s.tool);
+      if (!row || row.reps === 0) continue;
+      const walls = row.extra!.wall_s_runs as number[];
+      row.mbPerS = undefined;
+      row.cpuSPerGiB = undefined;
+      if (i === 0) {
+        row.note = `${row.note}; p50 ${ms(median(walls))}, p90 ${ms(percentile(walls, 90))}`;
+        continue;
+      }
+      const samples = s.samples;
+      // Slurm's own time: from sbatch's answer to the script's first line (slurmctld
+      // scheduling it, slurmd launching it); and scontrol's submit → RUNNING, in whole
+      // seconds each, whose mean over the runs estimates the same without the launch.
+      const slurmOwn = medianOf(samples, (x) => e(x, "submit_to_script_s"));
+      const scontrol = samples.reduce((sum, x) => sum + e(x, "scontrol_submit_to_running_s"), 0) /
+        samples.length;
+      // Polling: from the script's last line to the job's success, beyond what the same
+      // step takes with the local executor (the exit file is looked for every 0.1 s,
+      // then scontrol asked until Slurm no longer reports the job active).
+      const polling = medianOf(samples, (x) => e(x, "after_script_s")) -
+        (local.length ? localEnd : NaN);
+      // recon's own overhead: the rest of each run (sbatch, the job's Slurm files, the
+      // wrapper) against the local run's rest (its process start).
+      const overhead = medianOf(
+        samples,
+        (x) => x.wallS - e(x, "submit_to_script_s") - e(x, "script_s") - e(x, "after_script_s"),
+      ) - (local.length ? localRest : NaN);
+      const sbatch = medianOf(samples, (x) => e(x, "sbatch_s"));
+      Object.assign(row.extra!, {
+        slurm_submit_to_script_s: round(slurmOwn, 4),
+        scontrol_submit_to_running_mean_s: round(scontrol, 3),
+        polling_share_s: round(polling, 4),
+        recon_overhead_s: round(overhead, 4),
+        sbatch_s: round(sbatch, 4),
+      });
+      row.note = `p50 ${ms(median(walls))}, p90 ${ms(percentile(walls, 90))}; ` +
+        `Slurm: submit → script ${ms(slurmOwn)} (scontrol submit → RUNNING: mean ` +
+        `${scontrol.toFixed(2)} s); polling ${ms(polling)}; recon's overhead ${ms(overhead)} ` +
+        `(sbatch ${ms(sbatch)})`;
+    }
+  } finally {
+    for (const server of [...servers]) await stopServer(server).catch(() => {});
+    await new Deno.Command(slurmLocal, {
+      args: ["down", clusterDir],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    await Deno.remove(clusterDir, { recursive: true }).catch(() => {});
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Output.
 
 function fmt(value: number | undefined, digits = 0): string {
@@ -1325,6 +1585,13 @@ function printTargets(): void {
       `tiny job: ≥ 5× faster than scp+ssh+scp (${
         fmt(tinyScp?.wallS && tinyScp.wallS * 1000)
       } ms → ${tinyScp ? (tinyScp.wallS! / tiny.wallS!).toFixed(1) : "?"}×)`,
+    );
+  }
+  for (const row of rows.filter((r) => r.case.includes("Slurm") && r.extra?.recon_overhead_s)) {
+    const overhead = row.extra!.recon_overhead_s as number;
+    check(
+      overhead < 0.1,
+      `${row.tool}: recon's own overhead ${fmt(overhead * 1000)} ms < 100 ms (issue 15)`,
     );
   }
   const queue = rows.find((r) => / queued jobs$/.test(r.case) && r.reps > 0);
@@ -1468,6 +1735,7 @@ try {
     ["status", caseStatus],
     ["knobs", caseKnobs],
     ["store", caseStore],
+    ["slurm", caseSlurm],
   ];
   for (const [name, run] of cases) {
     if (!CASES.has(name) || interrupted) continue;
