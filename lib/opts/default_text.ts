@@ -113,7 +113,7 @@ MAX_CONCURRENT_JOBS = 1
 # EXECUTOR = local
 # SLURM_SBATCH_ARGS: Extra sbatch arguments, e.g. --partition=gpu --gres=gpu:1
 # SLURM_SBATCH_ARGS =
-# SLURM_POLL_INTERVAL: How often the server asks Slurm about its jobs.
+# SLURM_POLL_INTERVAL: How often the server asks Slurm (scontrol) about each job it follows.
 # SLURM_POLL_INTERVAL = 1s
 # --- Connection Limits (server; IDLE_TIMEOUT and HANDSHAKE_TIMEOUT also client) ---
 # IDLE_TIMEOUT: Seconds a connection may stay silent before it is closed.

@@ -510,8 +510,9 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
     type: duration(0.1),
     default: "1s",
     readBy: "server",
-    description: "How often the server asks Slurm about the jobs it submitted and reads " +
-      "their output (seconds, or with a unit: 0.5, 2s, 1m).",
+    description: "How often the server asks Slurm (scontrol) about each job it follows " +
+      "(seconds, or with a unit: 0.5, 2s, 1m); a job's output and its end are read from " +
+      "its files every 0.1 s whatever this is.",
   },
 });
 
