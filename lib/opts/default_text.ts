@@ -115,6 +115,15 @@ MAX_CONCURRENT_JOBS = 1
 # SLURM_SBATCH_ARGS =
 # SLURM_POLL_INTERVAL: How often the server asks Slurm (scontrol) about each job it follows.
 # SLURM_POLL_INTERVAL = 1s
+# --- Monitoring (server) ---
+# HTTP_LISTEN: HOST:PORT for /metrics, /healthz and the status page, e.g. 127.0.0.1:9187.
+# HTTP_LISTEN =
+# HTTP_TOKEN: Needed by every HTTP request when set (Authorization: Bearer TOKEN).
+# HTTP_TOKEN =
+# HTTP_TLS_CERT: PEM certificate; with HTTP_TLS_KEY the endpoint speaks HTTPS.
+# HTTP_TLS_CERT =
+# HTTP_TLS_KEY: PEM private key of HTTP_TLS_CERT.
+# HTTP_TLS_KEY =
 # --- Connection Limits (server; IDLE_TIMEOUT and HANDSHAKE_TIMEOUT also client) ---
 # IDLE_TIMEOUT: Seconds a connection may stay silent before it is closed.
 # IDLE_TIMEOUT = 300

@@ -91,6 +91,10 @@ export interface ReconConfig {
   EXECUTOR: string;
   SLURM_SBATCH_ARGS: string[];
   SLURM_POLL_INTERVAL: number;
+  HTTP_LISTEN: string;
+  HTTP_TOKEN: string;
+  HTTP_TLS_CERT: string;
+  HTTP_TLS_KEY: string;
 }
 
 /** A recon.opts option name. */
@@ -514,6 +518,35 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
       "(seconds, or with a unit: 0.5, 2s, 1m); a job's output and its end are read from " +
       "its files every 0.1 s whatever this is.",
   },
+  HTTP_LISTEN: {
+    type: str,
+    default: "(empty: off)",
+    readBy: "server",
+    description: "HOST:PORT where the server also serves plain HTTP for monitoring: /metrics " +
+      "(Prometheus), /healthz and a read-only status page at /, e.g. 127.0.0.1:9187 " +
+      "([::1]:9187 for IPv6). An address other than loopback needs HTTP_TOKEN.",
+  },
+  HTTP_TOKEN: {
+    type: str,
+    default: "(empty: none)",
+    readBy: "server",
+    description: "When set, every HTTP request needs it: Authorization: Bearer TOKEN (a " +
+      "browser may give it as the password of HTTP basic authentication). At least 16 " +
+      "characters ('recon-server keygen' makes a good one). Redacted by --show-config.",
+  },
+  HTTP_TLS_CERT: {
+    type: path,
+    default: "(empty: plain HTTP)",
+    readBy: "server",
+    description: "PEM certificate (chain) for HTTP_LISTEN; with HTTP_TLS_KEY it is served " +
+      "over HTTPS. Set both or neither.",
+  },
+  HTTP_TLS_KEY: {
+    type: path,
+    default: "(empty: plain HTTP)",
+    readBy: "server",
+    description: "PEM private key of HTTP_TLS_CERT. Keep it 0600 or 0640 like recon.opts.",
+  },
 });
 
 /** Every option name, in table order. */
@@ -621,6 +654,10 @@ export const DEFAULTS: Readonly<ReconConfig> = deepFreeze({
   EXECUTOR: "local",
   SLURM_SBATCH_ARGS: [],
   SLURM_POLL_INTERVAL: 1,
+  HTTP_LISTEN: "",
+  HTTP_TOKEN: "",
+  HTTP_TLS_CERT: "",
+  HTTP_TLS_KEY: "",
 });
 
 /** A fresh, mutable copy of {@link DEFAULTS}. */

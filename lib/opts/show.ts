@@ -25,7 +25,7 @@ export type RedactedConfig = Omit<ReconConfig, "SHARED_KEY" | "PASSWORD"> & {
 const KEY_SHAPE = /[A-Za-z0-9_-]{43}=/;
 
 /**
- * A copy of `config` safe to print: SHARED_KEY and the legacy PASSWORD become
+ * A copy of `config` safe to print: SHARED_KEY, HTTP_TOKEN and the legacy PASSWORD become
  * `"<redacted>"` (an empty key or the placeholder is shown as is, since it tells
  * the reader what is wrong), and `SHARED_KEY_ID` is added when `keyId` is given
  * so two hosts can compare keys without showing them. Any other text option
@@ -43,6 +43,7 @@ export function redactedConfig(config: ReconConfig, keyId?: string): RedactedCon
     copy.SHARED_KEY = REDACTED;
   }
   if (copy.PASSWORD !== "") copy.PASSWORD = REDACTED;
+  if (copy.HTTP_TOKEN !== "") copy.HTTP_TOKEN = REDACTED;
   if (keyId !== undefined) copy.SHARED_KEY_ID = keyId;
   return copy;
 }

@@ -465,6 +465,17 @@ export class E2EServer implements AsyncDisposable {
     });
   }
 
+  /**
+   * The monitoring endpoint (HTTP_LISTEN, e.g. `127.0.0.1:0`) as the server's log names
+   * it: `http://127.0.0.1:PORT` without a trailing slash. The server logs it before
+   * "listening on", so it is there once {@link start} returns.
+   */
+  get httpUrl(): string {
+    const match = /http: serving .* on (https?:\/\/\S+?)\/?(?:\s|$)/.exec(this.log);
+    if (!match) throw new Error("the server did not log an HTTP endpoint: is HTTP_LISTEN set?");
+    return match[1];
+  }
+
   /** Everything the server wrote to stderr so far (its log). */
   get log(): string {
     return this.#earlierLog + this.#process.stderr;
