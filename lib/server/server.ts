@@ -35,6 +35,12 @@ import { KEY_REVOKED_REASON } from "../wire/protocol.ts";
 import { JobLeases } from "./job_leases.ts";
 import { recoverAfterCrash } from "./recovery.ts";
 import { Scheduler } from "./scheduler.ts";
+import {
+  admissionRefusalReason,
+  handshakeFailureReason,
+  type RefusalReason,
+  ServerMetrics,
+} from "./server_metrics.ts";
 import { diskFree, serveSession } from "./session.ts";
 import { Sweeper } from "./sweeper.ts";
 import { checkScript, localExecutor } from "./worker.ts";
@@ -84,6 +90,8 @@ export class ReconServer {
   readonly leases: JobLeases;
   readonly audit: AuditLog;
   readonly clients: ClientRegistry;
+  /** What `/metrics` shows (lib/server/server_metrics.ts). */
+  readonly metrics: ServerMetrics;
   #listener: Deno.Listener;
   #options: ServerOptions;
   #trusted: TrustedAddresses;
@@ -171,6 +179,17 @@ export class ReconServer {
       executor,
       leases,
       log,
+    });
+    this.metrics = new ServerMetrics({
+      store,
+      scheduler: this.scheduler,
+      leases,
+      reconFilePath: config.RECON_FILEPATH,
+      diskFreeMargin: config.DISK_FREE_MARGIN,
+      diskFree: options.diskFree ?? diskFree,
+      executor: config.EXECUTOR,
+      version: VERSION,
+      now: options.now,
     });
     this.sweeper = new Sweeper({
       store,
@@ -330,12 +349,17 @@ export class ReconServer {
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;
       }
+      conn = this.metrics.countBytes(conn);
+      this.metrics.connectionOpened();
       // Small records (handshake, control messages) must not wait for delayed ACKs.
       try {
         (conn as Deno.TcpConn).setNoDelay?.(true);
       } catch { /* not a TCP socket */ }
       const tracked: Tracked = { conn, done: Promise.resolve() };
-      tracked.done = this.#handle(tracked).finally(() => this.#connections.delete(tracked));
+      tracked.done = this.#handle(tracked).finally(() => {
+        this.#connections.delete(tracked);
+        this.metrics.connectionClosed();
+      });
       this.#connections.add(tracked);
     }
   }
@@ -389,7 +413,8 @@ export class ReconServer {
     const { config, log } = this.#options;
     const remote = conn.remoteAddr as Deno.NetAddr;
     const peer = `${remote.hostname}:${remote.port}`;
-    const refuseBusy = async () => {
+    const refuseBusy = async (reason: RefusalReason) => {
+      this.metrics.connectionRefused(reason);
       await writeAll(conn, encodeFrame(encodeRefusal(RefusalCode.BUSY, "try again later")))
         .catch(() => {});
       conn.close();
@@ -400,6 +425,7 @@ export class ReconServer {
         `${peer}: refused: ${remote.hostname} is not in TRUSTEDIPS`,
       );
       this.audit.refused(remote.hostname, "not in TRUSTEDIPS");
+      this.metrics.connectionRefused("not_trusted");
       conn.close();
       return;
     }
@@ -407,7 +433,7 @@ export class ReconServer {
     if (refusal) {
       this.#logThrottled(remote.hostname, `${peer}: refused: ${refusal}`);
       this.audit.refused(remote.hostname, refusal);
-      await refuseBusy();
+      await refuseBusy(this.#shuttingDown ? "shutting_down" : admissionRefusalReason(refusal));
       return;
     }
     // An address that keeps wasting key derivations waits its turn; it is never refused
@@ -417,7 +443,7 @@ export class ReconServer {
     if (delay > 0) await this.#wait(delay);
     if (handshakeMs <= 0 || this.#shuttingDown) {
       this.#admission.release(remote.hostname);
-      await refuseBusy();
+      await refuseBusy(this.#shuttingDown ? "shutting_down" : "busy");
       return;
     }
     // The handshake looks the client's key id up in `keys`, which holds only the keys
@@ -436,6 +462,7 @@ export class ReconServer {
       });
     } catch (error) {
       this.#admission.release(remote.hostname);
+      this.metrics.handshakeFailed(handshakeFailureReason(error, keys));
       const stage = error instanceof HandshakeRefused ? error.stage : "handshake";
       // Name the key id once: some refusals already say it ("unknown key id X").
       const keyId = error instanceof HandshakeRefused && error.keyId &&
@@ -469,6 +496,7 @@ export class ReconServer {
     // Revoked between its key lookup and now: not served.
     const client = this.clients.identify(channel.keyId, remote.hostname);
     if (!client) {
+      this.metrics.handshakeFailed("key_refused");
       this.audit.handshakeFailed(
         remote.hostname,
         "key revoked during the handshake",
@@ -488,6 +516,7 @@ export class ReconServer {
       address: remote.hostname,
     }).catch((error) => log.error(`audit log: cannot record handshake_ok: ${errorMessage(error)}`));
     log.debug(`${peer}: session started (client ${client.name}, key id ${channel.keyId})`);
+    this.metrics.sessionOpened();
     try {
       await serveSession(channel, {
         store: this.store,
@@ -521,6 +550,8 @@ export class ReconServer {
       const level = this.#shuttingDown ? "info" : "warn";
       log[level](`${peer}: session ended: ${errorMessage(error)}`);
       channel.abort();
+    } finally {
+      this.metrics.sessionClosed();
     }
   }
 
@@ -594,6 +625,7 @@ export class ReconServer {
       log.error(`audit log: cannot record server_stopped: ${errorMessage(error)}`)
     );
     this.#stopAuditingJobs();
+    this.metrics.close();
     await this.audit.close().catch((error) =>
       log.error(`audit log: cannot close it: ${errorMessage(error)}`)
     );
