@@ -199,21 +199,18 @@ export class ServerMetrics {
     this.#unsubscribe();
   }
 
+  /** Counters and histograms follow each state change as the store commits it. */
   #jobChanged({ job, from, what }: StoreChange): void {
     this.#storeReadAt = undefined;
     if (what !== "state") return;
-    const seconds = (from: number | undefined, to: number | undefined) =>
-      from === undefined || to === undefined ? undefined : Math.max(0, to - from) / 1000;
     if (from === "receiving" && job.state === "queued") this.#m.submitted.inc();
     if (from === "queued" && job.state === "running") {
-      const wait = seconds(job.queuedAt, job.startedAt);
-      if (wait !== undefined) this.#m.queueWait.observe(wait);
+      observe(this.#m.queueWait, job.queuedAt, job.startedAt);
     }
     const state = FINISHED.find((final) => final === job.state);
-    if (!state || FINISHED.some((final) => final === from)) return;
+    if (!state || FINISHED.some((final) => final === from)) return; // each job once
     this.#m.finished.inc({ state });
-    const duration = from === "running" ? seconds(job.startedAt, job.finishedAt) : undefined;
-    if (duration !== undefined) this.#m.duration.observe(duration);
+    if (from === "running") observe(this.#m.duration, job.startedAt, job.finishedAt);
   }
 
   /** The byte counters catch up with the connections (a delta: scrapes may overlap). */
@@ -231,7 +228,6 @@ export class ServerMetrics {
     this.#m.executorAvailable.set(this.#parts.scheduler.executorProblem ? 0 : 1);
   }
 
-  /** One `counts()` and one `keptBytes()`; partial uploads as `--server-status` counts them. */
   /**
    * The store's figures, asked again only after a job changed (or a minute passed, in
    * case a write did not announce itself); partial uploads as `--server-status` counts
@@ -269,6 +265,11 @@ export class ServerMetrics {
     if (!registered) this.#registry.registerMetric(this.#m.diskFree);
     this.#m.diskFree.set(free);
   }
+}
+
+/** Observe the seconds from `start` to `end` (ms since the epoch) when both are known. */
+function observe(histogram: Histogram, start?: number, end?: number): void {
+  if (start !== undefined && end !== undefined) histogram.observe(Math.max(0, end - start) / 1000);
 }
 
 /** Every metric, registered in `registry`, labelled series present at 0. */
