@@ -32,6 +32,9 @@ import { backupJobStore } from "./lib/server/job_store.ts";
 import { startLogSweeper } from "./lib/server/log_retention.ts";
 import { releaseOwnerFile } from "./lib/server/recovery.ts";
 import { ReconServer } from "./lib/server/server.ts";
+import { type HttpSettings, httpSettings } from "./lib/monitor/http_settings.ts";
+import { startMonitor } from "./lib/monitor/monitor.ts";
+import type { HttpServer } from "./lib/monitor/http_server.ts";
 import { prepareServerPaths } from "./lib/server/strict_paths.ts";
 import { VERSION } from "./lib/version.ts";
 
@@ -91,6 +94,12 @@ start that sbatch runs and the partition exists, and refuses to start otherwise;
 shutdown leaves running Slurm jobs running, and the next start follows them again
 (docs/DEPLOY.md §10).
 
+Monitoring: with HTTP_LISTEN = HOST:PORT (e.g. 127.0.0.1:9187) the server also
+serves plain HTTP there: /metrics (Prometheus), /healthz (200 "ok", or 503 and one
+line per problem) and a read-only status page at /. No key, file content or file
+name is shown. An address other than loopback needs HTTP_TOKEN (Authorization:
+Bearer TOKEN); HTTP_TLS_CERT and HTTP_TLS_KEY serve it over HTTPS (docs/DEPLOY.md §11).
+
 Signals: SIGINT or SIGTERM stop accepting connections, let running jobs finish
 within SHUTDOWN_GRACE seconds (then stop them and queue them again, without using
 up an attempt), then exit 0. Queued jobs and cut-off uploads stay in the job store
@@ -100,7 +109,8 @@ up an attempt), then exit 0. Queued jobs and cut-off uploads stay in the job sto
 Exit codes: 0 clean shutdown (or a command done), 1 stopped by a second signal,
 2 usage or configuration error (including RECON_FILEPATH, RECON_DICOM_DIR or the
 directory of LOG_FILEPATH not writable, or writable by another user, and a job store
-that cannot be used or backed up), 3 cannot listen; audit --verify: 1 the audit log
+that cannot be used or backed up, and HTTP_LISTEN settings that cannot be used),
+3 cannot listen (SERVER_PORT or HTTP_LISTEN); audit --verify: 1 the audit log
 is broken (2 when it or the job store cannot be read).
 
 Example:
@@ -190,8 +200,13 @@ async function serve(loaded: LoadedOpts, debug: boolean): Promise<number> {
   await prepareServerPaths(config);
   const logger = await startLogging(loaded, debug);
   const key = await serverSharedKey(loaded);
+  // Checked before the server starts: a monitoring endpoint open to the network without
+  // a token, or half a TLS pair, stops the start.
+  const http = await httpSettings(config);
   const server = await listen(config, key, logger);
   if (!server) return ExitCode.CONNECTION;
+  const monitor = http ? await startMonitorOrStop(server, config, http, logger) : undefined;
+  if (monitor === null) return ExitCode.CONNECTION;
   // Handle signals before announcing "listening": whoever waits for that line may
   // send SIGTERM at once, and it must get the graceful shutdown, not the default exit.
   const stopped = stopSignal(logger);
@@ -211,6 +226,7 @@ async function serve(loaded: LoadedOpts, debug: boolean): Promise<number> {
   const signal = await stopped;
   await sweeper.stop();
   logger.info(`${signal}: shutting down (grace ${config.SHUTDOWN_GRACE} s)`);
+  await monitor?.close();
   await server.shutdown(`the server is shutting down (${signal})`);
   await releaseOwnerFile(config.RECON_FILEPATH);
   logger.info("shutdown complete");
@@ -284,6 +300,31 @@ async function listen(
       : (error as Error).message;
     logger.error(`cannot listen on ${config.SERVER_HOST}:${config.SERVER_PORT}: ${reason}`);
     return undefined;
+  }
+}
+
+/**
+ * The monitoring endpoint (HTTP_LISTEN); when it cannot listen, the server that has
+ * just started is stopped again and null says so (exit 3): a site that asked for
+ * monitoring must not get a recon box nobody can see.
+ */
+async function startMonitorOrStop(
+  server: ReconServer,
+  config: ReconConfig,
+  settings: HttpSettings,
+  logger: Logger,
+): Promise<HttpServer | null> {
+  try {
+    return startMonitor({ server, config, settings, log: logger });
+  } catch (error) {
+    const cause = error instanceof Error ? error.cause ?? error : error;
+    logger.error(
+      cause instanceof Deno.errors.AddrInUse
+        ? `cannot serve HTTP_LISTEN ${config.HTTP_LISTEN}: the address is already in use (another recon-server or exporter?)`
+        : `cannot serve HTTP_LISTEN ${config.HTTP_LISTEN}: ${errorMessage(error)}`,
+    );
+    await server.shutdown("HTTP_LISTEN could not be served");
+    return null;
   }
 }
 

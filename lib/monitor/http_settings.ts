@@ -66,6 +66,11 @@ export async function httpSettings(config: ReconConfig): Promise<HttpSettings | 
       { hint: "use a long random one, e.g. the output of 'recon-server keygen'" },
     );
   }
+  if (token !== "" && !/^[\x21-\x7e]+$/.test(token)) {
+    throw new ConfigError("HTTP_TOKEN may hold only visible ASCII characters, no spaces", {
+      hint: "use the output of 'recon-server keygen'",
+    });
+  }
   if (token === "" && !isLoopback(address.hostname)) {
     throw new ConfigError(
       `HTTP_LISTEN ${listen} is reachable from other hosts but HTTP_TOKEN is not set`,

@@ -79,6 +79,10 @@ Deno.test("a short token, a malformed address and half a TLS pair are refused", 
     /HTTP_TOKEN is 5 characters; at least 16/,
   );
   assert.match(
+    (await refusal({ HTTP_LISTEN: "127.0.0.1:1", HTTP_TOKEN: `${TOKEN} ${TOKEN}` })).message,
+    /HTTP_TOKEN may hold only visible ASCII characters, no spaces/,
+  );
+  assert.match(
     (await refusal({ HTTP_LISTEN: "9187" })).message,
     /HTTP_LISTEN "9187" is not HOST:PORT/,
   );
