@@ -8,6 +8,7 @@
  */
 import { ConfigError, errorMessage } from "../errors.ts";
 import type { ReconConfig } from "../opts/mod.ts";
+import { tlsContext } from "./http_connection.ts";
 
 /** The shortest HTTP_TOKEN accepted: a guessable token protects nothing. */
 export const MIN_TOKEN_LENGTH = 16;
@@ -92,10 +93,19 @@ export async function httpSettings(config: ReconConfig): Promise<HttpSettings | 
   const settings: HttpSettings = { ...address };
   if (token !== "") settings.token = token;
   if (certFile !== "") {
-    settings.tls = {
-      cert: await readPem("HTTP_TLS_CERT", certFile),
-      key: await readPem("HTTP_TLS_KEY", keyFile),
-    };
+    const cert = await readPem("HTTP_TLS_CERT", certFile);
+    const key = await readPem("HTTP_TLS_KEY", keyFile);
+    try {
+      tlsContext(cert, key);
+    } catch (error) {
+      throw new ConfigError(
+        `HTTP_TLS_CERT ${certFile}, HTTP_TLS_KEY ${keyFile}: ${errorMessage(error)}`,
+        {
+          hint: "give the certificate and its own private key, both PEM",
+        },
+      );
+    }
+    settings.tls = { cert, key };
   }
   return settings;
 }

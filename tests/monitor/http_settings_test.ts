@@ -112,6 +112,39 @@ Deno.test("TLS files are read as PEM; unreadable or not PEM names the file", asy
       /cannot read HTTP_TLS_KEY .*missing\.pem/,
     );
     await Deno.writeTextFile(key, "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n");
+    assert.match(
+      (await refusal({ ...base, HTTP_TLS_KEY: key })).message,
+      /HTTP_TLS_CERT .*: the TLS certificate is not a PEM certificate/,
+    );
+    // A real pair, and a key from another pair.
+    const other = path.join(dir, "other.pem");
+    for (const [out, keyOut] of [[cert, key], [path.join(dir, "other.crt"), other]]) {
+      const openssl = await new Deno.Command("openssl", {
+        args: [
+          "req",
+          "-x509",
+          "-newkey",
+          "ec",
+          "-pkeyopt",
+          "ec_paramgen_curve:prime256v1",
+          "-nodes",
+          "-keyout",
+          keyOut,
+          "-out",
+          out,
+          "-days",
+          "1",
+          "-subj",
+          "/CN=localhost",
+        ],
+        stderr: "piped",
+      }).output();
+      assert.equal(openssl.code, 0, new TextDecoder().decode(openssl.stderr));
+    }
+    assert.match(
+      (await refusal({ ...base, HTTP_TLS_KEY: other })).message,
+      /the TLS key does not belong to the TLS certificate/,
+    );
     const settings = await httpSettings(config({ ...base, HTTP_TLS_KEY: key }));
     assert.match(settings?.tls?.cert ?? "", /BEGIN CERTIFICATE/);
     assert.match(settings?.tls?.key ?? "", /BEGIN PRIVATE KEY/);
