@@ -13,6 +13,7 @@ import type { JobStore } from "../server/job_store.ts";
 import type { Scheduler } from "../server/scheduler.ts";
 import { checkSlurm, type SlurmSettings } from "../server/slurm.ts";
 import { checkScript } from "../server/worker.ts";
+import { formatBytes } from "./status_format.ts";
 
 /** How long one answer from Slurm stands. */
 export const SLURM_CHECK_EVERY_MS = 15_000;
@@ -114,16 +115,4 @@ export class SlurmProbe {
     return this.#last?.problem ??
       `no answer from Slurm (scontrol) within ${SLURM_CHECK_WAIT_MS / 1000} s`;
   }
-}
-
-/** 1536 → "1.5 KiB". */
-export function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
 }

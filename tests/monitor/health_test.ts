@@ -9,7 +9,6 @@ import * as path from "node:path";
 import { JobStore } from "../../lib/server/job_store.ts";
 import type { Scheduler } from "../../lib/server/scheduler.ts";
 import {
-  formatBytes,
   healthProblems,
   type HealthSources,
   SLURM_CHECK_WAIT_MS,
@@ -55,7 +54,7 @@ Deno.test("the disk under DISK_FREE_MARGIN is one line with both figures", async
       diskFreeMargin: 2 * 1024 ** 3,
     });
     assert.deepEqual(problems, [
-      `disk: 512.0 MiB free under RECON_FILEPATH ${dir}, less than DISK_FREE_MARGIN 2.0 GiB: new jobs are refused`,
+      `disk: 512 MiB free under RECON_FILEPATH ${dir}, less than DISK_FREE_MARGIN 2.0 GiB: new jobs are refused`,
     ]);
     const unknown = await healthProblems({
       ...sources,
@@ -123,11 +122,4 @@ Deno.test("a Slurm check that hangs answers within the wait, and once", async ()
   await new Promise((resolve) => setTimeout(resolve, 0));
   assert.equal(await probe.problem(), undefined);
   assert.equal(asked, 1);
-});
-
-Deno.test("formatBytes", () => {
-  assert.equal(formatBytes(0), "0 B");
-  assert.equal(formatBytes(1023), "1023 B");
-  assert.equal(formatBytes(1536), "1.5 KiB");
-  assert.equal(formatBytes(3 * 1024 ** 4), "3.0 TiB");
 });
