@@ -20,6 +20,8 @@ import {
   freePort,
   randomBytes,
   type Run,
+  run,
+  type RunResult,
   sha256File,
   sha256Hex,
   SlowRelay,
@@ -30,6 +32,7 @@ import {
   WatchSite,
 } from "./support/e2e.ts";
 import { generateKey } from "../lib/crypto/keys.ts";
+import { lockPathFor } from "../lib/watch/lock.ts";
 
 /**
  * Write the marker scan `name` and wait until the watcher has sent it and has its
@@ -42,6 +45,54 @@ async function sendMarker(site: WatchSite, name = "marker.7"): Promise<Run[]> {
   const runs = await site.runs();
   assert.deepEqual(runs.slice(before).map((run) => run.names), [[name]], "only the marker");
   return runs.slice(0, -1);
+}
+
+/** The `health` object of `--status --json` (docs/WATCH.md §12). */
+interface HealthDocument {
+  ok: boolean;
+  exit_code: number;
+  limits: { max_waiting_s: number | null; max_backoff_s: number | null };
+  watcher: {
+    running: boolean;
+    pid: number | null;
+    started_at: string | null;
+    last_scan_at: string | null;
+    list_error: string | null;
+  };
+  server: {
+    unreachable_since: string;
+    unreachable_s: number;
+    failures: number;
+    last_error: string;
+  } | null;
+  waiting: { count: number; over_limit: number; oldest: { path: string; age_s: number } | null };
+  problems: { check: string; exit_code: number; message: string }[];
+}
+
+/**
+ * `watch --status --json ARGS` with its exit code; the document's health agrees with
+ * the exit code.
+ */
+async function health(
+  site: WatchSite,
+  args: string[] = [],
+): Promise<{ code: number; document: StatusDocument & { health: HealthDocument } }> {
+  const result = await site.client(["--status", "--json", ...args]);
+  assert.ok([0, 10, 11, 12, 13].includes(result.code), `exit ${result.code}: ${result.stderr}`);
+  const document = JSON.parse(result.stdout);
+  assert.equal(document.health.exit_code, result.code, result.stdout);
+  return { code: result.code, document };
+}
+
+/** `--status --json` while no watcher runs: exit 10, the first problem says so. */
+async function statusStopped(
+  site: WatchSite,
+): Promise<StatusDocument & { health: HealthDocument }> {
+  const { code, document } = await health(site);
+  assert.equal(code, 10, JSON.stringify(document.health));
+  assert.equal(document.health.problems[0].check, "not_running");
+  assert.equal(document.watcher_running, false);
+  return document;
 }
 
 /** The job phase of a file in `--status --json` (null unless submitted). */
@@ -265,7 +316,7 @@ Deno.test("watch stopped (SIGTERM) during an upload resumes it at the next start
   );
   // The server keeps the job and what arrived, for the watcher to come back.
   await server.waitForStderr(new RegExp(`job ${id}: upload cut off with \\d+ of 6291456 bytes`));
-  const left = (await site.status()).files[0];
+  const left = (await statusStopped(site)).files[0];
   assert.deepEqual([left.status, left.job_id, phaseOf(left)], ["submitted", id, "uploading"]);
   assert.equal((await site.runs()).length, 0);
 
@@ -331,7 +382,7 @@ Deno.test("watch leaves a running job on the server at SIGTERM; the next start f
     watcher.stderr,
     new RegExp(`the watcher stopped while job ${run.jobId} was running; it goes on on the server`),
   );
-  const left = (await site.status()).files[0];
+  const left = (await statusStopped(site)).files[0];
   assert.deepEqual([left.status, left.job_id], ["submitted", run.jobId]);
   assert.equal(server.count(/cancel/), 0, server.stderr);
 
@@ -359,7 +410,7 @@ Deno.test("watch SIGKILLed while the script runs: the restarted watcher fetches 
     await watcher.waitForStderr(new RegExp(`job ${run.jobId}: queued on the server`));
     const killed = await watcher.stop("SIGKILL");
     assert.equal(killed.status.signal, "SIGKILL");
-    const left = (await site.status()).files[0];
+    const left = (await statusStopped(site)).files[0];
     assert.equal(left.status, "submitted");
     assert.equal(left.job_id, run.jobId);
 
@@ -563,11 +614,16 @@ Deno.test("watch stops on a key the server refuses, says why in --status, and se
   assert.ok(server.count(/unknown key id|key not accepted/) <= 1, server.stderr);
 
   const text = await site.client(["--status"]);
+  assert.equal(text.code, 10, text.stderr);
   assert.match(
     text.stdout,
     /^watcher: +not running: stopped .* UTC: .*does not accept key id [0-9a-f]{16}/m,
   );
-  const document = await site.status();
+  assert.match(
+    text.stdout,
+    /^problem: +the watcher stopped by itself at .* UTC: .*does not accept key id/m,
+  );
+  const document = await statusStopped(site);
   assert.match(document.watcher_stopped?.reason ?? "", /does not accept key id/);
 
   // Fixed: a scan written meanwhile is sent at the next start, and the note is gone.
@@ -580,4 +636,179 @@ Deno.test("watch stops on a key the server refuses, says why in --status, and se
   await site.waitForStatus(site.watched("P00009.7"), "done");
   assert.equal((await site.status()).watcher_stopped, null);
   assert.ok(again.running);
+});
+
+/** `promtool check metrics` on `text`: it must be valid exposition format, lint-clean. */
+async function promtoolCheck(text: string): Promise<void> {
+  let result: RunResult;
+  try {
+    result = await run("promtool", ["check", "metrics"], { stdin: text });
+  } catch (error) {
+    throw new Error(
+      `promtool is needed (Debian package prometheus; scripts/ensure-test-deps): ${error}`,
+    );
+  }
+  assert.equal(result.code, 0, `promtool check metrics:\n${result.stdout}${result.stderr}`);
+}
+
+Deno.test("watch --status exits 0 while a watcher runs and 10 once none does, also after a SIGKILL left its lock file", async () => {
+  await using site = await WatchSite.create();
+  await using server = await WatchServer.start(site);
+  const statePath = path.join(site.dir, "recon-watch.sqlite");
+  let watcher = await WatcherProcess.start(site, server.port);
+  try {
+    const running = await health(site);
+    assert.equal(running.code, 0, JSON.stringify(running.document.health));
+    assert.deepEqual(running.document.health.problems, []);
+    assert.equal(running.document.health.watcher.running, true);
+    assert.equal(running.document.health.watcher.pid, watcher.pid);
+    assert.equal(running.document.health.server, null);
+    const text = await site.client(["--status"]);
+    assert.equal(text.code, 0, text.stdout);
+    assert.match(text.stdout, /^health: +ok$/m);
+    assert.doesNotMatch(text.stdout, /^problem:/m);
+    const metrics = await site.client(["--status", "--prometheus"]);
+    assert.equal(metrics.code, 0, metrics.stderr);
+    assert.match(metrics.stdout, /^recon_watch_up\{state_file="[^"]+"\} 1$/m);
+    assert.match(metrics.stdout, /^recon_watch_healthy\{state_file="[^"]+"\} 1$/m);
+    await promtoolCheck(metrics.stdout);
+
+    // A crash: the process is gone, its lock file and its pid in the state file stay.
+    const killed = await watcher.stop("SIGKILL");
+    assert.equal(killed.status.signal, "SIGKILL");
+    await Deno.stat(lockPathFor(statePath));
+    const document = await statusStopped(site);
+    assert.match(
+      document.health.problems[0].message,
+      new RegExp(
+        `^no watcher is running \\(the last one started at .* UTC as pid ${watcher.pid}\\)$`,
+      ),
+    );
+    const stopped = await site.client(["--status"]);
+    assert.equal(stopped.code, 10);
+    assert.match(stopped.stdout, /^watcher: +not running \(last started .* UTC\)$/m);
+    assert.match(stopped.stdout, /^health: +1 problem\(s\), exit 10$/m);
+    assert.match(stopped.stdout, /^problem: +no watcher is running \(the last one started/m);
+    const down = await site.client(["--status", "--prometheus"]);
+    assert.equal(down.code, 10);
+    assert.match(down.stdout, /^recon_watch_up\{state_file="[^"]+"\} 0$/m);
+    assert.match(down.stdout, /^recon_watch_problem\{state_file="[^"]+",check="not_running"\} 1$/m);
+    await promtoolCheck(down.stdout);
+    assert.equal((await site.client(["--status", "--exit-zero"])).code, 0);
+
+    // A SIGTERM is a stop too; a new start is healthy again.
+    watcher = await WatcherProcess.start(site, server.port);
+    assert.equal((await health(site)).code, 0);
+    assert.equal((await watcher.stop()).status.code, 0);
+    await statusStopped(site);
+  } finally {
+    await watcher.stop();
+  }
+});
+
+Deno.test("watch --status exits 12 when the watcher has failed to reach the server for longer than --max-backoff, 13 for a file waiting too long, 10 first once it stops", async () => {
+  await using site = await WatchSite.create();
+  const port = freePort();
+  const file = site.watched("P00010.7");
+  await Deno.writeFile(file, randomBytes(10_000));
+  let watcher = await WatcherProcess.start(site, port, ["--submit-existing"]);
+  try {
+    // Two failed attempts, the first of them two seconds ago or more.
+    const backingOff = await waitFor("two failed attempts, 2 s apart or more", async () => {
+      const { document } = await health(site);
+      const server = document.health.server;
+      return server && server.failures >= 2 && server.unreachable_s >= 2 ? document : undefined;
+    }, { timeoutMs: 30_000, intervalMs: 200 });
+    assert.match(backingOff.health.server!.last_error, /connection refused/);
+    assert.equal(backingOff.health.waiting.count, 1);
+    assert.equal(backingOff.health.waiting.oldest?.path, file);
+
+    // Under the default limits (15 min, 60 min) that is no problem yet.
+    const calm = await site.client(["--status"]);
+    assert.equal(calm.code, 0, calm.stdout);
+    assert.match(
+      calm.stdout,
+      /^server: +not reached since .* UTC \(\d+ s, \d+ failed attempt\(s\)\): .*connection refused; next attempt .* UTC$/m,
+    );
+    assert.match(calm.stdout, /^health: +ok$/m);
+
+    const stuck = await health(site, ["--max-backoff", "1s"]);
+    assert.equal(stuck.code, 12);
+    assert.deepEqual(stuck.document.health.problems.map((p) => p.check), ["backoff"]);
+    assert.match(
+      stuck.document.health.problems[0].message,
+      /^the watcher has not reached the server for \d+ s \(limit 1 s, \d+ failed attempt\(s\)\): .*connection refused/,
+    );
+    const both = await health(site, ["--max-backoff", "1s", "--max-waiting", "1"]);
+    assert.equal(both.code, 12, "the lower code wins");
+    assert.deepEqual(both.document.health.problems.map((p) => [p.check, p.exit_code]), [
+      ["backoff", 12],
+      ["waiting", 13],
+    ]);
+    const text = await site.client(["--status", "--max-backoff=1s", "--max-waiting=1"]);
+    assert.equal(text.code, 12);
+    assert.match(text.stdout, /^health: +2 problem\(s\), exit 12$/m);
+    assert.match(text.stdout, /^problem: +the watcher has not reached the server for/m);
+    assert.match(
+      text.stdout,
+      /^problem: +1 file\(s\) waiting longer than 1 s to reach the server; the oldest, .*P00010\.7, for \d+ s \(not sent yet\)$/m,
+    );
+    const waiting = await health(site, ["--max-backoff", "0", "--max-waiting", "1s"]);
+    assert.equal(waiting.code, 13, "--max-backoff 0 turns that check off");
+    assert.equal(waiting.document.health.limits.max_backoff_s, null);
+    const metrics = await site.client(["--status", "--prometheus", "--max-waiting", "1s"]);
+    assert.equal(metrics.code, 13);
+    assert.match(metrics.stdout, /^recon_watch_server_unreachable_seconds\{[^}]+\} [1-9]\d*$/m);
+    assert.match(metrics.stdout, /^recon_watch_oldest_waiting_seconds\{[^}]+\} [1-9]\d*$/m);
+    assert.match(metrics.stdout, /^recon_watch_problem\{[^}]+,check="waiting"\} 1$/m);
+    await promtoolCheck(metrics.stdout);
+
+    // Stopped with the file still waiting: not running comes first, the file is listed too.
+    assert.equal((await watcher.stop()).status.code, 0);
+    const stopped = await health(site, ["--max-waiting", "1s"]);
+    assert.deepEqual(stopped.document.health.problems.map((p) => p.check), [
+      "not_running",
+      "waiting",
+    ]);
+    assert.equal(stopped.code, 10);
+    assert.equal(stopped.document.health.server, null, "only a running watcher's backoff counts");
+
+    // The server comes up: the file goes, and nothing is wrong even with tight limits.
+    await using server = await WatchServer.start(site, port);
+    watcher = await WatcherProcess.start(site, port);
+    await site.waitForStatus(file, "done");
+    const healthy = await waitFor("the server note to be cleared", async () => {
+      const result = await health(site, ["--max-backoff", "1s", "--max-waiting", "1s"]);
+      return result.code === 0 ? result : undefined;
+    }, { timeoutMs: 10_000, intervalMs: 100 });
+    assert.equal(healthy.document.health.server, null);
+    assert.equal(healthy.document.health.waiting.count, 0);
+    assert.equal(server.count(/job .*: queued/), 1);
+  } finally {
+    await watcher.stop();
+  }
+});
+
+Deno.test("watch --status shows a watch directory the running watcher cannot list, and that it can again", async () => {
+  await using site = await WatchSite.create();
+  await using watcher = await WatcherProcess.start(site, freePort());
+  const moved = `${site.watchDir}.away`;
+  await Deno.rename(site.watchDir, moved);
+  const gone = await waitFor("the listing problem in --status", async () => {
+    const { code, document } = await health(site);
+    const listError = document.health.watcher.list_error;
+    return listError ? { code, listError } : undefined;
+  }, { timeoutMs: 10_000, intervalMs: 100 });
+  assert.match(gone.listError, /no such file or directory/);
+  assert.equal(gone.code, 0, "a problem only after 10 minutes without a complete scan");
+  const text = await site.client(["--status"]);
+  assert.match(text.stdout, /^directory: +cannot be listed: no such file or directory$/m);
+  await watcher.waitForStderr(/cannot list .*: no such file or directory/);
+
+  await Deno.rename(moved, site.watchDir);
+  await waitFor("the listing problem to be cleared", async () => {
+    const { document } = await health(site);
+    return document.health.watcher.list_error === null;
+  }, { timeoutMs: 10_000, intervalMs: 100 });
+  await watcher.waitForStderr(/can be listed again/);
 });

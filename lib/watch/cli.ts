@@ -1,7 +1,8 @@
 /**
  * `recon-client watch`: scanner watch mode (docs/WATCH.md). Parses the watch
  * command line, applies its flags over recon.opts, and runs one of: the watcher
- * (lib/watch/daemon.ts) until SIGTERM/SIGINT, `--status`, or `--retry`.
+ * (lib/watch/daemon.ts) until SIGTERM/SIGINT, `--status` (with its health check for
+ * monitoring, lib/watch/health.ts), or `--retry`.
  *
  * Of the watch modules only this one writes stdout, through `context.writeStdout`.
  *
@@ -18,7 +19,17 @@ import { connectOptionsFrom, connectToServer } from "../client/connect.ts";
 import { type ExistingFiles, runWatchDaemon } from "./daemon.ts";
 import { WatcherLock, watcherRunning } from "./lock.ts";
 import { parseSince } from "./since.ts";
+import {
+  assessHealth,
+  DEFAULT_MAX_BACKOFF_MS,
+  DEFAULT_MAX_WAITING_MS,
+  formatDuration,
+  type HealthInput,
+  type HealthLimits,
+  parseLimit,
+} from "./health.ts";
 import { planRetry, statusJson, type StatusReport, statusText } from "./status.ts";
+import { statusMetrics } from "./status_metrics.ts";
 import { StateStore } from "./state.ts";
 
 /** What the entrypoint lends the watch command. */
@@ -31,6 +42,8 @@ export interface WatchContext {
 }
 
 function help(program: string): string {
+  const maxWaiting = formatDuration(DEFAULT_MAX_WAITING_MS);
+  const maxBackoff = formatDuration(DEFAULT_MAX_BACKOFF_MS);
   return `${program} watch: scanner watch mode. Watches CLIENT_WATCH_DIRECTORY, sends every
 finished file matching CLIENT_WATCH_PATTERN exactly once, and saves the results in
 CLIENT_DOWNLOAD_DIR/<job_id>/. Runs in the foreground until SIGTERM or Ctrl-C.
@@ -43,7 +56,8 @@ sent. --submit-existing or --since TIME send old files too; --retry FILE sends o
 
 Usage:
   ${program} watch [--watch-dir DIR] [--pattern GLOB] [--recon-options JSON] [options]
-  ${program} watch --status [--json]
+  ${program} watch --status [--json | --prometheus] [--max-waiting DURATION]
+                 [--max-backoff DURATION] [--exit-zero]
   ${program} watch --retry FILE|JOB_ID [--retry FILE|JOB_ID ...] [--json]
 
 Watching:
@@ -66,14 +80,32 @@ State:
   --status                list the recorded files and their state: pending,
                           submitted (with the job's phase: uploading, queued,
                           running, downloading), done, failed, skipped (baseline
-                          files are counted), the files being written, and why
-                          the watcher stopped if it stopped by itself
+                          files are counted), the files being written, why
+                          the watcher stopped if it stopped by itself, and the
+                          watcher's health (below)
   --retry FILE|JOB_ID     make a failed (or, with no watcher running, submitted)
                           file and the rest of its job pending again, to be sent
                           as a new job, or send a baseline file (baseline files
                           named in one command go as one job); a running watcher
                           sends it at its next scan, otherwise the next start does
   --json                  --status/--retry output as JSON
+
+Health (--status; docs/WATCH.md section 12):
+  --status also checks the watcher's health and exits non-zero when something is
+  wrong, one problem: line (and one entry of .health.problems) per failed check:
+   10 no watcher is running (no process holds the state file's lock)
+   11 the watcher runs but finished no scan of its directory for 10 minutes (or 5
+      poll intervals, if longer), e.g. the directory cannot be listed
+   12 the watcher has failed to reach the server for longer than --max-backoff
+   13 a file has waited longer than --max-waiting to reach the server (pending, or
+      its upload not finished)
+  With several problems the lowest code wins; 0 is healthy, 2 means it cannot tell.
+  --max-waiting DURATION  the age that makes a waiting file a problem (default
+                          ${maxWaiting}); DURATION is 90s, 30m, 2h, 1d or seconds; 0: off
+  --max-backoff DURATION  how long failing to reach the server may last (default
+                          ${maxBackoff}); 0: off
+  --prometheus            --status as Prometheus metrics (node_exporter textfile)
+  --exit-zero             exit 0 whatever the health (as before it was checked)
 
 General:
   --opts PATH             recon.opts to use (default ./recon.opts)
@@ -87,10 +119,11 @@ Timing comes from recon.opts: CLIENT_DAEMON_POLL_INTERVAL (scan), _STABILITY_DEL
 together go as one job). CLIENT_DAEMON_ON_COMPLETE runs as PROGRAM JOB_ID RESULT_DIR
 after each completed job.
 
-Exit codes: 0 stopped by SIGTERM/Ctrl-C, or --status/--retry done; 2 usage or
-configuration error (watch directory missing or unreadable, bad options, another
-watcher uses the same state file, nothing matches --retry), also when the server
-refuses our SHARED_KEY: the watcher stops instead of retrying, and --status says why.
+Exit codes: 0 stopped by SIGTERM/Ctrl-C, --retry done, or --status healthy; 10-13
+--status found a problem (above); 2 usage or configuration error (watch directory
+missing or unreadable, bad options, another watcher uses the same state file, nothing
+matches --retry), also when the server refuses our SHARED_KEY: the watcher stops
+instead of retrying, and --status says why.
 `;
 }
 
@@ -108,6 +141,10 @@ interface WatchArgs {
   submitExisting: boolean;
   since?: string;
   json: boolean;
+  prometheus: boolean;
+  maxWaiting?: string;
+  maxBackoff?: string;
+  exitZero: boolean;
   debug: boolean;
   allowUnknownOptions: boolean;
   help: boolean;
@@ -129,6 +166,10 @@ function parseWatchArgs(argv: string[], program: string): WatchArgs {
     "submit-existing": { type: "boolean" },
     since: { type: "string" },
     json: { type: "boolean" },
+    prometheus: { type: "boolean" },
+    "max-waiting": { type: "string" },
+    "max-backoff": { type: "string" },
+    "exit-zero": { type: "boolean" },
     debug: { type: "boolean" },
     "allow-unknown-options": { type: "boolean" },
     help: { type: "boolean", short: "h" },
@@ -147,6 +188,10 @@ function parseWatchArgs(argv: string[], program: string): WatchArgs {
     submitExisting: values["submit-existing"] ?? false,
     since: values.since,
     json: values.json ?? false,
+    prometheus: values.prometheus ?? false,
+    maxWaiting: values["max-waiting"],
+    maxBackoff: values["max-backoff"],
+    exitZero: values["exit-zero"] ?? false,
     debug: values.debug ?? false,
     allowUnknownOptions: values["allow-unknown-options"] ?? false,
     help: values.help ?? false,
@@ -156,6 +201,19 @@ function parseWatchArgs(argv: string[], program: string): WatchArgs {
   }
   if (args.json && !args.status && args.retry.length === 0) {
     throw new UsageError("--json goes with --status or --retry");
+  }
+  const statusOnly = [
+    ["--prometheus", args.prometheus],
+    ["--max-waiting", args.maxWaiting !== undefined],
+    ["--max-backoff", args.maxBackoff !== undefined],
+    ["--exit-zero", args.exitZero],
+  ].filter(([, given]) => given).map(([flag]) => flag);
+  if (statusOnly.length > 0 && !args.status) {
+    const verb = statusOnly.length === 1 ? "goes" : "go";
+    throw new UsageError(`${statusOnly.join(" and ")} ${verb} with --status`);
+  }
+  if (args.json && args.prometheus) {
+    throw new UsageError("use either --json or --prometheus, not both");
   }
   if (args.submitExisting && args.since !== undefined) {
     throw new UsageError("use either --submit-existing or --since, not both");
@@ -205,7 +263,21 @@ async function exists(file: string): Promise<boolean> {
   }
 }
 
+function healthLimits(args: WatchArgs): HealthLimits {
+  return {
+    maxWaitingMs: args.maxWaiting === undefined
+      ? DEFAULT_MAX_WAITING_MS
+      : parseLimit(args.maxWaiting, "--max-waiting"),
+    maxBackoffMs: args.maxBackoff === undefined
+      ? DEFAULT_MAX_BACKOFF_MS
+      : parseLimit(args.maxBackoff, "--max-backoff"),
+  };
+}
+
+/** `--status`: prints the report; returns its health's exit code (0 with --exit-zero). */
 async function showStatus(statePath: string, args: WatchArgs, context: WatchContext) {
+  const limits = healthLimits(args);
+  const now = new Date();
   const stateFileExists = await exists(statePath);
   const running = await watcherRunning(statePath);
   const report: StatusReport = {
@@ -213,21 +285,34 @@ async function showStatus(statePath: string, args: WatchArgs, context: WatchCont
     stateFileExists,
     watcherRunning: running,
     files: [],
+    now,
   };
+  const input: HealthInput = { watcherRunning: running, stateFileExists, files: [], now, limits };
   if (stateFileExists) {
     const store = StateStore.open(statePath, { readOnly: true });
     try {
-      report.files = store.list();
+      report.files = input.files = store.list();
       // Rows left by a watcher that crashed would be stale: only a running one's count.
       report.writing = running ? store.watching() : [];
       report.firstStart = store.firstStart();
-      report.stopped = store.stopNote();
+      report.stopped = input.stopped = store.stopNote();
+      const pid = Number(store.getMeta("pid"));
+      input.pid = Number.isInteger(pid) ? pid : undefined;
+      input.runId = store.getMeta("run_id");
+      input.startedAt = store.getMeta("started_at");
+      input.heartbeat = store.heartbeat();
+      input.serverTrouble = store.serverTrouble();
     } finally {
       store.close();
     }
   }
-  context.writeStdout(args.json ? `${statusJson(report)}\n` : statusText(report));
-  return ExitCode.OK;
+  report.health = assessHealth(input);
+  let output: string;
+  if (args.json) output = `${statusJson(report)}\n`;
+  else if (args.prometheus) output = statusMetrics(report);
+  else output = statusText(report);
+  context.writeStdout(output);
+  return args.exitZero ? ExitCode.OK : report.health.exitCode;
 }
 
 async function retry(

@@ -11,6 +11,9 @@
  * them all (`--submit-existing`) or those modified since a time (`--since`). While it
  * runs, the files it waits on are mirrored into the state file for `--status`. When
  * the server refuses our key the watcher stops (records why) instead of retrying.
+ * A heartbeat in the state file (the last complete scan, and why the directory cannot
+ * be listed while it cannot) lets `--status` tell a watcher that hangs from one that
+ * watches.
  *
  * Which job goes next, and what a stop does, is in sender.ts; how one job is seen
  * through, also one an earlier run left with the server (taken up again instead of
@@ -28,7 +31,15 @@ import { Backoff } from "./backoff.ts";
 import { denoProbe, describeFsError, type FileProbe, type WatchLog } from "./probe.ts";
 import { type FileStat, Grouper, sameStat, StabilityTracker } from "./scanner.ts";
 import { Sender, type SenderOptions } from "./sender.ts";
-import { type FirstStart, type StateStore, type StopNote, STOPPED_KEY } from "./state.ts";
+import {
+  type FirstStart,
+  type Heartbeat,
+  HEARTBEAT_KEY,
+  SERVER_TROUBLE_KEY,
+  type StateStore,
+  type StopNote,
+  STOPPED_KEY,
+} from "./state.ts";
 import { names, seconds } from "./words.ts";
 
 export { MAX_JOBS_IN_FLIGHT, RECONNECT_TIMEOUT_MS, STOP_GRACE_MS } from "./sender.ts";
@@ -40,6 +51,8 @@ const MIN_TICK_MS = 100;
  * growing file changes at every look, and each write is a synchronous commit.
  */
 export const WATCHING_WRITE_MS = 1_000;
+/** The heartbeat is written at most this often (ms); `--status` allows far longer. */
+export const HEARTBEAT_WRITE_MS = 60_000;
 
 /** What the first start does with the matching files already in the directory. */
 export type ExistingFiles =
@@ -127,6 +140,9 @@ class WatchDaemon {
   #watchingDue?: number;
   #nextScanAt = 0;
   #listProblem?: string;
+  /** The last complete scan (at first: the start). */
+  #scannedAt = 0;
+  #beatWrittenAt = -Infinity;
   #wakeUp?: () => void;
   #woken = false;
 
@@ -157,8 +173,12 @@ class WatchDaemon {
     await this.#checkWatchDir();
     const { store } = this.#o;
     store.deleteMeta(STOPPED_KEY);
+    store.deleteMeta(SERVER_TROUBLE_KEY);
     store.setWatching([]);
+    this.#scannedAt = this.#now();
+    this.#beat(true);
     await this.#firstStart();
+    this.#beat(true);
     this.#announce();
     const events = this.#o.fileEvents === false ? undefined : this.#watchEvents();
     // Ask the server once at start, so a wrong key shows now and not at the next scan.
@@ -175,7 +195,10 @@ class WatchDaemon {
       await this.#stop();
       try {
         store.setWatching([]);
-      } catch { /* --status shows watching files only while a watcher runs */ }
+        // Judged only while a watcher runs; gone, they cannot be mistaken for the next run's.
+        store.deleteMeta(HEARTBEAT_KEY);
+        store.deleteMeta(SERVER_TROUBLE_KEY);
+      } catch { /* --status shows these only while a watcher runs */ }
     }
     return this.#end;
   }
@@ -364,7 +387,31 @@ class WatchDaemon {
     }
     this.#sender.startNext((groupId) => this.#grouper.isOpen(groupId, this.#now()));
     this.#writeWatching();
-    if (scanning) this.#o.onScanned?.();
+    if (scanning) {
+      this.#beat();
+      this.#o.onScanned?.();
+    }
+  }
+
+  /**
+   * Write the heartbeat for `--status`: when forced (start, the directory's listing
+   * failing or working again), else at most every {@link HEARTBEAT_WRITE_MS}.
+   */
+  #beat(force = false): void {
+    const now = this.#now();
+    if (!force && now < this.#beatWrittenAt + HEARTBEAT_WRITE_MS) return;
+    this.#beatWrittenAt = now;
+    const beat: Heartbeat = {
+      runId: this.#o.runId,
+      at: new Date(this.#scannedAt).toISOString(),
+      pollMs: this.#o.pollMs,
+      ...(this.#listProblem === undefined ? {} : { listError: this.#listProblem }),
+    };
+    try {
+      this.#o.store.setMeta(HEARTBEAT_KEY, JSON.stringify(beat));
+    } catch (error) {
+      this.#log.debug(`cannot write the heartbeat: ${errorMessage(error)}`);
+    }
   }
 
   /**
@@ -414,12 +461,15 @@ class WatchDaemon {
           `cannot list ${dir}: ${message}; trying again every ${seconds(this.#o.pollMs)}`,
         );
         this.#listProblem = message;
+        this.#beat(true);
       }
       return;
     }
+    let listedAgain = false;
     if (this.#listProblem !== undefined) {
       this.#log.info(`${dir} can be listed again`);
       this.#listProblem = undefined;
+      listedAgain = true;
     }
     this.#dirty.clear();
     const present = new Set<string>();
@@ -431,6 +481,8 @@ class WatchDaemon {
       await this.#look(file);
     }
     for (const known of this.#tracker.paths()) if (!present.has(known)) this.#vanished(known);
+    this.#scannedAt = this.#now();
+    if (listedAgain) this.#beat(true);
   }
 
   async #look(file: string): Promise<void> {

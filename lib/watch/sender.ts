@@ -6,9 +6,11 @@
  * uploads at a time; up to {@link MAX_JOBS_IN_FLIGHT} jobs are followed at once.
  *
  * An unreachable server is retried with {@link Backoff}, with one log line per change
- * of state, for new jobs and for jobs to follow again alike; a server that refuses our
- * key is not retried at all: `keyRejected` stops the watcher. On stop nothing is
- * cancelled: the jobs stay on the server and the next run takes them up again.
+ * of state, for new jobs and for jobs to follow again alike, and noted in the state
+ * file (since when, how many attempts) so `--status` can tell a watcher stuck in
+ * backoff; a server that refuses our key is not retried at all: `keyRejected` stops
+ * the watcher. On stop nothing is cancelled: the jobs stay on the server and the next
+ * run takes them up again.
  *
  * @module
  */
@@ -22,7 +24,12 @@ import { JobRun, type JobRunContext, type Way } from "./job_run.ts";
 import { keyRejected } from "./outcome.ts";
 import { describeFsError, type FileProbe, type WatchLog } from "./probe.ts";
 import { sameStat, type StabilityTracker } from "./scanner.ts";
-import type { FileRecord, StateStore } from "./state.ts";
+import {
+  type FileRecord,
+  SERVER_TROUBLE_KEY,
+  type ServerTrouble,
+  type StateStore,
+} from "./state.ts";
 import { names, seconds } from "./words.ts";
 
 export { RECONNECT_TIMEOUT_MS } from "./job_run.ts";
@@ -84,6 +91,8 @@ export class Sender {
   #uploader?: string;
   #notBefore = 0;
   #serverProblem?: string;
+  /** Since when the server cannot be reached, as noted in the state file. */
+  #trouble?: ServerTrouble;
 
   constructor(options: SenderOptions) {
     this.#o = options;
@@ -255,9 +264,11 @@ export class Sender {
   #serverDown(error: unknown, jobId: string | undefined, note: (reason: string) => void): void {
     const { backoff, log } = this.#o;
     const delay = backoff.fail();
-    this.#notBefore = this.#o.now() + delay;
+    const now = this.#o.now();
+    this.#notBefore = now + delay;
     const message = errorMessage(error);
     note(`waiting for the server: ${message}`);
+    this.#noteTrouble(message, now, delay);
     if (this.#serverProblem === message) {
       log.debug(`still failing (${message}); next attempt in ${seconds(delay)}`);
       return;
@@ -273,8 +284,36 @@ export class Sender {
     );
   }
 
+  /** Note for `--status` since when, and how often, the server could not be reached. */
+  #noteTrouble(message: string, now: number, delay: number): void {
+    const at = new Date(now).toISOString();
+    this.#trouble = {
+      runId: this.#o.runId,
+      since: this.#trouble?.since ?? at,
+      failures: (this.#trouble?.failures ?? 0) + 1,
+      lastError: message,
+      lastAttemptAt: at,
+      nextAttemptAt: new Date(now + delay).toISOString(),
+    };
+    this.#writeTrouble(JSON.stringify(this.#trouble));
+  }
+
+  #writeTrouble(value: string | undefined): void {
+    try {
+      if (value === undefined) this.#o.store.deleteMeta(SERVER_TROUBLE_KEY);
+      else this.#o.store.setMeta(SERVER_TROUBLE_KEY, value);
+    } catch (error) {
+      // Only --status reads it; sending goes on.
+      this.#o.log.debug(`cannot note the server's state: ${errorMessage(error)}`);
+    }
+  }
+
   #serverUp(): void {
     const { backoff } = this.#o;
+    if (this.#trouble !== undefined) {
+      this.#trouble = undefined;
+      this.#writeTrouble(undefined);
+    }
     if (this.#serverProblem !== undefined) {
       this.#o.log.info(
         `${this.#o.serverName ?? "the server"} answers again after ${backoff.failures} ` +

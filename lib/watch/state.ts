@@ -7,7 +7,9 @@
  * was deleted or changed before it could be sent; `baseline` is for a file that was
  * already there at the first start and is never sent by itself (its content is not
  * hashed: a baseline row has no SHA-256). The `watching` table mirrors the files
- * the running watcher is waiting on (still being written), for `--status`.
+ * the running watcher is waiting on (still being written), for `--status`; the `meta`
+ * table holds, besides the run's id, pid and start, its heartbeat and since when it
+ * cannot reach the server, for `--status`'s health check (lib/watch/health.ts).
  *
  * A row becomes `submitted`, with the job id, the moment the server names the job
  * (its first `request_file`), in the same synchronous call: from then on the watcher
@@ -46,9 +48,10 @@ export const JOB_PHASES: readonly JobPhase[] = ["uploading", "queued", "running"
 
 /**
  * Schema version kept in `PRAGMA user_version`: 1 the first, 2 added baselines and
- * the `watching` table, 3 the job's `phase`.
+ * the `watching` table, 3 the job's `phase`, 4 `waiting_since` (for `--status`'s
+ * health check).
  */
-export const STATE_SCHEMA_VERSION = 3;
+export const STATE_SCHEMA_VERSION = 4;
 
 /** One scan file as recorded. */
 export interface FileRecord {
@@ -78,6 +81,12 @@ export interface FileRecord {
   /** ISO 8601 UTC. */
   firstSeen: string;
   updatedAt: string;
+  /**
+   * Since when the file waits to be delivered (ISO 8601 UTC): when it was recorded
+   * complete, or made pending by `--retry`; kept while it is pending and uploading.
+   * Null for a baseline file.
+   */
+  waitingSince: string | null;
 }
 
 /** A file the running watcher waits on: seen, not yet unchanged for the stability delay. */
@@ -127,7 +136,8 @@ CREATE TABLE ${name} (
   attempts    INTEGER NOT NULL DEFAULT 0,
   first_seen  TEXT    NOT NULL,
   updated_at  TEXT    NOT NULL,
-  phase       ${PHASE_COLUMN}
+  phase       ${PHASE_COLUMN},
+  waiting_since TEXT
 );`;
 
 const INDEXES = `
@@ -147,7 +157,7 @@ CREATE TABLE IF NOT EXISTS watching (
 );
 `;
 
-/** The columns of schema 1 and 2 (schema 3 adds `phase`). */
+/** The columns of schema 1 and 2 (schema 3 adds `phase`, 4 `waiting_since`). */
 const V2_COLUMNS = "id, path, size, mtime_ms, ino, sha256, status, group_id, job_id, reason, " +
   "result_dir, run_id, attempts, first_seen, updated_at";
 
@@ -158,6 +168,10 @@ const V2_COLUMNS = "id, path, size, mtime_ms, ino, sha256, status, group_id, job
 export const FIRST_START_KEY = "first_start";
 /** Meta key set when the watcher stopped on a condition a person must fix (JSON {@link StopNote}). */
 export const STOPPED_KEY = "stopped";
+/** Meta key the running watcher refreshes as it scans (JSON {@link Heartbeat}). */
+export const HEARTBEAT_KEY = "heartbeat";
+/** Meta key set while the running watcher cannot reach the server (JSON {@link ServerTrouble}). */
+export const SERVER_TROUBLE_KEY = "server_unreachable";
 
 /** What the first start did with the files already in the watch directory. */
 export interface FirstStart {
@@ -176,6 +190,37 @@ export interface StopNote {
   at: string;
   reason: string;
   hint: string;
+}
+
+/**
+ * That the running watcher still scans its directory: written when it starts and
+ * after a complete scan (at most once a minute), and when listing the directory
+ * starts or stops failing. `--status` trusts it only for the run that holds the lock.
+ */
+export interface Heartbeat {
+  /** The run that wrote it (meta `run_id`). */
+  runId: string;
+  /** The last complete scan of the directory (at first: the start), ISO 8601 UTC. */
+  at: string;
+  /** CLIENT_DAEMON_POLL_INTERVAL of that run (ms). */
+  pollMs: number;
+  /** Why the directory cannot be listed, while it cannot. */
+  listError?: string;
+}
+
+/**
+ * The running watcher has been failing to reach the server (and backing off) since
+ * `since`; removed at its next successful connection.
+ */
+export interface ServerTrouble {
+  runId: string;
+  /** The first failed attempt of this run of failures, ISO 8601 UTC. */
+  since: string;
+  /** Failed attempts in a row. */
+  failures: number;
+  lastError: string;
+  lastAttemptAt: string;
+  nextAttemptAt: string;
 }
 
 /**
@@ -198,15 +243,23 @@ function migrate(db: DatabaseSync): void {
     if (version === 0) {
       db.exec(FILES_TABLE("files"));
     } else if (version === 1) {
-      db.exec(FILES_TABLE("files_v3"));
-      db.exec(`INSERT INTO files_v3 (${V2_COLUMNS}) SELECT ${V2_COLUMNS} FROM files`);
+      db.exec(FILES_TABLE("files_v4"));
+      db.exec(`INSERT INTO files_v4 (${V2_COLUMNS}) SELECT ${V2_COLUMNS} FROM files`);
       db.exec("DROP TABLE files");
-      db.exec("ALTER TABLE files_v3 RENAME TO files");
+      db.exec("ALTER TABLE files_v4 RENAME TO files");
     } else {
-      db.exec(`ALTER TABLE files ADD COLUMN phase ${PHASE_COLUMN}`);
+      if (version === 2) db.exec(`ALTER TABLE files ADD COLUMN phase ${PHASE_COLUMN}`);
+      db.exec("ALTER TABLE files ADD COLUMN waiting_since TEXT");
     }
+    if (version < 3) {
+      db.exec(
+        "UPDATE files SET phase = 'queued' WHERE status = 'submitted' AND job_id IS NOT NULL",
+      );
+    }
+    // The best older files can tell; see waitingSince() for the same rule when reading.
     db.exec(
-      "UPDATE files SET phase = 'queued' WHERE status = 'submitted' AND job_id IS NOT NULL",
+      `UPDATE files SET waiting_since = CASE WHEN status = 'pending' THEN updated_at
+       ELSE first_seen END WHERE status != 'baseline'`,
     );
     db.exec(INDEXES);
     db.exec(OTHER_TABLES);
@@ -253,7 +306,22 @@ function toRecord(row: Row): FileRecord {
     attempts: Number(row.attempts),
     firstSeen: String(row.first_seen),
     updatedAt: String(row.updated_at),
+    waitingSince: waitingSince(row),
   };
+}
+
+/**
+ * The `waiting_since` column; in a file of schema 3 or older (read as it is by
+ * `--status` while an older watcher runs), the best it can tell: a pending row's
+ * `updated_at` changes only when it becomes pending, and otherwise the file has
+ * waited since it was first recorded.
+ */
+function waitingSince(row: Row): string | null {
+  if (row.waiting_since !== undefined && row.waiting_since !== null) {
+    return String(row.waiting_since);
+  }
+  if (row.status === "baseline") return null;
+  return String(row.status === "pending" ? row.updated_at : row.first_seen);
 }
 
 /** The state database. Every method is synchronous and commits before it returns. */
@@ -338,9 +406,10 @@ export class StateStore {
   addPending(file: NewFile, groupId: string): FileRecord {
     const stamp = this.#stamp();
     const { lastInsertRowid } = this.#db.prepare(
-      `INSERT INTO files (path, size, mtime_ms, ino, sha256, status, group_id, first_seen, updated_at)
-       VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)`,
-    ).run(file.path, file.size, file.mtimeMs, file.ino, file.sha256, groupId, stamp, stamp);
+      `INSERT INTO files (path, size, mtime_ms, ino, sha256, status, group_id, first_seen,
+         updated_at, waiting_since)
+       VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)`,
+    ).run(file.path, file.size, file.mtimeMs, file.ino, file.sha256, groupId, stamp, stamp, stamp);
     return this.#rows("SELECT * FROM files WHERE id = ?", lastInsertRowid)[0];
   }
 
@@ -373,6 +442,18 @@ export class StateStore {
   stopNote(): StopNote | undefined {
     const value = this.getMeta(STOPPED_KEY);
     return value === undefined ? undefined : JSON.parse(value) as StopNote;
+  }
+
+  /** The last heartbeat a watcher wrote, if any. */
+  heartbeat(): Heartbeat | undefined {
+    const value = this.getMeta(HEARTBEAT_KEY);
+    return value === undefined ? undefined : JSON.parse(value) as Heartbeat;
+  }
+
+  /** Since when a watcher has been failing to reach the server, if it has. */
+  serverTrouble(): ServerTrouble | undefined {
+    const value = this.getMeta(SERVER_TROUBLE_KEY);
+    return value === undefined ? undefined : JSON.parse(value) as ServerTrouble;
   }
 
   /** Replace the files the watcher waits on (one transaction). */
@@ -607,14 +688,16 @@ export class StateStore {
    * given, becomes their group (baseline files named together go as one job).
    */
   retry(ids: readonly number[], groupId?: string): number {
+    const stamp = this.#stamp();
     return this.#each(
       ids,
       `UPDATE files SET status = 'pending', job_id = NULL, run_id = NULL, phase = NULL,
        result_dir = NULL, group_id = COALESCE(?, group_id), reason = 'retry requested',
-       updated_at = ?
+       updated_at = ?, waiting_since = ?
        WHERE status != 'pending' AND id = ?`,
       groupId ?? null,
-      this.#stamp(),
+      stamp,
+      stamp,
     );
   }
 

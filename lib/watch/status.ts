@@ -7,13 +7,16 @@
  * uploading, queued, running, downloading) it shows what the first start did (how
  * many files it recorded as baseline), the files the running watcher waits on
  * ("being written, stable in N s"), and why the watcher stopped by itself (a key the
- * server refused).
+ * server refused). Its health (lib/watch/health.ts) comes first: whether a watcher
+ * runs, since when it cannot reach the server, and one `problem:` line per check that
+ * fails.
  *
  * @module
  */
 import { formatBytes } from "../client/progress.ts";
 import * as path from "node:path";
 import { UsageError } from "../errors.ts";
+import { formatDuration, type Health } from "./health.ts";
 import { denoProbe, type FileProbe } from "./probe.ts";
 import { sameStat } from "./scanner.ts";
 import {
@@ -42,6 +45,8 @@ export interface StatusReport {
   stopped?: StopNote;
   /** The time "stable in N s" counts from (default: now). */
   now?: Date;
+  /** The watcher's health, judged by {@link assessHealth}. */
+  health?: Health;
 }
 
 /** Whole seconds from `now` until `stableAt`, never negative. */
@@ -70,6 +75,56 @@ function countByStatus(files: readonly FileRecord[]): Record<FileStatus, number>
   return counts;
 }
 
+/** Seconds for JSON: whole seconds for ages, as given for limits (null: off). */
+function secondsOf(ms: number | null): number | null {
+  return ms === null ? null : ms / 1000;
+}
+
+/** The `health` object of `--status --json` (docs/WATCH.md §12). */
+function healthJson(health: Health) {
+  const { watcher, server, waiting, limits } = health;
+  return {
+    ok: health.ok,
+    exit_code: health.exitCode,
+    checked_at: health.checkedAt,
+    limits: {
+      max_waiting_s: secondsOf(limits.maxWaitingMs),
+      max_backoff_s: secondsOf(limits.maxBackoffMs),
+      not_scanning_s: secondsOf(limits.notScanningMs),
+    },
+    watcher: {
+      running: watcher.running,
+      pid: watcher.pid,
+      started_at: watcher.startedAt,
+      last_scan_at: watcher.lastScanAt,
+      list_error: watcher.listError,
+    },
+    server: server && {
+      unreachable_since: server.unreachableSince,
+      unreachable_s: Math.floor(server.unreachableMs / 1000),
+      failures: server.failures,
+      last_error: server.lastError,
+      last_attempt_at: server.lastAttemptAt,
+      next_attempt_at: server.nextAttemptAt,
+    },
+    waiting: {
+      count: waiting.count,
+      over_limit: waiting.overLimit,
+      oldest: waiting.oldest && {
+        path: waiting.oldest.path,
+        status: waiting.oldest.status,
+        since: waiting.oldest.since,
+        age_s: Math.floor(waiting.oldest.ageMs / 1000),
+      },
+    },
+    problems: health.problems.map((problem) => ({
+      check: problem.check,
+      exit_code: problem.exitCode,
+      message: problem.message,
+    })),
+  };
+}
+
 /** The `--status --json` document. */
 export function statusJson(report: StatusReport): string {
   return JSON.stringify(
@@ -78,6 +133,7 @@ export function statusJson(report: StatusReport): string {
       state_file_exists: report.stateFileExists,
       watcher_running: report.watcherRunning,
       watcher_stopped: report.stopped ?? null,
+      health: report.health ? healthJson(report.health) : null,
       first_start: report.firstStart ?? null,
       counts: countByStatus(report.files),
       being_written: (report.writing ?? []).map((file) => ({
@@ -102,6 +158,7 @@ export function statusJson(report: StatusReport): string {
         attempts: file.attempts,
         first_seen: file.firstSeen,
         updated_at: file.updatedAt,
+        waiting_since: file.waitingSince,
       })),
     },
     null,
@@ -125,6 +182,39 @@ function note(file: FileRecord): string {
   return file.reason ?? "";
 }
 
+/** ` (pid 1234, started …; last scan …)` after `running`, or when the last one started. */
+function watcherDetail(report: StatusReport): string {
+  const watcher = report.health?.watcher;
+  if (!watcher?.startedAt) return "";
+  if (!watcher.running) {
+    return report.stopped ? "" : ` (last started ${shortTime(watcher.startedAt)} UTC)`;
+  }
+  const scan = watcher.lastScanAt ? `; last scan ${shortTime(watcher.lastScanAt)} UTC` : "";
+  return ` (pid ${watcher.pid ?? "?"}, started ${shortTime(watcher.startedAt)} UTC${scan})`;
+}
+
+/** The `server:`, `health:` and `problem:` lines. */
+function healthLines(health: Health): string[] {
+  const lines: string[] = [];
+  if (health.watcher.listError) {
+    lines.push(`directory:  cannot be listed: ${health.watcher.listError}`);
+  }
+  if (health.server) {
+    const { server } = health;
+    lines.push(
+      `server:     not reached since ${shortTime(server.unreachableSince)} UTC (${
+        formatDuration(server.unreachableMs)
+      }, ${server.failures} failed attempt(s)): ${server.lastError}; next attempt ${
+        shortTime(server.nextAttemptAt)
+      } UTC`,
+    );
+  }
+  const n = health.problems.length;
+  lines.push(`health:     ${n === 0 ? "ok" : `${n} problem(s), exit ${health.exitCode}`}`);
+  for (const problem of health.problems) lines.push(`problem:    ${problem.message}`);
+  return lines;
+}
+
 /** The `--status` table, ending with a summary line. */
 export function statusText(report: StatusReport): string {
   const now = report.now ?? new Date();
@@ -137,8 +227,9 @@ export function statusText(report: StatusReport): string {
   }
   const lines = [
     `state file: ${report.stateFile}${report.stateFileExists ? "" : " (not created yet)"}`,
-    `watcher:    ${watcher}`,
+    `watcher:    ${watcher}${watcherDetail(report)}`,
   ];
+  if (report.health) lines.push(...healthLines(report.health));
   if (counts.baseline > 0) {
     // Months of old scans would drown the table: counted here, listed by --json.
     const when = report.firstStart ? ` (${shortTime(report.firstStart.at)} UTC)` : "";

@@ -59,8 +59,9 @@ Deno.test("watch refuses a second watcher on the same state file", async () => {
     /another recon-client watch is running with state file .*recon-watch\.sqlite/,
   );
   const status = await site.client(["--status"]);
-  assert.equal(status.code, 0);
-  assert.match(status.stdout, /^watcher: +running$/m);
+  assert.equal(status.code, 0, status.stdout);
+  assert.match(status.stdout, /^watcher: +running \(pid \d+, started .* UTC; last scan .* UTC\)$/m);
+  assert.match(status.stdout, /^health: +ok$/m);
   assert.match(first.stderr, /watching /);
 });
 
@@ -78,16 +79,43 @@ Deno.test("watch flags: unknown flags, --status with --retry, --json alone, bad 
   );
   await watchFails(site, ["--status", "--since", "1d"], /go with starting the watcher/);
   await watchFails(site, ["--since", "last tuesday"], /--since "last tuesday" is not a date/);
+  await watchFails(site, ["--exit-zero"], /--exit-zero goes with --status/);
+  await watchFails(
+    site,
+    ["--max-waiting", "1h", "--prometheus"],
+    /--prometheus and --max-waiting go with --status/,
+  );
+  await watchFails(site, ["--status", "--json", "--prometheus"], /either --json or --prometheus/);
+  for (const bad of ["1w", "-5m", "", "1h30m", "2e3", "10 m", "400d", "Infinity"]) {
+    const result = await watchFails(
+      site,
+      ["--status", `--max-waiting=${bad}`],
+      /--max-waiting ".*" is not a duration of up to a year/,
+    );
+    assert.match(result.stderr, /^hint: for example --max-waiting 30m, 2h, 1d or 600/m);
+  }
+  await watchFails(site, ["--status", "--max-backoff", "soon"], /--max-backoff "soon"/);
 });
 
-Deno.test("watch --status before any run says the state file does not exist yet", async () => {
+Deno.test("watch --status before any run says the state file does not exist yet, and exits 10: no watcher runs", async () => {
   await using site = await WatchSite.create();
   const text = await site.client(["--status"]);
-  assert.equal(text.code, 0, text.stderr);
+  assert.equal(text.code, 10, text.stderr);
   assert.match(text.stdout, /recon-watch\.sqlite \(not created yet\)/);
-  const json = JSON.parse((await site.client(["--status", "--json"])).stdout);
+  assert.match(
+    text.stdout,
+    /^problem: +no watcher is running, and none has run with this state file yet$/m,
+  );
+  const result = await site.client(["--status", "--json"]);
+  assert.equal(result.code, 10);
+  const json = JSON.parse(result.stdout);
   assert.equal(json.state_file_exists, false);
   assert.deepEqual(json.files, []);
+  assert.equal(json.health.exit_code, 10);
+  assert.deepEqual(json.health.problems.map((p: { check: string }) => p.check), ["not_running"]);
+  const old = await site.client(["--status", "--json", "--exit-zero"]);
+  assert.equal(old.code, 0, "--exit-zero: the exit code before the health check");
+  assert.equal(JSON.parse(old.stdout).health.exit_code, 10);
   await Deno.stat(site.optsPath);
   await assert.rejects(Deno.stat(path.join(site.dir, "recon-watch.sqlite")));
   await watchFails(site, ["--retry", "x.7"], /no state file at .*recon-watch\.sqlite/);
@@ -101,6 +129,11 @@ Deno.test("watch --help describes the command and exits 0", async () => {
   assert.match(result.stdout, /--retry FILE\|JOB_ID/);
   assert.match(result.stdout, /--submit-existing/);
   assert.match(result.stdout, /--since TIME/);
+  for (const code of [10, 11, 12, 13]) assert.match(result.stdout, new RegExp(`^ +${code} `, "m"));
+  assert.match(result.stdout, /--max-waiting DURATION .*\(default\s+60 min\)/s);
+  assert.match(result.stdout, /--max-backoff DURATION .*\(default\s+15 min\)/s);
+  assert.match(result.stdout, /--exit-zero +exit 0 whatever the health/);
+  assert.match(result.stdout, /--prometheus/);
   assert.match(
     result.stdout,
     /first start .* records the files already in the directory as\s+"baseline"/,

@@ -3,7 +3,8 @@
  * machine) and short delays: what gets recorded as a finished scan, and how it copes
  * with a file that cannot be read, vanishes, shrinks, or changes before it is sent;
  * what the first start does with the files already there; the files being written as
- * `--status` sees them; and the stop when the server refuses our key.
+ * `--status` sees them; the stop when the server refuses our key; and the notes for
+ * `--status`'s health check (the heartbeat, since when the server cannot be reached).
  * The real-server behaviour is in e2e_watch_test.ts. "Nothing more happens" is checked
  * after a number of further scans (the loop's `onScanned` hook), never after a sleep.
  */
@@ -18,7 +19,7 @@ import {
   WATCHING_WRITE_MS,
 } from "../../lib/watch/daemon.ts";
 import { denoProbe, type FileProbe } from "../../lib/watch/probe.ts";
-import { StateStore } from "../../lib/watch/state.ts";
+import { SERVER_TROUBLE_KEY, StateStore } from "../../lib/watch/state.ts";
 import { waitFor } from "../support/e2e.ts";
 
 interface Harness {
@@ -492,5 +493,65 @@ Deno.test("daemon: a wrong key is found by the check at start, before any file i
       connect: () => Promise.reject(new ConnectionError("cannot connect: connection refused")),
     });
     assert.equal(store.stopNote(), undefined);
+  });
+});
+
+Deno.test("daemon: notes since when the server cannot be reached for --status, and drops the note at stop and at the next start", async () => {
+  await startDaemon({}, async ({ watchDir, store, stop, restart }) => {
+    await Deno.writeTextFile(path.join(watchDir, "P1.7"), "scan");
+    const first = await waitFor("two failed attempts", () => {
+      const note = store.serverTrouble();
+      return note && note.failures >= 2 ? note : undefined;
+    });
+    assert.equal(first.runId, "test-run");
+    assert.match(first.lastError, /cannot connect to test:1: connection refused/);
+    assert.ok(first.since < first.lastAttemptAt, JSON.stringify(first));
+    assert.ok(first.lastAttemptAt < first.nextAttemptAt, JSON.stringify(first));
+    const later = await waitFor("a third failed attempt", () => {
+      const note = store.serverTrouble();
+      return note && note.failures >= 3 ? note : undefined;
+    });
+    assert.equal(later.since, first.since, "since the first failure of the run of failures");
+
+    await stop();
+    assert.equal(store.serverTrouble(), undefined);
+    assert.equal(store.heartbeat(), undefined);
+    // A note a crashed watcher left must not make the next run look stuck for longer.
+    store.setMeta(SERVER_TROUBLE_KEY, JSON.stringify({ ...later, since: "2000-01-01T00:00:00Z" }));
+    await restart({ runId: "second-run" });
+    const again = await waitFor("a failed attempt of the new run", () => store.serverTrouble());
+    assert.equal(again.runId, "second-run");
+    assert.ok(again.since > first.since, JSON.stringify(again));
+  });
+});
+
+Deno.test("daemon: the heartbeat says when the directory was last scanned, and why it cannot be listed while it cannot", async () => {
+  let broken = false;
+  const probe: FileProbe = {
+    ...denoProbe,
+    list: (dir) =>
+      broken
+        ? Promise.reject(new Deno.errors.NotFound("No such file or directory (os error 2)"))
+        : denoProbe.list(dir),
+  };
+  await startDaemon({ probe }, async ({ store, scans }) => {
+    const beat = store.heartbeat();
+    assert.equal(beat?.runId, "test-run");
+    assert.equal(beat?.pollMs, 100);
+    assert.equal(beat?.listError, undefined);
+    broken = true;
+    const failing = await waitFor("the listing error in the heartbeat", () => {
+      const note = store.heartbeat();
+      return note?.listError ? note : undefined;
+    });
+    assert.equal(failing.listError, "no such file or directory");
+    await scans(3);
+    assert.equal(store.heartbeat()?.at, failing.at, "no complete scan meanwhile");
+    broken = false;
+    const listed = await waitFor("the heartbeat without the error", () => {
+      const note = store.heartbeat();
+      return note && note.listError === undefined ? note : undefined;
+    });
+    assert.ok(listed.at > failing.at, "a complete scan again");
   });
 });

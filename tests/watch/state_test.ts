@@ -1,7 +1,8 @@
 /**
  * The watch mode's state file (SQLite) and its lock: statuses move only the ways the
  * exactly-once rules allow, a submitted job's phase follows it, everything survives
- * reopening, older schemas are moved forward keeping every row, a foreign or newer
+ * reopening, older schemas are moved forward keeping every row (and an upload under
+ * way stays one), each waiting file knows since when it waits, a foreign or newer
  * file is refused with a clear message, and one watcher holds the lock at a time.
  */
 import assert from "node:assert/strict";
@@ -10,8 +11,10 @@ import { ConfigError } from "../../lib/errors.ts";
 import { lockPathFor, WatcherLock, watcherRunning } from "../../lib/watch/lock.ts";
 import {
   FIRST_START_KEY,
+  HEARTBEAT_KEY,
   JOB_PHASES,
   type NewFile,
+  SERVER_TROUBLE_KEY,
   STATE_SCHEMA_VERSION,
   StateStore,
 } from "../../lib/watch/state.ts";
@@ -608,7 +611,7 @@ function writeVersion2(statePath: string): void {
   db.close();
 }
 
-Deno.test("StateStore moves a version 2 state file to version 3: every row kept, a submitted job is queued (followed, not sent again)", async () => {
+Deno.test("StateStore moves a version 2 state file to the current schema: every row kept, a submitted job is queued (followed, not sent again)", async () => {
   await withDir((dir) => {
     const statePath = path.join(dir, "v2.sqlite");
     writeVersion2(statePath);
@@ -638,6 +641,16 @@ Deno.test("StateStore moves a version 2 state file to version 3: every row kept,
       ]);
       assert.equal(store.firstStart()?.mode, "baseline", "the first start stays done");
       assert.deepEqual(store.pendingGroups().map((g) => g.groupId), ["g3"]);
+      assert.deepEqual(
+        store.list().map((r) => r.waitingSince),
+        [
+          "2026-11-21T00:00:00.000Z",
+          "2026-11-21T00:00:00.000Z",
+          "2026-11-21T00:00:01.000Z",
+          null,
+        ],
+        "waiting since: a pending row's updated_at, else first_seen; none for baseline",
+      );
     } finally {
       store.close();
     }
@@ -646,7 +659,7 @@ Deno.test("StateStore moves a version 2 state file to version 3: every row kept,
       const { user_version: version } = db.prepare("PRAGMA user_version").get() as {
         user_version: number;
       };
-      assert.equal(version, 3);
+      assert.equal(version, STATE_SCHEMA_VERSION);
       assert.throws(
         () => db.exec("UPDATE files SET phase = 'lost' WHERE id = 1"),
         /CHECK constraint failed/,
@@ -677,6 +690,129 @@ Deno.test("StateStore: two processes opening a version 2 file at once migrate it
     } finally {
       first.close();
       second.close();
+    }
+  });
+});
+
+/** A state file as a schema 3 watcher left it: an upload under way, a pending file. */
+function writeVersion3(statePath: string): void {
+  writeVersion2(statePath);
+  const db = new DatabaseSync(statePath);
+  db.exec(`
+    ALTER TABLE files ADD COLUMN phase TEXT
+      CHECK (phase IS NULL OR phase IN ('uploading', 'queued', 'running', 'downloading'));
+    UPDATE files SET phase = 'uploading', first_seen = '2026-11-20T00:00:00.000Z'
+      WHERE status = 'submitted';
+    PRAGMA user_version = 3;
+  `);
+  db.close();
+}
+
+Deno.test("StateStore moves a version 3 state file to version 4: an upload stays uploading, and each waiting file gets the time it waits since", async () => {
+  await withDir((dir) => {
+    const statePath = path.join(dir, "v3.sqlite");
+    writeVersion3(statePath);
+    const readOnly = StateStore.open(statePath, { readOnly: true });
+    try {
+      assert.deepEqual(
+        readOnly.list().map((r) => [r.status, r.phase, r.waitingSince]),
+        [
+          ["done", null, "2026-11-21T00:00:00.000Z"],
+          ["submitted", "uploading", "2026-11-20T00:00:00.000Z"],
+          ["pending", null, "2026-11-21T00:00:01.000Z"],
+          ["baseline", null, null],
+        ],
+        "--status reads a version 3 file as it is, with the same rule as the migration",
+      );
+    } finally {
+      readOnly.close();
+    }
+    const store = StateStore.open(statePath);
+    try {
+      assert.deepEqual(
+        store.list().map((r) => [r.status, r.phase, r.waitingSince]),
+        [
+          ["done", null, "2026-11-21T00:00:00.000Z"],
+          ["submitted", "uploading", "2026-11-20T00:00:00.000Z"],
+          ["pending", null, "2026-11-21T00:00:01.000Z"],
+          ["baseline", null, null],
+        ],
+        "not made queued as a version 2 file's submitted rows are",
+      );
+      assert.deepEqual(store.submittedJobs().map((job) => job.phase), ["uploading"]);
+    } finally {
+      store.close();
+    }
+    const db = new DatabaseSync(statePath);
+    try {
+      const { user_version: version } = db.prepare("PRAGMA user_version").get() as {
+        user_version: number;
+      };
+      assert.equal(version, 4);
+    } finally {
+      db.close();
+    }
+  });
+});
+
+Deno.test("StateStore: a file waits from when it is recorded or retried, through its upload, and not from when the server lost the upload", async () => {
+  await withDir((dir) => {
+    let clock = Date.parse("2026-11-23T10:00:00.000Z");
+    const store = StateStore.open(path.join(dir, "s.sqlite"), { now: () => new Date(clock) });
+    try {
+      const row = store.addPending(
+        { path: "/scans/P1.7", size: 1, mtimeMs: 1, ino: 1, sha256: "ab".repeat(32) },
+        "g1",
+      );
+      assert.equal(row.waitingSince, "2026-11-23T10:00:00.000Z");
+      clock += 60_000;
+      store.notePending([row.id], "waiting for the server: connection refused");
+      store.countAttempt([row.id]);
+      store.markSubmitted([row.id], "job-1", "run");
+      store.noteSubmitted([row.id], "job-1", "connection lost");
+      assert.equal(store.byIds([row.id])[0].waitingSince, "2026-11-23T10:00:00.000Z");
+      clock += 60_000;
+      store.markPendingAgain([row.id], "job-1", "the server no longer has the upload");
+      assert.equal(store.byIds([row.id])[0].waitingSince, "2026-11-23T10:00:00.000Z");
+      store.markSubmitted([row.id], "job-2", "run");
+      store.markFailed([row.id], "the script exited with code 3", "job-2");
+      clock += 60_000;
+      store.retry([row.id]);
+      assert.equal(store.byIds([row.id])[0].waitingSince, "2026-11-23T10:03:00.000Z");
+      store.addBaseline([{ path: "/scans/old.7", size: 1, mtimeMs: 1, ino: 2 }], {
+        at: "2026-11-23T10:03:00.000Z",
+        mode: "baseline",
+        baseline: 1,
+        sent: 0,
+      });
+      assert.equal(store.latest("/scans/old.7")?.waitingSince, null);
+    } finally {
+      store.close();
+    }
+  });
+});
+
+Deno.test("StateStore keeps the heartbeat and the server trouble note in its meta table", async () => {
+  await withDir((dir) => {
+    const store = StateStore.open(path.join(dir, "s.sqlite"));
+    try {
+      assert.equal(store.heartbeat(), undefined);
+      assert.equal(store.serverTrouble(), undefined);
+      const beat = { runId: "r", at: "2026-11-23T10:00:00.000Z", pollMs: 10_000 };
+      store.setMeta(HEARTBEAT_KEY, JSON.stringify(beat));
+      const trouble = {
+        runId: "r",
+        since: "2026-11-23T10:00:00.000Z",
+        failures: 3,
+        lastError: "connection refused",
+        lastAttemptAt: "2026-11-23T10:00:07.000Z",
+        nextAttemptAt: "2026-11-23T10:00:15.000Z",
+      };
+      store.setMeta(SERVER_TROUBLE_KEY, JSON.stringify(trouble));
+      assert.deepEqual(store.heartbeat(), beat);
+      assert.deepEqual(store.serverTrouble(), trouble);
+    } finally {
+      store.close();
     }
   });
 });

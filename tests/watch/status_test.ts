@@ -229,7 +229,9 @@ Deno.test("statusJson() gives every field with snake_case names and counts", asy
       "size",
       "status",
       "updated_at",
+      "waiting_since",
     ]);
+    assert.equal(document.health, null, "no health judged for this report");
     assert.equal(document.files[0].mtime, new Date(1_700_000_000_000).toISOString());
     return Promise.resolve();
   });
@@ -284,6 +286,7 @@ Deno.test("statusText() counts baseline files instead of listing them, and shows
     attempts: 0,
     firstSeen: FIRST_START.at,
     updatedAt: FIRST_START.at,
+    waitingSince: null,
   }));
   const text = statusText({
     ...report(baseline),
