@@ -318,11 +318,12 @@ async function startMonitorOrStop(
     return startMonitor({ server, config, settings, log: logger });
   } catch (error) {
     const cause = error instanceof Error ? error.cause ?? error : error;
-    logger.error(
-      cause instanceof Deno.errors.AddrInUse
-        ? `cannot serve HTTP_LISTEN ${config.HTTP_LISTEN}: the address is already in use (another recon-server or exporter?)`
-        : `cannot serve HTTP_LISTEN ${config.HTTP_LISTEN}: ${errorMessage(error)}`,
-    );
+    const reason = cause instanceof Deno.errors.AddrInUse
+      ? "the address is already in use (another recon-server or exporter?)"
+      : cause instanceof Deno.errors.AddrNotAvailable
+      ? `${settings.hostname} is not an address of this host: use one of its addresses, 127.0.0.1 or 0.0.0.0`
+      : errorMessage(cause).replace(/\s+/g, " ");
+    logger.error(`cannot serve HTTP_LISTEN ${config.HTTP_LISTEN}: ${reason}`);
     await server.shutdown("HTTP_LISTEN could not be served");
     return null;
   }

@@ -97,6 +97,8 @@ Deno.test("/healthz: ok, then 503 naming the disk when DISK_FREE_MARGIN is cross
       `^disk: .* free under RECON_FILEPATH ${server.reconFilePath}, less than DISK_FREE_MARGIN 900 TiB: new jobs are refused$`,
     ),
   );
+  // A box that starts unhealthy says so in its log at once.
+  await server.waitForLog(/WARN .*health: disk: .* less than DISK_FREE_MARGIN 900 TiB/, 5000);
   const page = await get(`${server.httpUrl}/`);
   assert.equal(page.status, 200);
   assert.ok(page.body.includes("DISK_FREE_MARGIN 900 TiB"), "the page shows the problem");
@@ -217,12 +219,16 @@ Deno.test("HTTPS with HTTP_TLS_CERT and HTTP_TLS_KEY", async () => {
     );
     assert.equal(health.status, 200);
     assert.equal(health.body, "ok\n");
-    // Plain HTTP to the HTTPS port gets nothing useful.
+    // Plain HTTP to the HTTPS port gets nothing useful, and the log says why.
     const plain = await raw(
       server.httpUrl.replace("https", "http"),
       "GET /healthz HTTP/1.1\r\n\r\n",
     );
     assert.ok(!plain.includes("ok\n"), plain);
+    await server.waitForLog(
+      /TLS handshake failed: .*a plain http:\/\/ client on this https endpoint/,
+      5000,
+    );
   } finally {
     client.close();
   }
@@ -251,7 +257,7 @@ Deno.test("the start is refused in one line: no token off loopback; HTTP_LISTEN 
   assert.equal(open.code, 2, open.stderr);
   assert.match(
     open.stderr,
-    /HTTP_LISTEN 0\.0\.0\.0:0 is reachable from other hosts but HTTP_TOKEN is not set/,
+    /HTTP_LISTEN 0\.0\.0\.0:0 is not a loopback address .* but HTTP_TOKEN is not set/,
   );
   assert.equal(open.stderr.trim().split("\n").filter((line) => /error/.test(line)).length, 1);
 

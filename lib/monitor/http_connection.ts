@@ -67,9 +67,14 @@ export class Connection {
   /** A read that outlived its deadline, reused by the next read so no bytes are lost. */
   #pending?: Promise<Uint8Array | null>;
 
+  /** Why the TLS layer failed (a failed handshake), for the log. */
+  tlsError?: Error;
+
   /** `tls` set: the client speaks TLS on `conn`; `signal`: the server is closing. */
   constructor(conn: Deno.Conn, tls: SecureContext | undefined, signal: AbortSignal) {
-    this.#transport = tls ? tlsTransport(conn, tls) : tcpTransport(conn);
+    this.#transport = tls
+      ? tlsTransport(conn, tls, (error) => this.tlsError ??= error)
+      : tcpTransport(conn);
     this.#signal = signal;
   }
 
@@ -147,7 +152,11 @@ function tcpTransport(conn: Deno.Conn): Transport {
   };
 }
 
-function tlsTransport(conn: Deno.Conn, context: SecureContext): Transport {
+function tlsTransport(
+  conn: Deno.Conn,
+  context: SecureContext,
+  onError: (error: Error) => void,
+): Transport {
   const tcp = tcpTransport(conn);
   const duplex = new Duplex({
     read() {
@@ -165,7 +174,8 @@ function tlsTransport(conn: Deno.Conn, context: SecureContext): Transport {
     },
   });
   const socket = new TLSSocket(duplex, { isServer: true, secureContext: context });
-  socket.on("error", () => {/* a failed handshake: the next read or write fails */});
+  // A failed handshake: noted for the log; the next read or write fails.
+  socket.on("error", onError);
   const chunks = socket[Symbol.asyncIterator]();
   return {
     read: async () => {

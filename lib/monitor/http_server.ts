@@ -205,7 +205,18 @@ class MonitorHttpServer implements HttpServer {
     const reply = refused
       ? this.#refused(remote, { response: plain(503, busy, { "Retry-After": "1" }) })
       : await this.#handle(connection, remote);
-    if (!reply || this.#stopping.signal.aborted) return await connection.close();
+    if (!reply || this.#stopping.signal.aborted) {
+      if (connection.tlsError && !this.#stopping.signal.aborted) {
+        this.#note(
+          "warn",
+          "tls",
+          remote,
+          `TLS handshake failed: ${errorMessage(connection.tlsError)} ` +
+            "(a plain http:// client on this https endpoint, or one that does not trust HTTP_TLS_CERT?)",
+        );
+      }
+      return await connection.close();
+    }
     let bytes: Uint8Array;
     try {
       bytes = encodeResponse(reply.response, !reply.head);

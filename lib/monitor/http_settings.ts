@@ -20,6 +20,8 @@ export interface HttpSettings {
   token?: string;
   /** PEM text of HTTP_TLS_CERT and HTTP_TLS_KEY. */
   tls?: { cert: string; key: string };
+  /** Worth a warning in the log, not worth refusing the start. */
+  warnings: string[];
 }
 
 /** `HOST:PORT` or `[V6]:PORT` → its parts; undefined when it is neither. */
@@ -55,11 +57,23 @@ export async function httpSettings(config: ReconConfig): Promise<HttpSettings | 
     }
     return undefined;
   }
+  const port = /:(\d+)$/.exec(listen)?.[1];
+  if (port !== undefined && Number(port) > 65535) {
+    throw new ConfigError(`HTTP_LISTEN ${listen}: port ${port} is out of range (1 to 65535)`, {
+      hint: "pick a free port, e.g. 9187",
+    });
+  }
   const address = parseListen(listen);
   if (!address) {
     throw new ConfigError(`HTTP_LISTEN ${JSON.stringify(listen)} is not HOST:PORT`, {
       hint: "write it as 127.0.0.1:9187, [::1]:9187 or 0.0.0.0:9187",
     });
+  }
+  if (address.port !== 0 && address.port === config.SERVER_PORT) {
+    throw new ConfigError(
+      `HTTP_LISTEN ${listen} uses SERVER_PORT ${config.SERVER_PORT}, the port of the encrypted service`,
+      { hint: "give the monitoring endpoint a port of its own, e.g. 9187" },
+    );
   }
   if (token !== "" && token.length < MIN_TOKEN_LENGTH) {
     throw new ConfigError(
@@ -74,7 +88,7 @@ export async function httpSettings(config: ReconConfig): Promise<HttpSettings | 
   }
   if (token === "" && !isLoopback(address.hostname)) {
     throw new ConfigError(
-      `HTTP_LISTEN ${listen} is reachable from other hosts but HTTP_TOKEN is not set`,
+      `HTTP_LISTEN ${listen} is not a loopback address (127.0.0.1, ::1, localhost), so other hosts may reach it, but HTTP_TOKEN is not set`,
       {
         hint: "set HTTP_TOKEN (e.g. the output of 'recon-server keygen') and give it to the " +
           "scraper, or listen on 127.0.0.1",
@@ -90,7 +104,7 @@ export async function httpSettings(config: ReconConfig): Promise<HttpSettings | 
       },
     );
   }
-  const settings: HttpSettings = { ...address };
+  const settings: HttpSettings = { ...address, warnings: [] };
   if (token !== "") settings.token = token;
   if (certFile !== "") {
     const cert = await readPem("HTTP_TLS_CERT", certFile);
@@ -106,15 +120,20 @@ export async function httpSettings(config: ReconConfig): Promise<HttpSettings | 
       );
     }
     settings.tls = { cert, key };
+    const warning = await keyFileWarning(keyFile);
+    if (warning) settings.warnings.push(warning);
   }
   return settings;
 }
 
-async function readPem(option: string, file: string): Promise<string> {
+async function readPem(option: "HTTP_TLS_CERT" | "HTTP_TLS_KEY", file: string): Promise<string> {
   let text: string;
   try {
     text = await Deno.readTextFile(file);
   } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new ConfigError(`${option} ${file} does not exist`, { hint: `fix ${option}` });
+    }
     throw new ConfigError(`cannot read ${option} ${file}: ${errorMessage(error)}`, {
       hint: `make ${file} readable by the user recon-server runs as, or fix ${option}`,
     });
@@ -124,5 +143,30 @@ async function readPem(option: string, file: string): Promise<string> {
       hint: "give the certificate and key in PEM form (openssl x509/pkey -outform PEM)",
     });
   }
+  const holdsKey = /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text);
+  const holdsCertificate = text.includes("-----BEGIN CERTIFICATE-----");
+  if (option === "HTTP_TLS_CERT" ? !holdsCertificate && holdsKey : !holdsKey && holdsCertificate) {
+    const holds = option === "HTTP_TLS_CERT" ? "a private key" : "a certificate";
+    throw new ConfigError(
+      `${option} ${file} holds ${holds}, not ${
+        option === "HTTP_TLS_CERT" ? "a certificate" : "a private key"
+      }`,
+      {
+        hint: "are HTTP_TLS_CERT and HTTP_TLS_KEY swapped?",
+      },
+    );
+  }
   return text;
+}
+
+/**
+ * A warning when HTTP_TLS_KEY can be read by users other than its owner and group
+ * (the same rule as recon.opts); undefined when it cannot be told or is fine.
+ */
+export async function keyFileWarning(file: string): Promise<string | undefined> {
+  const mode = await Deno.stat(file).then((info) => info.mode, () => null);
+  if (mode === null || (mode & 0o004) === 0) return undefined;
+  return `HTTP_TLS_KEY ${file} can be read by every user (mode ${
+    (mode & 0o777).toString(8).padStart(4, "0")
+  }); run chmod 600 ${file}, or chmod 640 with the group of the user recon runs as`;
 }

@@ -64,6 +64,12 @@ export function startMonitor(options: MonitorOptions): HttpServer {
     `http: serving /metrics, /healthz and the status page on ${http.url}` +
       (settings.token ? " (HTTP_TOKEN required)" : ""),
   );
+  for (const warning of settings.warnings) log.warn(warning);
+  // What /healthz would say now, so that a box that starts unhealthy says so at once.
+  healthProblems(sources).then(
+    (problems) => problems.forEach((problem) => log.warn(`health: ${problem}`)),
+    () => {},
+  );
   return http;
 }
 

@@ -305,7 +305,10 @@ function finishedJob(store: JobStore, record: JobRecord, hidden: string[]): Fini
   }
   if (record.resultCount !== undefined) job.resultCount = record.resultCount;
   if (record.resultBytes !== undefined) job.resultBytes = record.resultBytes;
-  if (record.reason) {
+  if (record.cancelledBy) {
+    // A cancel reason is whatever the person typed, which may name a patient: only who.
+    job.reason = `cancelled by ${record.cancelledBy.replace(/ at \S+$/, "")}`;
+  } else if (record.reason) {
     const names = [
       record.primaryFile,
       ...store.inputs(record.id).flatMap((input) => [input.name, input.originalPath ?? ""]),

@@ -60,6 +60,7 @@ Deno.test("loopback without a token is served; with one the token is kept", asyn
   assert.deepEqual(await httpSettings(config({ HTTP_LISTEN: "127.0.0.1:9187" })), {
     hostname: "127.0.0.1",
     port: 9187,
+    warnings: [],
   });
   const settings = await httpSettings(config({ HTTP_LISTEN: "[::1]:0", HTTP_TOKEN: TOKEN }));
   assert.equal(settings?.token, TOKEN);
@@ -67,7 +68,10 @@ Deno.test("loopback without a token is served; with one the token is kept", asyn
 
 Deno.test("an address other hosts can reach needs HTTP_TOKEN", async () => {
   const error = await refusal({ HTTP_LISTEN: "0.0.0.0:9187" });
-  assert.match(error.message, /reachable from other hosts but HTTP_TOKEN is not set/);
+  assert.match(
+    error.message,
+    /is not a loopback address \(127\.0\.0\.1, ::1, localhost\), so other hosts may reach it, but HTTP_TOKEN is not set/,
+  );
   assert.match(error.hint ?? "", /keygen/);
   const settings = await httpSettings(config({ HTTP_LISTEN: "0.0.0.0:9187", HTTP_TOKEN: TOKEN }));
   assert.equal(settings?.hostname, "0.0.0.0");
@@ -81,6 +85,14 @@ Deno.test("a short token, a malformed address and half a TLS pair are refused", 
   assert.match(
     (await refusal({ HTTP_LISTEN: "127.0.0.1:1", HTTP_TOKEN: `${TOKEN} ${TOKEN}` })).message,
     /HTTP_TOKEN may hold only visible ASCII characters, no spaces/,
+  );
+  assert.match(
+    (await refusal({ HTTP_LISTEN: "127.0.0.1:70000" })).message,
+    /HTTP_LISTEN 127\.0\.0\.1:70000: port 70000 is out of range \(1 to 65535\)/,
+  );
+  assert.match(
+    (await refusal({ HTTP_LISTEN: "127.0.0.1:60000", SERVER_PORT: 60000 })).message,
+    /HTTP_LISTEN 127\.0\.0\.1:60000 uses SERVER_PORT 60000, the port of the encrypted service/,
   );
   assert.match(
     (await refusal({ HTTP_LISTEN: "9187" })).message,
@@ -109,7 +121,7 @@ Deno.test("TLS files are read as PEM; unreadable or not PEM names the file", asy
     );
     assert.match(
       (await refusal({ ...base, HTTP_TLS_KEY: path.join(dir, "missing.pem") })).message,
-      /cannot read HTTP_TLS_KEY .*missing\.pem/,
+      /HTTP_TLS_KEY .*missing\.pem does not exist/,
     );
     await Deno.writeTextFile(key, "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n");
     assert.match(
@@ -145,7 +157,24 @@ Deno.test("TLS files are read as PEM; unreadable or not PEM names the file", asy
       (await refusal({ ...base, HTTP_TLS_KEY: other })).message,
       /the TLS key does not belong to the TLS certificate/,
     );
+    const swapped = await refusal({ ...base, HTTP_TLS_CERT: key, HTTP_TLS_KEY: cert });
+    assert.match(
+      swapped.message,
+      /HTTP_TLS_CERT .*key\.pem holds a private key, not a certificate/,
+    );
+    assert.match(swapped.hint ?? "", /swapped/);
+    assert.equal(
+      (await refusal({ ...base, HTTP_TLS_KEY: path.join(dir, "nothing.pem") })).message,
+      `HTTP_TLS_KEY ${path.join(dir, "nothing.pem")} does not exist`,
+    );
+    await Deno.chmod(key, 0o600);
     const settings = await httpSettings(config({ ...base, HTTP_TLS_KEY: key }));
+    assert.deepEqual(settings?.warnings, []);
+    await Deno.chmod(key, 0o644);
+    const open = await httpSettings(config({ ...base, HTTP_TLS_KEY: key }));
+    assert.deepEqual(open?.warnings, [
+      `HTTP_TLS_KEY ${key} can be read by every user (mode 0644); run chmod 600 ${key}, or chmod 640 with the group of the user recon runs as`,
+    ]);
     assert.match(settings?.tls?.cert ?? "", /BEGIN CERTIFICATE/);
     assert.match(settings?.tls?.key ?? "", /BEGIN PRIVATE KEY/);
   } finally {
