@@ -26,6 +26,7 @@ import {
   type ReconConfig,
 } from "./schema.ts";
 import { OptionValueError, parseOptionValue, quoteFromOpts } from "./values.ts";
+import { DESTINATION_KEY, DestinationError, parseDestination } from "./destination.ts";
 
 /**
  * A `KEY = VALUE` line whose KEY neither program reads and that is not a legacy
@@ -77,7 +78,10 @@ export function describeUnknownOption(unknown: UnknownOption): string {
 function findUnknownOptions(document: OptsDocument): UnknownOption[] {
   const unknown = new Map<string, UnknownOption>();
   for (const line of document.lines) {
-    if (line.kind !== "option" || isOptionName(line.key) || LEGACY_OPTION_NAMES.has(line.key)) {
+    if (
+      line.kind !== "option" || isOptionName(line.key) || LEGACY_OPTION_NAMES.has(line.key) ||
+      DESTINATION_KEY.test(line.key)
+    ) {
       continue;
     }
     if (!unknown.has(line.key)) {
@@ -129,6 +133,10 @@ export function configFromDocument(
   for (const line of document.lines) {
     if (line.kind !== "positional" && line.kind !== "option") continue;
     if (line.kind === "positional") positional++;
+    if (line.kind === "option" && DESTINATION_KEY.test(line.key)) {
+      setDestination(config, line, source, warnings);
+      continue;
+    }
     if (!isOptionName(line.key)) continue;
     const first = setOn.get(line.key);
     if (first !== undefined) {
@@ -141,6 +149,20 @@ export function configFromDocument(
     }
     setValue(config, line.key, line, source);
   }
+  const unknownDestination = config.DEFAULT_DESTINATIONS.find((name) => !config.DESTINATIONS[name]);
+  if (unknownDestination !== undefined) {
+    const line = setOn.get("DEFAULT_DESTINATIONS");
+    const known = Object.keys(config.DESTINATIONS);
+    throw new ConfigError(
+      `${source} line ${line}: DEFAULT_DESTINATIONS names ${unknownDestination}, but there is no ` +
+        `DESTINATION_${unknownDestination} line`,
+      {
+        hint: known.length > 0
+          ? `the destinations are ${known.join(", ")}`
+          : `add DESTINATION_${unknownDestination} = dicom://CALLED_AET@host:port`,
+      },
+    );
+  }
   if (positional > 0 && positional < POSITIONAL_KEYS.length) {
     warnings.push(
       `${source}: only ${positional} of the ${POSITIONAL_KEYS.length} positional lines ` +
@@ -149,6 +171,33 @@ export function configFromDocument(
     );
   }
   return { config, warnings, unknownOptions };
+}
+
+/** A `DESTINATION_<NAME>` line into `config.DESTINATIONS` (an empty value removes it). */
+function setDestination(
+  config: ReconConfig,
+  line: ValueLine,
+  source: string,
+  warnings: string[],
+): void {
+  const name = DESTINATION_KEY.exec(line.key)![1].toUpperCase();
+  if (config.DESTINATIONS[name]) {
+    warnings.push(
+      `${source} line ${line.number}: DESTINATION_${name} is set again; line ${line.number} wins`,
+    );
+  }
+  if (line.value === "") {
+    delete config.DESTINATIONS[name];
+    return;
+  }
+  try {
+    config.DESTINATIONS[name] = parseDestination(name, line.value);
+  } catch (error) {
+    if (!(error instanceof DestinationError)) throw error;
+    throw new ConfigError(`${source} line ${line.number}: ${line.key} ${error.message}`, {
+      hint: error.hint,
+    });
+  }
 }
 
 function setValue<K extends OptionName>(
@@ -203,6 +252,13 @@ export function resolveConfigPaths(config: ReconConfig, baseDir: string): ReconC
   for (const name of PATH_OPTIONS) {
     const value = resolved[name] as string;
     if (value !== "" && !isAbsolute(value)) (resolved[name] as string) = resolve(baseDir, value);
+  }
+  for (const destination of Object.values(resolved.DESTINATIONS)) {
+    const tls = destination.tls;
+    if (!tls) continue;
+    tls.ca = resolve(baseDir, tls.ca);
+    if (tls.cert !== undefined) tls.cert = resolve(baseDir, tls.cert);
+    if (tls.key !== undefined) tls.key = resolve(baseDir, tls.key);
   }
   if (resolved.CLIENT_DAEMON_STATE_FILE === "") {
     resolved.CLIENT_DAEMON_STATE_FILE = resolve(baseDir, DEFAULT_STATE_FILE_NAME);

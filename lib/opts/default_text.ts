@@ -124,6 +124,18 @@ MAX_CONCURRENT_JOBS = 1
 # HTTP_TLS_CERT =
 # HTTP_TLS_KEY: PEM private key of HTTP_TLS_CERT.
 # HTTP_TLS_KEY =
+# --- Delivery and Notifications (server) ---
+# DESTINATION_<NAME>: a DICOM destination, e.g. DESTINATION_PACS = dicom://ORTHANC@pacs:4242?calling=RECON
+# DEFAULT_DESTINATIONS: Destinations every succeeded job's DICOM results are sent to (PACS,RESEARCH).
+# DEFAULT_DESTINATIONS =
+# DELIVERY_RETRY_FOR: How long a delivery to a destination that is down is retried.
+# DELIVERY_RETRY_FOR = 24h
+# ON_JOB_END: Program run with JOB_ID STATE CLIENT RESULT_DIR when a job ends.
+# ON_JOB_END =
+# ON_DELIVERY_FAILED: Program run with JOB_ID DESTINATION REASON when a delivery is given up.
+# ON_DELIVERY_FAILED =
+# HOOK_TIMEOUT: How long ON_JOB_END and ON_DELIVERY_FAILED may run.
+# HOOK_TIMEOUT = 60s
 # --- Connection Limits (server; IDLE_TIMEOUT and HANDSHAKE_TIMEOUT also client) ---
 # IDLE_TIMEOUT: Seconds a connection may stay silent before it is closed.
 # IDLE_TIMEOUT = 300

@@ -20,6 +20,7 @@
  */
 import { ConfigError } from "../errors.ts";
 import { isOptionName, nearestOptionName, type OptionName, POSITIONAL_KEYS } from "./schema.ts";
+import { DESTINATION_KEY } from "./destination.ts";
 import { quoteFromOpts } from "./values.ts";
 
 /** Option names: an upper-case letter, then upper-case letters, digits and `_`. */
@@ -122,7 +123,7 @@ function keyPrefix(body: string): { key: string; valueFrom: number } | undefined
 
 /** Whether a `NAME =` prefix names a known option or, in upper case, a near miss of one. */
 function looksLikeOption(key: string): boolean {
-  return isOptionName(key.toUpperCase()) ||
+  return isOptionName(key.toUpperCase()) || DESTINATION_KEY.test(key) ||
     (KEY_PATTERN.test(key) && nearestOptionName(key) !== undefined);
 }
 

@@ -83,3 +83,13 @@ export {
 } from "./show.ts";
 export { DEFAULT_OPTS_TEXT } from "./default_text.ts";
 export { type LoadedOpts, loadOpts, type LoadOptsOptions, MAX_OPTS_BYTES } from "./file.ts";
+export {
+  DEFAULT_CALLING_AET,
+  DEFAULT_DICOM_PORT,
+  DEFAULT_DICOM_TIMEOUT_S,
+  type Destination,
+  DESTINATION_KEY,
+  DESTINATION_NAME,
+  DestinationError,
+  parseDestination,
+} from "./destination.ts";

@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { Destination } from "./destination.ts";
 import { editDistance } from "../edit_distance.ts";
 import { PLACEHOLDER_KEY } from "../crypto/keys.ts";
 
@@ -95,10 +96,20 @@ export interface ReconConfig {
   HTTP_TOKEN: string;
   HTTP_TLS_CERT: string;
   HTTP_TLS_KEY: string;
+  DEFAULT_DESTINATIONS: string[];
+  DELIVERY_RETRY_FOR: number;
+  ON_JOB_END: string;
+  ON_DELIVERY_FAILED: string;
+  HOOK_TIMEOUT: number;
+  /**
+   * The `DESTINATION_<NAME>` lines, by NAME (upper case). Not an option of its own:
+   * each line is one (lib/opts/destination.ts).
+   */
+  DESTINATIONS: Record<string, Destination>;
 }
 
 /** A recon.opts option name. */
-export type OptionName = keyof ReconConfig;
+export type OptionName = Exclude<keyof ReconConfig, "DESTINATIONS">;
 
 /**
  * Which program reads an option: `client` is every `recon-client` mode, `watch`
@@ -117,7 +128,8 @@ export type OptionType =
   | { kind: "bytes"; min: number }
   | { kind: "ips" }
   | { kind: "json" }
-  | { kind: "argv" };
+  | { kind: "argv" }
+  | { kind: "names" };
 
 /** Documentation of one option, for docs and `--show-config`. */
 export interface OptionDoc {
@@ -547,6 +559,42 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
     readBy: "server",
     description: "PEM private key of HTTP_TLS_CERT. Keep it 0600 or 0640 like recon.opts.",
   },
+  DEFAULT_DESTINATIONS: {
+    type: { kind: "names" },
+    default: "(empty: none)",
+    readBy: "server",
+    description: "Destinations every succeeded job's DICOM results are sent to, comma-separated " +
+      "NAMEs of DESTINATION_<NAME> lines (DESTINATION_PACS = dicom://ORTHANC@pacs:4242). A job " +
+      "adds others with 'recon-client --deliver NAME'.",
+  },
+  DELIVERY_RETRY_FOR: {
+    type: duration(0),
+    default: "24h",
+    readBy: "server",
+    description: "How long a delivery to a destination that is down or refusing is retried " +
+      "(with backoff) before it is given up, logged, audited and ON_DELIVERY_FAILED runs.",
+  },
+  ON_JOB_END: {
+    type: path,
+    default: "(empty: none)",
+    readBy: "server",
+    description: "Program run (no shell) when a job succeeds, fails or is cancelled, with the " +
+      "job id, state, client and result directory as arguments, without waiting for deliveries; " +
+      "its failure is logged, never fatal.",
+  },
+  ON_DELIVERY_FAILED: {
+    type: path,
+    default: "(empty: none)",
+    readBy: "server",
+    description: "Program run (no shell) when a delivery is given up after DELIVERY_RETRY_FOR, " +
+      "with the job id, the destination and the reason as arguments.",
+  },
+  HOOK_TIMEOUT: {
+    type: duration(1),
+    default: "60s",
+    readBy: "server",
+    description: "How long ON_JOB_END and ON_DELIVERY_FAILED may run before they are killed.",
+  },
 });
 
 /** Every option name, in table order. */
@@ -658,6 +706,12 @@ export const DEFAULTS: Readonly<ReconConfig> = deepFreeze({
   HTTP_TOKEN: "",
   HTTP_TLS_CERT: "",
   HTTP_TLS_KEY: "",
+  DEFAULT_DESTINATIONS: [],
+  DELIVERY_RETRY_FOR: 86400,
+  ON_JOB_END: "",
+  ON_DELIVERY_FAILED: "",
+  HOOK_TIMEOUT: 60,
+  DESTINATIONS: {},
 });
 
 /** A fresh, mutable copy of {@link DEFAULTS}. */

@@ -95,6 +95,9 @@ export function showConfigText(
   const lines = OPTION_NAMES.map((name) =>
     `${name} = ${formatOptionValue(name, shown[name] as never)}`.trimEnd()
   );
+  for (const destination of Object.values(config.DESTINATIONS)) {
+    lines.push(`DESTINATION_${destination.name} = ${destination.url}`);
+  }
   if (keyId !== undefined) lines.push(`# SHARED_KEY_ID = ${keyId}`);
   if (unknownOptions.length > 0) {
     lines.push("# unknown options (kept in recon.opts, not used):");

@@ -191,6 +191,17 @@ function convert(type: OptionType, text: string): unknown {
     }
     case "argv":
       return text.split(/\s+/).filter((part) => part !== "");
+    case "names": {
+      const names = text.split(",").map((part) => part.trim()).filter((part) => part !== "");
+      const bad = names.find((name) => !/^[A-Za-z0-9]+$/.test(name));
+      if (bad !== undefined) {
+        throw new OptionValueError(
+          `must be a comma-separated list of names (letters and digits), got ${quote(bad)}`,
+          "name the destinations of DESTINATION_<NAME> lines, e.g. PACS,RESEARCH",
+        );
+      }
+      return [...new Set(names.map((name) => name.toUpperCase()))];
+    }
   }
 }
 
@@ -220,6 +231,8 @@ export function formatOptionValue<K extends OptionName>(name: K, value: ReconCon
       return (value as string[]).join(",");
     case "argv":
       return (value as string[]).join(" ");
+    case "names":
+      return (value as string[]).join(",");
     case "json":
       return JSON.stringify(value);
     case "bytes":
