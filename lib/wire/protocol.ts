@@ -12,6 +12,10 @@
  * (lists inside `submit_recon_job`, `job_queued`, `dicom_transfer_start`,
  * `recon_complete`) stays for clients not yet upgraded.
  *
+ * Version 3 also names the server's DICOM destinations (PROTOCOL.md §6.11): a
+ * submission may ask for some (`deliver`), `redeliver_job` sends a job's results
+ * again, and JobInfo reports each destination's delivery (DeliverySummary).
+ *
  * @module
  */
 import { ProtocolError } from "../errors.ts";
@@ -28,6 +32,13 @@ export const MAX_STRING_LENGTH = 64 * 1024;
 export const MAX_ARRAY_LENGTH = 100_000;
 /** A job id: a lower-case UUID, safe to use as a directory name. */
 export const JOB_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/**
+ * A destination's name as a client writes it: letters and digits, compared
+ * case-insensitively (PROTOCOL.md §6.11); at most 32, as the server's client file allows.
+ */
+export const DESTINATION_NAME_PATTERN = /^[A-Za-z0-9]{1,32}$/;
+/** Most destinations one `deliver` or `to` may name. */
+export const MAX_DESTINATIONS = 16;
 
 type FieldSpec =
   | "job_id"
@@ -51,7 +62,11 @@ type FieldSpec =
   | "state"
   | "state?"
   | "job_info"
-  | "job_infos";
+  | "job_infos"
+  | "destinations?"
+  | "strings?"
+  | "delivery_state"
+  | "deliveries?";
 
 const FILE_FIELDS: Record<string, FieldSpec> = {
   name: "string",
@@ -103,6 +118,25 @@ export const FINAL_STATES: readonly JobState[] = ["succeeded", "failed", "cancel
  */
 export const KEY_REVOKED_REASON = "this client's key was revoked";
 
+/** The states of a job's delivery to one destination (PROTOCOL.md §6.11). */
+export const DELIVERY_STATES = ["pending", "sending", "delivered", "failed"] as const;
+/** A delivery's state. */
+export type DeliveryState = (typeof DELIVERY_STATES)[number];
+
+/** One destination's delivery of a job's results, in JobInfo's `deliveries`. */
+const DELIVERY_FIELDS: Record<string, FieldSpec> = {
+  destination: "string",
+  state: "delivery_state",
+  files_total: "integer",
+  files_sent: "integer",
+  files_skipped: "integer",
+  files_failed: "integer",
+  attempts: "integer",
+  last_error: "string?",
+  next_attempt_at: "string?",
+  finished_at: "string?",
+};
+
 /** One job as `job_status` and `job_list` describe it (version 3). */
 const JOB_INFO_FIELDS: Record<string, FieldSpec> = {
   job_id: "job_id",
@@ -129,6 +163,7 @@ const JOB_INFO_FIELDS: Record<string, FieldSpec> = {
   client: "string?",
   executor: "string?",
   executor_ref: "string?",
+  deliveries: "deliveries?",
 };
 
 /** Messages the client sends in protocol version 1. */
@@ -206,6 +241,7 @@ const TO_SERVER_V3 = {
     file_count: "file_count",
     client_recon_options_json: "string",
     priority: "priority?",
+    deliver: "destinations?",
   },
   resume_upload: { job_id: "job_id" },
   follow_job: { job_id: "job_id", deliver: "boolean?" },
@@ -219,6 +255,7 @@ const TO_SERVER_V3 = {
   cancel_job: { job_id: "job_id?", reason: "string?" },
   get_job_log: { job_id: "job_id", offset: "integer?" },
   rerun_job: { job_id: "job_id", client_recon_options_json: "string?", priority: "priority?" },
+  redeliver_job: { job_id: "job_id", to: "destinations?" },
 } as const satisfies Record<string, Record<string, FieldSpec>>;
 
 const TO_CLIENT_V3 = {
@@ -254,6 +291,8 @@ const TO_CLIENT_V3 = {
     admin: "boolean?",
     executor: "string?",
     executor_problem: "string?",
+    destinations: "strings?",
+    default_destinations: "strings?",
   },
 } as const satisfies Record<string, Record<string, FieldSpec>>;
 
@@ -276,6 +315,9 @@ type FieldType<S extends FieldSpec> = S extends "string" | "job_id" ? string
   : S extends "state?" ? JobState | undefined
   : S extends "job_info" ? JobInfo
   : S extends "job_infos" ? JobInfo[]
+  : S extends "destinations?" | "strings?" ? string[] | undefined
+  : S extends "delivery_state" ? DeliveryState
+  : S extends "deliveries?" ? DeliverySummary[] | undefined
   : never;
 
 type OptionalFields<M> = { [F in keyof M]: M[F] extends `${string}?` ? F : never }[keyof M];
@@ -316,6 +358,32 @@ export interface JobSummary {
   executor_ref?: string;
 }
 
+/**
+ * One destination's delivery of a job's results (PROTOCOL.md §6.11): counts of the
+ * job's DICOM result files, times as ISO 8601 UTC.
+ */
+export interface DeliverySummary {
+  /** The destination's name, upper case. */
+  destination: string;
+  state: DeliveryState;
+  /** The job's results that are DICOM files to send. */
+  files_total: number;
+  /** Stored by the destination. */
+  files_sent: number;
+  /** Results that are not DICOM files, not sent. */
+  files_skipped: number;
+  /** Refused by the destination in the last attempt. */
+  files_failed: number;
+  /** Attempts made so far. */
+  attempts: number;
+  /** Why the last attempt did not deliver everything, one line. */
+  last_error?: string;
+  /** When a `pending` delivery is tried next. */
+  next_attempt_at?: string;
+  /** When it was delivered or given up. */
+  finished_at?: string;
+}
+
 /** One job in `job_status` and `job_list` (version 3, PROTOCOL.md §4.1). */
 export interface JobInfo {
   job_id: string;
@@ -345,6 +413,8 @@ export interface JobInfo {
   executor?: string;
   /** The executor's name for it: the Slurm job id. */
   executor_ref?: string;
+  /** Where its results go besides its client: one per destination (§6.11). */
+  deliveries?: DeliverySummary[];
 }
 
 /** Any message the client may send (protocol version 3, the current one). */
@@ -452,6 +522,25 @@ function checkField(spec: FieldSpec, value: unknown, where: string): void {
     case "job_infos":
       if (!Array.isArray(value)) fail("an array of jobs");
       (value as unknown[]).forEach((job, i) => checkObject(JOB_INFO_FIELDS, job, `${where}[${i}]`));
+      break;
+    case "destinations":
+      if (
+        !Array.isArray(value) || value.length === 0 || value.length > MAX_DESTINATIONS ||
+        value.some((name) => typeof name !== "string" || !DESTINATION_NAME_PATTERN.test(name))
+      ) {
+        fail(`an array of 1 to ${MAX_DESTINATIONS} destination names (1 to 32 letters and digits)`);
+      }
+      break;
+    case "delivery_state":
+      if (!(DELIVERY_STATES as readonly unknown[]).includes(value)) {
+        fail(`one of ${DELIVERY_STATES.join(", ")}`);
+      }
+      break;
+    case "deliveries":
+      if (!Array.isArray(value)) fail("an array of deliveries");
+      (value as unknown[]).forEach((item, i) =>
+        checkObject(DELIVERY_FIELDS, item, `${where}[${i}]`)
+      );
       break;
   }
 }

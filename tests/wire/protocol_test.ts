@@ -10,6 +10,7 @@ import {
   checkReconOptions,
   JOB_ID_PATTERN,
   MAX_ARRAY_LENGTH,
+  MAX_DESTINATIONS,
   MAX_FILES_PER_JOB,
   MAX_MESSAGE_DEPTH,
   MAX_RESULT_FILES,
@@ -609,6 +610,34 @@ const CLIENT_MESSAGES_V3: Record<string, unknown>[] = [
   { type: "get_job_log", job_id: J, offset: 65536 },
   { type: "rerun_job", job_id: J },
   { type: "rerun_job", job_id: J, client_recon_options_json: '{"iter": 3}', priority: "high" },
+  { type: "submit_recon_job", file_count: 1, client_recon_options_json: "{}", deliver: ["PACS"] },
+  { type: "redeliver_job", job_id: J },
+  { type: "redeliver_job", job_id: J, to: ["pacs", "Research2"] },
+];
+
+/** A job delivered to one destination and being retried at another. */
+const DELIVERIES = [
+  {
+    destination: "PACS",
+    state: "delivered",
+    files_total: 40,
+    files_sent: 39,
+    files_skipped: 1,
+    files_failed: 0,
+    attempts: 1,
+    finished_at: "2026-12-01T10:00:12.000Z",
+  },
+  {
+    destination: "RESEARCH",
+    state: "pending",
+    files_total: 40,
+    files_sent: 0,
+    files_skipped: 1,
+    files_failed: 0,
+    attempts: 2,
+    last_error: "connection refused by 10.0.0.5:104",
+    next_attempt_at: "2026-12-01T10:01:12.000Z",
+  },
 ];
 
 const SERVER_MESSAGES_V3: Record<string, unknown>[] = [
@@ -618,6 +647,8 @@ const SERVER_MESSAGES_V3: Record<string, unknown>[] = [
   { type: "job_status", job: { ...JOB_INFO, state: "queued", queue_position: 1 } },
   { type: "job_list", jobs: [JOB_INFO], cursor: "17" },
   { type: "job_list", jobs: [] },
+  { type: "job_status", job: { ...JOB_INFO, deliveries: DELIVERIES } },
+  { type: "job_list", jobs: [{ ...JOB_INFO, deliveries: [] }] },
   { type: "job_log", job_id: J, offset: 0, next_offset: 12, text: "iteration 1\n", final: true },
   {
     type: "server_status_response",
@@ -636,6 +667,8 @@ const SERVER_MESSAGES_V3: Record<string, unknown>[] = [
     kept_result_bytes: 20,
     disk_free_bytes: 1e9,
     disk_free_margin: 1e6,
+    destinations: ["PACS", "RESEARCH"],
+    default_destinations: ["PACS"],
   },
   { type: "queue_details_response", jobs: [{ ...JOB, priority: "normal", queue_position: 2 }] },
 ];
@@ -647,7 +680,15 @@ Deno.test("version 3 accepts every message it adds, and version 2 refuses them",
   for (const message of SERVER_MESSAGES_V3) {
     assert.deepEqual(parseServerMessage(wire(message), 3), wire(message));
   }
-  for (const type of ["resume_upload", "follow_job", "list_jobs", "get_job_log", "rerun_job"]) {
+  const v3Types = [
+    "resume_upload",
+    "follow_job",
+    "list_jobs",
+    "get_job_log",
+    "rerun_job",
+    "redeliver_job",
+  ];
+  for (const type of v3Types) {
     const message = CLIENT_MESSAGES_V3.find((m) => m.type === type)!;
     assert.throws(() => parseClientMessage(wire(message), 2), /unknown message type/, type);
   }
@@ -680,5 +721,74 @@ Deno.test("version 3 refuses an unknown priority or state and an incomplete job"
   assert.throws(
     () => parseServerMessage({ type: "job_status", job: { ...JOB_INFO, state: "done" } }),
     /job_status\.job\.state must be one of/,
+  );
+});
+
+Deno.test("deliver and to name 1 to MAX_DESTINATIONS destinations of letters and digits", () => {
+  const submit = { type: "submit_recon_job", file_count: 1, client_recon_options_json: "{}" };
+  const many = Array.from({ length: MAX_DESTINATIONS }, (_, i) => `D${i}`);
+  assert.deepEqual(parseClientMessage({ ...submit, deliver: many }), { ...submit, deliver: many });
+  const bad: unknown[] = [
+    [],
+    [...many, "ONE"],
+    ["PACS", ""],
+    ["PACS_1"],
+    ["A".repeat(33)],
+    ["../x"],
+    ["PACS", 1],
+    "PACS",
+    null,
+    { 0: "PACS" },
+  ];
+  for (const deliver of bad) {
+    assert.throws(
+      () => parseClientMessage({ ...submit, deliver }),
+      /submit_recon_job\.deliver must be an array of 1 to 16 destination names/,
+      JSON.stringify(deliver),
+    );
+    assert.throws(
+      () => parseClientMessage({ type: "redeliver_job", job_id: J, to: deliver }),
+      /redeliver_job\.to must be an array of 1 to 16 destination names/,
+      JSON.stringify(deliver),
+    );
+  }
+  assert.throws(
+    () => parseClientMessage({ type: "redeliver_job", job_id: "PACS" }),
+    /redeliver_job\.job_id must be a job id/,
+  );
+  // Versions 1 and 2 ignore members they do not list: `deliver` is not theirs to check.
+  const v2 = { type: "submit_recon_job", file_count: 1, client_recon_options_json: "{}" };
+  assert.deepEqual(parseClientMessage({ ...v2, deliver: 5 }, 2), { ...v2, deliver: 5 });
+});
+
+Deno.test("a job's deliveries are checked member by member", () => {
+  const job = (delivery: Record<string, unknown>) => ({
+    type: "job_status",
+    job: { ...JOB_INFO, deliveries: [delivery] },
+  });
+  const [delivered] = DELIVERIES;
+  const { files_sent: _, ...withoutSent } = delivered;
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [withoutSent, /deliveries\[0\]\.files_sent is missing/],
+    [{ ...delivered, state: "done" }, /deliveries\[0\]\.state must be one of pending, sending/],
+    [{ ...delivered, attempts: -1 }, /attempts must be a non-negative integer/],
+    [{ ...delivered, destination: 7 }, /destination must be a string/],
+    [{ ...delivered, last_error: ["x"] }, /last_error must be a string/],
+  ];
+  for (const [delivery, pattern] of cases) {
+    assert.throws(() => parseServerMessage(job(delivery)), pattern, JSON.stringify(delivery));
+  }
+  assert.throws(
+    () => parseServerMessage({ type: "job_status", job: { ...JOB_INFO, deliveries: {} } }),
+    /job_status\.job\.deliveries must be an array of deliveries/,
+  );
+  assert.throws(
+    () =>
+      parseServerMessage({
+        type: "server_status_response",
+        ...SERVER_MESSAGES_V3.find((m) => m.type === "server_status_response"),
+        destinations: "PACS",
+      }),
+    /server_status_response\.destinations must be an array of strings/,
   );
 });
