@@ -1,7 +1,7 @@
 /**
  * recon-client's command line (README "Using it"; `recon-client --help`): the
  * submission and query flags, and the job commands `jobs`, `wait`, `fetch`, `cancel`,
- * `logs` and `rerun`, each with its own options and `--help`. Global options may come
+ * `logs`, `rerun` and `redeliver`, each with its own options and `--help`. Global options may come
  * before a command as well as after it (`recon-client --opts X fetch ID`). `watch`
  * parses its own (lib/watch/cli.ts). No I/O: argv in, a {@link Command} out, or a
  * UsageError.
@@ -13,9 +13,11 @@ import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { nearestFlag, parseCommandLine, splitCommand } from "../cli/entry.ts";
 import { UsageError } from "../errors.ts";
 import {
+  DESTINATION_NAME_PATTERN,
   JOB_ID_PATTERN,
   JOB_STATES,
   type JobState,
+  MAX_DESTINATIONS,
   PRIORITIES,
   type Priority,
 } from "../wire/protocol.ts";
@@ -49,6 +51,10 @@ export interface SubmitArgs {
   downloadDir?: string;
   priority?: Priority;
   detach: boolean;
+  /** `--deliver`: destinations on the server the results go to as well (upper case). */
+  deliver?: string[];
+  /** `--no-download`: follow the job to its end, fetch no results. */
+  noDownload: boolean;
 }
 
 /** What the command line asks for. */
@@ -73,7 +79,9 @@ export type Command =
     priority?: Priority;
     detach: boolean;
     downloadDir?: string;
-  };
+    noDownload: boolean;
+  }
+  | { kind: "redeliver"; global: GlobalArgs; jobId: string; to?: string[] };
 
 /**
  * Options that may also come before the `watch` command (`recon-client --opts X watch
@@ -111,6 +119,8 @@ const CLIENT_OPTIONS = {
   "recon-options": { type: "string" },
   priority: { type: "string" },
   detach: { type: "boolean" },
+  deliver: { type: "string", multiple: true },
+  "no-download": { type: "boolean" },
   "server-status": { type: "boolean" },
   "view-queue": { type: "boolean" },
   "download-dir": { type: "string" },
@@ -130,7 +140,9 @@ const COMMAND_OPTIONS = {
     priority: { type: "string" },
     detach: { type: "boolean" },
     "download-dir": { type: "string" },
+    "no-download": { type: "boolean" },
   },
+  redeliver: { to: { type: "string", multiple: true } },
 } as const satisfies Record<JobCommand, ParseArgsOptionsConfig>;
 
 function globalsFrom(values: Record<string, unknown>): GlobalArgs {
@@ -171,6 +183,49 @@ export function parsePriority(text: string | undefined): Priority | undefined {
     });
   }
   return value as Priority;
+}
+
+/**
+ * `--deliver` / `--to`: destination names, comma-separated and/or repeated
+ * (`--deliver PACS,RESEARCH`, `--deliver PACS --deliver RESEARCH`), upper case, each
+ * once; undefined when the option was not given.
+ */
+export function parseDestinations(
+  texts: readonly string[] | undefined,
+  option: string,
+): string[] | undefined {
+  if (texts === undefined) return undefined;
+  const names = texts.flatMap((text) => text.split(",")).map((name) => name.trim());
+  const bad = names.find((name) => !DESTINATION_NAME_PATTERN.test(name));
+  if (bad !== undefined) {
+    throw new UsageError(
+      bad === ""
+        ? `${option} needs destination names, e.g. ${option} PACS,RESEARCH`
+        : `${option}: "${bad}" is not a destination name (1 to 32 letters and digits)`,
+      { hint: "the server's destinations are in 'recon-client --server-status'" },
+    );
+  }
+  const unique = [...new Set(names.map((name) => name.toUpperCase()))];
+  if (unique.length > MAX_DESTINATIONS) {
+    throw new UsageError(
+      `${option} names ${unique.length} destinations; at most ${MAX_DESTINATIONS}`,
+    );
+  }
+  return unique;
+}
+
+/** `--no-download`, which neither `--detach` nor `--download-dir` goes with. */
+function checkNoDownload(values: Record<string, unknown>): boolean {
+  const noDownload = values["no-download"] === true;
+  if (noDownload && values.detach) {
+    throw new UsageError("use either --detach or --no-download, not both", {
+      hint: "--detach returns once the job is queued; --no-download waits for its end",
+    });
+  }
+  if (noDownload && values["download-dir"] !== undefined) {
+    throw new UsageError("--download-dir has no use with --no-download: nothing is downloaded");
+  }
+  return noDownload;
 }
 
 /** `--state`: one of the job states, with a guess for a slip. */
@@ -252,14 +307,14 @@ function parseMain(argv: string[], program: string): Command {
   if (values.pattern !== undefined && values.directory === undefined) {
     throw new UsageError("--pattern needs --directory");
   }
-  const submitOnly = (["priority", "detach", "recon-options"] as const).find((name) =>
-    values[name] !== undefined
-  );
+  const submitOnly = (["priority", "detach", "recon-options", "deliver", "no-download"] as const)
+    .find((name) => values[name] !== undefined);
   if (values["show-config"]) return { kind: "show-config", global };
   if (values["server-status"] || values["view-queue"]) {
     if (submitOnly) throw new UsageError(`--${submitOnly} goes with submitting a job`);
     return { kind: values["server-status"] ? "status" : "queue", global };
   }
+  const noDownload = checkNoDownload(values);
   return {
     kind: "submit",
     global,
@@ -271,6 +326,8 @@ function parseMain(argv: string[], program: string): Command {
     downloadDir: values["download-dir"],
     priority: parsePriority(values.priority),
     detach: values.detach ?? false,
+    deliver: parseDestinations(values.deliver, "--deliver"),
+    noDownload,
   };
 }
 
@@ -279,7 +336,7 @@ function parseJobCommand(name: JobCommand, argv: string[], program: string): Com
     ...GLOBAL_FLAGS,
     ...COMMAND_OPTIONS[name],
   }, { command: `${program} ${name}` }) as {
-    values: Record<string, string | boolean | undefined>;
+    values: Record<string, string | boolean | string[] | undefined>;
     positionals: string[];
   };
   if (values.help) return { kind: "help", text: commandHelp(name, program) };
@@ -333,6 +390,14 @@ function parseJobCommand(name: JobCommand, argv: string[], program: string): Com
         priority: parsePriority(text("priority")),
         detach: values.detach === true,
         downloadDir: text("download-dir"),
+        noDownload: checkNoDownload(values),
+      };
+    case "redeliver":
+      return {
+        kind: "redeliver",
+        global,
+        jobId: one(),
+        to: parseDestinations(values.to as string[] | undefined, "--to"),
       };
   }
 }

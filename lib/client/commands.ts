@@ -1,13 +1,13 @@
 /**
- * recon-client's modes, one handler each (README "Using it"): submit (and `--detach`),
- * `rerun`, `fetch`, `wait`, `jobs`, `cancel`, `logs`, `--server-status` and
- * `--view-queue`. Each takes the parsed command and a {@link ClientContext} (the
+ * recon-client's modes, one handler each (README "Using it"): submit (and `--detach`,
+ * `--no-download`), `rerun`, `fetch`, `wait`, `jobs`, `cancel`, `logs`, `redeliver`,
+ * `--server-status` and `--view-queue`. Each takes the parsed command and a {@link ClientContext} (the
  * entrypoint's stdout, stderr and interrupt signal) and returns the exit code;
  * failures are thrown for the entrypoint to print (lib/cli/entry.ts runMain).
  *
  * @module
  */
-import { ExitCode, InterruptedError, LostContactError } from "../errors.ts";
+import { ExitCode, InterruptedError, JobError, LostContactError } from "../errors.ts";
 import { printable } from "../printable.ts";
 import type { JobInfo } from "../wire/protocol.ts";
 import {
@@ -18,13 +18,17 @@ import {
   type SubmitArgs,
 } from "./args.ts";
 import {
+  deliveryLine,
+  deliveryReport,
   jobLine,
   jobLinesJson,
   jobsJson,
   jobsText,
+  noDownloadJson,
   queuedText,
   queueJson,
   queueText,
+  redeliverJson,
   resultJson,
   resultText,
   skippedWarning,
@@ -32,7 +36,7 @@ import {
   statusNotice,
   statusText,
 } from "./format.ts";
-import { JobUnavailableError, type QueuedJob, type SubmitResult } from "./job.ts";
+import { JobFailedError, JobUnavailableError, type QueuedJob, type SubmitResult } from "./job.ts";
 import type { JobOutcome } from "./job_session.ts";
 import { ProgressDisplay } from "./progress.ts";
 import {
@@ -41,6 +45,8 @@ import {
   getQueueDetails,
   getServerStatus,
   listJobs,
+  redeliverJob,
+  type ServerStatus,
   waitForJob,
 } from "./query.ts";
 import {
@@ -52,7 +58,7 @@ import {
 } from "./reconnect.ts";
 import type { RunJobOptions } from "./run_job.ts";
 import { ask, checkDownloadDir, inputFiles, reconOptionsFrom, type Setup } from "./setup.ts";
-import { followAndFetch, queueJob, rerunJob, submitJob } from "./submit.ts";
+import { followAndFetch, queueJob, rerunJob, submitJob, submitWithoutResults } from "./submit.ts";
 
 /** What the entrypoint lends a command. */
 export interface ClientContext {
@@ -102,6 +108,8 @@ export function runCommand(
       return cancel(setup, command, context);
     case "logs":
       return logs(setup, command, context);
+    case "redeliver":
+      return redeliver(setup, command, context);
   }
 }
 
@@ -164,22 +172,95 @@ async function showQueue(setup: Setup, global: GlobalArgs, context: ClientContex
   return ExitCode.OK;
 }
 
-/** A finished job's report: a line on stderr, the skipped warning, the results on stdout. */
+/**
+ * A finished job's report: a line on stderr, the skipped warning, the results on
+ * stdout; with `job` (asked for after a `--deliver` submission) a line on stderr per
+ * destination its results go to, and its deliveries in `--json`.
+ */
 function reportResults(
   result: SubmitResult,
   setup: Setup,
   global: GlobalArgs,
   view: ProgressDisplay,
   context: ClientContext,
+  job?: JobInfo,
 ): number {
   view.finish();
   view.line(`job ${result.jobId} complete: ${result.files.length} file(s) in ${result.resultDir}`);
+  for (const delivery of job?.deliveries ?? []) {
+    view.line(`job ${result.jobId}: ${printable(deliveryLine(delivery))}`);
+  }
   // Not silenced by --quiet or --json: a result that did not come back matters. The
   // exit code stays 0, since the results that did arrive are good.
   const warning = skippedWarning(result.skipped);
   if (warning) context.writeStderr(`${setup.program}: warning: ${warning}\n`);
-  context.writeStdout(global.json ? resultJson(result) : resultText(result));
+  context.writeStdout(
+    global.json ? resultJson(result, job?.deliveries) : resultText(result),
+  );
   return ExitCode.OK;
+}
+
+/**
+ * Before a submission with `--deliver`: a server that does not know destinations (a
+ * recon-server from before them) would take the job and ignore the names; say so
+ * instead. The server itself refuses names it does not have or this client may not use.
+ */
+function checkServerDelivers(status: ServerStatus, setup: Setup): void {
+  if (status.destinations === undefined) {
+    const { SERVER_HOST, SERVER_PORT } = setup.config;
+    throw new JobError(
+      `the server at ${SERVER_HOST}:${SERVER_PORT} (recon ${
+        printable(status.version)
+      }) does not send results to DICOM destinations`,
+      { hint: "upgrade recon-server, or leave out --deliver and --to" },
+    );
+  }
+}
+
+/**
+ * The job as the server holds it after it ended (a `follow_job` of a finished job), for
+ * the deliveries of a `--deliver` submission; undefined, with a notice, when it cannot
+ * be had: the results are here all the same.
+ */
+async function endedJob(
+  setup: Setup,
+  jobId: string,
+  view: ProgressDisplay,
+): Promise<JobInfo | undefined> {
+  try {
+    return await ask(setup, (channel) => waitForJob(channel, jobId));
+  } catch (error) {
+    view.line(`could not ask where job ${jobId}'s results go: ${(error as Error).message}`);
+    return undefined;
+  }
+}
+
+/**
+ * `--no-download`: how the job ended and where its results go (stdout); a job that did
+ * not succeed is reported as a failed job is (exit code 1).
+ */
+function reportEnded(
+  ended: { job: JobInfo; uploaded: unknown[] },
+  global: GlobalArgs,
+  view: ProgressDisplay,
+  context: ClientContext,
+): number {
+  const { job } = ended;
+  view.finish();
+  if (job.state === "succeeded") {
+    context.writeStdout(global.json ? noDownloadJson(job, ended.uploaded) : deliveryReport(job));
+    return ExitCode.OK;
+  }
+  if (job.state === "expired") {
+    throw new JobUnavailableError("expired", `job ${job.job_id} expired; its results were removed`);
+  }
+  throw new JobFailedError(
+    job.job_id,
+    job.reason ?? `the job is ${job.state}`,
+    job.exit_code ?? null,
+    [],
+    job.state === "cancelled" ? { cancelledBy: job.cancelled_by ?? "" } : undefined,
+  );
 }
 
 function reportQueued(
@@ -199,18 +280,25 @@ async function submit(setup: Setup, args: SubmitArgs, context: ClientContext): P
   // Check everything local before connecting.
   const files = await inputFiles(args, setup, context.readStdin);
   const options = reconOptionsFrom(args.reconOptions) ?? {};
-  if (!args.detach) {
+  if (!args.detach && !args.noDownload) {
     await checkDownloadDir(config.CLIENT_DOWNLOAD_DIR, args.downloadDir, setup.loaded.path);
   }
+  if (args.deliver) checkServerDelivers(await ask(setup, getServerStatus), setup);
   const run = {
     ...jobOptions(setup, args.global, context, view, args.downloadDir),
     files,
     options,
     priority: args.priority,
+    deliver: args.deliver,
   };
   try {
     if (args.detach) return reportQueued(await queueJob(run), args.global, view, context);
-    return reportResults(await submitJob(run), setup, args.global, view, context);
+    if (args.noDownload) {
+      return reportEnded(await submitWithoutResults(run), args.global, view, context);
+    }
+    const result = await submitJob(run);
+    const job = args.deliver ? await endedJob(setup, result.jobId, view) : undefined;
+    return reportResults(result, setup, args.global, view, context, job);
   } finally {
     view.finish();
   }
@@ -224,7 +312,7 @@ async function rerun(
   const { config } = setup;
   const view = display(args.global, context);
   const options = reconOptionsFrom(args.reconOptions);
-  if (!args.detach) {
+  if (!args.detach && !args.noDownload) {
     await checkDownloadDir(config.CLIENT_DOWNLOAD_DIR, args.downloadDir, setup.loaded.path);
   }
   try {
@@ -234,9 +322,11 @@ async function rerun(
       options,
       priority: args.priority,
       until: args.detach ? "queued" : "results",
+      download: !args.noDownload,
       onJobId: (jobId) => view.line(`job ${args.jobId} runs again as job ${jobId}`),
     });
     if (outcome.kind === "queued") return reportQueued(outcome, args.global, view, context);
+    if (outcome.kind === "ended") return reportEnded(outcome, args.global, view, context);
     return reportResults(outcome.result, setup, args.global, view, context);
   } finally {
     view.finish();
@@ -376,6 +466,19 @@ async function cancel(
   if (args.global.json) context.writeStdout(jobLinesJson(ended as JobInfo[]));
   const refused = ended.some((job) => !("state" in job));
   return refused ? ExitCode.JOB_FAILED : ExitCode.OK;
+}
+
+async function redeliver(
+  setup: Setup,
+  args: Extract<Command, { kind: "redeliver" }>,
+  context: ClientContext,
+): Promise<number> {
+  const job = await ask(setup, async (channel) => {
+    checkServerDelivers(await getServerStatus(channel), setup);
+    return await redeliverJob(channel, args.jobId, args.to);
+  });
+  context.writeStdout(args.global.json ? redeliverJson(job) : deliveryReport(job));
+  return ExitCode.OK;
 }
 
 async function logs(

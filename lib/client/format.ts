@@ -3,15 +3,17 @@
  * `--view-queue` as text or `--json`, a finished job's result paths or its JSON
  * document, a detached job's id, the JSON document of a failure; the job store's
  * views (`jobs`, one line per job for `wait` and `cancel`, the notice for a job's
- * state while it is followed); and the warning about result files the server did not
- * send, which client.ts prints on stderr and watch mode logs.
+ * state while it is followed); where the server sends a job's DICOM results (its
+ * deliveries: the DELIVERY column, `--no-download` and `redeliver`); and the warning
+ * about result files the server did not send, which client.ts prints on stderr and
+ * watch mode logs.
  * Pure functions from data to text; the command handlers write them.
  *
  * @module
  */
 import { ExitCode, LostContactError } from "../errors.ts";
 import { printable } from "../printable.ts";
-import type { JobInfo } from "../wire/protocol.ts";
+import type { DeliverySummary, JobInfo } from "../wire/protocol.ts";
 import { formatBytes } from "./progress.ts";
 import type { QueueDetails, ServerStatus } from "./query.ts";
 import { JobFailedError, type QueuedJob, type SubmitResult } from "./job.ts";
@@ -41,7 +43,8 @@ function json(document: unknown): string {
  * kept inputs and results take, free space against DISK_FREE_MARGIN) when it sent them,
  * which client the server took this one for (and whether it is an admin), and where
  * its jobs run (`executor: slurm`) with what keeps that from taking jobs (`executor
- * problem: …`: queued jobs wait), when it said.
+ * problem: …`: queued jobs wait), and its DICOM destinations (`--deliver` names one;
+ * an admin also hears which every job goes to), when it said.
  */
 export function statusText(status: ServerStatus, server: string): string {
   const { queued_high: high, queued_normal: normal, queued_low: low } = status;
@@ -58,6 +61,13 @@ export function statusText(status: ServerStatus, server: string): string {
   }
   if (status.executor_problem !== undefined) {
     lines.push(`executor problem:    ${oneLine(status.executor_problem)}`);
+  }
+  if (status.destinations !== undefined) {
+    const every = status.default_destinations?.length
+      ? ` (every job: ${oneLine(status.default_destinations.join(", "))})`
+      : "";
+    const names = status.destinations.length > 0 ? status.destinations.join(", ") : "none";
+    lines.push(`destinations:        ${oneLine(names)}${every}`);
   }
   lines.push(
     `active workers:      ${status.active_workers}`,
@@ -190,8 +200,14 @@ export function resultText(result: SubmitResult): string {
   return result.files.map((file) => `${file.path}\n`).join("");
 }
 
-/** A finished job with `--json`; `skipped` counts result files the server did not send. */
-export function resultJson(result: SubmitResult): string {
+/**
+ * A finished job with `--json`; `skipped` counts result files the server did not send;
+ * `deliveries` (when asked for: `--deliver`) where else its results go.
+ */
+export function resultJson(
+  result: SubmitResult,
+  deliveries?: readonly DeliverySummary[],
+): string {
   return json({
     job_id: result.jobId,
     status: "completed",
@@ -199,6 +215,7 @@ export function resultJson(result: SubmitResult): string {
     result_dir: result.resultDir,
     files: result.files,
     skipped: result.skipped,
+    ...(deliveries ? { deliveries } : {}),
   });
 }
 
@@ -286,6 +303,95 @@ function expiryOf(job: JobInfo): string {
   return "-";
 }
 
+/** A delivery's files as `12/32`: DICOM files the destination stored, of those to send. */
+function storedOf(delivery: DeliverySummary): string {
+  return `${delivery.files_sent}/${delivery.files_total}`;
+}
+
+/**
+ * One destination of a job in a table cell: `PACS 32/32` (delivered), `PACS sending
+ * 12/32`, `PACS pending` (not tried yet), `PACS retrying 12/32` (an attempt failed, another
+ * follows), `PACS failed 12/32` (given up).
+ */
+export function deliveryCell(delivery: DeliverySummary): string {
+  const name = oneLine(delivery.destination);
+  switch (delivery.state) {
+    case "delivered":
+      return `${name} ${storedOf(delivery)}`;
+    case "sending":
+      return `${name} sending ${storedOf(delivery)}`;
+    case "failed":
+      return `${name} failed ${storedOf(delivery)}`;
+    case "pending":
+      return delivery.attempts > 0 ? `${name} retrying ${storedOf(delivery)}` : `${name} pending`;
+  }
+}
+
+/** Every destination of a job, for the DELIVERY column and a job's line; "-" for none. */
+export function deliveriesCell(deliveries: readonly DeliverySummary[] | undefined): string {
+  return deliveries?.length ? deliveries.map(deliveryCell).join(", ") : "-";
+}
+
+/**
+ * One destination of a job in words, e.g. `PACS: delivered 32 of 32 DICOM file(s) at
+ * 2026-12-01 10:00:12 UTC` or `PACS: 12 of 32 DICOM file(s) stored; attempt 3 failed:
+ * …; next attempt at 2026-12-01 10:05:00 UTC`.
+ */
+export function deliveryLine(delivery: DeliverySummary): string {
+  const stored = `${delivery.files_sent} of ${delivery.files_total} DICOM file(s)`;
+  const refused = delivery.files_failed > 0 ? `, ${delivery.files_failed} refused` : "";
+  const skipped = delivery.files_skipped > 0
+    ? `; ${delivery.files_skipped} result file(s) not DICOM, not sent`
+    : "";
+  const error = delivery.last_error !== undefined ? `: ${oneLine(delivery.last_error)}` : "";
+  const at = (iso: string | undefined) => iso === undefined ? "" : ` at ${formatUtc(iso)} UTC`;
+  let words: string;
+  switch (delivery.state) {
+    case "delivered":
+      words = `delivered ${stored}${at(delivery.finished_at)}`;
+      break;
+    case "sending":
+      words = `sending, ${stored} stored so far${refused} (attempt ${delivery.attempts})`;
+      break;
+    case "failed":
+      words = `failed${at(delivery.finished_at)} after ${delivery.attempts} attempt(s)${error}; ` +
+        `${stored} stored${refused}`;
+      break;
+    case "pending":
+      words = delivery.attempts === 0
+        ? `pending, not tried yet`
+        : `${stored} stored${refused}; attempt ${delivery.attempts} failed${error}` +
+          (delivery.next_attempt_at ? `; next attempt${at(delivery.next_attempt_at)}` : "");
+      break;
+  }
+  return `${oneLine(delivery.destination)}: ${words}${skipped}`;
+}
+
+/**
+ * `--no-download` and `redeliver`: the job's line, then one indented line per
+ * destination its results go to.
+ */
+export function deliveryReport(job: JobInfo): string {
+  const lines = [jobLine(job), ...(job.deliveries ?? []).map((d) => `  ${deliveryLine(d)}`)];
+  return lines.map((line) => `${printable(line)}\n`).join("");
+}
+
+/** `--no-download --json`: how the job ended, what was uploaded, where its results go. */
+export function noDownloadJson(job: JobInfo, uploaded: readonly unknown[]): string {
+  return json({
+    job_id: job.job_id,
+    status: job.state,
+    uploaded,
+    deliveries: job.deliveries ?? [],
+    job,
+  });
+}
+
+/** `redeliver --json`: the job's deliveries as they are now, and the job. */
+export function redeliverJson(job: JobInfo): string {
+  return json({ job_id: job.job_id, deliveries: job.deliveries ?? [], job });
+}
+
 const JOBS_HEADER = [
   "JOB ID",
   "FILE",
@@ -301,6 +407,8 @@ const JOBS_HEADER = [
   "EXPIRES (UTC)",
   "REASON",
 ];
+/** Where RESULTS is in {@link JOBS_HEADER}: DELIVERY follows it. */
+const RESULTS_COLUMN = JOBS_HEADER.indexOf("RESULTS");
 
 /**
  * `jobs`: one row per job in submission order: state, priority, queue position, times
@@ -308,7 +416,8 @@ const JOBS_HEADER = [
  * the results (a failed job: its inputs) expire, and the reason. A CLIENT column (who
  * submitted each job) after the id when the jobs are more than one client's, or when
  * every client's were asked for (`allClients`, `jobs --all-clients`); a SLURM column
- * (the Slurm job id) after the state when any job ran on Slurm.
+ * (the Slurm job id) after the state when any job ran on Slurm; a DELIVERY column
+ * after the results when any job's results go to a destination ({@link deliveryCell}).
  */
 export function jobsText(
   jobs: readonly JobInfo[],
@@ -324,7 +433,12 @@ export function jobsText(
   const clients = new Set(jobs.map((job) => job.client));
   const withClient = options.allClients === true || clients.size > 1;
   const executor = executorColumn(jobs);
+  const delivering = jobs.some((job) => (job.deliveries?.length ?? 0) > 0);
   const [id, file, jobState, ...rest] = JOBS_HEADER;
+  // After RESULTS (rest starts at PRIORITY, the fourth column).
+  const afterResults = RESULTS_COLUMN - 2;
+  const withDelivery = <T>(cells: T[], cell: T): T[] =>
+    delivering ? [...cells.slice(0, afterResults), cell, ...cells.slice(afterResults)] : cells;
   return table(
     [
       id,
@@ -332,7 +446,7 @@ export function jobsText(
       file,
       jobState,
       ...(executor ? [executor.header] : []),
-      ...rest,
+      ...withDelivery(rest, "DELIVERY"),
     ],
     jobs.map((job) => [
       job.job_id,
@@ -341,16 +455,18 @@ export function jobsText(
       job.primary_file ? printable(job.primary_file) : "-",
       stateOf(job),
       ...(executor ? [executor.cell(job)] : []),
-      job.priority,
-      job.queue_position?.toString() ?? "-",
-      formatUtc(job.submitted_at),
-      formatUtc(job.started_at),
-      formatUtc(job.finished_at),
-      filesAndBytes(job.file_count, job.input_bytes),
-      job.exit_code?.toString() ?? "-",
-      filesAndBytes(job.result_count, job.result_bytes),
-      expiryOf(job),
-      reasonOf(job),
+      ...withDelivery([
+        job.priority,
+        job.queue_position?.toString() ?? "-",
+        formatUtc(job.submitted_at),
+        formatUtc(job.started_at),
+        formatUtc(job.finished_at),
+        filesAndBytes(job.file_count, job.input_bytes),
+        job.exit_code?.toString() ?? "-",
+        filesAndBytes(job.result_count, job.result_bytes),
+        expiryOf(job),
+        reasonOf(job),
+      ], deliveriesCell(job.deliveries)),
     ]),
   );
 }
@@ -363,7 +479,8 @@ export function jobsJson(jobs: readonly JobInfo[]): string {
 /**
  * One line for a job that reached its end (`wait`, `cancel`): id, final state, when,
  * and what came of it, e.g.
- * `0b7f… succeeded at 2026-12-01 10:00:00 UTC: 12 result file(s), 30.0 MB, until 2026-12-08 10:00:00 UTC`.
+ * `0b7f… succeeded at 2026-12-01 10:00:00 UTC: 12 result file(s), 30.0 MB, until 2026-12-08 10:00:00 UTC`,
+ * and where its results go (`; delivery: PACS 12/12`).
  */
 export function jobLine(job: JobInfo): string {
   const at = job.finished_at ? ` at ${formatUtc(job.finished_at)} UTC` : "";
@@ -376,7 +493,10 @@ export function jobLine(job: JobInfo): string {
       const until = job.results_expire_at
         ? `, kept until ${formatUtc(job.results_expire_at)} UTC`
         : "";
-      return `${head}${results}${until}`;
+      const delivery = job.deliveries?.length
+        ? `; delivery: ${deliveriesCell(job.deliveries)}`
+        : "";
+      return `${head}${results}${until}${delivery}`;
     }
     case "expired":
       return `${head}; its results were removed`;

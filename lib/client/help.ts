@@ -7,7 +7,15 @@
 import { VERSION } from "../version.ts";
 
 /** The job commands (besides `watch` and `keygen`). */
-export const JOB_COMMANDS = ["jobs", "wait", "fetch", "cancel", "logs", "rerun"] as const;
+export const JOB_COMMANDS = [
+  "jobs",
+  "wait",
+  "fetch",
+  "cancel",
+  "logs",
+  "rerun",
+  "redeliver",
+] as const;
 /** A job command. */
 export type JobCommand = (typeof JOB_COMMANDS)[number];
 
@@ -30,7 +38,8 @@ connection is made again, and a job's results can be fetched later by its id.
 
 Usage:
   ${program} [--files FILE... | --files - | --directory DIR [--pattern GLOB]]
-             [--recon-options JSON] [--priority P] [--detach] [options]
+             [--recon-options JSON] [--priority P] [--deliver NAME[,NAME]]
+             [--detach | --no-download] [options]
   ${program} --server-status [--json]
   ${program} --view-queue [--json]
   ${program} jobs [--state STATE] [--all-clients] [--json]
@@ -38,7 +47,9 @@ Usage:
   ${program} fetch JOB_ID [--download-dir DIR]
   ${program} cancel JOB_ID... [--reason TEXT]
   ${program} logs JOB_ID [--follow]
-  ${program} rerun JOB_ID [--recon-options JSON] [--priority P] [--detach]
+  ${program} rerun JOB_ID [--recon-options JSON] [--priority P]
+             [--detach | --no-download]
+  ${program} redeliver JOB_ID [--to NAME[,NAME]]
   ${program} watch [--watch-dir DIR] [--pattern GLOB] [--status | --retry FILE|JOB_ID]
   ${program} keygen
 
@@ -59,6 +70,12 @@ Submitting:
                           results later
   --download-dir DIR      where results go (default CLIENT_DOWNLOAD_DIR); each job
                           gets DIR/<job_id>/
+  --deliver NAME[,NAME]   the server sends the job's DICOM results to these of its
+                          destinations (a PACS, an archive) too, besides those it
+                          sends every job's to; --server-status lists them
+  --no-download           fetch no results: wait for the job to end, print its
+                          state and its deliveries, exit as for a job (0 when it
+                          succeeded); the results stay on the server
 
 If the connection breaks once the server has named the job, the client connects
 again (waits of 1 s doubling to 30 s) and goes on: the upload resumes with the bytes
@@ -77,13 +94,16 @@ Jobs on the server (see '${program} COMMAND --help'):
   cancel JOB_ID...        cancel queued or running jobs
   logs JOB_ID             the script's output (--follow: until the job ends)
   rerun JOB_ID            run a failed job again from its kept inputs
+  redeliver JOB_ID        send a succeeded job's results to its destinations
+                          again (--to: to these)
 
 Querying:
   --server-status         uptime, version, workers, queue by priority, jobs
                           done/failed, disk kept for inputs and results, free disk,
-                          which client the server takes this one for, and where
+                          which client the server takes this one for, where
                           jobs run (executor: local or slurm, and what keeps it
-                          from taking jobs when something does)
+                          from taking jobs when something does), and the
+                          destinations --deliver may name
   --view-queue            running and queued jobs, with priority and position
                           (another client's without its file names: "(client NAME)")
                           and the Slurm job id of a job run on Slurm
@@ -135,6 +155,8 @@ Examples:
   id=$(${program} --files scan.7 --priority low --detach)
   ${program} fetch "$id"
   ${program} jobs --state failed
+  ${program} --files scan.7 --deliver PACS --no-download
+  ${program} redeliver "$id" --to PACS
   ${program} --server-status
   ${program} --view-queue --json
   find /scans/today -name '*.7' | ${program} --files -
@@ -155,13 +177,18 @@ bytes, when its results expire (a failed job: until when it can be rerun, "input
 and the reason it ended as it did (and who cancelled it). The server lists the jobs
 of the client whose key this is (the client named "default" for SHARED_KEY); a
 CLIENT column names who submitted each job when they are more than one client's,
-and a SLURM column the Slurm job id of each job the server ran on Slurm.
+a SLURM column the Slurm job id of each job the server ran on Slurm, and a DELIVERY
+column where the server sends a job's DICOM results, when any job has such a
+destination: "PACS 32/32" (32 of its 32 DICOM files stored there), "PACS sending
+12/32", "PACS pending" (not tried yet), "PACS retrying 12/32" (an attempt failed; it
+tries again), "PACS failed 12/32" (it gave up: '${program} redeliver JOB_ID').
 
   --state STATE           only jobs in STATE
   --all-clients           every client's jobs, with a CLIENT column; only an admin
                           client may ask (the server refuses anyone else: exit 1)
   --json                  {"jobs": [...]}, every job as the server describes it
-                          (with its "client", and "executor_ref": the Slurm job id)
+                          (with its "client", "executor_ref": the Slurm job id, and
+                          "deliveries": each destination's state and file counts)
 `,
   wait: (program) =>
     `${program} wait: wait until jobs end, without taking their results.
@@ -227,7 +254,8 @@ are shown as ?).
     `${program} rerun: run a failed job again, without another upload.
 
 Usage:
-  ${program} rerun JOB_ID [--recon-options JSON] [--priority P] [--detach] [options]
+  ${program} rerun JOB_ID [--recon-options JSON] [--priority P]
+             [--detach | --no-download] [options]
 
 The server keeps a failed job's inputs for FAILED_INPUT_RETENTION; rerun starts a new
 job from them (the failed one gives them up) with the old options and priority
@@ -237,8 +265,32 @@ the new job).
   --recon-options JSON    new options for the script (default: the failed job's)
   --priority P            high, normal or low (default: the failed job's)
   --detach                return once the new job is queued; print its id
+  --no-download           wait for the new job's end and print it and where its
+                          results go (the server's destinations); fetch nothing
   --download-dir DIR      where results go (default CLIENT_DOWNLOAD_DIR)
   --json                  the new job's results as one JSON document
+`,
+  redeliver: (program) =>
+    `${program} redeliver: send a job's results to the server's destinations again.
+
+Usage:
+  ${program} redeliver JOB_ID [--to NAME[,NAME]] [options]
+
+The server sends a succeeded job's DICOM results to a PACS or archive it knows by
+name (its DESTINATION_<NAME> settings). Each delivery is retried for a while when the
+destination is down; one that gave up, or images deleted at the destination, can be
+sent again: every DICOM file of the job is sent once more (a PACS keeps one copy of
+each). The results must still be on the server (RESULT_RETENTION). Prints where the
+job's results go now, one line per destination; '${program} jobs' shows how it goes.
+
+Refused, in one line from the server (exit code 1): a job that did not succeed or
+whose results expired, a destination the server does not have or this client may
+not name, a server without destinations.
+
+  --to NAME[,NAME]        only to these destinations, and to them even when the
+                          job was not sent there before (default: every
+                          destination the job's results went to)
+  --json                  {"job_id", "deliveries": [...], "job": {...}}
 `,
 };
 

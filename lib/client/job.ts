@@ -120,7 +120,7 @@ export function unavailableKind(kind: string | undefined): UnavailableKind | und
 
 /** How a session begins. */
 export type Opening =
-  | { kind: "submit"; options: ReconOptions; priority?: Priority }
+  | { kind: "submit"; options: ReconOptions; priority?: Priority; deliver?: string[] }
   | { kind: "resume" }
   | { kind: "follow" }
   | { kind: "rerun"; jobId: string; options?: ReconOptions; priority?: Priority };
@@ -133,6 +133,13 @@ export interface JobOptions {
   downloadDir: string;
   /** Stop once the job is queued (`--detach`) instead of waiting for its results. */
   until?: "queued" | "results";
+  /**
+   * False (`--no-download`): once the job is queued, follow it in a session of its own
+   * without its results (`follow_job` without `deliver`) to its final state, the outcome
+   * `ended`; the results stay on the server (and go to its destinations). Needs
+   * `connect`. Default true.
+   */
+  download?: boolean;
   /** CLIENT_MAX_RESULT_BYTES: refuse results whose announced total is larger; 0 = no cap. */
   maxResultBytes?: number;
   /** Free bytes on the file system that holds `dir` (default statfs; a test can pretend). */
@@ -161,7 +168,9 @@ export interface JobOptions {
 /** How a job's sessions ended. */
 export type JobOutcome =
   | { kind: "queued"; jobId: string; uploaded: FileEntry[] }
-  | { kind: "results"; result: SubmitResult };
+  | { kind: "results"; result: SubmitResult }
+  /** The job ended and its results were not fetched (`download` false): as the server last described it. */
+  | { kind: "ended"; job: JobInfo; uploaded: FileEntry[] };
 
 /** Where a job is, as far as this client knows. */
 export type JobPhase = "upload" | "wait" | "download";

@@ -88,6 +88,8 @@ export class JobSession {
   readonly #delivery: ResultDelivery;
   /** A resume_upload the server refused: follow the job instead (it may be queued). */
   #fellBack = false;
+  /** `job_status` messages heard while following without the results. */
+  #statuses = 0;
 
   constructor(
     channel: Channel,
@@ -148,6 +150,7 @@ export class JobSession {
           file_count: files.length,
           client_recon_options_json: JSON.stringify(opening.options),
           ...(opening.priority ? { priority: opening.priority } : {}),
+          ...(opening.deliver?.length ? { deliver: opening.deliver } : {}),
         });
         for (const file of files) {
           await this.#channel.send({
@@ -163,7 +166,7 @@ export class JobSession {
         await this.#channel.send({ type: "resume_upload", job_id: jobId });
         return;
       case "follow":
-        await this.#channel.send({ type: "follow_job", job_id: jobId, deliver: true });
+        await this.#channel.send({ type: "follow_job", job_id: jobId, deliver: this.#download });
         return;
       case "rerun":
         await this.#channel.send({
@@ -190,6 +193,11 @@ export class JobSession {
       hint: `the server keeps the results in RECON_DICOM_DIR/job_${jobId}_output${held}; ` +
         `${this.#fetchCommand(jobId)} resumes the download`,
     });
+  }
+
+  /** Whether this run takes the results (not `--no-download`). */
+  get #download(): boolean {
+    return this.#options.download ?? true;
   }
 
   #fetchCommand(jobId: string): string {
@@ -414,14 +422,18 @@ export class JobSession {
     job.phase = "wait";
     this.#event({ kind: "queued", jobId: message.job_id });
     if (job.interrupted) this.interrupt();
-    if (this.#options.until === "queued") {
+    // Without the results the job is followed in a session of its own (run_job.ts).
+    if (this.#options.until === "queued" || !this.#download) {
       return { kind: "queued", jobId: message.job_id, uploaded: [...job.uploaded.values()] };
     }
     return undefined;
   }
 
-  /** `job_status`: where the job is now (the answer to follow_job). */
-  #status(message: ServerMessageOf<"job_status">): undefined {
+  /**
+   * `job_status`: where the job is now (the answer to follow_job). Following without
+   * the results, the second one is the job's final state (§6.7): the outcome.
+   */
+  #status(message: ServerMessageOf<"job_status">): JobOutcome | undefined {
     const job = this.#job;
     const info = message.job;
     if (!job.jobId || job.phase === "upload" && !this.#fellBack) {
@@ -445,6 +457,18 @@ export class JobSession {
     }
     if (FINAL_STATES.includes(info.state) && job.download && info.state !== "succeeded") {
       this.#hostile(`server says job ${info.job_id} ${info.state} after it sent its results`);
+    }
+    if (!this.#download && (this.#opening.kind === "follow" || this.#fellBack)) {
+      if (++this.#statuses === 1) return undefined;
+      if (!FINAL_STATES.includes(info.state)) {
+        this.#hostile(`the server's last word on job ${info.job_id} says ${info.state}`);
+      }
+      if (
+        info.state === "cancelled" && job.interrupted && (this.#options.cancelOnInterrupt ?? true)
+      ) {
+        throw new JobCancelledError(info.job_id);
+      }
+      return { kind: "ended", job: info, uploaded: [...job.uploaded.values()] };
     }
     return undefined;
   }
@@ -482,7 +506,7 @@ export class JobSession {
     if (kind === "refused" && this.#opening.kind === "resume" && !this.#heard && jobId) {
       if (this.#fellBack) throw new JobUnavailableError(kind, message.reason);
       this.#fellBack = true;
-      await this.#channel.send({ type: "follow_job", job_id: jobId, deliver: true });
+      await this.#channel.send({ type: "follow_job", job_id: jobId, deliver: this.#download });
       return undefined;
     }
     if (kind === "refused" && job.phase === "upload" && this.#heard && jobId) {

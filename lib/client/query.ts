@@ -2,7 +2,8 @@
  * Questions to the server that are not a job's transfer (docs/PROTOCOL.md §4, §6.6):
  * `--server-status` and `--view-queue` (every protocol version), and in version 3 the
  * job store: list the jobs (every page), follow a job to its end without taking its
- * results (`wait`), cancel one, read its log. One request, validated answers; a
+ * results (`wait`), cancel one, read its log, send its results to the server's
+ * destinations again (`redeliver`). One request, validated answers; a
  * refusal (`error` of kind not_found, expired or refused) is a JobUnavailableError in
  * the server's words.
  *
@@ -139,6 +140,30 @@ export async function cancelJob(
       return message.job;
     }
   }
+}
+
+/**
+ * Send succeeded job `jobId`'s results to the server's destinations again
+ * (`redeliver_job`, §6.11): to `to`, or to every destination the job had. The answer is
+ * the job with its deliveries as they are now; a refusal is a JobUnavailableError in
+ * the server's words.
+ */
+export async function redeliverJob(
+  channel: Channel,
+  jobId: string,
+  to?: readonly string[],
+): Promise<JobInfo> {
+  await channel.send({
+    type: "redeliver_job",
+    job_id: jobId,
+    ...(to && to.length > 0 ? { to: [...to] } : {}),
+  });
+  const message = await nextMessage(channel, ` while asking to deliver job ${jobId} again`);
+  if (message.type === "error") throw refusal(message);
+  if (message.type !== "job_status" || message.job.job_id !== jobId) {
+    throw new ProtocolError(`expected job_status for job ${jobId}, got ${message.type}`);
+  }
+  return message.job;
 }
 
 /** One piece of a job's log, from byte `offset` of it. */

@@ -4,7 +4,9 @@
  * job, connect again ({@link Reconnector}) and go on where it stopped: `resume_upload`
  * during the upload (only the bytes the server lacks are sent), `follow_job` with
  * `deliver` afterwards (the download resumes after the verified results). A job the
- * server has is never submitted again.
+ * server has is never submitted again. Without the results (`download` false,
+ * `--no-download`) a queued job is followed in a session of its own, `follow_job`
+ * without `deliver`, to its final state.
  *
  * When reconnecting takes longer than CLIENT_RECONNECT_TIMEOUT the job goes on without
  * us: LostContactError (exit code 5) names the command that fetches its results later;
@@ -107,7 +109,7 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
     try {
       const outcome = await session.run();
       if (own) await channel.close();
-      return outcome;
+      if (outcome.kind !== "queued" || !followWithoutResults(options)) return outcome;
     } catch (caught) {
       let error = caught;
       if (job.interrupted && !(error instanceof InterruptedError)) {
@@ -135,10 +137,27 @@ export async function runJob(options: RunJobOptions): Promise<JobOutcome> {
           ? `reconnected; resuming the upload of job ${job.jobId}`
           : `reconnected; following job ${job.jobId} again`,
       );
+      continue;
     } finally {
       signal?.removeEventListener("abort", onAbort);
     }
+    // Queued, and its results are not wanted: follow it without them, in a session of
+    // its own (the submission's would send them).
+    opening = { kind: "follow" };
+    try {
+      channel = await options.connect!();
+    } catch (error) {
+      if (!reconnector || !isConnectionLoss(error) || signal?.aborted) throw error;
+      channel = await reconnectAfter(error, reconnector, job, options);
+    }
   }
+}
+
+/** `download` false: a queued job is followed to its end without its results. */
+function followWithoutResults(options: RunJobOptions): boolean {
+  if (options.download !== false || options.until === "queued") return false;
+  if (!options.connect) throw new TypeError("runJob(): download false needs a connect function");
+  return true;
 }
 
 /** Wait for a new session after `error`, or throw what the run ends with. */

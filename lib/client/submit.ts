@@ -4,6 +4,8 @@
  * {@link runJob} (lib/client/run_job.ts) with an opening:
  * - {@link submitJob}: announce the files, upload them, wait, take the results;
  * - {@link queueJob}: the same, but return once the job is queued (`--detach`);
+ * - {@link submitWithoutResults}: the same, then follow the job to its end and take
+ *   no results (`--no-download`: they go to the server's destinations);
  * - {@link resumeUpload}: finish a cut-off upload of a job whose id we kept;
  * - {@link followAndFetch}: wait for a job by id and take its results (`fetch`, a
  *   watcher that restarted after `job_queued`);
@@ -15,10 +17,10 @@
  * @module
  */
 import type { Channel } from "../wire/channel.ts";
-import type { Priority, ReconOptions } from "../wire/protocol.ts";
+import type { FileEntry, JobInfo, Priority, ReconOptions } from "../wire/protocol.ts";
 import type { LocalFile } from "./files.ts";
 import type { QueuedJob, SubmitResult } from "./job.ts";
-import type { JobOptions, JobOutcome } from "./job_session.ts";
+import type { JobOptions, JobOutcome, Opening } from "./job_session.ts";
 import { runJob, type RunJobOptions } from "./run_job.ts";
 
 export {
@@ -52,6 +54,8 @@ export interface SubmitOptions extends SessionOptions {
   options: ReconOptions;
   /** Default normal. */
   priority?: Priority;
+  /** Destinations on the server the results go to as well (PROTOCOL.md §6.11). */
+  deliver?: string[];
 }
 
 function results(outcome: JobOutcome): SubmitResult {
@@ -64,9 +68,18 @@ export async function submitJob(options: SubmitOptions): Promise<SubmitResult> {
   return results(
     await runJob({
       ...options,
-      opening: { kind: "submit", options: options.options, priority: options.priority },
+      opening: submitOpening(options),
     }),
   );
+}
+
+function submitOpening(options: SubmitOptions): Opening {
+  return {
+    kind: "submit",
+    options: options.options,
+    priority: options.priority,
+    deliver: options.deliver,
+  };
 }
 
 /** Submit and return once the server has queued the job (`--detach`). */
@@ -74,10 +87,22 @@ export async function queueJob(options: SubmitOptions): Promise<QueuedJob> {
   const outcome = await runJob({
     ...options,
     until: "queued",
-    opening: { kind: "submit", options: options.options, priority: options.priority },
+    opening: submitOpening(options),
   });
   if (outcome.kind !== "queued") throw new Error("the job was not queued");
   return { jobId: outcome.jobId, uploaded: outcome.uploaded };
+}
+
+/**
+ * Submit, then follow the job to its final state without its results (`--no-download`):
+ * the job as the server last described it (with its deliveries), whatever the state.
+ */
+export async function submitWithoutResults(
+  options: SubmitOptions,
+): Promise<{ job: JobInfo; uploaded: FileEntry[] }> {
+  const outcome = await runJob({ ...options, download: false, opening: submitOpening(options) });
+  if (outcome.kind !== "ended") throw new Error("the job was not followed to its end");
+  return { job: outcome.job, uploaded: outcome.uploaded };
 }
 
 /** Inputs of {@link resumeUpload}. */
@@ -128,6 +153,8 @@ export interface RerunOptions extends SessionOptions {
   priority?: Priority;
   /** Stop once the new job is queued (`--detach`). */
   until?: "queued" | "results";
+  /** False: follow the new job to its end without its results (`--no-download`). */
+  download?: boolean;
 }
 
 /**

@@ -89,8 +89,23 @@ Deno.test("parseClientArgs() reads each job command with its own options", () =>
       priority: "high",
       detach: true,
       downloadDir: undefined,
+      noDownload: false,
     },
   );
+  assert.deepEqual(parse("redeliver", ID, "--to", "pacs,Research", "--to", "PACS"), {
+    kind: "redeliver",
+    global: DEFAULTS,
+    jobId: ID,
+    to: ["PACS", "RESEARCH"],
+  });
+  assert.deepEqual(parse("redeliver", ID.toUpperCase(), "--json"), {
+    kind: "redeliver",
+    global: { ...DEFAULTS, json: true },
+    jobId: ID,
+    to: undefined,
+  });
+  const rerun = parse("rerun", ID, "--no-download");
+  assert.equal(rerun.kind === "rerun" && rerun.noDownload, true);
 });
 
 Deno.test("global options may come before a job command, --quiet too", () => {
@@ -119,6 +134,53 @@ Deno.test("a submission takes --priority and --detach; queries refuse them", () 
   assert.equal(parse("--view-queue", "--json").kind, "queue");
   assert.equal(parse("keygen").kind, "keygen");
   assert.equal(parse("--help").kind, "help");
+});
+
+Deno.test("a submission takes --deliver NAME[,NAME] and --no-download; what does not go with them is refused", () => {
+  const command = parse("--files", "a.7", "--deliver", "pacs, Research", "--deliver", "PACS");
+  assert.equal(command.kind, "submit");
+  assert.deepEqual(command.kind === "submit" && [command.deliver, command.noDownload], [
+    ["PACS", "RESEARCH"],
+    false,
+  ]);
+  const plain = parse("--files", "a.7", "--no-download");
+  assert.deepEqual(plain.kind === "submit" && [plain.deliver, plain.noDownload], [
+    undefined,
+    true,
+  ]);
+  usage(
+    ["--files", "a.7", "--deliver", "PACS_1"],
+    '--deliver: "PACS_1" is not a destination name (1 to 32 letters and digits)',
+    /--server-status/,
+  );
+  usage(
+    ["--files", "a.7", "--deliver", ""],
+    "--deliver needs destination names, e.g. --deliver PACS,RESEARCH",
+  );
+  usage(["--files", "a.7", "--deliver", "PACS,"], /^--deliver needs destination names/);
+  usage(["--files", "a.7", "--deliver", "A".repeat(33)], /is not a destination name/);
+  const many = Array.from({ length: 17 }, (_, i) => `D${i}`).join(",");
+  usage(["--files", "a.7", "--deliver", many], "--deliver names 17 destinations; at most 16");
+  usage(
+    ["--files", "a.7", "--no-download", "--detach"],
+    "use either --detach or --no-download, not both",
+    /--no-download waits for its end/,
+  );
+  usage(
+    ["--files", "a.7", "--no-download", "--download-dir", "x"],
+    "--download-dir has no use with --no-download: nothing is downloaded",
+  );
+  usage(["--server-status", "--deliver", "PACS"], "--deliver goes with submitting a job");
+  usage(["--view-queue", "--no-download"], "--no-download goes with submitting a job");
+  usage(["redeliver"], "redeliver needs a job id");
+  usage(
+    ["redeliver", ID, "--to", "x-y"],
+    '--to: "x-y" is not a destination name (1 to 32 letters and digits)',
+  );
+  usage(
+    ["rerun", ID, "--no-download", "--detach"],
+    "use either --detach or --no-download, not both",
+  );
 });
 
 Deno.test("job commands refuse what is not a job id, a missing one, and extra ones", () => {
@@ -151,7 +213,7 @@ Deno.test("a job command after a non-global option is misplaced, and says which 
 });
 
 Deno.test("each job command has its own --help", () => {
-  for (const name of ["jobs", "wait", "fetch", "cancel", "logs", "rerun"]) {
+  for (const name of ["jobs", "wait", "fetch", "cancel", "logs", "rerun", "redeliver"]) {
     const command = parse(name, "--help");
     assert.equal(command.kind, "help");
     const text = (command as { text: string }).text;

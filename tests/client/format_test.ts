@@ -3,10 +3,15 @@
  * `--server-status`, `--view-queue`, a finished job and a failure, as text and JSON;
  * which client the server names (a CLIENT column, another client's job without its
  * file names, the client line of the status); a job run on Slurm (a SLURM column with
- * its Slurm job id) and the executor lines of the status.
+ * its Slurm job id) and the executor lines of the status; where a job's results go
+ * (the DELIVERY column, a delivery in words, the `--no-download` and `redeliver`
+ * reports, the destinations of the status).
  */
 import assert from "node:assert/strict";
 import {
+  deliveryCell,
+  deliveryLine,
+  deliveryReport,
   failureDetails,
   failureJson,
   formatUptime,
@@ -14,9 +19,11 @@ import {
   jobLine,
   jobsJson,
   jobsText,
+  noDownloadJson,
   queuedText,
   queueJson,
   queueText,
+  redeliverJson,
   resultJson,
   resultText,
   skippedWarning,
@@ -24,7 +31,7 @@ import {
   statusNotice,
   statusText,
 } from "../../lib/client/format.ts";
-import type { JobInfo } from "../../lib/wire/protocol.ts";
+import type { DeliverySummary, JobInfo } from "../../lib/wire/protocol.ts";
 import type { QueueDetails, ServerStatus } from "../../lib/client/query.ts";
 import { JobCancelledError, JobFailedError, type SubmitResult } from "../../lib/client/submit.ts";
 import { ConnectionError, ExitCode, JobError, LostContactError } from "../../lib/errors.ts";
@@ -550,4 +557,143 @@ Deno.test("queueText() adds a SLURM column after the status when any job ran on 
   assert.deepEqual(v2[0].split(/ {2,}/).slice(0, 4), ["JOB ID", "STATUS", "SLURM", "PRIMARY FILE"]);
   assert.ok(!queueText(JOBS).includes("SLURM"), "no job on Slurm: no column");
   assert.deepEqual(JSON.parse(queueJson(jobs)), { jobs }, "--json passes them through");
+});
+
+const DELIVERED: DeliverySummary = {
+  destination: "PACS",
+  state: "delivered",
+  files_total: 32,
+  files_sent: 32,
+  files_skipped: 1,
+  files_failed: 0,
+  attempts: 1,
+  finished_at: "2026-12-01T10:05:12.000Z",
+};
+const RETRYING: DeliverySummary = {
+  destination: "RESEARCH",
+  state: "pending",
+  files_total: 32,
+  files_sent: 12,
+  files_skipped: 1,
+  files_failed: 2,
+  attempts: 3,
+  last_error: "association rejected (permanent): called AE title not recognized\u001b[2J",
+  next_attempt_at: "2026-12-01T10:09:00.000Z",
+};
+
+Deno.test("deliveryCell() says where each destination stands in a few words", () => {
+  assert.equal(deliveryCell(DELIVERED), "PACS 32/32");
+  assert.equal(deliveryCell(RETRYING), "RESEARCH retrying 12/32");
+  assert.equal(deliveryCell({ ...RETRYING, attempts: 0 }), "RESEARCH pending");
+  assert.equal(deliveryCell({ ...RETRYING, state: "sending" }), "RESEARCH sending 12/32");
+  assert.equal(deliveryCell({ ...RETRYING, state: "failed" }), "RESEARCH failed 12/32");
+  assert.equal(deliveryCell({ ...DELIVERED, destination: "P\u001bACS" }), "P?ACS 32/32");
+});
+
+Deno.test("deliveryLine() says it in words: counts, times in UTC, the last error made printable", () => {
+  assert.equal(
+    deliveryLine(DELIVERED),
+    "PACS: delivered 32 of 32 DICOM file(s) at 2026-12-01 10:05:12 UTC; " +
+      "1 result file(s) not DICOM, not sent",
+  );
+  assert.equal(
+    deliveryLine(RETRYING),
+    "RESEARCH: 12 of 32 DICOM file(s) stored, 2 refused; attempt 3 failed: association " +
+      "rejected (permanent): called AE title not recognized?; next attempt at " +
+      "2026-12-01 10:09:00 UTC; 1 result file(s) not DICOM, not sent",
+  );
+  assert.equal(
+    deliveryLine({ ...RETRYING, attempts: 0, files_skipped: 0, last_error: undefined }),
+    "RESEARCH: pending, not tried yet",
+  );
+  assert.equal(
+    deliveryLine({
+      ...RETRYING,
+      state: "failed",
+      files_failed: 0,
+      files_skipped: 0,
+      attempts: 9,
+      finished_at: "2026-12-02T10:05:00.000Z",
+    }),
+    "RESEARCH: failed at 2026-12-02 10:05:00 UTC after 9 attempt(s): association rejected " +
+      "(permanent): called AE title not recognized?; 12 of 32 DICOM file(s) stored",
+  );
+  assert.equal(
+    deliveryLine({ ...DELIVERED, state: "sending", files_sent: 5, files_skipped: 0 }),
+    "PACS: sending, 5 of 32 DICOM file(s) stored so far (attempt 1)",
+  );
+});
+
+Deno.test("jobsText() adds a DELIVERY column after RESULTS when any job's results go to a destination", () => {
+  const jobs: JobInfo[] = [{ ...INFO[0], deliveries: [DELIVERED, RETRYING] }, INFO[1]];
+  const lines = jobsText(jobs).split("\n");
+  const header = lines[0].split(/ {2,}/);
+  assert.deepEqual(header.slice(header.indexOf("RESULTS"), header.indexOf("RESULTS") + 3), [
+    "RESULTS",
+    "DELIVERY",
+    "EXPIRES (UTC)",
+  ]);
+  const at = header.indexOf("DELIVERY");
+  assert.equal(lines[1].split(/ {2,}/)[at], "PACS 32/32, RESEARCH retrying 12/32");
+  assert.equal(lines[2].split(/ {2,}/)[at], "-");
+  assert.ok(!jobsText(INFO).includes("DELIVERY"), "no destinations: no column");
+  assert.ok(!jobsText([{ ...INFO[0], deliveries: [] }]).includes("DELIVERY"));
+  assert.deepEqual(JSON.parse(jobsJson(jobs)), { jobs }, "--json passes them through");
+});
+
+Deno.test("jobLine() adds where a succeeded job's results go; the --no-download and redeliver reports list them", () => {
+  const job: JobInfo = { ...INFO[0], deliveries: [DELIVERED, RETRYING] };
+  assert.equal(
+    jobLine(job),
+    `${JOB_A} succeeded at 2026-12-01 10:05:00 UTC: 12 result file(s), 30.0 MB, ` +
+      "kept until 2026-12-08 10:05:00 UTC; delivery: PACS 32/32, RESEARCH retrying 12/32",
+  );
+  const report = deliveryReport(job).split("\n");
+  assert.deepEqual(report.slice(1), [
+    `  ${deliveryLine(DELIVERED)}`,
+    `  ${deliveryLine(RETRYING).replace("\u001b", "?")}`,
+    "",
+  ]);
+  assert.equal(report[0], jobLine(job));
+  assert.equal(deliveryReport(INFO[0]), `${jobLine(INFO[0])}\n`);
+  const uploaded = [{ name: "P00001.7", size: 10 }];
+  assert.deepEqual(JSON.parse(noDownloadJson(job, uploaded)), {
+    job_id: JOB_A,
+    status: "succeeded",
+    uploaded,
+    deliveries: [DELIVERED, RETRYING],
+    job,
+  });
+  assert.deepEqual(JSON.parse(redeliverJson(INFO[0])), {
+    job_id: JOB_A,
+    deliveries: [],
+    job: INFO[0],
+  });
+});
+
+Deno.test("statusText() names the destinations, those every job goes to for an admin, none for none", () => {
+  const line = (status: ServerStatus) =>
+    statusText(status, "h:1").split("\n").find((l) => l.startsWith("destinations:"));
+  assert.equal(
+    line({ ...STATUS, destinations: ["PACS", "RESEARCH"], default_destinations: ["PACS"] }),
+    "destinations:        PACS, RESEARCH (every job: PACS)",
+  );
+  assert.equal(
+    line({ ...STATUS, destinations: ["PACS", "RESEARCH"] }),
+    "destinations:        PACS, RESEARCH",
+  );
+  assert.equal(line({ ...STATUS, destinations: [] }), "destinations:        none");
+  assert.equal(line(STATUS), undefined, "an older server says nothing");
+});
+
+Deno.test("resultJson() adds the deliveries when asked for them", () => {
+  const result: SubmitResult = {
+    jobId: JOB_A,
+    uploaded: [],
+    resultDir: "/d",
+    files: [],
+    skipped: 0,
+  };
+  assert.equal(JSON.parse(resultJson(result)).deliveries, undefined);
+  assert.deepEqual(JSON.parse(resultJson(result, [DELIVERED])).deliveries, [DELIVERED]);
 });

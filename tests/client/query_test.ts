@@ -3,11 +3,18 @@
  * a real channel pair: every page of list_jobs (every client's for an admin, a refusal
  * for anyone else; and a cursor that repeats), cancel_job
  * with its final job_status or a refusal in the server's words, get_job_log's offsets,
- * and follow_job without deliver (the first job_status, events, the final one).
+ * follow_job without deliver (the first job_status, events, the final one), and
+ * redeliver_job.
  */
 import assert from "node:assert/strict";
 import { JobUnavailableError, type SubmitEvent } from "../../lib/client/job.ts";
-import { cancelJob, getJobLog, listJobs, waitForJob } from "../../lib/client/query.ts";
+import {
+  cancelJob,
+  getJobLog,
+  listJobs,
+  redeliverJob,
+  waitForJob,
+} from "../../lib/client/query.ts";
 import { ProtocolError } from "../../lib/errors.ts";
 import type { JobInfo } from "../../lib/wire/protocol.ts";
 import { channelPair } from "../support/channel_pair.ts";
@@ -189,5 +196,40 @@ Deno.test("waitForJob() refuses news of another job, and reports an unknown job 
   const unknown = await waitForJob(pair.client, JOB).catch((caught) => caught);
   assert.ok(unknown instanceof JobUnavailableError && unknown.kind === "not_found");
   await assert.rejects(waitForJob(pair.client, JOB), ProtocolError);
+  await server;
+});
+
+Deno.test("redeliverJob() names the destinations asked for and returns the job with its deliveries", async () => {
+  await using pair = await channelPair();
+  const peer = new Peer(pair.server);
+  const deliveries = [{
+    destination: "PACS",
+    state: "pending" as const,
+    files_total: 32,
+    files_sent: 0,
+    files_skipped: 0,
+    files_failed: 0,
+    attempts: 0,
+  }];
+  const refusal = "client mr1 may not deliver to RESEARCH (its deliver= list is PACS)";
+  const server = (async () => {
+    assert.deepEqual(await peer.message(), { type: "redeliver_job", job_id: JOB });
+    await peer.send({ type: "job_status", job: job(JOB, "succeeded", { deliveries }) });
+    assert.deepEqual(await peer.message(), {
+      type: "redeliver_job",
+      job_id: JOB,
+      to: ["RESEARCH"],
+    });
+    await peer.send({ type: "error", kind: "refused", reason: refusal });
+    await peer.expect("redeliver_job");
+    await peer.send({ type: "job_status", job: job(idOf(2), "succeeded") });
+  })();
+  const again = await redeliverJob(pair.client, JOB);
+  assert.deepEqual(again.deliveries, deliveries);
+  const error = await redeliverJob(pair.client, JOB, ["RESEARCH"]).catch((caught) => caught);
+  assert.ok(error instanceof JobUnavailableError);
+  assert.equal(error.kind, "refused");
+  assert.equal(error.message, refusal);
+  await assert.rejects(redeliverJob(pair.client, JOB, []), ProtocolError, "another job's status");
   await server;
 });

@@ -5,7 +5,8 @@
  * made again and the job goes on where it stopped, sending and receiving only what
  * the other side lacks; reconnecting gives up after CLIENT_RECONNECT_TIMEOUT with
  * exit code 5 (3 for an upload); a connection lost before the server named the job is
- * not made again; fetch, rerun, detach and Ctrl-C.
+ * not made again; fetch, rerun, detach, Ctrl-C, and `--no-download` (the job followed
+ * to its end in a session of its own, without its results).
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -27,6 +28,7 @@ import {
   resumeUpload,
   type SubmitEvent,
   submitJob,
+  submitWithoutResults,
 } from "../../lib/client/submit.ts";
 import { journalPath, partPath } from "../../lib/client/download.ts";
 import type { LocalFile } from "../../lib/client/files.ts";
@@ -858,4 +860,142 @@ Deno.test("fetching a job someone cancelled says so, with who and why (exit 1)",
   assert.equal(error.cancelledBy, "10.0.0.9 (key id ab)");
   assert.equal(error.exitCode, ExitCode.JOB_FAILED);
   assert.deepEqual(record.events, [], "the failure says it once");
+});
+
+/** The job as a version 3 server describes it. */
+function jobInfo(state: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    job_id: JOB,
+    state,
+    priority: "normal",
+    submitted_at: "2026-12-01T10:00:00.000Z",
+    file_count: 1,
+    input_bytes: 10,
+    attempts: state === "queued" ? 0 : 1,
+    ...extra,
+  };
+}
+
+const PACS_PENDING = {
+  destination: "PACS",
+  state: "pending",
+  files_total: 0,
+  files_sent: 0,
+  files_skipped: 0,
+  files_failed: 0,
+  attempts: 0,
+};
+
+Deno.test("--no-download: the job is queued, then followed without deliver to its end; nothing is fetched", async () => {
+  const { dir, files, downloadDir } = await setUp(10);
+  await using _dir = dir;
+  let after = "";
+  await using server = await ScriptedServer.start([
+    async (peer) => {
+      const submit = await takeSubmission(peer);
+      assert.deepEqual(submit.deliver, ["PACS"]);
+      await peer.send({ type: "request_file", job_id: JOB, name: "P00001.7" });
+      await peer.receiveFile();
+      await peer.send({ type: "job_queued", job_id: JOB, files_received: 1 });
+      after = await peer.next();
+    },
+    async (peer) => {
+      assert.deepEqual(await peer.message(), { type: "follow_job", job_id: JOB, deliver: false });
+      await peer.send({ type: "job_status", job: jobInfo("running") });
+      await peer.send({ type: "job_progress", job_id: JOB, percent: 50 });
+      await peer.send({
+        type: "job_status",
+        job: jobInfo("succeeded", { result_count: 2, deliveries: [PACS_PENDING] }),
+      });
+      assert.equal(await peer.next(), "goodbye");
+    },
+  ]);
+  const events = recorder();
+  const ended = await submitWithoutResults({
+    connect: server.connect,
+    reconnectTimeoutMs: 60_000,
+    reconnect: instantReconnect(),
+    files,
+    options: {},
+    deliver: ["PACS"],
+    downloadDir,
+    onEvent: events.onEvent,
+  });
+  await server.done;
+  assert.equal(after, "goodbye", "the submission's session ends once the job is queued");
+  assert.equal(ended.job.state, "succeeded");
+  assert.deepEqual(ended.job.deliveries, [PACS_PENDING]);
+  assert.deepEqual(ended.uploaded.map((file) => file.name), ["P00001.7"]);
+  assert.ok(events.events.some((event) => event.kind === "progress" && event.percent === 50));
+  assert.deepEqual(await listDir(dir.path), ["P00001.7"], "nothing downloaded");
+});
+
+Deno.test("--no-download: a lost connection while waiting follows again without deliver; a failed job is its outcome", async () => {
+  const { dir, files, downloadDir } = await setUp(10);
+  await using _dir = dir;
+  await using server = await ScriptedServer.start([
+    async (peer) => {
+      await takeSubmission(peer);
+      await peer.send({ type: "request_file", job_id: JOB, name: "P00001.7" });
+      await peer.receiveFile();
+      await peer.send({ type: "job_queued", job_id: JOB, files_received: 1 });
+    },
+    async (peer) => {
+      await peer.expect("follow_job");
+      await peer.send({ type: "job_status", job: jobInfo("running") });
+      peer.channel.abort(); // cut while the job runs
+    },
+    async (peer) => {
+      assert.deepEqual(await peer.message(), { type: "follow_job", job_id: JOB, deliver: false });
+      await peer.send({ type: "job_status", job: jobInfo("failed", { reason: "exit 3" }) });
+      await peer.send({ type: "job_status", job: jobInfo("failed", { reason: "exit 3" }) });
+    },
+  ]);
+  const ended = await submitWithoutResults({
+    connect: server.connect,
+    reconnectTimeoutMs: 60_000,
+    reconnect: instantReconnect(),
+    files,
+    options: {},
+    downloadDir,
+  });
+  await server.done;
+  assert.equal(ended.job.state, "failed");
+  assert.equal(ended.job.reason, "exit 3");
+});
+
+Deno.test("--no-download: Ctrl-C while waiting cancels the job (JobCancelledError)", async () => {
+  const { dir, files, downloadDir } = await setUp(10);
+  await using _dir = dir;
+  const controller = new AbortController();
+  await using server = await ScriptedServer.start([
+    async (peer) => {
+      await takeSubmission(peer);
+      await peer.send({ type: "request_file", job_id: JOB, name: "P00001.7" });
+      await peer.receiveFile();
+      await peer.send({ type: "job_queued", job_id: JOB, files_received: 1 });
+    },
+    async (peer) => {
+      await peer.expect("follow_job");
+      await peer.send({ type: "job_status", job: jobInfo("running") });
+      controller.abort();
+      assert.deepEqual(await peer.message(), {
+        type: "cancel_job",
+        job_id: JOB,
+        reason: "interrupted",
+      });
+      await peer.send({ type: "job_status", job: jobInfo("cancelled", { reason: "interrupted" }) });
+    },
+  ]);
+  const error = await submitWithoutResults({
+    connect: server.connect,
+    reconnectTimeoutMs: 60_000,
+    reconnect: instantReconnect(),
+    files,
+    options: {},
+    downloadDir,
+    signal: controller.signal,
+  }).catch((caught) => caught);
+  await server.done;
+  assert.ok(error instanceof JobCancelledError, String(error));
 });
