@@ -457,12 +457,17 @@ Deno.test("sendInstances() returns partial results when Orthanc is killed mid-se
   const instances = await instancesOf(files);
   const sending = sendInstances(to(orthanc, { timeoutS: 5 }), instances);
   let killedAt = -1;
-  while (true) {
+  const deadline = Date.now() + 60_000;
+  while (killedAt < 0) {
     const stored = await orthanc.count();
     if (stored >= 10) {
       await orthanc.stop("SIGKILL");
       killedAt = stored;
-      break;
+    } else if (Date.now() > deadline) {
+      await orthanc.stop("SIGKILL");
+      throw new Error(
+        `only ${stored} instances stored after 60 s: ${JSON.stringify(await sending)}`,
+      );
     }
     await delay(5);
   }
