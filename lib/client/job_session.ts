@@ -442,10 +442,12 @@ export class JobSession {
     if (this.#fellBack) job.phase = "wait";
     this.#heardFrom();
     this.#lastState = info;
-    // A failed or cancelled job's job_failed follows at once and says it all.
-    if (info.state !== "failed" && info.state !== "cancelled") {
-      this.#event({ kind: "status", job: info });
-    }
+    const withoutResults = !this.#download && (this.#opening.kind === "follow" || this.#fellBack);
+    // A failed or cancelled job's job_failed follows at once and says it all; without
+    // the results the caller reports how the job ended.
+    const told = info.state === "failed" || info.state === "cancelled" ||
+      (withoutResults && FINAL_STATES.includes(info.state));
+    if (!told) this.#event({ kind: "status", job: info });
     if (info.state === "receiving") {
       this.#hostile(`server says job ${info.job_id} is still being uploaded while we follow it`);
     }
@@ -458,7 +460,7 @@ export class JobSession {
     if (FINAL_STATES.includes(info.state) && job.download && info.state !== "succeeded") {
       this.#hostile(`server says job ${info.job_id} ${info.state} after it sent its results`);
     }
-    if (!this.#download && (this.#opening.kind === "follow" || this.#fellBack)) {
+    if (withoutResults) {
       if (++this.#statuses === 1) return undefined;
       if (!FINAL_STATES.includes(info.state)) {
         this.#hostile(`the server's last word on job ${info.job_id} says ${info.state}`);

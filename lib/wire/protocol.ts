@@ -366,7 +366,7 @@ export interface DeliverySummary {
   /** The destination's name, upper case. */
   destination: string;
   state: DeliveryState;
-  /** The job's results that are DICOM files to send. */
+  /** The results to send: its DICOM files (every result until an attempt looked at them). */
   files_total: number;
   /** Stored by the destination. */
   files_sent: number;
