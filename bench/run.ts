@@ -13,7 +13,7 @@
  *   --status-clients N  concurrent --server-status clients (default 50)
  *   --knob-mib N        bytes per channel-knob run (default min(size, 512))
  *   --cases LIST        comma list of: upload,download,tiny,concurrent,status,startup,knobs,
- *                       store,slurm (default all)
+ *                       store,slurm,metrics (default all)
  *   --store-jobs N      jobs queued behind a blocked one in the store case (default 1000)
  *   --slurm-repeat N    tiny-job round trips per executor in the slurm case (default 20)
  *   --no-record         do not append to bench/results/
@@ -57,6 +57,18 @@ import {
   track,
 } from "./measure.ts";
 import { CLIENT_BIN, ReconServerProcess, runClient } from "./recon_server.ts";
+import {
+  idleCpuRate,
+  MONITOR_PATHS,
+  monitorPort,
+  probe,
+  PROBE_COUNT,
+  probeSummary,
+  SCRAPE_INTERVAL_MS,
+  scrapedRun,
+  scrapedSummary,
+  type ScrapeResult,
+} from "./metrics_case.ts";
 import { type Sshd, startSshd } from "./sshd.ts";
 
 const MIB = 1024 * 1024;
@@ -71,6 +83,7 @@ const ALL_CASES = [
   "knobs",
   "store",
   "slurm",
+  "metrics",
 ];
 
 const { values } = parseArgs({
@@ -298,6 +311,8 @@ async function reconUpload(
   file: string,
   bytes: number,
   env?: Record<string, string>,
+  /** Called as soon as the client has exited, before the server settles. */
+  clientDone?: () => Promise<void>,
 ) {
   const dl = await freshDir("dl");
   const meter = new DaemonMeter(server.pid);
@@ -308,6 +323,7 @@ async function reconUpload(
     ["--files", file, "--download-dir", dl, "--quiet"],
     { timeoutMs: TIMEOUT_MS, env },
   );
+  await clientDone?.();
   await meter.settle();
   const usage = meter.stop();
   await Deno.remove(dl, { recursive: true });
@@ -594,6 +610,114 @@ async function caseUpload(): Promise<void> {
     s.samples.length = keep;
   }
   await runSeries(caseName, SIZE, series);
+  await stopServer(server);
+}
+
+/**
+ * Issue 16: what the monitoring endpoint costs a transfer. One server with HTTP_LISTEN;
+ * the big upload without scraping and with a scraper process GETting /metrics (and, in
+ * runs of their own, /healthz and /) every 100 ms, interleaved; then each page probed
+ * alone against the idle server (bench/metrics_case.ts).
+ */
+async function caseMetrics(): Promise<void> {
+  const caseName = `HTTP monitoring, upload ${label(SIZE)}`;
+  const server = await startServer("metrics", path.join(ROOT, "examples", "noop_recon.sh"), {
+    HTTP_LISTEN: "127.0.0.1:0",
+  });
+  const port = monitorPort(server);
+  // The scrapes of each kept run, by its sample (a discarded, disturbed run drops out).
+  const scrapes = new Map<Sample, ScrapeResult>();
+  const plain = new Series(
+    "recon upload, no scraping",
+    () => reconUpload(server, SRC, SIZE),
+    "same server, HTTP_LISTEN on, not asked",
+  );
+  const scraped = MONITOR_PATHS.map((page) =>
+    new Series(`recon upload, GET ${page} every ${SCRAPE_INTERVAL_MS} ms`, async () => {
+      const { sample, scrape } = await scrapedRun(
+        work,
+        port,
+        page,
+        (clientDone) => reconUpload(server, SRC, SIZE, undefined, clientDone),
+      );
+      scrapes.set(sample, scrape);
+      return sample;
+    })
+  );
+  const series = [plain, ...scraped];
+  log("warm-up round (not recorded)");
+  for (const s of series) {
+    const keep = s.samples.length;
+    await s.once();
+    s.samples.length = keep;
+  }
+  // Rotated each round, so that no series always runs after the same one.
+  for (let rep = 0; rep < REPEAT; rep++) {
+    for (let i = 0; i < series.length; i++) {
+      const s = series[(rep + i) % series.length];
+      log(`${caseName}: ${s.tool} (run ${rep + 1}/${REPEAT})`);
+      const kept = s.samples.length;
+      await s.once();
+      const got = s.samples[kept];
+      const scrape = got && scrapes.get(got);
+      if (got) {
+        log(
+          `  ${(SIZE / 1e6 / got.wallS).toFixed(0)} MB/s${
+            scrape
+              ? `, ${scrape.report.ok} scrapes, scraper CPU ${scrape.scraperCpuS.toFixed(2)} s`
+              : ""
+          }`,
+        );
+      }
+    }
+  }
+  const rowOf = (s: Series) => {
+    const row = s.samples.length > 0 && !s.error
+      ? transferRow(caseName, s.tool, SIZE, s.samples, s.note)
+      : failedRow(caseName, s.tool, s.error ?? "no runs");
+    row.extra = { ...row.extra, discarded_disturbed_runs: s.discarded };
+    rows.push(row);
+    return row;
+  };
+  const base = rowOf(plain);
+  for (const s of scraped) {
+    const row = rowOf(s);
+    if (row.reps === 0 || base.reps === 0) continue;
+    // Round k's scraped run against the same round's unscraped one.
+    const paired = s.samples.flatMap((x, k) =>
+      plain.samples[k] ? [plain.samples[k].wallS / x.wallS] : []
+    );
+    const summary = scrapedSummary(
+      s.samples.map((x) => scrapes.get(x)!),
+      row.mbPerS!,
+      base.mbPerS!,
+      row.serverCpuS!,
+      base.serverCpuS!,
+      paired,
+    );
+    row.note = summary.note + (row.note ?? "");
+    row.extra = { ...row.extra, ...summary.extra };
+  }
+  // Each page alone, after the uploads (the store then holds their jobs).
+  const idleRate = await idleCpuRate(server.pid);
+  for (const [i, page] of MONITOR_PATHS.entries()) {
+    const tool = `${PROBE_COUNT} × GET ${page} alone, idle server`;
+    log(`${caseName}: ${tool}`);
+    try {
+      const result = await probe(work, server, port, page, idleRate);
+      const summary = probeSummary(result, scraped[i].samples.map((x) => scrapes.get(x)!));
+      rows.push({
+        case: caseName,
+        tool,
+        reps: result.report.ok,
+        serverCpuS: result.serverCpuS,
+        note: summary.note,
+        extra: { ...summary.extra, server_idle_cpu_s_per_s: round(idleRate, 4) },
+      });
+    } catch (error) {
+      rows.push(failedRow(caseName, tool, (error as Error).message.split("\n")[0]));
+    }
+  }
   await stopServer(server);
 }
 
@@ -1608,6 +1732,25 @@ function printTargets(): void {
       `${queue.case}: server peak RSS ${fmt(queue.serverRssMB)} MB < 150 MB (issue 13)`,
     );
   }
+  const unscraped = find("HTTP monitoring", "recon upload, no scraping");
+  const scraped = find("HTTP monitoring", "recon upload, GET /metrics");
+  if (unscraped && scraped) {
+    const ratio = scraped.mbPerS! / unscraped.mbPerS!;
+    check(
+      ratio >= 0.97,
+      `upload while /metrics is scraped every ${SCRAPE_INTERVAL_MS} ms: ${
+        fmt(scraped.mbPerS)
+      } MB/s, ${ratio.toFixed(3)} × ${fmt(unscraped.mbPerS)} MB/s without ≥ 0.97 (issue 16)`,
+    );
+  }
+  const monitorRows = rows.filter((r) => r.case.startsWith("HTTP monitoring") && r.reps > 0);
+  if (monitorRows.length > 0) {
+    const failed = monitorRows.reduce(
+      (sum, r) => sum + Number(r.extra?.scrape_errors ?? r.extra?.failed ?? 0),
+      0,
+    );
+    check(failed === 0, `HTTP monitoring: ${failed} requests failed (scraped and probed)`);
+  }
   for (const row of rows.filter((r) => r.case.includes("--server-status"))) {
     const extra = row.extra as { answered: number; failed: number };
     check(
@@ -1736,6 +1879,7 @@ try {
     ["knobs", caseKnobs],
     ["store", caseStore],
     ["slurm", caseSlurm],
+    ["metrics", caseMetrics],
   ];
   for (const [name, run] of cases) {
     if (!CASES.has(name) || interrupted) continue;
