@@ -81,7 +81,7 @@ Deno.test("recon-server backup FILE copies the job store while its owner writes,
   const result = await run(SERVER_BIN, ["backup", "--opts", optsPath, file]);
   assert.equal(result.code, 0, result.stderr);
   assert.equal(result.stderr, "");
-  const line = /^backed up (\d+) jobs to (.*) \(schema 2\)\n$/.exec(result.stdout);
+  const line = /^backed up (\d+) jobs to (.*) \(schema 3\)\n$/.exec(result.stdout);
   assert.ok(line, result.stdout);
   assert.equal(line[2], file);
   const copied = Number(line[1]);
@@ -124,7 +124,7 @@ Deno.test("recon-server backup FILE copies what a SIGKILLed owner committed, its
   const file = path.join(site.path, "backup.sqlite");
   const result = await run(SERVER_BIN, ["backup", "--opts", optsPath, file]);
   assert.equal(result.code, 0, result.stderr);
-  assert.equal(result.stdout, `backed up 40 jobs to ${file} (schema 2)\n`);
+  assert.equal(result.stdout, `backed up 40 jobs to ${file} (schema 3)\n`);
   // The backup only read: the store opens for the next server as it was.
   const store = JobStore.open(stateDir);
   try {

@@ -47,6 +47,7 @@ import {
 import { copyDatabase, openStoreFile, releaseLock } from "./store_file.ts";
 import { type AuditHead, auditHeadIn, setAuditHeadIn } from "./audit_head.ts";
 import { ClientRecords } from "./client_activity.ts";
+import { DeliveryStore } from "./delivery_store.ts";
 import { schemaVersionOf } from "./store_schema.ts";
 
 export { backupJobStore, type BackupReport, LOCK_FILE, STORE_FILE } from "./store_file.ts";
@@ -69,6 +70,11 @@ export interface NewJob {
   /** Until when a cut-off upload may be resumed (ms since the epoch). */
   uploadExpiresAt: number;
   rerunOf?: string;
+  /**
+   * The DICOM destinations its results go to once it succeeds (names of recon.opts'
+   * `DESTINATION_<NAME>` lines, upper case, each once); default none.
+   */
+  deliverTo?: string[];
 }
 
 /** A job as recorded. Times are ms since the epoch; absent ones are undefined. */
@@ -115,6 +121,8 @@ export interface JobRecord {
   /** What runs the job: `local` (a process group here); `slurm` later (issue 15). */
   executor: string;
   executorRef?: string;
+  /** The DICOM destinations its results go to once it succeeds (lib/server/pacs_delivery.ts). */
+  deliverTo: string[];
 }
 
 /**
@@ -184,6 +192,8 @@ export interface JobStoreOptions {
 
 type Row = Record<string, SQLInputValue>;
 
+/** A destination name as the job store keeps it (lib/opts/destination.ts, upper case). */
+const DESTINATION_NAME = /^[A-Z0-9]+$/;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 const NOT_FINAL: readonly JobState[] = ["receiving", "queued", "running"];
 const AFTER_FINAL: readonly JobState[] = ["succeeded", "failed", "cancelled", "expired"];
@@ -241,6 +251,7 @@ function toRecord(row: Row): JobRecord {
     inputsRemoved: Number(row.inputs_removed) === 1,
     resultsRemoved: Number(row.results_removed) === 1,
     executor: String(row.executor),
+    deliverTo: JSON.parse(String(row.deliver_to)) as string[],
   };
   // Absent times and outcomes stay absent (not undefined-valued) properties.
   for (const [column, field] of OPTIONAL_NUMBERS) {
@@ -317,6 +328,8 @@ export class JobStore {
   #listeners = new Set<(change: StoreChange) => void>();
   /** The client tables: last seen, the known client keys (lib/server/client_activity.ts). */
   readonly clients: ClientRecords;
+  /** The deliveries to DICOM destinations and their files (lib/server/delivery_store.ts). */
+  readonly deliveries: DeliveryStore;
 
   private constructor(file: string, db: DatabaseSync, lock: Deno.FsFile, now: () => number) {
     this.path = file;
@@ -324,6 +337,7 @@ export class JobStore {
     this.#lock = lock;
     this.#now = now;
     this.clients = new ClientRecords(db);
+    this.deliveries = new DeliveryStore(db, now);
   }
 
   /** `client` completed a handshake with `keyId` from `address` (now). */
@@ -450,14 +464,25 @@ export class JobStore {
     }
     if (job.files.length === 0) throw new TypeError(`job ${job.id} has no input files`);
     for (const file of job.files) checkSize(`the size of ${file.name}`, file.size);
+    const deliverTo = job.deliverTo ?? [];
+    for (const name of deliverTo) {
+      if (typeof name !== "string" || !DESTINATION_NAME.test(name)) {
+        throw new TypeError(
+          `a destination name is letters and digits in upper case, got "${name}"`,
+        );
+      }
+    }
+    if (new Set(deliverTo).size !== deliverTo.length) {
+      throw new TypeError(`job ${job.id} names a destination twice: ${deliverTo.join(", ")}`);
+    }
     const inputBytes = job.files.reduce((sum, file) => sum + file.size, 0);
     const created = this.#transaction(() => {
       if (this.get(job.id)) throw new StoreError(`job ${job.id} is already in the job store`);
       this.#sql(
         `INSERT INTO jobs (id, state, priority, client, peer, key_id, options_json, submitted_at,
            upload_expires_at, rerun_of, input_dir, output_dir, log_path, file_count, input_bytes,
-           primary_file)
-         VALUES (?, 'receiving', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+           primary_file, deliver_to)
+         VALUES (?, 'receiving', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ).run(
         job.id,
         job.priority,
@@ -474,6 +499,7 @@ export class JobStore {
         job.files.length,
         inputBytes,
         job.files[0].name,
+        JSON.stringify(deliverTo),
       );
       const insert = this.#sql(
         "INSERT INTO inputs (job_id, idx, name, size, original_path) VALUES (?, ?, ?, ?, ?)",

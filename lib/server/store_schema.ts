@@ -5,7 +5,8 @@
  * steps in one transaction (a crash half-way leaves the old version, intact); a store
  * at a newer version than this build knows is refused, never written.
  *
- * Layout (version 1; version 2 adds the identity tables, see {@link V2}):
+ * Layout (version 1; version 2 adds the identity tables, see {@link V2}; version 3 the
+ * deliveries to DICOM destinations, see {@link V3}):
  * - `jobs`: one row per job, every JobRecord field; times are INTEGER ms since the
  *   epoch, `options_json` and `stderr_tail_json` JSON text. `seq` (AUTOINCREMENT, never
  *   reused) is the submission order that paging and FIFO use; `priority_rank` is
@@ -13,8 +14,8 @@
  *   names the submitter (a client of the client file, or `default` for SHARED_KEY),
  *   `executor`/`executor_ref` say what runs the job (`local`; a Slurm job id later).
  * - `inputs` and `outputs`: one row per file of a job, by position (`idx`).
- * - Later work adds tables beside these (e.g. per-destination deliveries keyed by
- *   `job_id`) in a new migration; nothing here needs to change for them.
+ * - Later work adds tables beside these in a new migration, as version 3 did for the
+ *   deliveries; nothing of an earlier version needs to change for them.
  *
  * Indexes serve the queries the server runs often: the queue (`queued`, by rank and
  * seq), listing by state in seq order, and the sweeper's three retention queries
@@ -126,8 +127,46 @@ CREATE TABLE audit_head (
 );
 `;
 
+/**
+ * Version 3 (DICOM destinations, issue 17): `jobs.deliver_to`, the destination names a
+ * job's results go to once it succeeds (JSON array, upper case; `[]` for every older
+ * job); `deliveries`, one row per job and destination (lib/server/delivery_store.ts:
+ * pending → sending → delivered | failed, with its retries), and `delivery_files`, one
+ * row per result file of it (pending, sent, skipped as not DICOM, or failed; the
+ * C-STORE requests made for it). The due index serves the deliverer's loop.
+ */
+const V3 = `
+ALTER TABLE jobs ADD COLUMN deliver_to TEXT NOT NULL DEFAULT '[]';
+CREATE TABLE deliveries (
+  job_id          TEXT    NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  destination     TEXT    NOT NULL,
+  state           TEXT    NOT NULL CHECK (state IN ('pending', 'sending', 'delivered', 'failed')),
+  attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+  next_attempt_at INTEGER,
+  give_up_at      INTEGER NOT NULL,
+  last_error      TEXT,
+  requested_at    INTEGER NOT NULL,
+  finished_at     INTEGER,
+  instances_total INTEGER,
+  PRIMARY KEY (job_id, destination)
+) WITHOUT ROWID;
+CREATE INDEX deliveries_due ON deliveries (state, next_attempt_at);
+CREATE TABLE delivery_files (
+  job_id           TEXT    NOT NULL,
+  destination      TEXT    NOT NULL,
+  output_idx       INTEGER NOT NULL CHECK (output_idx >= 0),
+  state            TEXT    NOT NULL CHECK (state IN ('pending', 'sent', 'skipped', 'failed')),
+  sop_instance_uid TEXT,
+  status           INTEGER,
+  stores           INTEGER NOT NULL DEFAULT 0 CHECK (stores >= 0),
+  reason           TEXT,
+  PRIMARY KEY (job_id, destination, output_idx),
+  FOREIGN KEY (job_id, destination) REFERENCES deliveries (job_id, destination) ON DELETE CASCADE
+) WITHOUT ROWID;
+`;
+
 /** Every migration this build knows, oldest first. */
-export const MIGRATIONS: readonly Migration[] = [V1, V2];
+export const MIGRATIONS: readonly Migration[] = [V1, V2, V3];
 
 /** The schema version this build writes: the number of migrations it knows. */
 export const STORE_SCHEMA_VERSION = MIGRATIONS.length;

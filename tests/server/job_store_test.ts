@@ -342,7 +342,7 @@ Deno.test("migrate() runs the pending steps in one transaction and keeps every r
     const next = [
       ...MIGRATIONS,
       `ALTER TABLE jobs ADD COLUMN site TEXT NOT NULL DEFAULT 'here';
-       CREATE TABLE deliveries (job_id TEXT NOT NULL REFERENCES jobs (id), destination TEXT NOT NULL);`,
+       CREATE TABLE notices (job_id TEXT NOT NULL REFERENCES jobs (id), sent_to TEXT NOT NULL);`,
     ];
     assert.equal(migrate(db, next), STORE_SCHEMA_VERSION);
     assert.equal(db.prepare("PRAGMA user_version").get()!.user_version, next.length);
@@ -382,13 +382,16 @@ Deno.test("version 2: jobs of a version 1 store become client default's; the cli
   {
     // Back to what a version 1 server left: the client was the key id.
     const db = new DatabaseSync(file);
-    db.exec(`DROP INDEX jobs_by_client; DROP TABLE client_seen; DROP TABLE client_snapshot;
+    db.exec(
+      `DROP TABLE delivery_files; DROP TABLE deliveries; ALTER TABLE jobs DROP COLUMN deliver_to;
+             DROP INDEX jobs_by_client; DROP TABLE client_seen; DROP TABLE client_snapshot;
              DROP TABLE audit_head; UPDATE jobs SET client = '0011223344556677';
-             PRAGMA user_version = 1`);
+             PRAGMA user_version = 1`,
+    );
     db.close();
   }
   using store = openStore(tmp.dir);
-  assert.equal(store.schemaVersion(), 2);
+  assert.equal(store.schemaVersion(), STORE_SCHEMA_VERSION);
   assert.equal(store.get(id)!.client, "default");
   assert.equal(store.auditHead(), undefined);
   assert.deepEqual([...store.clients.snapshot()], []);
@@ -487,7 +490,11 @@ Deno.test("a store held by another process is refused naming its pid, and free a
 Deno.test("a job's whole life: receiving, queued, running, succeeded, delivered, expired", async () => {
   await using tmp = await stateDir();
   using store = openStore(tmp.dir);
-  const spec = newJob({ priority: "high", rerunOf: crypto.randomUUID() });
+  const spec = newJob({
+    priority: "high",
+    rerunOf: crypto.randomUUID(),
+    deliverTo: ["PACS", "RESEARCH"],
+  });
   const created = store.createReceiving(spec);
   assert.deepEqual(created, {
     seq: 1,
@@ -512,6 +519,7 @@ Deno.test("a job's whole life: receiving, queued, running, succeeded, delivered,
     inputsRemoved: false,
     resultsRemoved: false,
     executor: "local",
+    deliverTo: ["PACS", "RESEARCH"],
   });
   assert.deepEqual(store.inputs(spec.id), [
     { index: 0, name: "P12345.7", size: 1000, originalPath: "/usr/g/mrraw/P12345.7" },

@@ -52,6 +52,7 @@ function record(extra: Partial<JobRecord> = {}): JobRecord {
     inputsRemoved: false,
     resultsRemoved: false,
     executor: "local",
+    deliverTo: [],
     ...extra,
   };
 }
