@@ -32,6 +32,7 @@ import { auditJobChanges } from "./audit_jobs.ts";
 import { type ClientEvent, type ClientIdentity, ClientRegistry } from "./client_registry.ts";
 import { VERSION } from "../version.ts";
 import { KEY_REVOKED_REASON } from "../wire/protocol.ts";
+import { JobHooks } from "./job_hooks.ts";
 import { JobLeases } from "./job_leases.ts";
 import { recoverAfterCrash } from "./recovery.ts";
 import { Scheduler } from "./scheduler.ts";
@@ -92,6 +93,8 @@ export class ReconServer {
   readonly clients: ClientRegistry;
   /** What `/metrics` shows (lib/server/server_metrics.ts). */
   readonly metrics: ServerMetrics;
+  /** ON_JOB_END (run for every job that ends) and ON_DELIVERY_FAILED (lib/server/job_hooks.ts). */
+  readonly hooks: JobHooks;
   #listener: Deno.Listener;
   #options: ServerOptions;
   #trusted: TrustedAddresses;
@@ -105,6 +108,7 @@ export class ReconServer {
   #throttle = new LogThrottle({ windowMs: 60_000, maxLines: 100 });
   #stopping = new AbortController();
   #stopAuditingJobs: () => void;
+  #stopHooks: () => void;
 
   private constructor(
     listener: Deno.Listener,
@@ -115,6 +119,8 @@ export class ReconServer {
       audit: AuditLog;
       clients: ClientRegistry;
       stopAuditingJobs: () => void;
+      hooks: JobHooks;
+      stopHooks: () => void;
     },
   ) {
     const { config, log } = options;
@@ -126,6 +132,8 @@ export class ReconServer {
     this.audit = parts.audit;
     this.clients = parts.clients;
     this.#stopAuditingJobs = parts.stopAuditingJobs;
+    this.hooks = parts.hooks;
+    this.#stopHooks = parts.stopHooks;
     this.addr = listener.addr as Deno.NetAddr;
     this.#trusted = new TrustedAddresses(config.TRUSTEDIPS);
     this.#admission = new AdmissionControl({
@@ -202,6 +210,7 @@ export class ReconServer {
     });
     this.sweeper.start();
     this.scheduler.start();
+    this.hooks.release();
     this.#acceptLoop = this.#accept();
   }
 
@@ -218,6 +227,17 @@ export class ReconServer {
     let audit: AuditLog | undefined;
     let clients: ClientRegistry | undefined;
     let stopAuditingJobs = () => {};
+    // ON_JOB_END for every job that ends from here on, those the recovery below fails
+    // included; held until the server runs: the recovery stops every process that
+    // carries the RECON_JOB_ID of a job it settles, a hook's too.
+    const hooks = new JobHooks({
+      onJobEnd: config.ON_JOB_END || undefined,
+      onDeliveryFailed: config.ON_DELIVERY_FAILED || undefined,
+      timeoutMs: config.HOOK_TIMEOUT * 1000,
+      log,
+      held: true,
+    });
+    const stopHooks = hooks.follow(store);
     try {
       audit = await AuditLog.open({
         path: auditLogPath(config, stateDirOf(config)),
@@ -295,6 +315,7 @@ export class ReconServer {
       if (scriptProblem) {
         log.error(`${scriptProblem}: every job will be refused until it is fixed`);
       }
+      for (const problem of await hooks.problems()) log.warn(problem);
       const listener = Deno.listen({ hostname: config.SERVER_HOST, port: config.SERVER_PORT });
       const server = new ReconServer(listener, options, {
         store,
@@ -302,6 +323,8 @@ export class ReconServer {
         audit,
         clients,
         stopAuditingJobs,
+        hooks,
+        stopHooks,
       });
       started.server = server;
       await audit.record("server_started", {
@@ -315,6 +338,8 @@ export class ReconServer {
     } catch (error) {
       clients?.close();
       stopAuditingJobs();
+      stopHooks();
+      await hooks.close(0);
       await audit?.close().catch(() => {});
       store.close();
       throw error;
@@ -619,6 +644,9 @@ export class ReconServer {
     }
     await sessions;
     await this.sweeper.stop();
+    // Hooks still running get what is left of the grace period (at least 2 s).
+    this.#stopHooks();
+    await this.hooks.close(Math.max(remaining(), 2000));
     this.clients.close();
     this.audit.flushCounts();
     await this.audit.record("server_stopped", { reason }).catch((error) =>
