@@ -58,8 +58,11 @@ bench-quick: setup
 	@scripts/ensure-test-deps
 	@$(DENO) run $(TEST_PERMISSIONS) bench/run.ts --size-mib 64
 
+# make demo DEMO_PACS=1: also delivers the images to a local Orthanc PACS (left running to browse).
+DEMO_PACS ?= 0
 demo: setup
-	@examples/demo.sh
+	@DEMO_PACS=$(DEMO_PACS) examples/demo.sh
 
 clean:
+	@[ ! -f demo-work/orthanc/orthanc.pid ] || scripts/orthanc-local down demo-work/orthanc
 	rm -rf dist bench/work demo-work

@@ -7,6 +7,11 @@
 # receives the DICOM images, checks them with dcmtk's dcmdump, prints where they are,
 # and stops the server. If BART cannot be installed it says so and uses
 # examples/fallback_recon.sh, which is clearly not a reconstruction.
+#
+# DEMO_PACS=1 (make demo DEMO_PACS=1): also starts a local Orthanc PACS
+# (scripts/orthanc-local), names it DESTINATION_DEMOPACS in DEFAULT_DESTINATIONS, waits
+# until the server has sent every image to it with C-STORE, and leaves Orthanc running
+# with its web address printed so the images can be looked at in a browser.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,8 +34,20 @@ install_missing() {
 }
 
 install_missing
+# An Orthanc left by an earlier DEMO_PACS=1 run goes with its directory.
+[ -f "$work/orthanc/orthanc.pid" ] && "$root/scripts/orthanc-local" down "$work/orthanc" >/dev/null
 rm -rf "$work"
 mkdir -p "$work/scan"
+
+pacs_options=""
+if [ "${DEMO_PACS:-0}" = 1 ]; then
+  say "starting a local Orthanc PACS (scripts/orthanc-local)"
+  pacs=$("$root/scripts/orthanc-local" up "$work/orthanc") || fail "Orthanc did not start"
+  pacs_dicom=$(sed -n 's/.* dicom=\([0-9]*\).*/\1/p' <<<"$pacs")
+  pacs_http=$(sed -n 's/.* http=\([0-9]*\).*/\1/p' <<<"$pacs")
+  pacs_options="DESTINATION_DEMOPACS = dicom://ORTHANC@127.0.0.1:$pacs_dicom?calling=RECONDEMO&timeout=10
+DEFAULT_DESTINATIONS = DEMOPACS"
+fi
 
 if command -v bart >/dev/null 2>&1; then
   script="$root/examples/bart_recon.sh"
@@ -63,6 +80,7 @@ MAX_CONCURRENT_JOBS = 1
 JOB_TIMEOUT = 300
 SHUTDOWN_GRACE = 5
 CLIENT_DOWNLOAD_DIR = $work/downloads
+$pacs_options
 OPTS
 chmod 600 "$work/recon.opts"
 
@@ -112,7 +130,25 @@ while IFS= read -r file; do
   esac
 done <<<"$results"
 
+if [ "${DEMO_PACS:-0}" = 1 ]; then
+  images=$(grep -c '\.dcm$' <<<"$results" || true)
+  say "waiting for the server to send $images image(s) to Orthanc (DESTINATION_DEMOPACS)"
+  stored=0
+  for _ in $(seq 600); do
+    stored=$(python3 -c "import json, urllib.request; print(json.load(urllib.request.urlopen('http://127.0.0.1:$pacs_http/statistics', timeout=2))['CountInstances'])" 2>/dev/null || echo 0)
+    [ "$stored" -ge "$images" ] && break
+    sleep 0.1
+  done
+  [ "$stored" -ge "$images" ] ||
+    fail "Orthanc holds $stored of $images image(s) after 60 s; see recon-client jobs and $work/server.err"
+  "$root/bin/recon-client" --opts "$work/recon.opts" --port "$port" jobs >&2 || true
+fi
+
 stop_server
 trap - EXIT
 say "OK: $count result file(s) in $(dirname "$(head -n 1 <<<"$results")"):"
 printf '%s\n' "$results"
+if [ "${DEMO_PACS:-0}" = 1 ]; then
+  say "OK: Orthanc holds the $stored image(s): http://127.0.0.1:$pacs_http/app/explorer.html"
+  say "Orthanc keeps running so you can look; stop it with: scripts/orthanc-local down $work/orthanc"
+fi
