@@ -14,7 +14,7 @@
 import type { Channel } from "../wire/channel.ts";
 import type { Incoming } from "../wire/record.ts";
 import { errorMessage, TransferError } from "../errors.ts";
-import { type ClientMessage, parseClientMessage } from "../wire/protocol.ts";
+import { type ClientMessage, type JobInfo, parseClientMessage } from "../wire/protocol.ts";
 import { type JobRecord, toJobInfo } from "./job_store.ts";
 import type { JobEvent, Subscription } from "./job_events.ts";
 import { deliverResults, deliveryProblem } from "./delivery.ts";
@@ -80,13 +80,18 @@ export function expiredRefusal(record: JobRecord): Refusal {
   );
 }
 
-/** The job as `job_status` and `job_list` describe it, with its queue place and percentage. */
-export function jobInfo(record: JobRecord, context: SessionContext, position?: number) {
+/**
+ * The job as `job_status` and `job_list` describe it, with its queue place, percentage
+ * and its deliveries to DICOM destinations (§6.11), when it has any.
+ */
+export function jobInfo(record: JobRecord, context: SessionContext, position?: number): JobInfo {
   if (record.state === "queued" && position === undefined) {
     const index = context.store.queued().findIndex((job) => job.id === record.id);
     if (index >= 0) position = index + 1;
   }
-  return toJobInfo(record, position, context.scheduler.live(record.id)?.percent);
+  const info = toJobInfo(record, position, context.scheduler.live(record.id)?.percent);
+  const deliveries = context.store.deliveries.summaries(record.id);
+  return deliveries.length > 0 ? { ...info, deliveries } : info;
 }
 
 /**

@@ -33,6 +33,7 @@ import { failUpload, type Intake, pullInputs } from "./upload.ts";
 import { Refusal, utc } from "./refusal.ts";
 import { UPLOAD_WINDOW_OVER } from "./sweeper.ts";
 import { checkPriority, findJob, type SessionContext } from "./session_context.ts";
+import { jobDestinations } from "./destinations.ts";
 
 export { Refusal } from "./refusal.ts";
 export type { Intake } from "./upload.ts";
@@ -153,11 +154,17 @@ export async function receiveJob(
 ): Promise<Intake> {
   const announced = await readAnnouncement(channel, message);
   const { files, options, total } = checkSubmission(announced, context);
+  // Version 3 may name destinations; every job goes to DEFAULT_DESTINATIONS.
+  const requested = channel.version >= 3 && "deliver" in message ? message.deliver : undefined;
+  const deliverTo = jobDestinations(requested, context);
   const scriptProblem = await checkScript(context.reconScript);
   if (scriptProblem) throw new Refusal(`${scriptProblem}; tell the recon box's administrator`);
   await Deno.mkdir(context.reconFilePath, { recursive: true });
   const id = crypto.randomUUID();
-  const priority: Priority = ("priority" in message ? message.priority : undefined) ?? "normal";
+  // Versions 1 and 2 know no priority or destinations: their schemas ignore those members.
+  const v3 = channel.version >= 3;
+  const priority: Priority = (v3 && "priority" in message ? message.priority : undefined) ??
+    "normal";
   checkPriority(priority, context);
   const record = await admit(context, total, () =>
     context.store.createReceiving({
@@ -176,10 +183,12 @@ export async function receiveJob(
         originalPath: file.original_path_on_client,
       })),
       uploadExpiresAt: context.now() + context.uploadResumeWindow * 1000,
+      deliverTo,
     }));
   context.leases.heldBytes.set(id, 0);
   context.log.info(
-    `${context.peer}: job ${id}: receiving ${files.length} file(s), ${total} bytes (priority ${priority})`,
+    `${context.peer}: job ${id}: receiving ${files.length} file(s), ${total} bytes (priority ${priority})` +
+      (deliverTo.length > 0 ? `, for ${deliverTo.join(", ")}` : ""),
   );
   try {
     await Deno.mkdir(record.inputDir, { mode: 0o700 });

@@ -21,6 +21,7 @@ import type { Intake } from "./intake.ts";
 import { checkScript } from "./worker.ts";
 import { Refusal, utc } from "./refusal.ts";
 import { checkPriority, findJob, type SessionContext } from "./session_context.ts";
+import { rerunDestinations } from "./destinations.ts";
 
 /** Re-run the failed job `message.job_id` as a new job; sends `job_queued` for it. */
 export async function rerunJob(
@@ -80,6 +81,7 @@ export async function rerunJob(
     })),
     uploadExpiresAt: context.now() + context.uploadResumeWindow * 1000,
     rerunOf: old.id,
+    deliverTo: rerunDestinations(old, context),
   });
   // The directory first: if it cannot move, the failed job keeps its inputs as they
   // were; if the store then refuses, it moves back.

@@ -3,8 +3,9 @@
  * status and queue queries; for `submit_recon_job` takes the job in
  * (lib/server/intake.ts), follows it (lib/server/follow.ts) and delivers its results
  * (lib/server/delivery.ts). Version 3 adds requests by job id: `resume_upload`,
- * `follow_job`, `rerun_job` (lib/server/rerun.ts), `list_jobs`, `cancel_job` and
- * `get_job_log` (lib/server/job_requests.ts). Messages are read by the rules of the
+ * `follow_job`, `rerun_job` (lib/server/rerun.ts), `list_jobs`, `cancel_job`,
+ * `get_job_log` (lib/server/job_requests.ts) and `redeliver_job`
+ * (lib/server/destinations.ts). Messages are read by the rules of the
  * protocol version agreed in the handshake (`channel.version`); a request that cannot
  * be answered gets `error {kind, reason}` and the session stays at top level.
  *
@@ -22,6 +23,7 @@ import { type Intake, receiveJob, resumeUpload } from "./intake.ts";
 import { type AfterJob, followJob, followJobById, jobInfo } from "./follow.ts";
 import { cancelJobById, listJobs, readJobLog } from "./job_requests.ts";
 import { rerunJob } from "./rerun.ts";
+import { defaultDestinations, redeliverJob, serverDestinations } from "./destinations.ts";
 import { Refusal } from "./refusal.ts";
 import { peerAddress } from "./audit_jobs.ts";
 import { mayActOn, type SessionContext } from "./session_context.ts";
@@ -135,6 +137,12 @@ async function answer(
       await channel.send({ type: "job_status", job: jobInfo(record, context) });
       return undefined;
     }
+    case "redeliver_job":
+      await channel.send({
+        type: "job_status",
+        job: jobInfo(redeliverJob(message, context), context),
+      });
+      return undefined;
     default:
       throw new TransferError(`client sent ${message.type} outside a job`);
   }
@@ -164,7 +172,10 @@ async function followIntake(
   return await followJob(channel, intake.id, intake.subscription, context, { deliver: true });
 }
 
-/** `server_status_response`; version 3 adds priorities, kept bytes and free space. */
+/**
+ * `server_status_response`; version 3 adds priorities, kept bytes, free space and the
+ * DICOM destinations (DEFAULT_DESTINATIONS for an admin only).
+ */
 async function serverStatus(
   version: number,
   context: SessionContext,
@@ -204,6 +215,11 @@ async function serverStatus(
     kept_result_bytes: kept.results,
     ...(free === undefined ? {} : { disk_free_bytes: free }),
     disk_free_margin: context.diskFreeMargin,
+    // Always, [] for none: a client tells a server without destinations from an older one.
+    destinations: [...serverDestinations(context)],
+    ...(context.client.admin && defaultDestinations(context).length > 0
+      ? { default_destinations: [...defaultDestinations(context)] }
+      : {}),
   };
 }
 

@@ -2,8 +2,9 @@
  * What a server session (lib/server/session.ts) needs from the server: the job store,
  * the scheduler, the sweeper, the leases on jobs' files and the settings its steps
  * read: intake (lib/server/intake.ts), following a job (lib/server/follow.ts),
- * delivering its results (lib/server/delivery.ts) and the version 3 requests
- * (lib/server/job_requests.ts, lib/server/rerun.ts).
+ * delivering its results (lib/server/delivery.ts), the version 3 requests
+ * (lib/server/job_requests.ts, lib/server/rerun.ts) and the DICOM destinations a job's
+ * results go to (lib/server/destinations.ts).
  *
  * @module
  */
@@ -11,7 +12,7 @@ import type { Logger } from "../log.ts";
 import type { AuditSink } from "./audit_jobs.ts";
 import type { ClientIdentity } from "./client_registry.ts";
 import type { JobRecord } from "./job_store.ts";
-import type { Priority } from "../wire/protocol.ts";
+import type { DeliverySummary, Priority } from "../wire/protocol.ts";
 import { Refusal, unknownJob } from "./refusal.ts";
 import type { JobStore } from "./job_store.ts";
 import type { JobLeases } from "./job_leases.ts";
@@ -54,6 +55,12 @@ export interface SessionContext {
   now: () => number;
   /** Told when the session starts and stops being in the middle of a job. */
   setBusy?: (busy: boolean) => void;
+  /** The names of recon.opts' `DESTINATION_<NAME>` lines (upper case); absent or empty: none. */
+  destinations?: readonly string[];
+  /** DEFAULT_DESTINATIONS: where every job's DICOM results go; absent: none. */
+  defaultDestinations?: readonly string[];
+  /** Send a succeeded job's results to `to` again (lib/server/pacs_delivery.ts). */
+  redeliver?: (jobId: string, to: string[]) => DeliverySummary[];
 }
 
 /**
