@@ -49,6 +49,7 @@ function job(fields: Partial<JobRecord> = {}): JobRecord {
     inputsRemoved: true,
     resultsRemoved: false,
     executor: "local",
+    deliverTo: [],
     ...fields,
   };
 }
