@@ -13,9 +13,12 @@
  *   UPLOAD_RESUME_WINDOW from this start;
  * - job directories are checked against the store: a directory the store says is
  *   gone (a removal cut short) is removed; one the store does not know is left in
- *   place with a warning: nothing is deleted that cannot be accounted for.
+ *   place with a warning: nothing is deleted that cannot be accounted for;
+ * - a delivery to a DICOM destination that was being sent is pending again, due now:
+ *   the files the PACS had not confirmed are sent again (lib/server/pacs_delivery.ts).
  *
- * This module owns `running → queued | failed` at a restart.
+ * This module owns `running → queued | failed` and a delivery's `sending → pending` at
+ * a restart.
  *
  * @module
  */
@@ -41,6 +44,8 @@ export interface RecoveryReport {
   failed: string[];
   /** Job directories the store does not know, left in place. */
   unknownDirs: string[];
+  /** Deliveries cut off while sending, pending again: `<job id> <destination>`. */
+  resumedDeliveries: string[];
 }
 
 /** Inputs of {@link recoverAfterCrash}. */
@@ -133,7 +138,10 @@ export async function recoverAfterCrash(options: RecoveryOptions): Promise<Recov
     requeued: [],
     failed: [],
     unknownDirs: [],
+    resumedDeliveries: [],
   };
+  // The store is this server's alone (its lock), whoever else uses RECON_FILEPATH.
+  resumeDeliveries(options, report);
   const other = await liveOwner(reconFilePath);
   if (other !== undefined) {
     log.warn(
@@ -276,6 +284,16 @@ async function settleRunningJobs(options: RecoveryOptions, report: RecoveryRepor
 function followedElsewhere(job: JobRecord): boolean {
   return job.executor === "slurm" && job.executorRef !== undefined &&
     (job.state === "running" || job.state === "queued");
+}
+
+/** Deliveries a stop cut off while sending are pending again, due now. */
+function resumeDeliveries({ store, log }: RecoveryOptions, report: RecoveryReport): void {
+  for (const delivery of store.deliveries.resumeInterrupted()) {
+    report.resumedDeliveries.push(`${delivery.jobId} ${delivery.destination}`);
+    log.warn(
+      `job ${delivery.jobId}: its delivery to ${delivery.destination} was cut off by the stop; the files not confirmed are sent again`,
+    );
+  }
 }
 
 /** Cut-off uploads wait for their clients a whole UPLOAD_RESUME_WINDOW from this start. */

@@ -1,8 +1,9 @@
 /**
  * The recon server: opens the job store (before it touches any directory: a store it
  * cannot use stops the start), puts right what the last server left
- * (lib/server/recovery.ts), runs the queue (lib/server/scheduler.ts) and the retention
- * sweeper (lib/server/sweeper.ts), listens, screens each connection (TRUSTEDIPS,
+ * (lib/server/recovery.ts), runs the queue (lib/server/scheduler.ts), the retention
+ * sweeper (lib/server/sweeper.ts) and the deliveries to DICOM destinations
+ * (lib/server/pacs_delivery.ts), listens, screens each connection (TRUSTEDIPS,
  * unauthenticated connection caps, slowing down addresses that waste key derivations)
  * before any handshake, runs the handshake, serves each authenticated session, and
  * shuts down gracefully: queued jobs stay queued, running ones get SHUTDOWN_GRACE and
@@ -35,6 +36,7 @@ import { KEY_REVOKED_REASON } from "../wire/protocol.ts";
 import { JobHooks } from "./job_hooks.ts";
 import { JobLeases } from "./job_leases.ts";
 import { recoverAfterCrash } from "./recovery.ts";
+import { PacsDeliverer } from "./pacs_delivery.ts";
 import { Scheduler } from "./scheduler.ts";
 import {
   admissionRefusalReason,
@@ -93,6 +95,8 @@ export class ReconServer {
   readonly clients: ClientRegistry;
   /** What `/metrics` shows (lib/server/server_metrics.ts). */
   readonly metrics: ServerMetrics;
+  /** Sends succeeded jobs' results to their DICOM destinations (lib/server/pacs_delivery.ts). */
+  readonly deliverer: PacsDeliverer;
   /** ON_JOB_END (run for every job that ends) and ON_DELIVERY_FAILED (lib/server/job_hooks.ts). */
   readonly hooks: JobHooks;
   #listener: Deno.Listener;
@@ -208,9 +212,21 @@ export class ReconServer {
       uploadResumeWindow: config.UPLOAD_RESUME_WINDOW,
       now: options.now,
     });
+    this.deliverer = new PacsDeliverer({
+      store,
+      destinations: config.DESTINATIONS,
+      retryFor: config.DELIVERY_RETRY_FOR,
+      log,
+      audit: parts.audit,
+      leases,
+      onDeliveryFailed: (job, destination, reason) =>
+        this.hooks.deliveryFailed(job, destination, reason),
+      now: options.now,
+    });
     this.sweeper.start();
     this.scheduler.start();
     this.hooks.release();
+    this.deliverer.start();
     this.#acceptLoop = this.#accept();
   }
 
@@ -601,6 +617,8 @@ export class ReconServer {
       else tracked.channel?.send({ type: "server_shutting_down", reason }).catch(() => {});
     }
     this.scheduler.close();
+    // Sends to a PACS stop now: what was not confirmed goes again at the next start.
+    const deliveriesStopped = this.deliverer.close();
     const queued = this.store.queued().length;
     if (queued > 0) log.info(`shutdown: ${queued} queued job(s) stay queued for the next start`);
     const remaining = () => Math.max(0, deadline - Date.now());
@@ -644,6 +662,7 @@ export class ReconServer {
     }
     await sessions;
     await this.sweeper.stop();
+    await deliveriesStopped;
     // Hooks still running get what is left of the grace period (at least 2 s).
     this.#stopHooks();
     await this.hooks.close(Math.max(remaining(), 2000));

@@ -216,6 +216,7 @@ Deno.test("recoverAfterCrash() is a no-op for a directory that does not exist ye
     requeued: [],
     failed: [],
     unknownDirs: [],
+    resumedDeliveries: [],
   });
 });
 
