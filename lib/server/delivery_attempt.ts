@@ -42,6 +42,8 @@ export interface AttemptInput {
   destination: Destination;
   /** Aborted: stop sending; what was not confirmed stays pending. */
   signal?: AbortSignal;
+  /** Told before sending what the checks found (files skipped, or not as recorded). */
+  onChecked?: (files: FileOutcome[]) => void;
 }
 
 /** What an attempt did. */
@@ -146,6 +148,7 @@ export async function attemptDelivery(input: AttemptInput): Promise<AttemptRepor
     const instance = { path: filePath, ...header };
     toSend.push({ index, name: output.name, instance });
   }
+  if (outcomes.size > 0) input.onChecked?.([...outcomes.values()]);
   let error: string | undefined;
   if (toSend.length > 0 && !signal?.aborted) {
     const report = await sendInstances(destination, toSend.map((f) => f.instance), signal);

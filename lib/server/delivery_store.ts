@@ -11,106 +11,36 @@
  *
  * A file is `pending` until an attempt settles it: `sent` (the destination answered
  * its C-STORE with success or a warning), `skipped` (not a DICOM Part 10 file; never
- * sent), or `failed` (not stored this time: tried again at the next attempt). `stores`
+ * sent), or `failed` (refused, or no longer the file the job wrote: tried again at the
+ * next attempt); one whose association ended before its answer stays `pending`. `stores`
  * counts the C-STORE requests made for it over every attempt, so a retry that sends
  * only what had not arrived shows in the counts. Every method commits before it
  * returns, as the job store's do.
  *
  * @module
  */
-import type { DatabaseSync, SQLInputValue, StatementSync } from "node:sqlite";
+import type { DatabaseSync, StatementSync } from "node:sqlite";
 import { StoreError } from "../errors.ts";
 import type { DeliveryState, DeliverySummary } from "../wire/protocol.ts";
+import {
+  type AttemptEnd,
+  type DeliveryFileRecord,
+  type DeliveryRecord,
+  type FileOutcome,
+  type Row,
+  toDelivery,
+  toFile,
+  toSummary,
+} from "./delivery_records.ts";
 
 export { DELIVERY_STATES, type DeliveryState, type DeliverySummary } from "../wire/protocol.ts";
-
-type Row = Record<string, SQLInputValue>;
-
-/** A result file's state within a delivery. */
-export type DeliveryFileState = "pending" | "sent" | "skipped" | "failed";
-
-/** One delivery as recorded. Times are ms since the epoch. */
-export interface DeliveryRecord {
-  jobId: string;
-  /** The destination's name (upper case). */
-  destination: string;
-  state: DeliveryState;
-  /** Attempts since it was last requested. */
-  attempts: number;
-  /** When a pending delivery is tried next. */
-  nextAttemptAt?: number;
-  /** A failing attempt at or after this time gives the delivery up. */
-  giveUpAt: number;
-  /** Why the last attempt did not deliver everything (one line). */
-  lastError?: string;
-  /** When it was asked for: the job's end, or the last redelivery. */
-  requestedAt: number;
-  /** When it was delivered or given up. */
-  finishedAt?: number;
-  /** The DICOM files among the results, once an attempt has looked. */
-  instancesTotal?: number;
-}
-
-/** One result file of a delivery. */
-export interface DeliveryFileRecord {
-  /** The file's `idx` in the job's outputs. */
-  outputIndex: number;
-  state: DeliveryFileState;
-  sopInstanceUid?: string;
-  /** The last C-STORE response status. */
-  status?: number;
-  /** C-STORE requests made for it, over every attempt. */
-  stores: number;
-  /** Why it was skipped or not stored (one line). */
-  reason?: string;
-}
-
-/** What an attempt did to one file ({@link DeliveryStore.endAttempt}). */
-export interface FileOutcome {
-  outputIndex: number;
-  state: DeliveryFileState;
-  sopInstanceUid?: string;
-  status?: number;
-  /** C-STORE requests made for it in this attempt. */
-  stores: number;
-  reason?: string;
-}
-
-/** How an attempt left its delivery. */
-export type AttemptEnd =
-  | { state: "delivered" }
-  | { state: "pending"; nextAttemptAt: number; lastError: string }
-  | { state: "failed"; lastError: string };
-
-function toDelivery(row: Row): DeliveryRecord {
-  const record: DeliveryRecord = {
-    jobId: String(row.job_id),
-    destination: String(row.destination),
-    state: row.state as DeliveryState,
-    attempts: Number(row.attempts),
-    giveUpAt: Number(row.give_up_at),
-    requestedAt: Number(row.requested_at),
-  };
-  if (row.next_attempt_at !== null) record.nextAttemptAt = Number(row.next_attempt_at);
-  if (row.last_error !== null) record.lastError = String(row.last_error);
-  if (row.finished_at !== null) record.finishedAt = Number(row.finished_at);
-  if (row.instances_total !== null) record.instancesTotal = Number(row.instances_total);
-  return record;
-}
-
-function toFile(row: Row): DeliveryFileRecord {
-  const file: DeliveryFileRecord = {
-    outputIndex: Number(row.output_idx),
-    state: row.state as DeliveryFileState,
-    stores: Number(row.stores),
-  };
-  if (row.sop_instance_uid !== null) file.sopInstanceUid = String(row.sop_instance_uid);
-  if (row.status !== null) file.status = Number(row.status);
-  if (row.reason !== null) file.reason = String(row.reason);
-  return file;
-}
-
-const iso = (ms: number) => new Date(ms).toISOString();
+export type {
+  AttemptEnd,
+  DeliveryFileRecord,
+  DeliveryFileState,
+  DeliveryRecord,
+  FileOutcome,
+} from "./delivery_records.ts";
 
 /** The delivery tables of an open job store. */
 export class DeliveryStore {
@@ -250,23 +180,7 @@ export class DeliveryStore {
   ): DeliveryRecord {
     return this.#transaction(() => {
       this.#require(jobId, destination, ["sending"], "no attempt of it is under way");
-      const update = this.#sql(
-        `UPDATE delivery_files SET state = ?, sop_instance_uid = COALESCE(?, sop_instance_uid),
-           status = ?, stores = stores + ?, reason = ?
-         WHERE job_id = ? AND destination = ? AND output_idx = ?`,
-      );
-      for (const file of r.files) {
-        update.run(
-          file.state,
-          file.sopInstanceUid ?? null,
-          file.status ?? null,
-          file.stores,
-          file.reason ?? null,
-          jobId,
-          destination,
-          file.outputIndex,
-        );
-      }
+      this.#updateFiles(jobId, destination, r.files);
       const { end } = r;
       const finished = end.state === "pending" ? null : this.#now();
       this.#sql(
@@ -283,6 +197,37 @@ export class DeliveryStore {
       );
       return this.get(jobId, destination)!;
     });
+  }
+
+  /**
+   * While an attempt sends: what its checks found before sending (the files skipped as
+   * not DICOM, those no longer as recorded), so that the delivery shows them meanwhile.
+   */
+  checked(jobId: string, destination: string, files: FileOutcome[]): void {
+    this.#transaction(() => {
+      this.#require(jobId, destination, ["sending"], "no attempt of it is under way");
+      this.#updateFiles(jobId, destination, files);
+    });
+  }
+
+  #updateFiles(jobId: string, destination: string, files: FileOutcome[]): void {
+    const update = this.#sql(
+      `UPDATE delivery_files SET state = ?, sop_instance_uid = COALESCE(?, sop_instance_uid),
+         status = ?, stores = stores + ?, reason = ?
+       WHERE job_id = ? AND destination = ? AND output_idx = ?`,
+    );
+    for (const file of files) {
+      update.run(
+        file.state,
+        file.sopInstanceUid ?? null,
+        file.status ?? null,
+        file.stores,
+        file.reason ?? null,
+        jobId,
+        destination,
+        file.outputIndex,
+      );
+    }
   }
 
   /**
@@ -348,24 +293,7 @@ export class DeliveryStore {
             AND f.destination = d.destination AND f.state = 'failed') AS files_failed
        FROM deliveries d WHERE d.job_id = ? ORDER BY d.destination`,
     ).all(jobId) as Row[];
-    return rows.map((row) => {
-      const record = toDelivery(row);
-      const summary: DeliverySummary = {
-        destination: record.destination,
-        state: record.state,
-        files_total: Number(row.files_total),
-        files_sent: Number(row.files_sent),
-        files_skipped: Number(row.files_skipped),
-        files_failed: Number(row.files_failed),
-        attempts: record.attempts,
-      };
-      if (record.lastError !== undefined) summary.last_error = record.lastError;
-      if (record.state === "pending" && record.nextAttemptAt !== undefined) {
-        summary.next_attempt_at = iso(record.nextAttemptAt);
-      }
-      if (record.finishedAt !== undefined) summary.finished_at = iso(record.finishedAt);
-      return summary;
-    });
+    return rows.map(toSummary);
   }
 
   /** How many deliveries are in each state (for metrics and the status page). */

@@ -8,8 +8,9 @@
  * sends the files not sent yet and records what became of each:
  *
  * - nothing left to send: `delivered` (logged, audited `job_delivered_pacs`);
- * - an association error or files not stored: `pending` again, tried after a backoff of
- *   DELIVERY_BACKOFF (lib/server/delivery_attempt.ts: 30 s doubling up to 15 min), the last try at the give-up time;
+ * - an association error or files not stored: `pending` again, tried after a backoff
+ *   (DELIVERY_BACKOFF of lib/server/delivery_attempt.ts: 30 s doubling up to 15 min),
+ *   the last try at the give-up time;
  * - still failing at the give-up time, or the job's results removed first: `failed`
  *   (logged, audited `delivery_failed`, and `onDeliveryFailed`, i.e. ON_DELIVERY_FAILED).
  *
@@ -58,7 +59,7 @@ export interface PacsDelivererOptions {
   onDeliveryFailed?: (job: JobRecord, destination: string, reason: string) => void;
   /** The clock (ms since the epoch); default Date.now. */
   now?: () => number;
-  /** Default {@link DELIVERY_BACKOFF}; tests shorten it. */
+  /** Default DELIVERY_BACKOFF (lib/server/delivery_attempt.ts); tests shorten it. */
   backoff?: { firstMs: number; maxMs: number };
   /** Default {@link MAX_CONCURRENT_DELIVERIES}. */
   maxConcurrent?: number;
@@ -271,6 +272,9 @@ export class PacsDeliverer {
           files: store.deliveries.files(jobId, name),
           destination,
           signal: active.controller.signal,
+          onChecked: (files) => {
+            if (!active.reset) store.deliveries.checked(jobId, name, files);
+          },
         });
       } catch (error) {
         // Not the network (dicom_send never throws for that): retried like it all the same.

@@ -163,8 +163,21 @@ Deno.test("a delivery's life: created with every file pending, a failed attempt,
   assert.deepEqual(deliveries.due(T0, 10).map((d) => d.jobId), [id]);
   assert.equal(deliveries.nextAttemptAt(), T0);
 
+  assert.throws(
+    () => deliveries.checked(id, "PACS", []),
+    /is pending; no attempt of it is under way/,
+  );
   const sending = deliveries.begin(id, "PACS");
   assert.equal(sending.state, "sending");
+  // The checks before sending are shown while it sends: file 1 is no DICOM.
+  const notDicom = "not a DICOM Part 10 file: no DICM at 128";
+  deliveries.checked(id, "PACS", [
+    { outputIndex: 1, state: "skipped", stores: 0, reason: notDicom },
+  ]);
+  assert.deepEqual(
+    [deliveries.summaries(id)[0].files_total, deliveries.summaries(id)[0].files_skipped],
+    [2, 1],
+  );
   assert.equal(sending.attempts, 1);
   assert.equal(sending.nextAttemptAt, undefined);
   assert.deepEqual(deliveries.due(T0 + HOUR, 10), [], "a delivery being sent is not due");
@@ -173,7 +186,7 @@ Deno.test("a delivery's life: created with every file pending, a failed attempt,
   const retry = deliveries.endAttempt(id, "PACS", {
     files: [
       { outputIndex: 0, state: "sent", sopInstanceUid: "1.2.3.1", status: 0, stores: 1 },
-      { outputIndex: 1, state: "skipped", stores: 0, reason: "not a DICOM file: no DICM at 128" },
+      { outputIndex: 1, state: "skipped", stores: 0, reason: notDicom },
       {
         outputIndex: 2,
         state: "failed",
