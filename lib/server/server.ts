@@ -580,6 +580,9 @@ export class ReconServer {
         diskFree: this.#options.diskFree ?? diskFree,
         now: this.#options.now ?? Date.now,
         reconScript: config.RECON_SCRIPT,
+        destinations: Object.keys(config.DESTINATIONS).sort(),
+        defaultDestinations: config.DEFAULT_DESTINATIONS,
+        redeliver: (jobId, to) => this.deliverer.redeliver(jobId, to),
         setBusy: (busy) => {
           tracked.busy = busy;
           if (!busy && this.#shuttingDown) channel.close(this.#shutdownReason);
