@@ -57,12 +57,34 @@ export interface PacsDelivererOptions {
   leases?: JobLeases;
   /** A delivery was given up (ON_DELIVERY_FAILED, lib/server/job_hooks.ts). */
   onDeliveryFailed?: (job: JobRecord, destination: string, reason: string) => void;
+  /** An attempt ended (the metrics): files stored and C-STORE requests made by it, and the state it left. */
+  onAttemptEnd?: (destination: string, attempt: AttemptTally) => void;
   /** The clock (ms since the epoch); default Date.now. */
   now?: () => number;
   /** Default DELIVERY_BACKOFF (lib/server/delivery_attempt.ts); tests shorten it. */
   backoff?: { firstMs: number; maxMs: number };
   /** Default {@link MAX_CONCURRENT_DELIVERIES}. */
   maxConcurrent?: number;
+}
+
+/** What one attempt did, for {@link PacsDelivererOptions.onAttemptEnd}. */
+export interface AttemptTally {
+  /** Files stored by the destination in this attempt. */
+  stored: number;
+  /** C-STORE requests this attempt made. */
+  stores: number;
+  state: DeliveryRecord["state"];
+}
+
+/** Files stored so far and C-STORE requests made so far, of one delivery. */
+function tally(files: { state: string; stores: number }[]): { stored: number; stores: number } {
+  let stored = 0;
+  let stores = 0;
+  for (const file of files) {
+    if (file.state === "sent") stored++;
+    stores += file.stores;
+  }
+  return { stored, stores };
 }
 
 interface Active {
@@ -251,9 +273,11 @@ export class PacsDeliverer {
   async #attempt({ jobId, destination: name }: DeliveryRecord, active: Active): Promise<void> {
     const { store, destinations, leases } = this.#options;
     const delivery = store.deliveries.begin(jobId, name);
+    const before = tally(store.deliveries.files(jobId, name));
     const job = store.get(jobId);
     if (!job || job.state !== "succeeded" || job.resultsRemoved) {
       const failed = store.deliveries.fail(jobId, name, RESULTS_REMOVED);
+      if (failed) this.#options.onAttemptEnd?.(name, { stored: 0, stores: 0, state: failed.state });
       if (job && failed) this.#gaveUp(job, failed);
       return;
     }
@@ -296,6 +320,12 @@ export class PacsDeliverer {
         backoff: this.#options.backoff,
       }),
       instancesTotal: report.instancesTotal,
+    });
+    const after = tally(store.deliveries.files(jobId, name));
+    this.#options.onAttemptEnd?.(name, {
+      stored: after.stored - before.stored,
+      stores: after.stores - before.stores,
+      state: recorded.state,
     });
     this.#report(job, recorded, report, seconds);
   }

@@ -201,6 +201,7 @@ export class ReconServer {
       diskFree: options.diskFree ?? diskFree,
       executor: config.EXECUTOR,
       version: VERSION,
+      destinations: Object.keys(config.DESTINATIONS),
       now: options.now,
     });
     this.sweeper = new Sweeper({
@@ -221,6 +222,7 @@ export class ReconServer {
       leases,
       onDeliveryFailed: (job, destination, reason) =>
         this.hooks.deliveryFailed(job, destination, reason),
+      onAttemptEnd: (destination, attempt) => this.metrics.deliveryAttempted(destination, attempt),
       now: options.now,
     });
     this.sweeper.start();

@@ -23,6 +23,8 @@ import type { ConnectionKeys } from "./client_registry.ts";
 import type { JobLeases } from "./job_leases.ts";
 import type { JobStore, StoreChange } from "./job_store.ts";
 import type { Scheduler } from "./scheduler.ts";
+import { DeliveryMetrics } from "./delivery_metrics.ts";
+import type { AttemptTally } from "./pacs_delivery.ts";
 
 /** Why a connection was refused before its handshake (`recon_connections_refused_total`). */
 export const REFUSAL_REASONS = [
@@ -109,6 +111,8 @@ export interface ServerMetricsParts {
   /** EXECUTOR (`local`, `slurm`). */
   executor: string;
   version: string;
+  /** The DESTINATION_<NAME> names (upper case): the PACS delivery metrics' label values. */
+  destinations?: readonly string[];
   /** The clock (ms since the epoch); default Date.now. */
   now?: () => number;
 }
@@ -129,11 +133,13 @@ export class ServerMetrics {
   #kept = { inputs: 0, results: 0 };
   #unsubscribe: () => void;
   #m: ReturnType<typeof defineMetrics>;
+  #deliveries: DeliveryMetrics;
 
   constructor(parts: ServerMetricsParts) {
     this.#parts = parts;
     this.contentType = this.#registry.contentType;
     this.#m = defineMetrics(this.#registry);
+    this.#deliveries = new DeliveryMetrics(this.#registry, parts.store, parts.destinations ?? []);
     this.#m.buildInfo.set({ version: parts.version, deno: Deno.version.deno }, 1);
     this.#m.startTime.set(Math.floor((parts.now ?? Date.now)() / 1000));
     this.#m.executor.set({ executor: parts.executor }, 1);
@@ -185,11 +191,17 @@ export class ServerMetrics {
     this.#m.refused.inc({ reason });
   }
 
+  /** An attempt to deliver to a PACS ended (lib/server/pacs_delivery.ts onAttemptEnd). */
+  deliveryAttempted(destination: string, attempt: AttemptTally): void {
+    this.#deliveries.attemptEnded(destination, attempt);
+  }
+
   /** The metrics now, in the Prometheus text format. */
   async render(): Promise<string> {
     this.#flushBytes();
     this.#readScheduler();
     this.#readStore();
+    this.#deliveries.read();
     await this.#readDisk();
     return await this.#registry.metrics();
   }
