@@ -13,7 +13,9 @@
  * - succeeded → expired, and a failed job's kept inputs removed: `job_expired`.
  *
  * Deliveries (`job_delivered`, `job_fetched`) are audited by the session that sends
- * the results (lib/server/delivery.ts), the only place that knows who received them.
+ * the results (lib/server/delivery.ts), the only place that knows who received them;
+ * deliveries to a PACS (`job_delivered_pacs`, `delivery_failed`) by
+ * lib/server/pacs_delivery.ts, which knows what each destination confirmed.
  *
  * @module
  */
