@@ -13,12 +13,17 @@
  *   print nothing then (they read the page with a script), so this load goes through
  *   the DevTools protocol: the DOM is read with `DOM.getOuterHTML`, which runs no
  *   script, and `test-artifacts/status_page_no_script.png` is saved;
- * - once released, both jobs are listed as succeeded.
+ * - once released, both jobs are listed as succeeded;
+ * - the server has a DICOM destination on a closed loopback port (issue 17): a job
+ *   that succeeded at once with a DICOM result is in the Deliveries section as
+ *   retrying, with the connection's error, in the Deliveries card and as `PACS
+ *   retrying 0/1` among the finished jobs, and its result's name is nowhere.
  *
  * Every Chromium is stopped by PID (SIGKILL) when it takes too long.
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
+import { makeSeries } from "./support/dicom_series.ts";
 import { E2EServer, ROOT, tempDir, UUID, waitFor } from "./support/e2e.ts";
 
 /** Where Chromium is looked for: CHROMIUM, else on PATH. */
@@ -34,7 +39,8 @@ const CHROMIUM_TIMEOUT_MS = 60_000;
 
 /**
  * Runs its job until the file `release` beside it exists (at most 120 s), after
- * printing `PROGRESS 37`; with `--fail CODE` it fails at once instead.
+ * printing `PROGRESS 37`; with `--fail CODE` it fails at once instead, with `--dicom 1`
+ * it succeeds at once with the DICOM file `result.dcm` beside it as its result.
  */
 const STATUS_PAGE_SCRIPT = `#!/bin/sh
 set -eu
@@ -44,6 +50,7 @@ here=$(dirname "$0")
 while [ "$#" -ge 2 ]; do
 	case $1 in
 	--fail) echo "failing on purpose" >&2; exit "$2" ;;
+	--dicom) cp "$here/result.dcm" "$out/PATIENT_DOE_JOHN_image.dcm"; exit 0 ;;
 	esac
 	shift 2
 done
@@ -304,8 +311,11 @@ function sectionText(dom: string, id: string): string {
   return match[1].replace(/<[^>]*>/g, " ").replace(/\s+/g, " ");
 }
 
-/** What every load of the page must show: the three jobs where they belong. */
-function checkPage(dom: string, jobs: { failed: string; running: string; queued: string }): void {
+/** What every load of the page must show: the four jobs where they belong. */
+function checkPage(
+  dom: string,
+  jobs: { failed: string; delivering: string; running: string; queued: string },
+): void {
   assert.match(dom, /<title>recon · /);
   const running = sectionText(dom, "running");
   assert.match(running, new RegExp(`${jobs.running} .*37%`), `the running job and its progress`);
@@ -313,6 +323,13 @@ function checkPage(dom: string, jobs: { failed: string; running: string; queued:
   assert.match(sectionText(dom, "queue"), new RegExp(`1 ${jobs.queued} \\S+ low`));
   assert.match(sectionText(dom, "finished"), new RegExp(`${jobs.failed} \\S+ failed`));
   assert.match(sectionText(dom, "chart"), /hour \(UTC\).*jobs finished.*input queued/);
+  assert.match(
+    sectionText(dom, "deliveries"),
+    new RegExp(`${jobs.delivering} PACS retrying 0/1 (\\([^)]*\\) )?\\d+ \\d\\d:\\d\\d:\\d\\d \\S`),
+    "the delivery to the closed port is retried, its error shown",
+  );
+  assert.match(sectionText(dom, "finished"), new RegExp(`${jobs.delivering} .*PACS retrying 0/1`));
+  assert.match(dom, /<div class="card tone-warn"><div class="label">Deliveries<\/div>/);
   assert.ok(!dom.includes(SECRET_NAME), "no input file name on the page");
   assert.ok(!dom.includes("PATIENT"), "no part of an input file name on the page");
 }
@@ -329,9 +346,21 @@ Deno.test("the status page in headless Chromium shows a running job with its pro
   await using files = await tempDir("recon_status_page_");
   const script = path.join(files.path, "recon.sh");
   await Deno.writeTextFile(script, STATUS_PAGE_SCRIPT, { mode: 0o755 });
+  const [dicom] = await makeSeries(path.join(files.path, "series"), 1, { syntax: "explicit" });
+  await Deno.copyFile(dicom.path, path.join(files.path, "result.dcm"));
+  // A loopback port nobody listens on: every delivery attempt is refused at once.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const closedPort = listener.addr.port;
+  listener.close();
   await using server = await E2EServer.start({
     script,
-    options: { HTTP_LISTEN: "127.0.0.1:0", MAX_CONCURRENT_JOBS: 1, DISK_FREE_MARGIN: 0 },
+    options: {
+      HTTP_LISTEN: "127.0.0.1:0",
+      MAX_CONCURRENT_JOBS: 1,
+      DISK_FREE_MARGIN: 0,
+      DESTINATION_PACS: `dicom://NOBODY@127.0.0.1:${closedPort}?timeout=5`,
+      DEFAULT_DESTINATIONS: "PACS",
+    },
   });
   const url = `${server.httpUrl}/`;
   assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
@@ -345,13 +374,16 @@ Deno.test("the status page in headless Chromium shows a running job with its pro
   };
   const failed = await detached(["--recon-options", JSON.stringify({ fail: 3 })]);
   await server.waitForLog(new RegExp(`job ${failed}: failed`));
+  const delivering = await detached(["--recon-options", JSON.stringify({ dicom: 1 })]);
+  await server.waitForLog(new RegExp(`job ${delivering}: succeeded`));
   const running = await detached([]);
   const queued = await detached(["--priority", "low"]);
-  const jobs = { failed, running, queued };
-  await waitFor("the page to show PROGRESS 37", async () => {
+  const jobs = { failed, delivering, running, queued };
+  await waitFor("the page to show PROGRESS 37 and the delivery retrying", async () => {
     const response = await fetch(url);
     const html = await response.text();
-    return response.status === 200 && html.includes("<b>37%</b>");
+    return response.status === 200 && html.includes("<b>37%</b>") &&
+      html.includes("PACS retrying 0/1");
   }, { timeoutMs: 30_000, intervalMs: 200 });
 
   checkPage(await dumpDom(url), jobs);

@@ -1,6 +1,7 @@
 /**
  * Text and HTML helpers of the status page (lib/monitor/status_page.ts) and its chart
- * (lib/monitor/status_chart.ts): escaping, sizes, durations, UTC times and tables.
+ * (lib/monitor/status_chart.ts): escaping, sizes, durations, UTC times, tables, sections,
+ * cards and the small marks (job ids, priorities, states).
  *
  * @module
  */
@@ -83,4 +84,32 @@ export function htmlTable(
     `<tr>${cells.map((cell, i) => `<td${classes[i]}>${cell}</td>`).join("")}</tr>`
   ).join("\n");
   return `<table>\n<thead><tr>${head}</tr></thead>\n<tbody>\n${body}\n</tbody>\n</table>`;
+}
+
+/** A `<section>` with its heading and, when not empty, a count beside it. */
+export function section(id: string, title: string, count: string, body: string): string {
+  const counted = count === "" ? "" : ` <span class="count">${escapeHtml(count)}</span>`;
+  return `<section id="${id}">\n<h2>${escapeHtml(title)}${counted}</h2>\n${body}\n</section>`;
+}
+
+/** One summary card; `value` and `sub` are HTML, `tone` `bad` (red) or `warn` (orange). */
+export function card(label: string, value: string, sub: string, tone = ""): string {
+  return `<div class="card${tone ? ` tone-${tone}` : ""}"><div class="label">${
+    escapeHtml(label)
+  }</div>` +
+    `<div class="value">${value}</div><div class="sub">${sub}</div></div>`;
+}
+
+/** A job id, in monospace. */
+export function jobId(id: string): string {
+  return `<span class="id">${escapeHtml(id)}</span>`;
+}
+
+export function priority(value: string): string {
+  return `<span class="prio ${escapeHtml(value)}">${escapeHtml(value)}</span>`;
+}
+
+/** A state as a coloured pill (its class is the state, `label` its text). */
+export function state(value: string, label = value): string {
+  return `<span class="state ${escapeHtml(value)}">${escapeHtml(label)}</span>`;
 }

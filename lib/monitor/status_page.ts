@@ -7,12 +7,33 @@
  * after its control characters are made visible (lib/printable.ts): a client name or a
  * failure reason cannot add markup or reorder the text (bidi controls).
  *
+ * With DICOM destinations (issue 17) the page also has a Deliveries card, a section of
+ * the deliveries that need attention and a delivery column among the finished jobs
+ * (lib/monitor/status_delivery_page.ts).
+ *
  * Times are UTC. The view holds no file names, so the page cannot show one.
  *
  * @module
  */
 import { chartFigures, renderChart } from "./status_chart.ts";
-import { escapeHtml, formatBytes, formatDuration, htmlTable, utcTime } from "./status_format.ts";
+import {
+  deliveriesCard,
+  deliveriesSection,
+  DELIVERY_CSS,
+  deliveryCells,
+} from "./status_delivery_page.ts";
+import {
+  card,
+  escapeHtml,
+  formatBytes,
+  formatDuration,
+  htmlTable,
+  jobId,
+  priority,
+  section,
+  state,
+  utcTime,
+} from "./status_format.ts";
 import type {
   FinishedJobView,
   QueuedJobView,
@@ -20,19 +41,6 @@ import type {
   StatusView,
   UploadView,
 } from "./status_view.ts";
-
-/** A job id, in monospace. */
-function jobId(id: string): string {
-  return `<span class="id">${escapeHtml(id)}</span>`;
-}
-
-function priority(value: string): string {
-  return `<span class="prio ${escapeHtml(value)}">${escapeHtml(value)}</span>`;
-}
-
-function state(value: string): string {
-  return `<span class="state ${escapeHtml(value)}">${escapeHtml(value)}</span>`;
-}
 
 /** A bar filled to `percent` (0–100) with its label centred on it. */
 function bar(percent: number, label: string): string {
@@ -44,11 +52,6 @@ function bar(percent: number, label: string): string {
 
 function percentText(percent: number): string {
   return `${Number.isInteger(percent) ? percent : percent.toFixed(1)}%`;
-}
-
-function section(id: string, title: string, count: string, body: string): string {
-  const counted = count === "" ? "" : ` <span class="count">${escapeHtml(count)}</span>`;
-  return `<section id="${id}">\n<h2>${escapeHtml(title)}${counted}</h2>\n${body}\n</section>`;
 }
 
 function runningRows(jobs: RunningJobView[], now: number): string[][] {
@@ -105,7 +108,8 @@ function queueRows(queue: QueuedJobView[], now: number): string[][] {
   ]);
 }
 
-function finishedRows(jobs: FinishedJobView[], now: number): string[][] {
+/** With `deliveries`, a column of each job's deliveries before the reason. */
+function finishedRows(jobs: FinishedJobView[], now: number, deliveries: boolean): string[][] {
   return jobs.map((job) => [
     jobId(job.id),
     escapeHtml(job.client),
@@ -118,16 +122,9 @@ function finishedRows(jobs: FinishedJobView[], now: number): string[][] {
     job.resultBytes === undefined
       ? ""
       : escapeHtml(`${formatBytes(job.resultBytes)} (${job.resultCount ?? 0})`),
+    ...(deliveries ? [deliveryCells(job.deliveries)] : []),
     job.reason === undefined ? "" : `<span class="reason">${escapeHtml(job.reason)}</span>`,
   ]);
-}
-
-/** One summary card. */
-function card(label: string, value: string, sub: string, tone = ""): string {
-  return `<div class="card${tone ? ` tone-${tone}` : ""}"><div class="label">${
-    escapeHtml(label)
-  }</div>` +
-    `<div class="value">${value}</div><div class="sub">${sub}</div></div>`;
 }
 
 function cards(view: StatusView): string {
@@ -181,6 +178,7 @@ function cards(view: StatusView): string {
           : "taking jobs",
         view.executorProblem ? "bad" : "",
       ),
+      ...(view.deliveries ? [deliveriesCard(view.deliveries)] : []),
     ].join("\n")
   }\n</div>`;
 }
@@ -208,7 +206,7 @@ main{max-width:1240px;margin:0 auto;padding:16px 24px 24px}
 .banner ul{margin:4px 0 0;padding-left:20px}
 .banner.ok{background:#ebfbee;color:#2b8a3e;border:1px solid #b2f2bb}
 .banner.bad{background:#fff5f5;color:#c92a2a;border:1px solid #ffc9c9}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:10px;margin-bottom:14px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(132px,1fr));gap:10px;margin-bottom:14px}
 .card{background:var(--card);border:1px solid var(--line);border-top:3px solid #ced4da;border-radius:6px;padding:8px 12px}
 .card.tone-bad{border-top-color:#e03131}.card.tone-warn{border-top-color:#f08c00}
 .card.tone-bad .value{color:#c92a2a}
@@ -244,7 +242,7 @@ svg.chart .grid{stroke:#edf0f2}svg.chart .axis{stroke:#adb5bd}
 svg.chart .title{fill:var(--muted);font-size:11px}svg.chart .none{fill:var(--muted);font-size:14px}
 details{margin-top:6px;font-size:13px}summary{cursor:pointer;color:var(--muted)}
 footer{max-width:1240px;margin:0 auto;padding:0 24px 20px;color:var(--muted);font-size:12px}
-`;
+${DELIVERY_CSS}`;
 
 /**
  * The status page of `view`: a complete HTML document (UTF-8) with inline CSS and an
@@ -252,6 +250,8 @@ footer{max-width:1240px;margin:0 auto;padding:0 24px 20px;color:var(--muted);fon
  */
 export function renderStatusPage(view: StatusView): string {
   const host = escapeHtml(view.host);
+  const deliveryColumn = view.deliveries !== undefined ||
+    view.finished.some((job) => job.deliveries !== undefined);
   const chartNote = view.chartTruncated
     ? `<p class="muted">Only the newest jobs are counted: too many finished in these hours.</p>`
     : "";
@@ -324,7 +324,7 @@ ${
       ),
     )
   }
-${
+${view.deliveries ? `${deliveriesSection(view.deliveries, view.now)}\n` : ""}${
     section(
       "chart",
       "Last 24 hours",
@@ -346,9 +346,10 @@ ${
           "Duration",
           ["Input", "num"],
           ["Results", "num"],
+          ...(deliveryColumn ? ["Delivery"] : []),
           ["Reason", "wrap"],
         ],
-        finishedRows(view.finished, view.now),
+        finishedRows(view.finished, view.now, deliveryColumn),
         "No job has finished yet.",
       ),
     )
@@ -356,7 +357,7 @@ ${
 </main>
 <footer>Times are UTC. This page reloads every ${
     Math.max(1, Math.floor(view.refreshSeconds))
-  } s. It shows job ids, clients, states, sizes, times and failure reasons only: file names are never shown.</footer>
+  } s. It shows job ids, clients, destinations, states, sizes, times and failure reasons only: file names are never shown.</footer>
 </body>
 </html>
 `;

@@ -4,13 +4,14 @@
  * disk free against DISK_FREE_MARGIN, workers, the counts `--server-status` gives, from
  * the same sources as lib/server/session.ts), the running jobs with their progress, the
  * uploads in progress, the queue in order, the last 50 finished jobs and 24 hourly
- * figures.
+ * figures; with DICOM destinations, the deliveries (lib/monitor/status_delivery_view.ts).
  *
  * The view holds job ids, client names, priorities, states, sizes, times and failure
  * reasons only: never a file name or a directory, which may carry patient data. A
  * failure reason is text from elsewhere (an error message, a cancel reason) that could
  * name a job's files, so those of the job, its directories and RECON_FILEPATH /
- * RECON_DICOM_DIR are blanked out of it here, before anything renders it.
+ * RECON_DICOM_DIR are blanked out of it here (lib/monitor/status_redact.ts), before
+ * anything renders it; a delivery's last error too.
  *
  * @module
  */
@@ -20,6 +21,15 @@ import type { ReconServer } from "../server/server.ts";
 import { diskFree as statfsFree } from "../server/session.ts";
 import { VERSION } from "../version.ts";
 import type { JobState, Priority } from "../wire/protocol.ts";
+import {
+  type DeliveriesView,
+  deliveriesView,
+  type DeliveryView,
+  jobDeliveries,
+} from "./status_delivery_view.ts";
+import { jobSecrets, redact } from "./status_redact.ts";
+
+export { redact };
 
 /** How many finished jobs the page lists. */
 export const RECENT_FINISHED = 50;
@@ -100,6 +110,8 @@ export interface FinishedJobView {
   resultBytes?: number;
   /** Why it failed or was cancelled, file names and directories blanked out. */
   reason?: string;
+  /** Its deliveries to DICOM destinations, by destination; absent when it has none. */
+  deliveries?: DeliveryView[];
 }
 
 /** One hour of the chart: [start, start + 1 h). */
@@ -143,15 +155,20 @@ export interface StatusView {
   hours: HourView[];
   /** True when more jobs finished in the chart's hours than {@link CHART_JOB_LIMIT}. */
   chartTruncated: boolean;
+  /** The deliveries to DICOM destinations; absent when the server has no destination. */
+  deliveries?: DeliveriesView;
   refreshSeconds: number;
 }
 
 /** What a ReconServer does not expose and the page needs. */
 export interface StatusSettings {
-  /** EXECUTOR; RECON_FILEPATH (disk free is measured there); DISK_FREE_MARGIN; RECON_DICOM_DIR. */
+  /**
+   * EXECUTOR; RECON_FILEPATH (disk free is measured there); DISK_FREE_MARGIN;
+   * RECON_DICOM_DIR; DESTINATIONS (the deliveries are shown when there is one).
+   */
   config: Pick<
     ReconConfig,
-    "EXECUTOR" | "RECON_FILEPATH" | "RECON_DICOM_DIR" | "DISK_FREE_MARGIN"
+    "EXECUTOR" | "RECON_FILEPATH" | "RECON_DICOM_DIR" | "DISK_FREE_MARGIN" | "DESTINATIONS"
   >;
   /** When the server started (ms since the epoch); default: when this process started. */
   startedAt?: number;
@@ -267,6 +284,10 @@ export async function statusView(
     chartTruncated: chart.truncated,
     refreshSeconds: REFRESH_SECONDS,
   };
+  const destinations = Object.keys(config.DESTINATIONS);
+  if (destinations.length > 0) {
+    view.deliveries = deliveriesView(store, now, destinations, hidden);
+  }
   view.problems = settings.problems ? [...settings.problems] : problemsOf(view);
   return view;
 }
@@ -309,33 +330,13 @@ function finishedJob(store: JobStore, record: JobRecord, hidden: string[]): Fini
     // A cancel reason is whatever the person typed, which may name a patient: only who.
     job.reason = `cancelled by ${record.cancelledBy.replace(/ at \S+$/, "")}`;
   } else if (record.reason) {
-    const names = [
-      record.primaryFile,
-      ...store.inputs(record.id).flatMap((input) => [input.name, input.originalPath ?? ""]),
-      ...store.outputs(record.id).map((output) => output.name),
-    ];
-    job.reason = redact(record.reason, {
-      paths: [record.inputDir, record.outputDir, record.logPath, ...hidden],
-      names,
-    });
+    job.reason = redact(record.reason, jobSecrets(store, record, hidden));
+  }
+  if (record.state === "succeeded" || record.state === "expired") {
+    const deliveries = jobDeliveries(store, record.id);
+    if (deliveries.length > 0) job.deliveries = deliveries;
   }
   return job;
-}
-
-/**
- * `text` with every occurrence of `paths` replaced by `<path>` and of `names` by
- * `<file>`, longest first (a path holds names). Names shorter than 3 characters are
- * left: blanking out every "a" or "7" would garble the reason, and such names carry no
- * patient data.
- */
-export function redact(text: string, hide: { paths: string[]; names: string[] }): string {
-  const rules = [
-    ...hide.paths.filter((p) => p.length > 1).map((p) => [p, "<path>"] as const),
-    ...hide.names.filter((n) => n.length >= 3).map((n) => [n, "<file>"] as const),
-  ].sort((a, b) => b[0].length - a[0].length);
-  let result = text;
-  for (const [secret, placeholder] of rules) result = result.split(secret).join(placeholder);
-  return result;
 }
 
 /**

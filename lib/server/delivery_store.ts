@@ -42,6 +42,24 @@ export type {
   FileOutcome,
 } from "./delivery_records.ts";
 
+/** A delivery as JobInfo shows it, with its job's id ({@link DeliveryStore.attention}). */
+export interface JobDelivery {
+  jobId: string;
+  delivery: DeliverySummary;
+}
+
+/** Deliveries `d` with their files counted as {@link toSummary} reads them. */
+const SUMMARY_SELECT = `SELECT d.*,
+  (SELECT COUNT(*) FROM delivery_files f WHERE f.job_id = d.job_id
+     AND f.destination = d.destination AND f.state != 'skipped') AS files_total,
+  (SELECT COUNT(*) FROM delivery_files f WHERE f.job_id = d.job_id
+     AND f.destination = d.destination AND f.state = 'sent') AS files_sent,
+  (SELECT COUNT(*) FROM delivery_files f WHERE f.job_id = d.job_id
+     AND f.destination = d.destination AND f.state = 'skipped') AS files_skipped,
+  (SELECT COUNT(*) FROM delivery_files f WHERE f.job_id = d.job_id
+     AND f.destination = d.destination AND f.state = 'failed') AS files_failed
+FROM deliveries d`;
+
 /** The delivery tables of an open job store. */
 export class DeliveryStore {
   #db: DatabaseSync;
@@ -281,19 +299,35 @@ export class DeliveryStore {
 
   /** The job's deliveries as JobInfo shows them. */
   summaries(jobId: string): DeliverySummary[] {
-    const rows = this.#sql(
-      `SELECT d.*,
-         (SELECT COUNT(*) FROM delivery_files f WHERE f.job_id = d.job_id
-            AND f.destination = d.destination AND f.state != 'skipped') AS files_total,
-         (SELECT COUNT(*) FROM delivery_files f WHERE f.job_id = d.job_id
-            AND f.destination = d.destination AND f.state = 'sent') AS files_sent,
-         (SELECT COUNT(*) FROM delivery_files f WHERE f.job_id = d.job_id
-            AND f.destination = d.destination AND f.state = 'skipped') AS files_skipped,
-         (SELECT COUNT(*) FROM delivery_files f WHERE f.job_id = d.job_id
-            AND f.destination = d.destination AND f.state = 'failed') AS files_failed
-       FROM deliveries d WHERE d.job_id = ? ORDER BY d.destination`,
-    ).all(jobId) as Row[];
-    return rows.map(toSummary);
+    return (this.#sql(`${SUMMARY_SELECT} WHERE d.job_id = ? ORDER BY d.destination`)
+      .all(jobId) as Row[]).map(toSummary);
+  }
+
+  /**
+   * The deliveries that need someone's attention, for the status page: every pending or
+   * sending one, and those given up (failed) at or after `sinceMs`; newest first (by when
+   * it was given up, else when it was asked for), at most `limit`.
+   */
+  attention(sinceMs: number, limit: number): JobDelivery[] {
+    if (!Number.isSafeInteger(limit) || limit < 1) {
+      throw new TypeError(`limit must be a positive whole number, got ${limit}`);
+    }
+    return (this.#sql(
+      `${SUMMARY_SELECT}
+       WHERE d.state IN ('pending', 'sending') OR (d.state = 'failed' AND d.finished_at >= ?)
+       ORDER BY COALESCE(d.finished_at, d.requested_at) DESC, d.job_id, d.destination LIMIT ?`,
+    ).all(sinceMs, limit) as Row[]).map((row) => ({
+      jobId: String(row.job_id),
+      delivery: toSummary(row),
+    }));
+  }
+
+  /** How many deliveries were given up (failed) at or after `sinceMs`. */
+  failedSince(sinceMs: number): number {
+    const row = this.#sql(
+      "SELECT COUNT(*) AS n FROM deliveries WHERE state = 'failed' AND finished_at >= ?",
+    ).get(sinceMs) as Row;
+    return Number(row.n);
   }
 
   /** How many deliveries are in each state (for metrics and the status page). */

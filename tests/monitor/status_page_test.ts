@@ -6,6 +6,7 @@
  * queue in order and the finished jobs; statusView() of a real in-process server shows
  * no file name or directory anywhere, blanks them out of reasons; the chart counts
  * each job in its UTC hour; and the helpers escape, format sizes, durations and axes.
+ * The deliveries to DICOM destinations are tested in status_deliveries_test.ts.
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
@@ -416,6 +417,7 @@ const SETTINGS: StatusSettings = {
     RECON_FILEPATH: "/srv/recon",
     RECON_DICOM_DIR: "/srv/results",
     DISK_FREE_MARGIN: GIB,
+    DESTINATIONS: {},
   },
   startedAt: NOW - HOUR,
   diskFree: () => Promise.resolve(100 * GIB),
@@ -619,7 +621,10 @@ printf 'image' >"$RECON_OUTPUT_DIR/image_0001.dcm"
   await Deno.writeTextFile(release, "");
   await waitFor(
     "both jobs done",
-    () => [running, queued].every((id) => s.server.store.get(id)?.state === "succeeded"),
+    // The store says succeeded a moment before the scheduler lets go of the job.
+    () =>
+      [running, queued].every((id) => s.server.store.get(id)?.state === "succeeded") &&
+      s.server.scheduler.running().length === 0,
   );
   view = await statusView(s.server, Date.now(), settings);
   assert.deepEqual(view.running, []);

@@ -3,13 +3,14 @@
  * a version 2 store migrated in place keeps its jobs; a delivery's life (created with
  * its files pending, attempts, retry, delivered, failed, redelivered), every refused
  * transition, deliveries a stop cut off resumed after a reopen, the succeeded jobs
- * whose deliveries were never created, summaries as JobInfo shows them, and
- * JobStore's `deliverTo`.
+ * whose deliveries were never created, summaries as JobInfo shows them, the
+ * deliveries that need attention (the status page's), and JobStore's `deliverTo`.
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { StoreError } from "../../lib/errors.ts";
+import type { AttemptEnd } from "../../lib/server/delivery_store.ts";
 import { JobStore, type NewJob, STORE_FILE } from "../../lib/server/job_store.ts";
 import { migrate, MIGRATIONS, STORE_SCHEMA_VERSION } from "../../lib/server/store_schema.ts";
 
@@ -363,4 +364,82 @@ Deno.test("reset() sends every DICOM file again: skipped ones stay skipped, C-ST
       ["RESEARCH", 3, 0],
     ],
   );
+});
+
+Deno.test("attention() lists pending, sending and recently failed deliveries newest first, at most limit; failedSince() counts the failed", async () => {
+  await using tmp = await stateDir();
+  using store = openStore(tmp.dir);
+  const { deliveries } = store;
+  /** A job with a delivery to PACS, asked for now. */
+  const delivery = () => {
+    const id = succeededJob(store, 2);
+    deliveries.create(id, ["PACS"], store.now() + HOUR);
+    return id;
+  };
+  const end = (id: string, e: AttemptEnd) =>
+    deliveries.endAttempt(id, "PACS", {
+      files: [{ outputIndex: 0, state: "sent", status: 0, stores: 1 }],
+      end: e,
+      instancesTotal: 2,
+    });
+  // Given up 25 h before the listing: too old.
+  const old = delivery();
+  deliveries.fail(old, "PACS", "the job's results were removed");
+  store.advance(HOUR);
+  const delivered = delivery();
+  deliveries.begin(delivered, "PACS");
+  deliveries.endAttempt(delivered, "PACS", {
+    files: [0, 1].map((i) => ({ outputIndex: i, state: "sent", status: 0, stores: 1 })),
+    end: { state: "delivered" },
+    instancesTotal: 2,
+  });
+  store.advance(HOUR);
+  const retrying = delivery();
+  deliveries.begin(retrying, "PACS");
+  end(retrying, { state: "pending", nextAttemptAt: store.now() + 30_000, lastError: "refused" });
+  store.advance(HOUR);
+  const sending = delivery();
+  deliveries.begin(sending, "PACS");
+  store.advance(HOUR);
+  const pending = delivery();
+  // Asked for before the others, given up last: listed first.
+  const failed = delivery();
+  deliveries.begin(failed, "PACS");
+  store.advance(21 * HOUR);
+  end(failed, { state: "failed", lastError: "img1.dcm: C-STORE status 0xa700" });
+
+  const since = store.now() - 24 * HOUR;
+  const listed = deliveries.attention(since, 10);
+  assert.deepEqual(listed.map((d) => d.jobId), [failed, pending, sending, retrying]);
+  assert.deepEqual(listed.map((d) => d.delivery.state), [
+    "failed",
+    "pending",
+    "sending",
+    "pending",
+  ]);
+  assert.deepEqual(listed[0].delivery, {
+    destination: "PACS",
+    state: "failed",
+    files_total: 2,
+    files_sent: 1,
+    files_skipped: 0,
+    files_failed: 0,
+    attempts: 1,
+    last_error: "img1.dcm: C-STORE status 0xa700",
+    finished_at: new Date(store.now()).toISOString(),
+  });
+  assert.equal(listed[3].delivery.attempts, 1);
+  assert.equal(listed[3].delivery.last_error, "refused");
+  assert.deepEqual(deliveries.attention(since, 2).map((d) => d.jobId), [failed, pending]);
+  assert.deepEqual(
+    deliveries.attention(T0, 10).map((d) => d.jobId).at(-1),
+    old,
+    "a failure since sinceMs is listed, last as the oldest",
+  );
+  assert.equal(deliveries.failedSince(since), 1);
+  assert.equal(deliveries.failedSince(T0), 2);
+  assert.equal(deliveries.failedSince(store.now() + 1), 0);
+  for (const limit of [0, -1, 1.5, Number.NaN]) {
+    assert.throws(() => deliveries.attention(since, limit), TypeError);
+  }
 });
