@@ -17,12 +17,12 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
 import * as path from "node:path";
 import { errorMessage } from "../errors.ts";
 import type { Destination } from "../opts/mod.ts";
 import { openForSending } from "../wire/transfer.ts";
 import { isNotDicom, readDicomHeader } from "./dicom_file.ts";
+import { readSha256 } from "./results.ts";
 import { type Instance, sendInstances } from "./dicom_send.ts";
 import type {
   AttemptEnd,
@@ -62,9 +62,6 @@ export interface AttemptReport {
   firstFailure?: string;
 }
 
-/** Bytes read at a time when a result is hashed. */
-const HASH_CHUNK = 1024 * 1024;
-
 /**
  * Why the file at `file` is no longer the result the job store recorded, or undefined
  * when it is (identity, size, SHA-256). Never follows a link.
@@ -84,23 +81,18 @@ export async function changedResult(
   } catch (error) {
     return `not the file the job wrote: ${errorMessage(error)}`;
   }
-  const hash = createHash("sha256");
-  const buffer = new Uint8Array(HASH_CHUNK);
-  let size = 0;
+  let read: { sha256: string; size: number };
   try {
-    for (let n = await opened.file.read(buffer); n !== null; n = await opened.file.read(buffer)) {
-      hash.update(buffer.subarray(0, n));
-      size += n;
-    }
+    read = await readSha256(opened.file);
   } catch (error) {
     return `cannot be read: ${errorMessage(error)}`;
   } finally {
     opened.file.close();
   }
-  if (size !== output.size) {
-    return `changed since the job finished (${output.size} → ${size} bytes)`;
+  if (read.size !== output.size) {
+    return `changed since the job finished (${output.size} → ${read.size} bytes)`;
   }
-  if (hash.digest("hex") !== output.sha256) {
+  if (read.sha256 !== output.sha256) {
     return "changed since the job finished (its SHA-256 is not the one recorded)";
   }
   return undefined;

@@ -232,14 +232,10 @@ export async function hashResult(result: ResultFile): Promise<string> {
       }); no results are sent`,
     );
   }
-  const hash = createHash("sha256");
-  const buffer = new Uint8Array(HASH_CHUNK);
-  let size = 0;
+  let size: number;
+  let sha256: string;
   try {
-    for (let n = await opened.file.read(buffer); n !== null; n = await opened.file.read(buffer)) {
-      hash.update(buffer.subarray(0, n));
-      size += n;
-    }
+    ({ size, sha256 } = await readSha256(opened.file));
   } finally {
     opened.file.close();
   }
@@ -249,5 +245,17 @@ export async function hashResult(result: ResultFile): Promise<string> {
         `(${result.size} → ${size} bytes); no results are sent`,
     );
   }
-  return hash.digest("hex");
+  return sha256;
+}
+
+/** Read `file` from where it stands to its end: its SHA-256 (hex) and how many bytes it had. */
+export async function readSha256(file: Deno.FsFile): Promise<{ sha256: string; size: number }> {
+  const hash = createHash("sha256");
+  const buffer = new Uint8Array(HASH_CHUNK);
+  let size = 0;
+  for (let n = await file.read(buffer); n !== null; n = await file.read(buffer)) {
+    hash.update(buffer.subarray(0, n));
+    size += n;
+  }
+  return { sha256: hash.digest("hex"), size };
 }
