@@ -75,7 +75,13 @@ Deno.test("--deliver, --no-download, jobs and redeliver against a server with tw
   assert.match(status.stdout, /^destinations: {8}PACS, RESEARCH \(every job: RESEARCH\)$/m);
   const mine = await as(server, mr1, ["--server-status", "--json"]);
   assert.deepEqual(JSON.parse(mine.stdout).destinations, ["PACS", "RESEARCH"]);
-  assert.equal(JSON.parse(mine.stdout).default_destinations, undefined);
+  assert.deepEqual(JSON.parse(mine.stdout).default_destinations, ["RESEARCH"]);
+  const theirs = await as(server, mr2, ["--server-status", "--json"]);
+  assert.deepEqual(
+    JSON.parse(theirs.stdout).destinations,
+    ["RESEARCH"],
+    "mr2 may name none but the default",
+  );
 
   // Refused before any upload, in one line.
   const unknown = await server.client(["--files", scan, "--deliver", "pacs,archive"]);

@@ -209,3 +209,26 @@ Deno.test("ON_JOB_END fires at the job's end, not the delivery's; a rejecting PA
   assert.ok(failure, JSON.stringify(events));
   assert.equal(failure.destination, "WRONG");
 });
+
+Deno.test("the start warns about what will make deliveries fail: an unreadable TLS file, results that expire first", async () => {
+  await using files = await tempDir();
+  const missing = path.join(files.path, "no-such-ca.pem");
+  await using server = await E2EServer.start({
+    script: path.join(ROOT, "examples", "bart_recon.sh"),
+    options: {
+      DESTINATION_SECURE: `dicom+tls://PACS@127.0.0.1:2762?ca=${missing}`,
+      RESULT_RETENTION: "1h",
+      DELIVERY_RETRY_FOR: "24h",
+    },
+  });
+  assert.match(
+    server.log,
+    new RegExp(
+      `WARN .*DESTINATION_SECURE: cannot read its ca= file ${missing} \\(no such file\\): deliveries there will fail until it can`,
+    ),
+  );
+  assert.match(
+    server.log,
+    /WARN .*RESULT_RETENTION \(3600 s\) is shorter than DELIVERY_RETRY_FOR \(86400 s\)/,
+  );
+});

@@ -49,11 +49,11 @@ body() {
 		[ -z "${RECON_EXIT_CODE:-}" ] || printf 'Exit code:  %s\n' "$RECON_EXIT_CODE"
 		;;
 	cancelled)
-		printf 'Reason:     not included (free text); see recon-client status %s\n' "$job_id"
+		printf 'Reason:     not included (free text); see recon-client jobs (job %s)\n' "$job_id"
 		;;
 	esac
 	printf '\nFile names are not included: they may identify a patient.\n'
-	printf 'Details: recon-client status %s, or the server log.\n' "$job_id"
+	printf 'Details: recon-client jobs and recon-client logs %s, or the server log.\n' "$job_id"
 }
 
 # sendmail is often outside a user's PATH.

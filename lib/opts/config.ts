@@ -71,7 +71,11 @@ export const DEFAULT_AUDIT_LOG_NAME = "audit.jsonl";
  * practically never does; longer names than `MAX_QUOTED_LENGTH` are not shown anyway.
  */
 export function describeUnknownOption(unknown: UnknownOption): string {
-  const guess = unknown.suggestion ? ` (did you mean ${unknown.suggestion}?)` : "";
+  const guess = unknown.suggestion
+    ? ` (did you mean ${unknown.suggestion}?)`
+    : unknown.name.startsWith("DESTINATION_")
+    ? " (the NAME of a DESTINATION_<NAME> line is letters and digits only, no _)"
+    : "";
   return `unknown option ${quoteFromOpts(unknown.name, "name")}${guess}`;
 }
 

@@ -191,10 +191,14 @@ function summarize(
     if (state === "sent") report.sent++;
     if (state === "pending" || state === "failed") report.left++;
     if (state === "failed" && report.firstFailure === undefined) {
-      const reason = outcome?.reason ?? file.reason ?? "not stored";
-      report.firstFailure = `${
-        names.get(file.outputIndex) ?? `result ${file.outputIndex}`
-      }: ${reason}`;
+      // This line reaches the audit log, `recon-client jobs` and ON_DELIVERY_FAILED: a
+      // result's name may carry patient data, so the file is named by its position.
+      const name = names.get(file.outputIndex);
+      let reason = outcome?.reason ?? file.reason ?? "not stored";
+      for (const part of name ? [name, path.basename(name)] : []) {
+        reason = reason.replaceAll(part, "the file");
+      }
+      report.firstFailure = `result ${file.outputIndex + 1}: ${reason}`;
     }
   }
   return report;

@@ -19,6 +19,19 @@ export function serverDestinations(context: SessionContext): readonly string[] {
   return context.destinations ?? [];
 }
 
+/**
+ * The destinations this session's client may name (`--server-status` lists them): every
+ * one for an admin or a client without a `deliver=` list (SHARED_KEY's `default`), else
+ * DEFAULT_DESTINATIONS and those on its list, in the server's order.
+ */
+export function namableDestinations(context: SessionContext): string[] {
+  const all = serverDestinations(context);
+  const { admin, deliver } = context.client;
+  if (admin || deliver === undefined) return [...all];
+  const defaults = defaultDestinations(context);
+  return all.filter((name) => defaults.includes(name) || deliver.includes(name));
+}
+
 /** DEFAULT_DESTINATIONS: where every job's results go. */
 export function defaultDestinations(context: SessionContext): readonly string[] {
   return context.defaultDestinations ?? [];

@@ -329,6 +329,7 @@ export class ReconServer {
         );
       }
       if (config.EXECUTOR === "slurm") await checkSlurmExecutor(config);
+      for (const problem of await deliveryProblems(config)) log.warn(problem);
       const scriptProblem = await checkScript(config.RECON_SCRIPT);
       if (scriptProblem) {
         log.error(`${scriptProblem}: every job will be refused until it is fixed`);
@@ -683,6 +684,40 @@ export class ReconServer {
     );
     this.store.close();
   }
+}
+
+/**
+ * What will make deliveries fail, said at the start rather than a day of retries later:
+ * a destination's TLS file that cannot be read, and results that expire before a
+ * delivery stops being retried.
+ */
+async function deliveryProblems(config: ReconConfig): Promise<string[]> {
+  const problems: string[] = [];
+  for (const destination of Object.values(config.DESTINATIONS)) {
+    const tls = destination.tls;
+    if (!tls) continue;
+    for (const [what, file] of [["ca", tls.ca], ["cert", tls.cert], ["key", tls.key]]) {
+      if (file === undefined) continue;
+      try {
+        await Deno.open(file).then((opened) => opened.close());
+      } catch (error) {
+        problems.push(
+          `DESTINATION_${destination.name}: cannot read its ${what}= file ${file} (${
+            error instanceof Deno.errors.NotFound ? "no such file" : errorMessage(error)
+          }): deliveries there will fail until it can`,
+        );
+      }
+    }
+  }
+  const destinations = Object.keys(config.DESTINATIONS).length > 0;
+  if (destinations && config.RESULT_RETENTION < config.DELIVERY_RETRY_FOR) {
+    problems.push(
+      `RESULT_RETENTION (${config.RESULT_RETENTION} s) is shorter than DELIVERY_RETRY_FOR ` +
+        `(${config.DELIVERY_RETRY_FOR} s): a delivery still being retried when a job's results ` +
+        "expire fails; make RESULT_RETENTION the longer",
+    );
+  }
+  return problems;
 }
 
 /** One line for the server log about a change of the client keys. */

@@ -23,7 +23,7 @@ import { type Intake, receiveJob, resumeUpload } from "./intake.ts";
 import { type AfterJob, followJob, followJobById, jobInfo } from "./follow.ts";
 import { cancelJobById, listJobs, readJobLog } from "./job_requests.ts";
 import { rerunJob } from "./rerun.ts";
-import { defaultDestinations, redeliverJob, serverDestinations } from "./destinations.ts";
+import { defaultDestinations, namableDestinations, redeliverJob } from "./destinations.ts";
 import { Refusal } from "./refusal.ts";
 import { peerAddress } from "./audit_jobs.ts";
 import { mayActOn, type SessionContext } from "./session_context.ts";
@@ -174,7 +174,7 @@ async function followIntake(
 
 /**
  * `server_status_response`; version 3 adds priorities, kept bytes, free space and the
- * DICOM destinations (DEFAULT_DESTINATIONS for an admin only).
+ * DICOM destinations this client may name, and DEFAULT_DESTINATIONS.
  */
 async function serverStatus(
   version: number,
@@ -216,8 +216,8 @@ async function serverStatus(
     ...(free === undefined ? {} : { disk_free_bytes: free }),
     disk_free_margin: context.diskFreeMargin,
     // Always, [] for none: a client tells a server without destinations from an older one.
-    destinations: [...serverDestinations(context)],
-    ...(context.client.admin && defaultDestinations(context).length > 0
+    destinations: namableDestinations(context),
+    ...(defaultDestinations(context).length > 0
       ? { default_destinations: [...defaultDestinations(context)] }
       : {}),
   };

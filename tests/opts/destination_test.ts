@@ -141,6 +141,6 @@ Deno.test("recon.opts: a bad destination or an unknown default names the line an
   // DESTINATION_ with an underscore in NAME is no destination: an unknown option.
   assert.throws(
     () => parseOpts("SERVER_PORT = 60000\nDESTINATION_MY_PACS = dicom://A@h:1"),
-    /unknown option "DESTINATION_MY_PACS"/,
+    /unknown option "DESTINATION_MY_PACS" \(the NAME of a DESTINATION_<NAME> line is letters and digits only, no _\)/,
   );
 });

@@ -205,14 +205,17 @@ Deno.test("a server without destinations refuses deliver and redeliver_job, and 
   assert.equal((job.job as Record<string, unknown>).deliveries, undefined, "no deliveries member");
 });
 
-Deno.test("the status names the destinations; DEFAULT_DESTINATIONS only to an admin", async () => {
-  await using site = await startServer(destinations(["PACS"]));
+Deno.test("the status names the destinations each client may name, and DEFAULT_DESTINATIONS", async () => {
+  await using site = await startServer(destinations(["RESEARCH"]));
   const admin = await ask(() => site.connect(), { type: "get_server_status" });
   assert.deepEqual(admin.destinations, ["PACS", "RESEARCH"]);
-  assert.deepEqual(admin.default_destinations, ["PACS"]);
+  assert.deepEqual(admin.default_destinations, ["RESEARCH"]);
+  // mr1 may name PACS (its deliver= list) and RESEARCH (every job's); mr2 only RESEARCH.
   const mr1 = await ask(() => site.connect(site.mr1), { type: "get_server_status" });
   assert.deepEqual(mr1.destinations, ["PACS", "RESEARCH"]);
-  assert.equal(mr1.default_destinations, undefined);
+  assert.deepEqual(mr1.default_destinations, ["RESEARCH"]);
+  const mr2 = await ask(() => site.connect(site.mr2), { type: "get_server_status" });
+  assert.deepEqual(mr2.destinations, ["RESEARCH"]);
   // Versions 1 and 2 see what they always saw.
   const v2 = await ask(() => site.connect(undefined, 2), { type: "get_server_status" });
   assert.equal(v2.destinations, undefined);
