@@ -100,6 +100,12 @@ line per problem) and a read-only status page at /. No key, file content or file
 name is shown. An address other than loopback needs HTTP_TOKEN (Authorization:
 Bearer TOKEN); HTTP_TLS_CERT and HTTP_TLS_KEY serve it over HTTPS (docs/DEPLOY.md §11).
 
+Delivery: DESTINATION_<NAME> = dicom://CALLED_AET@host:port?calling=OUR_AET lines
+name PACS destinations; every succeeded job's DICOM results go to DEFAULT_DESTINATIONS
+(and those a client asks for with --deliver) by C-STORE, retried for
+DELIVERY_RETRY_FOR while a destination is down. ON_JOB_END runs a program when a job
+ends, ON_DELIVERY_FAILED when a delivery is given up (docs/DEPLOY.md §12).
+
 Signals: SIGINT or SIGTERM stop accepting connections, let running jobs finish
 within SHUTDOWN_GRACE seconds (then stop them and queue them again, without using
 up an attempt), then exit 0. Queued jobs and cut-off uploads stay in the job store

@@ -21,7 +21,8 @@
 # and writes the DICOM files to $RECON_OUTPUT_DIR.
 #
 # Options (values are taken literally, the server passes them as argv):
-#   --name PREFIX  series description and file prefix, default "recon";
+#   --name PREFIX  series description and file prefix, default "recon" (with
+#                  several k-space pairs: "PREFIX series N", never the input's name);
 #                  letters, digits, '.', '_', '-' (max 64, not starting with
 #                  '.' or '-'); anything else is rejected (exit 2).
 #   --dims auto|2|3  FFT over x,y (2) or x,y,z (3); auto (default) picks 3
@@ -220,7 +221,9 @@ while IFS= read -r base <&3; do
 		if [ -n "$(find "$work/out" -name "$prefix*" -print | head -n 1)" ]; then
 			prefix=${prefix}_$series
 		fi
-		desc="$name $safe"
+		# Not the input's name: SeriesDescription travels with the images into a PACS
+		# (DEFAULT_DESTINATIONS), and a raw file's name may carry the patient's.
+		desc="$name series $series"
 	fi
 	mkdir "$work/s$series"
 	step "bart toimg on $label" bart toimg "$work/rss" "$work/s$series/$prefix.dcm" >/dev/null

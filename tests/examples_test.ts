@@ -248,3 +248,39 @@ Deno.test("examples: noop_recon writes result.txt with the input names and sizes
     assert.match(result, /^arg: --mode$/m);
   });
 });
+
+Deno.test("examples: bart_recon names several series by number, never by the input's file name", async () => {
+  await requireTool("bart");
+  await requireTool("dcmdump");
+  await withTempDir(async (dir) => {
+    const input = path.join(dir, "job_input");
+    const output = path.join(dir, "output");
+    await Deno.mkdir(output);
+    for (const patient of ["PATIENT_DOE_JOHN", "PATIENT_ROE_JANE"]) {
+      const made = await script("make_phantom.sh", [path.join(dir, patient), "--size", "32"]);
+      assert.equal(made.code, 0, made.stderr);
+      await Deno.mkdir(input, { recursive: true });
+      for (const ext of ["cfl", "hdr"]) {
+        await Deno.rename(
+          path.join(dir, patient, `kspace.${ext}`),
+          path.join(input, `${patient}.${ext}`),
+        );
+      }
+    }
+    const recon = await script("bart_recon.sh", [input, "--name", "t1"], {
+      RECON_OUTPUT_DIR: output,
+      RECON_INPUT_DIR: input,
+      RECON_JOB_ID: "00000000-0000-4000-8000-000000000002",
+    });
+    assert.equal(recon.code, 0, `bart_recon.sh failed: ${recon.stderr}`);
+    const dicoms = (await listFiles(output)).filter((name) => name.endsWith(".dcm"));
+    assert.equal(dicoms.length, 2, dicoms.join(", "));
+    const descriptions = [];
+    for (const name of dicoms) {
+      const dump = await dcmdump(path.join(output, name));
+      descriptions.push(/\(0008,103e\) LO \[([^\]]*)\]/.exec(dump)?.[1]);
+      assert.ok(!dump.includes("PATIENT_"), `${name}: an input's name is inside the DICOM`);
+    }
+    assert.deepEqual(descriptions.sort(), ["t1 series 1", "t1 series 2"]);
+  });
+});
