@@ -67,7 +67,11 @@ export function abortMessage(destination: Destination, source: number, reason: n
     ? "its DICOM upper layer"
     : `source ${source}`;
   const why = source === 2 ? (ABORT_REASONS[reason] ?? `reason ${reason}`) : "no reason given";
-  return `${describe(destination)} aborted the association (by ${by}: ${why})`;
+  // A PACS that refuses an unknown calling AE title often aborts rather than rejects.
+  const hint = source === 0
+    ? `; does the PACS know our AE title ${destination.callingAet} (calling= in DESTINATION_${destination.name})?`
+    : "";
+  return `${describe(destination)} aborted the association (by ${by}: ${why})${hint}`;
 }
 
 /** One line for the library's network error (its message starts with `AET -> `). */

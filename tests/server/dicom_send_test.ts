@@ -427,7 +427,10 @@ Deno.test("sendInstances() surfaces a peer's A-ABORT, a transient rejection and 
   const files = await instancesOf(await makeSeries(tmp.dir, 1, { syntax: "explicit" }));
   const cases: [Uint8Array | undefined, RegExp][] = [
     [abortPdu(2, 1), /\) aborted the association \(by its DICOM upper layer: unrecognized PDU\)$/],
-    [abortPdu(0, 0), /\) aborted the association \(by its DICOM application: no reason given\)$/],
+    [
+      abortPdu(0, 0),
+      /\) aborted the association \(by its DICOM application: no reason given\); does the PACS know our AE title \S+ \(calling= in DESTINATION_\w+\)\?$/,
+    ],
     [
       associateReject(2, 3, 1),
       /\) rejected the association \(transient, by its DICOM upper layer \(presentation\)\): temporary congestion$/,
@@ -677,5 +680,10 @@ Deno.test("rejectionMessage() and abortMessage() say permanent or transient, who
   assert.equal(
     abortMessage(dest, 1, 3),
     "destination PACS (ORTHANC@pacs.example:104) aborted the association (by source 1: no reason given)",
+  );
+  assert.equal(
+    abortMessage(dest, 0, 0),
+    "destination PACS (ORTHANC@pacs.example:104) aborted the association (by its DICOM application: " +
+      "no reason given); does the PACS know our AE title RECON (calling= in DESTINATION_PACS)?",
   );
 });
