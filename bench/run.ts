@@ -13,7 +13,7 @@
  *   --status-clients N  concurrent --server-status clients (default 50)
  *   --knob-mib N        bytes per channel-knob run (default min(size, 512))
  *   --cases LIST        comma list of: upload,download,tiny,concurrent,status,startup,knobs,
- *                       store,slurm,metrics (default all)
+ *                       store,slurm,metrics,pacs (default all)
  *   --store-jobs N      jobs queued behind a blocked one in the store case (default 1000)
  *   --slurm-repeat N    tiny-job round trips per executor in the slurm case (default 20)
  *   --no-record         do not append to bench/results/
@@ -71,6 +71,7 @@ import {
   type ScrapeResult,
 } from "./metrics_case.ts";
 import { type Sshd, startSshd } from "./sshd.ts";
+import { casePacs } from "./pacs_case.ts";
 
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
@@ -85,6 +86,7 @@ const ALL_CASES = [
   "store",
   "slurm",
   "metrics",
+  "pacs",
 ];
 
 const { values } = parseArgs({
@@ -1904,6 +1906,7 @@ try {
     ["store", caseStore],
     ["slurm", caseSlurm],
     ["metrics", caseMetrics],
+    ["pacs", () => casePacs({ work, repeat: REPEAT, rows, log })],
   ];
   for (const [name, run] of cases) {
     if (!CASES.has(name) || interrupted) continue;
