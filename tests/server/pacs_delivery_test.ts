@@ -430,7 +430,10 @@ Deno.test("a delivery whose results expire before it could be sent fails with wh
   );
   const files = work.store.deliveries.files(job.id, "PACS");
   assert.deepEqual(files.map((f) => f.state), ["sent", "failed", "sent", "sent"]);
-  assert.ok(!settledOne.lastError!.includes("img-"), "no result's name in last_error (patient data)");
+  assert.ok(
+    !settledOne.lastError!.includes("img-"),
+    "no result's name in last_error (patient data)",
+  );
   assert.equal(files[1].stores, 0);
   assert.deepEqual(await storedUids(orthanc), uids([series[0], series[2], series[3]]));
 });
