@@ -534,3 +534,23 @@ export async function makeFile(file: string, bytes: number): Promise<void> {
     written += n;
   }
 }
+
+/** One row of the benchmark's table (bench/run.ts prints and records them; the cases add them). */
+export interface BenchRow {
+  case: string;
+  tool: string;
+  reps: number;
+  bytes?: number;
+  /** Median wall seconds. */
+  wallS?: number;
+  mbPerS?: number;
+  /** Median CPU seconds (user+sys) of both ends, per GiB moved. */
+  cpuSPerGiB?: number;
+  clientCpuS?: number;
+  serverCpuS?: number;
+  /** Largest peak RSS over the runs, MB. */
+  clientRssMB?: number;
+  serverRssMB?: number;
+  note?: string;
+  extra?: Record<string, unknown>;
+}

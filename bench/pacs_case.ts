@@ -39,6 +39,7 @@ import type { JobInfo } from "../lib/wire/protocol.ts";
 import { makeSeries } from "../tests/support/dicom_series.ts";
 import { Orthanc } from "../tests/support/orthanc.ts";
 import {
+  type BenchRow,
   cpuSeconds,
   max,
   median,
@@ -53,22 +54,8 @@ import {
 } from "./measure.ts";
 import { ReconServerProcess, runClient } from "./recon_server.ts";
 
-/** A row of bench/run.ts's table (the fields of its `Row`). */
-export interface PacsRow {
-  case: string;
-  tool: string;
-  reps: number;
-  bytes?: number;
-  wallS?: number;
-  mbPerS?: number;
-  cpuSPerGiB?: number;
-  clientCpuS?: number;
-  serverCpuS?: number;
-  clientRssMB?: number;
-  serverRssMB?: number;
-  note?: string;
-  extra?: Record<string, unknown>;
-}
+/** A row of bench/run.ts's table. */
+export type PacsRow = BenchRow;
 
 /** What bench/run.ts gives the case. */
 export interface PacsCaseContext {

@@ -36,6 +36,7 @@ import { type JobInfo, parseServerMessage, type ServerMessage } from "../lib/wir
 import { sendFileFrom } from "../lib/wire/transfer.ts";
 import {
   BENCH_DIR,
+  type BenchRow,
   type CommandUsage,
   DaemonMeter,
   type DaemonUsage,
@@ -124,24 +125,7 @@ const DENO = Deno.execPath();
 // ---------------------------------------------------------------------------
 // Rows.
 
-interface Row {
-  case: string;
-  tool: string;
-  reps: number;
-  bytes?: number;
-  /** Median wall seconds. */
-  wallS?: number;
-  mbPerS?: number;
-  /** Median CPU seconds (user+sys) of both ends, per GiB moved. */
-  cpuSPerGiB?: number;
-  clientCpuS?: number;
-  serverCpuS?: number;
-  /** Largest peak RSS over the runs, MB. */
-  clientRssMB?: number;
-  serverRssMB?: number;
-  note?: string;
-  extra?: Record<string, unknown>;
-}
+type Row = BenchRow;
 
 const rows: Row[] = [];
 /** A run during which other processes used >10% of the CPUs is run again, this often. */
