@@ -10,7 +10,6 @@
  * the card and the section are left out.
  */
 import assert from "node:assert/strict";
-import * as path from "node:path";
 import type { DeliveriesView } from "../../lib/monitor/status_delivery_view.ts";
 import { renderStatusPage } from "../../lib/monitor/status_page.ts";
 import { type StatusSettings, type StatusView, statusView } from "../../lib/monitor/status_view.ts";
@@ -19,6 +18,7 @@ import type { AttemptEnd, FileOutcome } from "../../lib/server/delivery_store.ts
 import { JobLeases } from "../../lib/server/job_leases.ts";
 import { JobStore, type NewJob } from "../../lib/server/job_store.ts";
 import type { ReconServer } from "../../lib/server/server.ts";
+import { clockedStore } from "../support/clocked_store.ts";
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -27,23 +27,6 @@ const NOW = Date.UTC(2026, 4, 12, 14, 37, 12);
 const SHA = "c".repeat(64);
 /** A result file's name: it must never reach the page (it could be a patient's). */
 const SECRET = "PATIENT_DOE";
-
-/** A store on a clock the test sets, closed and removed with `await using`. */
-async function clockedStore(): Promise<
-  { store: JobStore; at: (ms: number) => void } & AsyncDisposable
-> {
-  const dir = await Deno.makeTempDir({ prefix: "recon-status-deliveries-" });
-  let now = NOW;
-  const store = JobStore.open(path.join(dir, "state"), { now: () => now });
-  return {
-    store,
-    at: (ms) => void (now = ms),
-    [Symbol.asyncDispose]: async () => {
-      store.close();
-      await Deno.remove(dir, { recursive: true });
-    },
-  };
-}
 
 type Clocked = { store: JobStore; at: (ms: number) => void };
 
@@ -147,7 +130,7 @@ function deliveriesCard(html: string): string | undefined {
 }
 
 Deno.test("statusView() of a store with deliveries counts them, lists those that need attention newest first, file names blanked out, and each job's; the page shows them", async () => {
-  await using s = await clockedStore();
+  await using s = await clockedStore(NOW);
   const delivered = succeeded(s, NOW - 3 * HOUR, ["PACS"]);
   attempt(s, delivered, NOW - 3 * HOUR + 5000, [0, 1], { state: "delivered" });
   // Retrying: the PACS refused the first file; its error names the file and its directory.
@@ -246,7 +229,7 @@ Deno.test("statusView() of a store with deliveries counts them, lists those that
 });
 
 Deno.test("a server with destinations and no delivery has a quiet card and says that nothing waits; one with neither shows no delivery column", async () => {
-  await using s = await clockedStore();
+  await using s = await clockedStore(NOW);
   succeeded(s, NOW - HOUR, []);
   const html = renderStatusPage(
     await statusView(storeOnlyServer(s.store), NOW, settings(["PACS"])),
@@ -264,7 +247,7 @@ Deno.test("a server with destinations and no delivery has a quiet card and says 
 
 /** A view from an empty store with `deliveries` replaced. */
 async function viewWith(deliveries: DeliveriesView): Promise<StatusView> {
-  await using s = await clockedStore();
+  await using s = await clockedStore(NOW);
   const view = await statusView(storeOnlyServer(s.store), NOW, settings(["PACS"]));
   return { ...view, deliveries };
 }

@@ -28,6 +28,7 @@ import { sendStream } from "../../lib/wire/transfer.ts";
 import { tempDir, waitFor } from "../support/e2e.ts";
 import { BytesReader } from "../support/memory_duplex.ts";
 import { announce, nextMessage, startTestServer, upload } from "../support/test_server.ts";
+import { clockedStore } from "../support/clocked_store.ts";
 
 const HOUR = 3_600_000;
 const GIB = 1024 ** 3;
@@ -346,23 +347,6 @@ function newJob(overrides: Partial<NewJob> = {}): NewJob {
   };
 }
 
-/** A store on a clock the test sets, closed and removed with `await using`. */
-async function clockedStore(): Promise<
-  { store: JobStore; at: (ms: number) => void } & AsyncDisposable
-> {
-  const dir = await Deno.makeTempDir({ prefix: "recon-status-" });
-  let now = NOW;
-  const store = JobStore.open(path.join(dir, "state"), { now: () => now });
-  return {
-    store,
-    at: (ms) => void (now = ms),
-    [Symbol.asyncDispose]: async () => {
-      store.close();
-      await Deno.remove(dir, { recursive: true });
-    },
-  };
-}
-
 /** Submit a job at `submitted`, queue it then, run it `run` ms later and end it `took` after. */
 function finishJob(
   s: { store: JobStore; at: (ms: number) => void },
@@ -424,7 +408,7 @@ const SETTINGS: StatusSettings = {
 };
 
 Deno.test("JobStore.finishedSince() lists finished jobs newest first from sinceMs, at most limit, expired ones too", async () => {
-  await using s = await clockedStore();
+  await using s = await clockedStore(NOW);
   const a = finishJob(s, "succeeded", { queued: NOW, started: NOW + 1, finished: NOW + 10 });
   const b = finishJob(s, "failed", { queued: NOW, started: NOW + 1, finished: NOW + 30 });
   const c = finishJob(s, "cancelled", { queued: NOW, finished: NOW + 20 });
@@ -449,7 +433,7 @@ Deno.test("JobStore.finishedSince() lists finished jobs newest first from sinceM
 });
 
 Deno.test("statusView() counts each job in its UTC hour: finished by state, input bytes by when it was queued", async () => {
-  await using s = await clockedStore();
+  await using s = await clockedStore(NOW);
   const hourStart = Math.floor(NOW / HOUR) * HOUR;
   const files = (size: number) => ({ files: [{ name: "P1.7", size }] });
   // The current hour: one succeeded (queued 2 h ago), one failed.
@@ -522,7 +506,7 @@ Deno.test("statusView() counts each job in its UTC hour: finished by state, inpu
 });
 
 Deno.test("statusView() lists the disk and the executor as problems, or the lines it is given", async () => {
-  await using s = await clockedStore();
+  await using s = await clockedStore(NOW);
   const server = storeOnlyServer(s.store);
   const low = await statusView(server, NOW, { ...SETTINGS, diskFree: () => Promise.resolve(5) });
   assert.deepEqual(low.problems, [
