@@ -3,8 +3,15 @@
  * bounded window of records in flight (so reading, encrypting and writing overlap and
  * memory stays at about cryptoDepth × chunkSize), end each file with its size and
  * SHA-256; send a regular file from disk; receive into a temporary file created exclusively inside the target
- * directory, and move it into place only when size and SHA-256 match. A failed
+ * directory, and move it into place only when FILE_END checked out. A failed
  * receive leaves nothing behind.
+ *
+ * One SHA-256 per file (docs/PROTOCOL.md §5): the sender hashes what it reads (or, for a
+ * file whose hash it recorded and that has not changed since, sends that hash). A
+ * receiver of a fresh transfer does not hash: every byte came from an authenticated
+ * record in sequence, so it checks the sizes and takes FILE_END's SHA-256 as the
+ * file's. A resumed transfer hashes (its kept prefix must be the sender's), and
+ * `verifyAfterWrite` reads the written file back and compares.
  *
  * @module
  */
@@ -26,6 +33,30 @@ export interface ResumePoint {
 }
 
 /**
+ * The whole file's SHA-256 known before it is read (a result hashed at job end), for
+ * {@link sendStream}: the bytes are not hashed again, and `check` runs after the last
+ * byte was read and before FILE_END, to refuse a file that changed meanwhile.
+ */
+export interface KnownDigest {
+  /** The whole file's SHA-256, hex. */
+  sha256: string;
+  /** Offset of the first byte `source` holds (bytes before it are not sent). */
+  offset: number;
+  check: () => Promise<void>;
+}
+
+/** Options of {@link sendStream}. */
+export interface SendStreamOptions {
+  /**
+   * The SHA-256 (hex) the whole file must have: a file hashed here that does not match
+   * fails before FILE_END, so the receiver never takes other bytes for it.
+   */
+  expectSha256?: string;
+  /** Send this SHA-256 instead of hashing (`resume` is then not used). */
+  known?: KnownDigest;
+}
+
+/**
  * Stream `size` bytes from `source` as DATA records followed by a FILE_END record
  * carrying the size and SHA-256. Memory stays at about cryptoDepth × chunkSize.
  * With `resume`, `source` holds the bytes from `resume.offset` on, `size` is still the
@@ -37,14 +68,16 @@ export async function sendStream(
   size: number,
   onProgress?: ProgressCallback,
   resume?: ResumePoint,
+  options: SendStreamOptions = {},
 ): Promise<FileDigest> {
-  const hash = resume?.hash ?? createHash("sha256");
+  const known = options.known;
+  const hash = known ? undefined : resume?.hash ?? createHash("sha256");
   const chunkSize = channel.chunkSize;
   const window: Promise<void>[] = [];
   // Record buffers are reused once written: fresh 1 MiB buffers cost zero-filling and
   // page faults on every chunk (docs/PERFORMANCE.md). At most cryptoDepth + 1 exist.
   const free: Uint8Array<ArrayBuffer>[] = [];
-  let sent = resume?.offset ?? 0;
+  let sent = known?.offset ?? resume?.offset ?? 0;
   try {
     while (true) {
       const record = free.pop() ?? new Uint8Array(RECORD_HEADER_SIZE + chunkSize);
@@ -60,7 +93,7 @@ export async function sendStream(
         filled += n;
       }
       if (filled === 0) break;
-      hash.update(body.subarray(0, filled));
+      hash?.update(body.subarray(0, filled));
       sent += filled;
       if (sent > size) {
         throw new TransferError(
@@ -91,21 +124,30 @@ export async function sendStream(
   } finally {
     for (const buffer of free.splice(0)) releaseBuffer(buffer);
   }
-  const digest = hash.digest();
   if (sent !== size) {
     throw new TransferError(
       `the file changed while it was being sent: announced ${size} bytes, read ${sent}`,
     );
   }
-  await channel.sendFileEnd(sent, digest);
-  return { size: sent, sha256: digest.toString("hex") };
+  await known?.check();
+  const sha256 = hash ? hash.digest("hex") : known!.sha256;
+  if (options.expectSha256 !== undefined && sha256 !== options.expectSha256) {
+    throw new TransferError(
+      `the file is not the one recorded (SHA-256 ${sha256}, recorded ${options.expectSha256}); not sending it`,
+    );
+  }
+  await channel.sendFileEnd(sent, Uint8Array.fromHex(sha256));
+  return { size: sent, sha256 };
 }
 
 /**
  * Receive one file sent with {@link sendStream} into `sink`. Fails with TransferError
- * when more than `expectedSize` bytes arrive or the size or SHA-256 do not match; the
- * caller then deletes what was written. With `resume`, the first `resume.offset` bytes
- * are already in place (and in `resume.hash`); only the rest arrives.
+ * when more than `expectedSize` bytes arrive or the sizes do not match; the caller then
+ * deletes what was written. The file's SHA-256 is FILE_END's: the bytes came in
+ * authenticated records, in sequence (PROTOCOL.md §3, §5), so they are the bytes the
+ * sender read and hashed, and they are not hashed again here. With `resume`, the first
+ * `resume.offset` bytes are already in place (and in `resume.hash`); only the rest
+ * arrives, and the whole file's SHA-256 is computed and must match FILE_END's.
  */
 export async function receiveStream(
   channel: Channel,
@@ -114,7 +156,7 @@ export async function receiveStream(
   onProgress?: ProgressCallback,
   resume?: ResumePoint,
 ): Promise<FileDigest> {
-  const hash = resume?.hash ?? createHash("sha256");
+  const hash = resume?.hash;
   let received = resume?.offset ?? 0;
   while (true) {
     const incoming = await channel.receive();
@@ -125,17 +167,17 @@ export async function receiveStream(
           `the ${channel.peerName} sent more than the announced ${expectedSize} bytes`,
         );
       }
-      hash.update(incoming.bytes);
+      hash?.update(incoming.bytes);
       await writeAll(sink, incoming.bytes);
       releaseBuffer(incoming.bytes);
       onProgress?.(received);
     } else if (incoming.type === "file_end") {
-      const sha256 = hash.digest("hex");
       if (incoming.size !== received || received !== expectedSize) {
         throw new TransferError(
           `size mismatch: announced ${expectedSize} bytes, received ${received}, sender says ${incoming.size}`,
         );
       }
+      const sha256 = hash ? hash.digest("hex") : incoming.sha256;
       if (incoming.sha256 !== sha256) {
         throw new TransferError(
           `SHA-256 mismatch: received ${sha256}, sender says ${incoming.sha256}`,
@@ -256,14 +298,45 @@ export interface SendOptions {
    * FILE_END still carries the whole file's size and SHA-256. Default 0.
    */
   offset?: number;
+  /**
+   * The SHA-256 recorded for this file earlier, with the file's times then. When the
+   * file (dev and ino as `expect`, size, mtime and ctime) is unchanged when it is
+   * opened and again after its last byte was read, FILE_END carries the recorded
+   * SHA-256 and nothing is hashed; a change after the open fails the transfer before
+   * FILE_END. Otherwise the file is hashed as it is sent, and must match it.
+   */
+  recorded?: RecordedDigest;
   onProgress?: ProgressCallback;
 }
 
-/** Open a regular file for sending; returns it with its size. Throws TransferError. */
+/** A file's SHA-256 as recorded, and what its file looked like then. */
+export interface RecordedDigest {
+  sha256: string;
+  /** Modification and status-change times in ms, as Deno reports them; absent: unknown. */
+  mtimeMs?: number;
+  ctimeMs?: number;
+}
+
+/** The times {@link RecordedDigest} keeps of a file (`undefined` where Deno gives none). */
+export function fileTimes(info: Deno.FileInfo): { mtimeMs?: number; ctimeMs?: number } {
+  return { mtimeMs: info.mtime?.getTime(), ctimeMs: info.ctime?.getTime() };
+}
+
+/** True when `info` still shows the file `recorded` describes, of `size` bytes. */
+function unchanged(info: Deno.FileInfo, size: number, recorded: RecordedDigest): boolean {
+  const now = fileTimes(info);
+  return recorded.mtimeMs !== undefined && recorded.ctimeMs !== undefined &&
+    info.size === size && now.mtimeMs === recorded.mtimeMs && now.ctimeMs === recorded.ctimeMs;
+}
+
+/**
+ * Open a regular file for sending; returns it with its size and what fstat() said of
+ * it. Throws TransferError.
+ */
 export async function openForSending(
   filePath: string,
   options: SendOptions = {},
-): Promise<{ file: Deno.FsFile; size: number }> {
+): Promise<{ file: Deno.FsFile; size: number; info: Deno.FileInfo }> {
   const refuse = (link: boolean) =>
     new TransferError(
       `${filePath} is not a regular file${link ? " (it is or became a symbolic link)" : ""}`,
@@ -295,7 +368,7 @@ export async function openForSending(
     file.close();
     throw refuse(swapped);
   }
-  return { file, size: info.size };
+  return { file, size: info.size, info };
 }
 
 /** Send the file at `filePath`, which must still have `size` bytes. */
@@ -305,7 +378,7 @@ export async function sendFileFrom(
   size: number,
   options: SendOptions = {},
 ): Promise<FileDigest> {
-  const { file, size: actual } = await openForSending(filePath, options);
+  const { file, size: actual, info } = await openForSending(filePath, options);
   try {
     if (actual !== size) {
       throw new TransferError(
@@ -318,8 +391,25 @@ export async function sendFileFrom(
         `cannot resume ${filePath} at byte ${offset}: the file has ${size} bytes`,
       );
     }
+    const recorded = options.recorded;
+    if (recorded && unchanged(info, size, recorded)) {
+      // Hashed when it was recorded, and not written since: that SHA-256 is sent.
+      if (offset > 0) await file.seek(offset, Deno.SeekMode.Start);
+      const known: KnownDigest = {
+        sha256: recorded.sha256,
+        offset,
+        check: async () => {
+          if (!unchanged(await file.stat(), size, recorded)) {
+            throw new TransferError(`${filePath} changed while it was being sent`);
+          }
+        },
+      };
+      return await sendStream(channel, file, size, options.onProgress, undefined, { known });
+    }
     const resume = offset > 0 ? await hashPrefix(file, offset, filePath) : undefined;
-    return await sendStream(channel, file, size, options.onProgress, resume);
+    return await sendStream(channel, file, size, options.onProgress, resume, {
+      expectSha256: recorded?.sha256,
+    });
   } finally {
     file.close();
   }
@@ -362,6 +452,12 @@ export async function partialLength(partialPath: string): Promise<number> {
 export interface ResumableOptions {
   /** Told the bytes of the whole file held so far (offset included). */
   onProgress?: ProgressCallback;
+  /**
+   * Read the whole file back once it has arrived and check its size and SHA-256
+   * against FILE_END (VERIFY_AFTER_WRITE); a mismatch fails the transfer and empties
+   * the file.
+   */
+  verifyAfterWrite?: boolean;
 }
 
 /**
@@ -371,6 +467,10 @@ export interface ResumableOptions {
  * verified bytes and a later session can resume at its length; a SHA-256 mismatch
  * (the whole file is not what the sender has) empties it instead. On success the
  * caller moves the file into place. A link at `partialPath` is refused, never followed.
+ *
+ * Only a resumed transfer (offset > 0) hashes while it receives: it must show that the
+ * kept bytes are the sender's. A fresh one takes FILE_END's SHA-256 ({@link receiveStream}),
+ * unless `verifyAfterWrite` reads the file back.
  */
 export async function receiveFileResumable(
   channel: Channel,
@@ -409,12 +509,17 @@ export async function receiveFileResumable(
     if ((before && !same(before)) || !now?.isFile || !same(now)) {
       throw new TransferError(`${partialPath} was replaced while it was opened; not writing to it`);
     }
-    await disk(file.truncate(offset));
+    // Only a file longer than the offset is cut: truncating a file (even to its own
+    // length) makes ext4 write all of it out when it is closed (auto_da_alloc), a
+    // stall of a third of a second per GiB at the end of a big transfer.
+    if (opened.size > offset) await disk(file.truncate(offset));
     const resume = offset > 0 ? await hashPrefix(file, offset, partialPath) : undefined;
     await disk(file.seek(offset, Deno.SeekMode.Start));
     const sink = { write: (bytes: Uint8Array) => disk(file.write(bytes)) };
     try {
-      return await receiveStream(channel, sink, size, options.onProgress, resume);
+      const digest = await receiveStream(channel, sink, size, options.onProgress, resume);
+      if (options.verifyAfterWrite) await verifyWritten(file, partialPath, digest);
+      return digest;
     } catch (error) {
       if (error instanceof TransferError && /SHA-256 mismatch/.test(error.message)) {
         await file.truncate(0).catch(() => {});
@@ -426,4 +531,37 @@ export async function receiveFileResumable(
       file.close();
     } catch { /* closed */ }
   }
+}
+
+/**
+ * VERIFY_AFTER_WRITE: read `file` back from its start through the file system and
+ * check that it holds exactly `digest`'s size and SHA-256. Throws TransferError (with
+ * "SHA-256 mismatch", which empties a partial file) when it does not.
+ */
+async function verifyWritten(file: Deno.FsFile, name: string, digest: FileDigest): Promise<void> {
+  const read = await (async () => {
+    await file.seek(0, Deno.SeekMode.Start);
+    return await readSha256(file);
+  })().catch((error) => {
+    throw new TransferError(`cannot read back ${name}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  });
+  if (read.size !== digest.size || read.sha256 !== digest.sha256) {
+    throw new TransferError(
+      `SHA-256 mismatch after writing ${name}: it reads back as ${read.size} bytes with SHA-256 ${read.sha256}, the sender sent ${digest.size} bytes with ${digest.sha256}`,
+    );
+  }
+}
+
+/** Read `file` from where it stands to its end: its SHA-256 (hex) and how many bytes it had. */
+export async function readSha256(file: Deno.FsFile): Promise<{ sha256: string; size: number }> {
+  const hash = createHash("sha256");
+  const buffer = new Uint8Array(PREFIX_CHUNK);
+  let size = 0;
+  for (let n = await file.read(buffer); n !== null; n = await file.read(buffer)) {
+    hash.update(buffer.subarray(0, n));
+    size += n;
+  }
+  return { sha256: hash.digest("hex"), size };
 }
