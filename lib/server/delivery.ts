@@ -76,7 +76,8 @@ export function deliveryProblem(results: readonly Result[], version: number): st
  * Send `job`'s results and wait for the client's confirmation; on any failure they stay.
  * A version 3 client may say it holds the first results already (`resume_index`) and
  * part of the next (`resume_offset`): those bytes are not sent again (§6.7). Each file
- * must still be the one collected (device and inode) with the SHA-256 recorded.
+ * must still be the one collected (device and inode) with the SHA-256 recorded; that
+ * SHA-256 is sent without hashing the file again while the file is unchanged.
  * Version 3 keeps the results after `results_received` (they expire with
  * RESULT_RETENTION); versions 1 and 2 remove them then, as they always did.
  */
@@ -142,7 +143,11 @@ export async function deliverResults(
         size: result.size,
         ...(offset > 0 ? { offset } : {}),
       });
-      const digest = await sendFileFrom(
+      // The SHA-256 recorded at job end goes in FILE_END while the file is unchanged
+      // (dev, ino, size, times); otherwise the file is hashed as it is sent and must
+      // match it, or the transfer fails before FILE_END: the client never takes other
+      // bytes for the job's result.
+      await sendFileFrom(
         channel,
         path.join(job.outputDir, result.name),
         result.size,
@@ -152,17 +157,16 @@ export async function deliverResults(
             ? { dev: result.dev, ino: result.ino }
             : undefined,
           offset,
+          recorded: { sha256: result.sha256, mtimeMs: result.mtimeMs, ctimeMs: result.ctimeMs },
         },
-      );
-      if (digest.sha256 !== result.sha256) {
-        // The client checks what it got against FILE_END; this is the server's own
-        // check that the file is still the one the job wrote.
-        throw new TransferError(
-          `result ${
-            JSON.stringify(result.name)
-          } changed on the server since the job finished (SHA-256 ${digest.sha256}, recorded ${result.sha256})`,
-        );
-      }
+      ).catch((error) => {
+        throw error instanceof TransferError
+          ? new TransferError(
+            `result ${JSON.stringify(result.name)}: ${error.message}`,
+            { cause: error },
+          )
+          : error;
+      });
     }
     await channel.send(
       v1

@@ -154,6 +154,13 @@ export interface OutputRecord {
   sha256: string;
   dev?: number;
   ino?: number;
+  /**
+   * The file's modification and status-change times (ms) when its SHA-256 was taken:
+   * while they, size, dev and ino are unchanged, a delivery sends that SHA-256 without
+   * hashing the file again. Absent for results recorded before schema version 4.
+   */
+  mtimeMs?: number;
+  ctimeMs?: number;
 }
 
 /** What {@link JobStore.markSucceeded} records. */
@@ -582,7 +589,8 @@ export class JobStore {
       );
       this.#sql("DELETE FROM outputs WHERE job_id = ?").run(id);
       const insert = this.#sql(
-        "INSERT INTO outputs (job_id, idx, name, size, sha256, dev, ino) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        `INSERT INTO outputs (job_id, idx, name, size, sha256, dev, ino, mtime_ms, ctime_ms)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       );
       r.outputs.forEach((output, index) =>
         insert.run(
@@ -593,6 +601,8 @@ export class JobStore {
           output.sha256,
           output.dev ?? null,
           output.ino ?? null,
+          output.mtimeMs ?? null,
+          output.ctimeMs ?? null,
         )
       );
     });
@@ -779,6 +789,8 @@ export class JobStore {
           sha256: String(row.sha256),
           dev: optional(row.dev, Number),
           ino: optional(row.ino, Number),
+          mtimeMs: optional(row.mtime_ms, Number),
+          ctimeMs: optional(row.ctime_ms, Number),
         })
       );
   }

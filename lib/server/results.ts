@@ -16,11 +16,12 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
-import { type FileIdentity, openForSending } from "../wire/transfer.ts";
+import { type FileIdentity, fileTimes, openForSending, readSha256 } from "../wire/transfer.ts";
 import * as path from "node:path";
 import { JobError } from "../errors.ts";
 import { resultPathProblem } from "../wire/file_names.ts";
+
+export { readSha256 } from "../wire/transfer.ts";
 
 /** A result file on the server. */
 export interface ResultFile {
@@ -213,49 +214,53 @@ export async function adoptLegacyResults(
   return adopted;
 }
 
-/** Bytes read at a time when a result is hashed. */
-const HASH_CHUNK = 1024 * 1024;
+/** A result's SHA-256 at job end, and its file's times then (lib/wire/transfer.ts). */
+export interface HashedResult {
+  sha256: string;
+  mtimeMs?: number;
+  ctimeMs?: number;
+}
 
 /**
  * The SHA-256 (hex) of a collected result, read without following links and only if it
- * is still the file collected (device and inode): what the job store records for it.
- * Throws JobError when it is not, or cannot be read.
+ * is still the file collected (device and inode): what the job store records for it,
+ * with the file's modification and status-change times, the same before and after the
+ * read. A delivery sends that SHA-256 without hashing again while they stay the same
+ * (lib/wire/transfer.ts sendFileFrom). Throws JobError when the file is not the one
+ * collected, changes while it is read, or cannot be read.
  */
-export async function hashResult(result: ResultFile): Promise<string> {
-  let opened: { file: Deno.FsFile; size: number };
+export async function hashResult(result: ResultFile): Promise<HashedResult> {
+  let opened: { file: Deno.FsFile; size: number; info: Deno.FileInfo };
+  const changed = (what: string, detail: string) =>
+    new JobError(
+      `result ${
+        JSON.stringify(result.name)
+      } ${what} while results were collected (${detail}); no results are sent`,
+    );
   try {
     opened = await openForSending(result.path, { noFollow: true, expect: result.identity });
   } catch (error) {
-    throw new JobError(
-      `result ${JSON.stringify(result.name)} changed while results were collected (${
-        (error as Error).message
-      }); no results are sent`,
-    );
+    throw changed("changed", (error as Error).message);
   }
   let size: number;
   let sha256: string;
+  let after: Deno.FileInfo;
   try {
     ({ size, sha256 } = await readSha256(opened.file));
+    after = await opened.file.stat();
   } finally {
     opened.file.close();
   }
   if (size !== result.size) {
-    throw new JobError(
-      `result ${JSON.stringify(result.name)} changed size while results were collected ` +
-        `(${result.size} → ${size} bytes); no results are sent`,
-    );
+    throw changed("changed size", `${result.size} → ${size} bytes`);
   }
-  return sha256;
-}
-
-/** Read `file` from where it stands to its end: its SHA-256 (hex) and how many bytes it had. */
-export async function readSha256(file: Deno.FsFile): Promise<{ sha256: string; size: number }> {
-  const hash = createHash("sha256");
-  const buffer = new Uint8Array(HASH_CHUNK);
-  let size = 0;
-  for (let n = await file.read(buffer); n !== null; n = await file.read(buffer)) {
-    hash.update(buffer.subarray(0, n));
-    size += n;
+  const times = fileTimes(opened.info);
+  const timesAfter = fileTimes(after);
+  if (
+    after.size !== size || times.mtimeMs !== timesAfter.mtimeMs ||
+    times.ctimeMs !== timesAfter.ctimeMs
+  ) {
+    throw changed("changed", "it was written to as it was hashed");
   }
-  return { sha256: hash.digest("hex"), size };
+  return { sha256, ...times };
 }

@@ -47,6 +47,9 @@ export interface RunResult {
   size: number;
   sha256: string;
   identity?: { dev: number; ino: number };
+  /** The file's times when it was hashed (lib/server/results.ts hashResult). */
+  mtimeMs?: number;
+  ctimeMs?: number;
 }
 
 /** A job the scheduler started: what the worker needs and its live state. */

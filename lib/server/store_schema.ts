@@ -6,7 +6,8 @@
  * at a newer version than this build knows is refused, never written.
  *
  * Layout (version 1; version 2 adds the identity tables, see {@link V2}; version 3 the
- * deliveries to DICOM destinations, see {@link V3}):
+ * deliveries to DICOM destinations, see {@link V3}; version 4 the result files' times,
+ * see {@link V4}):
  * - `jobs`: one row per job, every JobRecord field; times are INTEGER ms since the
  *   epoch, `options_json` and `stderr_tail_json` JSON text. `seq` (AUTOINCREMENT, never
  *   reused) is the submission order that paging and FIFO use; `priority_rank` is
@@ -165,8 +166,20 @@ CREATE TABLE delivery_files (
 ) WITHOUT ROWID;
 `;
 
+/**
+ * Version 4 (one SHA-256 per file, issue 18): `outputs.mtime_ms` and `outputs.ctime_ms`,
+ * each result file's modification and status-change times (ms since the epoch) when
+ * its SHA-256 was taken at job end. A delivery that finds them (with size, dev and ino)
+ * unchanged sends the recorded SHA-256 instead of hashing the file again; NULL (every
+ * older result) means it hashes.
+ */
+const V4 = `
+ALTER TABLE outputs ADD COLUMN mtime_ms INTEGER;
+ALTER TABLE outputs ADD COLUMN ctime_ms INTEGER;
+`;
+
 /** Every migration this build knows, oldest first. */
-export const MIGRATIONS: readonly Migration[] = [V1, V2, V3];
+export const MIGRATIONS: readonly Migration[] = [V1, V2, V3, V4];
 
 /** The schema version this build writes: the number of migrations it knows. */
 export const STORE_SCHEMA_VERSION = MIGRATIONS.length;

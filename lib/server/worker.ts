@@ -289,7 +289,7 @@ export async function executeJob(
     try {
       scan = await gatherResults(job, settings, before, identity, provenance, log);
       results = [];
-      for (const file of scan.files) results.push({ ...file, sha256: await hashResult(file) });
+      for (const file of scan.files) results.push({ ...file, ...(await hashResult(file)) });
     } catch (error) {
       // The script exited 0 but swapped its output directory or a result: its exit
       // code and stderr go with the reason, as for a script that wrote no results.
@@ -337,6 +337,8 @@ export async function finishJob(
         sha256: result.sha256,
         dev: result.identity?.dev,
         ino: result.identity?.ino,
+        mtimeMs: result.mtimeMs,
+        ctimeMs: result.ctimeMs,
       })),
       skipped: outcome.skipped,
       resultsExpireAt,

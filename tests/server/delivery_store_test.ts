@@ -100,7 +100,7 @@ Deno.test("a version 2 store is migrated to version 3 in place: its jobs stay, w
   {
     using store = openStore(tmp.dir);
     assert.equal(store.schemaVersion(), STORE_SCHEMA_VERSION);
-    assert.equal(STORE_SCHEMA_VERSION, 3);
+    assert.ok(STORE_SCHEMA_VERSION >= 3);
     const job = store.get(id)!;
     assert.equal(job.state, "succeeded");
     assert.equal(job.client, "default");
@@ -112,9 +112,9 @@ Deno.test("a version 2 store is migrated to version 3 in place: its jobs stay, w
     assert.equal(store.deliveries.create(id, ["PACS"], T0 + HOUR).length, 1);
     assert.equal(store.deliveries.files(id, "PACS").length, 2);
   }
-  // Reopened: already at version 3, nothing to do.
+  // Reopened: already at the current version, nothing to do.
   using again = openStore(tmp.dir);
-  assert.equal(again.schemaVersion(), 3);
+  assert.equal(again.schemaVersion(), STORE_SCHEMA_VERSION);
   assert.equal(again.deliveries.ofJob(id).length, 1);
 });
 

@@ -383,7 +383,8 @@ Deno.test("version 2: jobs of a version 1 store become client default's; the cli
     // Back to what a version 1 server left: the client was the key id.
     const db = new DatabaseSync(file);
     db.exec(
-      `DROP TABLE delivery_files; DROP TABLE deliveries; ALTER TABLE jobs DROP COLUMN deliver_to;
+      `ALTER TABLE outputs DROP COLUMN mtime_ms; ALTER TABLE outputs DROP COLUMN ctime_ms;
+             DROP TABLE delivery_files; DROP TABLE deliveries; ALTER TABLE jobs DROP COLUMN deliver_to;
              DROP INDEX jobs_by_client; DROP TABLE client_seen; DROP TABLE client_snapshot;
              DROP TABLE audit_head; UPDATE jobs SET client = '0011223344556677';
              PRAGMA user_version = 1`,
@@ -402,6 +403,44 @@ Deno.test("version 2: jobs of a version 1 store become client default's; the cli
   assert.equal(activity.get("default")!.jobs, 1);
   assert.equal(activity.get("mr1")!.lastAddress, "10.0.0.5");
   assert.equal(activity.get("mr1")!.jobs, 0);
+});
+
+Deno.test("version 4: a version 3 store keeps its results, with no file times, and records them for new results", async () => {
+  await using tmp = await stateDir();
+  let old: string;
+  {
+    using store = openStore(tmp.dir);
+    old = jobIn(store, "succeeded").id;
+  }
+  const file = path.join(tmp.dir, STORE_FILE);
+  {
+    // Back to what a version 3 server left: no times of the result files.
+    const db = new DatabaseSync(file);
+    db.exec(
+      `ALTER TABLE outputs DROP COLUMN mtime_ms; ALTER TABLE outputs DROP COLUMN ctime_ms;
+             PRAGMA user_version = 3`,
+    );
+    db.close();
+  }
+  using store = openStore(tmp.dir);
+  assert.equal(store.schemaVersion(), STORE_SCHEMA_VERSION);
+  const before = store.outputs(old);
+  assert.ok(before.length > 0);
+  for (const output of before) {
+    assert.equal(output.mtimeMs, undefined, "an older result's times are unknown: it is hashed");
+    assert.equal(output.ctimeMs, undefined);
+  }
+  const job = store.createReceiving(newJob());
+  for (const input of store.inputs(job.id)) store.inputVerified(job.id, input.index, SHA_A);
+  store.markQueued(job.id);
+  store.markRunning(job.id);
+  store.markSucceeded(job.id, {
+    ...success(),
+    outputs: [{ name: "a.dcm", size: 3, sha256: SHA_A, dev: 1, ino: 2, mtimeMs: 5, ctimeMs: 6 }],
+  });
+  assert.deepEqual(store.outputs(job.id), [
+    { index: 0, name: "a.dcm", size: 3, sha256: SHA_A, dev: 1, ino: 2, mtimeMs: 5, ctimeMs: 6 },
+  ]);
 });
 
 Deno.test("onChange reports each committed change after its commit, and a failing listener changes nothing", async () => {
