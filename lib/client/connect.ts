@@ -7,6 +7,7 @@
 import { Channel, type ChannelOptions } from "../wire/channel.ts";
 import { ConnectionError, errorMessage, ReconError, TimeoutError } from "../errors.ts";
 import type { ReconConfig } from "../opts/mod.ts";
+import { loadCryptoBackend } from "../crypto/backend.ts";
 
 /** Where and with which key. */
 export interface ConnectOptions extends ChannelOptions {
@@ -18,7 +19,10 @@ export interface ConnectOptions extends ChannelOptions {
   connectTimeoutMs?: number;
 }
 
-/** The connection settings recon.opts gives (server address, key, timeouts). */
+/**
+ * The connection settings recon.opts gives (server address, key, timeouts, crypto
+ * backend). Throws ConfigError for CRYPTO_BACKEND = openssl when libcrypto cannot load.
+ */
 export function connectOptionsFrom(
   config: ReconConfig,
   key: { raw: Uint8Array<ArrayBuffer>; id: string },
@@ -31,6 +35,7 @@ export function connectOptionsFrom(
     keyId: key.id,
     idleTimeoutMs: config.IDLE_TIMEOUT * 1000,
     handshakeTimeoutMs: config.HANDSHAKE_TIMEOUT * 1000,
+    crypto: loadCryptoBackend(config.CRYPTO_BACKEND),
     onClockSkew,
   };
 }

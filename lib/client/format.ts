@@ -43,8 +43,9 @@ function json(document: unknown): string {
  * kept inputs and results take, free space against DISK_FREE_MARGIN) when it sent them,
  * which client the server took this one for (and whether it is an admin), and where
  * its jobs run (`executor: slurm`) with what keeps that from taking jobs (`executor
- * problem: …`: queued jobs wait), and its DICOM destinations (`--deliver` names one;
- * an admin also hears which every job goes to), when it said.
+ * problem: …`: queued jobs wait), what computes its encryption (`crypto: OpenSSL 3.0.x
+ * libcrypto …`), and its DICOM destinations (`--deliver` names one; an admin also hears
+ * which every job goes to), when it said.
  */
 export function statusText(status: ServerStatus, server: string): string {
   const { queued_high: high, queued_normal: normal, queued_low: low } = status;
@@ -61,6 +62,9 @@ export function statusText(status: ServerStatus, server: string): string {
   }
   if (status.executor_problem !== undefined) {
     lines.push(`executor problem:    ${oneLine(status.executor_problem)}`);
+  }
+  if (status.crypto !== undefined) {
+    lines.push(`crypto:              ${oneLine(status.crypto)}`);
   }
   if (status.destinations !== undefined) {
     const every = status.default_destinations?.length

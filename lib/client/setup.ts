@@ -70,6 +70,7 @@ export async function setUp(
     skewWarned = true;
     logger.warn(`the server's clock differs from ours by ${seconds} s; check NTP`);
   });
+  logger.debug(`crypto: ${options.crypto!.description}`);
   return { program, loaded, config, logger, key, connect: () => connectToServer(options) };
 }
 

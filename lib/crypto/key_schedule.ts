@@ -8,7 +8,8 @@
  *
  * @module
  */
-import { Fernet } from "./fernet.ts";
+import type { FernetCodec } from "./fernet.ts";
+import { type CryptoBackend, defaultCryptoBackend } from "./backend.ts";
 
 const RATCHET_INFO = new TextEncoder().encode("recon v1 ratchet");
 
@@ -26,14 +27,10 @@ export async function ratchetKey(
   );
 }
 
-/** One epoch's key: raw bytes (for a crypto backend other than WebCrypto) and the imported Fernet. */
+/** One epoch's key: raw bytes and its codec on the schedule's crypto backend. */
 export interface EpochKey {
   raw: Uint8Array<ArrayBuffer>;
-  fernet: Fernet;
-}
-
-async function epochKey(raw: Uint8Array<ArrayBuffer>): Promise<EpochKey> {
-  return { raw, fernet: await Fernet.fromKey(raw) };
+  fernet: FernetCodec;
 }
 
 /** Hands out the key for a record's sequence number, ratcheting forward. */
@@ -42,14 +39,21 @@ export class KeySchedule {
   #epoch = 0;
   #raw: Promise<Uint8Array<ArrayBuffer>>;
   #key: Promise<EpochKey>;
+  #backend: CryptoBackend;
 
-  constructor(initialKey: Uint8Array<ArrayBuffer>, recordsPerKey: number) {
+  /** `backend` computes the tokens; default {@link defaultCryptoBackend}. */
+  constructor(
+    initialKey: Uint8Array<ArrayBuffer>,
+    recordsPerKey: number,
+    backend: CryptoBackend = defaultCryptoBackend(),
+  ) {
     if (!Number.isSafeInteger(recordsPerKey) || recordsPerKey < 1) {
       throw new RangeError(`recordsPerKey must be a positive integer, got ${recordsPerKey}`);
     }
     this.#recordsPerKey = recordsPerKey;
+    this.#backend = backend;
     this.#raw = Promise.resolve(initialKey);
-    this.#key = epochKey(initialKey);
+    this.#key = this.#epochKey(initialKey);
     this.#key.catch(() => {});
   }
 
@@ -62,10 +66,14 @@ export class KeySchedule {
     if (epoch < this.#epoch) throw new RangeError(`key for epoch ${epoch} was already discarded`);
     while (this.#epoch < epoch) {
       this.#raw = this.#raw.then(ratchetKey);
-      this.#key = this.#raw.then(epochKey);
+      this.#key = this.#raw.then((raw) => this.#epochKey(raw));
       this.#key.catch(() => {});
       this.#epoch++;
     }
     return this.#key;
+  }
+
+  async #epochKey(raw: Uint8Array<ArrayBuffer>): Promise<EpochKey> {
+    return { raw, fernet: await this.#backend.fernet(raw) };
   }
 }

@@ -136,11 +136,13 @@ MAX_CONCURRENT_JOBS = 1
 # ON_DELIVERY_FAILED =
 # HOOK_TIMEOUT: How long ON_JOB_END and ON_DELIVERY_FAILED may run.
 # HOOK_TIMEOUT = 60s
-# --- Connection Limits (server; IDLE_TIMEOUT and HANDSHAKE_TIMEOUT also client) ---
+# --- Connection Limits (server; IDLE_TIMEOUT, HANDSHAKE_TIMEOUT, CRYPTO_BACKEND also client) ---
 # IDLE_TIMEOUT: Seconds a connection may stay silent before it is closed.
 # IDLE_TIMEOUT = 300
 # HANDSHAKE_TIMEOUT: Seconds allowed for the secure handshake.
 # HANDSHAKE_TIMEOUT = 10
+# CRYPTO_BACKEND: auto, openssl (libcrypto through FFI, faster) or webcrypto; same tokens either way.
+# CRYPTO_BACKEND = auto
 # MAX_UNAUTHENTICATED: Connections allowed in the handshake at the same time.
 # MAX_UNAUTHENTICATED = 256
 # MAX_UNAUTHENTICATED_PER_IP: The same, per client address.

@@ -71,6 +71,7 @@ export interface ReconConfig {
   DISK_FREE_MARGIN: number;
   IDLE_TIMEOUT: number;
   HANDSHAKE_TIMEOUT: number;
+  CRYPTO_BACKEND: string;
   MAX_UNAUTHENTICATED: number;
   MAX_UNAUTHENTICATED_PER_IP: number;
   LOCKOUT_FAILURES: number;
@@ -370,6 +371,16 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
     default: "10",
     readBy: "both",
     description: "Seconds allowed for the secure handshake after connecting.",
+  },
+  CRYPTO_BACKEND: {
+    type: { kind: "choice", values: ["auto", "openssl", "webcrypto"] },
+    default: "auto",
+    readBy: "both",
+    description: "What computes the encryption of every connection: openssl (OpenSSL's " +
+      "libcrypto, libcrypto.so.3 or .so.1.1, through FFI; needs --allow-ffi, which the " +
+      "installed programs have), webcrypto (the runtime's own), or auto (openssl when it " +
+      "loads, else webcrypto). The tokens are the same either way, so each end chooses on " +
+      "its own; openssl is faster, and fails the start when it cannot load.",
   },
   MAX_UNAUTHENTICATED: {
     type: COUNT,
@@ -681,6 +692,7 @@ export const DEFAULTS: Readonly<ReconConfig> = deepFreeze({
   DISK_FREE_MARGIN: GiB,
   IDLE_TIMEOUT: 300,
   HANDSHAKE_TIMEOUT: 10,
+  CRYPTO_BACKEND: "auto",
   MAX_UNAUTHENTICATED: 256,
   MAX_UNAUTHENTICATED_PER_IP: 64,
   LOCKOUT_FAILURES: 5,

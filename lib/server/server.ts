@@ -32,6 +32,7 @@ import { auditLogPath } from "./audit_read.ts";
 import { auditJobChanges } from "./audit_jobs.ts";
 import { type ClientEvent, type ClientIdentity, ClientRegistry } from "./client_registry.ts";
 import { VERSION } from "../version.ts";
+import { loadCryptoBackend, setDefaultCryptoBackend } from "../crypto/backend.ts";
 import { KEY_REVOKED_REASON } from "../wire/protocol.ts";
 import { JobHooks } from "./job_hooks.ts";
 import { JobLeases } from "./job_leases.ts";
@@ -239,6 +240,10 @@ export class ReconServer {
    */
   static async start(options: ServerOptions): Promise<ReconServer> {
     const { config, log } = options;
+    // The sessions' crypto backend (CRYPTO_BACKEND): `openssl` that cannot load stops the start.
+    const backend = loadCryptoBackend(config.CRYPTO_BACKEND);
+    setDefaultCryptoBackend(backend);
+    log.info(`crypto: ${backend.description}`);
     // First: a store that is damaged, newer or in use stops the start before any
     // directory is touched (lib/server/store_file.ts says which file and why).
     const store = JobStore.open(stateDirOf(config), { now: options.now });

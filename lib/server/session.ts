@@ -18,6 +18,7 @@ import type { Incoming } from "../wire/record.ts";
 import { ProtocolError, TransferError } from "../errors.ts";
 import { type ClientMessage, type JobSummary, parseClientMessage } from "../wire/protocol.ts";
 import { VERSION } from "../version.ts";
+import { defaultCryptoBackend } from "../crypto/backend.ts";
 import type { JobRecord } from "./job_store.ts";
 import { type Intake, receiveJob, resumeUpload } from "./intake.ts";
 import { type AfterJob, followJob, followJobById, jobInfo } from "./follow.ts";
@@ -173,8 +174,8 @@ async function followIntake(
 }
 
 /**
- * `server_status_response`; version 3 adds priorities, kept bytes, free space and the
- * DICOM destinations this client may name, and DEFAULT_DESTINATIONS.
+ * `server_status_response`; version 3 adds priorities, kept bytes, free space, the
+ * DICOM destinations this client may name, DEFAULT_DESTINATIONS, and the crypto backend.
  */
 async function serverStatus(
   version: number,
@@ -196,6 +197,7 @@ async function serverStatus(
   status.client = context.client.name;
   status.admin = context.client.admin;
   status.executor = context.executor;
+  status.crypto = defaultCryptoBackend().description;
   const problem = scheduler.executorProblem;
   if (problem) {
     status.executor_problem = `${problem.reason} (since ${new Date(problem.since).toISOString()})`;

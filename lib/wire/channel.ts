@@ -8,8 +8,8 @@
  * reflected or spliced record ends the session. A session ends with a GOODBYE record,
  * so a connection cut at a record boundary is never mistaken for a complete one.
  *
- * Both directions are pipelined: records are encrypted (WebCrypto runs off the main
- * thread) while earlier ones are written in sequence order, and up to `cryptoDepth`
+ * Both directions are pipelined: records are encrypted (the crypto backend,
+ * lib/crypto/backend.ts, runs off the main thread) while earlier ones are written in sequence order, and up to `cryptoDepth`
  * received frames are read ahead and decrypted while the caller handles earlier ones.
  * Files are cut into records by lib/wire/transfer.ts.
  *
@@ -37,6 +37,7 @@ import {
   type SessionKeys,
 } from "./handshake.ts";
 import { KeySchedule } from "../crypto/key_schedule.ts";
+import { type CryptoBackend, defaultCryptoBackend } from "../crypto/backend.ts";
 import {
   encodeFileEnd,
   type Incoming,
@@ -83,6 +84,8 @@ export interface ChannelOptions {
   recordsPerKey?: number;
   /** Clock for Fernet timestamps (seconds). */
   now?: () => number;
+  /** What computes the tokens. Default: the process's (lib/crypto/backend.ts). */
+  crypto?: CryptoBackend;
   /** Clock and timers for the deadlines and keepalives. Default: the runtime's own. */
   timers?: Timers;
   /** Told once when the peer's clock differs by more than CLOCK_SKEW_WARNING_SECONDS. */
@@ -170,13 +173,15 @@ export class Channel {
       cryptoDepth: Math.max(1, options.cryptoDepth ?? DEFAULT_CRYPTO_DEPTH),
       recordsPerKey: options.recordsPerKey ?? DEFAULT_RECORDS_PER_KEY,
       now: options.now ?? (() => Math.floor(Date.now() / 1000)),
+      crypto: options.crypto ?? defaultCryptoBackend(),
       timers: options.timers ?? realTimers,
       onClockSkew: options.onClockSkew,
       peerName: options.peerName ?? "peer",
     };
     this.#peer = this.#options.peerName;
-    this.#sendKeys = new KeySchedule(keys.sendKey, this.#options.recordsPerKey);
-    this.#receiveKeys = new KeySchedule(keys.receiveKey, this.#options.recordsPerKey);
+    const { recordsPerKey, crypto } = this.#options;
+    this.#sendKeys = new KeySchedule(keys.sendKey, recordsPerKey, crypto);
+    this.#receiveKeys = new KeySchedule(keys.receiveKey, recordsPerKey, crypto);
     reader.maxFrameSize = MAX_FRAME_SIZE;
     const timers = this.#options.timers;
     this.#lastSend = timers.now();

@@ -291,6 +291,7 @@ const TO_CLIENT_V3 = {
     admin: "boolean?",
     executor: "string?",
     executor_problem: "string?",
+    crypto: "string?",
     destinations: "strings?",
     default_destinations: "strings?",
   },

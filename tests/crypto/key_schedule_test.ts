@@ -3,13 +3,13 @@
  * both ends derive independently from sequence numbers.
  */
 import assert from "node:assert/strict";
-import { type Fernet, InvalidTokenError } from "../../lib/crypto/fernet.ts";
+import { type FernetCodec, InvalidTokenError } from "../../lib/crypto/fernet.ts";
 import { KeySchedule, ratchetKey } from "../../lib/crypto/key_schedule.ts";
 import { randomBytes } from "../support/memory_duplex.ts";
 
 const encoder = new TextEncoder();
 
-async function fernetFor(schedule: KeySchedule, seq: number): Promise<Fernet> {
+async function fernetFor(schedule: KeySchedule, seq: number): Promise<FernetCodec> {
   return (await schedule.keyFor(seq)).fernet;
 }
 

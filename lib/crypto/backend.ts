@@ -1,0 +1,146 @@
+/**
+ * Which code computes Fernet (docs/PROTOCOL.md §9.7): OpenSSL's libcrypto through FFI
+ * (lib/crypto/openssl.ts) or WebCrypto (lib/crypto/fernet.ts). Both make and accept
+ * exactly the same tokens, so each end chooses on its own; the option is
+ * `CRYPTO_BACKEND` in recon.opts:
+ *
+ * - `auto` (default): libcrypto.so.3, else libcrypto.so.1.1, else WebCrypto, saying why.
+ * - `openssl`: libcrypto or a one-line {@link ConfigError} at start.
+ * - `webcrypto`: WebCrypto.
+ *
+ * libcrypto needs `--allow-ffi` (bin/permissions has it); a process without it uses
+ * WebCrypto and says so, without prompting.
+ *
+ * @module
+ */
+import { ConfigError, errorMessage } from "../errors.ts";
+import { Fernet, type FernetCodec } from "./fernet.ts";
+import { LibCrypto } from "./openssl.ts";
+
+/** The values of `CRYPTO_BACKEND`. */
+export const CRYPTO_BACKEND_CHOICES = ["auto", "openssl", "webcrypto"] as const;
+
+/** A value of `CRYPTO_BACKEND`. */
+export type CryptoBackendChoice = typeof CRYPTO_BACKEND_CHOICES[number];
+
+/** A loaded backend: makes one {@link FernetCodec} per key. */
+export interface CryptoBackend {
+  /** Which one it is. */
+  readonly name: "openssl" | "webcrypto";
+  /**
+   * For the start log, `server_status_response.crypto` and `--debug`, e.g.
+   * "OpenSSL 3.0.19 libcrypto (nonblocking FFI)" or
+   * "WebCrypto (libcrypto not loaded: no --allow-ffi permission)".
+   */
+  readonly description: string;
+  /** A codec for a 32-byte Fernet key (raw or urlsafe base64 text). */
+  fernet(key: string | Uint8Array): Promise<FernetCodec>;
+}
+
+/** The libcrypto file names tried, in order, by operating system. */
+const LIBCRYPTO_FILES: Partial<Record<typeof Deno.build.os, string[]>> = {
+  linux: ["libcrypto.so.3", "libcrypto.so.1.1"],
+  darwin: ["libcrypto.3.dylib", "libcrypto.1.1.dylib"],
+  windows: ["libcrypto-3-x64.dll", "libcrypto-1_1-x64.dll"],
+};
+
+/** The WebCrypto backend; `why` goes into its description. */
+function webCrypto(why: string): CryptoBackend {
+  return {
+    name: "webcrypto",
+    description: `WebCrypto (${why})`,
+    fernet: (key) => Fernet.fromKey(key),
+  };
+}
+
+function openSsl(lib: LibCrypto): CryptoBackend {
+  return {
+    name: "openssl",
+    description: `${lib.version} libcrypto (nonblocking FFI)`,
+    fernet: (key) => {
+      try {
+        return Promise.resolve(lib.fernet(key));
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    },
+  };
+}
+
+let opened: LibCrypto | string | undefined;
+
+/** libcrypto opened once per process, or why it could not be. */
+function openLibCrypto(): LibCrypto | string {
+  if (opened !== undefined) return opened;
+  opened = tryOpen();
+  return opened;
+}
+
+function tryOpen(): LibCrypto | string {
+  const files = LIBCRYPTO_FILES[Deno.build.os] ?? LIBCRYPTO_FILES.linux!;
+  // Asking first keeps a process without --allow-ffi from prompting on a terminal.
+  if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
+    return "no --allow-ffi permission";
+  }
+  const missing: string[] = [];
+  for (const file of files) {
+    try {
+      return LibCrypto.open(file);
+    } catch (error) {
+      const message = errorMessage(error);
+      if (/could not open library/i.test(message)) missing.push(file);
+      else return `${file}: ${message}`;
+    }
+  }
+  return `${missing.join(" and ")} not found`;
+}
+
+const loaded = new Map<string, CryptoBackend>();
+
+/**
+ * The backend for a `CRYPTO_BACKEND` value, loaded once per process.
+ *
+ * @throws {ConfigError} for `openssl` when libcrypto cannot be loaded, and for an
+ * unknown value.
+ */
+export function loadCryptoBackend(choice: CryptoBackendChoice | string = "auto"): CryptoBackend {
+  const known = loaded.get(choice);
+  if (known) return known;
+  let backend: CryptoBackend;
+  if (choice === "webcrypto") backend = webCrypto("CRYPTO_BACKEND = webcrypto");
+  else if (choice === "openssl" || choice === "auto") {
+    const lib = openLibCrypto();
+    if (typeof lib !== "string") {
+      // `auto` and `openssl` share one backend: it is the same library.
+      backend = loaded.get(choice === "auto" ? "openssl" : "auto") ?? openSsl(lib);
+    } else if (choice === "auto") backend = webCrypto(`libcrypto not loaded: ${lib}`);
+    else {
+      throw new ConfigError(`CRYPTO_BACKEND = openssl, but libcrypto cannot be loaded: ${lib}`, {
+        hint: "install OpenSSL's libcrypto (e.g. apt-get install libssl3) and run with " +
+          "--allow-ffi, or set CRYPTO_BACKEND = auto",
+      });
+    }
+  } else {
+    throw new ConfigError(
+      `CRYPTO_BACKEND must be one of ${CRYPTO_BACKEND_CHOICES.join(", ")}, got "${choice}"`,
+    );
+  }
+  loaded.set(choice, backend);
+  return backend;
+}
+
+let processDefault: CryptoBackend | undefined;
+
+/**
+ * The backend sessions use unless told otherwise (lib/wire/channel.ts): the one set
+ * with {@link setDefaultCryptoBackend}, else `auto`.
+ */
+export function defaultCryptoBackend(): CryptoBackend {
+  processDefault ??= loadCryptoBackend("auto");
+  return processDefault;
+}
+
+/** Make `backend` this process's default (the server does at start, from recon.opts). */
+export function setDefaultCryptoBackend(backend: CryptoBackend): void {
+  processDefault = backend;
+}
