@@ -123,6 +123,52 @@ export function cpuSeconds(pid: number, withChildren = true): number | null {
   return (utime + stime + (withChildren ? cutime + cstime : 0)) / CLOCK_TICKS;
 }
 
+/**
+ * CPU seconds (user + sys) of one thread of `pid`: its main thread by default (the one
+ * that runs a Deno program's JavaScript and its event loop); null when it is gone.
+ */
+export function threadCpuSeconds(pid: number, tid = pid): number | null {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/stat`);
+  } catch {
+    return null;
+  }
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
+/**
+ * The main-thread CPU of a command run under bench/rusage.py (the wrapper's PID, from
+ * {@link MeasuredOptions.onSpawn}): sampled every 20 ms while it runs, since a thread's
+ * counters vanish with the process; the last sample is at most 20 ms old.
+ */
+export class MainThreadSampler {
+  #wrapper: number;
+  #last = new Map<number, number>();
+  #timer: ReturnType<typeof setInterval>;
+
+  constructor(wrapperPid: number) {
+    this.#wrapper = wrapperPid;
+    this.#timer = setInterval(() => this.sample(), 20);
+  }
+
+  sample(): void {
+    for (const pid of descendants(this.#wrapper)) {
+      const cpu = threadCpuSeconds(pid);
+      if (cpu !== null) this.#last.set(pid, cpu);
+    }
+  }
+
+  /** Stop sampling; the main-thread CPU seconds of the command (summed over its processes). */
+  stop(): number {
+    clearInterval(this.#timer);
+    let sum = 0;
+    for (const cpu of this.#last.values()) sum += cpu;
+    return sum;
+  }
+}
+
 function statusField(pid: number, field: string): number | null {
   try {
     const text = Deno.readTextFileSync(`/proc/${pid}/status`);
@@ -253,6 +299,8 @@ export interface DaemonUsage {
   rootPeakRssKiB: number;
   /** Largest sum of current RSS over the daemon and its descendants, as sampled. */
   treeRssKiB: number;
+  /** CPU seconds of the daemon's main thread alone (JavaScript and the event loop for deno). */
+  mainThreadCpuSeconds: number;
 }
 
 /**
@@ -262,6 +310,7 @@ export interface DaemonUsage {
 export class DaemonMeter {
   #pid: number;
   #startCpu = 0;
+  #startMain = 0;
   #peakChild = 0;
   #treeRss = 0;
   #timer: ReturnType<typeof setInterval> | undefined;
@@ -274,6 +323,7 @@ export class DaemonMeter {
   start(): void {
     this.#resetOk = resetPeakRss(this.#pid);
     this.#startCpu = cpuSeconds(this.#pid) ?? 0;
+    this.#startMain = threadCpuSeconds(this.#pid) ?? 0;
     this.#peakChild = 0;
     this.#treeRss = 0;
     this.#timer = setInterval(() => this.#sample(), 20);
@@ -322,6 +372,7 @@ export class DaemonMeter {
       peakRssKiB: Math.max(root, this.#peakChild),
       rootPeakRssKiB: this.#resetOk ? root : NaN,
       treeRssKiB: this.#treeRss,
+      mainThreadCpuSeconds: (threadCpuSeconds(this.#pid) ?? this.#startMain) - this.#startMain,
     };
   }
 }
@@ -351,6 +402,10 @@ export interface MeasuredOptions {
   /** Called with each stdout line as it arrives (e.g. a receiver printing its port). */
   onLine?: (line: string) => void;
   label?: string;
+  /** Run the command on these CPUs only (`taskset -c CPUS`, e.g. "1"); its children inherit. */
+  cpus?: string;
+  /** Called with the wrapper's PID once it is spawned (the command is its only child). */
+  onSpawn?: (pid: number) => void;
 }
 
 /** A measured command that is running. */
@@ -396,8 +451,9 @@ export function spawnMeasured(
   options: MeasuredOptions = {},
 ): MeasuredProcess {
   const report = path.join(workDir, `.rusage-${Deno.pid}-${++reportCounter}.json`);
+  const command = options.cpus ? ["taskset", "-c", options.cpus, program] : [program];
   const child = new Deno.Command("python3", {
-    args: [RUSAGE, report, "--", program, ...args],
+    args: [RUSAGE, report, "--", ...command, ...args],
     env: options.env,
     cwd: options.cwd,
     stdin: "null",
@@ -406,6 +462,7 @@ export function spawnMeasured(
   }).spawn();
   const label = options.label ?? path.basename(program);
   track(child, label);
+  options.onSpawn?.(child.pid);
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;

@@ -30,6 +30,11 @@ export interface ServerSetup {
   env?: Record<string, string>;
   /** Run server.ts with these deno flags instead of bin/recon-server (profiling). */
   denoFlags?: string[];
+  /**
+   * Run the server on these CPUs only (`taskset -c CPUS`, which execs it: the PID stays
+   * deno's); its threads and its job scripts inherit the set.
+   */
+  cpus?: string;
 }
 
 /** A running recon-server. */
@@ -98,8 +103,11 @@ export class ReconServerProcess {
       ]
       : [SERVER_BIN, args];
     const started = performance.now();
-    const child = new Deno.Command(program, {
-      args: programArgs,
+    const [exe, exeArgs]: [string, string[]] = setup.cpus
+      ? ["taskset", ["-c", setup.cpus, program, ...programArgs]]
+      : [program, programArgs];
+    const child = new Deno.Command(exe, {
+      args: exeArgs,
       env: setup.env,
       stdin: "null",
       stdout: "null",

@@ -77,10 +77,15 @@ export async function ensureOpenssh(log: (line: string) => void): Promise<string
 }
 
 /**
- * Start sshd in `dir` (which the caller removes). Returns the server or a string
- * saying why it could not start.
+ * Start sshd in `dir` (which the caller removes), on the CPUs `cpus` only when given
+ * (`taskset -c`; its per-connection processes inherit the set). Returns the server or
+ * a string saying why it could not start.
  */
-export async function startSshd(dir: string, log: (line: string) => void): Promise<Sshd | string> {
+export async function startSshd(
+  dir: string,
+  log: (line: string) => void,
+  cpus?: string,
+): Promise<Sshd | string> {
   const missing = await ensureOpenssh(log);
   if (missing) return missing;
   await Deno.mkdir(dir, { recursive: true });
@@ -137,8 +142,9 @@ export async function startSshd(dir: string, log: (line: string) => void): Promi
     );
     const check = await run(SSHD, ["-t", "-f", config]);
     if (check.code !== 0) return `sshd -t rejected the config: ${check.output.trim()}`;
-    const child = new Deno.Command(SSHD, {
-      args: ["-D", "-e", "-f", config],
+    const daemon = ["-D", "-e", "-f", config];
+    const child = new Deno.Command(cpus ? "taskset" : SSHD, {
+      args: cpus ? ["-c", cpus, SSHD, ...daemon] : daemon,
       stdin: "null",
       stdout: "null",
       stderr: "piped",
