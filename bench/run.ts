@@ -13,7 +13,9 @@
  *   --status-clients N  concurrent --server-status clients (default 50)
  *   --knob-mib N        bytes per channel-knob run (default min(size, 512))
  *   --cases LIST        comma list of: upload,download,tiny,concurrent,status,startup,knobs,
- *                       store,slurm,metrics,pacs (default all)
+ *                       store,slurm,metrics,pacs,floor,cores,backend (default all)
+ *   --floor-mib N       bytes per primitive per run in the floor case (default min(size, 256))
+ *   --floor-receiver-hash yes|no  whether the floor's receiver hashes (default: as the code)
  *   --store-jobs N      jobs queued behind a blocked one in the store case (default 1000)
  *   --slurm-repeat N    tiny-job round trips per executor in the slurm case (default 20)
  *   --no-record         do not append to bench/results/
@@ -42,6 +44,7 @@ import {
   type DaemonUsage,
   ensureProcAccess,
   liveProcesses,
+  MainThreadSampler,
   makeFile,
   max,
   median,
@@ -73,6 +76,25 @@ import {
 } from "./metrics_case.ts";
 import { type Sshd, startSshd } from "./sshd.ts";
 import { casePacs } from "./pacs_case.ts";
+import {
+  type CoreMode,
+  coreModes,
+  type CoresTag,
+  findTagged,
+  scalingLines,
+  tagExtra,
+} from "./cores_case.ts";
+import {
+  computeFloor,
+  type Floor,
+  floorLines,
+  floorRow,
+  measurePrimitives,
+  primitiveRows,
+  rawRow,
+  receiverHashes,
+  reconRow,
+} from "./floor_case.ts";
 
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
@@ -88,6 +110,9 @@ const ALL_CASES = [
   "slurm",
   "metrics",
   "pacs",
+  "floor",
+  "cores",
+  "backend",
 ];
 
 const { values } = parseArgs({
@@ -101,6 +126,8 @@ const { values } = parseArgs({
     "knob-mib": { type: "string" },
     "store-jobs": { type: "string", default: "1000" },
     "slurm-repeat": { type: "string", default: "20" },
+    "floor-mib": { type: "string" },
+    "floor-receiver-hash": { type: "string" },
     cases: { type: "string", default: ALL_CASES.join(",") },
     "no-record": { type: "boolean", default: false },
   },
@@ -114,6 +141,7 @@ const STATUS_CLIENTS = Number(values["status-clients"]);
 const KNOB_SIZE = Number(values["knob-mib"] ?? Math.min(sizeMiB, 512)) * MIB;
 const STORE_JOBS = Number(values["store-jobs"]);
 const SLURM_REPEAT = Number(values["slurm-repeat"]);
+const FLOOR_MIB = Number(values["floor-mib"] ?? Math.min(sizeMiB, 256));
 await ensureProcAccess();
 const CASES = new Set(values.cases.split(",").map((c) => c.trim()));
 for (const c of CASES) if (!ALL_CASES.includes(c)) throw new Error(`unknown case ${c}`);
@@ -233,11 +261,14 @@ const work = await Deno.makeTempDir({ prefix: "recon-bench-" });
 const SRC = path.join(work, "source.bin");
 const TINY = path.join(work, "tiny.bin");
 let sshd: Sshd | string | undefined;
+/** The cores case's sshd on the server's core. */
+let pinnedSshd: Sshd | string | undefined;
 const servers: ReconServerProcess[] = [];
 
 async function cleanup(): Promise<void> {
   for (const server of servers) await server.stop().catch(() => {});
   if (sshd && typeof sshd !== "string") await sshd.stop().catch(() => {});
+  if (pinnedSshd && typeof pinnedSshd !== "string") await pinnedSshd.stop().catch(() => {});
   await stopAll();
   await Deno.remove(work, { recursive: true }).catch(() => {});
 }
@@ -257,8 +288,15 @@ async function startServer(
   script: string,
   extra?: Record<string, string | number>,
   env?: Record<string, string>,
+  cpus?: string,
 ) {
-  const server = await ReconServerProcess.start({ dir: path.join(work, name), script, extra, env });
+  const server = await ReconServerProcess.start({
+    dir: path.join(work, name),
+    script,
+    extra,
+    env,
+    cpus,
+  });
   servers.push(server);
   return server;
 }
@@ -293,37 +331,75 @@ async function treeBytes(dir: string): Promise<number> {
 // ---------------------------------------------------------------------------
 // Runners for one transfer with each tool.
 
+/** How a recon transfer's client runs. */
+interface ClientRun {
+  env?: Record<string, string>;
+  /** Called as soon as the client has exited, before the server settles. */
+  clientDone?: () => Promise<void>;
+  /** taskset CPU list of the client (the cores case). */
+  cpus?: string;
+  /** Also read each end's main-thread CPU (extra client_main_cpu_s, server_main_cpu_s). */
+  mainThread?: boolean;
+}
+
+/** runClient with `how`'s CPUs and, if asked, a main-thread sampler of the client. */
+async function measuredClient(
+  server: ReconServerProcess,
+  args: string[],
+  how: ClientRun,
+): Promise<{ client: CommandUsage; clientMainS?: number }> {
+  let sampler: MainThreadSampler | undefined;
+  try {
+    const client = await runClient(work, server, args, {
+      timeoutMs: TIMEOUT_MS,
+      env: how.env,
+      cpus: how.cpus,
+      onSpawn: how.mainThread ? (pid) => (sampler = new MainThreadSampler(pid)) : undefined,
+    });
+    return { client, clientMainS: sampler?.stop() };
+  } finally {
+    sampler?.stop();
+  }
+}
+
+function withMainThread(s: Sample, clientMainS: number | undefined, usage: DaemonUsage): Sample {
+  if (clientMainS === undefined) return s;
+  s.extra = {
+    ...s.extra,
+    client_main_cpu_s: clientMainS,
+    server_main_cpu_s: usage.mainThreadCpuSeconds,
+  };
+  return s;
+}
+
 async function reconUpload(
   server: ReconServerProcess,
   file: string,
   bytes: number,
-  env?: Record<string, string>,
-  /** Called as soon as the client has exited, before the server settles. */
-  clientDone?: () => Promise<void>,
+  how: ClientRun = {},
 ) {
   const dl = await freshDir("dl");
   const meter = new DaemonMeter(server.pid);
   meter.start();
-  const client = await runClient(
-    work,
+  const { client, clientMainS } = await measuredClient(
     server,
     ["--files", file, "--download-dir", dl, "--quiet"],
-    { timeoutMs: TIMEOUT_MS, env },
+    how,
   );
-  await clientDone?.();
+  await how.clientDone?.();
   await meter.settle();
   const usage = meter.stop();
   await Deno.remove(dl, { recursive: true });
   void bytes;
-  return sample(client, usage);
+  return withMainThread(sample(client, usage), clientMainS, usage);
 }
 
-async function reconDownload(server: ReconServerProcess, bytes: number) {
+async function reconDownload(server: ReconServerProcess, bytes: number, how: ClientRun = {}) {
   const dl = await freshDir("dl");
   const timing = path.join(work, "script-timing.txt");
   const meter = new DaemonMeter(server.pid);
   meter.start();
-  const client = await runClient(work, server, [
+  const { client, clientMainS } = await measuredClient(server, [
     "--files",
     TINY,
     "--download-dir",
@@ -331,7 +407,7 @@ async function reconDownload(server: ReconServerProcess, bytes: number) {
     "--quiet",
     "--recon-options",
     JSON.stringify({ source: SRC, timing }),
-  ], { timeoutMs: TIMEOUT_MS });
+  ], how);
   await meter.settle();
   const usage = meter.stop();
   const got = await resultBytes(dl);
@@ -341,19 +417,26 @@ async function reconDownload(server: ReconServerProcess, bytes: number) {
   const scriptS = (end - start) / 1e9;
   const s = sample(client, usage, client.wallSeconds - scriptS);
   s.extra = { script_s: scriptS };
-  return s;
+  return withMainThread(s, clientMainS, usage);
 }
 
 function sshTarget(server: Sshd, remotePath: string): string {
   return `${server.user}@127.0.0.1:${remotePath}`;
 }
 
-async function scpTransfer(server: Sshd, from: string, to: string, received: string) {
+async function scpTransfer(
+  server: Sshd,
+  from: string,
+  to: string,
+  received: string,
+  cpus?: string,
+) {
   const meter = new DaemonMeter(server.pid);
   meter.start();
   const client = await runMeasured(work, "scp", [...server.scpArgs, from, to], {
     label: "scp",
     timeoutMs: TIMEOUT_MS,
+    cpus,
   });
   await meter.settle(5000, true);
   const usage = meter.stop();
@@ -369,9 +452,17 @@ interface Transfer {
   sender?: number[];
 }
 
+/** One end of {@link pairTransfer}: its command, environment and CPUs (taskset). */
+interface PeerCommand {
+  program: string;
+  args: string[];
+  env?: Record<string, string>;
+  cpus?: string;
+}
+
 async function pairTransfer(
-  receiver: { program: string; args: string[]; env?: Record<string, string> },
-  sender: (port: number) => { program: string; args: string[]; env?: Record<string, string> },
+  receiver: PeerCommand,
+  sender: (port: number) => PeerCommand,
   label: string,
 ): Promise<{ sample: Sample; received: number; transfer: Transfer }> {
   const { promise: portLine, resolve: resolvePort } = Promise.withResolvers<number>();
@@ -379,6 +470,7 @@ async function pairTransfer(
   const transfer: Transfer = {};
   const recv = spawnMeasured(work, receiver.program, receiver.args, {
     env: receiver.env,
+    cpus: receiver.cpus,
     label: `${label} receiver`,
     timeoutMs: TIMEOUT_MS,
     onLine: (line) => {
@@ -404,6 +496,7 @@ async function pairTransfer(
   try {
     send = await runMeasured(work, s.program, s.args, {
       env: s.env,
+      cpus: s.cpus,
       label: `${label} sender`,
       timeoutMs: TIMEOUT_MS,
     });
@@ -434,12 +527,17 @@ async function pairTransfer(
 const RAW_TCP = path.join(BENCH_DIR, "raw_tcp.ts");
 const PY_FERNET = path.join(BENCH_DIR, "python_fernet_stream.py");
 
-async function rawTcp(fileToFile: boolean, bytes: number) {
+async function rawTcp(fileToFile: boolean, bytes: number, cores?: CoreMode) {
   const out = path.join(work, "raw_received.bin");
   const { sample: s, received } = await pairTransfer(
-    { program: DENO, args: ["run", "-A", RAW_TCP, "recv", "--out", fileToFile ? out : "-"] },
+    {
+      program: DENO,
+      args: ["run", "-A", RAW_TCP, "recv", "--out", fileToFile ? out : "-"],
+      cpus: cores?.server,
+    },
     (port) => ({
       program: DENO,
+      cpus: cores?.client,
       args: [
         "run",
         "-A",
@@ -554,9 +652,15 @@ async function ensureSshd(): Promise<Sshd | string> {
   return sshd;
 }
 
-function scpSeries(caseName: string, direction: "up" | "down", bytes: number): Series {
-  const tool = `scp ${direction === "up" ? "upload" : "download"} aes128-gcm`;
-  const ssh = sshd;
+function scpSeries(
+  direction: "up" | "down",
+  bytes: number,
+  /** The cores case: its own sshd (pinned or not), the client's CPUs, a tool name suffix. */
+  cores?: { ssh: Sshd | string | undefined; mode: CoreMode; suffix: string },
+): Series {
+  const tool = `scp ${direction === "up" ? "upload" : "download"} aes128-gcm${cores?.suffix ?? ""}`;
+  const ssh = cores ? cores.ssh : sshd;
+  const cpus = cores?.mode.client;
   if (typeof ssh !== "object") {
     const s = new Series(tool, () => Promise.reject(new Error(String(ssh))));
     s.error = String(ssh);
@@ -569,12 +673,12 @@ function scpSeries(caseName: string, direction: "up" | "down", bytes: number): S
       await Deno.mkdir(remoteDir, { recursive: true });
       const target = path.join(remoteDir, "copy.bin");
       const { sample: s, size } = direction === "up"
-        ? await scpTransfer(ssh, SRC, sshTarget(ssh, target), target)
-        : await scpTransfer(ssh, sshTarget(ssh, SRC), target, target);
+        ? await scpTransfer(ssh, SRC, sshTarget(ssh, target), target, cpus)
+        : await scpTransfer(ssh, sshTarget(ssh, SRC), target, target, cpus);
       if (size !== bytes) throw new Error(`scp moved ${size} bytes, expected ${bytes}`);
       return s;
     },
-    `${ssh.version.split(",")[0]}, ${caseName === "upload" ? "sshd side = server" : "sshd sends"}`,
+    `${ssh.version.split(",")[0]}, ${direction === "up" ? "sshd side = server" : "sshd sends"}`,
   );
 }
 
@@ -584,7 +688,7 @@ async function caseUpload(): Promise<void> {
   const server = await startServer("upload", path.join(ROOT, "examples", "noop_recon.sh"));
   const series = [
     new Series("recon upload", () => reconUpload(server, SRC, SIZE), "no-op script"),
-    scpSeries("upload", "up", SIZE),
+    scpSeries("up", SIZE),
     new Series("raw TCP file→file (Deno)", () => rawTcp(true, SIZE), "ceiling for recon's I/O"),
     new Series("raw TCP mem→/dev/null (Deno)", () => rawTcp(false, SIZE), "socket alone"),
     new Series("Python Fernet 1 MiB tokens", () => pythonFernet(SIZE), "2 processes, file→file"),
@@ -625,7 +729,7 @@ async function caseMetrics(): Promise<void> {
         work,
         port,
         page,
-        (clientDone) => reconUpload(server, SRC, SIZE, undefined, clientDone),
+        (clientDone) => reconUpload(server, SRC, SIZE, { clientDone }),
         intervalMs,
       );
       scrapes.set(sample, scrape);
@@ -728,9 +832,155 @@ async function caseDownload(): Promise<void> {
       () => reconDownload(server, SIZE),
       "1 KB job in; script time subtracted",
     ),
-    scpSeries("download", "down", SIZE),
+    scpSeries("down", SIZE),
   ]);
   await stopServer(server);
+}
+
+/**
+ * Issue 18: the big upload and download with each end pinned to its own core and with
+ * both ends on every core, recon, scp and raw TCP file→file, interleaved
+ * (bench/cores_case.ts). Rows are tagged (extra cores_mode, cores_kind, direction) for
+ * the floor and the scaling printout.
+ */
+async function caseCores(): Promise<void> {
+  const caseName = `upload and download ${label(SIZE)}, cores`;
+  const modes = coreModes();
+  if (modes.length < 2) rows.push(failedRow(caseName, "pinned", "one CPU: nothing to pin to"));
+  await ensureSshd();
+  const made: ReconServerProcess[] = [];
+  const tagged: [Series, CoresTag][] = [];
+  const byKind: Series[][] = [[], [], [], [], []];
+  for (const mode of modes) {
+    let ssh: Sshd | string | undefined = sshd;
+    if (mode.server) {
+      log(`starting a private sshd on core ${mode.server}`);
+      ssh = pinnedSshd = await startSshd(path.join(work, "sshd_pinned"), log, mode.server);
+    }
+    const up = await startServer(
+      `cores_up_${mode.mode}`,
+      path.join(ROOT, "examples", "noop_recon.sh"),
+      undefined,
+      undefined,
+      mode.server,
+    );
+    const down = await startServer(
+      `cores_down_${mode.mode}`,
+      path.join(BENCH_DIR, "big_result_recon.sh"),
+      undefined,
+      undefined,
+      mode.server,
+    );
+    made.push(up, down);
+    const how: ClientRun = { cpus: mode.client, mainThread: true };
+    const add = (i: number, series: Series, tag: Omit<CoresTag, "mode">) => {
+      byKind[i].push(series);
+      tagged.push([series, { ...tag, mode: mode.mode }]);
+    };
+    const suffix = `, ${mode.label}`;
+    add(
+      0,
+      new Series(`recon upload${suffix}`, () => reconUpload(up, SRC, SIZE, how), "no-op script"),
+      { kind: "recon", direction: "up" },
+    );
+    add(1, scpSeries("up", SIZE, { ssh, mode, suffix }), {
+      kind: "scp",
+      direction: "up",
+    });
+    add(
+      2,
+      new Series(
+        `recon result download${suffix}`,
+        () => reconDownload(down, SIZE, how),
+        "1 KB job in; script time subtracted",
+      ),
+      { kind: "recon", direction: "down" },
+    );
+    add(3, scpSeries("down", SIZE, { ssh, mode, suffix }), {
+      kind: "scp",
+      direction: "down",
+    });
+    add(
+      4,
+      new Series(
+        `raw TCP file→file (Deno)${suffix}`,
+        () => rawTcp(true, SIZE, mode),
+        "the floor's I/O: sender = client, receiver = server",
+      ),
+      { kind: "raw", direction: "up" },
+    );
+  }
+  // Each kind's modes side by side: recon pinned, recon shared, scp pinned, …
+  const series = byKind.flat();
+  log("warm-up round (not recorded)");
+  for (const s of series) {
+    const keep = s.samples.length;
+    await s.once();
+    s.samples.length = keep;
+  }
+  const first = rows.length;
+  await runSeries(caseName, SIZE, series);
+  for (const row of rows.slice(first)) {
+    const tag = tagged.find(([s]) => s.tool === row.tool)?.[1];
+    if (tag) row.extra = { ...row.extra, ...tagExtra(tag) };
+  }
+  for (const server of made) await stopServer(server);
+  if (pinnedSshd && typeof pinnedSshd !== "string") await pinnedSshd.stop();
+  pinnedSshd = undefined;
+}
+
+/** The floor's primitives (bench/primitives.ts via floor_case.ts), for the printout. */
+let primitives: Awaited<ReturnType<typeof measurePrimitives>> | undefined;
+
+async function caseFloor(): Promise<void> {
+  primitives = await measurePrimitives(work, REPEAT, FLOOR_MIB, log);
+  rows.push(...primitiveRows(primitives, REPEAT));
+}
+
+/**
+ * Issue 18: recon with CRYPTO_BACKEND = webcrypto against the default (auto) backend,
+ * upload and download, both ends on every core, interleaved (client and server read the
+ * same recon.opts, so both ends use the backend named).
+ */
+async function caseBackend(): Promise<void> {
+  const caseName = `crypto backend, ${label(SIZE)}`;
+  const schema = await Deno.readTextFile(path.join(ROOT, "lib", "opts", "schema.ts"));
+  if (!schema.includes("CRYPTO_BACKEND")) {
+    rows.push(
+      failedRow(caseName, "(case)", "CRYPTO_BACKEND is not an option of this tree (issue 18)"),
+    );
+    return;
+  }
+  const series: Series[] = [];
+  const made: ReconServerProcess[] = [];
+  for (const backend of [undefined, "webcrypto"]) {
+    const extra = backend ? { CRYPTO_BACKEND: backend } : undefined;
+    const name = backend ?? "default";
+    const up = await startServer(
+      `backend_up_${name}`,
+      path.join(ROOT, "examples", "noop_recon.sh"),
+      extra,
+    );
+    const down = await startServer(
+      `backend_down_${name}`,
+      path.join(BENCH_DIR, "big_result_recon.sh"),
+      extra,
+    );
+    made.push(up, down);
+    const said = /crypto: (.*)$/m.exec(up.log)?.[1] ?? "not in the server's log";
+    const what = backend ? `CRYPTO_BACKEND = ${backend}` : "default (auto)";
+    series.push(
+      new Series(`recon upload, ${what}`, () => reconUpload(up, SRC, SIZE), `crypto: ${said}`),
+      new Series(
+        `recon result download, ${what}`,
+        () => reconDownload(down, SIZE),
+        `crypto: ${said}`,
+      ),
+    );
+  }
+  // Upload default, upload webcrypto, download default, download webcrypto.
+  await runSeries(caseName, SIZE, [series[0], series[2], series[1], series[3]]);
+  for (const server of made) await stopServer(server);
 }
 
 async function caseTiny(): Promise<void> {
@@ -1649,7 +1899,10 @@ function printTable(): void {
 /** Compare with the issue's targets, using rows of this run. */
 function printTargets(): void {
   const find = (caseStart: string, tool: string) =>
-    rows.find((r) => r.case.startsWith(caseStart) && r.tool.startsWith(tool) && r.reps > 0);
+    rows.find((r) =>
+      r.case.startsWith(caseStart) && r.tool.startsWith(tool) && r.reps > 0 &&
+      !r.extra?.cores_mode
+    );
   const lines: string[] = [];
   const check = (ok: boolean | undefined, text: string) =>
     lines.push(`${ok === undefined ? "  n/a" : ok ? "  MET" : "  NOT MET"}  ${text}`);
@@ -1780,6 +2033,137 @@ function printTargets(): void {
   for (const line of lines) console.log(line);
 }
 
+/** The floor of each core mode this run has a raw TCP row for (issue 18), as rows too. */
+async function computeFloors(): Promise<Floor[]> {
+  if (!primitives) return [];
+  const hashes = await receiverHashes(values["floor-receiver-hash"]);
+  const floors: Floor[] = [];
+  for (const mode of ["pinned", "shared"] as const) {
+    const raw = rawRow(rows, mode);
+    if (raw) floors.push(computeFloor(primitives.code, raw, mode, hashes));
+  }
+  rows.push(...floors.map(floorRow));
+  return floors;
+}
+
+/** The floor, recon's ratio to it, and how recon would scale with cores (issue 18). */
+function printFloor(floors: Floor[]): void {
+  if (floors.length > 0) {
+    console.log(
+      `\nFloor (issue 18): the primitives timed alone (1 MiB chunks, own process) + raw TCP ` +
+        `file→file per end; sender = encrypt + MAC + hash, receiver = verify + decrypt ` +
+        `(+ hash when it hashes); floor MB/s = cores ÷ total CPU-s per byte (shared) or ` +
+        `1 ÷ the larger end's (pinned):`,
+    );
+    for (const line of floorLines(floors, rows)) console.log(line);
+  } else if (primitives) {
+    console.log(
+      "\nFloor (issue 18): no raw TCP file→file row in this run (cases cores or upload)",
+    );
+  }
+  const scaling = scalingLines(rows);
+  if (scaling.length > 0) {
+    console.log(
+      `\nScaling (issue 18): CPU-s/GiB per end from the pinned run; an end with k cores ` +
+        `moves at most k ÷ its CPU-s per byte and never faster than its main thread; ` +
+        `× the pinned run's measured/bound ratio:`,
+    );
+    for (const line of scaling) console.log(line);
+  }
+}
+
+/** Issue 18's targets, from rows of this run. */
+function printTargets18(floors: Floor[]): void {
+  const lines: string[] = [];
+  const check = (ok: boolean | undefined, text: string) =>
+    lines.push(`${ok === undefined ? "  n/a" : ok ? "  MET" : "  NOT MET"}  ${text}`);
+  const scpRow = (mode: "pinned" | "shared", direction: "up" | "down") =>
+    findTagged(rows, { mode, kind: "scp", direction }) ??
+      (mode === "shared"
+        ? rows.find((r) =>
+          r.reps > 0 && !r.extra?.cores_mode &&
+          r.case.startsWith(direction === "up" ? "upload" : "download") &&
+          r.tool.startsWith(direction === "up" ? "scp upload" : "scp download")
+        )
+        : undefined);
+  const reconRows: BenchRow[] = [];
+  for (const mode of ["shared", "pinned"] as const) {
+    const where = mode === "shared"
+      ? "both ends on 2 shared cores"
+      : "each end on its own core (not an issue target)";
+    for (const direction of ["up", "down"] as const) {
+      const recon = reconRow(rows, mode, direction);
+      const scp = scpRow(mode, direction);
+      if (!recon) continue;
+      reconRows.push(recon);
+      const dir = direction === "up" ? "upload" : "download";
+      const say = mode === "shared"
+        ? check
+        : (ok: boolean | undefined, text: string) =>
+          lines.push(`  ${ok === undefined ? "n/a" : ok ? "(met)" : "(not met)"}  ${text}`);
+      say(
+        scp ? recon.mbPerS! >= 0.8 * scp.mbPerS! : undefined,
+        `${dir}, ${where}: ${fmt(recon.mbPerS)} MB/s ≥ 0.8 × scp's ${fmt(scp?.mbPerS)} MB/s (${
+          scp ? (recon.mbPerS! / scp.mbPerS!).toFixed(2) : "?"
+        }×)`,
+      );
+      say(
+        scp ? recon.cpuSPerGiB! <= 1.6 * scp.cpuSPerGiB! : undefined,
+        `${dir}, ${where}: ${fmt(recon.cpuSPerGiB, 2)} CPU-s/GiB ≤ 1.6 × scp's ${
+          fmt(scp?.cpuSPerGiB, 2)
+        } (${scp ? (recon.cpuSPerGiB! / scp.cpuSPerGiB!).toFixed(2) : "?"}×)`,
+      );
+    }
+    const up = reconRow(rows, mode, "up");
+    const down = reconRow(rows, mode, "down");
+    if (mode === "shared" && up && down) {
+      check(
+        down.mbPerS! >= up.mbPerS!,
+        `download ${fmt(down.mbPerS)} MB/s no slower than upload ${fmt(up.mbPerS)} MB/s`,
+      );
+    }
+  }
+  for (const floor of floors) {
+    for (const direction of ["up", "down"] as const) {
+      const recon = reconRow(rows, floor.mode, direction);
+      if (!recon) continue;
+      check(
+        recon.mbPerS! >= 0.85 * floor.mbPerS,
+        `${direction === "up" ? "upload" : "download"}, ${
+          floor.mode === "pinned" ? "pinned" : "shared cores"
+        }: ${fmt(recon.mbPerS)} MB/s ≥ 0.85 of the floor's ${fmt(floor.mbPerS)} MB/s (${
+          (recon.mbPerS! / floor.mbPerS).toFixed(2)
+        })`,
+      );
+    }
+  }
+  for (const recon of reconRows) {
+    check(
+      recon.clientRssMB! < 150 && recon.serverRssMB! < 150,
+      `${recon.tool}: peak RSS client ${fmt(recon.clientRssMB)} MB, server ${
+        fmt(recon.serverRssMB)
+      } MB < 150 MB`,
+    );
+  }
+  const tiny = rows.find((r) => r.case.startsWith("tiny") && r.tool.startsWith("recon"));
+  if (tiny?.reps) {
+    // Issue 18's baseline: 63 ms at 34716a0 on the same 2-core machine type (another
+    // run: ±10% is the run-to-run spread of a quiet machine).
+    check(
+      tiny.wallS! <= 0.063 * 1.1,
+      `tiny job: ${fmt(tiny.wallS! * 1000)} ms, not slower than issue 18's 63 ms (34716a0, ` +
+        `another run; within 10%)`,
+    );
+  }
+  if (lines.length === 0) return;
+  console.log(
+    `\nTargets (issue 18)${
+      sizeMiB < 1024 ? ` — a ${sizeMiB} MiB run; the targets are for 1 GiB` : ""
+    }:`,
+  );
+  for (const line of lines) console.log(line);
+}
+
 /**
  * Which code was measured: the commit, the files changed since it, and a hash of the
  * data-path sources as they were on disk (lib/, client.ts, server.ts), so a number can
@@ -1883,6 +2267,9 @@ try {
     ["startup", caseStartup],
     ["upload", caseUpload],
     ["download", caseDownload],
+    ["floor", caseFloor],
+    ["cores", caseCores],
+    ["backend", caseBackend],
     ["tiny", caseTiny],
     ["concurrent", caseConcurrent],
     ["status", caseStatus],
@@ -1917,8 +2304,11 @@ console.log(
       ((performance.now() - started) / 1000).toFixed(0)
     } s\n`,
 );
+const floors = await computeFloors();
 printTable();
 printTargets();
+printFloor(floors);
+printTargets18(floors);
 await record();
 const left = liveProcesses();
 if (left.length > 0) log(`processes still running after cleanup: ${left.join(", ")}`);
