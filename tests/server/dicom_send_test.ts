@@ -12,8 +12,9 @@ import assert from "node:assert/strict";
 import * as path from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Destination } from "../../lib/opts/mod.ts";
-import { isNotDicom, readDicomHeader } from "../../lib/server/dicom_file.ts";
+import { isNotDicom, readDicomHeader, readDicomStart } from "../../lib/server/dicom_file.ts";
 import {
+  DATA_SET_START,
   echo,
   type Instance,
   MAX_INSTANCES_PER_ASSOCIATION,
@@ -247,6 +248,105 @@ Deno.test("sendInstances() stores an explicit and an implicit VR series in Ortha
   assert.equal(metadata.RemoteAET, "RECON");
   assert.equal(metadata.CalledAET, "ORTHANC");
   assert.equal(metadata.SopClassUid, explicit[0].sopClassUid);
+});
+
+/** The file at `file` with `bytes` put into its data set at `at` bytes after its start. */
+async function spliceDataSet(file: string, at: number, bytes: Uint8Array): Promise<void> {
+  const start = await readDicomStart(file, new Uint8Array(64 * 1024));
+  if (isNotDicom(start)) throw new Error(start.notDicom);
+  const old = await Deno.readFile(file);
+  const cut = start.dataSetOffset + at;
+  const out = new Uint8Array(old.length + bytes.length);
+  out.set(old.subarray(0, cut));
+  out.set(bytes, cut);
+  out.set(old.subarray(cut), cut + bytes.length);
+  await Deno.writeFile(file, out);
+}
+
+/** The data set of a Part 10 file: what follows its file meta information. */
+async function dataSetOf(bytes: Uint8Array): Promise<Uint8Array> {
+  const file = await Deno.makeTempFile({ prefix: "recon-dataset-" });
+  try {
+    await Deno.writeFile(file, bytes);
+    const start = await readDicomStart(file, new Uint8Array(64 * 1024));
+    if (isNotDicom(start)) throw new Error(start.notDicom);
+    return bytes.subarray(start.dataSetOffset);
+  } finally {
+    await Deno.remove(file);
+  }
+}
+
+Deno.test("sendInstances() sends a file in the transfer syntax the PACS accepted as it is: Orthanc stores its data set byte for byte, Latin-1 included", async () => {
+  await using tmp = await tempDir();
+  await using orthanc = await Orthanc.start();
+  const files = await makeSeries(tmp.dir, 2, { syntax: "explicit" });
+  // (0008,0005) Specific Character Set "ISO_IR 100" as the first element, and a Latin-1
+  // name of the same length: the DICOM library would rewrite both as UTF-8.
+  const latin1 = (text: string) => Uint8Array.from(text, (c) => c.charCodeAt(0));
+  for (const file of files) {
+    await spliceDataSet(
+      file.path,
+      0,
+      Uint8Array.of(0x08, 0x00, 0x05, 0x00, 0x43, 0x53, 10, 0, ...latin1("ISO_IR 100")),
+    );
+    const bytes = await Deno.readFile(file.path);
+    const name = new TextDecoder("latin1").decode(bytes).indexOf("Test^Phantom");
+    bytes.set(latin1("T\xe9st^Ph\xe4ntom"), name);
+    await Deno.writeFile(file.path, bytes);
+  }
+  const report = await sendInstances(to(orthanc), await instancesOf(files));
+  assert.equal(report.error, undefined);
+  assert.ok(report.results.every((r) => r.arrived), JSON.stringify(report.results));
+  for (const stored of await orthanc.instances()) {
+    const file = files.find((f) => f.sopInstanceUid === stored.sopInstanceUid)!;
+    const response = await fetch(`${orthanc.url}/instances/${stored.id}/file`);
+    const received = new Uint8Array(await response.arrayBuffer());
+    assert.deepEqual(
+      await dataSetOf(received),
+      await dataSetOf(await Deno.readFile(file.path)),
+      "the stored data set is the file's",
+    );
+    const tags = await orthanc.get<Record<string, string>>(
+      `/instances/${stored.id}/tags?simplify`,
+    );
+    assert.equal(tags.SpecificCharacterSet, "ISO_IR 100");
+    assert.equal(tags.PatientName, "T\xe9st^Ph\xe4ntom");
+  }
+});
+
+Deno.test("sendInstances() sends a file whose SOP UIDs come after more than DATA_SET_START bytes of its data set", async () => {
+  await using tmp = await tempDir();
+  await using orthanc = await Orthanc.start();
+  const files = await makeSeries(tmp.dir, 2, { syntax: "implicit" });
+  // Implicit VR: (0008,0008) Image Type, first in the data set, made DATA_SET_START long.
+  const values = "DERIVED\\SECONDARY\\".repeat(Math.ceil(DATA_SET_START / 19)).slice(
+    0,
+    DATA_SET_START,
+  );
+  const element = new Uint8Array(8 + values.length);
+  const view = new DataView(element.buffer);
+  view.setUint16(0, 0x0008, true);
+  view.setUint16(2, 0x0008, true);
+  view.setUint32(4, values.length, true);
+  element.set(new TextEncoder().encode(values), 8);
+  for (const file of files) {
+    // The file's own (0008,0008) goes: a data set has each tag once.
+    const bytes = await Deno.readFile(file.path);
+    const start = await readDicomStart(file.path, new Uint8Array(64 * 1024));
+    if (isNotDicom(start)) throw new Error(start.notDicom);
+    const at = start.dataSetOffset;
+    const own = 8 + new DataView(bytes.buffer).getUint32(at + 4, true);
+    assert.equal(new DataView(bytes.buffer).getUint16(at + 2, true), 0x0008);
+    await Deno.writeFile(
+      file.path,
+      new Uint8Array([...bytes.subarray(0, at), ...bytes.subarray(at + own)]),
+    );
+    await spliceDataSet(file.path, 0, element);
+  }
+  const report = await sendInstances(to(orthanc), await instancesOf(files));
+  assert.equal(report.error, undefined);
+  assert.ok(report.results.every((r) => r.arrived), JSON.stringify(report.results));
+  assert.deepEqual(await storedUids(orthanc), uids(files));
 });
 
 Deno.test("sendInstances() never hands the library a file that is not Part 10 or lacks its UIDs", async () => {
