@@ -224,6 +224,9 @@ async function serve(loaded: LoadedOpts, debug: boolean): Promise<number> {
   if (config.TRUSTEDIPS.length === 0) {
     logger.info("TRUSTEDIPS is empty: any address that holds a client key may connect");
   }
+  if (config.VERIFY_AFTER_WRITE === "yes") {
+    logger.info("VERIFY_AFTER_WRITE: each uploaded file is read back and checked once written");
+  }
   const sweeper = startLogSweeper({
     dir: config.RECON_FILEPATH,
     days: config.LOG_RETENTION,

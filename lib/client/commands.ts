@@ -143,6 +143,7 @@ function jobOptions(
     reconnect: context.reconnect,
     downloadDir: config.CLIENT_DOWNLOAD_DIR,
     maxResultBytes: config.CLIENT_MAX_RESULT_BYTES,
+    verifyAfterWrite: config.VERIFY_AFTER_WRITE === "yes",
     signal: context.signal,
     onEvent: (event) => view.show(event),
     onHostile: (message) => logger.error(`hostile server behaviour: ${message}`),

@@ -202,6 +202,7 @@ export class ResultDelivery {
       { name: message.name, size: message.size, offset },
       (bytes) =>
         this.#c.event({ kind: "download", name: message.name, bytes, total: message.size }),
+      this.#c.options.verifyAfterWrite,
     ).catch((error) => {
       // The server said goodbye in the middle of a file (a restart): the connection
       // is gone as surely as when it breaks, and the verified part is kept.

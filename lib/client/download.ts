@@ -180,12 +180,15 @@ export class ResultDownload {
 
   /**
    * Receive the result the server announced with `result_file` (the caller checked its
-   * name, size and offset against the announcement) and put it in place.
+   * name, size and offset against the announcement) and put it in place. Its SHA-256 is
+   * the server's FILE_END (lib/wire/transfer.ts); with `verifyAfterWrite` the file is
+   * read back and checked against it first.
    */
   async receive(
     channel: Channel,
     result: { name: string; size: number; offset: number },
     onProgress?: (bytes: number) => void,
+    verifyAfterWrite = false,
   ): Promise<DownloadedFile> {
     const index = this.#files.length;
     if (this.#partial?.index !== index || this.#partial.name !== result.name) {
@@ -201,7 +204,7 @@ export class ResultDownload {
       this.#part,
       result.size,
       result.offset,
-      { onProgress },
+      { onProgress, verifyAfterWrite },
     );
     const target = resolveInside(this.resultDir, result.name);
     await this.#place(target, digest.sha256);

@@ -142,6 +142,11 @@ export interface JobOptions {
   download?: boolean;
   /** CLIENT_MAX_RESULT_BYTES: refuse results whose announced total is larger; 0 = no cap. */
   maxResultBytes?: number;
+  /**
+   * VERIFY_AFTER_WRITE: read each result back once written and check its SHA-256 against
+   * the server's; a mismatch fails the download and discards the file. Default false.
+   */
+  verifyAfterWrite?: boolean;
   /** Free bytes on the file system that holds `dir` (default statfs; a test can pretend). */
   diskFree?: (dir: string) => Promise<number>;
   onEvent?: (event: SubmitEvent) => void;

@@ -65,6 +65,9 @@ default_recon_script.sh
 # (recon-server puts a fresh one here when it creates this file.)
 # This key MUST be identical in recon.opts on the server and on every client.
 SHARED_KEY = SET_YOUR_SHARED_KEY_HERE
+# VERIFY_AFTER_WRITE: yes = read each received file back and check its SHA-256 (the server
+# its uploads, the client its downloads); costs one more read of each file.
+# VERIFY_AFTER_WRITE = no
 # --- Server Options (recon-server) ---
 # MAX_CONCURRENT_JOBS: Number of jobs run at the same time (1 = one after another).
 MAX_CONCURRENT_JOBS = 1

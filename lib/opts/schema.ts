@@ -69,6 +69,7 @@ export interface ReconConfig {
   LEGACY_SHARED_OUTPUT: number;
   MAX_JOB_BYTES: number;
   DISK_FREE_MARGIN: number;
+  VERIFY_AFTER_WRITE: string;
   IDLE_TIMEOUT: number;
   HANDSHAKE_TIMEOUT: number;
   CRYPTO_BACKEND: string;
@@ -359,6 +360,16 @@ export const OPTION_SPECS: Readonly<Record<OptionName, Readonly<OptionSpec>>> = 
     readBy: "server",
     description: "Free space the server keeps on the RECON_FILEPATH disk; a job that would " +
       "leave less is refused.",
+  },
+  VERIFY_AFTER_WRITE: {
+    type: { kind: "choice", values: ["no", "yes"] },
+    default: "no",
+    readBy: "both",
+    description: "yes = read every file back once it is written (the server its uploads, the " +
+      "client its downloads) and check its size and SHA-256 against what the sender sent; a " +
+      "mismatch fails the transfer and the file is discarded. no = the file is taken as it " +
+      "arrived: every byte came authenticated and in order, and its SHA-256 is the sender's. " +
+      "yes costs one more read of each file.",
   },
   IDLE_TIMEOUT: {
     type: seconds(0, true),
@@ -690,6 +701,7 @@ export const DEFAULTS: Readonly<ReconConfig> = deepFreeze({
   LEGACY_SHARED_OUTPUT: 0,
   MAX_JOB_BYTES: 64 * GiB,
   DISK_FREE_MARGIN: GiB,
+  VERIFY_AFTER_WRITE: "no",
   IDLE_TIMEOUT: 300,
   HANDSHAKE_TIMEOUT: 10,
   CRYPTO_BACKEND: "auto",

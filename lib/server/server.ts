@@ -576,6 +576,7 @@ export class ReconServer {
         reconDicomDir: config.RECON_DICOM_DIR,
         maxJobBytes: config.MAX_JOB_BYTES,
         diskFreeMargin: config.DISK_FREE_MARGIN,
+        verifyAfterWrite: config.VERIFY_AFTER_WRITE === "yes",
         uploadResumeWindow: config.UPLOAD_RESUME_WINDOW,
         startedAt: this.#startedAt,
         log,

@@ -33,6 +33,8 @@ export interface SessionContext {
   diskFreeMargin: number;
   /** UPLOAD_RESUME_WINDOW in seconds. */
   uploadResumeWindow: number;
+  /** VERIFY_AFTER_WRITE: read each uploaded file back and check its SHA-256. */
+  verifyAfterWrite?: boolean;
   startedAt: number;
   log: Logger;
   /** Session label for logs, e.g. `127.0.0.1:51234`. */

@@ -6,7 +6,9 @@
  *
  * Each input is received into a partial file of its own (`-partial-<index>` in the
  * job's input directory: no input name can start with `-`, §6.2) and renamed to its
- * name once its SHA-256 verified; then the store records it verified. A cut-off
+ * name once FILE_END checked out (the SHA-256 recorded is the client's, or, for a
+ * resumed file or with VERIFY_AFTER_WRITE, one computed here that matched it); then
+ * the store records it verified. A cut-off
  * upload of a version 3 client keeps the verified bytes for UPLOAD_RESUME_WINDOW
  * from the cut-off (lib/server/sweeper.ts ends it then); a version 1 or 2 client
  * cannot resume, so its failed upload fails the job and leaves no input behind. This
@@ -65,12 +67,15 @@ export async function pullInputs(
       const base = verified;
       const digest = await receiveFileResumable(channel, partial, input.size, offset, {
         onProgress: (bytes) => leases.heldBytes.set(id, base + bytes),
+        verifyAfterWrite: context.verifyAfterWrite,
       });
       await Deno.rename(partial, path.join(inputDir, input.name));
       store.inputVerified(id, input.index, digest.sha256);
       verified += input.size;
       log.debug(
-        `job ${id}: received ${input.name} (${input.size} bytes, sha256 ${digest.sha256})`,
+        `job ${id}: received ${input.name} (${input.size} bytes, sha256 ${digest.sha256}, ${
+          context.verifyAfterWrite ? "read back and checked" : "as the client sent it"
+        })`,
       );
     }
     // Subscribed before the job can start, so its job_started is never missed.

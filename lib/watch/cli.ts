@@ -432,6 +432,7 @@ async function watch(
         reconOptions,
         downloadDir: config.CLIENT_DOWNLOAD_DIR,
         maxResultBytes: config.CLIENT_MAX_RESULT_BYTES,
+        verifyAfterWrite: config.VERIFY_AFTER_WRITE === "yes",
         reconnectTimeoutMs: config.CLIENT_RECONNECT_TIMEOUT * 1000,
         onComplete: config.CLIENT_DAEMON_ON_COMPLETE,
         store,

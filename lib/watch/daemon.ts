@@ -85,6 +85,8 @@ export interface WatchDaemonOptions {
   downloadDir: string;
   /** CLIENT_MAX_RESULT_BYTES (0: no cap). */
   maxResultBytes?: number;
+  /** VERIFY_AFTER_WRITE: read each result back once written and check it. */
+  verifyAfterWrite?: boolean;
   /** CLIENT_DAEMON_ON_COMPLETE program, or "" for none. */
   onComplete: string;
   store: StateStore;

@@ -53,6 +53,7 @@ export interface JobRunContext {
   reconOptions: ReconOptions;
   downloadDir: string;
   maxResultBytes?: number;
+  verifyAfterWrite?: boolean;
   /** Opens a session (for runJob's reconnections). */
   connect: () => Promise<Channel>;
   /** Opens a session, or undefined when the watcher stops first. */
@@ -143,6 +144,7 @@ export class JobRun {
         reconnect: this.#c.reconnect,
         downloadDir: this.#c.downloadDir,
         maxResultBytes: this.#c.maxResultBytes,
+        verifyAfterWrite: this.#c.verifyAfterWrite,
         signal: this.#c.signal,
         // A stop leaves the job on the server; the next run takes it up again.
         cancelOnInterrupt: false,

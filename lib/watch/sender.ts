@@ -48,6 +48,8 @@ export interface SenderOptions {
   downloadDir: string;
   /** CLIENT_MAX_RESULT_BYTES: a job's results above it stay on the server (0: no cap). */
   maxResultBytes?: number;
+  /** VERIFY_AFTER_WRITE: read each result back once written and check it. */
+  verifyAfterWrite?: boolean;
   /** CLIENT_DAEMON_ON_COMPLETE, or "" for none. */
   onComplete: string;
   log: WatchLog;

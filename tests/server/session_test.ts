@@ -31,7 +31,7 @@ import { submitJob } from "../../lib/client/submit.ts";
 import { defaultConfig, type ReconConfig } from "../../lib/opts/mod.ts";
 import { ReconServer } from "../../lib/server/server.ts";
 import { testKey } from "../support/channel_pair.ts";
-import { listDir, waitFor } from "../support/e2e.ts";
+import { delay, listDir, waitFor } from "../support/e2e.ts";
 import { BytesReader } from "../support/memory_duplex.ts";
 import { rawClient } from "../support/raw_peer.ts";
 import { receiveStream, sendStream } from "../../lib/wire/transfer.ts";
@@ -431,8 +431,11 @@ function fileEnd(size: number, digest: Uint8Array): Uint8Array {
   return payload;
 }
 
-/** What the client sends for the file: DATA, then FILE_END unless it is undefined. */
-const BAD_UPLOADS: [string, Uint8Array, Uint8Array | undefined, RegExp][] = [
+/**
+ * What the client sends for the file: DATA, then FILE_END unless it is undefined; and
+ * the server's settings that catch it.
+ */
+const BAD_UPLOADS: [string, Uint8Array, Uint8Array | undefined, RegExp, Partial<ReconConfig>?][] = [
   [
     "fewer bytes than announced",
     SCAN.subarray(1),
@@ -453,17 +456,20 @@ const BAD_UPLOADS: [string, Uint8Array, Uint8Array | undefined, RegExp][] = [
     fileEnd(SCAN.length - 1, sha256(SCAN)),
     /size mismatch/,
   ],
+  // A fresh upload is not hashed on arrival (its records are authenticated): only
+  // VERIFY_AFTER_WRITE reads it back and compares.
   [
-    "the announced bytes with a wrong SHA-256",
+    "the announced bytes with a wrong SHA-256 (VERIFY_AFTER_WRITE = yes)",
     SCAN,
     fileEnd(SCAN.length, sha256(encoder.encode("something else"))),
     /SHA-256 mismatch/,
+    { VERIFY_AFTER_WRITE: "yes" },
   ],
 ];
 
-for (const [what, data, end, reason] of BAD_UPLOADS) {
+for (const [what, data, end, reason, config] of BAD_UPLOADS) {
   Deno.test(`a version 2 upload of ${what} is answered with a transfer error, fails the job and leaves no input directory`, async () => {
-    await using s = await startServer();
+    await using s = await startServer({ config });
     await using client = await s.raw(2);
     await announce((message) => client.sendMessage(message), [{
       name: "P00001.7",
@@ -493,7 +499,7 @@ for (const [what, data, end, reason] of BAD_UPLOADS) {
   });
 
   Deno.test(`a version 3 upload of ${what} is answered with a transfer error and stays resumable`, async () => {
-    await using s = await startServer();
+    await using s = await startServer({ config });
     await using client = await s.raw();
     await announce((message) => client.sendMessage(message), [{
       name: "P00001.7",
@@ -515,6 +521,25 @@ for (const [what, data, end, reason] of BAD_UPLOADS) {
     assert.ok(names.every((name) => name === "-partial-0"), names.join(", "));
   });
 }
+
+Deno.test("a fresh upload's SHA-256 is the client's FILE_END: without VERIFY_AFTER_WRITE the server does not hash it again", async () => {
+  await using s = await startServer();
+  await using client = await s.raw(2);
+  await announce((message) => client.sendMessage(message), [{
+    name: "P00001.7",
+    size: SCAN.length,
+  }]);
+  const request = await client.nextMessage();
+  const jobId = request?.job_id as string;
+  const claimed = sha256(encoder.encode("something else"));
+  await client.send(RecordType.DATA, SCAN);
+  await client.send(RecordType.FILE_END, fileEnd(SCAN.length, claimed));
+  const answer = await client.nextMessage();
+  assert.equal(answer?.type, "job_queued", JSON.stringify(answer));
+  const [input] = s.server.store.inputs(jobId);
+  assert.equal(input.sha256, new Uint8Array(claimed).toHex(), "recorded as the client sent it");
+  assert.deepEqual(await Deno.readFile(path.join(s.inputDir(jobId), "P00001.7")), SCAN);
+});
 
 Deno.test("an upload the client abandons with an error message is answered with a transfer error", async () => {
   await using s = await startServer();
@@ -824,6 +849,48 @@ Deno.test("a result replaced by a symbolic link after collection is not sent", a
   assert.match(line, /is not a regular file \(it is or became a symbolic link\)/);
   assert.ok(line.endsWith(`results kept in ${s.outputDir(jobId)}`), line);
   assert.equal((await Deno.lstat(result)).isSymlink, true, "the results are kept as they are");
+});
+
+Deno.test("a result written to after the job ended is hashed as it is sent, not trusted, and no FILE_END vouches for other bytes", async () => {
+  await using s = await startServer({ script: SLEEPY_SCRIPT.replace("sleep 0.5", "") });
+  await using client = await s.raw();
+  await announce((message) => client.sendMessage(message), [{
+    name: "P00001.7",
+    size: SCAN.length,
+  }]);
+  const request = await client.nextMessage();
+  const jobId = request?.job_id as string;
+  await client.send(RecordType.DATA, SCAN);
+  await client.send(RecordType.FILE_END, fileEnd(SCAN.length, sha256(SCAN)));
+  let message = await client.nextMessage();
+  while (message && message.type !== "dicom_transfer_start") message = await client.nextMessage();
+  assert.equal(message?.type, "dicom_transfer_start");
+  // The job end recorded each result's SHA-256 with the file's times.
+  const outputs = s.server.store.outputs(jobId);
+  assert.ok(
+    outputs.every((output) => output.mtimeMs !== undefined && output.ctimeMs !== undefined),
+  );
+  // Now the result is rewritten in place: same size, other bytes, a new mtime.
+  const result = path.join(s.outputDir(jobId), "result.dcm");
+  const before = await Deno.readTextFile(result);
+  await delay(5);
+  await Deno.writeTextFile(result, before.toUpperCase());
+  await client.sendMessage({ type: "dicom_transfer_ack", job_id: jobId, status: "ready" });
+  const types: number[] = [];
+  for (let record = await client.next(); record; record = await client.next()) {
+    types.push(record.type);
+  }
+  // provenance.json (unchanged: its recorded SHA-256) goes whole; result.dcm's bytes
+  // go, but its FILE_END does not: the server hashed them and they are not the job's.
+  assert.deepEqual(
+    types,
+    [RecordType.MESSAGE, RecordType.DATA, RecordType.FILE_END, RecordType.MESSAGE, RecordType.DATA],
+  );
+  const line = await s.logLine(/delivery failed/);
+  assert.match(
+    line,
+    /result "result\.dcm": the file is not the one recorded \(SHA-256 [0-9a-f]{64}, recorded [0-9a-f]{64}\); not sending it/,
+  );
 });
 
 Deno.test("a job whose input and result names are 254 bytes of UTF-8 goes through both ways", async () => {
