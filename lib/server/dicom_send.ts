@@ -110,8 +110,17 @@ type SecurityOptions = { ca: string; cert?: string; key?: string; rejectUnauthor
 
 /** The parts of dcmjs-dimse's (undeclared) network object used here. */
 interface Network {
-  socket?: { setNoDelay?(noDelay: boolean): unknown; destroy(): unknown };
+  socket?: {
+    setNoDelay?(noDelay: boolean): unknown;
+    destroy(): unknown;
+    write(data: Uint8Array): boolean;
+    /** Bytes written but not yet handed to the system. */
+    writableLength?: number;
+  };
   on(event: "abort", listener: (abort: { source: number; reason: number }) => void): unknown;
+  /** Sends a DIMSE message (its command, then its data set) as P-DATA-TF PDUs. */
+  _sendPDataTF?(command: Request, contextId: number, maxPduLength: number): void;
+  statistics?: { addBytesSent?(bytes: number): void };
 }
 
 /**
@@ -167,14 +176,16 @@ interface FileSource {
 }
 
 /**
- * What {@link FileDataSet}s read their files into: one per {@link sendInstances} call, as
- * large as its largest file so far. The library copies the bytes into its PDUs before it
- * returns from the call that asked for them, so the next file can reuse it; a fresh one
- * per file would be garbage that V8 collects late (ArrayBuffers count only as external
- * memory).
+ * What {@link FileDataSet}s read their files into, and their P-DATA-TF PDUs are made in:
+ * one of each per {@link sendInstances} call, as large as its largest file so far. Fresh
+ * ones per file would be garbage that V8 collects late (ArrayBuffers count only as
+ * external memory, collected after ~64 MB of them). A file's PDUs are reused only once the
+ * socket has written all it was given (the PACS answered the file before the next one is
+ * sent, so it always has).
  */
 interface ReadBuffer {
   bytes: Uint8Array;
+  pdus: Uint8Array;
 }
 
 /**
@@ -199,8 +210,8 @@ class FileDataSet extends dimse.Dataset {
     this.#size = file.size;
   }
 
-  override getDenaturalizedDataset(): Buffer {
-    // Synchronous, as the library calls it (its own reading is readFileSync too).
+  /** The file's data set, read into the shared buffer (valid until the next read). */
+  read(): Uint8Array {
     using file = Deno.openSync(this.#path);
     const { size } = file.statSync();
     if (size !== this.#size) {
@@ -208,15 +219,88 @@ class FileDataSet extends dimse.Dataset {
     }
     const length = size - this.#offset;
     if (this.#buffer.bytes.length < length) this.#buffer.bytes = new Uint8Array(length);
-    const bytes = this.#buffer.bytes;
+    const bytes = this.#buffer.bytes.subarray(0, length);
     file.seekSync(this.#offset, Deno.SeekMode.Start);
     for (let filled = 0; filled < length;) {
-      const n = file.readSync(bytes.subarray(filled, length));
+      const n = file.readSync(bytes.subarray(filled));
       if (n === null) throw new Error("a file changed while it was sent (cut short)");
       filled += n;
     }
-    return Buffer.from(bytes.buffer, 0, length);
+    return bytes;
   }
+
+  /** What the library sends when it makes the PDUs itself (see {@link sendPDataTF}). */
+  override getDenaturalizedDataset(): Buffer {
+    // Synchronous, as the library calls it (its own reading is readFileSync too); it
+    // copies the bytes into its PDUs before it returns.
+    const bytes = this.read();
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  }
+
+  get buffer(): ReadBuffer {
+    return this.#buffer;
+  }
+}
+
+/** The largest PDU the library makes (dcmjs-dimse's cap on the peer's maximum). */
+const PDU_CAP = 4 * 1024 * 1024;
+/** A P-DATA-TF PDU's header and its one PDV item's header (PS3.8 §9.3.5). */
+const PDU_HEADER = 6;
+const PDV_HEADER = 6;
+
+/**
+ * The library's P-DATA-TF sending, for a message whose data set is a {@link FileDataSet}:
+ * its command goes as the library sends it, then the file's bytes as PDUs of at most
+ * `maxPduLength` (one PDV each, the last one flagged last), made in one reused buffer and
+ * written at once, where the library makes two growing buffers per PDU.
+ */
+function sendPDataTF(
+  network: Network,
+  original: NonNullable<Network["_sendPDataTF"]>,
+  command: Request,
+  contextId: number,
+  maxPduLength: number,
+): void {
+  const dataSet = command.getDataset();
+  const socket = network.socket;
+  if (!(dataSet instanceof FileDataSet) || socket === undefined) {
+    return original.call(network, command, contextId, maxPduLength);
+  }
+  // The command alone: the library sends no data set when the field is empty (setDataset
+  // would also mark the command as having none).
+  const holder = command as unknown as { dataset: unknown };
+  holder.dataset = undefined;
+  try {
+    original.call(network, command, contextId, maxPduLength);
+  } finally {
+    holder.dataset = dataSet;
+  }
+  const data = dataSet.read();
+  const chunk = (maxPduLength === 0 ? PDU_CAP : Math.min(maxPduLength, PDU_CAP)) - PDV_HEADER;
+  const count = Math.ceil(data.length / chunk);
+  const total = data.length + count * (PDU_HEADER + PDV_HEADER);
+  const buffers = dataSet.buffer;
+  let out = buffers.pdus;
+  if (out.length < total || (socket.writableLength ?? 1) > 0) {
+    out = new Uint8Array(total);
+    if ((socket.writableLength ?? 1) === 0) buffers.pdus = out;
+  }
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  let at = 0;
+  for (let i = 0, from = 0; i < count; i++) {
+    const n = Math.min(chunk, data.length - from);
+    view.setUint8(at, 0x04); // P-DATA-TF
+    view.setUint8(at + 1, 0);
+    view.setUint32(at + 2, PDV_HEADER + n); // the PDU's length: its one PDV item
+    view.setUint32(at + 6, 2 + n); // the item's length: context ID, control header, value
+    view.setUint8(at + 10, contextId);
+    view.setUint8(at + 11, i === count - 1 ? 0x02 : 0x00); // data set fragment; last or not
+    out.set(data.subarray(from, from + n), at + PDU_HEADER + PDV_HEADER);
+    at += PDU_HEADER + PDV_HEADER + n;
+    from += n;
+  }
+  socket.write(Buffer.from(out.buffer, out.byteOffset, total));
+  network.statistics?.addBytesSent?.(total);
 }
 
 interface AssociationOutcome {
@@ -371,6 +455,12 @@ function associate(plan: AssociationPlan): Promise<AssociationOutcome> {
     }
     // Created synchronously by send().
     network()?.socket?.setNoDelay?.(true);
+    const net = network();
+    const original = net?._sendPDataTF;
+    if (net && typeof original === "function" && plan.files) {
+      net._sendPDataTF = (command, contextId, maxPduLength) =>
+        sendPDataTF(net, original, command, contextId, maxPduLength);
+    }
     network()?.on("abort", ({ source, reason }) => stop(abortMessage(destination, source, reason)));
   });
 }
@@ -467,7 +557,7 @@ export async function sendInstances(
   const ready: number[] = [];
   /** Reused for every file: one fresh buffer per file would be garbage V8 collects late. */
   const startBuffer = new Uint8Array(START_LENGTH);
-  const readBuffer: ReadBuffer = { bytes: new Uint8Array(0) };
+  const readBuffer: ReadBuffer = { bytes: new Uint8Array(0), pdus: new Uint8Array(0) };
   for (const [index, instance] of instances.entries()) {
     const problem = await headerProblem(instance);
     if (problem === undefined) ready.push(index);

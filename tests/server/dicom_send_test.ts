@@ -276,10 +276,11 @@ async function dataSetOf(bytes: Uint8Array): Promise<Uint8Array> {
   }
 }
 
-Deno.test("sendInstances() sends a file in the transfer syntax the PACS accepted as it is: Orthanc stores its data set byte for byte, Latin-1 included", async () => {
+Deno.test("sendInstances() sends a file in the transfer syntax the PACS accepted as it is, over several PDUs: Orthanc stores its data set byte for byte, Latin-1 included", async () => {
   await using tmp = await tempDir();
   await using orthanc = await Orthanc.start();
-  const files = await makeSeries(tmp.dir, 2, { syntax: "explicit" });
+  // 128 KiB of pixels: several P-DATA-TF PDUs per file at Orthanc's 16 KiB maximum PDU.
+  const files = await makeSeries(tmp.dir, 2, { syntax: "explicit", size: 256 });
   // (0008,0005) Specific Character Set "ISO_IR 100" as the first element, and a Latin-1
   // name of the same length: the DICOM library would rewrite both as UTF-8.
   const latin1 = (text: string) => Uint8Array.from(text, (c) => c.charCodeAt(0));
