@@ -7,7 +7,8 @@
  * {@link DELIVERY_BACKOFF}, or given up).
  *
  * Each file is first checked against the job store's outputs row: it must be the file
- * the job wrote (same device and inode, no link, same size and SHA-256), because
+ * the job wrote (same device and inode, no link, same size and SHA-256; the SHA-256 is
+ * taken again only when the file's times are no longer those recorded with it), because
  * dcmjs-dimse sends a truncated file zero-padded and a PACS stores it with success.
  * Then its Part 10 header is read (lib/server/dicom_file.ts): a file that is not
  * DICOM is `skipped` with why, and never sent. A file that does not arrive is `failed`
@@ -20,7 +21,7 @@
 import * as path from "node:path";
 import { errorMessage } from "../errors.ts";
 import type { Destination } from "../opts/mod.ts";
-import { openForSending } from "../wire/transfer.ts";
+import { fileTimes, openForSending } from "../wire/transfer.ts";
 import { isNotDicom, readDicomHeader } from "./dicom_file.ts";
 import { readSha256 } from "./results.ts";
 import { type Instance, sendInstances } from "./dicom_send.ts";
@@ -64,13 +65,15 @@ export interface AttemptReport {
 
 /**
  * Why the file at `file` is no longer the result the job store recorded, or undefined
- * when it is (identity, size, SHA-256). Never follows a link.
+ * when it is (identity, size, SHA-256). Never follows a link. A file whose size and
+ * modification and status-change times are still those recorded when its SHA-256 was
+ * taken is not read again (as a download trusts it, lib/wire/transfer.ts; PROTOCOL §9.8).
  */
 export async function changedResult(
   file: string,
   output: OutputRecord,
 ): Promise<string | undefined> {
-  let opened: { file: Deno.FsFile; size: number };
+  let opened: { file: Deno.FsFile; size: number; info: Deno.FileInfo };
   try {
     opened = await openForSending(file, {
       noFollow: true,
@@ -83,6 +86,12 @@ export async function changedResult(
   }
   let read: { sha256: string; size: number };
   try {
+    const times = fileTimes(opened.info);
+    if (
+      opened.size === output.size && output.mtimeMs !== undefined &&
+      output.ctimeMs !== undefined && times.mtimeMs === output.mtimeMs &&
+      times.ctimeMs === output.ctimeMs
+    ) return undefined;
     read = await readSha256(opened.file);
   } catch (error) {
     return `cannot be read: ${errorMessage(error)}`;

@@ -22,7 +22,7 @@ import { attemptEnd, retryDelay } from "../../lib/server/delivery_attempt.ts";
 import { Refusal } from "../../lib/server/refusal.ts";
 import { makeSeries, type SeriesFile } from "../support/dicom_series.ts";
 import { Orthanc } from "../support/orthanc.ts";
-import { sha256Hex, waitFor } from "../support/e2e.ts";
+import { delay, sha256Hex, waitFor } from "../support/e2e.ts";
 import { memoryLog } from "../support/memory_log.ts";
 
 /** A state directory and a results directory, removed with `await using`. */
@@ -135,6 +135,9 @@ async function succeededJob(
       sha256: sha256Hex(await Deno.readFile(file)),
       dev: info.dev,
       ino: info.ino!,
+      // As the worker records them: a file still at these times is not hashed again.
+      mtimeMs: info.mtime?.getTime(),
+      ctimeMs: info.ctime?.getTime(),
     };
   }));
   store.createReceiving({
@@ -414,11 +417,17 @@ Deno.test("a delivery whose results expire before it could be sent fails with wh
   assert.deepEqual([failed.state, failed.lastError], ["failed", RESULTS_REMOVED]);
   assert.deepEqual(pacs.failures, [`${late.job.id} DOWN ${RESULTS_REMOVED}`]);
 
-  // One result truncated after the job finished: the others go, it does not.
+  // One result truncated after the job finished, another rewritten in place with as many
+  // bytes (its times moved on, so it is hashed again): the others go, they do not.
   const { job, series } = await succeededJob(work.store, work.dir, { count: 4, deliverTo: [] });
   const victim = work.store.outputs(job.id)[1];
   const file = path.join(job.outputDir, victim.name);
   await Deno.truncate(file, victim.size - 100);
+  const rewritten = work.store.outputs(job.id)[3];
+  const bytes = await Deno.readFile(path.join(job.outputDir, rewritten.name));
+  bytes[bytes.length - 1] ^= 0xff;
+  await delay(20); // a later modification time than the one recorded
+  await Deno.writeFile(path.join(job.outputDir, rewritten.name), bytes);
   pacs.redeliver(job.id, ["pacs"]);
   const settledOne = await waitFor("the attempt", () => {
     const d = work.store.deliveries.get(job.id, "PACS");
@@ -426,16 +435,20 @@ Deno.test("a delivery whose results expire before it could be sent fails with wh
   }, { intervalMs: 10 });
   assert.match(
     settledOne.lastError!,
-    /^1 of 4 file\(s\) not stored; result 2: changed since the job finished \(\d+ → \d+ bytes\)$/,
+    /^2 of 4 file\(s\) not stored; result 2: changed since the job finished \(\d+ → \d+ bytes\)$/,
   );
   const files = work.store.deliveries.files(job.id, "PACS");
-  assert.deepEqual(files.map((f) => f.state), ["sent", "failed", "sent", "sent"]);
+  assert.deepEqual(files.map((f) => f.state), ["sent", "failed", "sent", "failed"]);
+  assert.equal(
+    files[3].reason,
+    "changed since the job finished (its SHA-256 is not the one recorded)",
+  );
   assert.ok(
     !settledOne.lastError!.includes("img-"),
     "no result's name in last_error (patient data)",
   );
   assert.equal(files[1].stores, 0);
-  assert.deepEqual(await storedUids(orthanc), uids([series[0], series[2], series[3]]));
+  assert.deepEqual(await storedUids(orthanc), uids([series[0], series[2]]));
 });
 
 Deno.test("a shutdown in the middle leaves what was not confirmed pending; the next start sends the rest, and a stop while sending resumes too", async () => {
