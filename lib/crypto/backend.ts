@@ -33,6 +33,11 @@ export interface CryptoBackend {
    * "WebCrypto (libcrypto not loaded: no --allow-ffi permission)".
    */
   readonly description: string;
+  /**
+   * Whether its codecs build tokens in a given buffer (`EncryptOptions.output`) and
+   * decrypt in place (`DecryptOptions.inPlace`), so a caller may pool buffers.
+   */
+  readonly reusesBuffers: boolean;
   /** A codec for a 32-byte Fernet key (raw or urlsafe base64 text). */
   fernet(key: string | Uint8Array): Promise<FernetCodec>;
 }
@@ -49,6 +54,7 @@ function webCrypto(why: string): CryptoBackend {
   return {
     name: "webcrypto",
     description: `WebCrypto (${why})`,
+    reusesBuffers: false,
     fernet: (key) => Fernet.fromKey(key),
   };
 }
@@ -57,6 +63,7 @@ function openSsl(lib: LibCrypto): CryptoBackend {
   return {
     name: "openssl",
     description: `${lib.version} libcrypto (nonblocking FFI)`,
+    reusesBuffers: true,
     fernet: (key) => {
       try {
         return Promise.resolve(lib.fernet(key));

@@ -112,6 +112,14 @@ export interface EncryptOptions extends FernetClock {
    * frame header can be written in place instead of copying the token. Default 0.
    */
   prefix?: number;
+  /**
+   * A buffer the codec may build the token in (prefix included) instead of allocating
+   * one, when it is at least `prefix + tokenLength(plaintext.length)` bytes long: the
+   * result is then a view of its start. A codec that cannot write into a given buffer
+   * (WebCrypto) ignores it, so compare `result.buffer` to see which happened. It must
+   * not overlap `plaintext` and must not be touched until the promise settles.
+   */
+  output?: Uint8Array<ArrayBuffer>;
 }
 
 /** Options for {@link Fernet.decrypt}. */
@@ -124,6 +132,13 @@ export interface DecryptOptions extends FernetClock {
    * option the timestamp is not checked at all, so hosts with wrong clocks still work.
    */
   maxClockSkew?: number;
+  /**
+   * Let the codec decrypt over the token's own ciphertext and return a view of the
+   * token's buffer (sharing its memory) instead of allocating a new one. The token's
+   * ciphertext is then overwritten, also when a check after the HMAC fails. A codec that
+   * cannot (WebCrypto) returns a buffer of its own, so compare `result.buffer`.
+   */
+  inPlace?: boolean;
 }
 
 function defaultNow(): number {

@@ -230,6 +230,7 @@ export class LibCrypto {
     key: Uint8Array,
     iv: Uint8Array,
     ciphertext: Uint8Array,
+    inPlace = false,
   ): Promise<Uint8Array<ArrayBuffer>> {
     const length = ciphertext.length;
     const lastOffset = length - BLOCK_LENGTH;
@@ -253,7 +254,11 @@ export class LibCrypto {
       for (let i = BLOCK_LENGTH - pad; i < BLOCK_LENGTH; i++) {
         if (last[i] !== pad) badPadding();
       }
-      const plaintext = new Uint8Array(length - pad);
+      // In place, the other blocks are decrypted over themselves: EVP allows in == out,
+      // and the last block's ciphertext, read above, is not among them.
+      const plaintext = inPlace
+        ? (ciphertext as Uint8Array<ArrayBuffer>).subarray(0, length - pad)
+        : new Uint8Array(length - pad);
       if (lastOffset > 0) {
         this.#init(context, false, key, iv);
         check(
@@ -368,7 +373,13 @@ export class OpenSslFernet extends FernetTextCodec {
     options: EncryptOptions = {},
   ): Promise<Uint8Array<ArrayBuffer>> {
     const plan = prepareEncrypt(plaintext, options);
-    const out = new Uint8Array(plan.prefix + plan.length);
+    const size = plan.prefix + plan.length;
+    const given = options.output;
+    let out: Uint8Array<ArrayBuffer>;
+    if (given !== undefined && given.length >= size) {
+      out = given.subarray(0, size);
+      out.fill(0, 0, plan.prefix);
+    } else out = new Uint8Array(size);
     const token = out.subarray(plan.prefix);
     writeTokenHeader(token, plan);
     const macOffset = plan.length - HMAC_LENGTH;
@@ -396,6 +407,7 @@ export class OpenSslFernet extends FernetTextCodec {
       this.#encryptionKey,
       token.subarray(IV_OFFSET, CIPHERTEXT_OFFSET),
       token.subarray(CIPHERTEXT_OFFSET, macOffset),
+      options.inPlace ?? false,
     );
   }
 }

@@ -16,7 +16,7 @@
  * @module
  */
 import { ConnectionError, ProtocolError, TimeoutError } from "../errors.ts";
-import { InvalidTokenError } from "../crypto/fernet.ts";
+import { InvalidTokenError, tokenLength } from "../crypto/fernet.ts";
 import {
   type ByteReader,
   type ByteWriter,
@@ -148,6 +148,11 @@ export class Channel {
   #pumping = false;
   #failure: Error | undefined;
   #closed = false;
+  /** Whether the backend builds tokens in given buffers and decrypts in place. */
+  #reuseBuffers: boolean;
+  /** Free DATA frame buffers, each {@link #frameBufferSize} bytes (see #recycleFrame). */
+  #framePool: Uint8Array<ArrayBuffer>[] = [];
+  #frameBufferSize: number;
   #skewReported = false;
   #finished = false;
 
@@ -179,7 +184,9 @@ export class Channel {
       peerName: options.peerName ?? "peer",
     };
     this.#peer = this.#options.peerName;
-    const { recordsPerKey, crypto } = this.#options;
+    const { recordsPerKey, crypto, chunkSize } = this.#options;
+    this.#reuseBuffers = crypto.reusesBuffers;
+    this.#frameBufferSize = FRAME_HEADER_SIZE + tokenLength(RECORD_HEADER_SIZE + chunkSize);
     this.#sendKeys = new KeySchedule(keys.sendKey, recordsPerKey, crypto);
     this.#receiveKeys = new KeySchedule(keys.receiveKey, recordsPerKey, crypto);
     reader.maxFrameSize = MAX_FRAME_SIZE;
@@ -275,7 +282,7 @@ export class Channel {
         new RangeError(`a DATA record holds at most ${MAX_RECORD_PAYLOAD} bytes`),
       );
     }
-    return this.#sendRecord(RecordType.DATA, record, !options.reuse);
+    return this.#sendRecord(RecordType.DATA, record, !options.reuse, this.#reuseBuffers);
   }
 
   /** Send the FILE_END record that closes a file: its size and SHA-256. */
@@ -362,6 +369,7 @@ export class Channel {
     if (error && !this.#failure) this.#failure = error;
     if (this.#closed) return;
     this.#closed = true;
+    for (const buffer of this.#framePool.splice(0)) releaseBuffer(buffer);
     this.#idle.disarm();
     this.#stopKeepalive?.();
     this.#stopKeepalive = undefined;
@@ -396,18 +404,46 @@ export class Channel {
   }
 
   /**
+   * Keep a written DATA frame's buffer for the next one when the backend builds tokens
+   * in given buffers (the pool's size: a full chunk's frame), else free it. Fresh 1 MiB
+   * buffers cost zero-filling and page faults per record (docs/PERFORMANCE.md).
+   */
+  #recycleFrame(
+    sealed: Uint8Array<ArrayBuffer>,
+    output: Uint8Array<ArrayBuffer> | undefined,
+  ): void {
+    const keep = (buffer: Uint8Array<ArrayBuffer>) => {
+      if (
+        this.#reuseBuffers && !this.#closed && buffer.byteLength === this.#frameBufferSize &&
+        this.#framePool.length <= this.#options.cryptoDepth
+      ) {
+        this.#framePool.push(buffer);
+      } else releaseBuffer(buffer);
+    };
+    // A record too large for a pooled buffer got a fresh one: the pooled one stays free.
+    if (output !== undefined && sealed.buffer !== output.buffer) keep(output);
+    keep(new Uint8Array(sealed.buffer));
+  }
+
+  /**
    * Encrypt `record` (header space reserved, filled here) and queue it for writing.
    * The sequence number is taken synchronously and writes run in sequence order.
    */
-  #sendRecord(type: number, record: Uint8Array<ArrayBuffer>, release = true): Promise<void> {
+  #sendRecord(
+    type: number,
+    record: Uint8Array<ArrayBuffer>,
+    release = true,
+    pooled = false,
+  ): Promise<void> {
     if (this.#failure) return Promise.reject(this.#failure);
     if (this.#closed) return Promise.reject(new ConnectionError("the session is closed"));
     const seq = this.#sendSeq++;
     if (!Number.isSafeInteger(seq)) return Promise.reject(new RangeError("sequence exhausted"));
     writeRecordHeader(record, seq, type);
     this.#lastSend = this.#options.timers.now();
+    const output = pooled ? this.#framePool.pop() : undefined;
     const frame = this.#sendKeys.keyFor(seq).then((key) =>
-      key.fernet.encrypt(record, { prefix: FRAME_HEADER_SIZE, now: this.#options.now })
+      key.fernet.encrypt(record, { prefix: FRAME_HEADER_SIZE, now: this.#options.now, output })
     );
     ignore(frame);
     const written = this.#writeChain.then(async () => {
@@ -417,7 +453,7 @@ export class Channel {
         // The record was copied into the token: both can go once the token is written.
         if (release) releaseBuffer(record);
         await writeAll(this.#conn, sealed);
-        releaseBuffer(sealed);
+        this.#recycleFrame(sealed, output);
       } catch (error) {
         const failure = this.#failure ?? new ConnectionError(
           `sending to the ${this.#peer} failed: ${(error as Error).message}`,
@@ -479,9 +515,11 @@ export class Channel {
         }
         const seq = this.#pumpSeq++;
         const decrypted = this.#receiveKeys.keyFor(seq).then(async (key) => {
-          const plaintext = await key.fernet.decrypt(frame);
+          // In place where the backend can: the plaintext is then a view of the frame,
+          // one 1 MiB allocation per record fewer; its reader frees it (transfer.ts).
+          const plaintext = await key.fernet.decrypt(frame, { inPlace: this.#reuseBuffers });
           this.#checkClock(key.fernet.timestampOf(frame));
-          releaseBuffer(frame);
+          if (plaintext.buffer !== frame.buffer) releaseBuffer(frame);
           return plaintext;
         });
         ignore(decrypted);

@@ -315,3 +315,84 @@ try {
   assert.match(result.hint, /--allow-ffi/);
   assert.ok(!result.message.includes("\n"));
 });
+
+Deno.test("encrypt() with output: OpenSSL builds the token in it (prefix zeroed), WebCrypto ignores it, both tokens alike", async () => {
+  const key = randomBytes(32);
+  const [ours, theirs] = await codecs(key);
+  assert.equal(openssl.reusesBuffers, true);
+  assert.equal(webcrypto.reusesBuffers, false);
+  const iv = randomBytes(16);
+  for (const size of [0, 5, 16, 1000, 1024 * 1024 + 9]) {
+    const plaintext = randomBytes(size);
+    const options = { iv, now: clock(1234), prefix: 4 };
+    const expected = await theirs.encrypt(plaintext, options);
+    const output = new Uint8Array(expected.length + 100).fill(0xee);
+    const made = await ours.encrypt(plaintext, { ...options, output });
+    assert.equal(made.buffer, output.buffer, `size ${size}: built in the given buffer`);
+    assert.equal(made.byteOffset, 0);
+    assert.deepEqual(made, expected, `size ${size}`);
+    const ignored = await theirs.encrypt(plaintext, { ...options, output });
+    assert.notEqual(ignored.buffer, output.buffer);
+    assert.deepEqual(ignored, expected);
+    // Too small: a buffer of its own, the given one untouched.
+    const small = new Uint8Array(expected.length - 1).fill(0xee);
+    const fresh = await ours.encrypt(plaintext, { ...options, output: small });
+    assert.notEqual(fresh.buffer, small.buffer);
+    assert.deepEqual(fresh, expected);
+    assert.ok(small.every((byte) => byte === 0xee));
+  }
+});
+
+Deno.test("decrypt() with inPlace: OpenSSL returns a view of the token's buffer, WebCrypto a buffer of its own, the same plaintext and refusals", async () => {
+  const key = randomBytes(32);
+  const [ours, theirs] = await codecs(key);
+  for (const size of [0, 1, 15, 16, 17, 100_000, 1024 * 1024 + 9]) {
+    const plaintext = randomBytes(size);
+    const token = await theirs.encrypt(plaintext, { prefix: 4 });
+    const framed = token.slice();
+    const opened = await ours.decrypt(framed.subarray(4), { inPlace: true });
+    assert.equal(opened.buffer, framed.buffer, `size ${size}`);
+    assert.deepEqual(opened, plaintext, `size ${size}`);
+    assert.deepEqual(framed.subarray(0, 4 + 25), token.subarray(0, 4 + 25), "header untouched");
+    const copy = token.slice();
+    const own = await theirs.decrypt(copy.subarray(4), { inPlace: true });
+    assert.notEqual(own.buffer, copy.buffer);
+    assert.deepEqual(own, plaintext);
+  }
+  const good = await ours.encrypt(randomBytes(40));
+  const tampered = good.slice();
+  tampered[30] ^= 1;
+  assert.equal(
+    await outcome(ours.decrypt(tampered.slice(), { inPlace: true })),
+    await outcome(theirs.decrypt(tampered, { inPlace: true })),
+  );
+  const badPadding = new Uint8Array(32).fill(0x41);
+  const body = await rawBody(key, badPadding);
+  assert.equal(
+    await outcome(ours.decrypt(await signed(key, body), { inPlace: true })),
+    "InvalidTokenError padding: bad padding",
+  );
+});
+
+Deno.test("a channel on OpenSSL reuses its DATA frame buffers and still delivers every byte, record sizes mixed", async () => {
+  await using pair = await channelPair({ crypto: openssl, cryptoDepth: 2 }, { crypto: openssl });
+  const chunk = pair.client.chunkSize;
+  const sizes = [chunk, chunk, 1, chunk, chunk - 1, 4 * 1024 * 1024, chunk, 0, chunk, chunk];
+  const payloads = sizes.map((size) => randomBytes(size));
+  const sending = (async () => {
+    const window: Promise<void>[] = [];
+    for (const payload of payloads) {
+      const record = new Uint8Array(RECORD_HEADER_SIZE + payload.length);
+      record.set(payload, RECORD_HEADER_SIZE);
+      window.push(pair.client.sendData(record));
+      if (window.length >= 2) await window.shift();
+    }
+    await Promise.all(window);
+  })();
+  for (const [index, payload] of payloads.entries()) {
+    const got = await pair.server.receive();
+    assert.equal(got.type, "data");
+    assert.deepEqual(got.type === "data" ? got.bytes : undefined, payload, `record ${index}`);
+  }
+  await sending;
+});
