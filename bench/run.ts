@@ -193,6 +193,8 @@ function transferRow(
     extra[key] = median(samples.map((s) => s.extra![key]));
   }
   extra.foreign_cpu_s_runs = samples.map((s) => s.extra?.foreign_cpu_s ?? 0);
+  extra.client_cpu_s_runs = samples.map((s) => round(s.clientCpuS, 3));
+  extra.server_cpu_s_runs = samples.map((s) => round(s.serverCpuS, 3));
   extra.kernel_thread_cpu_s_runs = samples.map((s) => s.extra?.kernel_thread_cpu_s ?? 0);
   const disturbedRuns = samples.filter(disturbed).length;
   if (disturbedRuns > 0) {
@@ -2023,6 +2025,7 @@ function printTargets(): void {
       } MB`,
     );
   }
+  if (lines.length === 0) return;
   console.log(
     `\nTargets (issue 6)${
       sizeMiB < 1024
