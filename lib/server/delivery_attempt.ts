@@ -24,7 +24,7 @@ import type { Destination } from "../opts/mod.ts";
 import { fileTimes, openForSending } from "../wire/transfer.ts";
 import { isNotDicom, readDicomHeader } from "./dicom_file.ts";
 import { readSha256 } from "./results.ts";
-import { type Instance, sendInstances } from "./dicom_send.ts";
+import type { Instance } from "./dicom_send.ts";
 import type {
   AttemptEnd,
   DeliveryFileRecord,
@@ -107,6 +107,18 @@ export async function changedResult(
   return undefined;
 }
 
+let sender: Promise<typeof import("./dicom_send.ts")> | undefined;
+
+/**
+ * lib/server/dicom_send.ts, loaded once, when first asked for: dcmjs-dimse takes ~14 MB of
+ * the server's memory once loaded, which a server without destinations does not need
+ * (PacsDeliverer.start asks for it when there are destinations, so that the first
+ * delivery does not wait ~0.1 s for it).
+ */
+export function loadSender(): Promise<typeof import("./dicom_send.ts")> {
+  return sender ??= import("./dicom_send.ts");
+}
+
 /** Check the files not sent yet, send the DICOM ones, and say what became of each. */
 export async function attemptDelivery(input: AttemptInput): Promise<AttemptReport> {
   const { outputDir, destination, signal } = input;
@@ -152,6 +164,7 @@ export async function attemptDelivery(input: AttemptInput): Promise<AttemptRepor
   if (outcomes.size > 0) input.onChecked?.([...outcomes.values()]);
   let error: string | undefined;
   if (toSend.length > 0 && !signal?.aborted) {
+    const { sendInstances } = await loadSender();
     const report = await sendInstances(destination, toSend.map((f) => f.instance), signal);
     error = report.error;
     report.results.forEach((result, i) => {

@@ -30,6 +30,7 @@ import {
   attemptDelivery,
   attemptEnd,
   type AttemptReport,
+  loadSender,
   unsentReport,
 } from "./delivery_attempt.ts";
 import type { DeliveryRecord, DeliverySummary } from "./delivery_store.ts";
@@ -136,6 +137,8 @@ export class PacsDeliverer {
       this.#create(jobId, [destination], finishedAt);
     }
     this.#started = true;
+    // The DICOM library, loaded now rather than by the first delivery (an error shows then).
+    if (Object.keys(this.#options.destinations).length > 0) loadSender().catch(() => {});
     this.#schedule();
   }
 
