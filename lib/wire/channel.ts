@@ -8,9 +8,11 @@
  * reflected or spliced record ends the session. A session ends with a GOODBYE record,
  * so a connection cut at a record boundary is never mistaken for a complete one.
  *
- * Both directions are pipelined: records are encrypted (the crypto backend,
- * lib/crypto/backend.ts, runs off the main thread) while earlier ones are written in sequence order, and up to `cryptoDepth`
- * received frames are read ahead and decrypted while the caller handles earlier ones.
+ * Both directions are pipelined: records are encrypted (the crypto backend of
+ * lib/crypto/backend.ts runs off the main thread) while earlier ones are written in
+ * sequence order, and up to `cryptoDepth` received frames are read ahead and decrypted
+ * while the caller handles earlier ones. With libcrypto, DATA frames are built in reused
+ * buffers and received records are decrypted in place (no fresh 1 MiB buffer per record).
  * Files are cut into records by lib/wire/transfer.ts.
  *
  * @module
