@@ -113,11 +113,12 @@ interface Network {
   socket?: {
     setNoDelay?(noDelay: boolean): unknown;
     destroy(): unknown;
-    write(data: Uint8Array): boolean;
-    /** Bytes written but not yet handed to the system. */
-    writableLength?: number;
+    readonly destroyed?: boolean;
+    /** `done` once the socket has taken `data` (or failed to). */
+    write(data: Uint8Array, done?: () => void): boolean;
   };
   on(event: "abort", listener: (abort: { source: number; reason: number }) => void): unknown;
+  emit(event: "networkError", error: Error): unknown;
   /** Sends a DIMSE message (its command, then its data set) as P-DATA-TF PDUs. */
   _sendPDataTF?(command: Request, contextId: number, maxPduLength: number): void;
   statistics?: { addBytesSent?(bytes: number): void };
@@ -176,69 +177,65 @@ interface FileSource {
 }
 
 /**
- * What {@link FileDataSet}s read their files into, and their P-DATA-TF PDUs are made in:
- * one of each per {@link sendInstances} call, as large as its largest file so far. Fresh
- * ones per file would be garbage that V8 collects late (ArrayBuffers count only as
- * external memory, collected after ~64 MB of them). A file's PDUs are reused only once the
- * socket has written all it was given (the PACS answered the file before the next one is
- * sent, so it always has).
+ * What a {@link sendInstances} call reads its files into and makes their P-DATA-TF PDUs
+ * in, reused from file to file: fresh ones per file would be garbage that V8 collects late
+ * (ArrayBuffers count only as external memory, collected after ~64 MB of them).
  */
 interface ReadBuffer {
+  /** For {@link FileDataSet.getDenaturalizedDataset}: as large as the largest data set. */
   bytes: Uint8Array;
-  pdus: Uint8Array;
+  /** For {@link sendPDataTF}: two slots of at most {@link STREAM_CHUNK} bytes of PDUs. */
+  slots: Uint8Array[];
+  /** The socket's write from each slot, until it has taken the bytes. */
+  writes: (Promise<void> | undefined)[];
+}
+
+/** A fresh {@link ReadBuffer}. */
+function readBuffer(): ReadBuffer {
+  return { bytes: new Uint8Array(0), slots: [], writes: [] };
+}
+
+/** The change that ends a send when a file is no longer what its start said. */
+function fileChanged(expected: number, found: number | "cut short"): Error {
+  return new Error(
+    `a file changed while it was sent (${
+      found === "cut short" ? "cut short" : `${expected} → ${found} bytes`
+    })`,
+  );
 }
 
 /**
  * A data set the library sends as the bytes of its file's data set, read when it is sent:
- * nothing parsed, nothing encoded again, no copy of the file kept. Only for a
- * presentation context whose transfer syntax is the file's (no transcoding). Throws
- * (the association ends with that reason, which names no file: the delivery's check of
- * each file against the job store says which at the next attempt) when the file's size
- * is no longer the size its start was read with.
+ * nothing parsed, nothing encoded again. Only for a presentation context whose transfer
+ * syntax is the file's (no transcoding). {@link sendPDataTF} streams it; the library's
+ * own path (getDenaturalizedDataset) reads it whole. A file whose size is no longer the
+ * size its start was read with ends the association with that reason (which names no
+ * file: the delivery's check of each file against the job store says which at the next
+ * attempt).
  */
 class FileDataSet extends dimse.Dataset {
-  readonly #path: string;
-  readonly #offset: number;
-  readonly #size: number;
-  readonly #buffer: ReadBuffer;
-
-  constructor(file: FileSource, buffer: ReadBuffer) {
-    super({}, file.transferSyntaxUid);
-    this.#buffer = buffer;
-    this.#path = file.path;
-    this.#offset = file.dataSetOffset;
-    this.#size = file.size;
+  constructor(readonly source: FileSource, readonly buffer: ReadBuffer) {
+    super({}, source.transferSyntaxUid);
   }
 
-  /** The file's data set, read into the shared buffer (valid until the next read). */
-  read(): Uint8Array {
-    using file = Deno.openSync(this.#path);
-    const { size } = file.statSync();
-    if (size !== this.#size) {
-      throw new Error(`a file changed while it was sent (${this.#size} → ${size} bytes)`);
-    }
-    const length = size - this.#offset;
-    if (this.#buffer.bytes.length < length) this.#buffer.bytes = new Uint8Array(length);
-    const bytes = this.#buffer.bytes.subarray(0, length);
-    file.seekSync(this.#offset, Deno.SeekMode.Start);
-    for (let filled = 0; filled < length;) {
-      const n = file.readSync(bytes.subarray(filled));
-      if (n === null) throw new Error("a file changed while it was sent (cut short)");
-      filled += n;
-    }
-    return bytes;
-  }
-
-  /** What the library sends when it makes the PDUs itself (see {@link sendPDataTF}). */
+  /** What the library sends when it makes the PDUs itself. */
   override getDenaturalizedDataset(): Buffer {
     // Synchronous, as the library calls it (its own reading is readFileSync too); it
     // copies the bytes into its PDUs before it returns.
-    const bytes = this.read();
+    const { path, size: expected, dataSetOffset } = this.source;
+    using file = Deno.openSync(path);
+    const { size } = file.statSync();
+    if (size !== expected) throw fileChanged(expected, size);
+    const length = size - dataSetOffset;
+    if (this.buffer.bytes.length < length) this.buffer.bytes = new Uint8Array(length);
+    const bytes = this.buffer.bytes.subarray(0, length);
+    file.seekSync(dataSetOffset, Deno.SeekMode.Start);
+    for (let filled = 0; filled < length;) {
+      const n = file.readSync(bytes.subarray(filled));
+      if (n === null) throw fileChanged(expected, "cut short");
+      filled += n;
+    }
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
-  }
-
-  get buffer(): ReadBuffer {
-    return this.#buffer;
   }
 }
 
@@ -247,12 +244,19 @@ const PDU_CAP = 4 * 1024 * 1024;
 /** A P-DATA-TF PDU's header and its one PDV item's header (PS3.8 §9.3.5). */
 const PDU_HEADER = 6;
 const PDV_HEADER = 6;
+/** File bytes read and written at a time when a data set is streamed. */
+const STREAM_CHUNK = 1024 * 1024;
 
 /**
  * The library's P-DATA-TF sending, for a message whose data set is a {@link FileDataSet}:
- * its command goes as the library sends it, then the file's bytes as PDUs of at most
- * `maxPduLength` (one PDV each, the last one flagged last), made in one reused buffer and
- * written at once, where the library makes two growing buffers per PDU.
+ * its command goes as the library sends it; then the file's data set is streamed as PDUs
+ * of at most `maxPduLength` (one PDV each, the last one flagged last), made
+ * {@link STREAM_CHUNK} bytes of file at a time in two reused slots, each written at once
+ * and reused once the socket has taken it. The library made two growing buffers per PDU
+ * and held the whole file (several times over) while it wrote them. Returns before the
+ * data set is sent: the library sends nothing else on the association until the PACS
+ * answers, which it does only after the last byte. A failure is the association's
+ * `networkError`, as when the library's own sending throws.
  */
 function sendPDataTF(
   network: Network,
@@ -275,32 +279,64 @@ function sendPDataTF(
   } finally {
     holder.dataset = dataSet;
   }
-  const data = dataSet.read();
-  const chunk = (maxPduLength === 0 ? PDU_CAP : Math.min(maxPduLength, PDU_CAP)) - PDV_HEADER;
-  const count = Math.ceil(data.length / chunk);
-  const total = data.length + count * (PDU_HEADER + PDV_HEADER);
-  const buffers = dataSet.buffer;
-  let out = buffers.pdus;
-  if (out.length < total || (socket.writableLength ?? 1) > 0) {
-    out = new Uint8Array(total);
-    if ((socket.writableLength ?? 1) === 0) buffers.pdus = out;
+  const value = (maxPduLength === 0 ? PDU_CAP : Math.min(maxPduLength, PDU_CAP)) - PDV_HEADER;
+  streamDataSet(socket, dataSet, contextId, value, network.statistics).catch((error) => {
+    if (!socket.destroyed) network.emit("networkError", error);
+  });
+}
+
+/** The data set of `dataSet`'s file as P-DATA-TF PDUs carrying `value` bytes each at most. */
+async function streamDataSet(
+  socket: NonNullable<Network["socket"]>,
+  dataSet: FileDataSet,
+  contextId: number,
+  value: number,
+  statistics: Network["statistics"],
+): Promise<void> {
+  const { path, size: expected, dataSetOffset } = dataSet.source;
+  using file = await Deno.open(path);
+  const { size } = await file.stat();
+  if (size !== expected) throw fileChanged(expected, size);
+  await file.seek(dataSetOffset, Deno.SeekMode.Start);
+  const length = size - dataSetOffset;
+  // Whole PDUs per chunk, so that only the data set's last PDU is short.
+  const chunk = Math.max(1, Math.floor(STREAM_CHUNK / value)) * value;
+  const { slots, writes } = dataSet.buffer;
+  for (let sent = 0, turn = 0; sent < length; turn ^= 1) {
+    const n = Math.min(chunk, length - sent);
+    const pdus = Math.ceil(n / value);
+    const total = n + pdus * (PDU_HEADER + PDV_HEADER);
+    await writes[turn];
+    if (socket.destroyed) return; // the association was stopped: its reason is recorded
+    if (!slots[turn] || slots[turn].length < total) slots[turn] = new Uint8Array(total);
+    const out = slots[turn];
+    // The file's bytes go where the PDUs carry them; the headers are written around them.
+    let at = 0;
+    for (let i = 0; i < pdus; i++) {
+      const m = Math.min(value, n - i * value);
+      const into = out.subarray(at + PDU_HEADER + PDV_HEADER, at + PDU_HEADER + PDV_HEADER + m);
+      for (let filled = 0; filled < m;) {
+        const got = await file.read(into.subarray(filled));
+        if (got === null) throw fileChanged(expected, "cut short");
+        filled += got;
+      }
+      const view = new DataView(out.buffer, out.byteOffset + at, PDU_HEADER + PDV_HEADER);
+      view.setUint8(0, 0x04); // P-DATA-TF
+      view.setUint8(1, 0);
+      view.setUint32(2, PDV_HEADER + m); // the PDU's length: its one PDV item
+      view.setUint32(6, 2 + m); // the item's length: context ID, control header, value
+      view.setUint8(10, contextId);
+      // A data set fragment; the data set's last one says so.
+      view.setUint8(11, sent + i * value + m === length ? 0x02 : 0x00);
+      at += PDU_HEADER + PDV_HEADER + m;
+    }
+    if (socket.destroyed) return;
+    const { promise, resolve } = Promise.withResolvers<void>();
+    socket.write(Buffer.from(out.buffer, out.byteOffset, total), () => resolve());
+    writes[turn] = promise;
+    statistics?.addBytesSent?.(total);
+    sent += n;
   }
-  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
-  let at = 0;
-  for (let i = 0, from = 0; i < count; i++) {
-    const n = Math.min(chunk, data.length - from);
-    view.setUint8(at, 0x04); // P-DATA-TF
-    view.setUint8(at + 1, 0);
-    view.setUint32(at + 2, PDV_HEADER + n); // the PDU's length: its one PDV item
-    view.setUint32(at + 6, 2 + n); // the item's length: context ID, control header, value
-    view.setUint8(at + 10, contextId);
-    view.setUint8(at + 11, i === count - 1 ? 0x02 : 0x00); // data set fragment; last or not
-    out.set(data.subarray(from, from + n), at + PDU_HEADER + PDV_HEADER);
-    at += PDU_HEADER + PDV_HEADER + n;
-    from += n;
-  }
-  socket.write(Buffer.from(out.buffer, out.byteOffset, total));
-  network.statistics?.addBytesSent?.(total);
 }
 
 interface AssociationOutcome {
@@ -557,7 +593,7 @@ export async function sendInstances(
   const ready: number[] = [];
   /** Reused for every file: one fresh buffer per file would be garbage V8 collects late. */
   const startBuffer = new Uint8Array(START_LENGTH);
-  const readBuffer: ReadBuffer = { bytes: new Uint8Array(0), pdus: new Uint8Array(0) };
+  const buffers = readBuffer();
   for (const [index, instance] of instances.entries()) {
     const problem = await headerProblem(instance);
     if (problem === undefined) ready.push(index);
@@ -611,7 +647,7 @@ export async function sendInstances(
       destination,
       security,
       requests: [...requests.keys()],
-      files: { sources, buffer: readBuffer },
+      files: { sources, buffer: buffers },
       signal,
     });
     report.error = outcome.error;
