@@ -118,7 +118,6 @@ interface Network {
     write(data: Uint8Array, done?: () => void): boolean;
   };
   on(event: "abort", listener: (abort: { source: number; reason: number }) => void): unknown;
-  emit(event: "networkError", error: Error): unknown;
   /** Sends a DIMSE message (its command, then its data set) as P-DATA-TF PDUs. */
   _sendPDataTF?(command: Request, contextId: number, maxPduLength: number): void;
   statistics?: { addBytesSent?(bytes: number): void };
@@ -255,8 +254,8 @@ const STREAM_CHUNK = 1024 * 1024;
  * and reused once the socket has taken it. The library made two growing buffers per PDU
  * and held the whole file (several times over) while it wrote them. Returns before the
  * data set is sent: the library sends nothing else on the association until the PACS
- * answers, which it does only after the last byte. A failure is the association's
- * `networkError`, as when the library's own sending throws.
+ * answers, which it does only after the last byte. A failure (the file changed, cannot be
+ * read) goes to `fail` unless the socket is gone already.
  */
 function sendPDataTF(
   network: Network,
@@ -264,34 +263,44 @@ function sendPDataTF(
   command: Request,
   contextId: number,
   maxPduLength: number,
+  fail: (error: unknown) => void,
 ): void {
   const dataSet = command.getDataset();
   const socket = network.socket;
   if (!(dataSet instanceof FileDataSet) || socket === undefined) {
     return original.call(network, command, contextId, maxPduLength);
   }
-  // The command alone: the library sends no data set when the field is empty (setDataset
-  // would also mark the command as having none).
-  const holder = command as unknown as { dataset: unknown };
-  holder.dataset = undefined;
-  try {
-    original.call(network, command, contextId, maxPduLength);
-  } finally {
-    holder.dataset = dataSet;
-  }
+  /** The command alone: the library sends no data set when the field is empty. */
+  const sendCommand = () => {
+    // (setDataset would also mark the command as having none)
+    const holder = command as unknown as { dataset: unknown };
+    holder.dataset = undefined;
+    try {
+      original.call(network, command, contextId, maxPduLength);
+    } finally {
+      holder.dataset = dataSet;
+    }
+  };
   const value = (maxPduLength === 0 ? PDU_CAP : Math.min(maxPduLength, PDU_CAP)) - PDV_HEADER;
-  streamDataSet(socket, dataSet, contextId, value, network.statistics).catch((error) => {
-    if (!socket.destroyed) network.emit("networkError", error);
-  });
+  streamDataSet(socket, dataSet, contextId, value, network.statistics, sendCommand).catch(
+    (error) => {
+      if (!socket.destroyed) fail(error);
+    },
+  );
 }
 
-/** The data set of `dataSet`'s file as P-DATA-TF PDUs carrying `value` bytes each at most. */
+/**
+ * `sendCommand`, then the data set of `dataSet`'s file as P-DATA-TF PDUs carrying `value`
+ * bytes each at most. The command goes in the same turn as the first PDUs, once they are
+ * read, so that the two leave together.
+ */
 async function streamDataSet(
   socket: NonNullable<Network["socket"]>,
   dataSet: FileDataSet,
   contextId: number,
   value: number,
   statistics: Network["statistics"],
+  sendCommand: () => void,
 ): Promise<void> {
   const { path, size: expected, dataSetOffset } = dataSet.source;
   using file = await Deno.open(path);
@@ -331,6 +340,7 @@ async function streamDataSet(
       at += PDU_HEADER + PDV_HEADER + m;
     }
     if (socket.destroyed) return;
+    if (sent === 0) sendCommand();
     const { promise, resolve } = Promise.withResolvers<void>();
     socket.write(Buffer.from(out.buffer, out.byteOffset, total), () => resolve());
     writes[turn] = promise;
@@ -495,7 +505,9 @@ function associate(plan: AssociationPlan): Promise<AssociationOutcome> {
     const original = net?._sendPDataTF;
     if (net && typeof original === "function" && plan.files) {
       net._sendPDataTF = (command, contextId, maxPduLength) =>
-        sendPDataTF(net, original, command, contextId, maxPduLength);
+        sendPDataTF(net, original, command, contextId, maxPduLength, (error) => {
+          stop(`sending to ${where} stopped: ${errorMessage(error)}`);
+        });
     }
     network()?.on("abort", ({ source, reason }) => stop(abortMessage(destination, source, reason)));
   });

@@ -162,7 +162,8 @@ class CountingForwarder implements AsyncDisposable {
   readonly #accepting: Promise<void>;
   connections = 0;
 
-  constructor(readonly targetPort: number) {
+  /** `onConnect` runs before a connection is forwarded (the association waits for it). */
+  constructor(readonly targetPort: number, readonly onConnect?: () => Promise<void>) {
     this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     this.#accepting = this.#accept();
   }
@@ -192,6 +193,7 @@ class CountingForwarder implements AsyncDisposable {
       }
     };
     try {
+      await this.onConnect?.();
       server = await Deno.connect({ hostname: "127.0.0.1", port: this.targetPort });
       this.#conns.add(server);
       const pump = async (from: Deno.Conn, into: Deno.Conn) => {
@@ -669,6 +671,29 @@ Deno.test("sendInstances() sends 120 files over 3 associations of at most MAX_IN
   assert.equal(forwarder.connections, 3);
   assert.ok(report.results.every((r) => r.arrived));
   assert.deepEqual(await storedUids(orthanc), uids(files));
+});
+
+Deno.test("sendInstances() stops the association when a file's size changed after it was read, before its bytes went: one line naming no file", async () => {
+  await using tmp = await tempDir();
+  await using orthanc = await Orthanc.start();
+  const files = await makeSeries(tmp.dir, 3, { syntax: "explicit", size: 64 });
+  const instances = await instancesOf(files);
+  const victim = files[1].path;
+  const size = (await Deno.stat(victim)).size;
+  // Cut short once sendInstances has read every file's start, when it connects.
+  await using forwarder = new CountingForwarder(
+    orthanc.dicomPort,
+    () => Deno.truncate(victim, size - 100),
+  );
+  const report = await sendInstances(destination(forwarder.port), instances);
+  assert.match(
+    oneLine(report.error),
+    new RegExp(`stopped: a file changed while it was sent \\(${size} → ${size - 100} bytes\\)$`),
+  );
+  assert.ok(!report.error!.includes(path.basename(victim)), "names no file");
+  assert.deepEqual(report.results.map((r) => r.arrived), [true, false, false]);
+  assert.match(report.results[1].reason!, /^no C-STORE response: .*a file changed/);
+  assert.deepEqual(await storedUids(orthanc), [files[0].sopInstanceUid]);
 });
 
 Deno.test("echo() answers undefined from Orthanc and one line for a refused port or a wrong AE title", async () => {
