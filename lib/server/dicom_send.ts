@@ -169,6 +169,7 @@ interface AssociationPlan {
 /** Where a file's data set is, as its start was read (lib/server/dicom_file.ts). */
 interface FileSource {
   path: string;
+  sopClassUid: string;
   transferSyntaxUid: string;
   /** The byte after its file meta information. */
   dataSetOffset: number;
@@ -349,6 +350,37 @@ async function streamDataSet(
   }
 }
 
+const IMPLICIT_VR_LE = "1.2.840.10008.1.2";
+const EXPLICIT_VR_LE = "1.2.840.10008.1.2.1";
+/** Presentation contexts one association may propose (PS3.8 §9.3.2.2: odd IDs 1–255). */
+const MAX_CONTEXTS = 128;
+
+/**
+ * The (SOP class, transfer syntax) pairs of the plan's files in implicit or explicit VR
+ * little endian, each to be proposed in a context of its own. The library proposes one
+ * context per SOP class with both (the PACS picks one: Orthanc explicit) and converts
+ * every file in the other; its own context lets the PACS take the file as it is. (A file
+ * in another syntax gets a context of its own from the library.) None when they would
+ * not fit beside the library's contexts.
+ */
+function ownSyntaxes(plan: AssociationPlan): [string, string][] {
+  const sources = [...plan.files?.sources.values() ?? []];
+  if (sources.length === 0) return [];
+  /** What the library proposes at most: a context per SOP class, one per other syntax. */
+  const classes = new Set(
+    plan.requests.map((request) => (request as CStoreRequest).getAffectedSopClassUid()),
+  );
+  const others = new Set<string>();
+  const own = new Map<string, [string, string]>();
+  for (const { sopClassUid, transferSyntaxUid } of sources) {
+    const key = `${sopClassUid} ${transferSyntaxUid}`;
+    if (transferSyntaxUid === IMPLICIT_VR_LE || transferSyntaxUid === EXPLICIT_VR_LE) {
+      own.set(key, [sopClassUid, transferSyntaxUid]);
+    } else others.add(key);
+  }
+  return classes.size + others.size + own.size <= MAX_CONTEXTS ? [...own.values()] : [];
+}
+
 interface AssociationOutcome {
   error?: string;
   /** Requests whose SOP class the peer accepted no presentation context for. */
@@ -370,6 +402,12 @@ function associate(plan: AssociationPlan): Promise<AssociationOutcome> {
   }
   const client = new dimse.Client();
   for (const request of plan.requests) client.addRequest(request);
+  for (const [sopClassUid, syntax] of ownSyntaxes(plan)) {
+    client.addAdditionalPresentationContext(
+      new dimse.association.PresentationContext(0, sopClassUid, syntax),
+      true,
+    );
+  }
   return new Promise((resolve) => {
     let stage: "connecting" | "associating" | "transferring" | "released" = "connecting";
     let expected = 0;
@@ -629,9 +667,10 @@ export async function sendInstances(
       }
       requests.set(request, index);
       if (head !== undefined) {
-        const { header: { transferSyntaxUid }, dataSetOffset, size } = head;
+        const { header: { transferSyntaxUid, sopClassUid }, dataSetOffset, size } = head;
         sources.set(request, {
           path: instances[index].path,
+          sopClassUid,
           transferSyntaxUid,
           dataSetOffset,
           size,

@@ -26,7 +26,12 @@ import {
   statusText,
   storedStatus,
 } from "../../lib/server/dicom_messages.ts";
-import { makeSeries, type SeriesFile } from "../support/dicom_series.ts";
+import {
+  EXPLICIT_VR_LE,
+  IMPLICIT_VR_LE,
+  makeSeries,
+  type SeriesFile,
+} from "../support/dicom_series.ts";
 import { makeTestPki, Orthanc } from "../support/orthanc.ts";
 import { delay, ROOT, run } from "../support/e2e.ts";
 
@@ -250,6 +255,12 @@ Deno.test("sendInstances() stores an explicit and an implicit VR series in Ortha
   assert.equal(metadata.RemoteAET, "RECON");
   assert.equal(metadata.CalledAET, "ORTHANC");
   assert.equal(metadata.SopClassUid, explicit[0].sopClassUid);
+  // Each arrived in its own transfer syntax: nothing was converted on the way.
+  const implicitUids = new Set(uids(implicit));
+  for (const instance of await orthanc.instances()) {
+    const syntax = implicitUids.has(instance.sopInstanceUid) ? IMPLICIT_VR_LE : EXPLICIT_VR_LE;
+    assert.equal((await orthanc.metadata(instance.id)).TransferSyntax, syntax);
+  }
 });
 
 /** The file at `file` with `bytes` put into its data set at `at` bytes after its start. */
@@ -582,7 +593,11 @@ Deno.test("sendInstances() returns partial results when Orthanc is killed mid-se
   assert.ok(performance.now() - started < 5000, "no hang after the kill");
   const arrived = report.results.filter((r) => r.arrived);
   assert.ok(killedAt >= 10);
-  assert.ok(arrived.length >= 10 && arrived.length < 120, `${arrived.length} arrived`);
+  // The instance Orthanc stored as it was killed may not have been answered yet.
+  assert.ok(
+    arrived.length >= killedAt - 1 && arrived.length < 120,
+    `${arrived.length} arrived, ${killedAt} stored`,
+  );
   assert.match(oneLine(report.error), /^destination PACS \(ORTHANC@127\.0\.0\.1:\d+\) /);
   assert.ok(report.stores >= arrived.length && report.stores <= arrived.length + 1);
   for (const r of report.results) {
