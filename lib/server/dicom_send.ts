@@ -24,13 +24,17 @@
  *   file at a time), falling back to the library's own reading when the UIDs are not in
  *   the first {@link DATA_SET_START} bytes of the data set;
  * - it parses every file whole and encodes its data set again to send it (several copies
- *   of the file in memory, ~10 ms of CPU per 512 KiB image): when the PACS accepted the
- *   file's own transfer syntax, the data set goes out as the file's bytes
- *   ({@link FileDataSet}), as storescu sends it; else the library transcodes it;
+ *   of the file in memory, ~10 ms of CPU per 512 KiB image), and proposes implicit and
+ *   explicit VR in one context, converting every file in the syntax the PACS did not pick:
+ *   we propose each file's own syntax in a context of its own, and when the PACS accepted
+ *   it, the data set goes out as the file's bytes ({@link FileDataSet}), as storescu
+ *   sends it, streamed a megabyte at a time ({@link sendPDataTF}); else the library
+ *   converts it;
  * - dcmjs prints "Invalid vr type" for implicit VR files: lib/server/quiet_dcmjs.ts,
  *   imported first, drops that message.
- * A truncated file would be sent zero-padded and stored: the caller checks each file's
- * size and digest against what the job store recorded before it calls us.
+ * A truncated file would be sent zero-padded and stored by the library: the caller checks
+ * each file against what the job store recorded before it calls us, and a file streamed
+ * here must keep the size its start was read with.
  *
  * Nothing here throws for network trouble: association-level problems come back as one
  * line in {@link SendReport.error}, per-file outcomes in {@link SendReport.results}; the
