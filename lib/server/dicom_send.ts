@@ -7,8 +7,8 @@
  * about each (all were seen against Orthanc 1.10):
  * - it never sets TCP_NODELAY, costing 40–90 ms per instance: we set it on its socket;
  * - its timeouts only end() the socket, so against a silent peer nothing ever closes: we
- *   keep our own deadline (the destination's timeout, re-armed by every answer) and
- *   destroy the socket;
+ *   keep our own deadline (the destination's timeout, re-armed by every answer and by
+ *   every megabyte of a streamed file the PACS takes) and destroy the socket;
  * - a peer's A-ABORT is not surfaced: we listen for it on its network object;
  * - a request whose SOP class the peer did not accept is skipped silently: we check each
  *   one when the association is accepted and say so per file;
@@ -356,8 +356,10 @@ function associate(plan: AssociationPlan): Promise<AssociationOutcome> {
     const original = net?._sendPDataTF;
     if (net && typeof original === "function" && plan.files) {
       net._sendPDataTF = (command, contextId, maxPduLength) =>
-        sendPDataTF(net, original, command, contextId, maxPduLength, (error) => {
-          stop(`sending to ${where} stopped: ${errorMessage(error)}`);
+        sendPDataTF(net, original, command, contextId, maxPduLength, {
+          fail: (error) => stop(`sending to ${where} stopped: ${errorMessage(error)}`),
+          // The PACS is taking a large file: its deadline starts again.
+          progress: () => arm(),
         });
     }
     network()?.on("abort", ({ source, reason }) => stop(abortMessage(destination, source, reason)));

@@ -119,8 +119,10 @@ const STREAM_CHUNK = 1024 * 1024;
  * and reused once the socket has taken it. The library made two growing buffers per PDU
  * and held the whole file (several times over) while it wrote them. Returns before the
  * data set is sent: the library sends nothing else on the association until the PACS
- * answers, which it does only after the last byte. A failure (the file changed, cannot be
- * read) goes to `fail` unless the socket is gone already.
+ * answers, which it does only after the last byte. `events.progress` is told each time the
+ * socket has taken a slot (the PACS is reading: its deadline can start again); a failure
+ * (the file changed, cannot be read) goes to `events.fail` unless the socket is gone
+ * already.
  */
 export function sendPDataTF(
   network: Network,
@@ -128,7 +130,7 @@ export function sendPDataTF(
   command: Request,
   contextId: number,
   maxPduLength: number,
-  fail: (error: unknown) => void,
+  events: { fail(error: unknown): void; progress(): void },
 ): void {
   const dataSet = command.getDataset();
   const socket = network.socket;
@@ -147,17 +149,17 @@ export function sendPDataTF(
     }
   };
   const value = (maxPduLength === 0 ? PDU_CAP : Math.min(maxPduLength, PDU_CAP)) - PDV_HEADER;
-  streamDataSet(socket, dataSet, contextId, value, network.statistics, sendCommand).catch(
-    (error) => {
-      if (!socket.destroyed) fail(error);
-    },
-  );
+  const { statistics } = network;
+  streamDataSet(socket, dataSet, contextId, value, statistics, sendCommand, events.progress)
+    .catch((error) => {
+      if (!socket.destroyed) events.fail(error);
+    });
 }
 
 /**
  * `sendCommand`, then the data set of `dataSet`'s file as P-DATA-TF PDUs carrying `value`
- * bytes each at most. The command goes in the same turn as the first PDUs, once they are
- * read, so that the two leave together.
+ * bytes each at most; `taken` each time the socket has taken a slot. The command goes in
+ * the same turn as the first PDUs, once they are read, so that the two leave together.
  */
 async function streamDataSet(
   socket: NonNullable<Network["socket"]>,
@@ -166,6 +168,7 @@ async function streamDataSet(
   value: number,
   statistics: Network["statistics"],
   sendCommand: () => void,
+  taken: () => void,
 ): Promise<void> {
   const { path, size: expected, dataSetOffset } = dataSet.source;
   using file = await Deno.open(path);
@@ -207,7 +210,10 @@ async function streamDataSet(
     if (socket.destroyed) return;
     if (sent === 0) sendCommand();
     const { promise, resolve } = Promise.withResolvers<void>();
-    socket.write(Buffer.from(out.buffer, out.byteOffset, total), () => resolve());
+    socket.write(Buffer.from(out.buffer, out.byteOffset, total), () => {
+      resolve();
+      taken();
+    });
     writes[turn] = promise;
     statistics?.addBytesSent?.(total);
     sent += n;

@@ -158,7 +158,8 @@ function abortPdu(source: number, reason: number): Uint8Array {
 
 /**
  * A TCP forwarder in front of Orthanc that counts connections: one connection per
- * association for our sender.
+ * association for our sender. With `pauseMs`, it waits that long after passing on each
+ * read of ours (at most 64 KiB): a slow link.
  */
 class CountingForwarder implements AsyncDisposable {
   readonly #listener: Deno.Listener;
@@ -168,7 +169,11 @@ class CountingForwarder implements AsyncDisposable {
   connections = 0;
 
   /** `onConnect` runs before a connection is forwarded (the association waits for it). */
-  constructor(readonly targetPort: number, readonly onConnect?: () => Promise<void>) {
+  constructor(
+    readonly targetPort: number,
+    readonly onConnect?: () => Promise<void>,
+    readonly pauseMs = 0,
+  ) {
     this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     this.#accepting = this.#accept();
   }
@@ -201,7 +206,7 @@ class CountingForwarder implements AsyncDisposable {
       await this.onConnect?.();
       server = await Deno.connect({ hostname: "127.0.0.1", port: this.targetPort });
       this.#conns.add(server);
-      const pump = async (from: Deno.Conn, into: Deno.Conn) => {
+      const pump = async (from: Deno.Conn, into: Deno.Conn, pauseMs: number) => {
         const buffer = new Uint8Array(65536);
         try {
           while (true) {
@@ -209,11 +214,12 @@ class CountingForwarder implements AsyncDisposable {
             if (n === null) break;
             let at = 0;
             while (at < n) at += await into.write(buffer.subarray(at, n));
+            if (pauseMs > 0) await delay(pauseMs);
           }
         } catch { /* closed */ }
         closeBoth();
       };
-      await Promise.all([pump(client, server), pump(server, client)]);
+      await Promise.all([pump(client, server, this.pauseMs), pump(server, client, 0)]);
     } catch {
       closeBoth();
     }
@@ -709,6 +715,22 @@ Deno.test("sendInstances() stops the association when a file's size changed afte
   assert.deepEqual(report.results.map((r) => r.arrived), [true, false, false]);
   assert.match(report.results[1].reason!, /^no C-STORE response: .*a file changed/);
   assert.deepEqual(await storedUids(orthanc), [files[0].sopInstanceUid]);
+});
+
+Deno.test("sendInstances() does not give up on a PACS that takes a large file slowly for longer than its timeout", async () => {
+  await using tmp = await tempDir();
+  await using orthanc = await Orthanc.start();
+  // 16 MiB at ~3 MB/s (64 KiB per 20 ms): ~5 s, against a timeout of 3 s. What the
+  // system's socket buffers hold (a few MB here) still drains within the timeout.
+  const files = await makeSeries(tmp.dir, 1, { syntax: "explicit", size: 2896 });
+  await using slow = new CountingForwarder(orthanc.dicomPort, undefined, 20);
+  const report = await sendInstances(
+    destination(slow.port, { timeoutS: 3 }),
+    await instancesOf(files),
+  );
+  assert.equal(report.error, undefined);
+  assert.deepEqual(report.results.map((r) => r.arrived), [true]);
+  assert.deepEqual(await storedUids(orthanc), uids(files));
 });
 
 Deno.test("echo() answers undefined from Orthanc and one line for a refused port or a wrong AE title", async () => {
