@@ -242,11 +242,11 @@ export class ReconServer {
     const { config, log } = options;
     // The sessions' crypto backend (CRYPTO_BACKEND): `openssl` that cannot load stops the start.
     const backend = loadCryptoBackend(config.CRYPTO_BACKEND);
-    setDefaultCryptoBackend(backend);
-    log.info(`crypto: ${backend.description}`);
     // First: a store that is damaged, newer or in use stops the start before any
     // directory is touched (lib/server/store_file.ts says which file and why).
     const store = JobStore.open(stateDirOf(config), { now: options.now });
+    setDefaultCryptoBackend(backend);
+    log.info(`crypto: ${backend.description}`);
     let audit: AuditLog | undefined;
     let clients: ClientRegistry | undefined;
     let stopAuditingJobs = () => {};
