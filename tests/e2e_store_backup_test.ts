@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import * as path from "node:path";
 import { JobStore, STORE_FILE } from "../lib/server/job_store.ts";
+import { STORE_SCHEMA_VERSION } from "../lib/server/store_schema.ts";
 import { run, SERVER_BIN, Spawned, tempDir } from "./support/e2e.ts";
 
 const JOB_STORE_MODULE = new URL("../lib/server/job_store.ts", import.meta.url).href;
@@ -81,7 +82,8 @@ Deno.test("recon-server backup FILE copies the job store while its owner writes,
   const result = await run(SERVER_BIN, ["backup", "--opts", optsPath, file]);
   assert.equal(result.code, 0, result.stderr);
   assert.equal(result.stderr, "");
-  const line = /^backed up (\d+) jobs to (.*) \(schema 3\)\n$/.exec(result.stdout);
+  const line = new RegExp(`^backed up (\\d+) jobs to (.*) \\(schema ${STORE_SCHEMA_VERSION}\\)\\n$`)
+    .exec(result.stdout);
   assert.ok(line, result.stdout);
   assert.equal(line[2], file);
   const copied = Number(line[1]);
@@ -124,7 +126,7 @@ Deno.test("recon-server backup FILE copies what a SIGKILLed owner committed, its
   const file = path.join(site.path, "backup.sqlite");
   const result = await run(SERVER_BIN, ["backup", "--opts", optsPath, file]);
   assert.equal(result.code, 0, result.stderr);
-  assert.equal(result.stdout, `backed up 40 jobs to ${file} (schema 3)\n`);
+  assert.equal(result.stdout, `backed up 40 jobs to ${file} (schema ${STORE_SCHEMA_VERSION})\n`);
   // The backup only read: the store opens for the next server as it was.
   const store = JobStore.open(stateDir);
   try {
