@@ -18,7 +18,9 @@
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { encodeBase64Url, Fernet, TOKEN_OVERHEAD } from "../lib/crypto/fernet.ts";
+import { encodeBase64Url } from "../lib/crypto/base64url.ts";
+import { Fernet } from "../lib/crypto/fernet.ts";
+import { TOKEN_OVERHEAD } from "../lib/crypto/fernet_token.ts";
 
 const MIB = 1024 * 1024;
 const CHUNK_SIZES = [1 * MIB, 4 * MIB];

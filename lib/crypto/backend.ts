@@ -14,7 +14,8 @@
  * @module
  */
 import { ConfigError, errorMessage } from "../errors.ts";
-import { Fernet, type FernetCodec } from "./fernet.ts";
+import { Fernet } from "./fernet.ts";
+import type { FernetCodec } from "./fernet_codec.ts";
 import { LibCrypto } from "./openssl.ts";
 
 /** The values of `CRYPTO_BACKEND`. */

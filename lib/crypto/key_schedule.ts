@@ -8,7 +8,7 @@
  *
  * @module
  */
-import type { FernetCodec } from "./fernet.ts";
+import type { FernetCodec } from "./fernet_codec.ts";
 import { type CryptoBackend, defaultCryptoBackend } from "./backend.ts";
 
 const RATCHET_INFO = new TextEncoder().encode("recon v1 ratchet");

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { decodeBase64Url, encodeBase64Url } from "./fernet.ts";
+import { decodeBase64Url, encodeBase64Url } from "./base64url.ts";
 
 /** Raw length of a SHARED_KEY in bytes. */
 export const KEY_LENGTH = 32;

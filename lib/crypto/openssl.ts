@@ -12,7 +12,7 @@
  * alone (CBC decrypts any block from its predecessor), whose padding gives the exact
  * plaintext length, then one nonblocking `EVP_DecryptUpdate` of the other blocks into a
  * buffer of exactly that length. Padding is off in EVP: PKCS#7 is ours, checked only
- * after the HMAC verified, as in lib/crypto/fernet.ts.
+ * after the HMAC verified, as in lib/crypto/fernet.ts (checks: lib/crypto/fernet_token.ts).
  *
  * Cipher contexts are pooled (not per key, so a session's keys leave nothing behind);
  * each use sets its key and IV. Every typed array a nonblocking call reads or writes
@@ -32,12 +32,12 @@ import {
   type DecryptOptions,
   type EncryptOptions,
   fernetKeyBytes,
-  FernetTextCodec,
   HMAC_LENGTH,
   IV_OFFSET,
   prepareEncrypt,
   writeTokenHeader,
-} from "./fernet.ts";
+} from "./fernet_token.ts";
+import { FernetTextCodec } from "./fernet_codec.ts";
 
 const SYMBOLS = {
   OpenSSL_version: { parameters: ["i32"], result: "pointer" },

@@ -18,7 +18,7 @@
  * @module
  */
 import { ConnectionError, ProtocolError, TimeoutError } from "../errors.ts";
-import { InvalidTokenError, tokenLength } from "../crypto/fernet.ts";
+import { InvalidTokenError, tokenLength } from "../crypto/fernet_token.ts";
 import {
   type ByteReader,
   type ByteWriter,

@@ -5,7 +5,7 @@
  * @module
  */
 import { ProtocolError } from "../errors.ts";
-import { tokenLength } from "../crypto/fernet.ts";
+import { tokenLength } from "../crypto/fernet_token.ts";
 
 /** Record types (PROTOCOL.md §3.2). */
 export const RecordType = {

@@ -12,12 +12,12 @@ import {
   type CryptoBackend,
   loadCryptoBackend,
 } from "../../lib/crypto/backend.ts";
+import type { FernetCodec } from "../../lib/crypto/fernet_codec.ts";
 import {
-  type FernetCodec,
   InvalidTokenError,
   MIN_TOKEN_LENGTH,
   TOKEN_VERSION,
-} from "../../lib/crypto/fernet.ts";
+} from "../../lib/crypto/fernet_token.ts";
 import { KeySchedule } from "../../lib/crypto/key_schedule.ts";
 import { ConfigError } from "../../lib/errors.ts";
 import { RECORD_HEADER_SIZE } from "../../lib/wire/record.ts";

@@ -1,21 +1,20 @@
 /**
- * Tests for lib/crypto/fernet.ts: the fernet/spec vectors, hostile tokens (one failure
+ * Tests for lib/crypto/fernet.ts, fernet_token.ts and base64url.ts: the fernet/spec vectors, hostile tokens (one failure
  * class per case), round trips, and interop with two independent implementations:
  * Python's `cryptography` (both directions, binary data) and the npm `fernet`
  * package (both directions, text only, since it decodes plaintext as UTF-8).
  */
 import assert from "node:assert/strict";
 import fernetNpm from "fernet";
+import { decodeBase64Url, encodeBase64Url } from "../../lib/crypto/base64url.ts";
 import {
-  decodeBase64Url,
-  encodeBase64Url,
   InvalidTokenError,
   type InvalidTokenReason,
   MIN_TOKEN_LENGTH,
   TOKEN_OVERHEAD,
   TOKEN_VERSION,
   tokenLength,
-} from "../../lib/crypto/fernet.ts";
+} from "../../lib/crypto/fernet_token.ts";
 import { runPython } from "../support/python_oracle.ts";
 import { loadCryptoBackend } from "../../lib/crypto/backend.ts";
 

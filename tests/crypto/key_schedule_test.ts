@@ -3,7 +3,8 @@
  * both ends derive independently from sequence numbers.
  */
 import assert from "node:assert/strict";
-import { type FernetCodec, InvalidTokenError } from "../../lib/crypto/fernet.ts";
+import type { FernetCodec } from "../../lib/crypto/fernet_codec.ts";
+import { InvalidTokenError } from "../../lib/crypto/fernet_token.ts";
 import { KeySchedule, ratchetKey } from "../../lib/crypto/key_schedule.ts";
 import { randomBytes } from "../support/memory_duplex.ts";
 

@@ -3,7 +3,8 @@
  * decoding errors that never leak the key, and the public key id.
  */
 import assert from "node:assert/strict";
-import { decodeBase64Url, encodeBase64Url, Fernet } from "../../lib/crypto/fernet.ts";
+import { decodeBase64Url, encodeBase64Url } from "../../lib/crypto/base64url.ts";
+import { Fernet } from "../../lib/crypto/fernet.ts";
 import {
   decodeKey,
   generateKey,
