@@ -1,5 +1,5 @@
 /**
- * One-line messages for what a DICOM peer did (lib/server/dicom_send.ts uses them): an
+ * One-line messages for what a DICOM peer did (lib/server/dicom_send.ts and dicom_association.ts use them): an
  * A-ASSOCIATE-RJ with its meaning (permanent or transient, who, why: PS3.8 Table 9-21),
  * an A-ABORT (PS3.8 Table 9-26), a network error of dcmjs-dimse, and C-STORE statuses
  * (PS3.7 Annex C, PS3.4 Table B.2-1). Each names the destination and, where there is

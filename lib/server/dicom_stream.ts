@@ -1,6 +1,6 @@
 /**
  * Sending a DICOM file's data set as the file's own bytes (issue 18), for
- * lib/server/dicom_send.ts: when the PACS accepted a file's transfer syntax, its request
+ * lib/server/dicom_send.ts and dicom_association.ts: when the PACS accepted a file's transfer syntax, its request
  * carries a {@link FileDataSet}, and {@link sendPDataTF} (wrapped around dcmjs-dimse's own
  * P-DATA-TF sending) streams the file as PDUs, a megabyte at a time, in buffers reused from
  * file to file. The library would parse the file whole, encode it again and build two
@@ -15,7 +15,7 @@ import { Buffer } from "node:buffer";
 
 type Request = dimse.requests.Request;
 
-/** The parts of dcmjs-dimse's (undeclared) network object used here and by dicom_send.ts. */
+/** The parts of dcmjs-dimse's (undeclared) network object used here and by dicom_association.ts. */
 export interface Network {
   socket?: {
     setNoDelay?(noDelay: boolean): unknown;

@@ -3,7 +3,7 @@
  * VR data sets, where OB/OW cannot be told apart, and says so on stderr for every
  * pixel data element). Everything else passes through unchanged.
  *
- * Must be imported before `dcmjs-dimse` (lib/server/dicom_send.ts does, first): dcmjs's
+ * Must be imported before `dcmjs-dimse` (lib/server/dicom_*.ts do, first): dcmjs's
  * bundled loglevel binds console.error when it loads, so a filter set later is not seen.
  *
  * @module
