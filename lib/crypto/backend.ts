@@ -5,6 +5,11 @@
  * `CRYPTO_BACKEND` in recon.opts:
  *
  * - `auto` (default): libcrypto.so.3, else libcrypto.so.1.1, else WebCrypto, saying why.
+ *   libcrypto is opened when first needed: a token for fewer than
+ *   {@link LIBCRYPTO_MIN_BYTES} bytes is made and opened by WebCrypto, which costs a
+ *   process that only ever sends small records (a tiny job's client) nothing, where
+ *   opening libcrypto costs ~9 ms (docs/PERFORMANCE.md). Asking for the backend's name
+ *   or description opens it (the server does at start, to log it).
  * - `openssl`: libcrypto or a one-line {@link ConfigError} at start.
  * - `webcrypto`: WebCrypto.
  *
@@ -15,7 +20,8 @@
  */
 import { ConfigError, errorMessage } from "../errors.ts";
 import { Fernet } from "./fernet.ts";
-import type { FernetCodec } from "./fernet_codec.ts";
+import { type FernetCodec, FernetTextCodec } from "./fernet_codec.ts";
+import { type DecryptOptions, type EncryptOptions, fernetKeyBytes } from "./fernet_token.ts";
 import { LibCrypto } from "./openssl.ts";
 
 /** The values of `CRYPTO_BACKEND`. */
@@ -75,6 +81,81 @@ function openSsl(lib: LibCrypto): CryptoBackend {
   };
 }
 
+/**
+ * Under `auto`, plaintexts (and tokens) shorter than this go to WebCrypto: bulk DATA
+ * records (1 MiB) go to libcrypto, control messages and small files need not open it.
+ */
+export const LIBCRYPTO_MIN_BYTES = 64 * 1024;
+
+/**
+ * An `auto` codec: WebCrypto below {@link LIBCRYPTO_MIN_BYTES}, libcrypto (opened at the
+ * first large token, or WebCrypto when it cannot be) from there on. Both make the same
+ * tokens, so which one handles a token is invisible to the peer.
+ */
+class AutoFernet extends FernetTextCodec {
+  readonly #small: Fernet;
+  readonly #raw: Uint8Array;
+  #large: FernetCodec | undefined;
+
+  constructor(small: Fernet, raw: Uint8Array) {
+    super();
+    this.#small = small;
+    this.#raw = raw;
+  }
+
+  #forLarge(): FernetCodec {
+    if (this.#large === undefined) {
+      const lib = openLibCrypto();
+      this.#large = typeof lib === "string" ? this.#small : lib.fernet(this.#raw);
+    }
+    return this.#large;
+  }
+
+  encrypt(plaintext: Uint8Array, options?: EncryptOptions): Promise<Uint8Array<ArrayBuffer>> {
+    return plaintext.length < LIBCRYPTO_MIN_BYTES
+      ? this.#small.encrypt(plaintext, options)
+      : this.#forLarge().encrypt(plaintext, options);
+  }
+
+  decrypt(token: Uint8Array, options?: DecryptOptions): Promise<Uint8Array<ArrayBuffer>> {
+    return token.length < LIBCRYPTO_MIN_BYTES
+      ? this.#small.decrypt(token, options)
+      : this.#forLarge().decrypt(token, options);
+  }
+}
+
+/** `auto`: libcrypto opened when a large token or the backend's name first needs it. */
+function automatic(): CryptoBackend {
+  let resolved: CryptoBackend | undefined;
+  const resolve = () => {
+    if (resolved === undefined) {
+      const lib = openLibCrypto();
+      resolved = typeof lib === "string" ? webCrypto(`libcrypto not loaded: ${lib}`) : openSsl(lib);
+    }
+    return resolved;
+  };
+  return {
+    get name() {
+      return resolve().name;
+    },
+    get description() {
+      return resolve().description;
+    },
+    // WebCrypto ignores the output buffer and in-place decryption it is offered, so
+    // callers may pool buffers whichever code ends up making a token.
+    reusesBuffers: true,
+    fernet: async (key) => {
+      const raw = fernetKeyBytes(key).slice();
+      return new AutoFernet(await Fernet.fromKey(raw), raw);
+    },
+  };
+}
+
+/** Whether this process has opened libcrypto (tests: `auto` opens it only when needed). */
+export function libCryptoOpened(): boolean {
+  return opened !== undefined && typeof opened !== "string";
+}
+
 let opened: LibCrypto | string | undefined;
 
 /** libcrypto opened once per process, or why it could not be. */
@@ -116,12 +197,10 @@ export function loadCryptoBackend(choice: CryptoBackendChoice | string = "auto")
   if (known) return known;
   let backend: CryptoBackend;
   if (choice === "webcrypto") backend = webCrypto("CRYPTO_BACKEND = webcrypto");
-  else if (choice === "openssl" || choice === "auto") {
+  else if (choice === "auto") backend = automatic();
+  else if (choice === "openssl") {
     const lib = openLibCrypto();
-    if (typeof lib !== "string") {
-      // `auto` and `openssl` share one backend: it is the same library.
-      backend = loaded.get(choice === "auto" ? "openssl" : "auto") ?? openSsl(lib);
-    } else if (choice === "auto") backend = webCrypto(`libcrypto not loaded: ${lib}`);
+    if (typeof lib !== "string") backend = openSsl(lib);
     else {
       throw new ConfigError(`CRYPTO_BACKEND = openssl, but libcrypto cannot be loaded: ${lib}`, {
         hint: "install OpenSSL's libcrypto (e.g. apt-get install libssl3) and run with " +

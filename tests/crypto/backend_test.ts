@@ -3,8 +3,8 @@
  * tests/crypto/fernet_test.ts runs on each backend: tokens cross between the backends
  * byte for byte, both refuse the same hostile token for the same reason with the same
  * message, sessions with a different backend on each end work (ratchet included), and
- * the choice: `auto`, `openssl`, `webcrypto`, a bad value, and a process without
- * --allow-ffi (a real child process).
+ * the choice: `auto` (which opens libcrypto only for a large token), `openssl`,
+ * `webcrypto`, a bad value, and a process without --allow-ffi (real child processes).
  */
 import assert from "node:assert/strict";
 import {
@@ -26,7 +26,13 @@ import { randomBytes } from "../support/memory_duplex.ts";
 
 const openssl = loadCryptoBackend("openssl");
 const webcrypto = loadCryptoBackend("webcrypto");
-const PAIRS: [CryptoBackend, CryptoBackend][] = [[openssl, webcrypto], [webcrypto, openssl]];
+const automatic = loadCryptoBackend("auto");
+const PAIRS: [CryptoBackend, CryptoBackend][] = [
+  [openssl, webcrypto],
+  [webcrypto, openssl],
+  [automatic, webcrypto],
+  [webcrypto, automatic],
+];
 const SIZES = [0, 1, 15, 16, 17, 31, 32, 33, 1000, 65_536, 1024 * 1024 + 9, 4 * 1024 * 1024 + 9];
 const MODULE = new URL("../../lib/crypto/backend.ts", import.meta.url).href;
 
@@ -240,7 +246,9 @@ Deno.test("loadCryptoBackend() names each backend, and auto is OpenSSL where it 
   assert.match(openssl.description, /^OpenSSL \d+\.\d+\.\d+\S* libcrypto \(nonblocking FFI\)$/);
   assert.equal(webcrypto.name, "webcrypto");
   assert.equal(webcrypto.description, "WebCrypto (CRYPTO_BACKEND = webcrypto)");
-  assert.equal(loadCryptoBackend("auto"), openssl);
+  assert.equal(automatic.name, "openssl");
+  assert.equal(automatic.description, openssl.description);
+  assert.equal(loadCryptoBackend("auto"), automatic, "loaded once");
   assert.equal(loadCryptoBackend("openssl"), openssl, "loaded once");
 });
 
@@ -256,7 +264,15 @@ Deno.test("loadCryptoBackend() refuses an unknown value with a one-line ConfigEr
 });
 
 /** Runs `code` (which imports the backend module) in a deno without --allow-ffi. */
-async function withoutFfi(code: string): Promise<{ code: number; stdout: string; stderr: string }> {
+function withoutFfi(code: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return inChild(code, []);
+}
+
+/** Runs `code` (which imports the backend module) in a child deno with `flags`. */
+async function inChild(
+  code: string,
+  flags: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const script = await Deno.makeTempFile({ suffix: ".ts" });
   try {
     await Deno.writeTextFile(
@@ -264,7 +280,15 @@ async function withoutFfi(code: string): Promise<{ code: number; stdout: string;
       `import * as backend from ${JSON.stringify(MODULE)};\n${code}`,
     );
     const output = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--quiet", "--no-prompt", "--no-config", `--allow-read=${script}`, script],
+      args: [
+        "run",
+        "--quiet",
+        "--no-prompt",
+        "--no-config",
+        `--allow-read=${script}`,
+        ...flags,
+        script,
+      ],
       env: { NO_COLOR: "1" },
       stdout: "piped",
       stderr: "piped",
@@ -294,6 +318,39 @@ console.log(JSON.stringify({ name: chosen.name, description: chosen.description,
   assert.equal(result.description, "WebCrypto (libcrypto not loaded: no --allow-ffi permission)");
   const plaintext = await (await openssl.fernet(key)).decryptText(result.token);
   assert.equal(new TextDecoder().decode(plaintext), "from a process without ffi");
+});
+
+Deno.test("auto opens libcrypto at the first large token, not for small ones, and its tokens are WebCrypto's", async () => {
+  const key = randomBytes(32);
+  const iv = randomBytes(16);
+  const run = await inChild(
+    `
+const chosen = backend.loadCryptoBackend("auto");
+const codec = await chosen.fernet(Uint8Array.fromHex("${key.toHex()}"));
+const options = { iv: Uint8Array.fromHex("${iv.toHex()}"), now: () => 1700000000 };
+const small = await codec.encrypt(new Uint8Array(1000).fill(7), options);
+await codec.decrypt(small);
+const afterSmall = backend.libCryptoOpened();
+const large = await codec.encrypt(new Uint8Array(backend.LIBCRYPTO_MIN_BYTES).fill(9), options);
+const afterLarge = backend.libCryptoOpened();
+console.log(JSON.stringify({ afterSmall, afterLarge, small: small.toHex(), large: large.toHex() }));
+`,
+    ["--allow-ffi"],
+  );
+  assert.equal(run.code, 0, run.stderr);
+  const result = JSON.parse(run.stdout);
+  assert.equal(result.afterSmall, false, "a 1,000-byte token opened libcrypto");
+  assert.equal(result.afterLarge, true, "a 64 KiB token did not open libcrypto");
+  const reference = await webcrypto.fernet(key);
+  const options = { iv, now: clock(1_700_000_000) };
+  assert.equal(
+    result.small,
+    (await reference.encrypt(new Uint8Array(1000).fill(7), options)).toHex(),
+  );
+  assert.equal(
+    result.large,
+    (await reference.encrypt(new Uint8Array(64 * 1024).fill(9), options)).toHex(),
+  );
 });
 
 Deno.test("without --allow-ffi, CRYPTO_BACKEND = openssl is a one-line ConfigError with a hint", async () => {
