@@ -33,7 +33,7 @@ import { ReconServer } from "../../lib/server/server.ts";
 import { testKey } from "../support/channel_pair.ts";
 import { delay, listDir, waitFor } from "../support/e2e.ts";
 import { BytesReader } from "../support/memory_duplex.ts";
-import { rawClient } from "../support/raw_peer.ts";
+import { type RawClient, rawClient } from "../support/raw_peer.ts";
 import { receiveStream, sendStream } from "../../lib/wire/transfer.ts";
 import { TransferError } from "../../lib/errors.ts";
 import { MAX_FILES_PER_JOB } from "../../lib/wire/protocol.ts";
@@ -813,11 +813,11 @@ ln -s /etc "$RECON_OUTPUT_DIR/etc"
   }
 });
 
-Deno.test("a result replaced by a symbolic link after collection is not sent", async () => {
-  await using s = await startServer({ script: SLEEPY_SCRIPT.replace("sleep 0.5", "") });
-  const secret = path.join(s.dir, "secret.txt");
-  await Deno.writeTextFile(secret, "the server's private data");
-  await using client = await s.raw();
+/**
+ * Submit one scan over `client`, upload it, and read on until the server offers the
+ * results (dicom_transfer_start): the job has ended and its results are collected.
+ */
+async function uploadUntilResults(client: RawClient): Promise<string> {
   await announce((message) => client.sendMessage(message), [{
     name: "P00001.7",
     size: SCAN.length,
@@ -829,6 +829,15 @@ Deno.test("a result replaced by a symbolic link after collection is not sent", a
   let message = await client.nextMessage();
   while (message && message.type !== "dicom_transfer_start") message = await client.nextMessage();
   assert.equal(message?.type, "dicom_transfer_start");
+  return jobId;
+}
+
+Deno.test("a result replaced by a symbolic link after collection is not sent", async () => {
+  await using s = await startServer({ script: SLEEPY_SCRIPT.replace("sleep 0.5", "") });
+  const secret = path.join(s.dir, "secret.txt");
+  await Deno.writeTextFile(secret, "the server's private data");
+  await using client = await s.raw();
+  const jobId = await uploadUntilResults(client);
   // Collected and announced; now something swaps the result for a link to a secret.
   const result = path.join(s.outputDir(jobId), "result.dcm");
   await Deno.remove(result);
@@ -854,17 +863,7 @@ Deno.test("a result replaced by a symbolic link after collection is not sent", a
 Deno.test("a result written to after the job ended is hashed as it is sent, not trusted, and no FILE_END vouches for other bytes", async () => {
   await using s = await startServer({ script: SLEEPY_SCRIPT.replace("sleep 0.5", "") });
   await using client = await s.raw();
-  await announce((message) => client.sendMessage(message), [{
-    name: "P00001.7",
-    size: SCAN.length,
-  }]);
-  const request = await client.nextMessage();
-  const jobId = request?.job_id as string;
-  await client.send(RecordType.DATA, SCAN);
-  await client.send(RecordType.FILE_END, fileEnd(SCAN.length, sha256(SCAN)));
-  let message = await client.nextMessage();
-  while (message && message.type !== "dicom_transfer_start") message = await client.nextMessage();
-  assert.equal(message?.type, "dicom_transfer_start");
+  const jobId = await uploadUntilResults(client);
   // The job end recorded each result's SHA-256 with the file's times.
   const outputs = s.server.store.outputs(jobId);
   assert.ok(
