@@ -100,30 +100,33 @@ async function optsFile(dir: string, lines: string[]): Promise<string> {
   return file;
 }
 
+/** server.ts run with `flags` (bin/permissions without --allow-ffi) on `opts`, port 0. */
+function serverWithout(flags: string[], opts: string): Deno.Command {
+  return new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--quiet",
+      "--config",
+      path.join(ROOT, "deno.json"),
+      ...flags,
+      path.join(ROOT, "server.ts"),
+      "--opts",
+      opts,
+      "--port",
+      "0",
+    ],
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  });
+}
+
 Deno.test("a server without --allow-ffi uses WebCrypto and says why; with CRYPTO_BACKEND = openssl it refuses to start", async () => {
   const dir = await Deno.makeTempDir({ prefix: "recon_crypto_" });
   try {
     const flags = await permissionsWithoutFfi();
-    const deno = Deno.execPath();
-    const server = path.join(ROOT, "server.ts");
     const auto = await optsFile(dir, ["SHUTDOWN_GRACE = 1"]);
-    const child = new Deno.Command(deno, {
-      args: [
-        "run",
-        "--quiet",
-        "--config",
-        path.join(ROOT, "deno.json"),
-        ...flags,
-        server,
-        "--opts",
-        auto,
-        "--port",
-        "0",
-      ],
-      env: { NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    const child = serverWithout(flags, auto).spawn();
     const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
     let log = "";
     try {
@@ -144,23 +147,7 @@ Deno.test("a server without --allow-ffi uses WebCrypto and says why; with CRYPTO
 
     await Deno.remove(path.join(dir, "recon.opts"));
     const forced = await optsFile(dir, ["CRYPTO_BACKEND = openssl"]);
-    const refused = await new Deno.Command(deno, {
-      args: [
-        "run",
-        "--quiet",
-        "--config",
-        path.join(ROOT, "deno.json"),
-        ...flags,
-        server,
-        "--opts",
-        forced,
-        "--port",
-        "0",
-      ],
-      env: { NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+    const refused = await serverWithout(flags, forced).output();
     const stderr = new TextDecoder().decode(refused.stderr);
     assert.notEqual(refused.code, 0);
     assert.match(
