@@ -159,13 +159,20 @@ export async function deliverResults(
           offset,
           recorded: { sha256: result.sha256, mtimeMs: result.mtimeMs, ctimeMs: result.ctimeMs },
         },
-      ).catch((error) => {
-        throw error instanceof TransferError
-          ? new TransferError(
-            `result ${JSON.stringify(result.name)}: ${error.message}`,
-            { cause: error },
-          )
-          : error;
+      ).catch(async (error) => {
+        if (!(error instanceof TransferError)) throw error;
+        // Our file, not the connection, failed: say so in place of the rest of the
+        // file (PROTOCOL §5), so the client stops with the reason instead of taking a
+        // closed connection for a network fault and asking again and again.
+        await channel.send({
+          type: "error",
+          kind: "transfer",
+          reason: `result ${JSON.stringify(result.name)} ${unsendable(error)}; ` +
+            `the results stay on the server, whose log says more`,
+        }).catch(() => {});
+        throw new TransferError(`result ${JSON.stringify(result.name)}: ${error.message}`, {
+          cause: error,
+        });
       });
     }
     await channel.send(
@@ -190,6 +197,16 @@ export async function deliverResults(
     throw error;
   }
   if (channel.version < 3) await removeDelivered(job, context);
+}
+
+/** Why a result could not be sent, for the client: without the server's paths. */
+function unsendable(error: TransferError): string {
+  const text = error.message;
+  if (/not the file recorded|not the one recorded|changed/.test(text)) {
+    return "was changed on the server after its job ended";
+  }
+  if (/not a regular file/.test(text)) return "is no longer a regular file on the server";
+  return "cannot be read on the server";
 }
 
 /**

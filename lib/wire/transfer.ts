@@ -18,7 +18,7 @@
 import { createHash, type Hash } from "node:crypto";
 import * as path from "node:path";
 import type { Channel, FileDigest, ProgressCallback } from "./channel.ts";
-import { ReconError, TransferError } from "../errors.ts";
+import { errorMessage, ReconError, TransferError } from "../errors.ts";
 import { releaseBuffer } from "../buffers.ts";
 import { type ByteReader, type ByteWriter, writeAll } from "./frame.ts";
 import { RECORD_HEADER_SIZE } from "./record.ts";
@@ -322,11 +322,16 @@ export function fileTimes(info: Deno.FileInfo): { mtimeMs?: number; ctimeMs?: nu
   return { mtimeMs: info.mtime?.getTime(), ctimeMs: info.ctime?.getTime() };
 }
 
+/** Whether `recorded` says when its file was last written (rows from before schema 4 do not). */
+function knowsTimes(recorded: RecordedDigest): boolean {
+  return recorded.mtimeMs !== undefined && recorded.ctimeMs !== undefined;
+}
+
 /** True when `info` still shows the file `recorded` describes, of `size` bytes. */
 function unchanged(info: Deno.FileInfo, size: number, recorded: RecordedDigest): boolean {
   const now = fileTimes(info);
-  return recorded.mtimeMs !== undefined && recorded.ctimeMs !== undefined &&
-    info.size === size && now.mtimeMs === recorded.mtimeMs && now.ctimeMs === recorded.ctimeMs;
+  return knowsTimes(recorded) && info.size === size && now.mtimeMs === recorded.mtimeMs &&
+    now.ctimeMs === recorded.ctimeMs;
 }
 
 /**
@@ -391,15 +396,33 @@ export async function sendFileFrom(
         `cannot resume ${filePath} at byte ${offset}: the file has ${size} bytes`,
       );
     }
-    const recorded = options.recorded;
+    let recorded = options.recorded;
+    if (recorded && !unchanged(info, size, recorded) && knowsTimes(recorded)) {
+      // Its times moved since the SHA-256 was recorded (written to, or only touched):
+      // hash it now, before any byte goes, so that a file which is no longer the
+      // recorded one is refused whole instead of after all its bytes were sent.
+      const now = await readSha256(file).catch((error) => {
+        throw new TransferError(`cannot read ${filePath}: ${errorMessage(error)}`, {
+          cause: error,
+        });
+      });
+      if (now.size !== size || now.sha256 !== recorded.sha256) {
+        throw new TransferError(
+          `${filePath} is not the file recorded when its job ended (now ${now.size} bytes, SHA-256 ${now.sha256}; recorded ${size} bytes, ${recorded.sha256}); not sending it`,
+        );
+      }
+      await file.seek(0, Deno.SeekMode.Start);
+      recorded = { sha256: recorded.sha256, ...fileTimes(info) };
+    }
     if (recorded && unchanged(info, size, recorded)) {
-      // Hashed when it was recorded, and not written since: that SHA-256 is sent.
+      // Hashed when it was recorded (or just now), and not written since: that SHA-256 is sent.
+      const trusted = recorded;
       if (offset > 0) await file.seek(offset, Deno.SeekMode.Start);
       const known: KnownDigest = {
-        sha256: recorded.sha256,
+        sha256: trusted.sha256,
         offset,
         check: async () => {
-          if (!unchanged(await file.stat(), size, recorded)) {
+          if (!unchanged(await file.stat(), size, trusted)) {
             throw new TransferError(`${filePath} changed while it was being sent`);
           }
         },

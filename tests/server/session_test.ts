@@ -33,7 +33,7 @@ import { ReconServer } from "../../lib/server/server.ts";
 import { testKey } from "../support/channel_pair.ts";
 import { delay, listDir, waitFor } from "../support/e2e.ts";
 import { BytesReader } from "../support/memory_duplex.ts";
-import { type RawClient, rawClient } from "../support/raw_peer.ts";
+import { type RawClient, rawClient, type RawRecord } from "../support/raw_peer.ts";
 import { receiveStream, sendStream } from "../../lib/wire/transfer.ts";
 import { TransferError } from "../../lib/errors.ts";
 import { MAX_FILES_PER_JOB } from "../../lib/wire/protocol.ts";
@@ -813,6 +813,12 @@ ln -s /etc "$RECON_OUTPUT_DIR/etc"
   }
 });
 
+/** The JSON of `record`, a MESSAGE (record header stripped by the raw client). */
+function lastMessage(record: RawRecord | undefined): unknown {
+  assert.equal(record?.type, RecordType.MESSAGE);
+  return JSON.parse(new TextDecoder().decode(record!.payload));
+}
+
 /**
  * Submit one scan over `client`, upload it, and read on until the server offers the
  * results (dicom_transfer_start): the job has ended and its results are collected.
@@ -844,23 +850,38 @@ Deno.test("a result replaced by a symbolic link after collection is not sent", a
   await Deno.symlink(secret, result);
   await client.sendMessage({ type: "dicom_transfer_ack", job_id: jobId, status: "ready" });
   const types: number[] = [];
+  let last: RawRecord | undefined;
   for (let record = await client.next(); record; record = await client.next()) {
     types.push(record.type);
+    last = record;
   }
   // provenance.json (sorted first) goes whole; then result.dcm's result_file (the
-  // announcement), and the server hangs up: no byte of the secret.
+  // announcement), the server's error in place of its bytes, and it hangs up: no byte
+  // of the secret.
   assert.deepEqual(
     types,
-    [RecordType.MESSAGE, RecordType.DATA, RecordType.FILE_END, RecordType.MESSAGE],
+    [
+      RecordType.MESSAGE,
+      RecordType.DATA,
+      RecordType.FILE_END,
+      RecordType.MESSAGE,
+      RecordType.MESSAGE,
+    ],
     "no file data of result.dcm is sent",
   );
+  assert.deepEqual(lastMessage(last), {
+    type: "error",
+    kind: "transfer",
+    reason: 'result "result.dcm" is no longer a regular file on the server; ' +
+      "the results stay on the server, whose log says more",
+  });
   const line = await s.logLine(/delivery failed/);
   assert.match(line, /is not a regular file \(it is or became a symbolic link\)/);
   assert.ok(line.endsWith(`results kept in ${s.outputDir(jobId)}`), line);
   assert.equal((await Deno.lstat(result)).isSymlink, true, "the results are kept as they are");
 });
 
-Deno.test("a result written to after the job ended is hashed as it is sent, not trusted, and no FILE_END vouches for other bytes", async () => {
+Deno.test("a result written to after the job ended is hashed before it is sent and refused with error {kind: transfer}: none of its bytes go", async () => {
   await using s = await startServer({ script: SLEEPY_SCRIPT.replace("sleep 0.5", "") });
   await using client = await s.raw();
   const jobId = await uploadUntilResults(client);
@@ -876,19 +897,33 @@ Deno.test("a result written to after the job ended is hashed as it is sent, not 
   await Deno.writeTextFile(result, before.toUpperCase());
   await client.sendMessage({ type: "dicom_transfer_ack", job_id: jobId, status: "ready" });
   const types: number[] = [];
+  let last: RawRecord | undefined;
   for (let record = await client.next(); record; record = await client.next()) {
     types.push(record.type);
+    last = record;
   }
-  // provenance.json (unchanged: its recorded SHA-256) goes whole; result.dcm's bytes
-  // go, but its FILE_END does not: the server hashed them and they are not the job's.
+  // provenance.json (unchanged: its recorded SHA-256) goes whole; result.dcm is
+  // announced, then hashed, found not to be the job's, and refused: no DATA, no FILE_END.
   assert.deepEqual(
     types,
-    [RecordType.MESSAGE, RecordType.DATA, RecordType.FILE_END, RecordType.MESSAGE, RecordType.DATA],
+    [
+      RecordType.MESSAGE,
+      RecordType.DATA,
+      RecordType.FILE_END,
+      RecordType.MESSAGE,
+      RecordType.MESSAGE,
+    ],
   );
+  assert.deepEqual(lastMessage(last), {
+    type: "error",
+    kind: "transfer",
+    reason: 'result "result.dcm" was changed on the server after its job ended; ' +
+      "the results stay on the server, whose log says more",
+  });
   const line = await s.logLine(/delivery failed/);
   assert.match(
     line,
-    /result "result\.dcm": the file is not the one recorded \(SHA-256 [0-9a-f]{64}, recorded [0-9a-f]{64}\); not sending it/,
+    /result "result\.dcm": .*result\.dcm is not the file recorded when its job ended \(now \d+ bytes, SHA-256 [0-9a-f]{64}; recorded \d+ bytes, [0-9a-f]{64}\); not sending it/,
   );
 });
 

@@ -224,7 +224,7 @@ Deno.test("sendFileFrom() sends the recorded SHA-256 of an unchanged file withou
   }
 });
 
-Deno.test("sendFileFrom() hashes a file written since its SHA-256 was recorded, and refuses it before FILE_END when it differs", async () => {
+Deno.test("sendFileFrom() hashes a file written since its SHA-256 was recorded, and refuses it before any byte when it differs", async () => {
   await using dir = await tempDir();
   const content = randomBytes(500_000);
   const source = path.join(dir.path, "result.dcm");
@@ -246,12 +246,13 @@ Deno.test("sendFileFrom() hashes a file written since its SHA-256 was recorded, 
     (error: unknown) =>
       error instanceof TransferError &&
       error.message ===
-        `the file is not the one recorded (SHA-256 ${
+        `${source} is not the file recorded when its job ended (now ${content.length} bytes, SHA-256 ${
           sha256(changed)
-        }, recorded ${recorded.sha256}); not sending it`,
+        }; recorded ${content.length} bytes, ${recorded.sha256}); not sending it`,
   );
   pair.client.abort();
   assert.notEqual(await receiving, "accepted", "no FILE_END was sent for other bytes");
+  assert.equal(await partialLength(partial), 0, "not one byte of it was sent");
   // Written to but the same bytes: hashed, and it matches.
   await Deno.writeFile(source, content);
   await using again = await channelPair();
