@@ -158,6 +158,9 @@ export function libCryptoOpened(): boolean {
 
 let opened: LibCrypto | string | undefined;
 
+/** Why libcrypto was not opened when the process may not load native code. */
+const NO_FFI = "no --allow-ffi permission";
+
 /** libcrypto opened once per process, or why it could not be. */
 function openLibCrypto(): LibCrypto | string {
   if (opened !== undefined) return opened;
@@ -169,7 +172,7 @@ function tryOpen(): LibCrypto | string {
   const files = LIBCRYPTO_FILES[Deno.build.os] ?? LIBCRYPTO_FILES.linux!;
   // Asking first keeps a process without --allow-ffi from prompting on a terminal.
   if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
-    return "no --allow-ffi permission";
+    return NO_FFI;
   }
   const missing: string[] = [];
   for (const file of files) {
@@ -203,8 +206,11 @@ export function loadCryptoBackend(choice: CryptoBackendChoice | string = "auto")
     if (typeof lib !== "string") backend = openSsl(lib);
     else {
       throw new ConfigError(`CRYPTO_BACKEND = openssl, but libcrypto cannot be loaded: ${lib}`, {
-        hint: "install OpenSSL's libcrypto (e.g. apt-get install libssl3) and run with " +
-          "--allow-ffi, or set CRYPTO_BACKEND = auto",
+        hint: lib === NO_FFI
+          ? "run it with --allow-ffi (bin/recon-server and bin/recon-client have it), " +
+            "or set CRYPTO_BACKEND = auto"
+          : "install OpenSSL's libcrypto (e.g. apt-get install libssl3), " +
+            "or set CRYPTO_BACKEND = auto",
       });
     }
   } else {
