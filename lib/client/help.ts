@@ -25,7 +25,7 @@ const GLOBAL_HELP = `General (these may also come before the command):
   --port PORT             override SERVER_PORT
   --json                  print one JSON document on stdout instead of text
   --quiet                 no progress or messages on stderr, only errors
-  --debug                 debug logging
+  --debug                 debug logging (also names this client's encryption code)
   --allow-unknown-options accept recon.opts options neither program knows
   -h, --help              this help`;
 
@@ -102,8 +102,9 @@ Querying:
                           done/failed, disk kept for inputs and results, free disk,
                           which client the server takes this one for, where
                           jobs run (executor: local or slurm, and what keeps it
-                          from taking jobs when something does), and the
-                          destinations --deliver may name
+                          from taking jobs when something does), the
+                          destinations --deliver may name, and what computes
+                          the server's encryption (crypto: OpenSSL or WebCrypto)
   --view-queue            running and queued jobs, with priority and position
                           (another client's without its file names: "(client NAME)")
                           and the Slurm job id of a job run on Slurm

@@ -593,6 +593,10 @@ async function verifyWritten(file: Deno.FsFile, name: string, digest: FileDigest
   if (read.size !== digest.size || read.sha256 !== digest.sha256) {
     throw new TransferError(
       `SHA-256 mismatch after writing ${name}: it reads back as ${read.size} bytes with SHA-256 ${read.sha256}, the sender sent ${digest.size} bytes with ${digest.sha256}`,
+      {
+        hint: "VERIFY_AFTER_WRITE found this disk returning other bytes than were written: " +
+          "the file was discarded; check the disk (dmesg, its SMART data) before trying again",
+      },
     );
   }
 }
