@@ -35,7 +35,7 @@ import { PROVENANCE_FILE } from "../lib/server/provenance.ts";
 import { decodeKey, generateKey, keyId } from "../lib/crypto/keys.ts";
 import type { Channel } from "../lib/wire/channel.ts";
 import { type JobInfo, parseServerMessage, type ServerMessage } from "../lib/wire/protocol.ts";
-import { sendFileFrom } from "../lib/wire/transfer.ts";
+import { sendFileFrom } from "../lib/wire/file_send.ts";
 import {
   BENCH_DIR,
   type BenchRow,

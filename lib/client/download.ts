@@ -11,7 +11,7 @@
  *   size, SHA-256), in the server's order, and a `partial` line naming the result that
  *   is growing in the part file.
  * - `.recon-<job_id>.part`: the result being received, holding only verified bytes
- *   (lib/wire/transfer.ts receiveFileResumable), moved into place when whole.
+ *   (lib/wire/file_receive.ts receiveFileResumable), moved into place when whole.
  *
  * A new process checks every recorded result again (present, same size and SHA-256);
  * the first that is not counts as missing, and so does everything after it. A result
@@ -25,7 +25,7 @@ import * as path from "node:path";
 import type { Channel } from "../wire/channel.ts";
 import { errorMessage, ReconError, TransferError } from "../errors.ts";
 import { resolveInside, resultPathProblem } from "../wire/file_names.ts";
-import { partialLength, receiveFileResumable } from "../wire/transfer.ts";
+import { partialLength, receiveFileResumable } from "../wire/file_receive.ts";
 
 /** A downloaded (and verified) result. */
 export interface DownloadedFile {

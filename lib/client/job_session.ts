@@ -31,7 +31,7 @@ import {
   parseServerMessage,
   type ServerMessage,
 } from "../wire/protocol.ts";
-import { sendFileFrom } from "../wire/transfer.ts";
+import { sendFileFrom } from "../wire/file_send.ts";
 import { ResultDelivery } from "./delivery.ts";
 import { goodbyeError } from "./reconnect.ts";
 import type { LocalFile } from "./files.ts";

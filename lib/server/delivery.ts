@@ -28,7 +28,7 @@ import {
   MAX_RESULT_FILES,
   parseClientMessage,
 } from "../wire/protocol.ts";
-import { sendFileFrom } from "../wire/transfer.ts";
+import { sendFileFrom } from "../wire/file_send.ts";
 import type { JobRecord, OutputRecord } from "./job_store.ts";
 import { peerAddress } from "./audit_jobs.ts";
 import { removeQuietly, type SessionContext } from "./session_context.ts";

@@ -21,7 +21,7 @@
 import * as path from "node:path";
 import { errorMessage } from "../errors.ts";
 import type { Destination } from "../opts/mod.ts";
-import { fileTimes, openForSending } from "../wire/transfer.ts";
+import { fileTimes, openForSending } from "../wire/file_send.ts";
 import { isNotDicom, readDicomHeader } from "./dicom_file.ts";
 import { readSha256 } from "./results.ts";
 import type { Instance } from "./dicom_send.ts";
@@ -67,7 +67,7 @@ export interface AttemptReport {
  * Why the file at `file` is no longer the result the job store recorded, or undefined
  * when it is (identity, size, SHA-256). Never follows a link. A file whose size and
  * modification and status-change times are still those recorded when its SHA-256 was
- * taken is not read again (as a download trusts it, lib/wire/transfer.ts; PROTOCOL §9.8).
+ * taken is not read again (as a download trusts it, lib/wire/file_send.ts; PROTOCOL §9.8).
  */
 export async function changedResult(
   file: string,

@@ -10,7 +10,7 @@
 import * as path from "node:path";
 import type { Logger } from "../log.ts";
 import { errorMessage } from "../errors.ts";
-import { partialLength } from "../wire/transfer.ts";
+import { partialLength } from "../wire/file_receive.ts";
 import type { InputRecord } from "./job_store.ts";
 
 /**

@@ -16,12 +16,13 @@
  *
  * @module
  */
-import { type FileIdentity, fileTimes, openForSending, readSha256 } from "../wire/transfer.ts";
+import { type FileIdentity, fileTimes, openForSending } from "../wire/file_send.ts";
+import { readSha256 } from "../wire/file_hash.ts";
 import * as path from "node:path";
 import { JobError } from "../errors.ts";
 import { resultPathProblem } from "../wire/file_names.ts";
 
-export { readSha256 } from "../wire/transfer.ts";
+export { readSha256 } from "../wire/file_hash.ts";
 
 /** A result file on the server. */
 export interface ResultFile {
@@ -32,7 +33,7 @@ export interface ResultFile {
   size: number;
   /**
    * The file found when the results were collected: what is sent must be this very
-   * file, even if a directory on its path was swapped since (lib/wire/transfer.ts).
+   * file, even if a directory on its path was swapped since (lib/wire/file_send.ts).
    */
   identity?: FileIdentity;
 }
@@ -214,7 +215,7 @@ export async function adoptLegacyResults(
   return adopted;
 }
 
-/** A result's SHA-256 at job end, and its file's times then (lib/wire/transfer.ts). */
+/** A result's SHA-256 at job end, and its file's times then (lib/wire/file_send.ts). */
 export interface HashedResult {
   sha256: string;
   mtimeMs?: number;
@@ -226,7 +227,7 @@ export interface HashedResult {
  * is still the file collected (device and inode): what the job store records for it,
  * with the file's modification and status-change times, the same before and after the
  * read. A delivery sends that SHA-256 without hashing again while they stay the same
- * (lib/wire/transfer.ts sendFileFrom). Throws JobError when the file is not the one
+ * (lib/wire/file_send.ts sendFileFrom). Throws JobError when the file is not the one
  * collected, changes while it is read, or cannot be read.
  */
 export async function hashResult(result: ResultFile): Promise<HashedResult> {

@@ -21,7 +21,7 @@ import type { Channel } from "../wire/channel.ts";
 import { errorMessage } from "../errors.ts";
 import type { FileEntry } from "../wire/protocol.ts";
 import { MAX_MESSAGE_SIZE } from "../wire/record.ts";
-import { partialLength, receiveFileResumable } from "../wire/transfer.ts";
+import { partialLength, receiveFileResumable } from "../wire/file_receive.ts";
 import type { InputRecord, JobRecord } from "./job_store.ts";
 import type { Subscription } from "./job_events.ts";
 import { partialPath, removeQuietly } from "./job_files.ts";

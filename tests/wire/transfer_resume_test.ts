@@ -1,20 +1,17 @@
 /**
- * Tests for resumed transfers in lib/wire/transfer.ts (docs/PROTOCOL.md §5.2): a sender
- * told an offset sends only the bytes after it, and FILE_END still proves the whole
- * file; a receiver appends to the verified bytes it kept, checks the whole file's size
- * and SHA-256, keeps what it verified when the session breaks, and empties a partial
- * file whose whole does not match.
+ * Tests for resumed transfers (lib/wire/transfer.ts, file_send.ts, file_receive.ts;
+ * docs/PROTOCOL.md §5.2): a sender told an offset sends only the bytes after it, and
+ * FILE_END still proves the whole file; a receiver appends to the verified bytes it
+ * kept, checks the whole file's size and SHA-256, keeps what it verified when the
+ * session breaks, and empties a partial file whose whole does not match.
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import * as path from "node:path";
 import { TransferError } from "../../lib/errors.ts";
-import {
-  partialLength,
-  receiveFileResumable,
-  sendFileFrom,
-  sendStream,
-} from "../../lib/wire/transfer.ts";
+import { partialLength, receiveFileResumable } from "../../lib/wire/file_receive.ts";
+import { sendFileFrom } from "../../lib/wire/file_send.ts";
+import { sendStream } from "../../lib/wire/transfer.ts";
 import { channelPair } from "../support/channel_pair.ts";
 import { tempDir } from "../support/e2e.ts";
 import { BytesReader, randomBytes } from "../support/memory_duplex.ts";

@@ -1,20 +1,18 @@
 /**
- * Tests for lib/wire/transfer.ts opening files to send: with `noFollow` (the server's
- * results) a symbolic link is refused, also one that replaces the file between the
- * check and the open; without it (the client's inputs) links are followed. A refused
- * file sends nothing and leaves the session usable. Receiving into a file: names up to
- * 255 bytes of UTF-8 work, and a local write failure is a TransferError.
+ * Tests for lib/wire/file_send.ts opening files to send: with `noFollow` (the server's
+ * results) a symbolic link is refused, also one that replaces the file between the check
+ * and the open; without it (the client's inputs) links are followed. A refused file
+ * sends nothing and leaves the session usable. Receiving into a file
+ * (lib/wire/file_receive.ts): names up to 255 bytes of UTF-8 work, and a local write
+ * failure is a TransferError.
  */
 import assert from "node:assert/strict";
 import * as path from "node:path";
 import { ConnectionError, TransferError } from "../../lib/errors.ts";
 import { Channel, type Duplex } from "../../lib/wire/channel.ts";
-import {
-  openForSending,
-  receiveFileTo,
-  sendFileFrom,
-  sendStream,
-} from "../../lib/wire/transfer.ts";
+import { openForSending, sendFileFrom } from "../../lib/wire/file_send.ts";
+import { receiveFileTo } from "../../lib/wire/file_receive.ts";
+import { sendStream } from "../../lib/wire/transfer.ts";
 import { channelPair, testKey } from "../support/channel_pair.ts";
 import { listDir, tempDir } from "../support/e2e.ts";
 import { BytesReader, duplexPair, randomBytes } from "../support/memory_duplex.ts";

@@ -1,23 +1,19 @@
 /**
- * Tests for one SHA-256 per file (lib/wire/transfer.ts, docs/PROTOCOL.md §5, issue 18):
- * a receiver of a fresh transfer takes FILE_END's SHA-256 without hashing, a resumed one
- * still hashes, and `verifyAfterWrite` reads the written file back and catches a file
- * changed on disk after it was written; a partial file already as long as the offset is
- * not truncated; a sender with a recorded SHA-256 sends it for an unchanged file and
- * hashes (and refuses, before FILE_END) a file that changed since, or while it was sent.
+ * Tests for one SHA-256 per file (lib/wire/transfer.ts, file_send.ts, file_receive.ts;
+ * docs/PROTOCOL.md §5, issue 18): a receiver of a fresh transfer takes FILE_END's
+ * SHA-256 without hashing, a resumed one still hashes, and `verifyAfterWrite` reads the
+ * written file back and catches a file changed on disk after it was written; a partial
+ * file already as long as the offset is not truncated; a sender with a recorded SHA-256
+ * sends it for an unchanged file and hashes (and refuses, before FILE_END) a file that
+ * changed since, or while it was sent.
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import * as path from "node:path";
 import { TransferError } from "../../lib/errors.ts";
-import {
-  fileTimes,
-  partialLength,
-  receiveFileResumable,
-  type RecordedDigest,
-  sendFileFrom,
-  sendStream,
-} from "../../lib/wire/transfer.ts";
+import { fileTimes, type RecordedDigest, sendFileFrom } from "../../lib/wire/file_send.ts";
+import { partialLength, receiveFileResumable } from "../../lib/wire/file_receive.ts";
+import { sendStream } from "../../lib/wire/transfer.ts";
 import { channelPair } from "../support/channel_pair.ts";
 import { tempDir } from "../support/e2e.ts";
 import { BytesReader, randomBytes } from "../support/memory_duplex.ts";
