@@ -16,6 +16,14 @@ printf 'image one\\n' >"$RECON_OUTPUT_DIR/one.dcm"
 printf 'image two\\n' >"$RECON_OUTPUT_DIR/two.dcm"
 `;
 
+/** A recon-server whose script writes one.dcm and two.dcm, from files in `dir`. */
+async function serverFor(dir: string): Promise<E2EServer> {
+  const script = path.join(dir, "recon.sh");
+  await Deno.writeTextFile(script, SCRIPT, { mode: 0o755 });
+  return await E2EServer.start({ script });
+}
+
+/** A job submitted with --detach and waited for: succeeded, its results on the server. */
 async function finishedJob(server: E2EServer, dir: string): Promise<string> {
   const input = path.join(dir, "P00001.7");
   await Deno.writeTextFile(input, "a scan\n");
@@ -30,9 +38,7 @@ async function finishedJob(server: E2EServer, dir: string): Promise<string> {
 
 Deno.test("fetch of a result rewritten on the server after its job ended stops at once with the reason, exit 4", async () => {
   await using files = await tempDir();
-  const script = path.join(files.path, "recon.sh");
-  await Deno.writeTextFile(script, SCRIPT, { mode: 0o755 });
-  await using server = await E2EServer.start({ script });
+  await using server = await serverFor(files.path);
   const id = await finishedJob(server, files.path);
   const result = path.join(server.dicomDir, `job_${id}_output`, "two.dcm");
   // Same size, other bytes: only the times and the SHA-256 tell.
@@ -61,9 +67,7 @@ Deno.test("fetch of a result rewritten on the server after its job ended stops a
 
 Deno.test("fetch of a result only touched after its job ended hashes it again and downloads it", async () => {
   await using files = await tempDir();
-  const script = path.join(files.path, "recon.sh");
-  await Deno.writeTextFile(script, SCRIPT, { mode: 0o755 });
-  await using server = await E2EServer.start({ script });
+  await using server = await serverFor(files.path);
   const id = await finishedJob(server, files.path);
   const result = path.join(server.dicomDir, `job_${id}_output`, "two.dcm");
   const later = new Date(Date.now() + 5_000);

@@ -813,10 +813,35 @@ ln -s /etc "$RECON_OUTPUT_DIR/etc"
   }
 });
 
+/**
+ * Say "ready" for `jobId`'s results and read the server's records until it hangs up:
+ * provenance.json (sorted first) whole, then result.dcm's result_file and, in place of
+ * its bytes, the server's error (returned): no DATA and no FILE_END of result.dcm.
+ */
+async function refusedAfterProvenance(client: RawClient, jobId: string): Promise<RawRecord> {
+  await client.sendMessage({ type: "dicom_transfer_ack", job_id: jobId, status: "ready" });
+  const records: RawRecord[] = [];
+  for (let record = await client.next(); record; record = await client.next()) {
+    records.push(record);
+  }
+  assert.deepEqual(
+    records.map((record) => record.type),
+    [
+      RecordType.MESSAGE,
+      RecordType.DATA,
+      RecordType.FILE_END,
+      RecordType.MESSAGE,
+      RecordType.MESSAGE,
+    ],
+    "no file data of result.dcm is sent",
+  );
+  return records.at(-1)!;
+}
+
 /** The JSON of `record`, a MESSAGE (record header stripped by the raw client). */
-function lastMessage(record: RawRecord | undefined): unknown {
-  assert.equal(record?.type, RecordType.MESSAGE);
-  return JSON.parse(new TextDecoder().decode(record!.payload));
+function lastMessage(record: RawRecord): unknown {
+  assert.equal(record.type, RecordType.MESSAGE);
+  return JSON.parse(new TextDecoder().decode(record.payload));
 }
 
 /**
@@ -848,27 +873,8 @@ Deno.test("a result replaced by a symbolic link after collection is not sent", a
   const result = path.join(s.outputDir(jobId), "result.dcm");
   await Deno.remove(result);
   await Deno.symlink(secret, result);
-  await client.sendMessage({ type: "dicom_transfer_ack", job_id: jobId, status: "ready" });
-  const types: number[] = [];
-  let last: RawRecord | undefined;
-  for (let record = await client.next(); record; record = await client.next()) {
-    types.push(record.type);
-    last = record;
-  }
-  // provenance.json (sorted first) goes whole; then result.dcm's result_file (the
-  // announcement), the server's error in place of its bytes, and it hangs up: no byte
-  // of the secret.
-  assert.deepEqual(
-    types,
-    [
-      RecordType.MESSAGE,
-      RecordType.DATA,
-      RecordType.FILE_END,
-      RecordType.MESSAGE,
-      RecordType.MESSAGE,
-    ],
-    "no file data of result.dcm is sent",
-  );
+  const last = await refusedAfterProvenance(client, jobId);
+  // No byte of the secret.
   assert.deepEqual(lastMessage(last), {
     type: "error",
     kind: "transfer",
@@ -895,25 +901,8 @@ Deno.test("a result written to after the job ended is hashed before it is sent a
   const before = await Deno.readTextFile(result);
   await delay(5);
   await Deno.writeTextFile(result, before.toUpperCase());
-  await client.sendMessage({ type: "dicom_transfer_ack", job_id: jobId, status: "ready" });
-  const types: number[] = [];
-  let last: RawRecord | undefined;
-  for (let record = await client.next(); record; record = await client.next()) {
-    types.push(record.type);
-    last = record;
-  }
-  // provenance.json (unchanged: its recorded SHA-256) goes whole; result.dcm is
-  // announced, then hashed, found not to be the job's, and refused: no DATA, no FILE_END.
-  assert.deepEqual(
-    types,
-    [
-      RecordType.MESSAGE,
-      RecordType.DATA,
-      RecordType.FILE_END,
-      RecordType.MESSAGE,
-      RecordType.MESSAGE,
-    ],
-  );
+  const last = await refusedAfterProvenance(client, jobId);
+  // Hashed, found not to be the job's, and refused: no DATA, no FILE_END.
   assert.deepEqual(lastMessage(last), {
     type: "error",
     kind: "transfer",
