@@ -90,18 +90,19 @@ function closedPort(): number {
 }
 
 /**
- * A loopback TCP peer for what Orthanc will not do: on each connection it waits for the
- * first bytes (the A-ASSOCIATE-RQ), then writes `reply` (if any) and closes when `close`,
- * else holds the connection silent until disposed.
+ * A TCP listener on a free loopback port that hands each connection to {@link handle}
+ * and, when disposed, stops listening, closes every connection still in {@link conns}
+ * and waits for the handlers.
  */
-class RawPeer implements AsyncDisposable {
+abstract class LoopbackServer implements AsyncDisposable {
   readonly #listener: Deno.Listener;
-  readonly #conns = new Set<Deno.Conn>();
   readonly #tasks: Promise<void>[] = [];
   readonly #accepting: Promise<void>;
+  /** Connections to close at dispose; a handler removes one it closed itself. */
+  protected readonly conns = new Set<Deno.Conn>();
   connections = 0;
 
-  constructor(readonly reply: Uint8Array | undefined, readonly close: boolean) {
+  constructor() {
     this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     this.#accepting = this.#accept();
   }
@@ -110,39 +111,53 @@ class RawPeer implements AsyncDisposable {
     return (this.#listener.addr as Deno.NetAddr).port;
   }
 
+  protected abstract handle(conn: Deno.Conn): Promise<void>;
+
   async #accept(): Promise<void> {
     try {
       for await (const conn of this.#listener) {
         this.connections++;
-        this.#conns.add(conn);
-        this.#tasks.push(this.#serve(conn));
+        this.conns.add(conn);
+        this.#tasks.push(this.handle(conn));
       }
     } catch { /* listener closed */ }
-  }
-
-  async #serve(conn: Deno.Conn): Promise<void> {
-    try {
-      const buffer = new Uint8Array(65536);
-      if (await conn.read(buffer) === null) return;
-      if (this.reply) await conn.write(this.reply);
-      if (this.close) {
-        this.#conns.delete(conn);
-        conn.close();
-        return;
-      }
-      while (await conn.read(buffer) !== null) { /* say nothing */ }
-    } catch { /* closed by dispose */ }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     this.#listener.close();
     await this.#accepting;
-    for (const conn of this.#conns) {
+    for (const conn of [...this.conns]) {
+      this.conns.delete(conn);
       try {
         conn.close();
       } catch { /* already closed */ }
     }
     await Promise.all(this.#tasks);
+  }
+}
+
+/**
+ * A loopback TCP peer for what Orthanc will not do: on each connection it waits for the
+ * first bytes (the A-ASSOCIATE-RQ), then writes `reply` (if any) and closes when `close`,
+ * else holds the connection silent until disposed.
+ */
+class RawPeer extends LoopbackServer {
+  constructor(readonly reply: Uint8Array | undefined, readonly close: boolean) {
+    super();
+  }
+
+  protected async handle(conn: Deno.Conn): Promise<void> {
+    try {
+      const buffer = new Uint8Array(65536);
+      if (await conn.read(buffer) === null) return;
+      if (this.reply) await conn.write(this.reply);
+      if (this.close) {
+        this.conns.delete(conn);
+        conn.close();
+        return;
+      }
+      while (await conn.read(buffer) !== null) { /* say nothing */ }
+    } catch { /* closed by dispose */ }
   }
 }
 
@@ -161,42 +176,21 @@ function abortPdu(source: number, reason: number): Uint8Array {
  * association for our sender. With `pauseMs`, it waits that long after passing on each
  * read of ours (at most 64 KiB): a slow link.
  */
-class CountingForwarder implements AsyncDisposable {
-  readonly #listener: Deno.Listener;
-  readonly #conns = new Set<Deno.Conn>();
-  readonly #tasks: Promise<void>[] = [];
-  readonly #accepting: Promise<void>;
-  connections = 0;
-
+class CountingForwarder extends LoopbackServer {
   /** `onConnect` runs before a connection is forwarded (the association waits for it). */
   constructor(
     readonly targetPort: number,
     readonly onConnect?: () => Promise<void>,
     readonly pauseMs = 0,
   ) {
-    this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    this.#accepting = this.#accept();
+    super();
   }
 
-  get port(): number {
-    return (this.#listener.addr as Deno.NetAddr).port;
-  }
-
-  async #accept(): Promise<void> {
-    try {
-      for await (const conn of this.#listener) {
-        this.connections++;
-        this.#tasks.push(this.#forward(conn));
-      }
-    } catch { /* listener closed */ }
-  }
-
-  async #forward(client: Deno.Conn): Promise<void> {
-    this.#conns.add(client);
+  protected async handle(client: Deno.Conn): Promise<void> {
     let server: Deno.Conn | undefined;
     const closeBoth = () => {
       for (const conn of [client, server]) {
-        if (conn === undefined || !this.#conns.delete(conn)) continue;
+        if (conn === undefined || !this.conns.delete(conn)) continue;
         try {
           conn.close();
         } catch { /* already closed */ }
@@ -205,7 +199,7 @@ class CountingForwarder implements AsyncDisposable {
     try {
       await this.onConnect?.();
       server = await Deno.connect({ hostname: "127.0.0.1", port: this.targetPort });
-      this.#conns.add(server);
+      this.conns.add(server);
       const pump = async (from: Deno.Conn, into: Deno.Conn, pauseMs: number) => {
         const buffer = new Uint8Array(65536);
         try {
@@ -223,18 +217,6 @@ class CountingForwarder implements AsyncDisposable {
     } catch {
       closeBoth();
     }
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    this.#listener.close();
-    await this.#accepting;
-    for (const conn of [...this.#conns]) {
-      this.#conns.delete(conn);
-      try {
-        conn.close();
-      } catch { /* already closed */ }
-    }
-    await Promise.all(this.#tasks);
   }
 }
 
